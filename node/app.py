@@ -1,0 +1,75 @@
+"""Wires the stages together and owns their lifecycles: start, drain, stop."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+from node import __version__
+from node.config import NodeConfig
+from node.ingest.assembler import StudyAssembler
+from node.ingest.receiver import Receiver
+from node.ingest.scp import StorageScp
+from node.ingest.spool import Spool
+from node.ops.http import OpsServer
+from node.ops.logging import get_logger
+from node.ops.metrics import Metrics
+from node.store import Store
+
+log = get_logger("app")
+
+STATE_DB_NAME = "state.db"
+
+
+def open_store(config: NodeConfig) -> Store:
+    """The state database under ``storage.root``."""
+    return Store(config.storage.root / STATE_DB_NAME)
+
+
+class Node:
+    """One running node: the SCP, the assembler and the operations endpoint."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        root = config.storage.root
+        root.mkdir(parents=True, exist_ok=True)
+        self.metrics = Metrics()
+        self.store = open_store(config)
+        self.spool = Spool(root)
+        self.assembler = StudyAssembler(self.store, self.metrics, config.study.stable_seconds)
+        receiver = Receiver(self.store, self.spool, self.metrics, config.storage.min_free_bytes)
+        self.scp = StorageScp(config.dicom, receiver, self.assembler, self.metrics)
+        self.metrics.watch_state(self.store.studies_by_state, root)
+        self.ops = OpsServer(config.http.host, config.http.port, self.metrics.render, self.not_ready_reasons)
+        self._stopped = threading.Event()
+
+    def not_ready_reasons(self) -> list[str]:
+        """Why the node cannot take studies now (empty when ready)."""
+        reasons = []
+        if not self.scp.listening:
+            reasons.append("DICOM listener is not accepting associations")
+        free = shutil.disk_usage(self.config.storage.root).free
+        if free < self.config.storage.min_free_bytes:
+            reasons.append(f"free disk {free} bytes is below storage.min_free_bytes")
+        return reasons
+
+    def start(self) -> None:
+        """Start every stage; returns once the node is serving."""
+        self.ops.start()
+        self.assembler.start()
+        self.scp.start()
+        log.info("node.started", version=__version__, http_port=self.ops.port, dicom_port=self.scp.port)
+
+    def stop(self, drain_seconds: float = 30.0) -> None:
+        """Stop accepting, let open associations finish (up to ``drain_seconds``), then stop."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        log.info("node.stopping", open_associations=self.scp.open_associations())
+        self.scp.stop_accepting()
+        self.scp.drain(drain_seconds)
+        self.assembler.stop()
+        self.assembler.sweep()
+        self.ops.stop()
+        self.store.close()
+        log.info("node.stopped")

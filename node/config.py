@@ -1,0 +1,185 @@
+"""The node's whole configuration as typed models, loaded from YAML with environment overrides.
+
+Environment variables named ``QOQ_NODE__SECTION__KEY`` override the file: the double
+underscore separates levels and the value is read as YAML, so
+``QOQ_NODE__DICOM__PORT=11113`` and ``QOQ_NODE__DICOM__ALLOWED_CALLING_AE_TITLES='[PACS1]'``
+both work.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "QOQ_NODE__"
+
+_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, no control chars
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the bad key and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_ae_title(value: str) -> str:
+    if not _AE_TITLE.match(value) or not value.strip():
+        raise ValueError("an AE title is 1-16 printable characters, not all spaces, no backslash")
+    return value.strip()
+
+
+class TlsConfig(_Section):
+    """DICOM TLS (PS3.15 B.1): a server certificate, and a CA to verify client certificates."""
+
+    enabled: bool = False
+    certificate: Path | None = None
+    private_key: Path | None = None
+    ca: Path | None = Field(
+        default=None, description="When set, clients must present a certificate signed by this CA."
+    )
+
+    @model_validator(mode="after")
+    def _paths_when_enabled(self) -> TlsConfig:
+        if self.enabled:
+            for name in ("certificate", "private_key"):
+                path = getattr(self, name)
+                if path is None:
+                    raise ValueError(f"{name} is required when TLS is enabled")
+                if not path.is_file():
+                    raise ValueError(f"{name} {path} is not a readable file")
+            if self.ca is not None and not self.ca.is_file():
+                raise ValueError(f"ca {self.ca} is not a readable file")
+        return self
+
+
+class DicomConfig(_Section):
+    """The storage SCP: who may connect and how."""
+
+    ae_title: str = "QOQNODE"
+    host: str = "0.0.0.0"
+    port: int = Field(default=11112, ge=0, le=65535, description="0 picks a free port.")
+    allowed_calling_ae_titles: list[str] = Field(
+        default_factory=list, description="Empty: any calling AE title is accepted."
+    )
+    max_associations: int = Field(default=32, ge=1, le=1024)
+    max_pdu_bytes: int = Field(
+        default=0, ge=0, description="Largest P-DATA PDU the node accepts; 0 = no limit."
+    )
+    timeout_seconds: float = Field(default=60.0, gt=0, description="ACSE, DIMSE and network idle timeout.")
+    tls: TlsConfig = TlsConfig()
+
+    _ae = field_validator("ae_title")(_check_ae_title)
+
+    @field_validator("allowed_calling_ae_titles")
+    @classmethod
+    def _check_allowed(cls, titles: list[str]) -> list[str]:
+        return [_check_ae_title(title) for title in titles]
+
+
+class StorageConfig(_Section):
+    """Where received instances and the state database live."""
+
+    root: Path = Path("./var")
+    min_free_bytes: int = Field(
+        default=5_000_000_000, ge=0, description="Below this many free bytes C-STORE answers A700."
+    )
+
+
+class StudyConfig(_Section):
+    """When a study counts as complete."""
+
+    stable_seconds: float = Field(default=5.0, gt=0)
+
+
+class HttpConfig(_Section):
+    """The HTTP endpoint for /metrics, /healthz and /readyz."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=9102, ge=0, le=65535, description="0 picks a free port.")
+
+
+class LogConfig(_Section):
+    """Structured logging."""
+
+    level: str = "INFO"
+    format: Literal["json", "console"] = "json"
+
+    @field_validator("level")
+    @classmethod
+    def _check_level(cls, level: str) -> str:
+        level = level.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("level is one of DEBUG, INFO, WARNING, ERROR")
+        return level
+
+
+class NodeConfig(_Section):
+    """The whole node configuration (``conf/node.yaml``)."""
+
+    dicom: DicomConfig = DicomConfig()
+    storage: StorageConfig = StorageConfig()
+    study: StudyConfig = StudyConfig()
+    http: HttpConfig = HttpConfig()
+    log: LogConfig = LogConfig()
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Overlay ``QOQ_NODE__A__B=value`` variables onto the nested mapping ``data``."""
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
+        if not keys:
+            continue
+        node = data
+        for key in keys[:-1]:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = {}
+                node[key] = child
+            node = child
+        node[keys[-1]] = yaml.safe_load(raw) if raw != "" else ""
+    return data
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{key}: {message}")
+    return "; ".join(lines)
+
+
+def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> NodeConfig:
+    """Load and validate the configuration from ``path`` (or defaults) plus the environment.
+
+    Raises ConfigError with a message naming each bad key.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        data = loaded or {}
+    data = _apply_env(data, os.environ if environ is None else environ)
+    try:
+        return NodeConfig.model_validate(data)
+    except ValidationError as exc:
+        source = str(path) if path is not None else "configuration"
+        raise ConfigError(f"{source}: {_describe(exc)}") from exc

@@ -1,0 +1,201 @@
+"""Byte-level DICOM for the ingest hot path: a structural check of a received dataset and
+the Part 10 file meta header that turns it into a file, without decoding the dataset.
+
+The check walks every data element of the encoded dataset (PS3.5 section 7), through
+sequences and encapsulated pixel data of any nesting, and fails when a length runs past
+the end, a delimiter is missing or an explicit VR is not one. pydicom reads truncated
+data silently, so the node does this itself before it acknowledges anything.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+from pydicom.uid import generate_uid
+
+from node import __version__
+
+#: The node's Implementation Class UID (PS3.7 D.3.3.2), stable across runs and versions.
+IMPLEMENTATION_CLASS_UID = generate_uid(entropy_srcs=["qoq-node implementation class"])
+IMPLEMENTATION_VERSION_NAME = f"QOQNODE_{__version__}"[:16]
+
+#: Dataset encodings (PS3.5 Annex A): every other transfer syntax is explicit VR little endian.
+IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
+DEFLATED_DATASET_SYNTAXES = frozenset(
+    {
+        "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+        "1.2.840.10008.1.2.4.95",  # JPIP Referenced Deflate
+        "1.2.840.10008.1.2.4.205",  # JPIP HTJ2K Referenced Deflate
+    }
+)
+
+_UNDEFINED = 0xFFFFFFFF
+_ITEM = (0xFFFE, 0xE000)
+_ITEM_END = (0xFFFE, 0xE00D)
+_SEQUENCE_END = (0xFFFE, 0xE0DD)
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_SHORT_VRS = frozenset(
+    {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"PN", b"SH", b"SL",
+     b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
+)
+_MAX_DEPTH = 64
+
+SOP_CLASS_UID = (0x0008, 0x0016)
+SOP_INSTANCE_UID = (0x0008, 0x0018)
+MODALITY = (0x0008, 0x0060)
+STUDY_INSTANCE_UID = (0x0020, 0x000D)
+SERIES_INSTANCE_UID = (0x0020, 0x000E)
+_HEADER_TAGS = frozenset({SOP_CLASS_UID, SOP_INSTANCE_UID, MODALITY, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID})
+
+
+class MalformedDataset(ValueError):
+    """The encoded dataset is not well-formed DICOM; the message says where."""
+
+
+@dataclass(frozen=True)
+class DatasetHeader:
+    """The top-level attributes ingest needs, read from the encoded dataset."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_uid: str
+    series_uid: str
+    modality: str
+
+
+class _Walker:
+    """Walks encoded data elements; collects the top-level header attributes."""
+
+    def __init__(self, data: bytes, little_endian: bool) -> None:
+        self.data = data
+        self.order = "<" if little_endian else ">"
+        self.found: dict[tuple[int, int], bytes] = {}
+
+    def _tag(self, pos: int) -> tuple[int, int]:
+        if pos + 8 > len(self.data):
+            raise MalformedDataset(f"truncated element header at byte {pos}")
+        return struct.unpack_from(self.order + "HH", self.data, pos)
+
+    def dataset(self, pos: int, implicit: bool, depth: int, in_item: bool) -> int:
+        """Walk a dataset from ``pos``; inside an undefined-length item, up to its delimiter."""
+        if depth > _MAX_DEPTH:
+            raise MalformedDataset(f"sequences nested deeper than {_MAX_DEPTH} levels")
+        end = len(self.data)
+        while pos < end:
+            tag = self._tag(pos)
+            if tag == _ITEM_END:
+                if not in_item:
+                    raise MalformedDataset(f"item delimiter outside an item at byte {pos}")
+                return pos + 8
+            if implicit:
+                (length,) = struct.unpack_from(self.order + "I", self.data, pos + 4)
+                vr, pos = None, pos + 8
+            else:
+                vr = self.data[pos + 4 : pos + 6]
+                if vr in _LONG_VRS:
+                    if pos + 12 > end:
+                        raise MalformedDataset(f"truncated element header at byte {pos}")
+                    (length,) = struct.unpack_from(self.order + "I", self.data, pos + 8)
+                    pos += 12
+                elif vr in _SHORT_VRS:
+                    (length,) = struct.unpack_from(self.order + "H", self.data, pos + 6)
+                    pos += 8
+                else:
+                    raise MalformedDataset(f"invalid VR {vr!r} at byte {pos + 4} in element {_fmt(tag)}")
+            if length == _UNDEFINED:
+                # A sequence or encapsulated pixel data; UN of undefined length is implicit inside.
+                pos = self._items(pos, implicit or vr == b"UN", depth + 1, tag)
+                continue
+            if pos + length > end:
+                raise MalformedDataset(
+                    f"element {_fmt(tag)} needs {length} bytes, {end - pos} remain (truncated)"
+                )
+            if depth == 0 and tag in _HEADER_TAGS:
+                self.found[tag] = self.data[pos : pos + length]
+            pos += length
+        if in_item:
+            raise MalformedDataset("item of undefined length has no delimiter (truncated)")
+        return pos
+
+    def _items(self, pos: int, implicit: bool, depth: int, owner: tuple[int, int]) -> int:
+        while True:
+            tag = self._tag(pos)
+            (length,) = struct.unpack_from(self.order + "I", self.data, pos + 4)
+            pos += 8
+            if tag == _SEQUENCE_END:
+                return pos
+            if tag != _ITEM:
+                raise MalformedDataset(f"expected an item in {_fmt(owner)}, found {_fmt(tag)}")
+            if length == _UNDEFINED:
+                pos = self.dataset(pos, implicit, depth, in_item=True)
+            elif pos + length > len(self.data):
+                raise MalformedDataset(f"item in {_fmt(owner)} runs past the end (truncated)")
+            else:
+                pos += length
+
+
+def _fmt(tag: tuple[int, int]) -> str:
+    return f"({tag[0]:04X},{tag[1]:04X})"
+
+
+def _text(value: bytes | None) -> str:
+    return (value or b"").decode("ascii", "replace").rstrip("\x00 ").strip()
+
+
+def read_header(dataset: bytes, transfer_syntax_uid: str) -> DatasetHeader:
+    """Check the encoded ``dataset`` is complete and read its identifying attributes.
+
+    Raises MalformedDataset when it is not well-formed in ``transfer_syntax_uid``.
+    """
+    if transfer_syntax_uid in DEFLATED_DATASET_SYNTAXES:
+        try:
+            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            dataset = inflater.decompress(dataset) + inflater.flush()
+        except zlib.error as exc:
+            raise MalformedDataset(f"deflated dataset does not inflate: {exc}") from exc
+        if not inflater.eof:
+            raise MalformedDataset("deflated dataset is truncated")
+    walker = _Walker(dataset, little_endian=transfer_syntax_uid != EXPLICIT_VR_BIG_ENDIAN)
+    try:
+        walker.dataset(0, transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN, depth=0, in_item=False)
+    except struct.error as exc:
+        raise MalformedDataset(f"truncated element: {exc}") from exc
+    found = walker.found
+    return DatasetHeader(
+        sop_class_uid=_text(found.get(SOP_CLASS_UID)),
+        sop_instance_uid=_text(found.get(SOP_INSTANCE_UID)),
+        study_uid=_text(found.get(STUDY_INSTANCE_UID)),
+        series_uid=_text(found.get(SERIES_INSTANCE_UID)),
+        modality=_text(found.get(MODALITY)),
+    )
+
+
+def _element(group: int, element: int, vr: bytes, value: bytes) -> bytes:
+    if vr in _LONG_VRS:
+        return struct.pack("<HH2s2xI", group, element, vr, len(value)) + value
+    return struct.pack("<HH2sH", group, element, vr, len(value)) + value
+
+
+def _padded(text: str, pad: bytes) -> bytes:
+    raw = text.encode("ascii")
+    return raw + pad if len(raw) % 2 else raw
+
+
+def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, source_ae: str) -> bytes:
+    """The preamble, ``DICM`` prefix and File Meta Information group (PS3.10 7.1)."""
+    body = b"".join(
+        (
+            _element(0x0002, 0x0001, b"OB", b"\x00\x01"),
+            _element(0x0002, 0x0002, b"UI", _padded(sop_class_uid, b"\x00")),
+            _element(0x0002, 0x0003, b"UI", _padded(sop_instance_uid, b"\x00")),
+            _element(0x0002, 0x0010, b"UI", _padded(transfer_syntax_uid, b"\x00")),
+            _element(0x0002, 0x0012, b"UI", _padded(IMPLEMENTATION_CLASS_UID, b"\x00")),
+            _element(0x0002, 0x0013, b"SH", _padded(IMPLEMENTATION_VERSION_NAME, b" ")),
+            _element(0x0002, 0x0016, b"AE", _padded(source_ae.strip()[:16], b" ")),
+        )
+    )
+    group_length = _element(0x0002, 0x0000, b"UL", struct.pack("<I", len(body)))
+    return b"\x00" * 128 + b"DICM" + group_length + body

@@ -1,0 +1,170 @@
+"""What the node does with one C-STORE request: check, keep durably, record, answer.
+
+The Success status is returned only after the instance is fsynced in the spool and its
+row is committed. Anything refused is answered with a failure status and an Error
+Comment, and kept in the quarantine when there is room to keep it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from dataclasses import dataclass
+
+from node.ingest.part10 import DatasetHeader, MalformedDataset, file_meta, read_header
+from node.ingest.spool import Spool
+from node.ops.logging import get_logger, uid_hash
+from node.ops.metrics import Metrics
+from node.store import InstanceRecord, Store
+
+log = get_logger("ingest")
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+SOP_CLASS_MISMATCH = 0xA900
+MALFORMED = 0xC210
+BAD_UID = 0xC211
+SOP_INSTANCE_MISMATCH = 0xC212
+INTERNAL_ERROR = 0xC213
+
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+
+
+@dataclass(frozen=True)
+class StoreRequest:
+    """One C-STORE request as it arrived: command UIDs, transfer syntax and encoded dataset."""
+
+    dataset: bytes
+    transfer_syntax_uid: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    calling_ae: str
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    """The answer to a C-STORE request and what happened."""
+
+    status: int
+    comment: str = ""
+    study_uid: str | None = None
+    new_study_version: bool = False
+
+
+class _Refusal(Exception):
+    def __init__(self, status: int, reason: str, comment: str) -> None:
+        super().__init__(comment)
+        self.status, self.reason, self.comment = status, reason, comment
+
+
+def _valid_uid(uid: str) -> bool:
+    return 0 < len(uid) <= 64 and _UID.match(uid) is not None
+
+
+def _check(header: DatasetHeader, request: StoreRequest) -> None:
+    """Raise _Refusal when the dataset's identity is missing, invalid or disagrees with the command."""
+    for name in ("study_uid", "series_uid", "sop_instance_uid", "sop_class_uid"):
+        uid = getattr(header, name)
+        if not uid:
+            raise _Refusal(BAD_UID, "missing_uid", f"dataset has no {name}")
+        if not _valid_uid(uid):
+            raise _Refusal(BAD_UID, "invalid_uid", f"dataset {name} is not a valid UID")
+    if header.sop_class_uid != request.sop_class_uid:
+        raise _Refusal(SOP_CLASS_MISMATCH, "sop_class_mismatch", "SOP Class UID differs from command")
+    if header.sop_instance_uid != request.sop_instance_uid:
+        raise _Refusal(SOP_INSTANCE_MISMATCH, "sop_instance_mismatch", "SOP Instance UID differs from command")
+
+
+class Receiver:
+    """Turns C-STORE requests into stored instances and answers."""
+
+    def __init__(self, store: Store, spool: Spool, metrics: Metrics, min_free_bytes: int) -> None:
+        self._store = store
+        self._spool = spool
+        self._metrics = metrics
+        self._min_free_bytes = min_free_bytes
+
+    def receive(self, request: StoreRequest) -> StoreOutcome:
+        """Handle one C-STORE request; never raises."""
+        started = time.perf_counter()
+        self._metrics.cstore_bytes.inc(len(request.dataset))
+        try:
+            outcome = self._receive(request)
+        except _Refusal as refusal:
+            outcome = self._refuse(request, refusal)
+        except Exception:  # a bug or an I/O error must not take the association down
+            log.exception("cstore.internal_error", sop_instance=uid_hash(request.sop_instance_uid))
+            self._metrics.cstore_failures.labels("internal_error").inc()
+            outcome = StoreOutcome(INTERNAL_ERROR, "internal error; see the node's log")
+        if outcome.status == SUCCESS:
+            self._metrics.cstore_seconds.observe(time.perf_counter() - started)
+        else:
+            self._metrics.cstore_requests.labels("failed").inc()
+        return outcome
+
+    def _receive(self, request: StoreRequest) -> StoreOutcome:
+        if shutil.disk_usage(self._spool.root).free < self._min_free_bytes + len(request.dataset):
+            raise _Refusal(OUT_OF_RESOURCES, "out_of_space", "storage below its free-space watermark")
+        try:
+            header = read_header(request.dataset, request.transfer_syntax_uid)
+        except MalformedDataset as exc:
+            raise _Refusal(MALFORMED, "malformed", f"malformed dataset: {exc}") from exc
+        _check(header, request)
+        if self._store.has_instance(header.sop_instance_uid):
+            return self._duplicate(header)
+        meta = file_meta(header.sop_class_uid, header.sop_instance_uid, request.transfer_syntax_uid, request.calling_ae)
+        path = self._spool.store(header.study_uid, header.sop_instance_uid, (meta, request.dataset))
+        update = self._store.record_instance(
+            InstanceRecord(
+                sop_instance_uid=header.sop_instance_uid,
+                study_uid=header.study_uid,
+                series_uid=header.series_uid,
+                sop_class_uid=header.sop_class_uid,
+                transfer_syntax_uid=request.transfer_syntax_uid,
+                modality=header.modality,
+                path=str(path.relative_to(self._spool.root)),
+                size=len(meta) + len(request.dataset),
+                calling_ae=request.calling_ae,
+                received_at=time.time(),
+            )
+        )
+        if not update.stored:
+            return self._duplicate(header)
+        self._metrics.cstore_requests.labels("stored").inc()
+        if update.new_version:
+            self._metrics.study_transitions.labels("receiving").inc()
+            log.info("study.receiving", study=uid_hash(header.study_uid), version=update.study_version)
+        return StoreOutcome(SUCCESS, study_uid=header.study_uid, new_study_version=update.new_version)
+
+    def _duplicate(self, header: DatasetHeader) -> StoreOutcome:
+        self._metrics.cstore_requests.labels("duplicate").inc()
+        log.info("cstore.duplicate", sop_instance=uid_hash(header.sop_instance_uid))
+        return StoreOutcome(SUCCESS, study_uid=header.study_uid)
+
+    def _refuse(self, request: StoreRequest, refusal: _Refusal) -> StoreOutcome:
+        self._metrics.cstore_failures.labels(refusal.reason).inc()
+        kept = None
+        if refusal.status != OUT_OF_RESOURCES:
+            try:
+                meta = file_meta(
+                    request.sop_class_uid, request.sop_instance_uid, request.transfer_syntax_uid, request.calling_ae
+                )
+                kept = self._spool.quarantine(
+                    (meta, request.dataset),
+                    refusal.reason,
+                    {"detail": refusal.comment, "calling_ae": request.calling_ae},
+                )
+                self._store.record_quarantine(str(kept), refusal.reason, request.calling_ae)
+            except Exception:
+                log.exception("quarantine.failed", reason=refusal.reason)
+        log.warning(
+            "cstore.refused",
+            reason=refusal.reason,
+            status=f"0x{refusal.status:04X}",
+            detail=refusal.comment,
+            calling_ae=request.calling_ae,
+            sop_instance=uid_hash(request.sop_instance_uid),
+            quarantined=str(kept) if kept else None,
+        )
+        return StoreOutcome(refusal.status, refusal.comment[:64])

@@ -1,0 +1,85 @@
+"""The spool: received instances as Part 10 files, durably on disk, and the quarantine.
+
+Layout under ``storage.root``::
+
+    spool/<study UID>/<SOP instance UID>.dcm   accepted instances, as received
+    quarantine/<time>-<n>.dcm (+ .json)         refused objects and why
+    tmp/                                        partial writes (never read)
+
+A file is written under ``tmp/``, fsynced, renamed into place and its directory fsynced,
+so a file in ``spool/`` is always whole. Callers pass only validated UIDs as names.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """Durable file storage for received objects."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.spool_dir = root / "spool"
+        self.quarantine_dir = root / "quarantine"
+        self._tmp_dir = root / "tmp"
+        for directory in (self.spool_dir, self.quarantine_dir, self._tmp_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        _fsync_dir(root)
+        self._names = itertools.count()
+        self._known_dirs: set[Path] = set()
+        self._dir_lock = threading.Lock()
+
+    def _write_durably(self, target: Path, parts: tuple[bytes, ...]) -> None:
+        tmp = self._tmp_dir / f"{os.getpid()}-{threading.get_ident()}-{next(self._names)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        try:
+            written = os.writev(fd, parts)
+            for part in parts:  # writev may write less than asked; finish part by part
+                view = memoryview(part)[min(written, len(part)) :]
+                written = max(0, written - len(part))
+                while view:
+                    view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+
+    def _study_dir(self, study_uid: str) -> Path:
+        directory = self.spool_dir / study_uid
+        if directory not in self._known_dirs:
+            with self._dir_lock:
+                if not directory.is_dir():
+                    directory.mkdir()
+                    _fsync_dir(self.spool_dir)
+                self._known_dirs.add(directory)
+        return directory
+
+    def store(self, study_uid: str, sop_instance_uid: str, parts: tuple[bytes, ...]) -> Path:
+        """Write an instance (its bytes in ``parts``) durably; returns its path."""
+        target = self._study_dir(study_uid) / f"{sop_instance_uid}.dcm"
+        self._write_durably(target, parts)
+        return target
+
+    def quarantine(self, parts: tuple[bytes, ...], reason: str, details: dict[str, str]) -> Path:
+        """Keep a refused object with a JSON note of why; returns the object's path."""
+        stem = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{next(self._names)}"
+        target = self.quarantine_dir / f"{stem}.dcm"
+        note = json.dumps({"reason": reason, **details}, indent=2).encode()
+        self._write_durably(self.quarantine_dir / f"{stem}.json", (note,))
+        self._write_durably(target, parts)
+        return target

@@ -1,0 +1,184 @@
+"""Processes on loopback for demos, tests and benchmarks: a real Orthanc acting as the PACS,
+and a node running as its own process (``qoq-node serve``), each on free ports with its own
+storage. Both are context managers that stop what they start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port on loopback that is free now."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def http_json(url: str, data: bytes | None = None, timeout: float = 10.0) -> Any:
+    """GET (or POST ``data`` to) a URL and decode the JSON answer."""
+    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (loopback only)
+        return json.loads(response.read() or b"null")
+
+
+def _wait_http(url: str, process: subprocess.Popen, timeout: float, log_path: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}; log: {log_path.read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=1).close()  # noqa: S310 (loopback only)
+            return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout} s; log: {log_path.read_text()[-2000:]}")
+
+
+def _stop(process: subprocess.Popen, timeout: float = 15.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class Orthanc:
+    """A real Orthanc on loopback with its own storage, no authentication."""
+
+    def __init__(self, workdir: Path, aet: str = "ORTHANC", modalities: Mapping[str, tuple[str, int]] | None = None):
+        self.workdir = workdir
+        self.aet = aet
+        self.dicom_port = free_port()
+        self.http_port = free_port()
+        self.modalities = dict(modalities or {})
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the REST API."""
+        return f"http://{LOOPBACK}:{self.http_port}"
+
+    def start(self) -> Orthanc:
+        """Start Orthanc and wait until its REST API answers."""
+        executable = shutil.which("Orthanc")
+        if executable is None:
+            raise RuntimeError("Orthanc is not installed (apt-get install orthanc)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = {
+            "Name": "test-pacs",
+            "StorageDirectory": str(self.workdir / "db"),
+            "IndexDirectory": str(self.workdir / "db"),
+            "DicomAet": self.aet,
+            "DicomPort": self.dicom_port,
+            "HttpPort": self.http_port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomModalities": {name: [aet, LOOPBACK, port] for name, (aet, port) in self.modalities.items()},
+            "Plugins": [],
+        }
+        config_path = self.workdir / "orthanc.json"
+        config_path.write_text(json.dumps(config))
+        log_path = self.workdir / "orthanc.log"
+        env = {**os.environ, "TCP_NODELAY": "1"}
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen([executable, str(config_path)], stdout=log, stderr=log, env=env)
+        _wait_http(f"{self.url}/system", self.process, 60, log_path)
+        return self
+
+    def stop(self) -> None:
+        """Stop Orthanc."""
+        if self.process is not None:
+            _stop(self.process)
+
+    def upload(self, path: Path) -> dict:
+        """Upload one DICOM file over REST (``POST /instances``)."""
+        return http_json(f"{self.url}/instances", path.read_bytes())
+
+    def send_study(self, orthanc_study_id: str, modality: str, timeout: float = 300) -> dict:
+        """Have Orthanc C-STORE a study to a configured modality, as a PACS would."""
+        return http_json(f"{self.url}/modalities/{modality}/store", orthanc_study_id.encode(), timeout=timeout)
+
+    def __enter__(self) -> Orthanc:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+class NodeProcess:
+    """``qoq-node serve`` as a child process on free loopback ports."""
+
+    def __init__(self, root: Path, settings: Mapping[str, str] | None = None) -> None:
+        self.root = root
+        self.dicom_port = free_port()
+        self.http_port = free_port()
+        self.settings = {
+            "QOQ_NODE__DICOM__HOST": LOOPBACK,
+            "QOQ_NODE__DICOM__PORT": str(self.dicom_port),
+            "QOQ_NODE__HTTP__HOST": LOOPBACK,
+            "QOQ_NODE__HTTP__PORT": str(self.http_port),
+            "QOQ_NODE__STORAGE__ROOT": str(root / "var"),
+            "QOQ_NODE__STORAGE__MIN_FREE_BYTES": "0",
+            **(settings or {}),
+        }
+        self.log_path = root / "node.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the operations endpoint."""
+        return f"http://{LOOPBACK}:{self.http_port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment the node runs with (also right for ``qoq-node studies``)."""
+        return {**os.environ, **self.settings}
+
+    def start(self) -> NodeProcess:
+        """Start the node and wait until it is ready."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "node", "serve"], stdout=log, stderr=log, env=self.env
+            )
+        _wait_http(f"{self.url}/healthz", self.process, 60, self.log_path)
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM the node and wait for it to drain."""
+        if self.process is not None:
+            _stop(self.process)
+
+    def kill(self) -> None:
+        """SIGKILL the node, as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def metrics(self) -> str:
+        """The node's /metrics text."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as response:  # noqa: S310
+            return response.read().decode()
+
+    def __enter__(self) -> NodeProcess:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

@@ -1,0 +1,90 @@
+"""Prometheus metrics of the node. Labels never carry patient data.
+
+Each node owns its own registry, so several nodes can live in one process (tests).
+Gauges that mirror state (studies by state, free disk) are read at scrape time from
+their source of truth rather than kept in step by hand.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from node import __version__
+
+PREFIX = "qoqnode"
+
+#: C-STORE latency buckets (seconds): from a cached small object to a slow disk.
+CSTORE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _StateCollector(Collector):
+    """Reads study counts and free disk space when Prometheus scrapes."""
+
+    def __init__(self, studies_by_state: Callable[[], dict[str, int]], storage_root: Path) -> None:
+        self._studies_by_state = studies_by_state
+        self._storage_root = storage_root
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        studies = GaugeMetricFamily(f"{PREFIX}_studies", "Studies by processing state.", labels=["state"])
+        for state, count in sorted(self._studies_by_state().items()):
+            studies.add_metric([state], count)
+        yield studies
+        free = GaugeMetricFamily(f"{PREFIX}_storage_free_bytes", "Free bytes on the spool's filesystem.")
+        free.add_metric([], shutil.disk_usage(self._storage_root).free)
+        yield free
+
+
+class Metrics:
+    """All the node's metrics, in one registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        Info(f"{PREFIX}_build", "The node's version.", registry=r).info({"version": __version__})
+        self.associations_open = Gauge(
+            f"{PREFIX}_dicom_associations_open", "DICOM associations open now.", registry=r
+        )
+        self.associations = Counter(
+            f"{PREFIX}_dicom_associations", "DICOM associations established.", registry=r
+        )
+        self.associations_rejected = Counter(
+            f"{PREFIX}_dicom_associations_rejected",
+            "DICOM association requests rejected, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.cstore_requests = Counter(
+            f"{PREFIX}_cstore_requests",
+            "C-STORE requests answered, by outcome (stored, duplicate, failed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.cstore_bytes = Counter(
+            f"{PREFIX}_cstore_received_bytes", "Dataset bytes received in C-STORE requests.", registry=r
+        )
+        self.cstore_seconds = Histogram(
+            f"{PREFIX}_cstore_duration_seconds",
+            "Time from a complete C-STORE request to its response (checks, write, fsync, commit).",
+            buckets=CSTORE_BUCKETS,
+            registry=r,
+        )
+        self.cstore_failures = Counter(
+            f"{PREFIX}_cstore_failures", "C-STORE requests refused, by reason.", ["reason"], registry=r
+        )
+        self.study_transitions = Counter(
+            f"{PREFIX}_study_transitions", "Study state changes, by new state.", ["state"], registry=r
+        )
+
+    def watch_state(self, studies_by_state: Callable[[], dict[str, int]], storage_root: Path) -> None:
+        """Export study counts and free disk, read from their sources at scrape time."""
+        self.registry.register(_StateCollector(studies_by_state, storage_root))
+
+    def render(self) -> bytes:
+        """The registry in Prometheus text format."""
+        return generate_latest(self.registry)

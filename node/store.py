@@ -1,0 +1,241 @@
+"""The state database: instances, studies and quarantined objects.
+
+SQLite in WAL mode with ``synchronous=FULL`` (every commit is on disk before it returns).
+All stages talk to state through this module. One connection is shared by the threads of
+one process behind a lock; other processes (the CLI) open their own and read concurrently.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS studies (
+    study_uid        TEXT PRIMARY KEY,
+    version          INTEGER NOT NULL,
+    state            TEXT NOT NULL,
+    first_received   REAL NOT NULL,
+    last_received    REAL NOT NULL,
+    state_changed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS studies_by_state ON studies (state);
+CREATE TABLE IF NOT EXISTS instances (
+    sop_instance_uid    TEXT PRIMARY KEY,
+    study_uid           TEXT NOT NULL REFERENCES studies (study_uid),
+    study_version       INTEGER NOT NULL,
+    series_uid          TEXT NOT NULL,
+    sop_class_uid       TEXT NOT NULL,
+    transfer_syntax_uid TEXT NOT NULL,
+    modality            TEXT NOT NULL,
+    path                TEXT NOT NULL,
+    size                INTEGER NOT NULL,
+    calling_ae          TEXT NOT NULL,
+    received_at         REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_by_study ON instances (study_uid);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    path        TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    calling_ae  TEXT NOT NULL,
+    received_at REAL NOT NULL
+);
+"""
+
+#: A study is receiving while instances arrive; stable once complete (later stages add more).
+RECEIVING = "receiving"
+STABLE = "stable"
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """One stored instance, as the state database keeps it."""
+
+    sop_instance_uid: str
+    study_uid: str
+    series_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    modality: str
+    path: str
+    size: int
+    calling_ae: str
+    received_at: float
+
+
+@dataclass(frozen=True)
+class StudyUpdate:
+    """What recording an instance did to its study."""
+
+    stored: bool  # False: the SOP Instance UID was already stored (duplicate)
+    study_version: int
+    new_version: bool  # True: a new study, or a stable study made to receive again
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """A study as ``qoq-node studies`` lists it: UIDs and counts, no patient identity."""
+
+    study_uid: str
+    version: int
+    state: str
+    instances: int
+    series: int
+    modalities: str
+    first_received: float
+    last_received: float
+    state_changed_at: float
+
+
+class Store:
+    """The node's state database."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def has_instance(self, sop_instance_uid: str) -> bool:
+        """Whether an instance with this SOP Instance UID is already stored."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)
+            ).fetchone()
+        return row is not None
+
+    def record_instance(self, record: InstanceRecord) -> StudyUpdate:
+        """Commit one received instance and bring its study to ``receiving``.
+
+        A stable (or later) study that gets a new instance starts a new version.
+        """
+        with self._transaction() as db:
+            study = db.execute(
+                "SELECT version, state FROM studies WHERE study_uid = ?", (record.study_uid,)
+            ).fetchone()
+            if db.execute(
+                "SELECT 1 FROM instances WHERE sop_instance_uid = ?", (record.sop_instance_uid,)
+            ).fetchone():
+                return StudyUpdate(stored=False, study_version=study[0], new_version=False)
+            now = record.received_at
+            if study is None:
+                version, new_version = 1, True
+                db.execute(
+                    "INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?)",
+                    (record.study_uid, version, RECEIVING, now, now, now),
+                )
+            else:
+                version, state = study
+                new_version = state != RECEIVING
+                if new_version:
+                    version += 1
+                db.execute(
+                    "UPDATE studies SET version = ?, state = ?, last_received = ?,"
+                    " state_changed_at = CASE WHEN state = ? THEN state_changed_at ELSE ? END"
+                    " WHERE study_uid = ?",
+                    (version, RECEIVING, now, RECEIVING, now, record.study_uid),
+                )
+            db.execute(
+                "INSERT INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.sop_instance_uid,
+                    record.study_uid,
+                    version,
+                    record.series_uid,
+                    record.sop_class_uid,
+                    record.transfer_syntax_uid,
+                    record.modality,
+                    record.path,
+                    record.size,
+                    record.calling_ae,
+                    record.received_at,
+                ),
+            )
+        return StudyUpdate(stored=True, study_version=version, new_version=new_version)
+
+    def record_quarantine(self, path: str, reason: str, calling_ae: str) -> None:
+        """Remember an object that was refused and kept aside."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO quarantine (path, reason, calling_ae, received_at) VALUES (?, ?, ?, ?)",
+                (path, reason, calling_ae, time.time()),
+            )
+
+    def receiving_studies(self) -> list[tuple[str, int, float]]:
+        """(study UID, version, last received) of every study still receiving."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT study_uid, version, last_received FROM studies WHERE state = ?", (RECEIVING,)
+            ).fetchall()
+
+    def mark_stable(self, study_uid: str, last_received: float, now: float) -> bool:
+        """Make a receiving study stable, unless an instance arrived since ``last_received``."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE studies SET state = ?, state_changed_at = ?"
+                " WHERE study_uid = ? AND state = ? AND last_received = ?",
+                (STABLE, now, study_uid, RECEIVING, last_received),
+            )
+        return cursor.rowcount == 1
+
+    def studies_by_state(self) -> dict[str, int]:
+        """Number of studies in each state."""
+        with self._lock:
+            return dict(self._db.execute("SELECT state, COUNT(*) FROM studies GROUP BY state").fetchall())
+
+    def studies(self) -> list[StudySummary]:
+        """Every study, most recently received first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT s.study_uid, s.version, s.state, COUNT(i.sop_instance_uid),"
+                " COUNT(DISTINCT i.series_uid), COALESCE(GROUP_CONCAT(DISTINCT i.modality), ''),"
+                " s.first_received, s.last_received, s.state_changed_at"
+                " FROM studies s LEFT JOIN instances i ON i.study_uid = s.study_uid"
+                " GROUP BY s.study_uid ORDER BY s.last_received DESC"
+            ).fetchall()
+        return [StudySummary(*row) for row in rows]
+
+    def instances(self, study_uid: str) -> list[InstanceRecord]:
+        """Every stored instance of a study."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT sop_instance_uid, study_uid, series_uid, sop_class_uid, transfer_syntax_uid,"
+                " modality, path, size, calling_ae, received_at FROM instances WHERE study_uid = ?",
+                (study_uid,),
+            ).fetchall()
+        return [InstanceRecord(*row) for row in rows]
+
+    def quarantined(self) -> list[tuple[str, str, str, float]]:
+        """(path, reason, calling AE, time) of every quarantined object."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT path, reason, calling_ae, received_at FROM quarantine ORDER BY id"
+            ).fetchall()

@@ -1,0 +1,115 @@
+"""Shared fixtures: an in-process node, a node process, a real Orthanc, synthetic studies, dcmtk."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from node.app import Node
+from node.config import NodeConfig, load_config
+from node.localpeers import LOOPBACK, Orthanc
+from node.ops.logging import configure_logging
+from node.synthetic import SyntheticStudy, write_ct_study
+
+PYDICOM_TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+configure_logging("INFO", "json")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The real peers are required, never skipped: say so up front if one is missing."""
+    missing = [tool for tool in ("storescu", "echoscu", "Orthanc", "dciodvfy") if shutil.which(tool) is None]
+    if missing:
+        raise pytest.UsageError(f"missing peers {missing}: apt-get install dcmtk orthanc dicom3tools")
+
+
+def node_config(root: Path, **sections: dict) -> NodeConfig:
+    """A config for a node on loopback with ephemeral ports under ``root``."""
+    env = {
+        "QOQ_NODE__DICOM__HOST": LOOPBACK,
+        "QOQ_NODE__DICOM__PORT": "0",
+        "QOQ_NODE__HTTP__HOST": LOOPBACK,
+        "QOQ_NODE__HTTP__PORT": "0",
+        "QOQ_NODE__STORAGE__ROOT": str(root),
+        "QOQ_NODE__STORAGE__MIN_FREE_BYTES": "0",
+        "QOQ_NODE__STUDY__STABLE_SECONDS": "1",
+    }
+    for section, values in sections.items():
+        for key, value in values.items():
+            env[f"QOQ_NODE__{section.upper()}__{key.upper()}"] = str(value)
+    return load_config(None, environ=env)
+
+
+@pytest.fixture
+def make_node(tmp_path: Path) -> Iterator:
+    """Start in-process nodes (``make_node(**sections)``); all are stopped at teardown."""
+    nodes: list[Node] = []
+
+    def start(**sections: dict) -> Node:
+        node = Node(node_config(tmp_path / f"node{len(nodes)}", **sections))
+        node.start()
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        node.stop(drain_seconds=5)
+
+
+@pytest.fixture
+def node(make_node) -> Node:
+    """One in-process node with default test settings."""
+    return make_node()
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
+    """A real Orthanc for the session; tests register the node as a modality through REST."""
+    with Orthanc(tmp_path_factory.mktemp("orthanc")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def ct_study(tmp_path_factory: pytest.TempPathFactory) -> SyntheticStudy:
+    """A small synthetic CT study: 2 series of 5 slices, 64x64."""
+    return write_ct_study(tmp_path_factory.mktemp("ct"), slices=5, series=2, size=64)
+
+
+def storescu(port: int, files: list[Path], *options: str, called_ae: str = "QOQNODE") -> subprocess.CompletedProcess:
+    """Run dcmtk storescu against the node; returns the completed process (never raises)."""
+    return subprocess.run(
+        ["storescu", "-v", *options, "-aec", called_ae, LOOPBACK, str(port), *map(str, files)],
+        capture_output=True, text=True, env=DCMTK_ENV, timeout=300,
+    )
+
+
+def echoscu(port: int, *options: str, called_ae: str = "QOQNODE") -> subprocess.CompletedProcess:
+    """Run dcmtk echoscu against the node."""
+    return subprocess.run(
+        ["echoscu", "-v", *options, "-aec", called_ae, LOOPBACK, str(port)],
+        capture_output=True, text=True, env=DCMTK_ENV, timeout=60,
+    )
+
+
+def dataset_bytes(path: Path) -> bytes:
+    """The bytes of a Part 10 file after its File Meta Information (the dataset as sent)."""
+    raw = path.read_bytes()
+    with pydicom.dcmread(path, stop_before_pixels=True) as ds:
+        meta_length = ds.file_meta.FileMetaInformationGroupLength
+    return raw[132 + 12 + meta_length :]
+
+
+def metric_value(text: str, name: str, labels: str = "") -> float:
+    """The value of one sample in Prometheus text output (0 when absent)."""
+    wanted = f"{name}{{{labels}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.split()[-1])
+    return 0.0

@@ -1,0 +1,116 @@
+"""The byte-level structural check and file meta: cross-checked against pydicom and dcmtk."""
+
+from __future__ import annotations
+
+import subprocess
+import zlib
+from pathlib import Path
+
+import pydicom
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from node.ingest.part10 import IMPLEMENTATION_CLASS_UID, MalformedDataset, file_meta, read_header
+from tests.conftest import PYDICOM_TEST_FILES, dataset_bytes
+
+# Bundled pydicom files with a file meta header, across encodings: implicit, explicit
+# little and big endian, deflate, JPEG, JPEG-LS, JPEG 2000, RLE, SR, waveform, sequences.
+ENCODED_FILES = [
+    "CT_small.dcm",
+    "MR_small_implicit.dcm",
+    "MR_small_bigendian.dcm",
+    "image_dfl.dcm",
+    "SC_rgb_jpeg_dcmtk.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+    "MR_small_jp2klossless.dcm",
+    "MR_small_RLE.dcm",
+    "test-SR.dcm",
+    "waveform_ecg.dcm",
+    "nested_priv_SQ.dcm",
+    "UN_sequence.dcm",
+    "rtplan.dcm",
+    "emri_small_jpeg_2k_lossless.dcm",
+]
+
+
+def _existing(names: list[str]) -> list[str]:
+    return [name for name in names if (PYDICOM_TEST_FILES / name).exists()]
+
+
+def _sample(name: str) -> tuple[bytes, str, pydicom.Dataset]:
+    path = PYDICOM_TEST_FILES / name
+    ds = pydicom.dcmread(path)
+    return dataset_bytes(path), str(ds.file_meta.TransferSyntaxUID), ds
+
+
+@pytest.mark.parametrize("name", _existing(ENCODED_FILES))
+def test_header_matches_pydicom(name: str) -> None:
+    data, syntax, ds = _sample(name)
+    header = read_header(data, syntax)
+    assert header.sop_instance_uid == ds.get("SOPInstanceUID", "")
+    assert header.sop_class_uid == ds.get("SOPClassUID", "")
+    assert header.study_uid == ds.get("StudyInstanceUID", "")
+    assert header.series_uid == ds.get("SeriesInstanceUID", "")
+    assert header.modality == ds.get("Modality", "")
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_bigendian.dcm", "MR_small_RLE.dcm", "test-SR.dcm"])
+def test_every_truncation_is_detected(name: str) -> None:
+    data, syntax, _ = _sample(name)
+    # Cut at every element boundary and mid-element alike: no prefix is a whole dataset,
+    # except where the cut falls exactly between two top-level elements.
+    whole_prefixes = 0
+    for cut in range(0, len(data) - 1, max(1, len(data) // 400)):
+        try:
+            read_header(data[:cut], syntax)
+            whole_prefixes += 1
+        except MalformedDataset:
+            pass
+    assert whole_prefixes < 60  # the rest were caught: missing bytes are never silent
+    with pytest.raises(MalformedDataset):
+        read_header(data[:-1], syntax)
+
+
+def test_truncated_deflate_and_garbage_are_malformed() -> None:
+    data, syntax, _ = _sample("image_dfl.dcm")
+    with pytest.raises(MalformedDataset, match="deflated"):
+        read_header(data[: len(data) // 2], syntax)
+    with pytest.raises(MalformedDataset):
+        read_header(b"\x08\x00\x16\x00ZZ\x04\x00abcd", "1.2.840.10008.1.2.1")
+    with pytest.raises(MalformedDataset):
+        read_header(zlib.compress(b"not dicom"), syntax)
+
+
+def test_deeply_nested_sequences_are_refused_not_a_crash() -> None:
+    # (0008,1115) SQ of undefined length, one undefined-length item, nested 200 times.
+    opening = b"\x08\x00\x15\x11SQ\x00\x00\xff\xff\xff\xff" + b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+    with pytest.raises(MalformedDataset, match="nested deeper"):
+        read_header(opening * 200, "1.2.840.10008.1.2.1")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000), st.sampled_from(["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2",
+                                                   "1.2.840.10008.1.2.1.99"]))
+def test_any_bytes_either_parse_or_raise_malformed(blob: bytes, syntax: str) -> None:
+    try:
+        read_header(blob, syntax)
+    except MalformedDataset:
+        pass
+
+
+def test_file_meta_makes_a_valid_part10_file(tmp_path: Path) -> None:
+    data, syntax, ds = _sample("MR_small_jp2klossless.dcm")
+    path = tmp_path / "x.dcm"
+    path.write_bytes(file_meta(ds.SOPClassUID, ds.SOPInstanceUID, syntax, "PACS1") + data)
+    reread = pydicom.dcmread(path)
+    meta = reread.file_meta
+    assert meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    assert meta.MediaStorageSOPClassUID == ds.SOPClassUID
+    assert meta.TransferSyntaxUID == syntax
+    assert meta.ImplementationClassUID == IMPLEMENTATION_CLASS_UID
+    assert meta.SourceApplicationEntityTitle == "PACS1"
+    assert reread.PixelData == ds.PixelData
+    dump = subprocess.run(["dcmdump", "-M", str(path)], capture_output=True, text=True)
+    assert dump.returncode == 0, dump.stderr
+    assert "JPEG2000LosslessOnly" in dump.stdout or "JPEG 2000" in dump.stdout

@@ -1,0 +1,283 @@
+"""The storage SCP against real dcmtk tools (and pynetdicom as a raw SCU for bad input)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pydicom
+import pytest
+from pynetdicom import AE, _config
+from pynetdicom.sop_class import Verification
+
+from node.app import Node
+from node.ingest.receiver import MALFORMED, SOP_INSTANCE_MISMATCH
+from node.localpeers import LOOPBACK
+from node.store import STABLE
+from node.synthetic import SyntheticStudy, write_ct_study
+from tests.conftest import PYDICOM_TEST_FILES, dataset_bytes, echoscu, metric_value, storescu
+
+# (file, the storescu option that proposes its transfer syntax)
+ENCODED_FILES = [
+    ("SC_rgb_jpeg_dcmtk.dcm", "-xy"),  # JPEG baseline
+    ("JPGExtended.dcm", "-xx"),  # JPEG extended (12 bit)
+    ("MR_small_jpeg_ls_lossless.dcm", "-xt"),  # JPEG-LS lossless
+    ("MR_small_jp2klossless.dcm", "-xv"),  # JPEG 2000 lossless
+    ("JPEG2000.dcm", "-xw"),  # JPEG 2000
+    ("MR_small_RLE.dcm", "-xr"),  # RLE lossless
+    ("image_dfl.dcm", "-xd"),  # deflated explicit VR little endian
+    ("MR_small_bigendian.dcm", "-xb"),  # explicit VR big endian (retired)
+    ("MR_small_implicit.dcm", "-xi"),  # implicit VR little endian
+    ("waveform_ecg.dcm", "-x="),  # 12-lead ECG waveform
+    ("test-SR.dcm", "-x="),  # structured report
+]
+
+
+def wait_for(predicate, timeout: float = 15.0, interval: float = 0.1):
+    """Poll until ``predicate()`` is truthy; return its value or fail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def stored_path(node: Node, sop_instance_uid: str) -> Path:
+    [path] = list((node.config.storage.root / "spool").glob(f"*/{sop_instance_uid}.dcm"))
+    return path
+
+
+def get(node: Node, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://{LOOPBACK}:{node.ops.port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_echo(node: Node) -> None:
+    result = echoscu(node.scp.port)
+    assert result.returncode == 0, result.stderr
+    assert "Received Echo Response (Success)" in result.stderr
+
+
+def test_multi_series_study_is_stored_byte_for_byte_and_becomes_stable(node: Node, ct_study: SyntheticStudy) -> None:
+    result = storescu(node.scp.port, list(ct_study.files))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("Received Store Response (Success)") == len(ct_study.files)
+    for source in ct_study.files:
+        uid = pydicom.dcmread(source, stop_before_pixels=True).SOPInstanceUID
+        stored = pydicom.dcmread(stored_path(node, uid))
+        assert stored == pydicom.dcmread(source)
+        assert stored.file_meta.SourceApplicationEntityTitle == "STORESCU"
+    study = wait_for(lambda: [s for s in node.store.studies() if s.state == STABLE])[0]
+    assert (study.study_uid, study.instances, study.series, study.modalities) == (
+        ct_study.study_uid, 10, 2, "CT")
+    metrics = node.metrics.render().decode()
+    assert metric_value(metrics, "qoqnode_cstore_requests_total", 'outcome="stored"') == 10
+    assert metric_value(metrics, "qoqnode_studies", 'state="stable"') == 1
+    assert metric_value(metrics, "qoqnode_dicom_associations_total") == 1
+
+
+@pytest.mark.parametrize(("name", "propose"), ENCODED_FILES)
+def test_storescu_in_every_transfer_syntax(node: Node, name: str, propose: str) -> None:
+    source = PYDICOM_TEST_FILES / name
+    sent = pydicom.dcmread(source)
+    result = storescu(node.scp.port, [source], propose)
+    assert result.returncode == 0, result.stderr
+    stored = pydicom.dcmread(stored_path(node, sent.SOPInstanceUID))
+    assert stored.file_meta.TransferSyntaxUID == sent.file_meta.TransferSyntaxUID
+    # dcmtk re-encodes what it sends (fragment padding, trailing padding): compare the
+    # elements here; the byte-for-byte test below covers the pixel data.
+    for ds in (stored, sent):
+        ds.pop(0xFFFCFFFC, None)
+        ds.pop(0x7FE00010, None)
+    assert stored == sent
+
+
+@pytest.mark.parametrize(("name", "propose"), ENCODED_FILES)  # one node each: the MR_small files share UIDs
+def test_every_transfer_syntax_is_kept_byte_for_byte(node: Node, send_raw, name: str, propose: str) -> None:
+    source = PYDICOM_TEST_FILES / name
+    assert send_raw(node.scp.port, [source]) == [0]
+    sent = pydicom.dcmread(source, stop_before_pixels=True)
+    stored = stored_path(node, sent.SOPInstanceUID)
+    assert dataset_bytes(stored) == dataset_bytes(source)
+    assert pydicom.dcmread(stored, stop_before_pixels=True).file_meta.TransferSyntaxUID == sent.file_meta.TransferSyntaxUID
+
+
+def test_private_sop_class_is_accepted(node: Node, ct_study: SyntheticStudy, tmp_path: Path, send_raw) -> None:
+    ds = pydicom.dcmread(ct_study.files[0])
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.3.12.2.1107.5.9.1"  # a vendor's private class
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    path = tmp_path / "private.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert send_raw(node.scp.port, [path]) == [0]
+    assert dataset_bytes(stored_path(node, ds.SOPInstanceUID)) == dataset_bytes(path)
+
+
+def test_calling_ae_allow_list_rejects_with_the_standard_reason(make_node) -> None:
+    node = make_node(dicom={"allowed_calling_ae_titles": "[PACS1]"})
+    refused = echoscu(node.scp.port, "-aet", "INTRUDER")
+    assert refused.returncode != 0
+    assert "Calling AE Title Not Recognized" in refused.stderr
+    allowed = echoscu(node.scp.port, "-aet", "PACS1")
+    assert allowed.returncode == 0, allowed.stderr
+    metrics = node.metrics.render().decode()
+    assert metric_value(metrics, "qoqnode_dicom_associations_rejected_total", 'reason="calling_ae_not_allowed"') == 1
+
+
+def test_wrong_called_ae_is_rejected(node: Node) -> None:
+    refused = echoscu(node.scp.port, called_ae="SOMEONEELSE")
+    assert refused.returncode != 0
+    assert "Called AE Title Not Recognized" in refused.stderr
+
+
+def test_association_limit_rejects_transiently(make_node) -> None:
+    node = make_node(dicom={"max_associations": 2})
+    scu = AE(ae_title="HOLDER")
+    scu.add_requested_context(Verification)
+    held = [scu.associate(LOOPBACK, node.scp.port, ae_title="QOQNODE") for _ in range(2)]
+    try:
+        assert all(assoc.is_established for assoc in held)
+        refused = echoscu(node.scp.port)
+        assert refused.returncode != 0
+        assert "Local Limit Exceeded" in refused.stderr
+    finally:
+        for assoc in held:
+            assoc.release()
+    wait_for(lambda: node.scp.open_associations() == 0)
+    assert echoscu(node.scp.port).returncode == 0
+
+
+@pytest.fixture
+def send_raw(monkeypatch: pytest.MonkeyPatch):
+    """Send Part 10 files exactly as they are on disk (pynetdicom streams them without
+    re-encoding) over one association; returns the C-STORE statuses."""
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)
+
+    def send(port: int, files: list[Path]) -> list[int]:
+        scu = AE(ae_title="RAWSCU")
+        for path in files:
+            meta = pydicom.filereader.read_file_meta_info(path)
+            scu.add_requested_context(meta.MediaStorageSOPClassUID, [meta.TransferSyntaxUID])
+        assoc = scu.associate(LOOPBACK, port, ae_title="QOQNODE")
+        assert assoc.is_established
+        try:
+            return [int(assoc.send_c_store(path).Status) for path in files]
+        finally:
+            assoc.release()
+
+    return send
+
+
+def _broken_copies(source: Path, directory: Path) -> dict[str, Path]:
+    raw = source.read_bytes()
+    meta_end = len(raw) - len(dataset_bytes(source))
+    dataset = raw[meta_end:]
+    ds = pydicom.dcmread(source)
+    # The command (from the file meta) names another instance than the dataset holds.
+    uid = ds.SOPInstanceUID.encode()
+    other = uid[:-1] + (b"1" if uid[-1:] != b"1" else b"2")
+    variants = {
+        "truncated": raw[: meta_end + len(dataset) // 2],
+        "garbage": raw[:meta_end] + b"\x08\x00\x05\x00QQ\x0a\x00" + b"\xff" * 64,
+        "mismatch": raw[:meta_end].replace(uid, other) + dataset,
+    }
+    no_study = copy.deepcopy(ds)
+    del no_study.StudyInstanceUID
+    paths = {name: directory / f"{name}.dcm" for name in ("truncated", "garbage", "no_study", "mismatch")}
+    for name, data in variants.items():
+        paths[name].write_bytes(data)
+    no_study.save_as(paths["no_study"], enforce_file_format=True)
+    return paths
+
+
+def test_bad_instances_get_failure_statuses_quarantine_and_the_association_goes_on(
+    node: Node, ct_study: SyntheticStudy, tmp_path: Path, send_raw
+) -> None:
+    good = ct_study.files[0]
+    broken = _broken_copies(good, tmp_path)
+    statuses = send_raw(node.scp.port, [broken["truncated"], broken["garbage"], broken["no_study"],
+                                         broken["mismatch"], good])
+    assert statuses[:2] == [MALFORMED, MALFORMED]
+    assert statuses[2] == 0xC211  # missing UID
+    assert statuses[3] == SOP_INSTANCE_MISMATCH
+    assert statuses[4] == 0x0000  # the same association still stores good data
+    quarantined = sorted((node.config.storage.root / "quarantine").glob("*.json"))
+    reasons = sorted(json.loads(p.read_text())["reason"] for p in quarantined)
+    assert reasons == ["malformed", "malformed", "missing_uid", "sop_instance_mismatch"]
+    kept = sorted((node.config.storage.root / "quarantine").glob("*.dcm"))
+    truncated = dataset_bytes(broken["truncated"])  # pynetdicom pads an odd length with one byte
+    assert any(dataset_bytes(p).startswith(truncated) for p in kept)  # nothing lost
+    assert len(node.store.quarantined()) == 4
+    metrics = node.metrics.render().decode()
+    assert metric_value(metrics, "qoqnode_cstore_failures_total", 'reason="malformed"') == 2
+    assert echoscu(node.scp.port).returncode == 0
+
+
+def test_duplicate_is_acknowledged_and_stored_once(node: Node, ct_study: SyntheticStudy) -> None:
+    files = list(ct_study.files[:3])
+    assert storescu(node.scp.port, files).returncode == 0
+    again = storescu(node.scp.port, files)
+    assert again.returncode == 0
+    assert again.stderr.count("Received Store Response (Success)") == 3
+    assert sum(s.instances for s in node.store.studies()) == 3
+    metrics = node.metrics.render().decode()
+    assert metric_value(metrics, "qoqnode_cstore_requests_total", 'outcome="duplicate"') == 3
+
+
+def test_full_disk_answers_out_of_resources_and_keeps_serving(make_node, ct_study: SyntheticStudy) -> None:
+    node = make_node(storage={"min_free_bytes": shutil.disk_usage("/tmp").total})
+    result = storescu(node.scp.port, [ct_study.files[0]])
+    assert "Received Store Response (Refused: OutOfResources)" in result.stderr
+    assert list((node.config.storage.root / "spool").iterdir()) == []  # nothing half-written
+    assert node.store.studies() == []
+    assert echoscu(node.scp.port).returncode == 0
+    status, body = get(node, "/readyz")
+    assert status == 503 and "min_free_bytes" in body
+    assert metric_value(node.metrics.render().decode(), "qoqnode_cstore_failures_total",
+                        'reason="out_of_space"') == 1
+
+
+def test_http_endpoints(node: Node) -> None:
+    assert get(node, "/healthz")[0] == 200
+    status, body = get(node, "/readyz")
+    assert status == 200 and json.loads(body)["ready"] is True
+    status, text = get(node, "/metrics")
+    for name in ("qoqnode_dicom_associations_open", "qoqnode_cstore_duration_seconds_bucket",
+                 "qoqnode_storage_free_bytes", "qoqnode_build_info"):
+        assert name in text
+    assert get(node, "/nope")[0] == 404
+
+
+def test_parallel_associations(node: Node, tmp_path: Path) -> None:
+    study = write_ct_study(tmp_path / "study", slices=24, size=32)
+    groups = [list(study.files[i::4]) for i in range(4)]
+    processes = [subprocess.Popen(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.scp.port), *map(str, g)],
+                                  stderr=subprocess.PIPE) for g in groups]
+    assert [p.wait(120) for p in processes] == [0, 0, 0, 0]
+    wait_for(lambda: node.store.studies() and node.store.studies()[0].state == STABLE)
+    assert node.store.studies()[0].instances == 24
+
+
+def test_studies_command_lists_uids_not_patients(node: Node, ct_study: SyntheticStudy) -> None:
+    storescu(node.scp.port, list(ct_study.files))
+    env = {"QOQ_NODE__STORAGE__ROOT": str(node.config.storage.root)}
+    listing = subprocess.run([sys.executable, "-m", "node", "studies", "--json"], capture_output=True, text=True,
+                             env={**__import__("os").environ, **env})
+    assert listing.returncode == 0, listing.stderr
+    [study] = json.loads(listing.stdout)
+    assert study["study_uid"] == ct_study.study_uid and study["instances"] == 10
+    table = subprocess.run([sys.executable, "-m", "node", "studies"], capture_output=True, text=True,
+                           env={**__import__("os").environ, **env})
+    assert ct_study.study_uid in table.stdout and "CT" in table.stdout
+    assert "SYNTHETIC" not in table.stdout + listing.stdout

@@ -1,0 +1,64 @@
+"""State database and study assembly: versions, duplicates, stability, persistence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from node.ingest.assembler import StudyAssembler
+from node.ops.metrics import Metrics
+from node.store import RECEIVING, STABLE, InstanceRecord, Store
+
+
+def _record(sop: str, study: str = "1.2.3", at: float = 100.0) -> InstanceRecord:
+    return InstanceRecord(sop, study, "1.2.3.4", "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1",
+                          "CT", f"spool/{study}/{sop}.dcm", 10, "PACS", at)
+
+
+def test_duplicates_are_recorded_once(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    assert store.record_instance(_record("1.1")).stored
+    assert not store.record_instance(_record("1.1")).stored
+    assert store.has_instance("1.1")
+    assert [s.instances for s in store.studies()] == [1]
+
+
+def test_late_instance_starts_a_new_version(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    first = store.record_instance(_record("1.1", at=100))
+    assert (first.study_version, first.new_version) == (1, True)
+    assert not store.record_instance(_record("1.2", at=101)).new_version
+    assert store.mark_stable("1.2.3", last_received=101, now=110)
+    late = store.record_instance(_record("1.3", at=120))
+    assert (late.study_version, late.new_version) == (2, True)
+    [study] = store.studies()
+    assert (study.version, study.state, study.instances) == (2, RECEIVING, 3)
+
+
+def test_mark_stable_loses_to_a_newer_instance(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    store.record_instance(_record("1.1", at=100))
+    store.record_instance(_record("1.2", at=105))
+    assert not store.mark_stable("1.2.3", last_received=100, now=110)  # it saw the older time
+    assert store.studies_by_state() == {RECEIVING: 1}
+
+
+def test_assembler_waits_for_quiet_and_for_open_associations(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    assembler = StudyAssembler(store, Metrics(), stable_seconds=5)
+    store.record_instance(_record("1.1", at=100))
+    assembler.carried_by(association_id=7, study_uid="1.2.3")
+    assert assembler.sweep(now=103) == []  # not quiet long enough
+    assert assembler.sweep(now=200) == []  # quiet, but an association still carries it
+    assembler.association_closed(7)
+    assert assembler.sweep(now=200) == ["1.2.3"]
+    assert store.studies_by_state() == {STABLE: 1}
+
+
+def test_timers_survive_a_restart(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    store.record_instance(_record("1.1", at=100))
+    store.close()
+    reopened = Store(tmp_path / "state.db")
+    assembler = StudyAssembler(reopened, Metrics(), stable_seconds=5)
+    assert assembler.sweep(now=102) == []
+    assert assembler.sweep(now=106) == ["1.2.3"]
