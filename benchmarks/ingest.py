@@ -58,8 +58,8 @@ def main() -> None:
             results: dict[str, dict[str, list[float]]] = {name: {"one": [], "parallel": []} for name in targets}
             modes = (("one", 1), ("parallel", args.parallel))
             studies = {
-                (round_number, mode): list(write_ct_study(workdir / f"study-{round_number}-{mode}", args.instances).files)
-                for round_number in range(args.rounds)
+                (number, mode): list(write_ct_study(workdir / f"study-{number}-{mode}", args.instances).files)
+                for number in range(args.rounds)
                 for mode, _ in modes
             }
             os.sync()  # no writeback of the generated files during the timed sends
@@ -74,7 +74,7 @@ def main() -> None:
             size_mb = args.instances * (512 * 512 * 2) / 1e6
             summary = {
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                "orthanc": subprocess.run(["Orthanc", "--version"], capture_output=True, text=True).stdout.split("\n")[0],
+                "orthanc": subprocess.run(["Orthanc", "--version"], capture_output=True, text=True).stdout.splitlines()[0],
                 "instances": args.instances,
                 "rounds": args.rounds,
             }

@@ -58,7 +58,8 @@ class Node:
         self.ops.start()
         self.assembler.start()
         self.scp.start()
-        log.info("node.started", version=__version__, http_port=self.ops.port, dicom_port=self.scp.port)
+        log.info("node.started", version=__version__, http_port=self.ops.port, dicom_port=self.scp.port,
+                 partial_writes_removed=self.spool.partial_writes_removed)
 
     def stop(self, drain_seconds: float = 30.0) -> None:
         """Stop accepting, let open associations finish (up to ``drain_seconds``), then stop."""

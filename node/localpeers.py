@@ -31,7 +31,9 @@ def free_port() -> int:
 
 def http_json(url: str, data: bytes | None = None, timeout: float = 10.0) -> Any:
     """GET (or POST ``data`` to) a URL and decode the JSON answer."""
-    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    if not url.startswith("http://"):
+        raise ValueError(f"not an http URL: {url}")
+    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")  # noqa: S310
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (loopback only)
         return json.loads(response.read() or b"null")
 
@@ -40,7 +42,8 @@ def _wait_http(url: str, process: subprocess.Popen, timeout: float, log_path: Pa
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}; log: {log_path.read_text()[-2000:]}")
+            tail = log_path.read_text()[-2000:]
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}; log: {tail}")
         try:
             urllib.request.urlopen(url, timeout=1).close()  # noqa: S310 (loopback only)
             return

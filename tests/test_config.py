@@ -70,7 +70,7 @@ def test_bad_values_name_the_key(environ: dict[str, str], message: str) -> None:
 
 
 def test_tls_files_must_exist(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="private_key .* is not a readable file"):
+    with pytest.raises(ConfigError, match=r"private_key .* is not a readable file"):
         load_config(None, environ={
             "QOQ_NODE__DICOM__TLS__ENABLED": "true",
             "QOQ_NODE__DICOM__TLS__CERTIFICATE": str(SHIPPED),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import zlib
 from pathlib import Path
@@ -93,10 +94,8 @@ def test_deeply_nested_sequences_are_refused_not_a_crash() -> None:
 @given(st.binary(max_size=2000), st.sampled_from(["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2",
                                                    "1.2.840.10008.1.2.1.99"]))
 def test_any_bytes_either_parse_or_raise_malformed(blob: bytes, syntax: str) -> None:
-    try:
+    with contextlib.suppress(MalformedDataset):  # anything else escaping would fail the test
         read_header(blob, syntax)
-    except MalformedDataset:
-        pass
 
 
 def test_file_meta_makes_a_valid_part10_file(tmp_path: Path) -> None:

@@ -111,7 +111,8 @@ def test_every_transfer_syntax_is_kept_byte_for_byte(node: Node, send_raw, name:
     sent = pydicom.dcmread(source, stop_before_pixels=True)
     stored = stored_path(node, sent.SOPInstanceUID)
     assert dataset_bytes(stored) == dataset_bytes(source)
-    assert pydicom.dcmread(stored, stop_before_pixels=True).file_meta.TransferSyntaxUID == sent.file_meta.TransferSyntaxUID
+    stored_meta = pydicom.dcmread(stored, stop_before_pixels=True).file_meta
+    assert stored_meta.TransferSyntaxUID == sent.file_meta.TransferSyntaxUID
 
 
 def test_private_sop_class_is_accepted(node: Node, ct_study: SyntheticStudy, tmp_path: Path, send_raw) -> None:

@@ -39,9 +39,17 @@ class Spool:
         for directory in (self.spool_dir, self.quarantine_dir, self._tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
         _fsync_dir(root)
+        self.partial_writes_removed = self._remove_partial_writes()
         self._names = itertools.count()
         self._known_dirs: set[Path] = set()
         self._dir_lock = threading.Lock()
+
+    def _remove_partial_writes(self) -> int:
+        """Delete what a crash left half-written in ``tmp/``: it was never acknowledged."""
+        leftovers = list(self._tmp_dir.iterdir())
+        for leftover in leftovers:
+            leftover.unlink()
+        return len(leftovers)
 
     def _write_durably(self, target: Path, parts: tuple[bytes, ...]) -> None:
         tmp = self._tmp_dir / f"{os.getpid()}-{threading.get_ident()}-{next(self._names)}"

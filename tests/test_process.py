@@ -1,0 +1,135 @@
+"""The node as its own process: Orthanc as the sending PACS, kill -9 mid-transfer, SIGTERM drain,
+and no patient identity in its logs."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from node.localpeers import LOOPBACK, NodeProcess, Orthanc, http_json
+from node.synthetic import write_ct_study
+from tests.conftest import DCMTK_ENV, dataset_bytes, metric_value
+
+
+def _studies(node: NodeProcess) -> list[dict]:
+    listing = subprocess.run([sys.executable, "-m", "node", "studies", "--json"], capture_output=True, text=True,
+                             env=node.env, check=True)
+    return json.loads(listing.stdout)
+
+
+def _wait_stable(node: NodeProcess, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        studies = _studies(node)
+        if studies and all(s["state"] == "stable" for s in studies):
+            return studies[0]
+        time.sleep(0.2)
+    raise AssertionError(f"study not stable: {_studies(node)}")
+
+
+def test_orthanc_sends_a_study_that_arrives_byte_identical(tmp_path: Path) -> None:
+    study = write_ct_study(tmp_path / "study", slices=6, series=2, size=64)
+    with NodeProcess(tmp_path / "node", {"QOQ_NODE__STUDY__STABLE_SECONDS": "1"}) as node, \
+            Orthanc(tmp_path / "orthanc", modalities={"qoqnode": ("QOQNODE", node.dicom_port)}) as orthanc:
+        for path in study.files:
+            orthanc.upload(path)
+        [orthanc_study] = http_json(f"{orthanc.url}/studies")
+        orthanc.send_study(orthanc_study, "qoqnode")
+        arrived = _wait_stable(node)
+        assert arrived["study_uid"] == study.study_uid and arrived["instances"] == 12
+        for orthanc_instance in http_json(f"{orthanc.url}/studies/{orthanc_study}/instances"):
+            sent = tmp_path / "sent.dcm"
+            with urllib.request.urlopen(f"{orthanc.url}/instances/{orthanc_instance['ID']}/file") as response:
+                sent.write_bytes(response.read())
+            uid = pydicom.dcmread(sent, stop_before_pixels=True).SOPInstanceUID
+            [stored] = (node.root / "var" / "spool").glob(f"*/{uid}.dcm")
+            assert dataset_bytes(stored) == dataset_bytes(sent)
+            assert pydicom.dcmread(stored, stop_before_pixels=True).file_meta.SourceApplicationEntityTitle == "ORTHANC"
+
+
+def test_kill_9_mid_transfer_loses_no_acknowledged_instance(tmp_path: Path) -> None:
+    study = write_ct_study(tmp_path / "study", slices=200, size=128)
+    node = NodeProcess(tmp_path / "node", {"QOQ_NODE__STUDY__STABLE_SECONDS": "2"}).start()
+    try:
+        sender = subprocess.Popen(
+            ["storescu", "-v", "-aec", "QOQNODE", LOOPBACK, str(node.dicom_port), *map(str, study.files)],
+            stderr=subprocess.PIPE, text=True, env=DCMTK_ENV,
+        )
+        deadline = time.monotonic() + 60
+        while metric_value(node.metrics(), "qoqnode_cstore_requests_total", 'outcome="stored"') < 60:
+            assert time.monotonic() < deadline, "transfer did not start"
+            time.sleep(0.02)
+        node.kill()
+        _, log = sender.communicate(timeout=60)
+    finally:
+        node.kill()
+    # Pair each "Sending file" with its response: the instances the node acknowledged.
+    acknowledged = re.findall(r"Sending file: (\S+)\n(?:.*\n)*?I: Received Store Response \(Success\)", log)
+    assert 60 <= len(acknowledged) < 200, log[-2000:]
+    node.start()  # restart on the same storage
+    try:
+        stored = {s["study_uid"]: s for s in _studies(node)}
+        assert stored[study.study_uid]["instances"] >= len(acknowledged)
+        spool = node.root / "var" / "spool" / study.study_uid
+        for sent in map(Path, acknowledged):
+            uid = pydicom.dcmread(sent, stop_before_pixels=True).SOPInstanceUID
+            assert pydicom.dcmread(spool / f"{uid}.dcm") == pydicom.dcmread(sent)  # present and whole
+        assert list((node.root / "var" / "tmp").iterdir()) == []  # partial writes were swept at start
+        study_after = _wait_stable(node)  # the interrupted study's timer continues after restart
+        assert study_after["study_uid"] == study.study_uid
+        # The PACS resends the whole study: duplicates are acknowledged, the study is complete.
+        resend = subprocess.run(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.dicom_port), *map(str, study.files)],
+                                capture_output=True, env=DCMTK_ENV)
+        assert resend.returncode == 0
+        assert _studies(node)[0]["instances"] == 200
+    finally:
+        node.stop()
+
+
+def test_sigterm_lets_the_open_association_finish(tmp_path: Path) -> None:
+    study = write_ct_study(tmp_path / "study", slices=120, size=128)
+    node = NodeProcess(tmp_path / "node").start()
+    sender = subprocess.Popen(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.dicom_port), *map(str, study.files)],
+                              stderr=subprocess.PIPE, env=DCMTK_ENV)
+    deadline = time.monotonic() + 60
+    while metric_value(node.metrics(), "qoqnode_cstore_requests_total", 'outcome="stored"') < 10:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    node.process.send_signal(signal.SIGTERM)
+    assert sender.wait(120) == 0, sender.stderr.read()
+    assert node.process.wait(60) == 0
+    # Once stopped, nothing listens any more.
+    refused = subprocess.run(["echoscu", "-aec", "QOQNODE", LOOPBACK, str(node.dicom_port)], capture_output=True)
+    assert refused.returncode != 0
+    node.start()
+    try:
+        assert _studies(node)[0]["instances"] == 120
+    finally:
+        node.stop()
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_logs_carry_no_patient_identity(tmp_path: Path, level: str) -> None:
+    study = write_ct_study(tmp_path / "study", slices=3, size=32)
+    settings = {"QOQ_NODE__LOG__LEVEL": level, "QOQ_NODE__STUDY__STABLE_SECONDS": "1"}
+    with NodeProcess(tmp_path / "node", settings) as node:
+        subprocess.run(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.dicom_port), *map(str, study.files)],
+                       check=True, capture_output=True, env=DCMTK_ENV)
+        _wait_stable(node)
+    log = node.log_path.read_text()
+    events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert {"association.established", "association.closed", "study.receiving", "study.stable"} <= {
+        e["event"] for e in events}
+    ds = pydicom.dcmread(study.files[0])
+    for identity in (str(ds.PatientName), "SYNTHETIC", ds.PatientID, ds.PatientBirthDate, ds.AccessionNumber,
+                     study.study_uid):
+        assert identity not in log

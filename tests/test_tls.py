@@ -1,0 +1,94 @@
+"""DICOM TLS with certificates generated here: server authentication and client certificates."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from node.synthetic import SyntheticStudy
+from tests.conftest import echoscu, storescu
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _certificate(subject: str, key, issuer_name: x509.Name | None, issuer_key, *, ca: bool,
+                 usage: ExtendedKeyUsageOID | None) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer_name or name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if usage is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def make_pki(directory: Path) -> dict[str, Path]:
+    """A CA, a server certificate and a client certificate, as PEM files."""
+    files: dict[str, Path] = {}
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = _certificate("qoq-test-ca", ca_key, None, ca_key, ca=True, usage=None)
+    files["ca"] = directory / "ca.pem"
+    files["ca"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    for role, usage in (("server", ExtendedKeyUsageOID.SERVER_AUTH), ("client", ExtendedKeyUsageOID.CLIENT_AUTH)):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _certificate(f"qoq-test-{role}", key, ca_cert.subject, ca_key, ca=False, usage=usage)
+        files[f"{role}_key"] = directory / f"{role}.key"
+        files[f"{role}_key"].write_bytes(_key_pem(key))
+        files[f"{role}_cert"] = directory / f"{role}.pem"
+        files[f"{role}_cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return files
+
+
+def _tls_node(make_node, pki: dict[str, Path], require_client: bool):
+    tls = {"tls__enabled": "true", "tls__certificate": pki["server_cert"], "tls__private_key": pki["server_key"]}
+    if require_client:
+        tls["tls__ca"] = pki["ca"]
+    return make_node(dicom=tls)
+
+
+def test_tls_with_client_certificates(make_node, tmp_path: Path, ct_study: SyntheticStudy) -> None:
+    pki = make_pki(tmp_path)
+    node = _tls_node(make_node, pki, require_client=True)
+    client = ("+tls", str(pki["client_key"]), str(pki["client_cert"]), "+cf", str(pki["ca"]))
+    echo = echoscu(node.scp.port, *client)
+    assert echo.returncode == 0, echo.stderr
+    store = storescu(node.scp.port, list(ct_study.files[:2]), *client)
+    assert store.returncode == 0, store.stderr
+    assert sum(s.instances for s in node.store.studies()) == 2
+    # No client certificate: the handshake fails, nothing is stored.
+    anonymous = echoscu(node.scp.port, "--anonymous-tls", "+cf", str(pki["ca"]))
+    assert anonymous.returncode != 0
+    # Plain TCP to a TLS port fails too.
+    assert echoscu(node.scp.port).returncode != 0
+
+
+def test_tls_server_only_accepts_anonymous_clients_and_they_verify_the_server(make_node, tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    node = _tls_node(make_node, pki, require_client=False)
+    echo = echoscu(node.scp.port, "--anonymous-tls", "+cf", str(pki["ca"]))
+    assert echo.returncode == 0, echo.stderr
+    (tmp_path / "other").mkdir()
+    other = make_pki(tmp_path / "other")
+    untrusted = echoscu(node.scp.port, "--anonymous-tls", "+cf", str(other["ca"]))
+    assert untrusted.returncode != 0  # the client does not trust a server signed by another CA
