@@ -74,7 +74,8 @@ def main() -> None:
             size_mb = args.instances * (512 * 512 * 2) / 1e6
             summary = {
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                "orthanc": subprocess.run(["Orthanc", "--version"], capture_output=True, text=True).stdout.splitlines()[0],
+                "orthanc": subprocess.run(["Orthanc", "--version"], capture_output=True,
+                                          text=True).stdout.splitlines()[0],
                 "instances": args.instances,
                 "rounds": args.rounds,
             }
