@@ -18,7 +18,7 @@ from pynetdicom import AE, _config
 from pynetdicom.sop_class import Verification
 
 from node.app import Node
-from node.ingest.receiver import MALFORMED, SOP_INSTANCE_MISMATCH
+from node.ingest.receiver import MALFORMED, SOP_CLASS_MISMATCH, SOP_INSTANCE_MISMATCH
 from node.localpeers import LOOPBACK
 from node.store import STABLE
 from node.synthetic import SyntheticStudy, write_ct_study
@@ -192,10 +192,13 @@ def _broken_copies(source: Path, directory: Path) -> dict[str, Path]:
         "truncated": raw[: meta_end + len(dataset) // 2],
         "garbage": raw[:meta_end] + b"\x08\x00\x05\x00QQ\x0a\x00" + b"\xff" * 64,
         "mismatch": raw[:meta_end].replace(uid, other) + dataset,
+        # The command says MR Image Storage; the dataset is a CT image.
+        "class_mismatch": raw[:meta_end].replace(b"1.2.840.10008.5.1.4.1.1.2\x00", b"1.2.840.10008.5.1.4.1.1.4\x00")
+        + dataset,
     }
     no_study = copy.deepcopy(ds)
     del no_study.StudyInstanceUID
-    paths = {name: directory / f"{name}.dcm" for name in ("truncated", "garbage", "no_study", "mismatch")}
+    paths = {name: directory / f"{name}.dcm" for name in (*variants, "no_study")}
     for name, data in variants.items():
         paths[name].write_bytes(data)
     no_study.save_as(paths["no_study"], enforce_file_format=True)
@@ -208,18 +211,19 @@ def test_bad_instances_get_failure_statuses_quarantine_and_the_association_goes_
     good = ct_study.files[0]
     broken = _broken_copies(good, tmp_path)
     statuses = send_raw(node.scp.port, [broken["truncated"], broken["garbage"], broken["no_study"],
-                                         broken["mismatch"], good])
+                                         broken["mismatch"], broken["class_mismatch"], good])
     assert statuses[:2] == [MALFORMED, MALFORMED]
     assert statuses[2] == 0xC211  # missing UID
     assert statuses[3] == SOP_INSTANCE_MISMATCH
-    assert statuses[4] == 0x0000  # the same association still stores good data
+    assert statuses[4] == SOP_CLASS_MISMATCH
+    assert statuses[5] == 0x0000  # the same association still stores good data
     quarantined = sorted((node.config.storage.root / "quarantine").glob("*.json"))
     reasons = sorted(json.loads(p.read_text())["reason"] for p in quarantined)
-    assert reasons == ["malformed", "malformed", "missing_uid", "sop_instance_mismatch"]
+    assert reasons == ["malformed", "malformed", "missing_uid", "sop_class_mismatch", "sop_instance_mismatch"]
     kept = sorted((node.config.storage.root / "quarantine").glob("*.dcm"))
     truncated = dataset_bytes(broken["truncated"])  # pynetdicom pads an odd length with one byte
     assert any(dataset_bytes(p).startswith(truncated) for p in kept)  # nothing lost
-    assert len(node.store.quarantined()) == 4
+    assert len(node.store.quarantined()) == 5
     metrics = node.metrics.render().decode()
     assert metric_value(metrics, "qoqnode_cstore_failures_total", 'reason="malformed"') == 2
     assert echoscu(node.scp.port).returncode == 0
