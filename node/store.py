@@ -223,16 +223,6 @@ class Store:
             ).fetchall()
         return [StudySummary(*row) for row in rows]
 
-    def instances(self, study_uid: str) -> list[InstanceRecord]:
-        """Every stored instance of a study."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT sop_instance_uid, study_uid, series_uid, sop_class_uid, transfer_syntax_uid,"
-                " modality, path, size, calling_ae, received_at FROM instances WHERE study_uid = ?",
-                (study_uid,),
-            ).fetchall()
-        return [InstanceRecord(*row) for row in rows]
-
     def quarantined(self) -> list[tuple[str, str, str, float]]:
         """(path, reason, calling AE, time) of every quarantined object."""
         with self._lock:

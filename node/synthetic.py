@@ -18,9 +18,6 @@ from pydicom.uid import (
     generate_uid,
 )
 
-#: Prefix of every UID the generator makes (pydicom's root), so tests can tell them apart.
-SYNTHETIC_UID_PREFIX = "1.2.826.0.1.3680043.8.498."
-
 
 @dataclass(frozen=True)
 class SyntheticStudy:

@@ -49,7 +49,6 @@ class StoreOutcome:
     status: int
     comment: str = ""
     study_uid: str | None = None
-    new_study_version: bool = False
 
 
 class _Refusal(Exception):
@@ -135,7 +134,7 @@ class Receiver:
         if update.new_version:
             self._metrics.study_transitions.labels("receiving").inc()
             log.info("study.receiving", study=uid_hash(header.study_uid), version=update.study_version)
-        return StoreOutcome(SUCCESS, study_uid=header.study_uid, new_study_version=update.new_version)
+        return StoreOutcome(SUCCESS, study_uid=header.study_uid)
 
     def _duplicate(self, header: DatasetHeader) -> StoreOutcome:
         self._metrics.cstore_requests.labels("duplicate").inc()
