@@ -253,6 +253,21 @@ def test_full_disk_answers_out_of_resources_and_keeps_serving(make_node, ct_stud
                         'reason="out_of_space"') == 1
 
 
+def test_storage_error_answers_out_of_resources_and_a_resend_succeeds(
+    node: Node, ct_study: SyntheticStudy
+) -> None:
+    blocker = node.config.storage.root / "spool" / ct_study.study_uid
+    blocker.write_bytes(b"")  # a file where the study's folder must go: every write fails
+    failed = storescu(node.scp.port, [ct_study.files[0]])
+    assert "Received Store Response (Refused: OutOfResources)" in failed.stderr
+    assert node.store.studies() == []
+    assert metric_value(node.metrics.render().decode(), "qoqnode_cstore_failures_total",
+                        'reason="storage_error"') == 1
+    blocker.unlink()  # the disk recovers; the sender retries
+    assert storescu(node.scp.port, [ct_study.files[0]]).returncode == 0
+    assert [s.instances for s in node.store.studies()] == [1]
+
+
 def test_http_endpoints(node: Node) -> None:
     assert get(node, "/healthz")[0] == 200
     status, body = get(node, "/readyz")

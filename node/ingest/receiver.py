@@ -92,7 +92,11 @@ class Receiver:
             outcome = self._receive(request)
         except _Refusal as refusal:
             outcome = self._refuse(request, refusal)
-        except Exception:  # a bug or an I/O error must not take the association down
+        except OSError:  # the disk failed us: transient for the sender, who keeps the instance
+            log.exception("cstore.storage_error", sop_instance=uid_hash(request.sop_instance_uid))
+            self._metrics.cstore_failures.labels("storage_error").inc()
+            outcome = StoreOutcome(OUT_OF_RESOURCES, "storage error; see the node's log")
+        except Exception:  # a bug must not take the association down
             log.exception("cstore.internal_error", sop_instance=uid_hash(request.sop_instance_uid))
             self._metrics.cstore_failures.labels("internal_error").inc()
             outcome = StoreOutcome(INTERNAL_ERROR, "internal error; see the node's log")
