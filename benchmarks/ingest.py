@@ -1,10 +1,11 @@
 """Ingest benchmark: the node (fsync per instance) against Orthanc, with dcmtk storescu.
 
-Each round generates a fresh synthetic CT study (so nothing is a duplicate), sends it with
-one ``storescu`` association to the node and to Orthanc (order alternating), and times the
-whole transfer. Then the same with 4 parallel associations. dcmtk runs with TCP_NODELAY=1.
+Every round sends a fresh synthetic CT study (generated up front, so nothing is a duplicate)
+with one ``storescu`` association to the node and to Orthanc, the order alternating between
+rounds, and times each whole transfer. Then the same rounds with 4 parallel associations.
+dcmtk runs with TCP_NODELAY=1.
 
-    python benchmarks/ingest.py --instances 300 --rounds 5
+    python benchmarks/ingest.py --instances 300 --rounds 7
 """
 
 from __future__ import annotations
@@ -45,27 +46,26 @@ def main() -> None:
     """Run the benchmark and print a JSON summary."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--settle-seconds", type=float, default=3.0, help="pause between transfers")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="qoq-bench-") as tmp:
         workdir = Path(tmp)
-        targets = {}
+        modes = (("one", 1), ("parallel", args.parallel))
+        studies = {
+            (number, mode): list(write_ct_study(workdir / f"study-{number}-{mode}", args.instances).files)
+            for number in range(args.rounds)
+            for mode, _ in modes
+        }
+        os.sync()  # no writeback of the generated files during the timed sends
         with Orthanc(workdir / "orthanc") as orthanc, NodeProcess(workdir / "node") as node:
             targets = {"node": ("QOQNODE", node.dicom_port), "orthanc": (orthanc.aet, orthanc.dicom_port)}
             results: dict[str, dict[str, list[float]]] = {name: {"one": [], "parallel": []} for name in targets}
-            modes = (("one", 1), ("parallel", args.parallel))
-            studies = {
-                (number, mode): list(write_ct_study(workdir / f"study-{number}-{mode}", args.instances).files)
-                for number in range(args.rounds)
-                for mode, _ in modes
-            }
-            os.sync()  # no writeback of the generated files during the timed sends
-            for round_number in range(args.rounds):
-                order = list(targets) if round_number % 2 == 0 else list(reversed(targets))
-                for mode, associations in modes:
+            for mode, associations in modes:
+                for round_number in range(args.rounds):
+                    order = list(targets) if round_number % 2 == 0 else list(reversed(targets))
                     for name in order:
                         aet, port = targets[name]
                         results[name][mode].append(send(studies[round_number, mode], aet, port, associations))

@@ -15,6 +15,7 @@ from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from node.config import DicomConfig, TlsConfig
+from node.ingest import reactor
 from node.ingest.assembler import StudyAssembler
 from node.ingest.receiver import SUCCESS, Receiver, StoreRequest
 from node.ops.logging import get_logger
@@ -153,7 +154,9 @@ class StorageScp:
             return self._associations.get(id(event.assoc)) or _AssociationStats(peer="?")
 
     def _on_connection_open(self, event: evt.Event) -> None:
+        # Runs before the association's threads start: tune them here.
         event.assoc.dul._run_loop_delay = _DUL_IDLE_SLEEP_SECONDS
+        reactor.install(event.assoc)
         peer = f"{event.address[0]}:{event.address[1]}"
         with self._lock:
             self._associations[id(event.assoc)] = _AssociationStats(peer=peer)

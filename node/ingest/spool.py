@@ -4,10 +4,15 @@ Layout under ``storage.root``::
 
     spool/<study UID>/<SOP instance UID>.dcm   accepted instances, as received
     quarantine/<time>-<n>.dcm (+ .json)         refused objects and why
-    tmp/                                        partial writes (never read)
+    tmp/                                        partial replacements (never read)
 
-A file is written under ``tmp/``, fsynced, renamed into place and its directory fsynced,
-so a file in ``spool/`` is always whole. Callers pass only validated UIDs as names.
+A new file is created in place (``O_EXCL``), written, fsynced, and its directory fsynced:
+on ext4 and XFS the file's fsync already commits its directory entry, so the second fsync
+is nearly free, and no rename is needed. A file that already exists (a partial file from a
+crash before the instance was acknowledged, or a concurrent writer) is replaced through
+``tmp/`` and an atomic rename, so a whole file is never overwritten in place. The state
+database, not the folder, says which files are acknowledged instances: its row is
+committed only after the write returns. Callers pass only validated UIDs as names.
 """
 
 from __future__ import annotations
@@ -23,6 +28,21 @@ from pathlib import Path
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_new_file(path: Path, parts: tuple[bytes, ...]) -> None:
+    """Create ``path`` (it must not exist), write ``parts`` and fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    try:
+        written = os.writev(fd, parts)
+        for part in parts:  # writev may write less than asked; finish part by part
+            view = memoryview(part)[min(written, len(part)) :]
+            written = max(0, written - len(part))
+            while view:
+                view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -52,19 +72,12 @@ class Spool:
         return len(leftovers)
 
     def _write_durably(self, target: Path, parts: tuple[bytes, ...]) -> None:
-        tmp = self._tmp_dir / f"{os.getpid()}-{threading.get_ident()}-{next(self._names)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         try:
-            written = os.writev(fd, parts)
-            for part in parts:  # writev may write less than asked; finish part by part
-                view = memoryview(part)[min(written, len(part)) :]
-                written = max(0, written - len(part))
-                while view:
-                    view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
+            _write_new_file(target, parts)
+        except FileExistsError:
+            tmp = self._tmp_dir / f"{os.getpid()}-{threading.get_ident()}-{next(self._names)}"
+            _write_new_file(tmp, parts)
+            os.replace(tmp, target)
         _fsync_dir(target.parent)
 
     def _study_dir(self, study_uid: str) -> Path:
