@@ -1,0 +1,1 @@
+"""DICOM → model inputs, each with the exact geometry back to its source pixels."""
