@@ -74,6 +74,15 @@ def cmd_studies(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model_tiny(args: argparse.Namespace) -> int:
+    """Build the tiny random test checkpoint (offline)."""
+    from node.engine.tiny import build_tiny_checkpoint
+
+    directory = build_tiny_checkpoint(args.directory, seed=args.seed)
+    print(f"tiny test checkpoint (random weights, not a clinical model) written to {directory}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``qoq-node``."""
     parser = argparse.ArgumentParser(prog="qoq-node", description="QoQ-Med AI node between PACS and EHR.")
@@ -92,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     command("check", cmd_check, "Validate the configuration; exit 1 with the reason if it is bad.")
     studies = command("studies", cmd_studies, "List received studies and their state.")
     studies.add_argument("--json", action="store_true", help="machine-readable output")
+    model = commands.add_parser("model", help="Model utilities.", description="Model utilities.")
+    model_commands = model.add_subparsers(dest="model_command", required=True)
+    tiny = model_commands.add_parser(
+        "tiny", help="Write a tiny random Qwen2.5-VL checkpoint for tests and demos (offline, a few MB)."
+    )
+    tiny.add_argument("directory", type=Path)
+    tiny.add_argument("--seed", type=int, default=0, help="same seed and library versions: same bytes")
+    tiny.set_defaults(handler=cmd_model_tiny)
     return parser
 
 

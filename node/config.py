@@ -121,6 +121,29 @@ class LogConfig(_Section):
         return level
 
 
+class EngineConfig(_Section):
+    """The model backend."""
+
+    backend: Literal["transformers", "replay"] = "transformers"
+    model: Path | None = Field(default=None, description="Checkpoint directory (QoQ-Med-VL-7B/32B).")
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    max_new_tokens: int = Field(default=1024, ge=1, le=32768)
+    min_pixels: int = Field(default=200_704, ge=784, description="Qwen2.5-VL visual budget, lower bound.")
+    max_pixels: int = Field(default=1_003_520, ge=784, description="Qwen2.5-VL visual budget, upper bound.")
+    replay_responses: Path | None = Field(default=None, description="JSON file of recorded responses (replay).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EngineConfig:
+        if self.min_pixels > self.max_pixels:
+            raise ValueError("min_pixels is above max_pixels")
+        if self.backend == "replay" and self.replay_responses is None:
+            raise ValueError("replay_responses is required for the replay backend")
+        if self.replay_responses is not None and not self.replay_responses.is_file():
+            raise ValueError(f"replay_responses {self.replay_responses} is not a readable file")
+        return self
+
+
 class NodeConfig(_Section):
     """The whole node configuration (``conf/node.yaml``)."""
 
@@ -129,6 +152,7 @@ class NodeConfig(_Section):
     study: StudyConfig = StudyConfig()
     http: HttpConfig = HttpConfig()
     log: LogConfig = LogConfig()
+    engine: EngineConfig = EngineConfig()
 
 
 def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:

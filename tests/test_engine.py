@@ -1,0 +1,149 @@
+"""Engines: the tiny checkpoint through the production transformers path, and replay."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from node.config import EngineConfig, load_config
+from node.engine import EngineRequest, GenerationSettings
+from node.engine.factory import make_engine
+from node.engine.prompt import build_prompt
+from node.engine.replay import MODEL_IDENTITY, ReplayEngine, ReplayError
+from node.engine.tiny import build_tiny_checkpoint
+from node.engine.transformers_backend import EngineLoadError, TransformersEngine
+from node.findings import locate, parse_output
+from node.imaging.geometry import FrameRef, Geometry, SourceBox
+from node.synthetic import write_ct_study
+
+MIN_PIXELS, MAX_PIXELS = 200_704, 1_003_520
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(tiny_dir: Path) -> TransformersEngine:
+    return TransformersEngine(tiny_dir, device="cpu")
+
+
+def _digest(directory: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
+
+
+def test_tiny_checkpoint_is_small_and_byte_identical_per_seed(tiny_dir: Path, tmp_path: Path) -> None:
+    again = subprocess.run([sys.executable, "-m", "node", "model", "tiny", str(tmp_path / "again"), "--seed", "0"],
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert _digest(tmp_path / "again") == _digest(tiny_dir)
+    other = build_tiny_checkpoint(tmp_path / "other", seed=1)
+    assert _digest(other)["model.safetensors"] != _digest(tiny_dir)["model.safetensors"]
+    assert sum(p.stat().st_size for p in tiny_dir.iterdir()) < 5_000_000
+
+
+def _ct_image(tmp_path: Path) -> tuple[Image.Image, Geometry, np.ndarray]:
+    """A real DICOM file's pixels (HU), windowed and resized to its recorded geometry."""
+    [path] = write_ct_study(tmp_path / "ct", slices=1, size=256).files
+    ds = pydicom.dcmread(path)
+    hu = ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    low, high = 40 - 200, 40 + 200
+    grey = (np.clip((hu - low) / (high - low), 0, 1) * 255).astype(np.uint8)
+    geometry = Geometry.single(FrameRef(ds.SOPInstanceUID, 1, ds.Rows, ds.Columns), MIN_PIXELS, MAX_PIXELS)
+    image = Image.fromarray(grey).resize((geometry.width, geometry.height), Image.Resampling.BICUBIC)
+    return image, geometry, hu
+
+
+def test_transformers_backend_generates_deterministically_and_parses(tiny_engine, tmp_path: Path) -> None:
+    image, geometry, _ = _ct_image(tmp_path)
+    request = EngineRequest((image,), build_prompt("What are the findings?", ["Mass", "Nodule"]), "ct",
+                            GenerationSettings(max_new_tokens=24))
+    first, second = tiny_engine.generate([request, request])
+    assert first.text == second.text  # batched, left-padded, greedy
+    again = tiny_engine.generate([request])[0]
+    assert again.text == first.text  # and the same on its own
+    assert first.completion_tokens > 0 and first.prompt_tokens > geometry.width * geometry.height // (28 * 28)
+    assert first.is_test_result and "TEST MODEL" in first.model
+    findings = locate(parse_output(first.text), [geometry])  # meaningless text: parsed without error
+    assert findings.raw_text == first.text
+
+
+def test_images_not_at_their_model_size_are_refused(tiny_engine) -> None:
+    request = EngineRequest((Image.new("RGB", (500, 500)),), "x", "ct", GenerationSettings(max_new_tokens=2))
+    with pytest.raises(ValueError, match="not at its model size"):
+        tiny_engine.generate([request])
+
+
+def test_missing_model_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(EngineLoadError, match=r"qoq-node model tiny"):
+        TransformersEngine(tmp_path)
+    with pytest.raises(EngineLoadError, match=r"engine\.model is not set"):
+        make_engine(EngineConfig())
+
+
+def test_factory_builds_the_configured_backend(tiny_dir: Path, tmp_path: Path) -> None:
+    responses = tmp_path / "responses.json"
+    responses.write_text(json.dumps({"*": "\\boxed{No finding}"}))
+    assert isinstance(make_engine(EngineConfig(backend="replay", replay_responses=responses)), ReplayEngine)
+    engine = make_engine(EngineConfig(model=tiny_dir, device="cpu"))
+    assert isinstance(engine, TransformersEngine) and engine.device == "cpu"
+
+
+def test_replay_box_on_a_synthetic_lesion_lands_on_the_lesion(tmp_path: Path) -> None:
+    image, geometry, hu = _ct_image(tmp_path)
+    rows, columns = np.nonzero(hu > 200)  # the phantom's dense lesion (+300 HU over water)
+    edges = (columns.min(), rows.min(), columns.max() + 1, rows.max() + 1)
+    lesion = SourceBox(geometry.placements[0].source, *map(float, edges))
+    x1, y1, x2, y2 = geometry.box_to_model(lesion)
+    recorded = (f"<think>Dense focus.</think>\n```json\n[{{\"bbox_2d\": [{round(x1)}, {round(y1)}, {round(x2)}, "
+                f"{round(y2)}], \"label\": \"mass\"}}]\n```\n\\boxed{{Mass}}")
+    responses = tmp_path / "responses.json"
+    responses.write_text(json.dumps({"ct": recorded, "*": "\\boxed{No finding}"}))
+    engine = ReplayEngine.from_file(responses)
+    [result, other] = engine.generate([
+        EngineRequest((image,), "q", "ct"), EngineRequest((image,), "q", "fundus")])
+    assert result.is_test_result and result.model == MODEL_IDENTITY
+    assert parse_output(other.text).labels == ("No finding",)
+    [box] = locate(parse_output(result.text), [geometry]).boxes
+    assert box.label == "mass"
+    got = (box.source.column_min, box.source.row_min, box.source.column_max, box.source.row_max)
+    assert all(abs(g - w) <= 1 for g, w in zip(got, edges, strict=True))  # within one source pixel
+
+
+def test_replay_file_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    with pytest.raises(ReplayError, match="JSON object"):
+        ReplayEngine.from_file(bad)
+    bad.write_text("{not json")
+    with pytest.raises(ReplayError, match="not valid JSON"):
+        ReplayEngine.from_file(bad)
+    with pytest.raises(ReplayError, match="cannot read"):
+        ReplayEngine.from_file(tmp_path / "absent.json")
+
+
+def test_engine_config_checks() -> None:
+    with pytest.raises(Exception, match="replay_responses is required"):
+        load_config(None, environ={"QOQ_NODE__ENGINE__BACKEND": "replay"})
+    with pytest.raises(Exception, match="min_pixels is above max_pixels"):
+        load_config(None, environ={"QOQ_NODE__ENGINE__MIN_PIXELS": "2000000"})
+    with pytest.raises(Exception, match=r"engine\.device"):
+        load_config(None, environ={"QOQ_NODE__ENGINE__DEVICE": "tpu"})
+
+
+@pytest.mark.parametrize(("height", "width"), [(512, 512), (2500, 3000), (300, 1200), (64, 80), (4000, 3000)])
+def test_processor_resizes_exactly_as_the_recorded_geometry(tiny_engine, height: int, width: int) -> None:
+    """Our smart_resize is the processor's: the size the node records is the size the model sees."""
+    grid = tiny_engine.processor.image_processor(images=[Image.new("RGB", (width, height))],
+                                                 return_tensors="pt")["image_grid_thw"][0]
+    geometry = Geometry.single(FrameRef("1.2.3", 1, height, width), MIN_PIXELS, MAX_PIXELS)
+    assert (int(grid[1]) * 14, int(grid[2]) * 14) == (geometry.height, geometry.width)
