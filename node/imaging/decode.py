@@ -1,0 +1,103 @@
+"""Stored DICOM instance → display-ready 8-bit frames, each naming its source frame.
+
+Decodes every transfer syntax the SCP accepts (pylibjpeg plugins: JPEG, JPEG-LS, JPEG 2000,
+RLE), applies the Modality LUT (rescale) and the VOI LUT (window centre/width or a VOI LUT
+sequence from the header, else the domain's default window, else the frame's own robust
+range), inverts MONOCHROME1, and turns YBR and palette colour into RGB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+
+from node.imaging.geometry import FrameRef
+
+#: Default windows (centre, width) in modality units, by name, for images without their own.
+DEFAULT_WINDOWS: dict[str, tuple[float, float]] = {
+    "soft_tissue": (40.0, 400.0),
+    "lung": (-600.0, 1500.0),
+    "brain": (40.0, 80.0),
+    "bone": (400.0, 1800.0),
+}
+
+
+class ImagingError(ValueError):
+    """An instance cannot be turned into an image; the message says why."""
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    """One frame as 8-bit pixels (H×W grey or H×W×3 RGB) and where it came from."""
+
+    pixels: np.ndarray
+    source: FrameRef
+    window: tuple[float, float] | None  # the (centre, width) applied, when one was
+
+
+def _window(values: np.ndarray, centre: float, width: float) -> np.ndarray:
+    low, high = centre - width / 2, centre + width / 2
+    return (np.clip((values - low) / max(high - low, 1e-6), 0, 1) * 255).astype(np.uint8)
+
+
+def _robust_range(values: np.ndarray) -> tuple[float, float]:
+    low, high = (float(v) for v in np.percentile(values, [0.5, 99.5]))
+    if high <= low:
+        low, high = float(values.min()), float(values.max())
+    return (low + high) / 2, max(high - low, 1.0)
+
+
+def _grey(ds: Dataset, frame: np.ndarray, default_window: str | None) -> tuple[np.ndarray, tuple[float, float] | None]:
+    values = apply_modality_lut(frame, ds)
+    if "WindowCenter" in ds and "WindowWidth" in ds:
+        centre = float(np.atleast_1d(ds.WindowCenter)[0])
+        width = float(np.atleast_1d(ds.WindowWidth)[0])
+        pixels, window = _window(values, centre, width), (centre, width)
+    elif "VOILUTSequence" in ds:
+        mapped = apply_voi_lut(values, ds).astype(np.float32)
+        pixels, window = _window(mapped, *_robust_range(mapped)), None
+    elif default_window is not None:
+        window = DEFAULT_WINDOWS[default_window]
+        pixels = _window(values, *window)
+    else:
+        window = _robust_range(values)
+        pixels = _window(values, *window)
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
+        pixels = 255 - pixels
+    return pixels, window
+
+
+def _colour(ds: Dataset, frame: np.ndarray) -> np.ndarray:
+    if ds.get("PhotometricInterpretation") == "PALETTE COLOR":
+        frame = apply_color_lut(frame, ds)
+    if frame.dtype != np.uint8:  # 16-bit colour (palette LUTs, some RGB): scale to 8 bits
+        top = float(frame.max()) or 1.0
+        frame = (frame.astype(np.float32) / top * 255).astype(np.uint8)
+    return frame
+
+
+def iter_frames(path: Path, default_window: str | None = None) -> Iterator[DecodedFrame]:
+    """Every frame of the instance at ``path``, decoded and windowed, in frame order."""
+    try:
+        ds = pydicom.dcmread(path)
+        array = ds.pixel_array  # YBR is converted to RGB by pydicom
+    except Exception as exc:  # pydicom and its plugins raise many types for bad or unsupported data
+        raise ImagingError(f"cannot decode {path.name}: {type(exc).__name__}: {exc}") from exc
+    colour = int(ds.get("SamplesPerPixel", 1)) > 1 or ds.get("PhotometricInterpretation") == "PALETTE COLOR"
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames == 1:
+        array = array[np.newaxis]
+    for index in range(frames):
+        frame = array[index]
+        if colour:
+            pixels, window = _colour(ds, frame), None
+        else:
+            pixels, window = _grey(ds, frame, default_window)
+        source = FrameRef(str(ds.SOPInstanceUID), index + 1, int(ds.Rows), int(ds.Columns))
+        yield DecodedFrame(np.ascontiguousarray(pixels), source, window)

@@ -1,0 +1,86 @@
+"""A study's instances → a bounded set of key frames for the model.
+
+CT/MR/PT/NM: the series with the most slices, slices ordered by position along the slice
+normal, evenly spaced. Mammography: one frame per view (laterality + view position).
+Multi-frame (ultrasound cine, enhanced objects): evenly spaced frames. Anything else: every
+instance's frames in series/instance order, evenly sampled down to the bound.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+
+VOLUME_MODALITIES = frozenset({"CT", "MR", "PT", "NM"})
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    """What key-frame selection needs to know of one stored instance (read without pixels)."""
+
+    path: Path
+    series_uid: str
+    modality: str
+    instance_number: int
+    slice_position: float | None
+    frames: int
+    view: str  # laterality and view position, for mammography
+
+    @classmethod
+    def read(cls, path: Path) -> InstanceInfo:
+        """Read the header of the instance at ``path``."""
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        position = None
+        if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
+            orientation = np.asarray(ds.ImageOrientationPatient, dtype=float)
+            normal = np.cross(orientation[:3], orientation[3:])
+            position = float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=float)))
+        laterality = str(ds.get("ImageLaterality", ds.get("Laterality", "")) or "")
+        return cls(
+            path=path,
+            series_uid=str(ds.get("SeriesInstanceUID", "")),
+            modality=str(ds.get("Modality", "")),
+            instance_number=int(ds.get("InstanceNumber", 0) or 0),
+            slice_position=position,
+            frames=int(ds.get("NumberOfFrames", 1) or 1),
+            view=f"{laterality} {ds.get('ViewPosition', '') or ''}".strip(),
+        )
+
+
+def evenly_spaced(count: int, wanted: int) -> list[int]:
+    """``wanted`` indices spread evenly over ``range(count)``, ends included (all if fewer)."""
+    if count <= wanted:
+        return list(range(count))
+    if wanted == 1:
+        return [count // 2]
+    return sorted({round(i * (count - 1) / (wanted - 1)) for i in range(wanted)})
+
+
+def select_key_frames(instances: list[InstanceInfo], max_images: int) -> list[tuple[Path, int]]:
+    """(path, 0-based frame index) of the key frames, at most ``max_images``."""
+    if not instances or max_images < 1:
+        return []
+    by_series: dict[str, list[InstanceInfo]] = defaultdict(list)
+    for info in instances:
+        by_series[info.series_uid].append(info)
+    modality = instances[0].modality
+    if modality in VOLUME_MODALITIES and all(i.frames == 1 for i in instances):
+        series = max(by_series.values(), key=len)
+        series.sort(key=lambda i: (i.slice_position if i.slice_position is not None else i.instance_number,
+                                   i.instance_number))
+        return [(series[i].path, 0) for i in evenly_spaced(len(series), max_images)]
+    if modality == "MG":
+        views: dict[str, InstanceInfo] = {}
+        for info in sorted(instances, key=lambda i: (i.series_uid, i.instance_number)):
+            views.setdefault(info.view or str(info.path), info)
+        return [(info.path, 0) for info in list(views.values())[:max_images]]
+    frames = [
+        (info.path, index)
+        for info in sorted(instances, key=lambda i: (i.series_uid, i.instance_number))
+        for index in range(info.frames)
+    ]
+    return [frames[i] for i in evenly_spaced(len(frames), max_images)]
