@@ -13,7 +13,10 @@ from pathlib import Path
 
 from node import __version__
 from node.config import ConfigError, NodeConfig, load_config
+from node.engine.errors import EngineLoadError
+from node.engine.replay import ReplayError
 from node.ops.logging import configure_logging
+from node.routing import RoutingError
 
 
 def _load(args: argparse.Namespace) -> NodeConfig:
@@ -21,8 +24,11 @@ def _load(args: argparse.Namespace) -> NodeConfig:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Validate the configuration and say what it resolves to."""
+    """Validate the configuration (and the routing rules it names) and say what it resolves to."""
+    from node.routing import Router
+
     config = _load(args)
+    Router.from_file(config.routing.rules)
     print(f"configuration OK: AE {config.dicom.ae_title} on {config.dicom.host}:{config.dicom.port}, "
           f"storage {config.storage.root}, metrics on {config.http.host}:{config.http.port}")
     return 0
@@ -74,6 +80,72 @@ def cmd_studies(args: argparse.Namespace) -> int:
     return 0
 
 
+def _outcome_json(outcome) -> dict:
+    findings = outcome.findings
+    return {
+        "study_uid": outcome.study_uid,
+        "files": outcome.files,
+        "domain": outcome.task.domain if outcome.task else None,
+        "skipped": outcome.skipped or None,
+        "model": outcome.model or None,
+        "test_result": outcome.is_test_result,
+        "inputs": [
+            {"width": m.geometry.width, "height": m.geometry.height, "window": m.window,
+             "sources": [asdict(p.source) for p in m.geometry.placements]}
+            for m in outcome.inputs
+        ],
+        "labels": list(findings.labels) if findings else [],
+        "boxes": [
+            {"label": box.label, "model": asdict(box.model), "source": asdict(box.source)}
+            for box in (findings.boxes if findings else ())
+        ],
+        "reasoning": findings.reasoning if findings else "",
+        "warnings": list(findings.warnings) if findings else [],
+        "raw_text": findings.raw_text if findings else "",
+    }
+
+
+def _print_outcome(outcome) -> None:
+    print(f"study {outcome.study_uid} ({outcome.files} files)")
+    if outcome.skipped:
+        print(f"  skipped: {outcome.skipped}")
+        return
+    findings = outcome.findings
+    banner = "  ** TEST RESULT — not a clinical model output **" if outcome.is_test_result else ""
+    print(f"  domain: {outcome.task.domain}; model: {outcome.model}{banner}")
+    print("  AI result — research use only, not for diagnosis")
+    print(f"  answer: {', '.join(findings.labels) or '(none)'}")
+    for box in findings.boxes:
+        s = box.source
+        print(f"  box '{box.label}': instance {s.frame.sop_instance_uid} frame {s.frame.frame}, "
+              f"columns {s.column_min:.1f}-{s.column_max:.1f}, rows {s.row_min:.1f}-{s.row_max:.1f}")
+    for warning in findings.warnings:
+        print(f"  warning: {warning}")
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    """Run routing → imaging → engine → findings on DICOM files, offline."""
+    from node.engine.factory import make_engine
+    from node.infer import group_by_study, infer, prepare
+    from node.routing import Router
+
+    config = _load(args)
+    configure_logging(config.log.level, config.log.format)
+    router = Router.from_file(config.routing.rules)
+    studies, problems = group_by_study(args.paths)
+    for problem in problems:
+        print(f"qoq-node: {problem}", file=sys.stderr)
+    prepared = [prepare(uid, files, router, config) for uid, files in studies.items()]
+    engine = make_engine(config.engine)
+    outcomes = infer(prepared, engine, config)
+    if args.json:
+        print(json.dumps([_outcome_json(outcome) for outcome in outcomes], indent=2))
+    else:
+        for outcome in outcomes:
+            _print_outcome(outcome)
+    return 0 if studies else 1
+
+
 def cmd_model_tiny(args: argparse.Namespace) -> int:
     """Build the tiny random test checkpoint (offline)."""
     from node.engine.tiny import build_tiny_checkpoint
@@ -101,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     command("check", cmd_check, "Validate the configuration; exit 1 with the reason if it is bad.")
     studies = command("studies", cmd_studies, "List received studies and their state.")
     studies.add_argument("--json", action="store_true", help="machine-readable output")
+    infer_parser = command("infer", cmd_infer, "Run the model on DICOM files or folders, offline, and print findings.")
+    infer_parser.add_argument("paths", nargs="+", type=Path, help="DICOM files or folders (grouped by study)")
+    infer_parser.add_argument("--json", action="store_true", help="machine-readable output, with geometry")
     model = commands.add_parser("model", help="Model utilities.", description="Model utilities.")
     model_commands = model.add_subparsers(dest="model_command", required=True)
     tiny = model_commands.add_parser(
@@ -117,6 +192,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except ConfigError as exc:
+    except (ConfigError, RoutingError, ReplayError, EngineLoadError) as exc:
         print(f"qoq-node: configuration error: {exc}", file=sys.stderr)
         return 1

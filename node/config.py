@@ -144,6 +144,18 @@ class EngineConfig(_Section):
         return self
 
 
+class ImagingConfig(_Section):
+    """How studies become model inputs."""
+
+    max_images: int = Field(default=4, ge=1, le=32, description="Key images per study sent to the model.")
+
+
+class RoutingConfig(_Section):
+    """Which studies are read, and how."""
+
+    rules: Path = Path("conf/routing.yaml")
+
+
 class NodeConfig(_Section):
     """The whole node configuration (``conf/node.yaml``)."""
 
@@ -152,6 +164,8 @@ class NodeConfig(_Section):
     study: StudyConfig = StudyConfig()
     http: HttpConfig = HttpConfig()
     log: LogConfig = LogConfig()
+    routing: RoutingConfig = RoutingConfig()
+    imaging: ImagingConfig = ImagingConfig()
     engine: EngineConfig = EngineConfig()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from node.config import EngineConfig
 from node.engine import Engine
+from node.engine.errors import EngineLoadError
 from node.engine.replay import ReplayEngine
 
 
@@ -12,7 +13,7 @@ def make_engine(config: EngineConfig) -> Engine:
     if config.backend == "replay":
         assert config.replay_responses is not None  # the config validator guarantees it
         return ReplayEngine.from_file(config.replay_responses)
-    from node.engine.transformers_backend import EngineLoadError, TransformersEngine
+    from node.engine.transformers_backend import TransformersEngine
 
     if config.model is None:
         raise EngineLoadError("engine.model is not set: point it at the QoQ-Med weights, "

@@ -18,12 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from node.engine import EngineRequest, EngineResult
+from node.engine.errors import EngineLoadError
 from node.engine.tiny import TINY_MARKER, TINY_MODEL_NAME
 from node.imaging.geometry import smart_resize
-
-
-class EngineLoadError(RuntimeError):
-    """The model cannot be loaded; the message says why and what to do."""
 
 
 def _pick_device(device: str) -> str:

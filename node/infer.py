@@ -1,0 +1,92 @@
+"""Offline inference on DICOM files: routing → imaging → engine → findings, study by study.
+
+This is what ``qoq-node infer`` runs; the node's pipeline runs the same stages on stable
+studies. A study that cannot be read is reported with its reason; the others go on.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from node.config import NodeConfig
+from node.engine import Engine, EngineRequest, GenerationSettings
+from node.engine.prompt import build_prompt
+from node.findings import Findings, locate, parse_output
+from node.imaging.decode import ImagingError
+from node.imaging.inputs import ModelInput, study_inputs
+from node.routing import Router, StudyHeader, Task
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    """One study's result, or why there is none."""
+
+    study_uid: str
+    files: int
+    task: Task | None = None
+    inputs: tuple[ModelInput, ...] = ()
+    findings: Findings | None = None
+    model: str = ""
+    is_test_result: bool = False
+    skipped: str = ""
+
+
+def group_by_study(paths: Iterable[Path]) -> tuple[dict[str, list[Path]], list[str]]:
+    """Files (folders searched recursively) grouped by Study Instance UID; and what was not DICOM."""
+    studies: dict[str, list[Path]] = defaultdict(list)
+    problems = []
+    for path in paths:
+        for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+            try:
+                ds = pydicom.dcmread(file, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+                studies[str(ds.StudyInstanceUID)].append(file)
+            except (InvalidDicomError, AttributeError, OSError) as exc:
+                problems.append(f"{file}: not a readable DICOM instance ({type(exc).__name__})")
+    return dict(studies), problems
+
+
+def prepare(study_uid: str, files: Sequence[Path], router: Router, config: NodeConfig) -> StudyOutcome:
+    """Route and image one study (no model yet)."""
+    routed = router.route(StudyHeader.read(files[0]))
+    if isinstance(routed, str):
+        return StudyOutcome(study_uid, len(files), skipped=routed)
+    try:
+        inputs = study_inputs(files, config.imaging.max_images, config.engine.min_pixels, config.engine.max_pixels,
+                              routed.spec.default_window)
+    except ImagingError as exc:
+        return StudyOutcome(study_uid, len(files), routed, skipped=str(exc))
+    if not inputs:
+        return StudyOutcome(study_uid, len(files), routed, skipped="no image in the study")
+    return StudyOutcome(study_uid, len(files), routed, tuple(inputs))
+
+
+def infer(prepared: Sequence[StudyOutcome], engine: Engine, config: NodeConfig) -> list[StudyOutcome]:
+    """Run the engine on every prepared study (one batch) and read its findings."""
+    ready = [study for study in prepared if study.task is not None and study.inputs]
+    settings = GenerationSettings(max_new_tokens=config.engine.max_new_tokens)
+    requests = [
+        EngineRequest(
+            tuple(model_input.image for model_input in study.inputs),
+            build_prompt(study.task.spec.question, study.task.spec.labels, study.task.spec.ask_boxes,
+                         len(study.inputs)),
+            study.task.domain,
+            settings,
+        )
+        for study in ready
+    ]
+    results = iter(engine.generate(requests))
+    outcomes = []
+    for study in prepared:  # results come in the order of ``ready``, a subsequence of ``prepared``
+        if study.task is not None and study.inputs:
+            result = next(results)
+            findings = locate(parse_output(result.text), [m.geometry for m in study.inputs])
+            study = StudyOutcome(study.study_uid, study.files, study.task, study.inputs, findings, result.model,
+                                 result.is_test_result)
+        outcomes.append(study)
+    return outcomes
