@@ -11,6 +11,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from node.imaging.decode import ImagingError, iter_frames
+from node.imaging.ecg import render_ecg
 from node.imaging.geometry import smart_resize
 from node.imaging.inputs import study_inputs
 from node.imaging.series import InstanceInfo, evenly_spaced, select_key_frames
@@ -84,6 +85,25 @@ def test_default_window_when_the_header_has_none_and_monochrome1_is_inverted(tmp
     assert np.array_equal(inverted.pixels, 255 - lung.pixels)
     [robust] = iter_frames(path)  # no window anywhere: the frame's own range
     assert robust.window is not None and robust.pixels.max() == 255
+
+
+def test_ecg_waveform_becomes_a_paper_style_plot() -> None:
+    frame = render_ecg(PYDICOM_TEST_FILES / "waveform_ecg.dcm")
+    assert frame.pixels.shape == (480, 1000, 3)  # 10 s at 25 mm/s, 4 rows of 30 mm, 4 px/mm
+    grid_pink = np.all(frame.pixels == (240, 160, 160), axis=-1).mean()
+    ink = np.all(frame.pixels == (0, 0, 0), axis=-1).mean()
+    assert grid_pink > 0.05 and ink > 0.005  # a grid and traces
+    # lead II's rhythm strip (bottom row) spans the whole width
+    bottom = frame.pixels[360:480]
+    columns_with_ink = np.any(np.all(bottom == (0, 0, 0), axis=-1), axis=0)
+    assert columns_with_ink.mean() > 0.95
+    inputs = study_inputs([PYDICOM_TEST_FILES / "waveform_ecg.dcm"], 4, MIN_PIXELS, MAX_PIXELS)
+    assert len(inputs) == 1 and inputs[0].geometry.placements[0].source.rows == 480
+
+
+def test_not_an_ecg_is_a_clear_error() -> None:
+    with pytest.raises(ImagingError, match="cannot read the waveform"):
+        render_ecg(PYDICOM_TEST_FILES / "CT_small.dcm")
 
 
 def test_undecodable_data_is_a_clear_error(tmp_path: Path) -> None:

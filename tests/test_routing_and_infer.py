@@ -114,7 +114,7 @@ def test_infer_with_replay_puts_the_box_on_the_lesion(tmp_path: Path) -> None:
     assert box["model"]["x1"] == round(x1)
 
 
-def test_infer_with_the_tiny_model_and_an_unroutable_study(tmp_path: Path) -> None:
+def test_infer_with_the_tiny_model_on_a_ct_and_an_ecg(tmp_path: Path) -> None:
     model = build_tiny_checkpoint(tmp_path / "tiny")
     ct = write_ct_study(tmp_path / "ct", slices=3, size=64)
     result = _infer(tmp_path, {"QOQ_NODE__ENGINE__MODEL": str(model), "QOQ_NODE__ENGINE__MAX_NEW_TOKENS": "8"},
@@ -125,7 +125,8 @@ def test_infer_with_the_tiny_model_and_an_unroutable_study(tmp_path: Path) -> No
     assert read["domain"] == "ct" and "TEST MODEL" in read["model"] and len(read["inputs"]) == 3
     assert read["raw_text"] is not None
     [ecg] = [o for uid, o in outcomes.items() if uid != ct.study_uid]
-    assert "no pixel data" in ecg["skipped"]
+    assert ecg["domain"] == "ecg" and ecg["skipped"] is None  # the waveform was plotted and read
+    assert (ecg["inputs"][0]["sources"][0]["rows"], ecg["inputs"][0]["sources"][0]["columns"]) == (480, 1000)
 
 
 def test_infer_without_a_model_says_what_to_do(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""A study's files → model inputs: key frames, decoded, resized to Qwen2.5-VL's grid, each with
-its geometry back to the source pixels."""
+"""A study's files → model inputs: key frames, decoded (or, for ECG waveforms, plotted), resized to
+Qwen2.5-VL's grid, each with its geometry back to the source pixels."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 from node.imaging.decode import DecodedFrame, iter_frames
+from node.imaging.ecg import render_ecg
 from node.imaging.geometry import Geometry
 from node.imaging.series import InstanceInfo, select_key_frames
 
@@ -39,11 +40,12 @@ def study_inputs(
 ) -> list[ModelInput]:
     """The model inputs of one study's files (pixels are decoded only for the key frames)."""
     infos = [InstanceInfo.read(path) for path in paths]
+    waveforms = {info.path for info in infos if info.is_waveform}
     wanted: dict[Path, list[int]] = {}
     for path, frame_index in select_key_frames(infos, max_images):
         wanted.setdefault(path, []).append(frame_index)
     inputs = []
     for path, indices in wanted.items():  # each instance decoded once, however many key frames it has
-        frames = list(iter_frames(path, default_window))
+        frames = [render_ecg(path)] if path in waveforms else list(iter_frames(path, default_window))
         inputs.extend(to_model_input(frames[index], min_pixels, max_pixels) for index in indices)
     return inputs

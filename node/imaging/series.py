@@ -29,6 +29,7 @@ class InstanceInfo:
     slice_position: float | None
     frames: int
     view: str  # laterality and view position, for mammography
+    is_waveform: bool  # a waveform object (ECG): plotted, not decoded
 
     @classmethod
     def read(cls, path: Path) -> InstanceInfo:
@@ -48,6 +49,7 @@ class InstanceInfo:
             slice_position=position,
             frames=int(ds.get("NumberOfFrames", 1) or 1),
             view=f"{laterality} {ds.get('ViewPosition', '') or ''}".strip(),
+            is_waveform="WaveformSequence" in ds,
         )
 
 
