@@ -20,7 +20,10 @@ from node.engine.prompt import build_prompt
 from node.findings import Findings, locate, parse_output
 from node.imaging.decode import ImagingError
 from node.imaging.inputs import ModelInput, study_inputs
+from node.ops.logging import get_logger, uid_hash
 from node.routing import Router, StudyHeader, Task
+
+log = get_logger("infer")
 
 
 @dataclass(frozen=True)
@@ -55,15 +58,22 @@ def prepare(study_uid: str, files: Sequence[Path], router: Router, config: NodeC
     """Route and image one study (no model yet)."""
     routed = router.route(StudyHeader.read(files[0]))
     if isinstance(routed, str):
-        return StudyOutcome(study_uid, len(files), skipped=routed)
+        return _skipped(StudyOutcome(study_uid, len(files), skipped=routed), "routing")
     try:
         inputs = study_inputs(files, config.imaging.max_images, config.engine.min_pixels, config.engine.max_pixels,
                               routed.spec.default_window)
     except ImagingError as exc:
-        return StudyOutcome(study_uid, len(files), routed, skipped=str(exc))
+        return _skipped(StudyOutcome(study_uid, len(files), routed, skipped=str(exc)), "imaging")
     if not inputs:
-        return StudyOutcome(study_uid, len(files), routed, skipped="no image in the study")
+        return _skipped(StudyOutcome(study_uid, len(files), routed, skipped="no image in the study"), "imaging")
+    log.info("study.prepared", study=uid_hash(study_uid), domain=routed.domain, images=len(inputs))
     return StudyOutcome(study_uid, len(files), routed, tuple(inputs))
+
+
+def _skipped(outcome: StudyOutcome, stage: str) -> StudyOutcome:
+    # The reason may name files, which may name patients: it goes to the operator's output only.
+    log.warning("study.skipped", study=uid_hash(outcome.study_uid), stage=stage)
+    return outcome
 
 
 def infer(prepared: Sequence[StudyOutcome], engine: Engine, config: NodeConfig) -> list[StudyOutcome]:

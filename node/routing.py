@@ -146,6 +146,6 @@ class Router:
         for rule in self.rules.rules:
             if _matches(rule.match, header):
                 return Task(rule.domain, self.rules.domains[rule.domain])
-        return (f"no routing rule matches modality '{header.modality}', body part '{header.body_part}', "
-                f"series description '{header.series_description[:64]}'")
+        # Series descriptions are free text and may carry identity: the reason names only codes.
+        return f"no routing rule matches modality '{header.modality}', body part '{header.body_part}'"
 
