@@ -1,0 +1,1 @@
+"""Findings + source headers → DICOM results and HL7 messages. Pure functions: no I/O."""

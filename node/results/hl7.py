@@ -1,0 +1,134 @@
+"""HL7 v2.5.1 ORU^R01 for the EHR: the AI answer, findings and reasoning of one study.
+
+Model text is untrusted: every value is escaped (``| ^ ~ \\ &`` as HL7 escape sequences),
+control characters are dropped (line breaks in the reasoning become ``\\.br\\``), and values
+are cut to their field lengths, so no text can break the segment structure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pydicom.dataset import Dataset
+
+from node.findings import Findings
+from node.results.provenance import DISCLAIMER, Provenance, clip
+
+SEGMENT_SEPARATOR = "\r"
+ST_LIMIT = 199  # an OBX-5 length every receiver (and hl7apy's strict check) accepts
+REASONING_LIMIT = 16_000  # the reasoning sent to the EHR; the whole of it is in the SR
+_ESCAPES = {"\\": "\\E\\", "|": "\\F\\", "^": "\\S\\", "&": "\\T\\", "~": "\\R\\"}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_ESCAPED_TOKEN = re.compile(r"\\[^\\]*\\|.", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Hl7Party:
+    """Sending and receiving application/facility (MSH-3 to MSH-6), from the destination's config."""
+
+    sending_application: str = "QOQNODE"
+    sending_facility: str = "RADIOLOGY"
+    receiving_application: str = "EHR"
+    receiving_facility: str = "HOSPITAL"
+
+
+def escape(text: str, line_breaks: bool = False) -> str:
+    """HL7-escape ``text``; newlines become ``\\.br\\`` when ``line_breaks``, else spaces."""
+    text = "".join(_ESCAPES.get(char, char) for char in str(text))
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = text.replace("\n", "\\.br\\" if line_breaks else " ")
+    return _CONTROL.sub("", text)
+
+
+def _value(text: str, limit: int = ST_LIMIT) -> str:
+    """Escaped and cut, never in the middle of an escape sequence."""
+    escaped = escape(clip(str(text), limit))
+    while len(escaped) > limit:  # escaping can lengthen it: cut the source shorter
+        limit -= 8
+        escaped = escape(clip(str(text), limit))
+    return escaped
+
+
+def _chunks(escaped: str, limit: int = ST_LIMIT) -> list[str]:
+    """Escaped text in pieces of at most ``limit`` characters, never splitting an escape sequence."""
+    chunks, current = [], ""
+    for token in _ESCAPED_TOKEN.findall(escaped):
+        if len(current) + len(token) > limit:
+            chunks.append(current)
+            current = ""
+        current += token
+    return [*chunks, current] if current else chunks
+
+
+def _pn_to_xpn(name: object) -> str:
+    """DICOM PN family^given^middle^prefix^suffix → HL7 XPN family^given^middle^suffix^prefix."""
+    parts = (str(name or "").split("=")[0].split("^") + [""] * 5)[:5]
+    family, given, middle, prefix, suffix = (_value(part, 48) for part in parts)
+    return "^".join([family, given, middle, suffix, prefix]).rstrip("^") or '""'  # "" is HL7's explicit null
+
+
+def _label_code(label: str) -> str:
+    """A local code for an answer label (CWE-1): its letters and digits, upper case."""
+    return re.sub(r"[^A-Z0-9]+", "_", label.upper()).strip("_")[:20] or "UNNAMED"
+
+
+def control_id(result_key: str) -> str:
+    """MSH-10: the same for every resend of one result, so the EHR can drop duplicates (≤ 20 chars)."""
+    return "QOQ" + hashlib.sha256(result_key.encode()).hexdigest()[:17].upper()
+
+
+def _dicom_datetime(ds: Dataset) -> str:
+    date = str(ds.get("StudyDate", "") or "")
+    time = str(ds.get("StudyTime", "") or "").split(".")[0]
+    return re.sub(r"\D", "", date + time)[:14]
+
+
+def build_oru(
+    findings: Findings,
+    source: Dataset,
+    provenance: Provenance,
+    party: Hl7Party,
+    result_key: str,
+    sr_sop_instance_uid: str | None = None,
+    now: datetime | None = None,
+) -> str:
+    """The ORU^R01 message (segments separated by carriage returns) for one study's result."""
+    now = now or datetime.now(UTC)
+    accession = _value(source.get("AccessionNumber", ""), 16)
+    study_uid = str(source.StudyInstanceUID)
+    segments = [
+        "|".join(["MSH", "^~\\&", _value(party.sending_application, 180), _value(party.sending_facility, 180),
+                  _value(party.receiving_application, 180), _value(party.receiving_facility, 180),
+                  now.strftime("%Y%m%d%H%M%S"), "", "ORU^R01^ORU_R01", control_id(result_key),
+                  "T" if provenance.is_test_result else "P", "2.5.1"]),
+        "|".join(["PID", "1", "", f"{_value(source.get('PatientID', ''), 20)}^^^"
+                  f"{_value(source.get('IssuerOfPatientID', ''), 20)}".rstrip("^"),
+                  "", _pn_to_xpn(source.get("PatientName", "")), "", _value(source.get("PatientBirthDate", ""), 8),
+                  _value(source.get("PatientSex", ""), 1)]),
+        "|".join(["ORC", "RE", accession, accession, "", "CM"]),
+        "|".join(["OBR", "1", accession, accession, "QOQMED^QoQ-Med AI read^L", "", "", _dicom_datetime(source),
+                  *[""] * 10, accession, *[""] * 6, "P"]),
+    ]
+    observations: list[tuple[str, str, str]] = [
+        ("CWE", "AI-ANSWER^AI answer^L", "~".join(f"{_label_code(label)}^{_value(label, 60)}^L"
+                                                  for label in findings.labels) or "NONE^No answer^L"),
+    ]
+    for box in findings.boxes:
+        s = box.source
+        observations.append(("ST", "AI-FINDING^AI finding^L", _value(
+            f"{box.label}: instance {s.frame.sop_instance_uid} frame {s.frame.frame}, columns "
+            f"{s.column_min:.0f}-{s.column_max:.0f}, rows {s.row_min:.0f}-{s.row_max:.0f}")))
+    for chunk in _chunks(escape(clip(findings.reasoning, REASONING_LIMIT), line_breaks=True)):
+        observations.append(("FT", "AI-REASONING^AI reasoning^L", chunk))
+    observations.append(("ST", "113014^Study Instance UID^DCM", _value(study_uid, 64)))
+    if sr_sop_instance_uid:
+        observations.append(("ST", "AI-SR-UID^AI structured report SOP Instance UID^L", _value(sr_sop_instance_uid)))
+    observations.append(("ST", "AI-MODEL^AI model^L", _value(f"{provenance.model_identity}; qoq-node "
+                                                              f"{provenance.node_version}")))
+    for index, (value_type, code, value) in enumerate(observations, start=1):
+        segments.append("|".join(["OBX", str(index), value_type, code, "", value, "", "", "", "", "", "P"]))
+    segments.append("|".join(["NTE", "1", "L", _value(f"{provenance.banner}. {DISCLAIMER}")]))
+    return SEGMENT_SEPARATOR.join(segments)

@@ -1,0 +1,42 @@
+"""What every AI object says about itself: research use only, which model, which node; and its
+deterministic UIDs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydicom.uid import generate_uid
+
+from node import __version__
+
+#: ASCII on purpose: the label goes into every character set a source may use (ISO_IR 100 has no dash).
+RESEARCH_LABEL = "AI RESULT - RESEARCH USE ONLY"
+DISCLAIMER = "AI result - research use only, not for diagnosis."
+MANUFACTURER = "qoq-node"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """The model and node behind a result."""
+
+    model_identity: str
+    is_test_result: bool
+    node_version: str = __version__
+
+    @property
+    def banner(self) -> str:
+        """The label every object carries, with a test marker when the model is not a real one."""
+        return f"{RESEARCH_LABEL} (TEST MODEL)" if self.is_test_result else RESEARCH_LABEL
+
+
+def result_uid(study_uid: str, study_version: int, task: str, provenance: Provenance, kind: str) -> str:
+    """A UID that is the same whenever the same study version is read by the same model for the
+    same task: a retry or re-run never makes a second copy in the PACS."""
+    return generate_uid(
+        entropy_srcs=[study_uid, str(study_version), task, provenance.model_identity, provenance.node_version, kind]
+    )
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters (VR length limits), marking the cut."""
+    return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."

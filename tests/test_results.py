@@ -1,0 +1,193 @@
+"""Results: GSPS validated by dciodvfy, read by dcmtk and accepted by Orthanc; HL7 ORU^R01 at strict
+validation, with hostile model text."""
+
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pydicom
+import pytest
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.parser import parse_message
+from pydicom.uid import generate_uid
+
+from node.findings import Findings, locate, parse_output
+from node.imaging.geometry import FrameRef, Geometry, SourceBox
+from node.localpeers import Orthanc, http_json
+from node.results.gsps import build_gsps
+from node.results.hl7 import Hl7Party, build_oru, control_id
+from node.results.provenance import RESEARCH_LABEL, Provenance
+from node.synthetic import write_ct_study, write_file
+
+PROVENANCE = Provenance("replay (recorded responses; TEST RESULT, not a model output)", True)
+MIN_PIXELS, MAX_PIXELS = 200_704, 1_003_520
+
+
+def _findings(source: pydicom.Dataset, box: tuple[float, float, float, float], labels: str = "Mass",
+              reasoning: str = "Dense focus.") -> Findings:
+    frame = FrameRef(source.SOPInstanceUID, 1, source.Rows, source.Columns)
+    geometry = Geometry.single(frame, MIN_PIXELS, MAX_PIXELS)
+    x1, y1, x2, y2 = geometry.box_to_model(SourceBox(frame, *box))
+    text = (f"<think>{reasoning}</think>```json\n[{{\"bbox_2d\": [{x1}, {y1}, {x2}, {y2}], \"label\": \"mass\"}}]"
+            f"\n```\\boxed{{{labels}}}")
+    return locate(parse_output(text), [geometry])
+
+
+def _dciodvfy_errors(path: Path) -> list[str]:
+    report = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    return [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
+
+
+def _sources(tmp_path: Path, modality: str = "CT", photometric: str = "MONOCHROME2") -> list[pydicom.Dataset]:
+    study = write_ct_study(tmp_path / modality, slices=2, size=256)
+    sources = [pydicom.dcmread(p) for p in study.files]
+    if modality != "CT":
+        for ds in sources:
+            ds.Modality, ds.PhotometricInterpretation = modality, photometric
+    return sources
+
+
+@pytest.mark.parametrize(("modality", "photometric"), [("CT", "MONOCHROME2"), ("MR", "MONOCHROME2"),
+                                                        ("DX", "MONOCHROME1")])
+def test_gsps_is_valid_and_its_box_is_where_the_finding_is(tmp_path: Path, modality: str, photometric: str) -> None:
+    sources = _sources(tmp_path, modality, photometric)
+    box = (143.0, 69.0, 183.0, 114.0)
+    findings = _findings(sources[0], box)
+    gsps = build_gsps(findings, sources, PROVENANCE, 1, "ct", (40.0, 400.0))
+    path = tmp_path / "gsps.dcm"
+    gsps.save_as(path, enforce_file_format=True)
+    assert _dciodvfy_errors(path) == []
+    assert gsps.SeriesDescription.startswith(RESEARCH_LABEL) and gsps.StudyInstanceUID == sources[0].StudyInstanceUID
+    assert gsps.PatientID == sources[0].PatientID
+    # dcmtk reads the presentation state against the source image: its polyline is the box.
+    image = tmp_path / "image.dcm"
+    write_file(sources[0], image)
+    report = subprocess.run(["dcmp2pgm", "-v", "-p", str(path), str(image), str(tmp_path / "out.pgm")],
+                            capture_output=True, text=True)
+    [coordinates] = re.findall(r"coordinates: (.*)", report.stdout + report.stderr)
+    points = [tuple(float(v) for v in pair.split("\\")) for pair in coordinates.strip(" ,").split(", ")]
+    c0, r0, c1, r1 = box
+    expected = [(c0, r0), (c1, r0), (c1, r1), (c0, r1), (c0, r0)]
+    assert all(abs(a - b) < 1.0 for p, q in zip(points, expected, strict=True) for a, b in zip(p, q, strict=True))
+    assert "window center=40 width=400" in report.stdout + report.stderr
+    assert "research use only" in (report.stdout + report.stderr).lower()
+
+
+def test_gsps_uids_are_deterministic_and_depend_on_the_version(tmp_path: Path) -> None:
+    sources = _sources(tmp_path)
+    findings = _findings(sources[0], (10, 10, 50, 50))
+    first = build_gsps(findings, sources, PROVENANCE, 1, "ct", None)
+    again = build_gsps(findings, sources, PROVENANCE, 1, "ct", None)
+    later = build_gsps(findings, sources, PROVENANCE, 2, "ct", None)
+    assert (first.SOPInstanceUID, first.SeriesInstanceUID) == (again.SOPInstanceUID, again.SeriesInstanceUID)
+    assert later.SOPInstanceUID != first.SOPInstanceUID
+
+
+def test_gsps_with_non_ascii_patient_names_round_trips(tmp_path: Path) -> None:
+    for charset, name in (("ISO_IR 192", "Müller^Zoë=山田^太郎"), ("ISO_IR 100", "Müller^Zoë")):
+        sources = _sources(tmp_path / charset.replace(" ", ""))
+        for ds in sources:
+            ds.SpecificCharacterSet, ds.PatientName = charset, name
+        gsps = build_gsps(_findings(sources[0], (10, 10, 50, 50)), sources, PROVENANCE, 1, "ct", None)
+        path = tmp_path / f"{charset.replace(' ', '')}.dcm"
+        gsps.save_as(path, enforce_file_format=True)
+        assert str(pydicom.dcmread(path).PatientName) == name
+        assert _dciodvfy_errors(path) == []
+
+
+def test_orthanc_files_the_gsps_under_the_source_study(tmp_path: Path) -> None:
+    sources = _sources(tmp_path)
+    paths = []
+    for index, ds in enumerate(sources):
+        paths.append(tmp_path / f"src{index}.dcm")
+        write_file(ds, paths[-1])
+    gsps_path = tmp_path / "gsps.dcm"
+    build_gsps(_findings(sources[0], (10, 10, 50, 50)), sources, PROVENANCE, 1, "ct", (40.0, 400.0)).save_as(
+        gsps_path, enforce_file_format=True)
+    with Orthanc(tmp_path / "orthanc") as orthanc:
+        for path in paths:
+            orthanc.upload(path)
+        uploaded = orthanc.upload(gsps_path)
+        assert uploaded["Status"] == "Success"
+        [study] = http_json(f"{orthanc.url}/studies")
+        series = http_json(f"{orthanc.url}/studies/{study}/series")
+        modalities = sorted(s["MainDicomTags"]["Modality"] for s in series)
+        assert modalities == ["CT", "PR"]
+
+
+def _unescape(value: str) -> str:
+    replacements = {"\\F\\": "|", "\\S\\": "^", "\\T\\": "&", "\\R\\": "~", "\\.br\\": "\n", "\\E\\": "\\"}
+    return re.sub(r"\\(F|S|T|R|E|\.br)\\", lambda m: replacements[m.group(0)], value)
+
+
+def _oru(findings: Findings, source: pydicom.Dataset, **kwargs) -> str:
+    return build_oru(findings, source, PROVENANCE, Hl7Party(), "study-key", now=datetime(2026, 1, 2, tzinfo=UTC),
+                     **kwargs)
+
+
+def test_oru_is_strictly_valid_and_names_the_study(tmp_path: Path) -> None:
+    [source, _] = _sources(tmp_path)
+    sr_uid = generate_uid()
+    message = _oru(_findings(source, (143, 69, 183, 114), labels="Mass, Pleural Effusion"), source,
+                   sr_sop_instance_uid=sr_uid)
+    parsed = parse_message(message, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
+    assert parsed.validate()
+    assert parsed.msh.msh_9.to_er7() == "ORU^R01^ORU_R01" and parsed.msh.msh_11.to_er7() == "T"
+    result = parsed.oru_r01_patient_result
+    assert result.oru_r01_patient.pid.pid_5.to_er7() == "SYNTHETIC^PATIENT"
+    order = result.oru_r01_order_observation
+    assert order.obr.obr_18.to_er7() == "SYN0001" and order.obr.obr_25.to_er7() == "P"
+    values = [segment.split("|")[5] for segment in message.split("\r") if segment.startswith("OBX")]
+    assert values[0] == "MASS^Mass^L~PLEURAL_EFFUSION^Pleural Effusion^L"
+    assert source.StudyInstanceUID in values and sr_uid in values
+    assert len(order.oru_r01_observation) == len(values)
+    assert "research use only" in message.lower()
+
+
+def test_oru_control_id_is_stable_per_result(tmp_path: Path) -> None:
+    [source, _] = _sources(tmp_path)
+    findings = _findings(source, (10, 10, 50, 50))
+    assert _oru(findings, source).split("\r")[0] == _oru(findings, source).split("\r")[0]
+    assert control_id("a") != control_id("b") and len(control_id("a")) <= 20
+
+
+@pytest.mark.parametrize(
+    "reasoning",
+    [
+        "pipes | carets ^ tildes ~ backslashes \\ ampersands & and MSH|^~\\&|fake",
+        "segment break\rOBX|99|ST|injected\nnext line\r\nand \x00\x07\x1b control characters",
+        "unicode: 肺 Zoë – ✓ 🙂",
+        "long " + "x" * 1_000_000,
+    ],
+)
+def test_hostile_model_text_cannot_break_the_message(tmp_path: Path, reasoning: str) -> None:
+    [source, _] = _sources(tmp_path)
+    findings = _findings(source, (10, 10, 50, 50), labels="A|B^C, D~E", reasoning=reasoning)
+    message = _oru(findings, source)
+    segments = message.split("\r")
+    assert [s[:3] for s in segments] == ["MSH", "PID", "ORC", "OBR"] + ["OBX"] * (len(segments) - 5) + ["NTE"]
+    parsed = parse_message(message, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
+    assert parsed.validate()
+    fields = [segment.split("|") for segment in segments if segment.startswith("OBX")]
+    assert all(len(f) == 12 for f in fields)  # no delimiter from the text survived unescaped
+    reasoning_text = "".join(_unescape(f[5]) for f in fields if f[2] == "FT")
+    expected = re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", "", reasoning.strip().replace("\r\n", "\n").replace("\r", "\n"))
+    if len(expected) <= 16_000:
+        assert reasoning_text == expected  # escaped text round-trips exactly
+    else:
+        assert len(reasoning_text) <= 16_000 and reasoning_text.startswith("long xxx")
+    assert len(message) < 40_000
+
+
+def test_oru_without_boxes_or_answer(tmp_path: Path) -> None:
+    [source, _] = _sources(tmp_path)
+    empty = locate(parse_output("nothing useful"), [])
+    patientless = copy.deepcopy(source)
+    del patientless.PatientName
+    message = _oru(empty, patientless)
+    assert parse_message(message, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True).validate()
+    assert "NONE^No answer^L" in message
