@@ -84,7 +84,7 @@ def _outcome_json(outcome) -> dict:
     findings = outcome.findings
     return {
         "study_uid": outcome.study_uid,
-        "files": outcome.files,
+        "files": len(outcome.files),
         "domain": outcome.task.domain if outcome.task else None,
         "skipped": outcome.skipped or None,
         "model": outcome.model or None,
@@ -106,7 +106,7 @@ def _outcome_json(outcome) -> dict:
 
 
 def _print_outcome(outcome) -> None:
-    print(f"study {outcome.study_uid} ({outcome.files} files)")
+    print(f"study {outcome.study_uid} ({len(outcome.files)} files)")
     if outcome.skipped:
         print(f"  skipped: {outcome.skipped}")
         return
@@ -126,7 +126,8 @@ def _print_outcome(outcome) -> None:
 def cmd_infer(args: argparse.Namespace) -> int:
     """Run routing → imaging → engine → findings on DICOM files, offline."""
     from node.engine.factory import make_engine
-    from node.infer import group_by_study, infer, prepare
+    from node.infer import group_by_study, infer, prepare, write_results
+    from node.results.hl7 import Hl7Party
     from node.routing import Router
 
     config = _load(args)
@@ -143,6 +144,10 @@ def cmd_infer(args: argparse.Namespace) -> int:
     else:
         for outcome in outcomes:
             _print_outcome(outcome)
+    if args.out is not None:
+        for outcome in outcomes:
+            for path in write_results(outcome, args.out, Hl7Party()):
+                print(f"wrote {path}", file=sys.stderr)
     return 0 if studies else 1
 
 
@@ -176,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     infer_parser = command("infer", cmd_infer, "Run the model on DICOM files or folders, offline, and print findings.")
     infer_parser.add_argument("paths", nargs="+", type=Path, help="DICOM files or folders (grouped by study)")
     infer_parser.add_argument("--json", action="store_true", help="machine-readable output, with geometry")
+    infer_parser.add_argument("--out", type=Path, default=None,
+                              help="also write each study's GSPS and HL7 ORU^R01 into OUT/<study UID>/")
     model = commands.add_parser("model", help="Model utilities.", description="Model utilities.")
     model_commands = model.add_subparsers(dest="model_command", required=True)
     tiny = model_commands.add_parser(

@@ -21,6 +21,9 @@ from node.findings import Findings, locate, parse_output
 from node.imaging.decode import ImagingError
 from node.imaging.inputs import ModelInput, study_inputs
 from node.ops.logging import get_logger, uid_hash
+from node.results.gsps import build_gsps
+from node.results.hl7 import Hl7Party, build_oru
+from node.results.provenance import Provenance
 from node.routing import Router, StudyHeader, Task
 
 log = get_logger("infer")
@@ -31,7 +34,7 @@ class StudyOutcome:
     """One study's result, or why there is none."""
 
     study_uid: str
-    files: int
+    files: tuple[Path, ...]
     task: Task | None = None
     inputs: tuple[ModelInput, ...] = ()
     findings: Findings | None = None
@@ -58,16 +61,16 @@ def prepare(study_uid: str, files: Sequence[Path], router: Router, config: NodeC
     """Route and image one study (no model yet)."""
     routed = router.route(StudyHeader.read(files[0]))
     if isinstance(routed, str):
-        return _skipped(StudyOutcome(study_uid, len(files), skipped=routed), "routing")
+        return _skipped(StudyOutcome(study_uid, tuple(files), skipped=routed), "routing")
     try:
         inputs = study_inputs(files, config.imaging.max_images, config.engine.min_pixels, config.engine.max_pixels,
                               routed.spec.default_window)
     except ImagingError as exc:
-        return _skipped(StudyOutcome(study_uid, len(files), routed, skipped=str(exc)), "imaging")
+        return _skipped(StudyOutcome(study_uid, tuple(files), routed, skipped=str(exc)), "imaging")
     if not inputs:
-        return _skipped(StudyOutcome(study_uid, len(files), routed, skipped="no image in the study"), "imaging")
+        return _skipped(StudyOutcome(study_uid, tuple(files), routed, skipped="no image in the study"), "imaging")
     log.info("study.prepared", study=uid_hash(study_uid), domain=routed.domain, images=len(inputs))
-    return StudyOutcome(study_uid, len(files), routed, tuple(inputs))
+    return StudyOutcome(study_uid, tuple(files), routed, tuple(inputs))
 
 
 def _skipped(outcome: StudyOutcome, stage: str) -> StudyOutcome:
@@ -100,3 +103,28 @@ def infer(prepared: Sequence[StudyOutcome], engine: Engine, config: NodeConfig) 
                                  result.is_test_result)
         outcomes.append(study)
     return outcomes
+
+
+def write_results(outcome: StudyOutcome, directory: Path, party: Hl7Party) -> list[Path]:
+    """Write a read study's results into ``directory/<study UID>/``: the GSPS over its grey key
+    images and the ORU^R01 message. Returns the files written."""
+    if outcome.findings is None or outcome.task is None:
+        return []
+    provenance = Provenance(outcome.model, outcome.is_test_result)
+    target = directory / outcome.study_uid
+    target.mkdir(parents=True, exist_ok=True)
+    key_uids = {p.source.sop_instance_uid for m in outcome.inputs for p in m.geometry.placements}
+    sources = [ds for ds in (pydicom.dcmread(path) for path in outcome.files)
+               if str(ds.SOPInstanceUID) in key_uids]
+    written = []
+    grey = [ds for ds in sources if int(ds.get("SamplesPerPixel", 1)) == 1 and "PixelData" in ds]
+    if grey:
+        window = next((m.window for m in outcome.inputs if m.window is not None), None)
+        gsps = build_gsps(outcome.findings, grey, provenance, 1, outcome.task.domain, window)
+        written.append(target / "gsps.dcm")
+        gsps.save_as(written[-1], enforce_file_format=True)
+    source = sources[0] if sources else pydicom.dcmread(outcome.files[0], stop_before_pixels=True)
+    oru = build_oru(outcome.findings, source, provenance, party, f"{outcome.study_uid}/1/{outcome.task.domain}")
+    written.append(target / "oru.hl7")
+    written[-1].write_bytes(oru.encode("utf-8"))
+    return written

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.parser import parse_message
 
 from node.engine.tiny import build_tiny_checkpoint
 from node.imaging.geometry import FrameRef, Geometry, SourceBox
@@ -77,9 +79,11 @@ def test_bad_rules_are_reported(tmp_path: Path, text: str, message: str) -> None
         Router.from_file(rules)
 
 
-def _infer(tmp_path: Path, env: dict[str, str], *paths: Path) -> subprocess.CompletedProcess:
+def _infer(
+    tmp_path: Path, env: dict[str, str], *paths: Path, options: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "node", "infer", "--config", str(REPO / "conf" / "node.yaml"), "--json",
+        [sys.executable, "-m", "node", "infer", "--config", str(REPO / "conf" / "node.yaml"), "--json", *options,
          *map(str, paths)],
         capture_output=True, text=True, cwd=REPO,
         env={**os.environ, "QOQ_NODE__LOG__LEVEL": "WARNING", **env},
@@ -100,7 +104,7 @@ def test_infer_with_replay_puts_the_box_on_the_lesion(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not dicom")
     result = _infer(tmp_path, {"QOQ_NODE__ENGINE__BACKEND": "replay",
                                "QOQ_NODE__ENGINE__REPLAY_RESPONSES": str(responses)},
-                    study.files[0], tmp_path / "notes.txt")
+                    study.files[0], tmp_path / "notes.txt", options=("--out", str(tmp_path / "out")))
     assert result.returncode == 0, result.stderr
     assert "notes.txt: not a readable DICOM instance" in result.stderr
     [outcome] = json.loads(result.stdout)
@@ -112,6 +116,17 @@ def test_infer_with_replay_puts_the_box_on_the_lesion(tmp_path: Path) -> None:
     got = (source["column_min"], source["row_min"], source["column_max"], source["row_max"])
     assert all(abs(g - w) <= 1 for g, w in zip(got, lesion, strict=True))
     assert box["model"]["x1"] == round(x1)
+    # --out: the GSPS (valid, with the box on the lesion) and the ORU^R01 (strictly valid)
+    gsps_path = tmp_path / "out" / ds.StudyInstanceUID / "gsps.dcm"
+    report = subprocess.run(["dciodvfy", str(gsps_path)], capture_output=True, text=True)
+    assert not [line for line in report.stderr.splitlines() if line.startswith("Error")]
+    gsps = pydicom.dcmread(gsps_path)
+    polyline = [obj for ann in gsps.GraphicAnnotationSequence for obj in ann.get("GraphicObjectSequence", [])]
+    [points] = [obj.GraphicData for obj in polyline]
+    assert abs(points[0] - lesion[0]) <= 1 and abs(points[1] - lesion[1]) <= 1
+    oru = (tmp_path / "out" / ds.StudyInstanceUID / "oru.hl7").read_bytes().decode()  # keep the \r separators
+    assert parse_message(oru, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True).validate()
+    assert "MASS^Mass^L" in oru
 
 
 def test_infer_with_the_tiny_model_on_a_ct_and_an_ecg(tmp_path: Path) -> None:
