@@ -24,6 +24,7 @@ from node.ops.logging import get_logger, uid_hash
 from node.results.gsps import build_gsps
 from node.results.hl7 import Hl7Party, build_oru
 from node.results.provenance import Provenance
+from node.results.sr import build_sr
 from node.routing import Router, StudyHeader, Task
 
 log = get_logger("infer")
@@ -106,8 +107,8 @@ def infer(prepared: Sequence[StudyOutcome], engine: Engine, config: NodeConfig) 
 
 
 def write_results(outcome: StudyOutcome, directory: Path, party: Hl7Party) -> list[Path]:
-    """Write a read study's results into ``directory/<study UID>/``: the GSPS over its grey key
-    images and the ORU^R01 message. Returns the files written."""
+    """Write a read study's results into ``directory/<study UID>/``: the SR and the GSPS over its
+    key images (the GSPS over grey ones only) and the ORU^R01 message. Returns the files written."""
     if outcome.findings is None or outcome.task is None:
         return []
     provenance = Provenance(outcome.model, outcome.is_test_result)
@@ -117,6 +118,12 @@ def write_results(outcome: StudyOutcome, directory: Path, party: Hl7Party) -> li
     sources = [ds for ds in (pydicom.dcmread(path) for path in outcome.files)
                if str(ds.SOPInstanceUID) in key_uids]
     written = []
+    sr_uid = None
+    if sources:
+        sr = build_sr(outcome.findings, sources, provenance, 1, outcome.task.domain)
+        sr_uid = str(sr.SOPInstanceUID)
+        written.append(target / "sr.dcm")
+        sr.save_as(written[-1], enforce_file_format=True)
     grey = [ds for ds in sources if int(ds.get("SamplesPerPixel", 1)) == 1 and "PixelData" in ds]
     if grey:
         window = next((m.window for m in outcome.inputs if m.window is not None), None)
@@ -124,7 +131,8 @@ def write_results(outcome: StudyOutcome, directory: Path, party: Hl7Party) -> li
         written.append(target / "gsps.dcm")
         gsps.save_as(written[-1], enforce_file_format=True)
     source = sources[0] if sources else pydicom.dcmread(outcome.files[0], stop_before_pixels=True)
-    oru = build_oru(outcome.findings, source, provenance, party, f"{outcome.study_uid}/1/{outcome.task.domain}")
+    oru = build_oru(outcome.findings, source, provenance, party, f"{outcome.study_uid}/1/{outcome.task.domain}",
+                    sr_sop_instance_uid=sr_uid)
     written.append(target / "oru.hl7")
     written[-1].write_bytes(oru.encode("utf-8"))
     return written

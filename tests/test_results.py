@@ -21,6 +21,7 @@ from node.localpeers import Orthanc, http_json
 from node.results.gsps import build_gsps
 from node.results.hl7 import Hl7Party, build_oru, control_id
 from node.results.provenance import RESEARCH_LABEL, Provenance
+from node.results.sr import build_sr
 from node.synthetic import write_ct_study, write_file
 
 PROVENANCE = Provenance("replay (recorded responses; TEST RESULT, not a model output)", True)
@@ -92,11 +93,13 @@ def test_gsps_with_non_ascii_patient_names_round_trips(tmp_path: Path) -> None:
         sources = _sources(tmp_path / charset.replace(" ", ""))
         for ds in sources:
             ds.SpecificCharacterSet, ds.PatientName = charset, name
-        gsps = build_gsps(_findings(sources[0], (10, 10, 50, 50)), sources, PROVENANCE, 1, "ct", None)
-        path = tmp_path / f"{charset.replace(' ', '')}.dcm"
-        gsps.save_as(path, enforce_file_format=True)
-        assert str(pydicom.dcmread(path).PatientName) == name
-        assert _dciodvfy_errors(path) == []
+        findings = _findings(sources[0], (10, 10, 50, 50))
+        for kind, result in (("gsps", build_gsps(findings, sources, PROVENANCE, 1, "ct", None)),
+                             ("sr", build_sr(findings, sources, PROVENANCE, 1, "ct"))):
+            path = tmp_path / f"{kind}-{charset.replace(' ', '')}.dcm"
+            result.save_as(path, enforce_file_format=True)
+            assert str(pydicom.dcmread(path).PatientName) == name
+            assert _dciodvfy_errors(path) == []
 
 
 def test_orthanc_files_the_gsps_under_the_source_study(tmp_path: Path) -> None:
@@ -105,18 +108,56 @@ def test_orthanc_files_the_gsps_under_the_source_study(tmp_path: Path) -> None:
     for index, ds in enumerate(sources):
         paths.append(tmp_path / f"src{index}.dcm")
         write_file(ds, paths[-1])
-    gsps_path = tmp_path / "gsps.dcm"
-    build_gsps(_findings(sources[0], (10, 10, 50, 50)), sources, PROVENANCE, 1, "ct", (40.0, 400.0)).save_as(
-        gsps_path, enforce_file_format=True)
+    findings = _findings(sources[0], (10, 10, 50, 50))
+    gsps_path, sr_path = tmp_path / "gsps.dcm", tmp_path / "sr.dcm"
+    build_gsps(findings, sources, PROVENANCE, 1, "ct", (40.0, 400.0)).save_as(gsps_path, enforce_file_format=True)
+    build_sr(findings, sources, PROVENANCE, 1, "ct").save_as(sr_path, enforce_file_format=True)
     with Orthanc(tmp_path / "orthanc") as orthanc:
         for path in paths:
             orthanc.upload(path)
-        uploaded = orthanc.upload(gsps_path)
-        assert uploaded["Status"] == "Success"
+        for path in (gsps_path, sr_path):
+            assert orthanc.upload(path)["Status"] == "Success"
         [study] = http_json(f"{orthanc.url}/studies")
         series = http_json(f"{orthanc.url}/studies/{study}/series")
         modalities = sorted(s["MainDicomTags"]["Modality"] for s in series)
-        assert modalities == ["CT", "PR"]
+        assert modalities == ["CT", "PR", "SR"]
+
+
+def _content_items(sr: pydicom.Dataset, value_type: str) -> list[pydicom.Dataset]:
+    found = []
+
+    def walk(items) -> None:
+        for item in items:
+            if item.ValueType == value_type:
+                found.append(item)
+            walk(item.get("ContentSequence", []))
+
+    walk(sr.ContentSequence)
+    return found
+
+
+def test_sr_is_valid_readable_and_its_region_is_the_box(tmp_path: Path) -> None:
+    sources = _sources(tmp_path)
+    box = (143.0, 69.0, 183.0, 114.0)
+    findings = _findings(sources[0], box, labels="Mass, Something Odd", reasoning="Dense focus | 1 cm.")
+    sr = build_sr(findings, sources, PROVENANCE, 1, "ct")
+    path = tmp_path / "sr.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    assert _dciodvfy_errors(path) == []
+    dump = subprocess.run(["dsrdump", str(path)], capture_output=True, text=True)
+    assert dump.returncode == 0, dump.stderr
+    for text in ('(4147007,SCT,"Mass")', '(SOMETHING-ODD,99QOQ,"Something Odd")', '"Dense focus | 1 cm."',
+                 "Verification Flag   : UNVERIFIED", RESEARCH_LABEL):
+        assert text in dump.stdout
+    [scoord] = _content_items(sr, "SCOORD")
+    points = [float(v) for v in scoord.GraphicData]
+    c0, r0, c1, r1 = box
+    expected = [c0, r0, c1, r0, c1, r1, c0, r1, c0, r0]
+    assert all(abs(a - b) < 1.0 for a, b in zip(points, expected, strict=True))
+    texts = [item.TextValue for item in _content_items(pydicom.dcmread(path), "TEXT")]
+    assert findings.raw_text in texts and "Dense focus | 1 cm." in texts  # raw text kept verbatim
+    assert sr.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == "99QOQ"
+    assert build_sr(findings, sources, PROVENANCE, 1, "ct").SOPInstanceUID == sr.SOPInstanceUID
 
 
 def _unescape(value: str) -> str:

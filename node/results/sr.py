@@ -1,0 +1,120 @@
+"""Comprehensive 3D SR, TID 1500 Measurement Report: the AI read as a structured report.
+
+Device observer (the node, the model); procedure reported; one planar ROI group per box with a
+closed POLYLINE image region on its source image and frame, the box label as finding type; one
+group with the answer labels as qualitative evaluations, the reasoning as TEXT (Comment) and the
+raw model text verbatim as TEXT; VerificationFlag UNVERIFIED; the private coding scheme declared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import highdicom as hd
+from highdicom.sr import (
+    CodedConcept,
+    Comprehensive3DSR,
+    DeviceObserverIdentifyingAttributes,
+    ImageRegion,
+    MeasurementReport,
+    MeasurementsAndQualitativeEvaluations,
+    ObservationContext,
+    ObserverContext,
+    PlanarROIMeasurementsAndQualitativeEvaluations,
+    QualitativeEvaluation,
+    SourceImageForRegion,
+    TextContentItem,
+    TrackingIdentifier,
+)
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+
+from node.findings import Findings
+from node.results.codes import PRIVATE_SCHEME, PRIVATE_SCHEME_NAME, label_concept
+from node.results.gsps import box_polyline
+from node.results.provenance import MANUFACTURER, Provenance, clip, result_uid
+
+SERIES_NUMBER = 9902
+#: LOINC 18748-4 "Diagnostic imaging study".
+PROCEDURE = CodedConcept("18748-4", "LN", "Diagnostic imaging study")
+NO_ANSWER = CodedConcept("NO-ANSWER", PRIVATE_SCHEME, "No answer from the model")
+REASONING = CodedConcept("121106", "DCM", "Comment")
+RAW_TEXT = CodedConcept("RAW-MODEL-TEXT", PRIVATE_SCHEME, "Raw model output")
+TEXT_LIMIT = 1_000_000  # UT holds up to 2^32-2 bytes; keep reports a reasonable size
+
+
+def build_sr(
+    findings: Findings, sources: Sequence[Dataset], provenance: Provenance, study_version: int, task: str
+) -> Dataset:
+    """The TID 1500 report over ``sources`` (the images the model read)."""
+    study_uid = str(sources[0].StudyInstanceUID)
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
+    algorithm = hd.sr.AlgorithmIdentification(clip(provenance.model_identity, 64), clip(provenance.node_version, 64))
+    device = ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
+            uid=result_uid("qoq-node", 0, "device", provenance, "device"),
+            name="qoq-node",
+            manufacturer_name=MANUFACTURER,
+            model_name=clip(provenance.model_identity, 64),
+        ),
+    )
+
+    def uid(kind: str) -> str:
+        return result_uid(study_uid, study_version, task, provenance, kind)
+
+    groups: list = []
+    for index, box in enumerate(findings.boxes, start=1):
+        source = by_uid.get(box.source.frame.sop_instance_uid)
+        if source is None:
+            continue
+        multi = int(source.get("NumberOfFrames", 1) or 1) > 1
+        region = ImageRegion(
+            graphic_type="POLYLINE",
+            graphic_data=box_polyline(box),
+            source_image=SourceImageForRegion(
+                str(source.SOPClassUID), str(source.SOPInstanceUID), [box.source.frame.frame] if multi else None
+            ),
+        )
+        groups.append(PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=TrackingIdentifier(uid=uid(f"box-{index}"), identifier=clip(f"AI box {index}", 64)),
+            referenced_region=region,
+            finding_type=label_concept(box.label),
+            algorithm_id=algorithm,
+        ))
+    answers = [QualitativeEvaluation(codes.DCM.Finding, label_concept(label)) for label in findings.labels]
+    answer_group = MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=TrackingIdentifier(uid=uid("answer"), identifier="AI answer"),
+        finding_type=codes.DCM.Finding,
+        algorithm_id=algorithm,
+        qualitative_evaluations=answers or [QualitativeEvaluation(codes.DCM.Finding, NO_ANSWER)],
+    )
+    for concept, text in ((REASONING, findings.reasoning), (RAW_TEXT, findings.raw_text)):
+        if text:
+            answer_group[0].ContentSequence.append(
+                TextContentItem(name=concept, value=clip(text, TEXT_LIMIT), relationship_type="CONTAINS"))
+    groups.append(answer_group)
+    report = MeasurementReport(
+        observation_context=ObservationContext(observer_device_context=device),
+        procedure_reported=PROCEDURE,
+        imaging_measurements=groups,
+    )
+    sr = Comprehensive3DSR(
+        evidence=list(sources),
+        content=report,
+        series_instance_uid=uid("sr-series"),
+        series_number=SERIES_NUMBER,
+        sop_instance_uid=uid("sr"),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+    )
+    sr.SeriesDescription = clip(provenance.banner, 64)
+    scheme = Dataset()
+    scheme.CodingSchemeDesignator = PRIVATE_SCHEME
+    scheme.CodingSchemeName = PRIVATE_SCHEME_NAME
+    scheme.CodingSchemeResponsibleOrganization = "qoq-node"
+    sr.CodingSchemeIdentificationSequence = [scheme]
+    return sr
