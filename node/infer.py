@@ -24,6 +24,7 @@ from node.ops.logging import get_logger, uid_hash
 from node.results.gsps import build_gsps
 from node.results.hl7 import Hl7Party, build_oru
 from node.results.provenance import Provenance
+from node.results.seg import build_seg
 from node.results.sr import build_sr
 from node.routing import Router, StudyHeader, Task
 
@@ -107,7 +108,7 @@ def infer(prepared: Sequence[StudyOutcome], engine: Engine, config: NodeConfig) 
 
 
 def write_results(outcome: StudyOutcome, directory: Path, party: Hl7Party) -> list[Path]:
-    """Write a read study's results into ``directory/<study UID>/``: the SR and the GSPS over its
+    """Write a read study's results into ``directory/<study UID>/``: the SR, SEG and GSPS over its
     key images (the GSPS over grey ones only) and the ORU^R01 message. Returns the files written."""
     if outcome.findings is None or outcome.task is None:
         return []
@@ -124,6 +125,10 @@ def write_results(outcome: StudyOutcome, directory: Path, party: Hl7Party) -> li
         sr_uid = str(sr.SOPInstanceUID)
         written.append(target / "sr.dcm")
         sr.save_as(written[-1], enforce_file_format=True)
+    seg = build_seg(outcome.findings, sources, provenance, 1, outcome.task.domain) if sources else None
+    if seg is not None:
+        written.append(target / "seg.dcm")
+        seg.save_as(written[-1], enforce_file_format=True)
     grey = [ds for ds in sources if int(ds.get("SamplesPerPixel", 1)) == 1 and "PixelData" in ds]
     if grey:
         window = next((m.window for m in outcome.inputs if m.window is not None), None)

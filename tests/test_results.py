@@ -9,20 +9,23 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 from pydicom.uid import generate_uid
 
-from node.findings import Findings, locate, parse_output
+from node.findings import Findings, LocatedBox, ModelBox, locate, parse_output
 from node.imaging.geometry import FrameRef, Geometry, SourceBox
 from node.localpeers import Orthanc, http_json
 from node.results.gsps import build_gsps
 from node.results.hl7 import Hl7Party, build_oru, control_id
 from node.results.provenance import RESEARCH_LABEL, Provenance
+from node.results.seg import build_seg
 from node.results.sr import build_sr
 from node.synthetic import write_ct_study, write_file
+from tests.conftest import PYDICOM_TEST_FILES
 
 PROVENANCE = Provenance("replay (recorded responses; TEST RESULT, not a model output)", True)
 MIN_PIXELS, MAX_PIXELS = 200_704, 1_003_520
@@ -158,6 +161,37 @@ def test_sr_is_valid_readable_and_its_region_is_the_box(tmp_path: Path) -> None:
     assert findings.raw_text in texts and "Dense focus | 1 cm." in texts  # raw text kept verbatim
     assert sr.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == "99QOQ"
     assert build_sr(findings, sources, PROVENANCE, 1, "ct").SOPInstanceUID == sr.SOPInstanceUID
+
+
+def test_seg_marks_the_box_pixels_on_the_right_image(tmp_path: Path) -> None:
+    sources = _sources(tmp_path)
+    box = (143.2, 69.5, 183.0, 114.0)
+    findings = _findings(sources[1], box)
+    seg = build_seg(findings, sources, PROVENANCE, 1, "ct")
+    path = tmp_path / "seg.dcm"
+    seg.save_as(path, enforce_file_format=True)
+    assert _dciodvfy_errors(path) == []
+    reread = pydicom.dcmread(path)
+    assert reread.SeriesDescription.startswith(RESEARCH_LABEL)
+    [segment] = reread.SegmentSequence
+    assert segment.SegmentLabel == "mass" and segment.SegmentAlgorithmType == "AUTOMATIC"
+    assert segment.SegmentationAlgorithmIdentificationSequence[0].AlgorithmFamilyCodeSequence[0].CodeMeaning == (
+        "Artificial Intelligence")
+    [frame] = reread.PerFrameFunctionalGroupsSequence
+    source_uid = frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+    assert source_uid == sources[1].SOPInstanceUID  # on the image the box is on, not the other one
+    rows, columns = np.nonzero(reread.pixel_array)
+    assert (columns.min(), rows.min(), columns.max() + 1, rows.max() + 1) == (143, 69, 183, 114)
+    assert build_seg(_findings(sources[1], box), sources, PROVENANCE, 1, "ct").SOPInstanceUID == seg.SOPInstanceUID
+    assert build_seg(locate(parse_output("\\boxed{None}"), []), sources, PROVENANCE, 1, "ct") is None
+
+
+def test_seg_is_not_made_for_boxes_on_multiframe_images() -> None:
+    source = pydicom.dcmread(PYDICOM_TEST_FILES / "examples_ybr_color.dcm")
+    frame = FrameRef(source.SOPInstanceUID, 11, source.Rows, source.Columns)
+    located = LocatedBox("cyst", ModelBox("cyst", 0, 0, 1, 1), SourceBox(frame, 100, 80, 140, 120))
+    findings = Findings("r", ("Cyst",), (located,), "raw", ())
+    assert build_seg(findings, [source], PROVENANCE, 1, "ultrasound") is None
 
 
 def _unescape(value: str) -> str:

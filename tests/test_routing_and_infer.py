@@ -127,6 +127,8 @@ def test_infer_with_replay_puts_the_box_on_the_lesion(tmp_path: Path) -> None:
     oru = (tmp_path / "out" / ds.StudyInstanceUID / "oru.hl7").read_bytes().decode()  # keep the \r separators
     assert parse_message(oru, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True).validate()
     assert "MASS^Mass^L" in oru
+    assert sorted(p.name for p in (tmp_path / "out" / ds.StudyInstanceUID).iterdir()) == [
+        "gsps.dcm", "oru.hl7", "seg.dcm", "sr.dcm"]
     sr = pydicom.dcmread(tmp_path / "out" / ds.StudyInstanceUID / "sr.dcm")
     assert sr.SOPInstanceUID in oru  # the ORU names the SR it summarises
     report = subprocess.run(["dciodvfy", str(tmp_path / "out" / ds.StudyInstanceUID / "sr.dcm")],
