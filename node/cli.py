@@ -146,7 +146,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
             _print_outcome(outcome)
     if args.out is not None:
         for outcome in outcomes:
-            for path in write_results(outcome, args.out, Hl7Party()):
+            for path in write_results(outcome, args.out, Hl7Party(), config.results.secondary_capture):
                 print(f"wrote {path}", file=sys.stderr)
     return 0 if studies else 1
 

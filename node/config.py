@@ -156,6 +156,12 @@ class RoutingConfig(_Section):
     rules: Path = Path("conf/routing.yaml")
 
 
+class ResultsConfig(_Section):
+    """Which result objects are made."""
+
+    secondary_capture: bool = Field(default=False, description="Also a burned-in Secondary Capture per key image.")
+
+
 class NodeConfig(_Section):
     """The whole node configuration (``conf/node.yaml``)."""
 
@@ -167,6 +173,7 @@ class NodeConfig(_Section):
     routing: RoutingConfig = RoutingConfig()
     imaging: ImagingConfig = ImagingConfig()
     engine: EngineConfig = EngineConfig()
+    results: ResultsConfig = ResultsConfig()
 
 
 def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:

@@ -12,18 +12,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from node.config import NodeConfig
 from node.engine import Engine, EngineRequest, GenerationSettings
 from node.engine.prompt import build_prompt
 from node.findings import Findings, locate, parse_output
-from node.imaging.decode import ImagingError
+from node.imaging.decode import ImagingError, iter_frames
 from node.imaging.inputs import ModelInput, study_inputs
 from node.ops.logging import get_logger, uid_hash
 from node.results.gsps import build_gsps
 from node.results.hl7 import Hl7Party, build_oru
 from node.results.provenance import Provenance
+from node.results.sc import build_sc
 from node.results.seg import build_seg
 from node.results.sr import build_sr
 from node.routing import Router, StudyHeader, Task
@@ -107,37 +109,49 @@ def infer(prepared: Sequence[StudyOutcome], engine: Engine, config: NodeConfig) 
     return outcomes
 
 
-def write_results(outcome: StudyOutcome, directory: Path, party: Hl7Party) -> list[Path]:
+def write_results(
+    outcome: StudyOutcome, directory: Path, party: Hl7Party, secondary_capture: bool = False
+) -> list[Path]:
     """Write a read study's results into ``directory/<study UID>/``: the SR, SEG and GSPS over its
-    key images (the GSPS over grey ones only) and the ORU^R01 message. Returns the files written."""
+    key images (the GSPS over grey ones only), optionally burned-in SCs, and the ORU^R01 message.
+    Returns the files written."""
     if outcome.findings is None or outcome.task is None:
         return []
+    findings, task = outcome.findings, outcome.task.domain
     provenance = Provenance(outcome.model, outcome.is_test_result)
     target = directory / outcome.study_uid
     target.mkdir(parents=True, exist_ok=True)
     key_uids = {p.source.sop_instance_uid for m in outcome.inputs for p in m.geometry.placements}
-    sources = [ds for ds in (pydicom.dcmread(path) for path in outcome.files)
-               if str(ds.SOPInstanceUID) in key_uids]
-    written = []
-    sr_uid = None
+    key_paths = [path for path in outcome.files
+                 if str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID) in key_uids]
+    sources = [pydicom.dcmread(path) for path in key_paths]
+    objects: list[tuple[str, Dataset | None]] = []
     if sources:
-        sr = build_sr(outcome.findings, sources, provenance, 1, outcome.task.domain)
-        sr_uid = str(sr.SOPInstanceUID)
-        written.append(target / "sr.dcm")
-        sr.save_as(written[-1], enforce_file_format=True)
-    seg = build_seg(outcome.findings, sources, provenance, 1, outcome.task.domain) if sources else None
-    if seg is not None:
-        written.append(target / "seg.dcm")
-        seg.save_as(written[-1], enforce_file_format=True)
-    grey = [ds for ds in sources if int(ds.get("SamplesPerPixel", 1)) == 1 and "PixelData" in ds]
-    if grey:
-        window = next((m.window for m in outcome.inputs if m.window is not None), None)
-        gsps = build_gsps(outcome.findings, grey, provenance, 1, outcome.task.domain, window)
-        written.append(target / "gsps.dcm")
-        gsps.save_as(written[-1], enforce_file_format=True)
-    source = sources[0] if sources else pydicom.dcmread(outcome.files[0], stop_before_pixels=True)
-    oru = build_oru(outcome.findings, source, provenance, party, f"{outcome.study_uid}/1/{outcome.task.domain}",
-                    sr_sop_instance_uid=sr_uid)
+        objects.append(("sr.dcm", build_sr(findings, sources, provenance, 1, task)))
+        objects.append(("seg.dcm", build_seg(findings, sources, provenance, 1, task)))
+        grey = [ds for ds in sources if int(ds.get("SamplesPerPixel", 1)) == 1 and "PixelData" in ds]
+        if grey:
+            window = next((m.window for m in outcome.inputs if m.window is not None), None)
+            objects.append(("gsps.dcm", build_gsps(findings, grey, provenance, 1, task, window)))
+    if secondary_capture:
+        key_frames = {(p.source.sop_instance_uid, p.source.frame)
+                      for m in outcome.inputs for p in m.geometry.placements}
+        for path, ds in zip(key_paths, sources, strict=True):
+            if "PixelData" not in ds:
+                continue
+            for frame in iter_frames(path):
+                if (frame.source.sop_instance_uid, frame.source.frame) in key_frames:
+                    number = sum(name.startswith("sc-") for name, _ in objects) + 1
+                    objects.append((f"sc-{number}.dcm", build_sc(frame, ds, findings, provenance, 1, task)))
+    written = []
+    for name, dataset in objects:
+        if dataset is not None:
+            written.append(target / name)
+            dataset.save_as(written[-1], enforce_file_format=True)
+    sr = dict(objects).get("sr.dcm")
+    header = sources[0] if sources else pydicom.dcmread(outcome.files[0], stop_before_pixels=True)
+    oru = build_oru(findings, header, provenance, party, f"{outcome.study_uid}/1/{task}",
+                    sr_sop_instance_uid=str(sr.SOPInstanceUID) if sr is not None else None)
     written.append(target / "oru.hl7")
     written[-1].write_bytes(oru.encode("utf-8"))
     return written

@@ -266,3 +266,87 @@ def test_oru_without_boxes_or_answer(tmp_path: Path) -> None:
     message = _oru(empty, patientless)
     assert parse_message(message, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True).validate()
     assert "NONE^No answer^L" in message
+
+
+def _dx_monochrome1(tmp_path: Path) -> Path:
+    [path] = write_ct_study(tmp_path / "dx", slices=1, size=128).files
+    ds = pydicom.dcmread(path)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.DigitalXRayImageStorageForPresentation
+    ds.Modality, ds.PhotometricInterpretation, ds.ImageLaterality = "DX", "MONOCHROME1", "U"
+    write_file(ds, path)
+    return path
+
+
+def _mg(tmp_path: Path) -> Path:
+    [path] = write_ct_study(tmp_path / "mg", slices=1, size=128).files
+    ds = pydicom.dcmread(path)
+    mammography = pydicom.uid.DigitalMammographyXRayImageStorageForPresentation
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = mammography
+    ds.Modality, ds.ImageLaterality, ds.ViewPosition, ds.BodyPartExamined = "MG", "L", "CC", "BREAST"
+    write_file(ds, path)
+    return path
+
+
+SOURCE_KINDS = {
+    "ct": lambda tmp: write_ct_study(tmp / "ct", slices=1, size=128).files[0],
+    "mr": lambda tmp: PYDICOM_TEST_FILES / "MR_small.dcm",
+    "dx_monochrome1": _dx_monochrome1,
+    "mg": _mg,
+    "us_colour": lambda tmp: PYDICOM_TEST_FILES / "examples_rgb_color.dcm",
+    "us_multiframe": lambda tmp: PYDICOM_TEST_FILES / "examples_ybr_color.dcm",
+    "ecg": lambda tmp: PYDICOM_TEST_FILES / "waveform_ecg.dcm",
+}
+
+
+@pytest.mark.parametrize("kind", list(SOURCE_KINDS))
+def test_every_result_object_passes_dciodvfy_for_every_kind_of_source(tmp_path: Path, kind: str) -> None:
+    from node.imaging.decode import iter_frames
+    from node.imaging.inputs import study_inputs
+    from node.results.sc import build_sc
+
+    path = SOURCE_KINDS[kind](tmp_path)
+    source = pydicom.dcmread(path)
+    [model_input] = study_inputs([path], 1, MIN_PIXELS, MAX_PIXELS)
+    geometry = model_input.geometry
+    frame = geometry.placements[0].source
+    box = SourceBox(frame, frame.columns * 0.25, frame.rows * 0.25, frame.columns * 0.6, frame.rows * 0.6)
+    x1, y1, x2, y2 = geometry.box_to_model(box)
+    text = f'<think>r</think>```json\n[{{"bbox_2d": [{x1}, {y1}, {x2}, {y2}], "label": "lesion"}}]\n```\\boxed{{Mass}}'
+    findings = locate(parse_output(text), [geometry])
+    objects = {"sr": build_sr(findings, [source], PROVENANCE, 1, kind)}
+    if "PixelData" in source:
+        objects["seg"] = build_seg(findings, [source], PROVENANCE, 1, kind)
+        decoded = [f for f in iter_frames(path) if f.source == frame]
+        objects["sc"] = build_sc(decoded[0], source, findings, PROVENANCE, 1, kind)
+        if int(source.get("SamplesPerPixel", 1)) == 1:
+            objects["gsps"] = build_gsps(findings, [source], PROVENANCE, 1, kind, model_input.window)
+    for name, dataset in objects.items():
+        if dataset is None:  # no SEG for boxes on multi-frame images
+            assert kind == "us_multiframe" and name == "seg"
+            continue
+        out = tmp_path / f"{name}.dcm"
+        dataset.save_as(out, enforce_file_format=True)
+        assert _dciodvfy_errors(out) == [], name
+        assert RESEARCH_LABEL in pydicom.dcmread(out, stop_before_pixels=True).SeriesDescription
+
+
+def test_secondary_capture_burns_in_the_box_under_a_banner(tmp_path: Path) -> None:
+    from node.imaging.decode import iter_frames
+    from node.results.sc import BANNER_HEIGHT, BOX_COLOUR, build_sc
+
+    [path] = write_ct_study(tmp_path / "ct", slices=1, size=256).files
+    source = pydicom.dcmread(path)
+    box = (143.0, 69.0, 183.0, 114.0)
+    findings = _findings(source, box)
+    [frame] = iter_frames(path)
+    sc = build_sc(frame, source, findings, PROVENANCE, 1, "ct")
+    pixels = sc.pixel_array
+    assert pixels.shape == (256 + BANNER_HEIGHT, 256, 3)
+    red = np.all(pixels == BOX_COLOUR, axis=-1)
+    rows, columns = np.nonzero(red[BANNER_HEIGHT:])
+    assert abs(columns.min() - box[0]) <= 1 and abs(columns.max() - (box[2] - 1)) <= 1
+    assert abs(rows.min() - box[1]) <= 1 and abs(rows.max() - (box[3] - 1)) <= 1
+    banner = pixels[:BANNER_HEIGHT].astype(int)
+    yellow = (banner[..., 0] > 150) & (banner[..., 1] > 150) & (banner[..., 2] < 100)
+    assert yellow.sum() > 100  # the banner's (antialiased) yellow text
+    assert sc.BurnedInAnnotation == "YES" and "research use only" in sc.ImageComments.lower()

@@ -103,7 +103,8 @@ def test_infer_with_replay_puts_the_box_on_the_lesion(tmp_path: Path) -> None:
                                            f'{x2:.0f}, {y2:.0f}], "label": "mass"}}]\n```\\boxed{{Mass}}'}))
     (tmp_path / "notes.txt").write_text("not dicom")
     result = _infer(tmp_path, {"QOQ_NODE__ENGINE__BACKEND": "replay",
-                               "QOQ_NODE__ENGINE__REPLAY_RESPONSES": str(responses)},
+                               "QOQ_NODE__ENGINE__REPLAY_RESPONSES": str(responses),
+                               "QOQ_NODE__RESULTS__SECONDARY_CAPTURE": "true"},
                     study.files[0], tmp_path / "notes.txt", options=("--out", str(tmp_path / "out")))
     assert result.returncode == 0, result.stderr
     assert "notes.txt: not a readable DICOM instance" in result.stderr
@@ -128,7 +129,7 @@ def test_infer_with_replay_puts_the_box_on_the_lesion(tmp_path: Path) -> None:
     assert parse_message(oru, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True).validate()
     assert "MASS^Mass^L" in oru
     assert sorted(p.name for p in (tmp_path / "out" / ds.StudyInstanceUID).iterdir()) == [
-        "gsps.dcm", "oru.hl7", "seg.dcm", "sr.dcm"]
+        "gsps.dcm", "oru.hl7", "sc-1.dcm", "seg.dcm", "sr.dcm"]
     sr = pydicom.dcmread(tmp_path / "out" / ds.StudyInstanceUID / "sr.dcm")
     assert sr.SOPInstanceUID in oru  # the ORU names the SR it summarises
     report = subprocess.run(["dciodvfy", str(tmp_path / "out" / ds.StudyInstanceUID / "sr.dcm")],

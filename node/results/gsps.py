@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from node.findings import Findings, LocatedBox
-from node.results.provenance import DISCLAIMER, MANUFACTURER, Provenance, clip, result_uid
+from node.results.provenance import DISCLAIMER, MANUFACTURER, Provenance, clip, label_series, result_uid
 
 LAYER = "AI_RESULTS"
 SERIES_NUMBER = 9901
@@ -104,7 +104,5 @@ def build_gsps(
         voi_lut_transformations=voi,
         contributing_equipment=[equipment],
     )
-    gsps.SeriesDescription = clip(provenance.banner, 64)
-    # General Series Laterality (Type 2C): the source's, or empty (unknown) when it has none.
-    gsps.Laterality = sources[0].get("Laterality", "")
+    label_series(gsps, sources[0], provenance, laterality=True)
     return gsps

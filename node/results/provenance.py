@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from node import __version__
@@ -40,3 +41,12 @@ def result_uid(study_uid: str, study_version: int, task: str, provenance: Proven
 def clip(text: str, limit: int) -> str:
     """``text`` cut to at most ``limit`` characters (VR length limits), marking the cut."""
     return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
+
+
+def label_series(result: Dataset, source: Dataset, provenance: Provenance, laterality: bool = False) -> None:
+    """Mark a result object's series as AI / research use. With ``laterality`` (image IODs whose
+    General Series dciodvfy checks for it: PR, SC), add Laterality (Type 2C): the source's, or
+    empty when unknown."""
+    result.SeriesDescription = clip(provenance.banner, 64)
+    if laterality and "Laterality" not in result:
+        result.Laterality = source.get("Laterality", "")

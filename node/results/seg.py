@@ -14,7 +14,7 @@ from pydicom.sr.codedict import codes
 
 from node.findings import Findings, LocatedBox
 from node.results.codes import label_concept
-from node.results.provenance import MANUFACTURER, Provenance, clip, result_uid
+from node.results.provenance import MANUFACTURER, Provenance, clip, label_series, result_uid
 
 SERIES_NUMBER = 9903
 
@@ -84,5 +84,8 @@ def build_seg(
         content_label="AI_BOXES",
         content_description=clip(provenance.banner, 64),
     )
-    seg.SeriesDescription = clip(provenance.banner, 64)
+    label_series(seg, first, provenance)
+    if "FrameOfReferenceUID" not in first and "PatientOrientation" not in seg:
+        # General Image Patient Orientation (Type 2C) for sources without plane geometry (US, XC)
+        seg.PatientOrientation = first.get("PatientOrientation", "")
     return seg

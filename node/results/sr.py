@@ -32,7 +32,7 @@ from pydicom.sr.codedict import codes
 from node.findings import Findings
 from node.results.codes import PRIVATE_SCHEME, PRIVATE_SCHEME_NAME, label_concept
 from node.results.gsps import box_polyline
-from node.results.provenance import MANUFACTURER, Provenance, clip, result_uid
+from node.results.provenance import MANUFACTURER, Provenance, clip, label_series, result_uid
 
 SERIES_NUMBER = 9902
 #: LOINC 18748-4 "Diagnostic imaging study".
@@ -111,7 +111,7 @@ def build_sr(
         is_final=False,
         is_verified=False,
     )
-    sr.SeriesDescription = clip(provenance.banner, 64)
+    label_series(sr, sources[0], provenance)
     scheme = Dataset()
     scheme.CodingSchemeDesignator = PRIVATE_SCHEME
     scheme.CodingSchemeName = PRIVATE_SCHEME_NAME
