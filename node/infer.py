@@ -22,7 +22,7 @@ from node.findings import Findings, locate, parse_output
 from node.imaging.decode import ImagingError, iter_frames
 from node.imaging.inputs import ModelInput, study_inputs
 from node.ops.logging import get_logger, uid_hash
-from node.results.gsps import build_gsps
+from node.results.gsps import build_presentation_state
 from node.results.hl7 import Hl7Party, build_oru
 from node.results.provenance import Provenance
 from node.results.sc import build_sc
@@ -112,9 +112,9 @@ def infer(prepared: Sequence[StudyOutcome], engine: Engine, config: NodeConfig) 
 def write_results(
     outcome: StudyOutcome, directory: Path, party: Hl7Party, secondary_capture: bool = False
 ) -> list[Path]:
-    """Write a read study's results into ``directory/<study UID>/``: the SR, SEG and GSPS over its
-    key images (the GSPS over grey ones only), optionally burned-in SCs, and the ORU^R01 message.
-    Returns the files written."""
+    """Write a read study's results into ``directory/<study UID>/``: the SR, SEG and presentation
+    state (GSPS, or CSPS for colour images) over its key images, optionally burned-in SCs, and the
+    ORU^R01 message. Returns the files written."""
     if outcome.findings is None or outcome.task is None:
         return []
     findings, task = outcome.findings, outcome.task.domain
@@ -129,10 +129,13 @@ def write_results(
     if sources:
         objects.append(("sr.dcm", build_sr(findings, sources, provenance, 1, task)))
         objects.append(("seg.dcm", build_seg(findings, sources, provenance, 1, task)))
-        grey = [ds for ds in sources if int(ds.get("SamplesPerPixel", 1)) == 1 and "PixelData" in ds]
-        if grey:
+        images = [ds for ds in sources if "PixelData" in ds]
+        if images:  # one presentation state over the images of the first one's kind (grey or colour)
+            colour = int(images[0].get("SamplesPerPixel", 1)) > 1
+            same_kind = [ds for ds in images if (int(ds.get("SamplesPerPixel", 1)) > 1) == colour]
             window = next((m.window for m in outcome.inputs if m.window is not None), None)
-            objects.append(("gsps.dcm", build_gsps(findings, grey, provenance, 1, task, window)))
+            objects.append(("csps.dcm" if colour else "gsps.dcm",
+                            build_presentation_state(findings, same_kind, provenance, 1, task, window)))
     if secondary_capture:
         key_frames = {(p.source.sop_instance_uid, p.source.frame)
                       for m in outcome.inputs for p in m.geometry.placements}

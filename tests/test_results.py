@@ -19,7 +19,7 @@ from pydicom.uid import generate_uid
 from node.findings import Findings, LocatedBox, ModelBox, locate, parse_output
 from node.imaging.geometry import FrameRef, Geometry, SourceBox
 from node.localpeers import Orthanc, http_json
-from node.results.gsps import build_gsps
+from node.results.gsps import build_presentation_state
 from node.results.hl7 import Hl7Party, build_oru, control_id
 from node.results.provenance import RESEARCH_LABEL, Provenance
 from node.results.seg import build_seg
@@ -61,7 +61,7 @@ def test_gsps_is_valid_and_its_box_is_where_the_finding_is(tmp_path: Path, modal
     sources = _sources(tmp_path, modality, photometric)
     box = (143.0, 69.0, 183.0, 114.0)
     findings = _findings(sources[0], box)
-    gsps = build_gsps(findings, sources, PROVENANCE, 1, "ct", (40.0, 400.0))
+    gsps = build_presentation_state(findings, sources, PROVENANCE, 1, "ct", (40.0, 400.0))
     path = tmp_path / "gsps.dcm"
     gsps.save_as(path, enforce_file_format=True)
     assert _dciodvfy_errors(path) == []
@@ -84,9 +84,9 @@ def test_gsps_is_valid_and_its_box_is_where_the_finding_is(tmp_path: Path, modal
 def test_gsps_uids_are_deterministic_and_depend_on_the_version(tmp_path: Path) -> None:
     sources = _sources(tmp_path)
     findings = _findings(sources[0], (10, 10, 50, 50))
-    first = build_gsps(findings, sources, PROVENANCE, 1, "ct", None)
-    again = build_gsps(findings, sources, PROVENANCE, 1, "ct", None)
-    later = build_gsps(findings, sources, PROVENANCE, 2, "ct", None)
+    first = build_presentation_state(findings, sources, PROVENANCE, 1, "ct", None)
+    again = build_presentation_state(findings, sources, PROVENANCE, 1, "ct", None)
+    later = build_presentation_state(findings, sources, PROVENANCE, 2, "ct", None)
     assert (first.SOPInstanceUID, first.SeriesInstanceUID) == (again.SOPInstanceUID, again.SeriesInstanceUID)
     assert later.SOPInstanceUID != first.SOPInstanceUID
 
@@ -97,7 +97,7 @@ def test_gsps_with_non_ascii_patient_names_round_trips(tmp_path: Path) -> None:
         for ds in sources:
             ds.SpecificCharacterSet, ds.PatientName = charset, name
         findings = _findings(sources[0], (10, 10, 50, 50))
-        for kind, result in (("gsps", build_gsps(findings, sources, PROVENANCE, 1, "ct", None)),
+        for kind, result in (("gsps", build_presentation_state(findings, sources, PROVENANCE, 1, "ct", None)),
                              ("sr", build_sr(findings, sources, PROVENANCE, 1, "ct"))):
             path = tmp_path / f"{kind}-{charset.replace(' ', '')}.dcm"
             result.save_as(path, enforce_file_format=True)
@@ -113,7 +113,8 @@ def test_orthanc_files_the_gsps_under_the_source_study(tmp_path: Path) -> None:
         write_file(ds, paths[-1])
     findings = _findings(sources[0], (10, 10, 50, 50))
     gsps_path, sr_path = tmp_path / "gsps.dcm", tmp_path / "sr.dcm"
-    build_gsps(findings, sources, PROVENANCE, 1, "ct", (40.0, 400.0)).save_as(gsps_path, enforce_file_format=True)
+    state = build_presentation_state(findings, sources, PROVENANCE, 1, "ct", (40.0, 400.0))
+    state.save_as(gsps_path, enforce_file_format=True)
     build_sr(findings, sources, PROVENANCE, 1, "ct").save_as(sr_path, enforce_file_format=True)
     with Orthanc(tmp_path / "orthanc") as orthanc:
         for path in paths:
@@ -318,8 +319,8 @@ def test_every_result_object_passes_dciodvfy_for_every_kind_of_source(tmp_path: 
         objects["seg"] = build_seg(findings, [source], PROVENANCE, 1, kind)
         decoded = [f for f in iter_frames(path) if f.source == frame]
         objects["sc"] = build_sc(decoded[0], source, findings, PROVENANCE, 1, kind)
-        if int(source.get("SamplesPerPixel", 1)) == 1:
-            objects["gsps"] = build_gsps(findings, [source], PROVENANCE, 1, kind, model_input.window)
+        objects["presentation_state"] = build_presentation_state(findings, [source], PROVENANCE, 1, kind,
+                                                                 model_input.window)
     for name, dataset in objects.items():
         if dataset is None:  # no SEG for boxes on multi-frame images
             assert kind == "us_multiframe" and name == "seg"
@@ -350,3 +351,18 @@ def test_secondary_capture_burns_in_the_box_under_a_banner(tmp_path: Path) -> No
     yellow = (banner[..., 0] > 150) & (banner[..., 1] > 150) & (banner[..., 2] < 100)
     assert yellow.sum() > 100  # the banner's (antialiased) yellow text
     assert sc.BurnedInAnnotation == "YES" and "research use only" in sc.ImageComments.lower()
+
+
+def test_secondary_capture_orientation_comes_from_the_source() -> None:
+    from node.results.sc import patient_orientation
+
+    axial = pydicom.Dataset()
+    axial.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    assert patient_orientation(axial) == ("L", "P")
+    coronal = pydicom.Dataset()
+    coronal.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    assert patient_orientation(coronal) == ("L", "F")
+    given = pydicom.Dataset()
+    given.PatientOrientation = ["A", "F"]
+    assert patient_orientation(given) == ("A", "F")
+    assert patient_orientation(pydicom.dcmread(PYDICOM_TEST_FILES / "examples_rgb_color.dcm")) is None

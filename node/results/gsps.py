@@ -1,8 +1,9 @@
-"""Grayscale Softcopy Presentation State: the AI boxes as overlays most PACS viewers draw.
+"""Softcopy Presentation States: the AI boxes as overlays most PACS viewers draw.
 
 One graphic layer for AI results; per box a closed POLYLINE (5 points) in PIXEL units on the
 image and frame it sits on, with its label as text; a summary text with the answer and the
-research-use disclaimer on every referenced image; and the VOI window the model saw.
+research-use disclaimer on every referenced image; for grey images (GSPS) the VOI window the
+model saw, for colour images (Colour Softcopy Presentation State) an sRGB ICC profile.
 """
 
 from __future__ import annotations
@@ -13,10 +14,17 @@ from collections.abc import Sequence
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.sr.codedict import codes
 
 from node.findings import Findings, LocatedBox
-from node.results.provenance import DISCLAIMER, MANUFACTURER, Provenance, clip, label_series, result_uid
+from node.results.provenance import (
+    DISCLAIMER,
+    MANUFACTURER,
+    Provenance,
+    clip,
+    contributing_equipment,
+    label_series,
+    result_uid,
+)
 
 LAYER = "AI_RESULTS"
 SERIES_NUMBER = 9901
@@ -63,7 +71,23 @@ def _annotations(findings: Findings, sources: Sequence[Dataset], layer: hd.pr.Gr
     return annotations
 
 
-def build_gsps(
+def _icc_profile(source: Dataset) -> bytes:
+    """The source's ICC profile, else sRGB as a matrix/TRC input ('scnr') profile.
+
+    The CSPS needs an input or colour-space profile; Little CMS makes sRGB as a display ('mntr')
+    profile with the same matrix and curves, so the device class is set to 'scnr' and the
+    optional profile ID (an MD5 over the header) is zeroed, which ICC allows."""
+    if "ICCProfile" in source:
+        return bytes(source.ICCProfile)
+    from PIL import ImageCms
+
+    profile = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    profile[12:16] = b"scnr"
+    profile[84:100] = bytes(16)
+    return bytes(profile)
+
+
+def build_presentation_state(
     findings: Findings,
     sources: Sequence[Dataset],
     provenance: Provenance,
@@ -71,38 +95,37 @@ def build_gsps(
     task: str,
     window: tuple[float, float] | None,
 ) -> Dataset:
-    """The GSPS over ``sources`` (the grey images the model read, from one series)."""
+    """The presentation state over ``sources`` (the images the model read, from one series): a
+    Grayscale Softcopy Presentation State, or a Colour one (sRGB) for colour images."""
     study_uid = str(sources[0].StudyInstanceUID)
+    colour = int(sources[0].get("SamplesPerPixel", 1)) > 1
+    kind = "csps" if colour else "gsps"
     answer = ", ".join(findings.labels) or "no answer"
     summary = f"{provenance.banner}: {answer}. {DISCLAIMER} Model: {provenance.model_identity}"
     layer = hd.pr.GraphicLayer(LAYER, order=1, description=clip(provenance.banner, 64))
-    voi = None
-    if window is not None:
-        voi = [hd.pr.SoftcopyVOILUTTransformation(window_center=[window[0]], window_width=[window[1]],
-                                                  window_explanation=["window the AI model saw"])]
-    equipment = hd.ContributingEquipment(
-        manufacturer=MANUFACTURER,
-        purpose_of_reference=codes.DCM.ProcessingEquipment,
-        manufacturer_model_name=clip(provenance.model_identity, 64),
-        software_versions=f"qoq-node {provenance.node_version}",
-        contribution_description=clip(f"{provenance.banner}; model {provenance.model_identity}", 64),
-    )
-    gsps = hd.pr.GrayscaleSoftcopyPresentationState(
-        referenced_images=list(sources),
-        series_instance_uid=result_uid(study_uid, study_version, task, provenance, "gsps-series"),
-        series_number=SERIES_NUMBER,
-        sop_instance_uid=result_uid(study_uid, study_version, task, provenance, "gsps"),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name=clip(provenance.model_identity, 64),
-        software_versions=f"qoq-node {provenance.node_version}",
-        device_serial_number="0",
-        content_label="AI_RESULT",
-        content_description=clip(f"{provenance.banner}: {answer}", 64),
-        graphic_annotations=_annotations(findings, sources, layer, summary),
-        graphic_layers=[layer],
-        voi_lut_transformations=voi,
-        contributing_equipment=[equipment],
-    )
-    label_series(gsps, sources[0], provenance, laterality=True)
-    return gsps
+    common = {
+        "referenced_images": list(sources),
+        "series_instance_uid": result_uid(study_uid, study_version, task, provenance, f"{kind}-series"),
+        "series_number": SERIES_NUMBER,
+        "sop_instance_uid": result_uid(study_uid, study_version, task, provenance, kind),
+        "instance_number": 1,
+        "manufacturer": MANUFACTURER,
+        "manufacturer_model_name": clip(provenance.model_identity, 64),
+        "software_versions": f"qoq-node {provenance.node_version}",
+        "device_serial_number": "0",
+        "content_label": "AI_RESULT",
+        "content_description": clip(f"{provenance.banner}: {answer}", 64),
+        "graphic_annotations": _annotations(findings, sources, layer, summary),
+        "graphic_layers": [layer],
+        "contributing_equipment": [contributing_equipment(provenance)],
+    }
+    if colour:
+        state = hd.pr.ColorSoftcopyPresentationState(icc_profile=_icc_profile(sources[0]), **common)
+    else:
+        voi = None
+        if window is not None:
+            voi = [hd.pr.SoftcopyVOILUTTransformation(window_center=[window[0]], window_width=[window[1]],
+                                                      window_explanation=["window the AI model saw"])]
+        state = hd.pr.GrayscaleSoftcopyPresentationState(voi_lut_transformations=voi, **common)
+    label_series(state, sources[0], provenance, laterality=True)
+    return state

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import highdicom as hd
 from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from node import __version__
@@ -50,3 +52,14 @@ def label_series(result: Dataset, source: Dataset, provenance: Provenance, later
     result.SeriesDescription = clip(provenance.banner, 64)
     if laterality and "Laterality" not in result:
         result.Laterality = source.get("Laterality", "")
+
+
+def contributing_equipment(provenance: Provenance) -> hd.ContributingEquipment:
+    """The node and the model as Contributing Equipment (processing), for image-like results."""
+    return hd.ContributingEquipment(
+        manufacturer=MANUFACTURER,
+        purpose_of_reference=codes.DCM.ProcessingEquipment,
+        manufacturer_model_name=clip(provenance.model_identity, 64),
+        software_versions=f"qoq-node {provenance.node_version}",
+        contribution_description=clip(f"{provenance.banner}; model {provenance.model_identity}", 64),
+    )

@@ -10,11 +10,37 @@ from pydicom.dataset import Dataset
 
 from node.findings import Findings
 from node.imaging.decode import DecodedFrame
-from node.results.provenance import DISCLAIMER, MANUFACTURER, Provenance, clip, label_series, result_uid
+from node.results.provenance import (
+    DISCLAIMER,
+    MANUFACTURER,
+    Provenance,
+    clip,
+    contributing_equipment,
+    label_series,
+    result_uid,
+)
 
 SERIES_NUMBER = 9904
 BOX_COLOUR = (255, 40, 40)
 BANNER_HEIGHT = 28
+
+
+_AXES = (("L", "R"), ("P", "A"), ("H", "F"))  # + and - along patient x, y, z (LPS)
+
+
+def patient_orientation(source: Dataset) -> tuple[str, str] | None:
+    """The source's Patient Orientation, or the main patient axis of its rows and columns (from
+    Image Orientation (Patient)); None when the source says neither."""
+    if len(source.get("PatientOrientation", []) or []) == 2:
+        return tuple(str(v) for v in source.PatientOrientation)  # type: ignore[return-value]
+    if "ImageOrientationPatient" not in source:
+        return None
+    cosines = np.asarray(source.ImageOrientationPatient, dtype=float).reshape(2, 3)
+    letters = []
+    for direction in cosines:
+        axis = int(np.argmax(np.abs(direction)))
+        letters.append(_AXES[axis][0] if direction[axis] > 0 else _AXES[axis][1])
+    return letters[0], letters[1]
 
 
 def burn_in(frame: DecodedFrame, findings: Findings, provenance: Provenance) -> np.ndarray:
@@ -41,6 +67,7 @@ def build_sc(
 ) -> Dataset:
     """The burned-in Secondary Capture of one key frame."""
     study_uid = str(source.StudyInstanceUID)
+    orientation = patient_orientation(source)
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source,
         pixel_array=burn_in(frame, findings, provenance),
@@ -53,8 +80,13 @@ def build_sc(
                                     f"sc-{frame.source.sop_instance_uid}-{frame.source.frame}"),
         instance_number=1,
         manufacturer=MANUFACTURER,
-        patient_orientation=("L", "P"),
+        # highdicom requires an orientation in the patient coordinate system; when the source gives
+        # none, a placeholder is set here and replaced by "unknown" (empty, Type 2) below.
+        patient_orientation=orientation or ("L", "P"),
+        contributing_equipment=[contributing_equipment(provenance)],
     )
+    if orientation is None:
+        sc.PatientOrientation = ""
     label_series(sc, source, provenance, laterality=True)
     sc.ImageComments = clip(f"{provenance.banner}. {DISCLAIMER} Model: {provenance.model_identity}", 10240)
     sc.BurnedInAnnotation = "YES"
