@@ -224,6 +224,15 @@ def test_oru_is_strictly_valid_and_names_the_study(tmp_path: Path) -> None:
     assert "research use only" in message.lower()
 
 
+def test_oru_filler_order_number_is_configurable(tmp_path: Path) -> None:
+    [source, _] = _sources(tmp_path)
+    message = build_oru(_findings(source, (10, 10, 50, 50)), source, PROVENANCE,
+                        Hl7Party(filler_order_number="study_uid"), "key")
+    obr = next(segment for segment in message.split("\r") if segment.startswith("OBR")).split("|")
+    assert obr[3] == source.StudyInstanceUID and obr[18] == source.AccessionNumber
+    assert parse_message(message, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True).validate()
+
+
 def test_oru_control_id_is_stable_per_result(tmp_path: Path) -> None:
     [source, _] = _sources(tmp_path)
     findings = _findings(source, (10, 10, 50, 50))

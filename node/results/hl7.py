@@ -11,6 +11,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 from pydicom.dataset import Dataset
 
@@ -33,6 +34,8 @@ class Hl7Party:
     sending_facility: str = "RADIOLOGY"
     receiving_application: str = "EHR"
     receiving_facility: str = "HOSPITAL"
+    #: What ORC-3/OBR-3 (filler order number) carry: the accession number, or the Study Instance UID.
+    filler_order_number: Literal["accession", "study_uid"] = "accession"
 
 
 def escape(text: str, line_breaks: bool = False) -> str:
@@ -99,6 +102,7 @@ def build_oru(
     now = now or datetime.now(UTC)
     accession = _value(source.get("AccessionNumber", ""), 16)
     study_uid = str(source.StudyInstanceUID)
+    filler = _value(study_uid, 64) if party.filler_order_number == "study_uid" else accession
     segments = [
         "|".join(["MSH", "^~\\&", _value(party.sending_application, 180), _value(party.sending_facility, 180),
                   _value(party.receiving_application, 180), _value(party.receiving_facility, 180),
@@ -108,8 +112,8 @@ def build_oru(
                   f"{_value(source.get('IssuerOfPatientID', ''), 20)}".rstrip("^"),
                   "", _pn_to_xpn(source.get("PatientName", "")), "", _value(source.get("PatientBirthDate", ""), 8),
                   _value(source.get("PatientSex", ""), 1)]),
-        "|".join(["ORC", "RE", accession, accession, "", "CM"]),
-        "|".join(["OBR", "1", accession, accession, "QOQMED^QoQ-Med AI read^L", "", "", _dicom_datetime(source),
+        "|".join(["ORC", "RE", accession, filler, "", "CM"]),
+        "|".join(["OBR", "1", accession, filler, "QOQMED^QoQ-Med AI read^L", "", "", _dicom_datetime(source),
                   *[""] * 10, accession, *[""] * 6, "P"]),
     ]
     observations: list[tuple[str, str, str]] = [
