@@ -160,6 +160,12 @@ def test_sr_is_valid_readable_and_its_region_is_the_box(tmp_path: Path) -> None:
     assert all(abs(a - b) < 1.0 for a, b in zip(points, expected, strict=True))
     texts = [item.TextValue for item in _content_items(pydicom.dcmread(path), "TEXT")]
     assert findings.raw_text in texts and "Dense focus | 1 cm." in texts  # raw text kept verbatim
+    # model text outside the source's character set (ISO_IR 100 here) is kept too
+    unicode = _findings(sources[0], box, reasoning="肺 nodule – ✓ 🙂")
+    unicode_path = tmp_path / "sr-unicode.dcm"
+    build_sr(unicode, sources, PROVENANCE, 1, "ct").save_as(unicode_path, enforce_file_format=True)
+    assert "肺 nodule – ✓ 🙂" in [item.TextValue for item in _content_items(pydicom.dcmread(unicode_path), "TEXT")]
+    assert str(pydicom.dcmread(unicode_path).PatientName) == str(sources[0].PatientName)
     assert sr.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == "99QOQ"
     assert build_sr(findings, sources, PROVENANCE, 1, "ct").SOPInstanceUID == sr.SOPInstanceUID
 

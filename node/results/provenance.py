@@ -46,9 +46,11 @@ def clip(text: str, limit: int) -> str:
 
 
 def label_series(result: Dataset, source: Dataset, provenance: Provenance, laterality: bool = False) -> None:
-    """Mark a result object's series as AI / research use. With ``laterality`` (image IODs whose
-    General Series dciodvfy checks for it: PR, SC), add Laterality (Type 2C): the source's, or
-    empty when unknown."""
+    """Mark a result object's series as AI / research use, and encode it in UTF-8 (ISO_IR 192) so
+    any model text is kept as written, whatever the source's character set. With ``laterality``
+    (image IODs whose General Series dciodvfy checks for it: PR, SC), add Laterality (Type 2C):
+    the source's, or empty when unknown."""
+    result.SpecificCharacterSet = "ISO_IR 192"
     result.SeriesDescription = clip(provenance.banner, 64)
     if laterality and "Laterality" not in result:
         result.Laterality = source.get("Laterality", "")
