@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import re
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -381,3 +382,25 @@ def test_secondary_capture_orientation_comes_from_the_source() -> None:
     given.PatientOrientation = ["A", "F"]
     assert patient_orientation(given) == ("A", "F")
     assert patient_orientation(pydicom.dcmread(PYDICOM_TEST_FILES / "examples_rgb_color.dcm")) is None
+
+
+def test_building_results_never_puts_a_patient_name_in_a_warning(tmp_path: Path) -> None:
+    """highdicom quotes odd person names in warnings; in the node's process they must not appear."""
+    [path] = write_ct_study(tmp_path / "ct", slices=1, size=64).files
+    ds = pydicom.dcmread(path)
+    ds.PatientName = "Doe"  # one component: highdicom would quote it in a warning
+    write_file(ds, path)
+    script = (
+        "import sys, pydicom\n"
+        "from node.findings import locate, parse_output\n"
+        "from node.results.provenance import Provenance\n"
+        "from node.results.sr import build_sr\n"
+        "from node.results.gsps import build_presentation_state\n"
+        "source = pydicom.dcmread(sys.argv[1])\n"
+        "findings = locate(parse_output('\\\\boxed{Mass}'), [])\n"
+        "build_sr(findings, [source], Provenance('m', True), 1, 'ct')\n"
+        "build_presentation_state(findings, [source], Provenance('m', True), 1, 'ct', None)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "Doe" not in run.stderr + run.stdout
