@@ -404,3 +404,13 @@ def test_building_results_never_puts_a_patient_name_in_a_warning(tmp_path: Path)
     run = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "Doe" not in run.stderr + run.stdout
+
+
+def test_label_codes_use_snomed_where_known_and_the_private_scheme_otherwise() -> None:
+    from node.results.codes import PRIVATE_SCHEME, label_concept
+
+    assert (label_concept("Pleural Effusion").value, label_concept("Pleural Effusion").scheme_designator) == (
+        "60046008", "SCT")
+    assert label_concept(" myocardial infarction ").value == "22298006"
+    odd = label_concept("Support Devices")
+    assert (odd.value, odd.scheme_designator, odd.meaning) == ("SUPPORT-DEVICES", PRIVATE_SCHEME, "Support Devices")

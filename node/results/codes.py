@@ -21,6 +21,8 @@ SNOMED = {
     "consolidation": ("95436008", "Lung consolidation"),
     "mass": ("4147007", "Mass"),
     "nodule": ("27925004", "Nodule"),
+    "myocardial infarction": ("22298006", "Myocardial infarction"),
+    "basal cell carcinoma": ("254701007", "Basal cell carcinoma of skin"),
 }
 
 
