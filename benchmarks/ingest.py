@@ -90,6 +90,11 @@ def main() -> None:
                 summary[f"ratio_node_to_orthanc_{mode}"] = round(
                     summary[f"node_{mode}_median_s"] / summary[f"orthanc_{mode}_median_s"], 3
                 )
+                # Each round sends the same study to both back to back: the per-round ratio pairs
+                # them, so a slow stretch of this shared machine weighs on both sides alike.
+                paired = [n / o for n, o in zip(results["node"][mode], results["orthanc"][mode], strict=True)]
+                summary[f"paired_ratio_{mode}_median"] = round(statistics.median(paired), 3)
+                summary[f"paired_ratio_{mode}_all"] = [round(r, 3) for r in paired]
             print(json.dumps(summary, indent=2))
 
 
