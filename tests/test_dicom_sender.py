@@ -1,0 +1,73 @@
+"""The C-STORE SCU against a real Orthanc, and against the node itself as a refusing PACS."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from node.egress.dicom import DicomSender, classify_status
+from node.egress.mllp import Delivery
+from node.findings import locate, parse_output
+from node.imaging.geometry import FrameRef, Geometry, SourceBox
+from node.localpeers import LOOPBACK, Orthanc, free_port, http_json
+from node.results.gsps import build_presentation_state
+from node.results.provenance import Provenance
+from node.results.sr import build_sr
+from node.synthetic import write_ct_study
+
+PROVENANCE = Provenance("replay (TEST)", True)
+
+
+def _results(tmp_path: Path) -> list[pydicom.Dataset]:
+    sources = [pydicom.dcmread(p) for p in write_ct_study(tmp_path / "ct", slices=2, size=128).files]
+    frame = FrameRef(sources[0].SOPInstanceUID, 1, 128, 128)
+    geometry = Geometry.single(frame, 200_704, 1_003_520)
+    x1, y1, x2, y2 = geometry.box_to_model(SourceBox(frame, 10, 10, 40, 40))
+    findings = locate(parse_output(f'```json\n[{{"bbox_2d": [{x1}, {y1}, {x2}, {y2}], "label": "mass"}}]\n```'
+                                   "\\boxed{Mass}"), [geometry])
+    return [build_sr(findings, sources, PROVENANCE, 1, "ct"),
+            build_presentation_state(findings, sources, PROVENANCE, 1, "ct", (40.0, 400.0))]
+
+
+def test_results_reach_orthanc_once_even_when_sent_twice(orthanc: Orthanc, tmp_path: Path) -> None:
+    objects = _results(tmp_path)
+    sender = DicomSender("QOQNODE", orthanc.aet, LOOPBACK, orthanc.dicom_port)
+    for _ in range(2):  # a retry after a lost response sends the same objects again
+        results = sender.send(objects)
+        assert [r.delivery for r in results] == [Delivery.ACCEPTED, Delivery.ACCEPTED]
+    for ds in objects:
+        found = http_json(f"{orthanc.url}/tools/find", data=(
+            f'{{"Level": "Instance", "Query": {{"SOPInstanceUID": "{ds.SOPInstanceUID}"}}}}').encode())
+        assert len(found) == 1
+
+
+def test_unreachable_or_refusing_pacs_is_a_retry(tmp_path: Path, make_node) -> None:
+    objects = _results(tmp_path)
+    nobody = DicomSender("QOQNODE", "PACS", LOOPBACK, free_port(), timeout_seconds=2).send(objects)
+    assert {r.delivery for r in nobody} == {Delivery.RETRY} and "association" in nobody[0].detail
+    node = make_node(storage={"min_free_bytes": 10**18})  # the node as a PACS whose disk is full
+    wrong_ae = DicomSender("QOQNODE", "NOTTHEPACS", LOOPBACK, node.scp.port).send(objects)
+    assert {r.delivery for r in wrong_ae} == {Delivery.RETRY} and "rejected" in wrong_ae[0].detail
+    full = DicomSender("QOQNODE", "QOQNODE", LOOPBACK, node.scp.port).send(objects)
+    assert [(r.delivery, r.status) for r in full] == [(Delivery.RETRY, 0xA700)] * 2
+
+
+def test_a_pacs_that_cannot_understand_the_object_dead_letters_it(tmp_path: Path, make_node) -> None:
+    [sr, _] = _results(tmp_path)
+    broken = copy.deepcopy(sr)
+    del broken.StudyInstanceUID  # the receiving node answers C211
+    node = make_node()
+    [result] = DicomSender("QOQNODE", "QOQNODE", LOOPBACK, node.scp.port).send([broken])
+    assert (result.delivery, result.status) == (Delivery.REJECTED, 0xC211)
+
+
+@pytest.mark.parametrize(("status", "delivery"), [
+    (0x0000, Delivery.ACCEPTED), (0x0001, Delivery.ACCEPTED), (0xB000, Delivery.ACCEPTED),
+    (0xB007, Delivery.ACCEPTED), (0xA700, Delivery.RETRY), (0xA7FF, Delivery.RETRY),
+    (0xA900, Delivery.REJECTED), (0xC000, Delivery.REJECTED), (0x0122, Delivery.REJECTED),
+])
+def test_status_classes(status: int, delivery: Delivery) -> None:
+    assert classify_status(status)[0] is delivery
