@@ -41,6 +41,22 @@ CREATE TABLE IF NOT EXISTS instances (
     received_at         REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS instances_by_study ON instances (study_uid);
+CREATE TABLE IF NOT EXISTS outbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    destination     TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    key             TEXT NOT NULL,
+    payload_path    TEXT NOT NULL,
+    study_uid       TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    last_error      TEXT NOT NULL,
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL,
+    UNIQUE (destination, key)
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (destination, state, next_attempt_at);
 CREATE TABLE IF NOT EXISTS quarantine (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     path        TEXT NOT NULL,
@@ -53,6 +69,11 @@ CREATE TABLE IF NOT EXISTS quarantine (
 #: A study is receiving while instances arrive; stable once complete (later stages add more).
 RECEIVING = "receiving"
 STABLE = "stable"
+
+#: Outbox message states: waiting for (another) attempt, delivered, or given up on (dead letter).
+PENDING = "pending"
+SENT = "sent"
+DEAD = "dead"
 
 
 @dataclass(frozen=True)
@@ -93,6 +114,24 @@ class StudySummary:
     first_received: float
     last_received: float
     state_changed_at: float
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """One object or message waiting for, or done with, delivery to one destination."""
+
+    id: int
+    destination: str
+    kind: str  # "dicom" or "hl7"
+    key: str  # SOP Instance UID or MSH-10: what makes a resend harmless
+    payload_path: str
+    study_uid: str
+    state: str
+    attempts: int
+    next_attempt_at: float
+    last_error: str
+    created_at: float
+    updated_at: float
 
 
 class Store:
@@ -229,3 +268,58 @@ class Store:
             return self._db.execute(
                 "SELECT path, reason, calling_ae, received_at FROM quarantine ORDER BY id"
             ).fetchall()
+
+    # --- outbox -------------------------------------------------------------------------------
+
+    def enqueue(self, destination: str, kind: str, key: str, payload_path: str, study_uid: str, now: float) -> bool:
+        """Queue a payload for a destination; False when that key is already queued there."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO outbox (destination, kind, key, payload_path, study_uid, state, attempts,"
+                " next_attempt_at, last_error, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, '', ?, ?)",
+                (destination, kind, key, payload_path, study_uid, PENDING, now, now, now),
+            )
+        return cursor.rowcount == 1
+
+    def due(self, destination: str, now: float, limit: int = 32) -> list[OutboxItem]:
+        """Pending items of a destination whose next attempt is due, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM outbox WHERE destination = ? AND state = ? AND next_attempt_at <= ?"
+                " ORDER BY next_attempt_at, id LIMIT ?",
+                (destination, PENDING, now, limit),
+            ).fetchall()
+        return [OutboxItem(*row) for row in rows]
+
+    def record_attempt(self, item_id: int, state: str, error: str, now: float, next_attempt_at: float) -> None:
+        """Record an attempt's outcome: ``state`` SENT, PENDING (retry at ``next_attempt_at``) or DEAD."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
+                " updated_at = ? WHERE id = ?",
+                (state, error[:500], next_attempt_at, now, item_id),
+            )
+
+    def retry(self, now: float, item_id: int | None = None) -> int:
+        """Make one item (or every dead or waiting item) due now; returns how many."""
+        with self._transaction() as db:
+            if item_id is not None:
+                cursor = db.execute(
+                    "UPDATE outbox SET state = ?, next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                    (PENDING, now, now, item_id),
+                )
+            else:
+                cursor = db.execute(
+                    "UPDATE outbox SET state = ?, next_attempt_at = ?, updated_at = ? WHERE state != ?",
+                    (PENDING, now, now, SENT),
+                )
+        return cursor.rowcount
+
+    def outbox(self, state: str | None = None) -> list[OutboxItem]:
+        """Every outbox item (or those in ``state``), newest first."""
+        with self._lock:
+            if state:
+                rows = self._db.execute("SELECT * FROM outbox WHERE state = ? ORDER BY id DESC", (state,)).fetchall()
+            else:
+                rows = self._db.execute("SELECT * FROM outbox ORDER BY id DESC").fetchall()
+        return [OutboxItem(*row) for row in rows]

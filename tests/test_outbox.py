@@ -1,0 +1,51 @@
+"""The durable outbox: idempotent queueing, due order, backoff with a cap, dead letters, retry, restart."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from node.egress.mllp import Delivery
+from node.egress.outbox import backoff_seconds, next_state
+from node.store import DEAD, PENDING, SENT, Store
+
+
+def test_backoff_grows_is_capped_and_jittered() -> None:
+    rng = random.Random(1)
+    delays = [backoff_seconds(n, base=2, cap=60, rng=rng) for n in range(1, 10)]
+    for attempts, delay in enumerate(delays, start=1):
+        full = min(60, 2 * 2 ** (attempts - 1))
+        assert full / 2 <= delay <= full
+    assert max(delays) <= 60 and len(set(delays)) == len(delays)
+
+
+def test_next_state() -> None:
+    rng = random.Random(0)
+    assert next_state(Delivery.ACCEPTED, 1, 100, 2, 60, rng) == (SENT, 100)
+    assert next_state(Delivery.REJECTED, 1, 100, 2, 60, rng) == (DEAD, 100)
+    state, at = next_state(Delivery.RETRY, 3, 100, 2, 60, rng)
+    assert state == PENDING and 104 <= at <= 108
+
+
+def test_outbox_lifecycle_survives_a_restart(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    assert store.enqueue("pacs", "dicom", "1.2.3.1", "results/sr.dcm", "1.2.3", now=10)
+    assert not store.enqueue("pacs", "dicom", "1.2.3.1", "results/sr.dcm", "1.2.3", now=11)  # same key: once
+    assert store.enqueue("ehr", "hl7", "QOQ1", "results/oru.hl7", "1.2.3", now=12)
+    [item] = store.due("pacs", now=10)
+    store.record_attempt(item.id, PENDING, "association failed", now=10, next_attempt_at=20)
+    assert store.due("pacs", now=15) == []  # backing off: not due yet
+    assert [i.key for i in store.due("ehr", now=15)] == ["QOQ1"]  # one dead destination blocks no other
+    store.close()
+    reopened = Store(tmp_path / "state.db")
+    [again] = reopened.due("pacs", now=20)
+    assert (again.attempts, again.last_error) == (1, "association failed")
+    reopened.record_attempt(again.id, DEAD, "failed with status 0xC211", now=20, next_attempt_at=20)
+    [dead] = reopened.outbox(DEAD)
+    assert dead.key == "1.2.3.1"
+    assert reopened.retry(now=30, item_id=dead.id) == 1  # an operator retries it
+    assert [i.key for i in reopened.due("pacs", now=30)] == ["1.2.3.1"]
+    [ehr_item] = reopened.due("ehr", now=30)
+    reopened.record_attempt(ehr_item.id, SENT, "", now=31, next_attempt_at=31)
+    assert reopened.retry(now=40) == 1  # retry-all leaves delivered items alone
+    assert {i.state for i in reopened.outbox()} == {PENDING, SENT}
