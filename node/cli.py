@@ -151,6 +151,37 @@ def cmd_infer(args: argparse.Namespace) -> int:
     return 0 if studies else 1
 
 
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """List the outbox, or make failed/waiting items due now."""
+    import time
+
+    from node.app import open_store
+
+    store = open_store(_load(args))
+    try:
+        if args.action == "list":
+            items = store.outbox(args.state)
+            if args.json:
+                print(json.dumps([asdict(item) for item in items], indent=2))
+            else:
+                print(f"{'ID':>6}  {'DESTINATION':<16} {'KIND':<5} {'STATE':<8} {'TRIES':>5}  "
+                      f"{'NEXT ATTEMPT':<25} LAST ERROR")
+                for item in items:
+                    print(f"{item.id:>6}  {item.destination:<16} {item.kind:<5} {item.state:<8} {item.attempts:>5}  "
+                          f"{_iso(item.next_attempt_at):<25} {item.last_error}")
+        else:
+            if args.action == "retry" and args.id is None:
+                print("qoq-node: outbox retry needs an ID (or use retry-all)", file=sys.stderr)
+                return 1
+            count = store.retry(time.time(), args.id if args.action == "retry" else None)
+            print(f"{count} outbox item(s) due now")
+            if args.action == "retry" and count == 0:
+                return 1
+    finally:
+        store.close()
+    return 0
+
+
 def cmd_model_tiny(args: argparse.Namespace) -> int:
     """Build the tiny random test checkpoint (offline)."""
     from node.engine.tiny import build_tiny_checkpoint
@@ -183,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     infer_parser.add_argument("--json", action="store_true", help="machine-readable output, with geometry")
     infer_parser.add_argument("--out", type=Path, default=None,
                               help="also write each study's GSPS and HL7 ORU^R01 into OUT/<study UID>/")
+    outbox = command("outbox", cmd_outbox, "List deliveries to PACS and EHR, or retry failed ones.")
+    outbox.add_argument("action", choices=["list", "retry", "retry-all"])
+    outbox.add_argument("id", nargs="?", type=int, help="the item to retry (retry)")
+    outbox.add_argument("--state", choices=["pending", "sent", "dead"], help="list only items in this state")
+    outbox.add_argument("--json", action="store_true", help="machine-readable output (list)")
     model = commands.add_parser("model", help="Model utilities.", description="Model utilities.")
     model_commands = model.add_subparsers(dest="model_command", required=True)
     tiny = model_commands.add_parser(

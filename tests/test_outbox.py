@@ -49,3 +49,30 @@ def test_outbox_lifecycle_survives_a_restart(tmp_path: Path) -> None:
     reopened.record_attempt(ehr_item.id, SENT, "", now=31, next_attempt_at=31)
     assert reopened.retry(now=40) == 1  # retry-all leaves delivered items alone
     assert {i.state for i in reopened.outbox()} == {PENDING, SENT}
+
+
+def test_outbox_command_lists_and_retries(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    store = Store(tmp_path / "state.db")
+    store.enqueue("pacs", "dicom", "1.2.3.1", "results/sr.dcm", "1.2.3", now=10)
+    [item] = store.due("pacs", now=10)
+    store.record_attempt(item.id, DEAD, "failed with status 0xC211", now=10, next_attempt_at=10)
+    store.close()
+    env = {**os.environ, "QOQ_NODE__STORAGE__ROOT": str(tmp_path)}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "node", "outbox", *args], capture_output=True, text=True, env=env)
+
+    listing = run("list", "--state", "dead", "--json")
+    assert listing.returncode == 0, listing.stderr
+    [dead] = json.loads(listing.stdout)
+    assert (dead["key"], dead["last_error"]) == ("1.2.3.1", "failed with status 0xC211")
+    assert "0xC211" in run("list").stdout
+    assert run("retry").returncode == 1 and run("retry", "999").returncode == 1
+    retried = run("retry", str(dead["id"]))
+    assert retried.returncode == 0 and "1 outbox item(s) due now" in retried.stdout
+    assert json.loads(run("list", "--json").stdout)[0]["state"] == PENDING
