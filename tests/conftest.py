@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,6 +105,23 @@ def dataset_bytes(path: Path) -> bytes:
     with pydicom.dcmread(path, stop_before_pixels=True) as ds:
         meta_length = ds.file_meta.FileMetaInformationGroupLength
     return raw[132 + 12 + meta_length :]
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """The ``Error`` lines dicom3tools' dciodvfy prints for a DICOM file (warnings ignored)."""
+    report = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    return [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
+
+
+def wait_for(predicate, timeout: float = 15.0, interval: float = 0.1):
+    """Poll until ``predicate()`` is truthy; return its value or fail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def metric_value(text: str, name: str, labels: str = "") -> float:

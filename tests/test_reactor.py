@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pynetdicom
 import pytest
 from pynetdicom import AE
@@ -12,6 +10,7 @@ from pynetdicom.sop_class import Verification
 from node.app import Node
 from node.ingest import reactor
 from node.localpeers import LOOPBACK
+from tests.conftest import wait_for
 
 
 def _open(node: Node):
@@ -23,10 +22,7 @@ def _open(node: Node):
 
 
 def _wait_closed(node: Node, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while node.scp.open_associations() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert node.scp.open_associations() == 0
+    wait_for(lambda: node.scp.open_associations() == 0, timeout=timeout, interval=0.02)
 
 
 def test_release_abort_and_idle_timeout_each_end_the_association(make_node) -> None:

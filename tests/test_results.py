@@ -26,7 +26,7 @@ from node.results.provenance import RESEARCH_LABEL, Provenance
 from node.results.seg import build_seg
 from node.results.sr import build_sr
 from node.synthetic import write_ct_study, write_file
-from tests.conftest import PYDICOM_TEST_FILES
+from tests.conftest import PYDICOM_TEST_FILES, dciodvfy_errors
 
 PROVENANCE = Provenance("replay (recorded responses; TEST RESULT, not a model output)", True)
 MIN_PIXELS, MAX_PIXELS = 200_704, 1_003_520
@@ -40,11 +40,6 @@ def _findings(source: pydicom.Dataset, box: tuple[float, float, float, float], l
     text = (f"<think>{reasoning}</think>```json\n[{{\"bbox_2d\": [{x1}, {y1}, {x2}, {y2}], \"label\": \"mass\"}}]"
             f"\n```\\boxed{{{labels}}}")
     return locate(parse_output(text), [geometry])
-
-
-def _dciodvfy_errors(path: Path) -> list[str]:
-    report = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
-    return [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
 
 
 def _sources(tmp_path: Path, modality: str = "CT", photometric: str = "MONOCHROME2") -> list[pydicom.Dataset]:
@@ -65,7 +60,7 @@ def test_gsps_is_valid_and_its_box_is_where_the_finding_is(tmp_path: Path, modal
     gsps = build_presentation_state(findings, sources, PROVENANCE, 1, "ct", (40.0, 400.0))
     path = tmp_path / "gsps.dcm"
     gsps.save_as(path, enforce_file_format=True)
-    assert _dciodvfy_errors(path) == []
+    assert dciodvfy_errors(path) == []
     assert gsps.SeriesDescription.startswith(RESEARCH_LABEL) and gsps.StudyInstanceUID == sources[0].StudyInstanceUID
     assert gsps.PatientID == sources[0].PatientID
     # dcmtk reads the presentation state against the source image: its polyline is the box.
@@ -103,7 +98,7 @@ def test_gsps_with_non_ascii_patient_names_round_trips(tmp_path: Path) -> None:
             path = tmp_path / f"{kind}-{charset.replace(' ', '')}.dcm"
             result.save_as(path, enforce_file_format=True)
             assert str(pydicom.dcmread(path).PatientName) == name
-            assert _dciodvfy_errors(path) == []
+            assert dciodvfy_errors(path) == []
 
 
 def test_orthanc_files_the_gsps_under_the_source_study(tmp_path: Path) -> None:
@@ -148,7 +143,7 @@ def test_sr_is_valid_readable_and_its_region_is_the_box(tmp_path: Path) -> None:
     sr = build_sr(findings, sources, PROVENANCE, 1, "ct")
     path = tmp_path / "sr.dcm"
     sr.save_as(path, enforce_file_format=True)
-    assert _dciodvfy_errors(path) == []
+    assert dciodvfy_errors(path) == []
     dump = subprocess.run(["dsrdump", str(path)], capture_output=True, text=True)
     assert dump.returncode == 0, dump.stderr
     for text in ('(4147007,SCT,"Mass")', '(SOMETHING-ODD,99QOQ,"Something Odd")', '"Dense focus | 1 cm."',
@@ -178,7 +173,7 @@ def test_seg_marks_the_box_pixels_on_the_right_image(tmp_path: Path) -> None:
     seg = build_seg(findings, sources, PROVENANCE, 1, "ct")
     path = tmp_path / "seg.dcm"
     seg.save_as(path, enforce_file_format=True)
-    assert _dciodvfy_errors(path) == []
+    assert dciodvfy_errors(path) == []
     reread = pydicom.dcmread(path)
     assert reread.SeriesDescription.startswith(RESEARCH_LABEL)
     [segment] = reread.SegmentSequence
@@ -343,7 +338,7 @@ def test_every_result_object_passes_dciodvfy_for_every_kind_of_source(tmp_path: 
             continue
         out = tmp_path / f"{name}.dcm"
         dataset.save_as(out, enforce_file_format=True)
-        assert _dciodvfy_errors(out) == [], name
+        assert dciodvfy_errors(out) == [], name
         assert RESEARCH_LABEL in pydicom.dcmread(out, stop_before_pixels=True).SeriesDescription
 
 

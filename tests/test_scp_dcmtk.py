@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,7 +21,7 @@ from node.ingest.receiver import MALFORMED, SOP_CLASS_MISMATCH, SOP_INSTANCE_MIS
 from node.localpeers import LOOPBACK
 from node.store import STABLE
 from node.synthetic import SyntheticStudy, write_ct_study
-from tests.conftest import PYDICOM_TEST_FILES, dataset_bytes, echoscu, metric_value, storescu
+from tests.conftest import PYDICOM_TEST_FILES, dataset_bytes, echoscu, metric_value, storescu, wait_for
 
 # (file, the storescu option that proposes its transfer syntax)
 ENCODED_FILES = [
@@ -38,17 +37,6 @@ ENCODED_FILES = [
     ("waveform_ecg.dcm", "-x="),  # 12-lead ECG waveform
     ("test-SR.dcm", "-x="),  # structured report
 ]
-
-
-def wait_for(predicate, timeout: float = 15.0, interval: float = 0.1):
-    """Poll until ``predicate()`` is truthy; return its value or fail."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def stored_path(node: Node, sop_instance_uid: str) -> Path:

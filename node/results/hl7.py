@@ -47,12 +47,11 @@ def escape(text: str, line_breaks: bool = False) -> str:
 
 
 def _value(text: str, limit: int = ST_LIMIT) -> str:
-    """Escaped and cut, never in the middle of an escape sequence."""
-    escaped = escape(clip(str(text), limit))
-    while len(escaped) > limit:  # escaping can lengthen it: cut the source shorter
-        limit -= 8
-        escaped = escape(clip(str(text), limit))
-    return escaped
+    """Escaped and cut to ``limit`` characters (marked "..."), never in the middle of an escape sequence."""
+    escaped = escape(str(text))
+    if len(escaped) <= limit:
+        return escaped
+    return _chunks(escaped, limit - 3)[0] + "..."
 
 
 def _chunks(escaped: str, limit: int = ST_LIMIT) -> list[str]:
