@@ -60,7 +60,7 @@ def main() -> None:
             for mode, _ in modes
         }
         os.sync()  # no writeback of the generated files during the timed sends
-        with Orthanc(workdir / "orthanc") as orthanc, NodeProcess(workdir / "node") as node:
+        with Orthanc(workdir / "orthanc") as orthanc, NodeProcess(workdir / "node", replay={"*": ""}) as node:
             targets = {"node": ("QOQNODE", node.dicom_port), "orthanc": (orthanc.aet, orthanc.dicom_port)}
             results: dict[str, dict[str, list[float]]] = {name: {"one": [], "parallel": []} for name in targets}
             for mode, associations in modes:

@@ -1,4 +1,9 @@
-"""Wires the stages together and owns their lifecycles: start, drain, stop."""
+"""Wires the stages together and owns their lifecycles: start, drain, stop.
+
+Ingest (SCP → spool → store) → assembler (stable studies) → pipeline (read, results, outbox)
+→ one outbox worker per destination (PACS, EHR). Each hand-over is a state change in the store,
+so a restart picks up wherever the previous run stood.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import threading
 
 from node import __version__
 from node.config import NodeConfig
+from node.egress.worker import make_workers
 from node.ingest.assembler import StudyAssembler
 from node.ingest.receiver import Receiver
 from node.ingest.scp import StorageScp
@@ -14,6 +20,7 @@ from node.ingest.spool import Spool
 from node.ops.http import OpsServer
 from node.ops.logging import get_logger
 from node.ops.metrics import Metrics
+from node.pipeline import Pipeline
 from node.store import Store
 
 log = get_logger("app")
@@ -27,7 +34,8 @@ def open_store(config: NodeConfig) -> Store:
 
 
 class Node:
-    """One running node: the SCP, the assembler and the operations endpoint."""
+    """One running node: the SCP, the assembler, the pipeline, the outbox workers and the operations
+    endpoint."""
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
@@ -36,12 +44,19 @@ class Node:
         self.metrics = Metrics()
         self.store = open_store(config)
         self.spool = Spool(root)
-        self.assembler = StudyAssembler(self.store, self.metrics, config.study.stable_seconds)
+        self.workers = make_workers(config.destinations, config.dicom.ae_title, self.store, self.metrics)
+        self.pipeline = Pipeline(config, self.store, self.metrics, on_queued=self._wake_workers)
+        self.assembler = StudyAssembler(self.store, self.metrics, config.study.stable_seconds,
+                                        on_stable=self.pipeline.wake)
         receiver = Receiver(self.store, self.spool, self.metrics, config.storage.min_free_bytes)
         self.scp = StorageScp(config.dicom, receiver, self.assembler, self.metrics)
-        self.metrics.watch_state(self.store.studies_by_state, root)
+        self.metrics.watch_state(self.store.studies_by_state, self.store.outbox_counts, root)
         self.ops = OpsServer(config.http.host, config.http.port, self.metrics.render, self.not_ready_reasons)
         self._stopped = threading.Event()
+
+    def _wake_workers(self) -> None:
+        for worker in self.workers:
+            worker.wake()
 
     def not_ready_reasons(self) -> list[str]:
         """Why the node cannot take studies now (empty when ready)."""
@@ -51,11 +66,17 @@ class Node:
         free = shutil.disk_usage(self.config.storage.root).free
         if free < self.config.storage.min_free_bytes:
             reasons.append(f"free disk {free} bytes is below storage.min_free_bytes")
+        engine = self.pipeline.not_ready_reason()
+        if engine:
+            reasons.append(engine)
         return reasons
 
     def start(self) -> None:
         """Start every stage; returns once the node is serving."""
         self.ops.start()
+        for worker in self.workers:
+            worker.start()
+        self.pipeline.start()
         self.assembler.start()
         self.scp.start()
         log.info("node.started", version=__version__, http_port=self.ops.port, dicom_port=self.scp.port,
@@ -71,6 +92,9 @@ class Node:
         self.scp.drain(drain_seconds)
         self.assembler.stop()
         self.assembler.sweep()
+        self.pipeline.stop()
+        for worker in self.workers:
+            worker.stop()
         self.ops.stop()
         self.store.close()
         log.info("node.stopped")

@@ -126,8 +126,9 @@ def _print_outcome(outcome) -> None:
 def cmd_infer(args: argparse.Namespace) -> int:
     """Run routing → imaging → engine → findings on DICOM files, offline."""
     from node.engine.factory import make_engine
-    from node.infer import group_by_study, infer, prepare, write_results
+    from node.infer import group_by_study, infer, prepare
     from node.results.hl7 import Hl7Party
+    from node.results.writer import write_results
     from node.routing import Router
 
     config = _load(args)
@@ -146,7 +147,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
             _print_outcome(outcome)
     if args.out is not None:
         for outcome in outcomes:
-            for path in write_results(outcome, args.out, Hl7Party(), config.results.secondary_capture):
+            written = write_results(outcome, args.out / outcome.study_uid, {"oru": Hl7Party()},
+                                    config.results.secondary_capture)
+            for path in written.files if written else ():
                 print(f"wrote {path}", file=sys.stderr)
     return 0 if studies else 1
 

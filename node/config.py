@@ -125,7 +125,11 @@ class EngineConfig(_Section):
     """The model backend."""
 
     backend: Literal["transformers", "replay"] = "transformers"
-    model: Path | None = Field(default=None, description="Checkpoint directory (QoQ-Med-VL-7B/32B).")
+    model: Path | None = Field(
+        default=None,
+        description="Checkpoint directory (QoQ-Med-VL-7B/32B). Unset: a tiny random TEST model is built "
+        "under storage.root on first start, and every result says it comes from a test model.",
+    )
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     max_new_tokens: int = Field(default=1024, ge=1, le=32768)
@@ -162,6 +166,85 @@ class ResultsConfig(_Section):
     secondary_capture: bool = Field(default=False, description="Also a burned-in Secondary Capture per key image.")
 
 
+class PipelineConfig(_Section):
+    """How stable studies are read: batching, parallel imaging and bounded retries."""
+
+    batch_size: int = Field(default=4, ge=1, le=64, description="Studies given to the engine in one batch.")
+    imaging_workers: int = Field(default=2, ge=1, le=64, description="Threads decoding and resizing images.")
+    max_attempts: int = Field(default=3, ge=1, le=100, description="Tries per study before it is parked as failed.")
+    retry_seconds: float = Field(default=30.0, ge=0, description="Wait before a failed study is tried again.")
+
+
+_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
+class ClientTlsConfig(_Section):
+    """TLS towards a PACS: the CA that signed its certificate, and our client certificate if it asks."""
+
+    enabled: bool = False
+    ca: Path | None = None
+    certificate: Path | None = None
+    private_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _readable(self) -> ClientTlsConfig:
+        if self.enabled:
+            if (self.certificate is None) != (self.private_key is None):
+                raise ValueError("certificate and private_key go together")
+            for name in ("ca", "certificate", "private_key"):
+                path = getattr(self, name)
+                if path is not None and not path.is_file():
+                    raise ValueError(f"{name} {path} is not a readable file")
+        return self
+
+
+class DicomDestination(_Section):
+    """A PACS that receives the result objects (C-STORE)."""
+
+    name: str = Field(pattern=_NAME)
+    ae_title: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+    tls: ClientTlsConfig = ClientTlsConfig()
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+    _ae = field_validator("ae_title")(_check_ae_title)
+
+
+class Hl7Destination(_Section):
+    """An EHR (or interface engine) that receives ORU^R01 messages over MLLP."""
+
+    name: str = Field(pattern=_NAME)
+    host: str
+    port: int = Field(ge=1, le=65535)
+    sending_application: str = "QOQNODE"
+    sending_facility: str = "RADIOLOGY"
+    receiving_application: str = "EHR"
+    receiving_facility: str = "HOSPITAL"
+    filler_order_number: Literal["accession", "study_uid"] = Field(
+        default="accession", description="What ORC-3/OBR-3 carry."
+    )
+    timeout_seconds: float = Field(default=10.0, gt=0, description="How long to wait for the ACK.")
+
+
+class DestinationsConfig(_Section):
+    """Where results go, and how delivery is retried (per destination, so one dead one blocks no other)."""
+
+    dicom: list[DicomDestination] = Field(default_factory=list)
+    hl7: list[Hl7Destination] = Field(default_factory=list)
+    retry_base_seconds: float = Field(default=5.0, gt=0, description="First retry delay; doubles each attempt.")
+    retry_cap_seconds: float = Field(default=300.0, gt=0, description="Longest retry delay.")
+    max_attempts: int = Field(default=200, ge=1, description="Attempts before an item becomes a dead letter.")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> DestinationsConfig:
+        names = [d.name for d in self.dicom] + [d.name for d in self.hl7]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"destination names must be unique: {', '.join(duplicates)}")
+        return self
+
+
 class NodeConfig(_Section):
     """The whole node configuration (``conf/node.yaml``)."""
 
@@ -174,6 +257,8 @@ class NodeConfig(_Section):
     imaging: ImagingConfig = ImagingConfig()
     engine: EngineConfig = EngineConfig()
     results: ResultsConfig = ResultsConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    destinations: DestinationsConfig = DestinationsConfig()
 
 
 def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
-"""Processes on loopback for demos, tests and benchmarks: a real Orthanc acting as the PACS,
-and a node running as its own process (``qoq-node serve``), each on free ports with its own
-storage. Both are context managers that stop what they start.
+"""Peers on loopback for demos, tests and benchmarks: a real Orthanc acting as the PACS, an MLLP
+listener acting as the EHR, and a node running as its own process (``qoq-node serve``), each on
+free ports with its own storage. All are context managers that stop what they start.
 """
 
 from __future__ import annotations
@@ -12,12 +12,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from node.egress.mllp import END, START
 
 LOOPBACK = "127.0.0.1"
 
@@ -125,10 +128,19 @@ class Orthanc:
         self.stop()
 
 
-class NodeProcess:
-    """``qoq-node serve`` as a child process on free loopback ports."""
+def replay_settings(path: Path, responses: Mapping[str, str]) -> dict[str, str]:
+    """Write replay ``responses`` to ``path``; the environment that makes a node play them back."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(responses)), encoding="utf-8")
+    return {"QOQ_NODE__ENGINE__BACKEND": "replay", "QOQ_NODE__ENGINE__REPLAY_RESPONSES": str(path)}
 
-    def __init__(self, root: Path, settings: Mapping[str, str] | None = None) -> None:
+
+class NodeProcess:
+    """``qoq-node serve`` as a child process on free loopback ports. With ``replay`` (domain or "*" →
+    response text) it runs the replay engine on those responses instead of a model."""
+
+    def __init__(self, root: Path, settings: Mapping[str, str] | None = None,
+                 replay: Mapping[str, str] | None = None) -> None:
         self.root = root
         self.dicom_port = free_port()
         self.http_port = free_port()
@@ -139,6 +151,7 @@ class NodeProcess:
             "QOQ_NODE__HTTP__PORT": str(self.http_port),
             "QOQ_NODE__STORAGE__ROOT": str(root / "var"),
             "QOQ_NODE__STORAGE__MIN_FREE_BYTES": "0",
+            **(replay_settings(root / "replay.json", replay) if replay is not None else {}),
             **(settings or {}),
         }
         self.log_path = root / "node.log"
@@ -185,3 +198,65 @@ class NodeProcess:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+class MllpListener:
+    """An EHR on loopback: an MLLP listener that keeps every message it receives and answers as
+    told. ``behaviours`` is consumed one per message: an acknowledgment code (AA, AE, AR), "silent"
+    (no answer), "close" (drop the connection) or "wrong-id" (an AA naming another message);
+    once it is used up every message gets AA."""
+
+    def __init__(self, behaviours: list[str] | None = None, port: int = 0) -> None:
+        self.behaviours = list(behaviours or [])
+        self.received: list[str] = []
+        self.server = socket.create_server((LOOPBACK, port))
+        self.port = self.server.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:  # one connection at a time, as many EHR interfaces work
+        self.server.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                connection, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.settimeout(5)
+                buffer = b""
+                while not self._stop.is_set():
+                    try:
+                        chunk = connection.recv(65536)
+                    except (TimeoutError, OSError):
+                        break
+                    if not chunk:
+                        break
+                    buffer += chunk
+                    if END not in buffer:
+                        continue
+                    message = buffer[buffer.find(START) + 1 : buffer.find(END)].decode("utf-8", "replace")
+                    buffer = b""
+                    self.received.append(message)
+                    behaviour = self.behaviours.pop(0) if self.behaviours else "AA"
+                    if behaviour == "close":
+                        break
+                    if behaviour == "silent":
+                        continue
+                    control_id = "WRONG" if behaviour == "wrong-id" else message.split("\r")[0].split("|")[9]
+                    code = "AA" if behaviour == "wrong-id" else behaviour
+                    ack = f"MSH|^~\\&|EHR|HOSPITAL|QOQNODE|RADIOLOGY|20260101||ACK|A{len(self.received)}|P|2.5.1\r" \
+                          f"MSA|{code}|{control_id}"
+                    connection.sendall(START + ack.encode() + END)
+
+    def close(self) -> None:
+        """Stop listening."""
+        self._stop.set()
+        self._thread.join(5)
+        self.server.close()
+
+    def __enter__(self) -> MllpListener:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

@@ -1,4 +1,4 @@
-"""The state database: instances, studies and quarantined objects.
+"""The state database: instances, studies, the outbox and quarantined objects.
 
 SQLite in WAL mode with ``synchronous=FULL`` (every commit is on disk before it returns).
 All stages talk to state through this module. One connection is shared by the threads of
@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -24,7 +24,10 @@ CREATE TABLE IF NOT EXISTS studies (
     state            TEXT NOT NULL,
     first_received   REAL NOT NULL,
     last_received    REAL NOT NULL,
-    state_changed_at REAL NOT NULL
+    state_changed_at REAL NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_try_at      REAL NOT NULL DEFAULT 0,
+    detail           TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS studies_by_state ON studies (state);
 CREATE TABLE IF NOT EXISTS instances (
@@ -66,9 +69,17 @@ CREATE TABLE IF NOT EXISTS quarantine (
 );
 """
 
-#: A study is receiving while instances arrive; stable once complete (later stages add more).
+#: Study states. receiving → stable (complete, waiting to be read) → queued (results made, being
+#: delivered) → complete (every destination has them). Off the main path: skipped (no task for it,
+#: or nothing readable), failed (reading failed ``pipeline.max_attempts`` times), undelivered (a result
+#: was dead-lettered). A new instance makes any of them receiving again, as a new version.
 RECEIVING = "receiving"
 STABLE = "stable"
+QUEUED = "queued"
+COMPLETE = "complete"
+SKIPPED = "skipped"
+FAILED = "failed"
+UNDELIVERED = "undelivered"
 
 #: Outbox message states: waiting for (another) attempt, delivered, or given up on (dead letter).
 PENDING = "pending"
@@ -114,6 +125,39 @@ class StudySummary:
     first_received: float
     last_received: float
     state_changed_at: float
+    attempts: int
+    detail: str  # why a study was skipped or failed
+
+
+@dataclass(frozen=True)
+class StableStudy:
+    """A stable study waiting to be read."""
+
+    study_uid: str
+    version: int
+    attempts: int
+    stable_at: float
+    last_received: float
+
+
+@dataclass(frozen=True)
+class QueuedItem:
+    """One result to deliver: a file, the destination, and the key that makes a resend harmless."""
+
+    destination: str
+    kind: str
+    key: str
+    payload_path: str
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A study whose deliveries are all done: its new state and when it was queued and last received."""
+
+    study_uid: str
+    state: str
+    queued_at: float
+    last_received: float
 
 
 @dataclass(frozen=True)
@@ -134,18 +178,40 @@ class OutboxItem:
     updated_at: float
 
 
+def _insert_outbox(db: sqlite3.Connection, study_uid: str, items: list[QueuedItem], now: float) -> int:
+    """Insert outbox items due now, skipping any key already queued for its destination; how many were new."""
+    before = db.total_changes
+    db.executemany(
+        "INSERT OR IGNORE INTO outbox (destination, kind, key, payload_path, study_uid, state, attempts,"
+        " next_attempt_at, last_error, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, '', ?, ?)",
+        [(item.destination, item.kind, item.key, item.payload_path, study_uid, PENDING, now, now, now)
+         for item in items],
+    )
+    return db.total_changes - before
+
+
 class Store:
     """The node's state database."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._root = path.parent  # instance paths are kept relative to it (the storage root)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        self._migrate()
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _migrate(self) -> None:
+        """Bring a database written by an older node up to this schema."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(studies)")}
+        for column, definition in (("attempts", "INTEGER NOT NULL DEFAULT 0"),
+                                   ("next_try_at", "REAL NOT NULL DEFAULT 0"), ("detail", "TEXT NOT NULL DEFAULT ''")):
+            if column not in columns:  # schema 1 (ingest only)
+                self._db.execute(f"ALTER TABLE studies ADD COLUMN {column} {definition}")
 
     def close(self) -> None:
         """Close the connection."""
@@ -188,7 +254,8 @@ class Store:
             if study is None:
                 version, new_version = 1, True
                 db.execute(
-                    "INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO studies (study_uid, version, state, first_received, last_received, state_changed_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
                     (record.study_uid, version, RECEIVING, now, now, now),
                 )
             else:
@@ -198,9 +265,11 @@ class Store:
                     version += 1
                 db.execute(
                     "UPDATE studies SET version = ?, state = ?, last_received = ?,"
-                    " state_changed_at = CASE WHEN state = ? THEN state_changed_at ELSE ? END"
+                    " state_changed_at = CASE WHEN state = ? THEN state_changed_at ELSE ? END,"
+                    " attempts = CASE WHEN state = ? THEN attempts ELSE 0 END,"
+                    " detail = CASE WHEN state = ? THEN detail ELSE '' END"
                     " WHERE study_uid = ?",
-                    (version, RECEIVING, now, RECEIVING, now, record.study_uid),
+                    (version, RECEIVING, now, RECEIVING, now, RECEIVING, RECEIVING, record.study_uid),
                 )
             db.execute(
                 "INSERT INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -239,11 +308,98 @@ class Store:
         """Make a receiving study stable, unless an instance arrived since ``last_received``."""
         with self._transaction() as db:
             cursor = db.execute(
-                "UPDATE studies SET state = ?, state_changed_at = ?"
+                "UPDATE studies SET state = ?, state_changed_at = ?, next_try_at = ?"
                 " WHERE study_uid = ? AND state = ? AND last_received = ?",
-                (STABLE, now, study_uid, RECEIVING, last_received),
+                (STABLE, now, now, study_uid, RECEIVING, last_received),
             )
         return cursor.rowcount == 1
+
+    # --- pipeline -----------------------------------------------------------------------------
+
+    def stable_studies(self, now: float, limit: int) -> list[StableStudy]:
+        """Stable studies due to be read (first tries and due retries), longest waiting first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT study_uid, version, attempts, state_changed_at, last_received FROM studies"
+                " WHERE state = ? AND next_try_at <= ? ORDER BY state_changed_at LIMIT ?",
+                (STABLE, now, limit),
+            ).fetchall()
+        return [StableStudy(*row) for row in rows]
+
+    def study_files(self, study_uid: str) -> list[Path]:
+        """The stored files of every instance of a study (all versions), in arrival order, as full paths."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT path FROM instances WHERE study_uid = ? ORDER BY received_at, sop_instance_uid", (study_uid,)
+            ).fetchall()
+        return [self._root / row[0] for row in rows]
+
+    def _leave_stable(self, db: sqlite3.Connection, study_uid: str, version: int, state: str, detail: str,
+                      now: float, attempts_delta: int = 0, next_try_at: float = 0.0) -> bool:
+        """Move a study out of ``stable`` unless it has become another version meanwhile."""
+        cursor = db.execute(
+            "UPDATE studies SET state = ?, detail = ?, state_changed_at = ?, attempts = attempts + ?,"
+            " next_try_at = ? WHERE study_uid = ? AND version = ? AND state = ?",
+            (state, detail[:500], now, attempts_delta, next_try_at, study_uid, version, STABLE),
+        )
+        return cursor.rowcount == 1
+
+    def queue_results(self, study_uid: str, version: int, items: list[QueuedItem], now: float) -> bool:
+        """In one transaction: queue a study version's results for delivery and mark it queued
+        (complete when there is nowhere to deliver). False, queueing nothing, when a newer
+        version has arrived meanwhile (its own read supersedes this one)."""
+        with self._transaction() as db:
+            if not self._leave_stable(db, study_uid, version, QUEUED if items else COMPLETE, "", now):
+                return False
+            _insert_outbox(db, study_uid, items, now)
+        return True
+
+    def skip_study(self, study_uid: str, version: int, reason: str, now: float) -> bool:
+        """A stable study the node has nothing to do with (no routing rule, no readable image)."""
+        with self._transaction() as db:
+            return self._leave_stable(db, study_uid, version, SKIPPED, reason, now)
+
+    def fail_attempt(self, study_uid: str, version: int, reason: str, now: float, max_attempts: int,
+                     retry_seconds: float) -> str | None:
+        """Record a failed read: retried after ``retry_seconds``, or parked as failed after
+        ``max_attempts``. Returns the study's new state (None: it changed version meanwhile)."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT attempts FROM studies WHERE study_uid = ? AND version = ? AND state = ?",
+                (study_uid, version, STABLE),
+            ).fetchone()
+            if row is None:
+                return None
+            if row[0] + 1 >= max_attempts:
+                self._leave_stable(db, study_uid, version, FAILED, reason, now, attempts_delta=1)
+                return FAILED
+            db.execute(
+                "UPDATE studies SET attempts = attempts + 1, detail = ?, next_try_at = ? WHERE study_uid = ?",
+                (reason[:500], now + retry_seconds, study_uid),
+            )
+            return STABLE
+
+    def settle(self, study_uid: str, now: float) -> Settled | None:
+        """After a delivery attempt: a queued (or undelivered) study with nothing pending any more
+        becomes complete, or undelivered when an item of it is a dead letter. None: not settled."""
+        with self._transaction() as db:
+            study = db.execute(
+                "SELECT state, state_changed_at, last_received FROM studies WHERE study_uid = ?", (study_uid,)
+            ).fetchone()
+            if study is None or study[0] not in (QUEUED, UNDELIVERED):
+                return None
+            counts = dict(db.execute(
+                "SELECT state, COUNT(*) FROM outbox WHERE study_uid = ? GROUP BY state", (study_uid,)
+            ).fetchall())
+            if counts.get(PENDING):
+                return None
+            state = UNDELIVERED if counts.get(DEAD) else COMPLETE
+            if state == study[0]:
+                return None
+            detail = f"{counts[DEAD]} item(s) dead-lettered: see 'qoq-node outbox list'" if counts.get(DEAD) else ""
+            db.execute("UPDATE studies SET state = ?, detail = ?, state_changed_at = ? WHERE study_uid = ?",
+                       (state, detail, now, study_uid))
+        return Settled(study_uid, state, study[1], study[2])
 
     def studies_by_state(self) -> dict[str, int]:
         """Number of studies in each state."""
@@ -256,7 +412,7 @@ class Store:
             rows = self._db.execute(
                 "SELECT s.study_uid, s.version, s.state, COUNT(i.sop_instance_uid),"
                 " COUNT(DISTINCT i.series_uid), COALESCE(GROUP_CONCAT(DISTINCT i.modality), ''),"
-                " s.first_received, s.last_received, s.state_changed_at"
+                " s.first_received, s.last_received, s.state_changed_at, s.attempts, s.detail"
                 " FROM studies s LEFT JOIN instances i ON i.study_uid = s.study_uid"
                 " GROUP BY s.study_uid ORDER BY s.last_received DESC"
             ).fetchall()
@@ -274,12 +430,7 @@ class Store:
     def enqueue(self, destination: str, kind: str, key: str, payload_path: str, study_uid: str, now: float) -> bool:
         """Queue a payload for a destination; False when that key is already queued there."""
         with self._transaction() as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO outbox (destination, kind, key, payload_path, study_uid, state, attempts,"
-                " next_attempt_at, last_error, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, '', ?, ?)",
-                (destination, kind, key, payload_path, study_uid, PENDING, now, now, now),
-            )
-        return cursor.rowcount == 1
+            return _insert_outbox(db, study_uid, [QueuedItem(destination, kind, key, payload_path)], now) == 1
 
     def due(self, destination: str, now: float, limit: int = 32) -> list[OutboxItem]:
         """Pending items of a destination whose next attempt is due, oldest first."""
@@ -314,6 +465,12 @@ class Store:
                     (PENDING, now, now, SENT),
                 )
         return cursor.rowcount
+
+    def outbox_counts(self) -> dict[tuple[str, str], int]:
+        """Number of outbox items per (destination, state)."""
+        with self._lock:
+            rows = self._db.execute("SELECT destination, state, COUNT(*) FROM outbox GROUP BY destination, state")
+            return {(destination, state): count for destination, state, count in rows.fetchall()}
 
     def outbox(self, state: str | None = None) -> list[OutboxItem]:
         """Every outbox item (or those in ``state``), newest first."""

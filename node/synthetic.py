@@ -13,10 +13,17 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
+    ComputedRadiographyImageStorage,
     CTImageStorage,
     ExplicitVRLittleEndian,
     generate_uid,
 )
+
+from node.imaging.geometry import FrameRef, Geometry, SourceBox
+
+#: Stored value of the phantoms' body; the lesion is brighter (CT: 300 HU denser than water).
+BODY_LEVEL = 1024
+LESION_LEVEL = BODY_LEVEL + 300
 
 
 @dataclass(frozen=True)
@@ -38,34 +45,13 @@ def _ct_slice(
     pixels: np.ndarray,
 ) -> Dataset:
     """Build one CT slice with the modules a CT Image IOD requires."""
-    ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = generate_uid()
+    ds = _image(CTImageStorage, "CT", study_uid, series_uid, series_number, index + 1, size, pixels)
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.StudyDate = "20260101"
-    ds.StudyTime = "120000"
-    ds.ContentDate = "20260101"
-    ds.ContentTime = "120000"
-    ds.AccessionNumber = "SYN0001"
-    ds.Modality = "CT"
-    ds.Manufacturer = "qoq-node synthetic"
-    ds.ReferringPhysicianName = ""
     ds.StudyDescription = "SYNTHETIC CT CHEST"
     ds.SeriesDescription = f"SYNTHETIC AXIAL {series_number}"
-    ds.PatientName = "SYNTHETIC^PATIENT"
-    ds.PatientID = "SYN-0001"
-    ds.PatientBirthDate = "19700101"
-    ds.PatientSex = "O"
-    ds.BodyPartExamined = "CHEST"
     ds.SliceThickness = "1.0"
     ds.KVP = "120"
     ds.AcquisitionNumber = 1
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
-    ds.StudyID = "1"
-    ds.SeriesNumber = series_number
-    ds.InstanceNumber = index + 1
     ds.PatientPosition = "HFS"
     ds.FrameOfReferenceUID = frame_of_reference_uid
     ds.PositionReferenceIndicator = ""
@@ -73,19 +59,43 @@ def _ct_slice(
     ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
     ds.SliceLocation = float(index)
     ds.PixelSpacing = [500.0 / size, 500.0 / size]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = size
-    ds.Columns = size
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
     ds.RescaleIntercept = "-1024"
     ds.RescaleSlope = "1"
     ds.RescaleType = "HU"
     ds.WindowCenter = "40"
     ds.WindowWidth = "400"
+    return ds
+
+
+def _image(sop_class: str, modality: str, study_uid: str, series_uid: str, series_number: int,
+           instance_number: int, size: int, pixels: np.ndarray) -> Dataset:
+    """The patient, study, series and 16-bit grey pixel attributes every synthetic image shares."""
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyDate = ds.ContentDate = "20260101"
+    ds.StudyTime = ds.ContentTime = "120000"
+    ds.AccessionNumber = "SYN0001"
+    ds.Modality = modality
+    ds.Manufacturer = "qoq-node synthetic"
+    ds.ReferringPhysicianName = ""
+    ds.PatientName = "SYNTHETIC^PATIENT"
+    ds.PatientID = "SYN-0001"
+    ds.PatientBirthDate = "19700101"
+    ds.PatientSex = "O"
+    ds.BodyPartExamined = "CHEST"
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.StudyID = "1"
+    ds.SeriesNumber = series_number
+    ds.InstanceNumber = instance_number
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = ds.Columns = size
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
     ds.PixelData = pixels.tobytes()
     return ds
 
@@ -95,10 +105,10 @@ def _phantom(size: int, index: int) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size]
     centre = size / 2
     body = (yy - centre) ** 2 + (xx - centre) ** 2 < (0.4 * size) ** 2
-    pixels = np.where(body, 1024, 0).astype(np.uint16)
+    pixels = np.where(body, BODY_LEVEL, 0).astype(np.uint16)
     lesion_y = int(size * 0.35) + index % 16
     lesion = (yy - lesion_y) ** 2 + (xx - int(size * 0.6)) ** 2 < (size // 20) ** 2
-    pixels[lesion] = 1024 + 300
+    pixels[lesion] = LESION_LEVEL
     return pixels
 
 
@@ -134,6 +144,41 @@ def write_ct_study(
             write_file(ds, path)
             files.append(path)
     return SyntheticStudy(study_uid, series_uids, tuple(files))
+
+
+def write_cr_study(directory: Path, size: int = 1024) -> SyntheticStudy:
+    """Write a synthetic one-image chest CR study (a PA view with one dense lesion)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    study_uid, series_uid = generate_uid(), generate_uid()
+    ds = _image(ComputedRadiographyImageStorage, "CR", study_uid, series_uid, 1, 1, size, _phantom(size, 0))
+    ds.StudyDescription = "SYNTHETIC CHEST PA"
+    ds.SeriesDescription = "SYNTHETIC CHEST PA"
+    ds.ViewPosition = "PA"
+    ds.PatientOrientation = ["L", "F"]
+    ds.ImagerPixelSpacing = [0.2, 0.2]
+    ds.WindowCenter = str(BODY_LEVEL)
+    ds.WindowWidth = str(2 * (LESION_LEVEL - BODY_LEVEL))
+    path = directory / "cr.dcm"
+    write_file(ds, path)
+    return SyntheticStudy(study_uid, (series_uid,), (path,))
+
+
+def lesion_box(ds: Dataset) -> tuple[float, float, float, float]:
+    """The phantom lesion's bounding box in source pixels: (column min, row min, column max, row max),
+    the max edges exclusive (pixel edges, as boxes are drawn)."""
+    rows, columns = np.nonzero(ds.pixel_array > BODY_LEVEL)
+    return float(columns.min()), float(rows.min()), float(columns.max() + 1), float(rows.max() + 1)
+
+
+def boxed_response(ds: Dataset, label: str, min_pixels: int, max_pixels: int) -> str:
+    """A model response (QoQ-Med's format) that boxes the phantom lesion of ``ds`` in the
+    coordinates of its model input and answers ``label``: what a replay engine plays back."""
+    geometry = Geometry.single(FrameRef(str(ds.SOPInstanceUID), 1, int(ds.Rows), int(ds.Columns)),
+                               min_pixels, max_pixels)
+    x1, y1, x2, y2 = geometry.box_to_model(SourceBox(geometry.placements[0].source, *lesion_box(ds)))
+    return (f"<think>A dense round opacity is seen.</think>\n```json\n"
+            f'[{{"bbox_2d": [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}], "label": "{label.lower()}"}}]\n```\n'
+            f"\\boxed{{{label}}}")
 
 
 def write_file(ds: Dataset, path: Path) -> None:

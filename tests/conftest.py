@@ -14,7 +14,7 @@ import pytest
 
 from node.app import Node
 from node.config import NodeConfig, load_config
-from node.localpeers import LOOPBACK, Orthanc
+from node.localpeers import LOOPBACK, Orthanc, replay_settings
 from node.ops.logging import configure_logging
 from node.synthetic import SyntheticStudy, write_ct_study
 
@@ -31,9 +31,15 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"missing peers {missing}: apt-get install dcmtk orthanc dicom3tools")
 
 
+#: What the test nodes' replay engine answers unless a test says otherwise: no boxes, no answer.
+NO_FINDINGS = {"*": "<think>nothing to report</think>"}
+
+
 def node_config(root: Path, **sections: dict) -> NodeConfig:
-    """A config for a node on loopback with ephemeral ports under ``root``."""
+    """A config for a node on loopback with ephemeral ports under ``root``, reading studies with
+    the replay engine (``NO_FINDINGS``) unless ``engine`` settings are given."""
     env = {
+        **(replay_settings(root / "replay.json", NO_FINDINGS) if "engine" not in sections else {}),
         "QOQ_NODE__DICOM__HOST": LOOPBACK,
         "QOQ_NODE__DICOM__PORT": "0",
         "QOQ_NODE__HTTP__HOST": LOOPBACK,

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
-from node.egress.mllp import END, START, Delivery, MllpClient, classify_ack
-from node.localpeers import LOOPBACK
+from node.egress.mllp import Delivery, MllpClient, classify_ack
+from node.localpeers import LOOPBACK, MllpListener
 
 MESSAGE = ("MSH|^~\\&|QOQNODE|RADIOLOGY|EHR|HOSPITAL|20260101120000||ORU^R01^ORU_R01|QOQ123|P|2.5.1\r"
            "PID|1||SYN-0001||SYNTHETIC^PATIENT\r"
@@ -19,64 +18,12 @@ MESSAGE = ("MSH|^~\\&|QOQNODE|RADIOLOGY|EHR|HOSPITAL|20260101120000||ORU^R01^ORU
            "OBX|1|ST|AI-MODEL^AI model^L||replay||||||P")
 
 
-class LoopbackEhr:
-    """A loopback MLLP listener; ``behaviours`` is consumed one per received message."""
-
-    def __init__(self, behaviours: list[str]) -> None:
-        self.behaviours = list(behaviours)
-        self.received: list[str] = []
-        self.server = socket.create_server((LOOPBACK, 0))
-        self.port = self.server.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        self.server.settimeout(0.2)
-        while not self._stop.is_set():
-            try:
-                connection, _ = self.server.accept()
-            except TimeoutError:
-                continue
-            with connection:
-                connection.settimeout(5)
-                buffer = b""
-                while not self._stop.is_set():
-                    try:
-                        chunk = connection.recv(65536)
-                    except (TimeoutError, OSError):
-                        break
-                    if not chunk:
-                        break
-                    buffer += chunk
-                    if END not in buffer:
-                        continue
-                    message = buffer[buffer.find(START) + 1 : buffer.find(END)].decode()
-                    buffer = b""
-                    self.received.append(message)
-                    behaviour = self.behaviours.pop(0) if self.behaviours else "AA"
-                    if behaviour == "close":
-                        break
-                    if behaviour == "silent":
-                        continue
-                    control_id = "WRONG" if behaviour == "wrong-id" else message.split("\r")[0].split("|")[9]
-                    code = "AA" if behaviour == "wrong-id" else behaviour
-                    ack = f"MSH|^~\\&|EHR|HOSPITAL|QOQNODE|RADIOLOGY|20260101||ACK|A{len(self.received)}|P|2.5.1\r" \
-                          f"MSA|{code}|{control_id}"
-                    connection.sendall(START + ack.encode() + END)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.server.close()
-
-
 @pytest.fixture
 def ehr() -> Iterator:
-    listeners: list[LoopbackEhr] = []
+    listeners: list[MllpListener] = []
 
-    def start(*behaviours: str) -> LoopbackEhr:
-        listeners.append(LoopbackEhr(list(behaviours)))
+    def start(*behaviours: str) -> MllpListener:
+        listeners.append(MllpListener(list(behaviours)))
         return listeners[-1]
 
     yield start

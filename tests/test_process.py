@@ -17,7 +17,7 @@ import pytest
 
 from node.localpeers import LOOPBACK, NodeProcess, Orthanc, http_json
 from node.synthetic import write_ct_study
-from tests.conftest import DCMTK_ENV, dataset_bytes, metric_value
+from tests.conftest import DCMTK_ENV, NO_FINDINGS, dataset_bytes, metric_value, wait_for
 
 
 def _studies(node: NodeProcess) -> list[dict]:
@@ -26,11 +26,12 @@ def _studies(node: NodeProcess) -> list[dict]:
     return json.loads(listing.stdout)
 
 
-def _wait_stable(node: NodeProcess, timeout: float = 30) -> dict:
+def _wait_assembled(node: NodeProcess, timeout: float = 30) -> dict:
+    """Wait until every study has been assembled (stable, or already further down the pipeline)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         studies = _studies(node)
-        if studies and all(s["state"] == "stable" for s in studies):
+        if studies and all(s["state"] != "receiving" for s in studies):
             return studies[0]
         time.sleep(0.2)
     raise AssertionError(f"study not stable: {_studies(node)}")
@@ -38,13 +39,13 @@ def _wait_stable(node: NodeProcess, timeout: float = 30) -> dict:
 
 def test_orthanc_sends_a_study_that_arrives_byte_identical(tmp_path: Path) -> None:
     study = write_ct_study(tmp_path / "study", slices=6, series=2, size=64)
-    with NodeProcess(tmp_path / "node", {"QOQ_NODE__STUDY__STABLE_SECONDS": "1"}) as node, \
+    with NodeProcess(tmp_path / "node", {"QOQ_NODE__STUDY__STABLE_SECONDS": "1"}, NO_FINDINGS) as node, \
             Orthanc(tmp_path / "orthanc", modalities={"qoqnode": ("QOQNODE", node.dicom_port)}) as orthanc:
         for path in study.files:
             orthanc.upload(path)
         [orthanc_study] = http_json(f"{orthanc.url}/studies")
         orthanc.send_study(orthanc_study, "qoqnode")
-        arrived = _wait_stable(node)
+        arrived = _wait_assembled(node)
         assert arrived["study_uid"] == study.study_uid and arrived["instances"] == 12
         for orthanc_instance in http_json(f"{orthanc.url}/studies/{orthanc_study}/instances"):
             sent = tmp_path / "sent.dcm"
@@ -58,7 +59,7 @@ def test_orthanc_sends_a_study_that_arrives_byte_identical(tmp_path: Path) -> No
 
 def test_kill_9_mid_transfer_loses_no_acknowledged_instance(tmp_path: Path) -> None:
     study = write_ct_study(tmp_path / "study", slices=200, size=128)
-    node = NodeProcess(tmp_path / "node", {"QOQ_NODE__STUDY__STABLE_SECONDS": "2"}).start()
+    node = NodeProcess(tmp_path / "node", {"QOQ_NODE__STUDY__STABLE_SECONDS": "2"}, NO_FINDINGS).start()
     try:
         sender = subprocess.Popen(
             ["storescu", "-v", "-aec", "QOQNODE", LOOPBACK, str(node.dicom_port), *map(str, study.files)],
@@ -84,7 +85,7 @@ def test_kill_9_mid_transfer_loses_no_acknowledged_instance(tmp_path: Path) -> N
             uid = pydicom.dcmread(sent, stop_before_pixels=True).SOPInstanceUID
             assert pydicom.dcmread(spool / f"{uid}.dcm") == pydicom.dcmread(sent)  # present and whole
         assert list((node.root / "var" / "tmp").iterdir()) == []  # partial writes were swept at start
-        study_after = _wait_stable(node)  # the interrupted study's timer continues after restart
+        study_after = _wait_assembled(node)  # the interrupted study's timer continues after restart
         assert study_after["study_uid"] == study.study_uid
         # The PACS resends the whole study: duplicates are acknowledged, the study is complete.
         resend = subprocess.run(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.dicom_port), *map(str, study.files)],
@@ -97,7 +98,7 @@ def test_kill_9_mid_transfer_loses_no_acknowledged_instance(tmp_path: Path) -> N
 
 def test_sigterm_lets_the_open_association_finish(tmp_path: Path) -> None:
     study = write_ct_study(tmp_path / "study", slices=120, size=128)
-    node = NodeProcess(tmp_path / "node").start()
+    node = NodeProcess(tmp_path / "node", replay=NO_FINDINGS).start()
     sender = subprocess.Popen(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.dicom_port), *map(str, study.files)],
                               stderr=subprocess.PIPE, env=DCMTK_ENV)
     deadline = time.monotonic() + 60
@@ -121,13 +122,13 @@ def test_sigterm_lets_the_open_association_finish(tmp_path: Path) -> None:
 def test_logs_carry_no_patient_identity(tmp_path: Path, level: str) -> None:
     study = write_ct_study(tmp_path / "study", slices=3, size=32)
     settings = {"QOQ_NODE__LOG__LEVEL": level, "QOQ_NODE__STUDY__STABLE_SECONDS": "1"}
-    with NodeProcess(tmp_path / "node", settings) as node:
+    with NodeProcess(tmp_path / "node", settings, NO_FINDINGS) as node:
         subprocess.run(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.dicom_port), *map(str, study.files)],
                        check=True, capture_output=True, env=DCMTK_ENV)
-        _wait_stable(node)
+        wait_for(lambda: _studies(node)[0]["state"] == "complete", timeout=30)
     log = node.log_path.read_text()
     events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
-    assert {"association.established", "association.closed", "study.receiving", "study.stable"} <= {
+    assert {"association.established", "association.closed", "study.receiving", "study.stable", "study.queued"} <= {
         e["event"] for e in events}
     ds = pydicom.dcmread(study.files[0])
     for identity in (str(ds.PatientName), "SYNTHETIC", ds.PatientID, ds.PatientBirthDate, ds.AccessionNumber,

@@ -220,7 +220,7 @@ def test_oru_is_strictly_valid_and_names_the_study(tmp_path: Path) -> None:
     order = result.oru_r01_order_observation
     assert order.obr.obr_18.to_er7() == "SYN0001" and order.obr.obr_25.to_er7() == "P"
     values = [segment.split("|")[5] for segment in message.split("\r") if segment.startswith("OBX")]
-    assert values[0] == "MASS^Mass^L~PLEURAL_EFFUSION^Pleural Effusion^L"
+    assert values[0] == "4147007^Mass^SCT~60046008^Pleural effusion^SCT"
     assert source.StudyInstanceUID in values and sr_uid in values
     assert len(order.oru_r01_observation) == len(values)
     assert "research use only" in message.lower()

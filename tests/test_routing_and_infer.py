@@ -126,7 +126,7 @@ def test_infer_with_replay_puts_the_box_on_the_lesion(tmp_path: Path) -> None:
     assert abs(points[0] - lesion[0]) <= 1 and abs(points[1] - lesion[1]) <= 1
     oru = (tmp_path / "out" / ds.StudyInstanceUID / "oru.hl7").read_bytes().decode()  # keep the \r separators
     assert parse_message(oru, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True).validate()
-    assert "MASS^Mass^L" in oru
+    assert "4147007^Mass^SCT" in oru  # the SR's SNOMED CT code for the answer
     assert sorted(p.name for p in (tmp_path / "out" / ds.StudyInstanceUID).iterdir()) == [
         "gsps.dcm", "oru.hl7", "sc-1.dcm", "seg.dcm", "sr.dcm"]
     sr = pydicom.dcmread(tmp_path / "out" / ds.StudyInstanceUID / "sr.dcm")

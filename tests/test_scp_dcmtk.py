@@ -19,7 +19,7 @@ from pynetdicom.sop_class import Verification
 from node.app import Node
 from node.ingest.receiver import MALFORMED, SOP_CLASS_MISMATCH, SOP_INSTANCE_MISMATCH
 from node.localpeers import LOOPBACK
-from node.store import STABLE
+from node.store import RECEIVING
 from node.synthetic import SyntheticStudy, write_ct_study
 from tests.conftest import PYDICOM_TEST_FILES, dataset_bytes, echoscu, metric_value, storescu, wait_for
 
@@ -67,12 +67,12 @@ def test_multi_series_study_is_stored_byte_for_byte_and_becomes_stable(node: Nod
         stored = pydicom.dcmread(stored_path(node, uid))
         assert stored == pydicom.dcmread(source)
         assert stored.file_meta.SourceApplicationEntityTitle == "STORESCU"
-    study = wait_for(lambda: [s for s in node.store.studies() if s.state == STABLE])[0]
+    study = wait_for(lambda: [s for s in node.store.studies() if s.state != RECEIVING])[0]
     assert (study.study_uid, study.instances, study.series, study.modalities) == (
         ct_study.study_uid, 10, 2, "CT")
     metrics = node.metrics.render().decode()
     assert metric_value(metrics, "qoqnode_cstore_requests_total", 'outcome="stored"') == 10
-    assert metric_value(metrics, "qoqnode_studies", 'state="stable"') == 1
+    assert metric_value(metrics, "qoqnode_study_transitions_total", 'state="stable"') == 1
     assert metric_value(metrics, "qoqnode_dicom_associations_total") == 1
 
 
@@ -273,7 +273,7 @@ def test_parallel_associations(node: Node, tmp_path: Path) -> None:
     processes = [subprocess.Popen(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.scp.port), *map(str, g)],
                                   stderr=subprocess.PIPE) for g in groups]
     assert [p.wait(120) for p in processes] == [0, 0, 0, 0]
-    wait_for(lambda: node.store.studies() and node.store.studies()[0].state == STABLE)
+    wait_for(lambda: node.store.studies() and node.store.studies()[0].state != RECEIVING)
     assert node.store.studies()[0].instances == 24
 
 

@@ -8,6 +8,7 @@ and any other failure, are permanent: the object goes to the dead letters, never
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
+from node.config import ClientTlsConfig
 from node.egress.mllp import Delivery
 
 
@@ -39,12 +41,23 @@ def classify_status(status: int) -> tuple[Delivery, str]:
     return Delivery.REJECTED, f"failed with status 0x{status:04X}"
 
 
+def client_tls_context(tls: ClientTlsConfig) -> ssl.SSLContext:
+    """TLS towards a PACS: its certificate verified (against ``ca``, else the system store), and
+    our client certificate presented when configured."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca) if tls.ca else None)
+    if tls.certificate is not None and tls.private_key is not None:
+        context.load_cert_chain(str(tls.certificate), str(tls.private_key))
+    return context
+
+
 class DicomSender:
     """Sends datasets to one PACS (called AE, host, port), one association per batch."""
 
-    def __init__(self, calling_ae: str, called_ae: str, host: str, port: int, timeout_seconds: float = 30.0) -> None:
+    def __init__(self, calling_ae: str, called_ae: str, host: str, port: int, timeout_seconds: float = 30.0,
+                 tls: ClientTlsConfig | None = None) -> None:
         self.calling_ae, self.called_ae, self.host, self.port = calling_ae, called_ae, host, port
         self.timeout = timeout_seconds
+        self._tls = client_tls_context(tls) if tls is not None and tls.enabled else None
 
     def send(self, datasets: Sequence[Dataset]) -> list[StoreResult]:
         """C-STORE every dataset (negotiating their SOP classes); a result for each, never raises."""
@@ -55,7 +68,8 @@ class DicomSender:
                           | {str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)})
         for sop_class in dict.fromkeys(str(ds.SOPClassUID) for ds in datasets):
             ae.add_requested_context(sop_class, syntaxes)
-        assoc = ae.associate(self.host, self.port, ae_title=self.called_ae)
+        tls_args = (self._tls, self.host) if self._tls is not None else None
+        assoc = ae.associate(self.host, self.port, ae_title=self.called_ae, tls_args=tls_args)
         if not assoc.is_established:
             reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "failed"
             return [StoreResult(str(ds.SOPInstanceUID), Delivery.RETRY, None, f"association {reason}")

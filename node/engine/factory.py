@@ -2,10 +2,43 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 from node.config import EngineConfig
 from node.engine import Engine
 from node.engine.errors import EngineLoadError
 from node.engine.replay import ReplayEngine
+from node.ops.logging import get_logger
+
+log = get_logger("engine")
+
+#: Where the tiny test model is built when no weights are configured (under ``storage.root``).
+TEST_MODEL_DIR = "test-model"
+
+
+def resolve_model(config: EngineConfig, storage_root: Path) -> EngineConfig:
+    """``config`` with a model directory: the configured weights, or — when none are configured for
+    the ``transformers`` backend — the tiny random test model, built under ``storage_root`` on first
+    use. Results of the test model are labelled as test results in every object and message."""
+    if config.backend != "transformers" or config.model is not None:
+        return config
+    from node.engine.tiny import build_tiny_checkpoint
+
+    directory = storage_root / TEST_MODEL_DIR
+    if not (directory / "config.json").is_file():
+        partial = storage_root / f"{TEST_MODEL_DIR}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        build_tiny_checkpoint(partial, min_pixels=config.min_pixels, max_pixels=config.max_pixels)
+        shutil.rmtree(directory, ignore_errors=True)
+        partial.rename(directory)
+    log.warning(
+        "engine.TEST_MODEL_IN_USE",
+        message="NO MODEL CONFIGURED (engine.model is null): results come from a tiny random TEST model, "
+        "not QoQ-Med. Every result is marked as a test result. Set engine.model to the QoQ-Med weights.",
+        model_dir=str(directory),
+    )
+    return config.model_copy(update={"model": directory})
 
 
 def make_engine(config: EngineConfig) -> Engine:

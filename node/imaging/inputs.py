@@ -22,13 +22,15 @@ class ModelInput:
     image: Image.Image
     geometry: Geometry
     window: tuple[float, float] | None  # the VOI window applied (centre, width), for presentation states
+    path: Path  # the stored instance the frame comes from
 
 
-def to_model_input(frame: DecodedFrame, min_pixels: int, max_pixels: int) -> ModelInput:
-    """Resize a decoded frame to its smart_resize size: the whole frame, no crop, no padding."""
+def to_model_input(frame: DecodedFrame, path: Path, min_pixels: int, max_pixels: int) -> ModelInput:
+    """Resize a decoded frame (of the instance at ``path``) to its smart_resize size: the whole
+    frame, no crop, no padding."""
     geometry = Geometry.single(frame.source, min_pixels, max_pixels)
     image = Image.fromarray(frame.pixels).resize((geometry.width, geometry.height), Image.Resampling.BICUBIC)
-    return ModelInput(image, geometry, frame.window)
+    return ModelInput(image, geometry, frame.window, path)
 
 
 def study_inputs(
@@ -47,5 +49,5 @@ def study_inputs(
     inputs = []
     for path, indices in wanted.items():  # each instance decoded once, however many key frames it has
         frames = [render_ecg(path)] if path in waveforms else list(iter_frames(path, default_window))
-        inputs.extend(to_model_input(frames[index], min_pixels, max_pixels) for index in indices)
+        inputs.extend(to_model_input(frames[index], path, min_pixels, max_pixels) for index in indices)
     return inputs

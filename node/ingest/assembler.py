@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 from node.ops.logging import get_logger, uid_hash
 from node.ops.metrics import Metrics
@@ -21,8 +22,10 @@ log = get_logger("assembler")
 class StudyAssembler:
     """Tracks which associations carry which studies and marks studies stable."""
 
-    def __init__(self, store: Store, metrics: Metrics, stable_seconds: float) -> None:
+    def __init__(self, store: Store, metrics: Metrics, stable_seconds: float,
+                 on_stable: Callable[[], None] | None = None) -> None:
         self._store = store
+        self._on_stable = on_stable
         self._metrics = metrics
         self._stable_seconds = stable_seconds
         self._carried: dict[str, set[int]] = defaultdict(set)  # study UID -> association ids
@@ -66,6 +69,8 @@ class StudyAssembler:
                     version=version,
                     quiet_seconds=round(now - last_received, 3),
                 )
+        if stabilised and self._on_stable is not None:
+            self._on_stable()
         return stabilised
 
     def _run(self) -> None:

@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Commit a directory's entries (new, renamed or removed files) to disk."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -58,7 +59,7 @@ class Spool:
         self._tmp_dir = root / "tmp"
         for directory in (self.spool_dir, self.quarantine_dir, self._tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        _fsync_dir(root)
+        fsync_dir(root)
         self.partial_writes_removed = self._remove_partial_writes()
         self._names = itertools.count()
         self._known_dirs: set[Path] = set()
@@ -78,7 +79,7 @@ class Spool:
             tmp = self._tmp_dir / f"{os.getpid()}-{threading.get_ident()}-{next(self._names)}"
             _write_new_file(tmp, parts)
             os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
 
     def _study_dir(self, study_uid: str) -> Path:
         directory = self.spool_dir / study_uid
@@ -86,7 +87,7 @@ class Spool:
             with self._dir_lock:
                 if not directory.is_dir():
                     directory.mkdir()
-                    _fsync_dir(self.spool_dir)
+                    fsync_dir(self.spool_dir)
                 self._known_dirs.add(directory)
         return directory
 

@@ -16,6 +16,7 @@ from typing import Literal
 from pydicom.dataset import Dataset
 
 from node.findings import Findings
+from node.results.codes import label_concept
 from node.results.provenance import DISCLAIMER, Provenance, clip
 
 SEGMENT_SEPARATOR = "\r"
@@ -72,9 +73,11 @@ def _pn_to_xpn(name: object) -> str:
     return "^".join([family, given, middle, suffix, prefix]).rstrip("^") or '""'  # "" is HL7's explicit null
 
 
-def _label_code(label: str) -> str:
-    """A local code for an answer label (CWE-1): its letters and digits, upper case."""
-    return re.sub(r"[^A-Z0-9]+", "_", label.upper()).strip("_")[:20] or "UNNAMED"
+def _label_cwe(label: str) -> str:
+    """An answer label as CWE: the same concept the SR codes it with (SNOMED CT ``SCT`` where known,
+    else the node's local scheme ``99QOQ``, a valid HL7 local coding system name)."""
+    concept = label_concept(label)
+    return f"{_value(concept.value, 20)}^{_value(concept.meaning, 60)}^{concept.scheme_designator}"
 
 
 def control_id(result_key: str) -> str:
@@ -96,9 +99,14 @@ def build_oru(
     result_key: str,
     sr_sop_instance_uid: str | None = None,
     now: datetime | None = None,
+    corrects_earlier: bool = False,
 ) -> str:
-    """The ORU^R01 message (segments separated by carriage returns) for one study's result."""
+    """The ORU^R01 message (segments separated by carriage returns) for one study's result.
+
+    With ``corrects_earlier`` (a new study version after late instances), OBR-25 and OBX-11 are
+    ``C`` (correction): the EHR replaces the earlier result of the same order with this one."""
     now = now or datetime.now(UTC)
+    status = "C" if corrects_earlier else "P"
     accession = _value(source.get("AccessionNumber", ""), 16)
     study_uid = str(source.StudyInstanceUID)
     filler = _value(study_uid, 64) if party.filler_order_number == "study_uid" else accession
@@ -113,11 +121,11 @@ def build_oru(
                   _value(source.get("PatientSex", ""), 1)]),
         "|".join(["ORC", "RE", accession, filler, "", "CM"]),
         "|".join(["OBR", "1", accession, filler, "QOQMED^QoQ-Med AI read^L", "", "", _dicom_datetime(source),
-                  *[""] * 10, accession, *[""] * 6, "P"]),
+                  *[""] * 10, accession, *[""] * 6, status]),
     ]
     observations: list[tuple[str, str, str]] = [
-        ("CWE", "AI-ANSWER^AI answer^L", "~".join(f"{_label_code(label)}^{_value(label, 60)}^L"
-                                                  for label in findings.labels) or "NONE^No answer^L"),
+        ("CWE", "AI-ANSWER^AI answer^L",
+         "~".join(_label_cwe(label) for label in findings.labels) or "NONE^No answer^L"),
     ]
     for box in findings.boxes:
         s = box.source
@@ -132,6 +140,6 @@ def build_oru(
     observations.append(("ST", "AI-MODEL^AI model^L", _value(f"{provenance.model_identity}; qoq-node "
                                                               f"{provenance.node_version}")))
     for index, (value_type, code, value) in enumerate(observations, start=1):
-        segments.append("|".join(["OBX", str(index), value_type, code, "", value, "", "", "", "", "", "P"]))
+        segments.append("|".join(["OBX", str(index), value_type, code, "", value, "", "", "", "", "", status]))
     segments.append("|".join(["NTE", "1", "L", _value(f"{provenance.banner}. {DISCLAIMER}")]))
     return SEGMENT_SEPARATOR.join(segments)

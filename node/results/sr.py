@@ -44,9 +44,15 @@ TEXT_LIMIT = 1_000_000  # UT holds up to 2^32-2 bytes; keep reports a reasonable
 
 
 def build_sr(
-    findings: Findings, sources: Sequence[Dataset], provenance: Provenance, study_version: int, task: str
+    findings: Findings,
+    sources: Sequence[Dataset],
+    provenance: Provenance,
+    study_version: int,
+    task: str,
+    previous: Sequence[Dataset] = (),
 ) -> Dataset:
-    """The TID 1500 report over ``sources`` (the images the model read)."""
+    """The TID 1500 report over ``sources`` (the images the model read); ``previous``: the reports
+    of earlier study versions it supersedes (Predecessor Documents Sequence)."""
     study_uid = str(sources[0].StudyInstanceUID)
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
     algorithm = hd.sr.AlgorithmIdentification(clip(provenance.model_identity, 64), clip(provenance.node_version, 64))
@@ -110,6 +116,7 @@ def build_sr(
         is_complete=True,
         is_final=False,
         is_verified=False,
+        previous_versions=list(previous) or None,
     )
     label_series(sr, sources[0], provenance)
     scheme = Dataset()

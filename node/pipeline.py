@@ -1,0 +1,226 @@
+"""The pipeline: stable study → route → imaging → engine → findings → results → outbox.
+
+One thread takes stable studies from the store in batches (so a GPU backend can batch across
+studies), prepares their images on a thread pool, runs the engine on the batch, writes each
+study's result objects and queues them for every destination in the same transaction that marks
+the study queued. Every step's outcome is a state change in the store: a crash at any point
+leaves the study stable and it is read again after the restart (deterministic UIDs make the
+second read's objects the same objects). A failing study is retried ``pipeline.max_attempts``
+times, then parked as failed with its reason.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pydicom
+
+from node.config import NodeConfig
+from node.engine import Engine, EngineRequest, EngineResult
+from node.engine.errors import EngineLoadError
+from node.engine.factory import make_engine, resolve_model
+from node.infer import NO_IMAGE, StudyOutcome, infer, prepare
+from node.ops.logging import get_logger, uid_hash
+from node.ops.metrics import Metrics
+from node.results.hl7 import Hl7Party
+from node.results.writer import SR_FILE, ResultSet, write_results
+from node.routing import Router
+from node.store import FAILED, QueuedItem, StableStudy, Store
+
+log = get_logger("pipeline")
+
+IDLE_POLL_SECONDS = 0.5
+
+
+class MeteredEngine:
+    """An engine whose batches are timed and counted in the metrics."""
+
+    def __init__(self, engine: Engine, metrics: Metrics) -> None:
+        self._engine, self._metrics = engine, metrics
+
+    @property
+    def model_identity(self) -> str:
+        """The wrapped engine's model identity."""
+        return self._engine.model_identity
+
+    def generate(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
+        """Run the wrapped engine and record batch size, duration and tokens per second."""
+        started = time.perf_counter()
+        results = self._engine.generate(requests)
+        seconds = time.perf_counter() - started
+        tokens = sum(result.completion_tokens for result in results)
+        self._metrics.engine_batch_size.observe(len(requests))
+        self._metrics.engine_seconds.observe(seconds)
+        self._metrics.engine_tokens.inc(tokens)
+        if seconds > 0 and tokens:
+            self._metrics.engine_tokens_per_second.observe(tokens / seconds)
+        return results
+
+
+def hl7_parties(config: NodeConfig) -> dict[str, Hl7Party]:
+    """MSH-3..6 and the filler order number per HL7 destination."""
+    return {
+        d.name: Hl7Party(d.sending_application, d.sending_facility, d.receiving_application,
+                         d.receiving_facility, d.filler_order_number)
+        for d in config.destinations.hl7
+    }
+
+
+class Pipeline:
+    """Reads stable studies and queues their results."""
+
+    def __init__(self, config: NodeConfig, store: Store, metrics: Metrics, on_queued: Callable[[], None]) -> None:
+        self.config = config
+        self._store, self._metrics, self._on_queued = store, metrics, on_queued
+        self.results_root = config.storage.root / "results"
+        self._router = Router.from_file(config.routing.rules)
+        self._parties = hl7_parties(config)
+        self._engine: Engine | None = None
+        self._load_error: str | None = None
+        self._pool = ThreadPoolExecutor(config.pipeline.imaging_workers, thread_name_prefix="imaging")
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
+
+    # --- engine ------------------------------------------------------------------------------
+
+    def load_engine(self) -> None:
+        """Load the configured model (building the tiny test model when none is configured)."""
+        try:
+            engine_config = resolve_model(self.config.engine, self.config.storage.root)
+            self._engine = MeteredEngine(make_engine(engine_config), self._metrics)
+        except EngineLoadError as exc:
+            self._load_error = str(exc)
+            log.error("engine.load_failed", error=str(exc))
+            return
+        self._metrics.model_loaded.set(1)
+        log.info("engine.loaded", model=self._engine.model_identity)
+
+    def not_ready_reason(self) -> str | None:
+        """Why studies cannot be read now (None when the model is loaded)."""
+        if self._engine is not None:
+            return None
+        return f"model failed to load: {self._load_error}" if self._load_error else "model is loading"
+
+    # --- reading studies ------------------------------------------------------------------------
+
+    def run_once(self, now: float | None = None) -> int:
+        """Read one batch of due stable studies; returns how many studies it took."""
+        if self._engine is None:
+            return 0
+        due = self._store.stable_studies(time.time() if now is None else now, self.config.pipeline.batch_size)
+        if not due:
+            return 0
+        prepared = list(self._pool.map(self._prepare, due))
+        to_read = []
+        for study, outcome in zip(due, prepared, strict=True):
+            if isinstance(outcome, str):
+                self._fail(study, "imaging", outcome)
+            elif outcome.task is None or outcome.skipped == NO_IMAGE:
+                self._store.skip_study(study.study_uid, study.version, outcome.skipped, time.time())
+                self._metrics.study_transitions.labels("skipped").inc()
+            elif outcome.skipped:
+                self._fail(study, "imaging", outcome.skipped)
+            else:
+                to_read.append((study, outcome))
+        if to_read:
+            self._read([study for study, _ in to_read], [outcome for _, outcome in to_read])
+        return len(due)
+
+    def _prepare(self, study: StableStudy) -> StudyOutcome | str:
+        try:
+            return prepare(study.study_uid, self._store.study_files(study.study_uid), self._router, self.config)
+        except Exception as exc:  # an unreadable file must not stop the other studies
+            return f"cannot prepare the study: {type(exc).__name__}: {exc}"
+
+    def _read(self, studies: list[StableStudy], prepared: list[StudyOutcome]) -> None:
+        assert self._engine is not None
+        try:
+            outcomes = infer(prepared, self._engine, self.config)
+        except Exception as exc:  # the whole batch failed in the engine: each study retries
+            log.exception("engine.batch_failed", studies=len(studies))
+            for study in studies:
+                self._fail(study, "engine", f"engine failed: {type(exc).__name__}: {exc}")
+            return
+        for study, outcome in zip(studies, outcomes, strict=True):
+            try:
+                self._queue(study, outcome)
+            except Exception as exc:
+                log.exception("results.failed", study=uid_hash(study.study_uid))
+                self._fail(study, "results", f"results failed: {type(exc).__name__}: {exc}")
+
+    def _previous_sr(self, study: StableStudy) -> pydicom.Dataset | None:
+        """The report of the latest earlier version of this study, which the new one supersedes."""
+        for version in range(study.version - 1, 0, -1):
+            path = self.study_results_dir(study.study_uid, version) / SR_FILE
+            if path.is_file():
+                return pydicom.dcmread(path)
+        return None
+
+    def study_results_dir(self, study_uid: str, version: int) -> Path:
+        """Where the results of one study version are written."""
+        return self.results_root / study_uid / f"v{version}"
+
+    def _queue(self, study: StableStudy, outcome: StudyOutcome) -> None:
+        result = write_results(outcome, self.study_results_dir(study.study_uid, study.version), self._parties,
+                               self.config.results.secondary_capture, study.version, self._previous_sr(study))
+        assert result is not None  # only read studies get here
+        now = time.time()
+        if not self._store.queue_results(study.study_uid, study.version, self._items(result), now):
+            log.info("study.superseded", study=uid_hash(study.study_uid), version=study.version)
+            return
+        self._metrics.study_transitions.labels("queued").inc()
+        self._metrics.stage_seconds.labels("read").observe(max(0.0, now - study.stable_at))
+        log.info("study.queued", study=uid_hash(study.study_uid), version=study.version,
+                 domain=outcome.task.domain if outcome.task else None, boxes=len(outcome.findings.boxes)
+                 if outcome.findings else 0, objects=len(result.dicom), test_result=outcome.is_test_result)
+        self._on_queued()
+
+    def _items(self, result: ResultSet) -> list[QueuedItem]:
+        items = [QueuedItem(d.name, "dicom", obj.sop_instance_uid, str(obj.path))
+                 for d in self.config.destinations.dicom for obj in result.dicom]
+        items += [QueuedItem(name, "hl7", control, str(path)) for name, (path, control) in result.messages.items()]
+        return items
+
+    def _fail(self, study: StableStudy, stage: str, reason: str) -> None:
+        self._metrics.pipeline_failures.labels(stage).inc()
+        state = self._store.fail_attempt(study.study_uid, study.version, reason, time.time(),
+                                         self.config.pipeline.max_attempts, self.config.pipeline.retry_seconds)
+        # The reason may name files (and so patients): it goes to the store, not to the log.
+        log.warning("study.read_failed", study=uid_hash(study.study_uid), stage=stage, state=state,
+                    attempts=study.attempts + 1)
+        if state == FAILED:
+            self._metrics.study_transitions.labels(FAILED).inc()
+
+    # --- thread --------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """A study became stable: look now rather than at the next poll."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        self.load_engine()
+        while not self._stop.is_set() and self._engine is not None:
+            try:
+                if self.run_once():
+                    continue
+            except Exception:  # a database hiccup must not stop reading for good
+                log.exception("pipeline.error")
+            self._wake.wait(IDLE_POLL_SECONDS)
+            self._wake.clear()
+
+    def start(self) -> None:
+        """Load the model and start reading, in the background."""
+        self._thread.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop after the batch in flight (waiting at most ``timeout`` seconds)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,138 @@
+"""A read study's results on disk: the DICOM objects and one ORU^R01 per EHR destination.
+
+Each file is written to a temporary name, fsynced and renamed, so a file the outbox points at is
+always whole. The UIDs and MSH-10 are deterministic, so writing the same result again (a retry
+after a crash) produces the same objects and messages.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from node.imaging.decode import iter_frames
+from node.infer import StudyOutcome
+from node.ingest.spool import fsync_dir
+from node.results.gsps import build_presentation_state
+from node.results.hl7 import Hl7Party, build_oru, control_id
+from node.results.provenance import Provenance
+from node.results.sc import build_sc
+from node.results.seg import build_seg
+from node.results.sr import build_sr
+
+SR_FILE = "sr.dcm"
+
+
+@dataclass(frozen=True)
+class WrittenObject:
+    """A result object on disk and its SOP Instance UID (what makes a resend harmless)."""
+
+    path: Path
+    sop_instance_uid: str
+
+
+@dataclass(frozen=True)
+class ResultSet:
+    """Everything one study version's read produced."""
+
+    dicom: tuple[WrittenObject, ...]
+    messages: Mapping[str, tuple[Path, str]]  # HL7 destination name → (message file, MSH-10)
+
+    @property
+    def files(self) -> list[Path]:
+        """Every file written."""
+        return [item.path for item in self.dicom] + [path for path, _ in self.messages.values()]
+
+
+def result_key(study_uid: str, study_version: int, task: str) -> str:
+    """What identifies one result: a study version read for one task."""
+    return f"{study_uid}/{study_version}/{task}"
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+
+
+def _dataset_bytes(dataset: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _dicom_objects(outcome: StudyOutcome, provenance: Provenance, study_version: int, secondary_capture: bool,
+                   previous: Sequence[Dataset]) -> list[tuple[str, Dataset]]:
+    """(file name, dataset) of the SR, SEG, presentation state and optional SCs over the key images."""
+    assert outcome.findings is not None and outcome.task is not None
+    findings, task = outcome.findings, outcome.task.domain
+    key_paths = list(dict.fromkeys(model_input.path for model_input in outcome.inputs))
+    sources = [pydicom.dcmread(path) for path in key_paths]
+    objects: list[tuple[str, Dataset | None]] = [
+        (SR_FILE, build_sr(findings, sources, provenance, study_version, task, previous)),
+        ("seg.dcm", build_seg(findings, sources, provenance, study_version, task)),
+    ]
+    images = [ds for ds in sources if "PixelData" in ds]
+    if images:  # one presentation state over the images of the first one's kind (grey or colour)
+        colour = int(images[0].get("SamplesPerPixel", 1)) > 1
+        same_kind = [ds for ds in images if (int(ds.get("SamplesPerPixel", 1)) > 1) == colour]
+        window = next((m.window for m in outcome.inputs if m.window is not None), None)
+        objects.append(("csps.dcm" if colour else "gsps.dcm",
+                        build_presentation_state(findings, same_kind, provenance, study_version, task, window)))
+    if secondary_capture:
+        key_frames = {(p.source.sop_instance_uid, p.source.frame)
+                      for m in outcome.inputs for p in m.geometry.placements}
+        for path, ds in zip(key_paths, sources, strict=True):
+            if "PixelData" not in ds:
+                continue
+            for frame in iter_frames(path):
+                if (frame.source.sop_instance_uid, frame.source.frame) in key_frames:
+                    number = sum(name.startswith("sc-") for name, _ in objects) + 1
+                    objects.append((f"sc-{number}.dcm",
+                                    build_sc(frame, ds, findings, provenance, study_version, task)))
+    return [(name, dataset) for name, dataset in objects if dataset is not None]
+
+
+def write_results(
+    outcome: StudyOutcome,
+    directory: Path,
+    parties: Mapping[str, Hl7Party],
+    secondary_capture: bool = False,
+    study_version: int = 1,
+    previous_sr: Dataset | None = None,
+) -> ResultSet | None:
+    """Write a read study's results into ``directory``: the SR, SEG and presentation state (GSPS,
+    or CSPS for colour images) over its key images, optionally burned-in SCs, and one ORU^R01 per
+    HL7 party (``<name>.hl7``). ``previous_sr``: the report of the study version this one supersedes.
+    None when the study was not read (skipped)."""
+    if outcome.findings is None or outcome.task is None or not outcome.inputs:
+        return None
+    provenance = Provenance(outcome.model, outcome.is_test_result)
+    directory.mkdir(parents=True, exist_ok=True)
+    objects = _dicom_objects(outcome, provenance, study_version, secondary_capture,
+                             [previous_sr] if previous_sr is not None else [])
+    written = []
+    for name, dataset in objects:
+        _write_atomically(directory / name, _dataset_bytes(dataset))
+        written.append(WrittenObject(directory / name, str(dataset.SOPInstanceUID)))
+    sr = dict(objects)[SR_FILE]
+    key = result_key(outcome.study_uid, study_version, outcome.task.domain)
+    header = pydicom.dcmread(outcome.inputs[0].path, stop_before_pixels=True)  # patient, order, study
+    messages = {}
+    for name, party in parties.items():
+        oru = build_oru(outcome.findings, header, provenance, party, key, sr_sop_instance_uid=str(sr.SOPInstanceUID),
+                        corrects_earlier=previous_sr is not None)
+        path = directory / f"{name}.hl7"
+        _write_atomically(path, oru.encode("utf-8"))
+        messages[name] = (path, control_id(key))
+    fsync_dir(directory)
+    return ResultSet(tuple(written), messages)
