@@ -32,11 +32,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def http_json(url: str, data: bytes | None = None, timeout: float = 10.0) -> Any:
+def http_json(url: str, data: bytes | None = None, timeout: float = 10.0, method: str | None = None) -> Any:
     """GET (or POST ``data`` to) a URL and decode the JSON answer."""
     if not url.startswith("http://"):
         raise ValueError(f"not an http URL: {url}")
-    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")  # noqa: S310
+    method = method or ("POST" if data is not None else "GET")
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (loopback only)
         return json.loads(response.read() or b"null")
 
@@ -68,10 +69,11 @@ def _stop(process: subprocess.Popen, timeout: float = 15.0) -> None:
 class Orthanc:
     """A real Orthanc on loopback with its own storage, no authentication."""
 
-    def __init__(self, workdir: Path, aet: str = "ORTHANC", modalities: Mapping[str, tuple[str, int]] | None = None):
+    def __init__(self, workdir: Path, aet: str = "ORTHANC", modalities: Mapping[str, tuple[str, int]] | None = None,
+                 dicom_port: int | None = None):
         self.workdir = workdir
         self.aet = aet
-        self.dicom_port = free_port()
+        self.dicom_port = dicom_port or free_port()
         self.http_port = free_port()
         self.modalities = dict(modalities or {})
         self.process: subprocess.Popen | None = None
@@ -120,6 +122,26 @@ class Orthanc:
     def send_study(self, orthanc_study_id: str, modality: str, timeout: float = 300) -> dict:
         """Have Orthanc C-STORE a study to a configured modality, as a PACS would."""
         return http_json(f"{self.url}/modalities/{modality}/store", orthanc_study_id.encode(), timeout=timeout)
+
+    def add_modality(self, name: str, aet: str, port: int) -> None:
+        """Register (or update) a DICOM peer on loopback that Orthanc may send to."""
+        body = json.dumps({"AET": aet, "Host": LOOPBACK, "Port": port}).encode()
+        http_json(f"{self.url}/modalities/{name}", body, method="PUT")
+
+    def study_id(self, study_uid: str) -> str:
+        """Orthanc's identifier of a study, by Study Instance UID."""
+        [found] = http_json(f"{self.url}/tools/lookup", study_uid.encode())
+        return found["ID"]
+
+    def instances(self, study_uid: str) -> list[dict]:
+        """Every instance Orthanc holds of a study (with its main DICOM tags)."""
+        query = {"Level": "Instance", "Query": {"StudyInstanceUID": study_uid}, "Expand": True}
+        return http_json(f"{self.url}/tools/find", json.dumps(query).encode())
+
+    def file(self, instance_id: str) -> bytes:
+        """The DICOM file of one instance."""
+        with urllib.request.urlopen(f"{self.url}/instances/{instance_id}/file", timeout=30) as response:  # noqa: S310
+            return response.read()
 
     def __enter__(self) -> Orthanc:
         return self.start()

@@ -78,7 +78,7 @@ def hl7_sender(destination: Hl7Destination) -> SendBatch:
                 attempts.append(None)  # the EHR did not answer the last one: do not wait out a timeout per item
                 continue
             try:
-                message = Path(item.payload_path).read_text(encoding="utf-8")
+                message = Path(item.payload_path).read_bytes().decode("utf-8")  # keep the \r separators
             except OSError as exc:
                 attempts.append(Attempt(Delivery.REJECTED, f"message file unreadable: {type(exc).__name__}"))
                 continue

@@ -1,0 +1,202 @@
+"""The whole loop in one process: Orthanc (the PACS) → node → Orthanc + an MLLP listener (the EHR),
+with the replay engine boxing the synthetic lesion; outages, NAKs, failures and late instances."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.parser import parse_message
+
+from node.localpeers import LOOPBACK, MllpListener, Orthanc, free_port
+from node.store import COMPLETE, DEAD, FAILED, SENT, UNDELIVERED
+from node.synthetic import SyntheticStudy, boxed_response, lesion_box, write_cr_study, write_ct_study
+from tests.conftest import metric_value, wait_for
+
+MIN_PIXELS, MAX_PIXELS = 200_704, 1_003_520
+
+
+def _replay(tmp_path: Path, responses: dict[str, str]) -> dict:
+    path = tmp_path / "responses.json"
+    path.write_text(json.dumps(responses))
+    return {"backend": "replay", "replay_responses": path}
+
+
+def _destinations(pacs: Orthanc | None, pacs_port: int = 0, **hl7_ports: int) -> dict:
+    dicom = [{"name": "pacs", "ae_title": "ORTHANC", "host": LOOPBACK, "port": pacs.dicom_port if pacs else pacs_port,
+              "timeout_seconds": 5}]
+    hl7 = [{"name": name, "host": LOOPBACK, "port": port, "timeout_seconds": 1, "sending_facility": "RAD-A"}
+           for name, port in hl7_ports.items()]
+    return {"dicom": dicom, "hl7": hl7, "retry_base_seconds": 0.2, "retry_cap_seconds": 1}
+
+
+def _send_through(orthanc: Orthanc, node, study: SyntheticStudy) -> None:
+    """Upload a study to Orthanc and have Orthanc C-STORE it to the node, as a PACS routes a study."""
+    for path in study.files:
+        orthanc.upload(path)
+    orthanc.add_modality("qoqnode", "QOQNODE", node.scp.port)
+    orthanc.send_study(orthanc.study_id(study.study_uid), "qoqnode")
+
+
+def _state(node, study_uid: str) -> str:
+    return next((s.state for s in node.store.studies() if s.study_uid == study_uid), "")
+
+
+def _results_in_pacs(orthanc: Orthanc, study_uid: str) -> dict[str, list[pydicom.Dataset]]:
+    """The AI objects Orthanc holds for a study, by modality (SR, SEG, PR)."""
+    found: dict[str, list[pydicom.Dataset]] = {}
+    for instance in orthanc.instances(study_uid):
+        ds = pydicom.dcmread(io.BytesIO(orthanc.file(instance["ID"])))
+        if ds.Modality in {"SR", "SEG", "PR"}:
+            found.setdefault(ds.Modality, []).append(ds)
+    return found
+
+
+def _sr_box(sr: pydicom.Dataset) -> tuple[str, list[float]]:
+    """The referenced SOP Instance UID and the POLYLINE of the SR's first image region."""
+    def walk(items):
+        for item in items:
+            if item.get("ValueType") == "SCOORD":
+                return item
+            found = walk(item.get("ContentSequence", []))
+            if found is not None:
+                return found
+        return None
+
+    scoord = walk(sr.ContentSequence)
+    return scoord.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID, list(scoord.GraphicData)
+
+
+def _assert_on_lesion(points: list[float], source: pydicom.Dataset, tolerance: float = 1.5) -> None:
+    x1, y1, x2, y2 = lesion_box(source)
+    xs, ys = points[0::2], points[1::2]
+    assert abs(min(xs) - x1) <= tolerance and abs(max(xs) - x2) <= tolerance
+    assert abs(min(ys) - y1) <= tolerance and abs(max(ys) - y2) <= tolerance
+
+
+def test_cr_and_ct_results_reach_the_pacs_and_the_ehr(orthanc: Orthanc, make_node, tmp_path: Path) -> None:
+    cr = write_cr_study(tmp_path / "cr", size=512)
+    ct = write_ct_study(tmp_path / "ct", slices=3, size=128)
+    responses = {"chest_xray": boxed_response(pydicom.dcmread(cr.files[0]), "Mass", MIN_PIXELS, MAX_PIXELS),
+                 "ct": boxed_response(pydicom.dcmread(ct.files[0]), "Nodule", MIN_PIXELS, MAX_PIXELS)}
+    with MllpListener() as ehr:
+        node = make_node(engine=_replay(tmp_path, responses), destinations=_destinations(orthanc, ehr=ehr.port))
+        for study in (cr, ct):
+            _send_through(orthanc, node, study)
+        for study in (cr, ct):
+            wait_for(lambda study=study: _state(node, study.study_uid) == COMPLETE, timeout=60)
+        sources = {str(ds.SOPInstanceUID): ds for ds in map(pydicom.dcmread, cr.files + ct.files)}
+        for study in (cr, ct):
+            found = _results_in_pacs(orthanc, study.study_uid)
+            assert {kind: len(objects) for kind, objects in found.items()} == {"SR": 1, "SEG": 1, "PR": 1}
+            [sr], [seg], [gsps] = found["SR"], found["SEG"], found["PR"]
+            referenced, points = _sr_box(sr)
+            _assert_on_lesion(points, sources[referenced])  # the box the radiologist sees is on the lesion
+            [graphic] = [g for a in gsps.GraphicAnnotationSequence for g in a.get("GraphicObjectSequence", [])]
+            assert gsps.GraphicAnnotationSequence[0].ReferencedImageSequence[0].ReferencedSOPInstanceUID == referenced
+            _assert_on_lesion(list(graphic.GraphicData), sources[referenced])
+            rows, columns = np.nonzero(seg.pixel_array.reshape(-1, *seg.pixel_array.shape[-2:])[0])
+            mask_box = [columns.min(), rows.min(), columns.max() + 1, rows.max() + 1]
+            _assert_on_lesion([mask_box[0], mask_box[1], mask_box[2], mask_box[3]], sources[referenced])
+            assert "RESEARCH USE" in sr.SeriesDescription and "TEST" in sr.SeriesDescription
+        # The EHR got one strictly valid ORU^R01 per study, naming it and its SR.
+        assert len(ehr.received) == 2
+        for message in ehr.received:
+            assert parse_message(message, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True).validate()
+        by_study = {study.study_uid: next(m for m in ehr.received if study.study_uid in m) for study in (cr, ct)}
+        assert "4147007^Mass^SCT" in by_study[cr.study_uid] and "27925004^Nodule^SCT" in by_study[ct.study_uid]
+        assert by_study[cr.study_uid].split("\r")[0].split("|")[3] == "RAD-A"  # MSH-4 from the destination
+        metrics = node.metrics.render().decode()
+        assert metric_value(metrics, "qoqnode_stage_duration_seconds_count", 'stage="end_to_end"') == 2
+        assert metric_value(metrics, "qoqnode_outbox_items", 'destination="pacs",state="sent"') == 6
+        assert metric_value(metrics, "qoqnode_outbox_items", 'destination="ehr",state="sent"') == 2
+        assert metric_value(metrics, "qoqnode_studies", 'state="complete"') == 2
+
+
+def test_outages_naks_and_silence_are_retried_and_rejections_dead_lettered(make_node, tmp_path: Path) -> None:
+    """The PACS is down at first; one EHR NAKs twice, one is silent once, one rejects."""
+    ct = write_ct_study(tmp_path / "ct", slices=2, size=64)
+    pacs_port = free_port()
+    responses = {"ct": boxed_response(pydicom.dcmread(ct.files[0]), "Mass", MIN_PIXELS, MAX_PIXELS)}
+    with MllpListener(["AE", "AE"]) as flaky, MllpListener(["silent"]) as silent, MllpListener(["AR"]) as rejecting:
+        node = make_node(engine=_replay(tmp_path, responses), destinations=_destinations(
+            None, pacs_port, flaky=flaky.port, silent=silent.port, rejecting=rejecting.port))
+        subprocess.run(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.scp.port), *map(str, ct.files)], check=True,
+                       capture_output=True)
+        # PACS down: its items wait and are retried; the EHRs are not held up by it.
+        wait_for(lambda: [i for i in node.store.outbox() if i.destination == "pacs" and i.attempts >= 2], timeout=30)
+        wait_for(lambda: len(flaky.received) == 3 and len(silent.received) == 2, timeout=30)
+        with Orthanc(tmp_path / "pacs", dicom_port=pacs_port) as pacs:
+            wait_for(lambda: all(i.state != "pending" for i in node.store.outbox()), timeout=30)
+            found = _results_in_pacs(pacs, ct.study_uid)
+            assert {kind: len(objects) for kind, objects in found.items()} == {"SR": 1, "SEG": 1, "PR": 1}
+        items = {i.destination: i for i in node.store.outbox() if i.kind == "hl7"}
+        assert (items["flaky"].state, items["flaky"].attempts) == (SENT, 3)  # AE, AE, AA: delivered once accepted
+        assert (items["silent"].state, items["silent"].attempts) == (SENT, 2)  # no ACK in time, then AA
+        assert len(set(flaky.received)) == 1  # the same message (same MSH-10) every time
+        assert items["rejecting"].state == DEAD and "AR" in items["rejecting"].last_error
+        assert _state(node, ct.study_uid) == UNDELIVERED
+        metrics = node.metrics.render().decode()
+        assert metric_value(metrics, "qoqnode_outbox_items", 'destination="rejecting",state="dead"') == 1
+        assert metric_value(metrics, "qoqnode_outbox_attempts_total", 'destination="flaky",outcome="retry"') == 2
+        # The operator sees the dead letter and sends it again once the EHR is fixed.
+        cli = [sys.executable, "-m", "node", "outbox"]
+        env = {"QOQ_NODE__STORAGE__ROOT": str(node.config.storage.root)}
+        listing = subprocess.run([*cli, "list", "--state", "dead"], capture_output=True, text=True, env=env,
+                                 check=True)
+        assert "rejecting" in listing.stdout and "rejected by the receiver" in listing.stdout
+        subprocess.run([*cli, "retry", str(items["rejecting"].id)], check=True, capture_output=True, env=env)
+        node.workers[-1].wake()
+        wait_for(lambda: _state(node, ct.study_uid) == COMPLETE, timeout=30)
+        assert len(rejecting.received) == 2
+
+
+def test_a_study_that_cannot_be_read_is_retried_then_parked_as_failed(make_node, tmp_path: Path) -> None:
+    ct = write_ct_study(tmp_path / "ct", slices=1, size=64)
+    broken = pydicom.dcmread(ct.files[0])
+    broken.Rows = broken.Columns = 128  # the pixel data is for 64 × 64: undecodable
+    broken.save_as(ct.files[0])
+    node = make_node(pipeline={"max_attempts": 2, "retry_seconds": 0.2})
+    subprocess.run(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.scp.port), str(ct.files[0])], check=True,
+                   capture_output=True)
+    wait_for(lambda: _state(node, ct.study_uid) == FAILED, timeout=30)
+    [study] = node.store.studies()
+    assert study.attempts == 2 and study.detail  # why it failed, for the operator
+    metrics = node.metrics.render().decode()
+    assert metric_value(metrics, "qoqnode_pipeline_failures_total", 'stage="imaging"') == 2
+    assert metric_value(metrics, "qoqnode_studies", 'state="failed"') == 1
+    # The node goes on: a readable study after it is read.
+    good = write_ct_study(tmp_path / "good", slices=1, size=64)
+    subprocess.run(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.scp.port), str(good.files[0])], check=True,
+                   capture_output=True)
+    wait_for(lambda: _state(node, good.study_uid) == COMPLETE, timeout=30)
+
+
+def test_late_instances_make_a_new_result_that_supersedes_the_first(orthanc: Orthanc, make_node,
+                                                                    tmp_path: Path) -> None:
+    ct = write_ct_study(tmp_path / "ct", slices=3, size=64)
+    responses = {"ct": boxed_response(pydicom.dcmread(ct.files[0]), "Mass", MIN_PIXELS, MAX_PIXELS)}
+    with MllpListener() as ehr:
+        node = make_node(engine=_replay(tmp_path, responses), destinations=_destinations(orthanc, ehr=ehr.port))
+        store = ["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.scp.port)]
+        subprocess.run([*store, *map(str, ct.files[:2])], check=True, capture_output=True)
+        wait_for(lambda: _state(node, ct.study_uid) == COMPLETE, timeout=30)
+        subprocess.run([*store, str(ct.files[2])], check=True, capture_output=True)  # a late slice
+        wait_for(lambda: node.store.studies()[0].version == 2 and _state(node, ct.study_uid) == COMPLETE, timeout=30)
+        found = _results_in_pacs(orthanc, ct.study_uid)
+        assert len(found["SR"]) == 2
+        first, second = sorted(found["SR"], key=lambda sr: "PredecessorDocumentsSequence" in sr)
+        predecessor = second.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+        assert predecessor.ReferencedSOPInstanceUID == first.SOPInstanceUID
+        assert len(ehr.received) == 2
+        headers = [message.split("\r")[0].split("|") for message in ehr.received]
+        assert headers[0][9] != headers[1][9]  # a new result, a new control ID
+        obr = [next(s for s in message.split("\r") if s.startswith("OBR|")).split("|") for message in ehr.received]
+        assert (obr[0][25], obr[1][25]) == ("P", "C")  # the second corrects the first (same order)
+        assert obr[0][3] == obr[1][3]
