@@ -72,11 +72,11 @@ def cmd_studies(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([asdict(study) for study in studies], indent=2))
         return 0
-    print(f"{'STUDY INSTANCE UID':<64}  {'VER':>3}  {'STATE':<10} {'INST':>5} {'SER':>4}  {'MOD':<8} "
-          f"{'FIRST RECEIVED':<25} LAST RECEIVED")
+    print(f"{'STUDY INSTANCE UID':<64}  {'VER':>3}  {'STATE':<11} {'INST':>5} {'SER':>4}  {'MOD':<8} "
+          f"{'LAST RECEIVED':<25} {'TRIES':>5}  DETAIL")
     for s in studies:
-        print(f"{s.study_uid:<64}  {s.version:>3}  {s.state:<10} {s.instances:>5} {s.series:>4}  "
-              f"{s.modalities:<8} {_iso(s.first_received):<25} {_iso(s.last_received)}")
+        print(f"{s.study_uid:<64}  {s.version:>3}  {s.state:<11} {s.instances:>5} {s.series:>4}  "
+              f"{s.modalities:<8} {_iso(s.last_received):<25} {s.attempts:>5}  {s.detail}")
     return 0
 
 
@@ -185,6 +185,13 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the whole loop on loopback: PACS → node → PACS and EHR, and say where everything landed."""
+    from node.demo import run_demo
+
+    return run_demo(args.workdir, keep_running=args.keep_running)
+
+
 def cmd_model_tiny(args: argparse.Namespace) -> int:
     """Build the tiny random test checkpoint (offline)."""
     from node.engine.tiny import build_tiny_checkpoint
@@ -222,6 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
     outbox.add_argument("id", nargs="?", type=int, help="the item to retry (retry)")
     outbox.add_argument("--state", choices=["pending", "sent", "dead"], help="list only items in this state")
     outbox.add_argument("--json", action="store_true", help="machine-readable output (list)")
+    demo = commands.add_parser(
+        "demo", help="Send sample studies through a loopback PACS, the node and an EHR listener, and show the results.",
+        description="Starts Orthanc (if installed, else a built-in storage SCP) as the PACS, an MLLP listener as the "
+        "EHR and a node with the replay engine; sends a chest CR and a CT study and prints where every result landed.")
+    demo.add_argument("--workdir", type=Path, default=Path("var/demo"), help="where everything is kept (var/demo)")
+    demo.add_argument("--keep-running", action="store_true", help="keep the PACS and node up until Ctrl-C")
+    demo.set_defaults(handler=cmd_demo)
     model = commands.add_parser("model", help="Model utilities.", description="Model utilities.")
     model_commands = model.add_subparsers(dest="model_command", required=True)
     tiny = model_commands.add_parser(

@@ -282,3 +282,36 @@ class MllpListener:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+class FolderPacs:
+    """A minimal PACS on loopback when Orthanc is not installed: a storage SCP (pynetdicom) that
+    answers C-ECHO and C-STORE and writes every object it receives into ``folder``."""
+
+    def __init__(self, folder: Path, aet: str = "DEMOPACS") -> None:
+        from pynetdicom import AE, AllStoragePresentationContexts, evt
+        from pynetdicom.sop_class import Verification
+
+        self.folder, self.aet = folder, aet
+        folder.mkdir(parents=True, exist_ok=True)
+        ae = AE(ae_title=aet)
+        ae.supported_contexts = AllStoragePresentationContexts
+        ae.add_supported_context(Verification)
+        self._server = ae.start_server((LOOPBACK, 0), block=False, evt_handlers=[(evt.EVT_C_STORE, self._store)])
+        self.dicom_port = self._server.server_address[1]
+
+    def _store(self, event) -> int:
+        dataset = event.dataset
+        dataset.file_meta = event.file_meta
+        dataset.save_as(self.folder / f"{dataset.SOPInstanceUID}.dcm", enforce_file_format=True)
+        return 0x0000
+
+    def close(self) -> None:
+        """Stop the SCP."""
+        self._server.shutdown()
+
+    def __enter__(self) -> FolderPacs:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

@@ -1,0 +1,120 @@
+"""``qoq-node demo``: the whole loop on one machine in about a minute.
+
+Starts a PACS on loopback (a real Orthanc when it is installed, else a built-in storage SCP that
+writes to a folder), an MLLP listener as the EHR, and a node (``qoq-node serve``) whose replay
+engine boxes the synthetic lesions; sends a chest CR and a CT study through the PACS to the node,
+and prints where every result object and message landed. Every result is labelled as a test result.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack, suppress
+from pathlib import Path
+
+import pydicom
+
+from node.egress.dicom import DicomSender
+from node.localpeers import LOOPBACK, FolderPacs, MllpListener, NodeProcess, Orthanc
+from node.store import COMPLETE, FAILED, SKIPPED, UNDELIVERED, Store
+from node.synthetic import SyntheticStudy, boxed_response, write_cr_study, write_ct_study
+
+RESULT_MODALITIES = {"SR": "structured report (TID 1500)", "SEG": "segmentation", "PR": "presentation state"}
+FINAL_STATES = {COMPLETE, FAILED, SKIPPED, UNDELIVERED}
+
+
+def _send(pacs: Orthanc | FolderPacs, node: NodeProcess, study: SyntheticStudy) -> None:
+    """The PACS sends a study to the node (Orthanc routes it; without Orthanc the demo sends it)."""
+    if isinstance(pacs, Orthanc):
+        for path in study.files:
+            pacs.upload(path)
+        pacs.add_modality("qoqnode", "QOQNODE", node.dicom_port)
+        pacs.send_study(pacs.study_id(study.study_uid), "qoqnode")
+    else:
+        DicomSender(pacs.aet, "QOQNODE", LOOPBACK, node.dicom_port).send([pydicom.dcmread(p) for p in study.files])
+
+
+def _results_in_pacs(pacs: Orthanc | FolderPacs, study_uid: str) -> list[tuple[str, str, str]]:
+    """(modality, SOP Instance UID, where) of each AI object the PACS holds for a study."""
+    if isinstance(pacs, Orthanc):
+        found = []
+        for instance in pacs.instances(study_uid):
+            ds = pydicom.dcmread(io.BytesIO(pacs.file(instance["ID"])), stop_before_pixels=True)
+            if ds.Modality in RESULT_MODALITIES:
+                found.append((ds.Modality, ds.SOPInstanceUID, f"{pacs.url}/instances/{instance['ID']}"))
+        return found
+    found = []
+    for path in sorted(pacs.folder.glob("*.dcm")):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        if ds.StudyInstanceUID == study_uid and ds.Modality in RESULT_MODALITIES:
+            found.append((ds.Modality, ds.SOPInstanceUID, str(path)))
+    return found
+
+
+def _wait_final(store_path: Path, study_uids: list[str], timeout: float) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        store = Store(store_path)
+        try:
+            states = {s.study_uid: s.state for s in store.studies()}
+        finally:
+            store.close()
+        if all(states.get(uid) in FINAL_STATES for uid in study_uids) or time.monotonic() > deadline:
+            return states
+        time.sleep(0.2)
+
+
+def run_demo(workdir: Path, keep_running: bool = False, say: Callable[[str], None] = print) -> int:
+    """Run the demo under ``workdir``; 0 when every study's results reached the PACS and the EHR."""
+    studies_dir = workdir / "studies"
+    cr = write_cr_study(studies_dir / "cr", size=1024)
+    ct = write_ct_study(studies_dir / "ct", slices=24, size=256)
+    responses = {"chest_xray": boxed_response(pydicom.dcmread(cr.files[0]), "Mass", 200_704, 1_003_520),
+                 "ct": boxed_response(pydicom.dcmread(ct.files[0]), "Nodule", 200_704, 1_003_520)}
+    with ExitStack() as stack:
+        if shutil.which("Orthanc"):
+            pacs: Orthanc | FolderPacs = stack.enter_context(Orthanc(workdir / "pacs"))
+            say(f"PACS: Orthanc on {LOOPBACK}:{pacs.dicom_port} (AE {pacs.aet}), "
+                f"web viewer {pacs.url}/app/explorer.html")
+        else:
+            pacs = stack.enter_context(FolderPacs(workdir / "pacs"))
+            say(f"PACS: built-in storage SCP on {LOOPBACK}:{pacs.dicom_port} (AE {pacs.aet}), "
+                f"writing to {pacs.folder} (install Orthanc for a real one)")
+        ehr = stack.enter_context(MllpListener())
+        say(f"EHR: MLLP listener on {LOOPBACK}:{ehr.port}, acknowledging every message with AA")
+        destinations = {"dicom": [{"name": "pacs", "ae_title": pacs.aet, "host": LOOPBACK, "port": pacs.dicom_port}],
+                        "hl7": [{"name": "ehr", "host": LOOPBACK, "port": ehr.port}]}
+        node = stack.enter_context(NodeProcess(workdir / "node", {
+            "QOQ_NODE__STUDY__STABLE_SECONDS": "1", "QOQ_NODE__DESTINATIONS": json.dumps(destinations),
+            "QOQ_NODE__LOG__LEVEL": "WARNING"}, replay=responses))
+        say(f"node: AE QOQNODE on {LOOPBACK}:{node.dicom_port}, metrics at {node.url}/metrics, "
+            f"log {node.log_path}; engine: replay (recorded answers that box the synthetic lesions)")
+        started = time.monotonic()
+        for name, study in (("chest CR", cr), ("CT, 24 slices", ct)):
+            say(f"sending the {name} study from the PACS to the node ...")
+            _send(pacs, node, study)
+        states = _wait_final(node.root / "var" / "state.db", [cr.study_uid, ct.study_uid], timeout=180)
+        say(f"done in {time.monotonic() - started:.1f} s (a study counts as complete after 1 s without new instances)")
+        ok = True
+        for name, study in (("chest CR", cr), ("CT", ct)):
+            state = states.get(study.study_uid, "not received")
+            ok &= state == COMPLETE
+            say(f"\n{name} study {study.study_uid}: {state}")
+            for modality, uid, where in _results_in_pacs(pacs, study.study_uid):
+                say(f"  PACS  {RESULT_MODALITIES[modality]:<28} {uid}  {where}")
+            for message in ehr.received:
+                if study.study_uid in message:
+                    msh = message.split("\r")[0].split("|")
+                    say(f"  EHR   ORU^R01 control ID {msh[9]} ({len(message.split(chr(13)))} segments)")
+        say(f"\nresults on the node: {node.root / 'var' / 'results'}; every object and message is labelled "
+            "AI RESULT - RESEARCH USE ONLY (TEST MODEL)")
+        if keep_running:
+            say("running until Ctrl-C ...")
+            with suppress(KeyboardInterrupt):
+                threading.Event().wait()
+    return 0 if ok else 1
