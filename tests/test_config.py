@@ -62,6 +62,12 @@ def test_environment_overrides_nested_keys_and_lists() -> None:
         ({"QOQ_NODE__DICOM__TLS__ENABLED": "true"}, "certificate is required"),
         ({"QOQ_NODE__DICOM__TYPO": "1"}, "dicom.typo: unknown key"),
         ({"QOQ_NODE__LOG__LEVEL": "LOUD"}, "log.level"),
+        ({"QOQ_NODE__DESTINATIONS__DICOM": "[{name: pacs, ae_title: PACS, host: h, port: 0}]"},
+         "destinations.dicom.0.port"),
+        ({"QOQ_NODE__DESTINATIONS__HL7": "[{name: 'bad name', host: h, port: 2575}]"}, "destinations.hl7.0.name"),
+        ({"QOQ_NODE__DESTINATIONS__DICOM": "[{name: a, ae_title: P, host: h, port: 104}]",
+          "QOQ_NODE__DESTINATIONS__HL7": "[{name: a, host: h, port: 2575}]"}, "destination names must be unique: a"),
+        ({"QOQ_NODE__PIPELINE__MAX_ATTEMPTS": "0"}, "pipeline.max_attempts"),
     ],
 )
 def test_bad_values_name_the_key(environ: dict[str, str], message: str) -> None:

@@ -62,3 +62,25 @@ def test_timers_survive_a_restart(tmp_path: Path) -> None:
     assembler = StudyAssembler(reopened, Metrics(), stable_seconds=5)
     assert assembler.sweep(now=102) == []
     assert assembler.sweep(now=106) == ["1.2.3"]
+
+
+def test_a_database_of_the_ingest_only_schema_is_migrated(tmp_path: Path) -> None:
+    """A state database written before the pipeline existed (schema 1) opens, keeps its studies, and
+    those studies go on through the pipeline states."""
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "state.db")
+    old.executescript(
+        "CREATE TABLE studies (study_uid TEXT PRIMARY KEY, version INTEGER NOT NULL, state TEXT NOT NULL,"
+        " first_received REAL NOT NULL, last_received REAL NOT NULL, state_changed_at REAL NOT NULL);"
+        "INSERT INTO studies VALUES ('1.2.3', 1, 'stable', 1, 2, 3); PRAGMA user_version=1;"
+    )
+    old.commit()
+    old.close()
+    store = Store(tmp_path / "state.db")
+    [study] = store.studies()
+    assert (study.study_uid, study.state, study.attempts, study.detail) == ("1.2.3", STABLE, 0, "")
+    [due] = store.stable_studies(now=10, limit=5)
+    assert store.skip_study(due.study_uid, due.version, "no routing rule", now=11)
+    assert store.studies()[0].state == "skipped"
+    store.close()

@@ -6,12 +6,18 @@ import datetime
 import ipaddress
 from pathlib import Path
 
+import pydicom
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pydicom.uid import generate_uid
 
-from node.synthetic import SyntheticStudy
+from node.config import ClientTlsConfig
+from node.egress.dicom import DicomSender
+from node.egress.mllp import Delivery
+from node.localpeers import LOOPBACK
+from node.synthetic import SyntheticStudy, write_ct_study
 from tests.conftest import echoscu, storescu
 
 
@@ -92,3 +98,20 @@ def test_tls_server_only_accepts_anonymous_clients_and_they_verify_the_server(ma
     other = make_pki(tmp_path / "other")
     untrusted = echoscu(node.scp.port, "--anonymous-tls", "+cf", str(other["ca"]))
     assert untrusted.returncode != 0  # the client does not trust a server signed by another CA
+
+
+def test_results_go_to_a_tls_pacs_that_verifies_the_node(make_node, tmp_path: Path) -> None:
+    """The storage SCU side: the node sends over TLS, verifies the PACS against the CA and presents
+    its client certificate (here the PACS is another node requiring client certificates)."""
+    pki = make_pki(tmp_path)
+    pacs = _tls_node(make_node, pki, require_client=True)
+    study = write_ct_study(tmp_path / "ct", slices=1, size=32)
+    dataset = pydicom.dcmread(study.files[0])
+    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    tls = ClientTlsConfig(enabled=True, ca=pki["ca"], certificate=pki["client_cert"], private_key=pki["client_key"])
+    [sent] = DicomSender("QOQNODE", "QOQNODE", LOOPBACK, pacs.scp.port, 5, tls).send([dataset])
+    assert sent.delivery is Delivery.ACCEPTED, sent.detail
+    assert pacs.store.has_instance(dataset.SOPInstanceUID)
+    anonymous = ClientTlsConfig(enabled=True, ca=pki["ca"])  # no client certificate: the PACS refuses
+    [refused] = DicomSender("QOQNODE", "QOQNODE", LOOPBACK, pacs.scp.port, 5, anonymous).send([dataset])
+    assert refused.delivery is Delivery.RETRY
