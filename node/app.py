@@ -51,7 +51,8 @@ class Node:
         receiver = Receiver(self.store, self.spool, self.metrics, config.storage.min_free_bytes)
         self.scp = StorageScp(config.dicom, receiver, self.assembler, self.metrics)
         self.metrics.watch_state(self.store.studies_by_state, self.store.outbox_counts, root)
-        self.ops = OpsServer(config.http.host, config.http.port, self.metrics.render, self.not_ready_reasons)
+        self.ops = OpsServer(config.http.host, config.http.port, self.metrics.render, self.not_ready_reasons,
+                             self.pipeline.load_finished)
         self._stopped = threading.Event()
 
     def _wake_workers(self) -> None:

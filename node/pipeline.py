@@ -81,6 +81,7 @@ class Pipeline:
         self._parties = hl7_parties(config)
         self._engine: Engine | None = None
         self._load_error: str | None = None
+        self._load_finished = threading.Event()
         self._pool = ThreadPoolExecutor(config.pipeline.imaging_workers, thread_name_prefix="imaging")
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -97,8 +98,15 @@ class Pipeline:
             self._load_error = str(exc)
             log.error("engine.load_failed", error=str(exc))
             return
+        finally:
+            self._load_finished.set()
         self._metrics.model_loaded.set(1)
         log.info("engine.loaded", model=self._engine.model_identity)
+
+    def load_finished(self) -> bool:
+        """Whether the model load has ended, loaded or failed (start-up is over either way: a failure
+        shows in readiness and ``qoqnode_model_loaded``, not in a restart loop)."""
+        return self._load_finished.is_set()
 
     def not_ready_reason(self) -> str | None:
         """Why studies cannot be read now (None when the model is loaded)."""

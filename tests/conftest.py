@@ -6,6 +6,8 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,3 +139,12 @@ def metric_value(text: str, name: str, labels: str = "") -> float:
         if line.startswith(wanted + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+def get(node: Node, path: str) -> tuple[int, str]:
+    """GET a path of an in-process node's operations endpoint: (status, body), errors included."""
+    try:
+        with urllib.request.urlopen(f"http://{LOOPBACK}:{node.ops.port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()

@@ -17,7 +17,7 @@ from hl7apy.parser import parse_message
 from node.localpeers import LOOPBACK, MllpListener, Orthanc, free_port
 from node.store import COMPLETE, DEAD, FAILED, SENT, UNDELIVERED
 from node.synthetic import SyntheticStudy, boxed_response, lesion_box, write_cr_study, write_ct_study
-from tests.conftest import metric_value, wait_for
+from tests.conftest import get, metric_value, wait_for
 
 MIN_PIXELS, MAX_PIXELS = 200_704, 1_003_520
 
@@ -200,3 +200,15 @@ def test_late_instances_make_a_new_result_that_supersedes_the_first(orthanc: Ort
         obr = [next(s for s in message.split("\r") if s.startswith("OBR|")).split("|") for message in ehr.received]
         assert (obr[0][25], obr[1][25]) == ("P", "C")  # the second corrects the first (same order)
         assert obr[0][3] == obr[1][3]
+
+
+def test_a_model_that_cannot_load_keeps_the_node_receiving_but_not_ready(make_node, tmp_path: Path) -> None:
+    node = make_node(engine={"model": tmp_path / "no-such-model"})
+    wait_for(lambda: get(node, "/startupz")[0] == 200)  # start-up is over ...
+    status, body = get(node, "/readyz")
+    assert status == 503 and "model failed to load" in body  # ... but the node is not ready, and says why
+    assert metric_value(node.metrics.render().decode(), "qoqnode_model_loaded") == 0
+    ct = write_ct_study(tmp_path / "ct", slices=1, size=32)
+    subprocess.run(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.scp.port), str(ct.files[0])], check=True,
+                   capture_output=True)  # studies are still received and kept for when the model is fixed
+    wait_for(lambda: _state(node, ct.study_uid) == "stable")

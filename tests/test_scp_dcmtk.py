@@ -7,8 +7,6 @@ import json
 import shutil
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pydicom
@@ -21,7 +19,7 @@ from node.ingest.receiver import MALFORMED, SOP_CLASS_MISMATCH, SOP_INSTANCE_MIS
 from node.localpeers import LOOPBACK
 from node.store import RECEIVING
 from node.synthetic import SyntheticStudy, write_ct_study
-from tests.conftest import PYDICOM_TEST_FILES, dataset_bytes, echoscu, metric_value, storescu, wait_for
+from tests.conftest import PYDICOM_TEST_FILES, dataset_bytes, echoscu, get, metric_value, storescu, wait_for
 
 # (file, the storescu option that proposes its transfer syntax)
 ENCODED_FILES = [
@@ -42,14 +40,6 @@ ENCODED_FILES = [
 def stored_path(node: Node, sop_instance_uid: str) -> Path:
     [path] = list((node.config.storage.root / "spool").glob(f"*/{sop_instance_uid}.dcm"))
     return path
-
-
-def get(node: Node, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://{LOOPBACK}:{node.ops.port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 def test_echo(node: Node) -> None:
@@ -258,6 +248,7 @@ def test_storage_error_answers_out_of_resources_and_a_resend_succeeds(
 
 def test_http_endpoints(node: Node) -> None:
     assert get(node, "/healthz")[0] == 200
+    wait_for(lambda: get(node, "/startupz")[0] == 200)  # the (replay) model has loaded
     status, body = get(node, "/readyz")
     assert status == 200 and json.loads(body)["ready"] is True
     status, text = get(node, "/metrics")

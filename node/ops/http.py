@@ -1,4 +1,5 @@
-"""The HTTP endpoint for operators: ``/metrics``, ``/healthz`` (alive) and ``/readyz`` (serving)."""
+"""The HTTP endpoint for operators: ``/metrics``, ``/healthz`` (alive), ``/startupz`` (start-up done:
+the model load has finished, for a Kubernetes startup probe) and ``/readyz`` (serving)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ class OpsServer:
     """A small threaded HTTP server; start() binds and serves in a background thread."""
 
     def __init__(
-        self, host: str, port: int, render_metrics: Callable[[], bytes], readiness: ReadinessCheck
+        self, host: str, port: int, render_metrics: Callable[[], bytes], readiness: ReadinessCheck,
+        started: Callable[[], bool],
     ) -> None:
-        handler = _make_handler(render_metrics, readiness)
+        handler = _make_handler(render_metrics, readiness, started)
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="ops-http", daemon=True)
@@ -39,13 +41,15 @@ class OpsServer:
         self._server.server_close()
 
 
-def _make_handler(render_metrics: Callable[[], bytes], readiness: ReadinessCheck) -> type:
+def _make_handler(render_metrics: Callable[[], bytes], readiness: ReadinessCheck, started: Callable[[], bool]) -> type:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path == "/metrics":
                 self._send(200, render_metrics(), CONTENT_TYPE_LATEST)
             elif self.path == "/healthz":
                 self._send_json(200, {"status": "alive"})
+            elif self.path == "/startupz":
+                self._send_json(200 if started() else 503, {"started": started()})
             elif self.path == "/readyz":
                 reasons = readiness()
                 self._send_json(503 if reasons else 200, {"ready": not reasons, "reasons": reasons})
