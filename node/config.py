@@ -12,14 +12,15 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "QOQ_NODE__"
 
-_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, no control chars
+AE_TITLE_PATTERN = r"^[\x20-\x5b\x5d-\x7e]{1,16}$"  # PS3.5 AE VR: no backslash, no control chars
+_AE_TITLE = re.compile(AE_TITLE_PATTERN)
 
 
 class ConfigError(Exception):
@@ -34,6 +35,10 @@ def _check_ae_title(value: str) -> str:
     if not _AE_TITLE.match(value) or not value.strip():
         raise ValueError("an AE title is 1-16 printable characters, not all spaces, no backslash")
     return value.strip()
+
+
+#: An AE title: checked here, and its pattern is in the JSON schema (the Helm chart's values schema).
+AeTitle = Annotated[str, Field(json_schema_extra={"pattern": AE_TITLE_PATTERN}), AfterValidator(_check_ae_title)]
 
 
 class TlsConfig(_Section):
@@ -63,10 +68,10 @@ class TlsConfig(_Section):
 class DicomConfig(_Section):
     """The storage SCP: who may connect and how."""
 
-    ae_title: str = "QOQNODE"
+    ae_title: AeTitle = "QOQNODE"
     host: str = "0.0.0.0"
     port: int = Field(default=11112, ge=0, le=65535, description="0 picks a free port.")
-    allowed_calling_ae_titles: list[str] = Field(
+    allowed_calling_ae_titles: list[AeTitle] = Field(
         default_factory=list, description="Empty: any calling AE title is accepted."
     )
     max_associations: int = Field(default=32, ge=1, le=1024)
@@ -76,12 +81,6 @@ class DicomConfig(_Section):
     timeout_seconds: float = Field(default=60.0, gt=0, description="ACSE, DIMSE and network idle timeout.")
     tls: TlsConfig = TlsConfig()
 
-    _ae = field_validator("ae_title")(_check_ae_title)
-
-    @field_validator("allowed_calling_ae_titles")
-    @classmethod
-    def _check_allowed(cls, titles: list[str]) -> list[str]:
-        return [_check_ae_title(title) for title in titles]
 
 
 class StorageConfig(_Section):
@@ -202,13 +201,11 @@ class DicomDestination(_Section):
     """A PACS that receives the result objects (C-STORE)."""
 
     name: str = Field(pattern=_NAME)
-    ae_title: str
+    ae_title: AeTitle
     host: str
     port: int = Field(ge=1, le=65535)
     tls: ClientTlsConfig = ClientTlsConfig()
     timeout_seconds: float = Field(default=30.0, gt=0)
-
-    _ae = field_validator("ae_title")(_check_ae_title)
 
 
 class Hl7Destination(_Section):

@@ -28,9 +28,10 @@ configure_logging("INFO", "json")
 
 def pytest_configure(config: pytest.Config) -> None:
     """The real peers are required, never skipped: say so up front if one is missing."""
-    missing = [tool for tool in ("storescu", "echoscu", "Orthanc", "dciodvfy") if shutil.which(tool) is None]
+    peers = ("storescu", "echoscu", "Orthanc", "dciodvfy", "promtool")
+    missing = [tool for tool in peers if shutil.which(tool) is None]
     if missing:
-        raise pytest.UsageError(f"missing peers {missing}: apt-get install dcmtk orthanc dicom3tools")
+        raise pytest.UsageError(f"missing peers {missing}: apt-get install dcmtk orthanc dicom3tools prometheus")
 
 
 #: What the test nodes' replay engine answers unless a test says otherwise: no boxes, no answer.

@@ -1,0 +1,157 @@
+"""Write the chart's ``values.schema.json``: the chart's own values, and ``config`` checked by the
+node's configuration model itself (pydantic's JSON schema), so the chart and the node never disagree
+on what a valid node.yaml is. Keys the chart manages are left out of ``config`` (and so rejected).
+
+    .venv/bin/python deploy/helm/generate_schema.py     # rewrites deploy/helm/qoq-node/values.schema.json
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from node.config import NodeConfig
+
+SCHEMA_PATH = Path(__file__).parent / "qoq-node" / "values.schema.json"
+
+#: node.yaml keys the chart sets from its own values (section → keys; None = the whole section).
+MANAGED: dict[str, list[str] | None] = {
+    "dicom": ["host", "port", "tls"],
+    "storage": ["root"],
+    "http": None,
+    "routing": None,
+    "engine": ["model"],
+}
+
+CIDR = {"type": "string", "pattern": r"^[0-9a-fA-F:.]+/[0-9]{1,3}$"}
+PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
+QUANTITY = {"type": ["string", "integer"], "pattern": r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"}
+LABELS = {"type": "object", "additionalProperties": {"type": "string"}}
+
+
+def _obj(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "properties": properties,
+            **({"required": required} if required else {})}
+
+
+def _clean(node: Any) -> Any:
+    """Drop pydantic's titles and its non-standard "path" format."""
+    if isinstance(node, dict):
+        return {key: _clean(value) for key, value in node.items()
+                if key != "title" and not (key == "format" and value == "path")}
+    if isinstance(node, list):
+        return [_clean(item) for item in node]
+    return node
+
+
+def config_schema() -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the ``config`` property's schema, the definitions it refers to), managed keys removed."""
+    schema = _clean(NodeConfig.model_json_schema())
+    definitions = schema.pop("$defs")
+    for section, keys in MANAGED.items():
+        if keys is None:
+            schema["properties"].pop(section)
+            continue
+        definition = definitions[schema["properties"][section]["$ref"].split("/")[-1]]
+        for key in keys:
+            definition["properties"].pop(key)
+    schema["description"] = ("The node's configuration (conf/node.yaml) without the keys the chart manages: "
+                             "dicom.host/port/tls, storage.root, http, routing and engine.model.")
+    schema.pop("required", None)
+    return schema, definitions
+
+
+def values_schema() -> dict[str, Any]:
+    """The whole values schema."""
+    config, definitions = config_schema()
+    probe = _obj({"periodSeconds": {"type": "integer", "minimum": 1},
+                  "failureThreshold": {"type": "integer", "minimum": 1}})
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "qoq-node chart values",
+        "type": "object",
+        "additionalProperties": False,
+        "$defs": definitions,
+        "properties": {
+            "global": {"type": "object"},
+            "image": _obj({"repository": {"type": "string", "minLength": 1}, "tag": {"type": "string"},
+                           "pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]}}, ["repository"]),
+            "imagePullSecrets": {"type": "array", "items": _obj({"name": {"type": "string"}}, ["name"])},
+            "nameOverride": {"type": "string"},
+            "fullnameOverride": {"type": "string"},
+            "config": config,
+            "dicom": _obj({"port": PORT, "tls": _obj({
+                "enabled": {"type": "boolean"}, "secretName": {"type": "string"},
+                "verifyClients": {"type": "boolean"}})}),
+            "pacsTls": _obj({"secretName": {"type": "string"}}),
+            "metrics": _obj({"port": PORT}),
+            "model": _obj({"existingClaim": {"type": "string"}, "hostPath": {"type": "string"},
+                           "subPath": {"type": "string"}}),
+            "persistence": _obj({"size": QUANTITY, "storageClassName": {"type": "string"},
+                                 "accessModes": {"type": "array", "minItems": 1, "items": {
+                                     "enum": ["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"]}}}),
+            "gpu": _obj({"count": {"type": "integer", "minimum": 0, "maximum": 16}}),
+            "resources": _obj({"requests": {"type": "object", "additionalProperties": QUANTITY},
+                               "limits": {"type": "object", "additionalProperties": QUANTITY}}),
+            "nodeSelector": LABELS,
+            "tolerations": {"type": "array", "items": {"type": "object"}},
+            "affinity": {"type": "object"},
+            "podAnnotations": LABELS,
+            "podLabels": LABELS,
+            "priorityClassName": {"type": "string"},
+            "probes": _obj({"startup": probe, "liveness": probe, "readiness": probe}),
+            "terminationGracePeriodSeconds": {"type": "integer", "minimum": 35},
+            "service": _obj({
+                "dicom": _obj({
+                    "type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
+                    "port": PORT,
+                    "nodePort": {"anyOf": [{"type": "null"}, {"type": "integer", "minimum": 30000,
+                                                              "maximum": 32767}]},
+                    "loadBalancerIP": {"type": "string"},
+                    "loadBalancerSourceRanges": {"type": "array", "items": CIDR},
+                    "externalTrafficPolicy": {"enum": ["Local", "Cluster"]},
+                    "annotations": LABELS}),
+                "metrics": _obj({"port": PORT})}),
+            "networkPolicy": _obj({"enabled": {"type": "boolean"}, "pacsCIDRs": {"type": "array", "items": CIDR},
+                                   "monitoringNamespace": {"type": "string", "minLength": 1},
+                                   "egressCIDRs": {"type": "array", "items": CIDR},
+                                   "dnsNamespace": {"type": "string", "minLength": 1}}),
+            "podDisruptionBudget": _obj({"enabled": {"type": "boolean"},
+                                         "minAvailable": {"type": "integer", "minimum": 0}}),
+            "serviceAccount": _obj({"create": {"type": "boolean"}, "name": {"type": "string"}}),
+            "serviceMonitor": _obj({"enabled": {"type": "boolean"},
+                                    "interval": {"type": "string", "pattern": r"^[0-9]+(ms|s|m|h)$"},
+                                    "labels": LABELS}),
+            "prometheusRule": _obj({
+                "enabled": {"type": "boolean"},
+                "labels": LABELS,
+                "thresholds": _obj({"inferenceP95Seconds": {"type": "number", "exclusiveMinimum": 0},
+                                    "outboxBacklog": {"type": "integer", "minimum": 0},
+                                    "lowDiskFactor": {"type": "number", "minimum": 1}}),
+                "noStudies": _obj({"enabled": {"type": "boolean"},
+                                   "for": {"type": "string", "pattern": r"^[0-9]+(m|h)$"},
+                                   "startHourUTC": {"type": "integer", "minimum": 0, "maximum": 23},
+                                   "endHourUTC": {"type": "integer", "minimum": 1, "maximum": 24}}),
+            }),
+        },
+        "allOf": [
+            {"if": {"properties": {"dicom": {"properties": {"tls": {"properties": {"enabled": {"const": True}}}}}}},
+             "then": {"properties": {"dicom": {"properties": {"tls": {"properties": {
+                 "secretName": {"minLength": 1}}}}}}}},
+            {"if": {"properties": {"model": {"properties": {"existingClaim": {"minLength": 1}},
+                                             "required": ["existingClaim"]}}},
+             "then": {"properties": {"model": {"properties": {"hostPath": {
+                 "maxLength": 0, "description": "model: set existingClaim or hostPath, not both"}}}}}},
+        ],
+    }
+
+
+def render() -> str:
+    """The schema as the committed file holds it."""
+    return json.dumps(values_schema(), indent=2) + "\n"
+
+
+if __name__ == "__main__":
+    SCHEMA_PATH.write_text(render())
+    print(f"wrote {SCHEMA_PATH}")

@@ -1,0 +1,71 @@
+{{/* Chart name, release-scoped full name and labels. */}}
+{{- define "qoq-node.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "qoq-node.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains (include "qoq-node.name" .) .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (include "qoq-node.name" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "qoq-node.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "qoq-node.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "qoq-node.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "qoq-node.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "qoq-node.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "qoq-node.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Mount points inside the pod. */}}
+{{- define "qoq-node.dataDir" -}}/var/lib/qoq-node{{- end -}}
+{{- define "qoq-node.tlsDir" -}}/etc/qoq-node/tls{{- end -}}
+
+{{- define "qoq-node.hasModel" -}}
+{{- if or .Values.model.existingClaim .Values.model.hostPath -}}true{{- end -}}
+{{- end -}}
+
+{{/* The node's node.yaml: values.config with the keys the chart manages laid over it. */}}
+{{- define "qoq-node.config" -}}
+{{- $tls := dict "enabled" false -}}
+{{- if .Values.dicom.tls.enabled -}}
+{{- $tls = dict "enabled" true "certificate" (printf "%s/tls.crt" (include "qoq-node.tlsDir" .)) "private_key" (printf "%s/tls.key" (include "qoq-node.tlsDir" .)) -}}
+{{- if .Values.dicom.tls.verifyClients -}}
+{{- $_ := set $tls "ca" (printf "%s/ca.crt" (include "qoq-node.tlsDir" .)) -}}
+{{- end -}}
+{{- end -}}
+{{- $managed := dict
+  "dicom" (dict "host" "0.0.0.0" "port" .Values.dicom.port "tls" $tls)
+  "storage" (dict "root" (include "qoq-node.dataDir" .))
+  "http" (dict "host" "0.0.0.0" "port" .Values.metrics.port)
+  "routing" (dict "rules" "/opt/qoq-node/conf/routing.yaml")
+-}}
+{{- if include "qoq-node.hasModel" . -}}
+{{- $_ := set $managed "engine" (dict "model" (trimSuffix "/" (printf "/models/%s" .Values.model.subPath))) -}}
+{{- end -}}
+{{- toYaml (mustMergeOverwrite (deepCopy .Values.config) $managed) -}}
+{{- end -}}
+
+{{/* Every destination port, for the egress NetworkPolicy. */}}
+{{- define "qoq-node.destinationPorts" -}}
+{{- $ports := list -}}
+{{- range .Values.config.destinations.dicom -}}{{- $ports = append $ports (int .port) -}}{{- end -}}
+{{- range .Values.config.destinations.hl7 -}}{{- $ports = append $ports (int .port) -}}{{- end -}}
+{{- toJson (uniq $ports) -}}
+{{- end -}}

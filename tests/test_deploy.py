@@ -1,0 +1,287 @@
+"""The Helm chart, rendered by the real Helm engine (helm-python-sdk), validated against the
+Kubernetes schemas; the alert rules checked and unit-tested by promtool; every metric the alerts
+and the dashboard use checked against a real node's /metrics."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import helm_python
+import kubernetes_validate
+import pydicom
+import pytest
+import yaml
+
+from node.config import NodeConfig, load_config
+from node.localpeers import LOOPBACK, MllpListener, Orthanc
+from node.synthetic import boxed_response, write_cr_study
+from tests.conftest import get, wait_for
+
+REPO = Path(__file__).resolve().parents[1]
+CHART = REPO / "deploy" / "helm" / "qoq-node"
+DASHBOARD = REPO / "deploy" / "grafana" / "qoq-node.json"
+KUBERNETES_VERSION = "1.33.0"
+CUSTOM_RESOURCES = {"monitoring.coreos.com/v1"}  # Prometheus Operator CRDs: no core schema
+
+VALUE_SETS = {
+    "defaults": {},
+    "tls": {"dicom": {"tls": {"enabled": True, "secretName": "qoq-dicom-tls", "verifyClients": True}},
+            "pacsTls": {"secretName": "pacs-ca"}},
+    "loadbalancer": {"service": {"dicom": {"type": "LoadBalancer", "loadBalancerSourceRanges": ["10.20.0.0/16"]}}},
+    "nodeport": {"service": {"dicom": {"type": "NodePort", "nodePort": 31112}}},
+    "networkpolicy-off": {"networkPolicy": {"enabled": False}},
+    "monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+                   "prometheusRule": {"enabled": True, "noStudies": {"enabled": True}}},
+    "production": {
+        "model": {"existingClaim": "qoq-med-weights", "subPath": "QoQ-Med-VL-32B"},
+        "gpu": {"count": 2},
+        "networkPolicy": {"pacsCIDRs": ["10.1.2.0/24"], "egressCIDRs": ["10.1.2.0/24", "10.9.0.5/32"]},
+        "config": {"dicom": {"allowed_calling_ae_titles": ["PACS1"]}, "destinations": {
+            "dicom": [{"name": "pacs", "ae_title": "PACS1", "host": "pacs.hospital.org", "port": 104}],
+            "hl7": [{"name": "ehr", "host": "ehr.hospital.org", "port": 2575, "receiving_application": "EPIC"}]}},
+        "nodeSelector": {"nvidia.com/gpu.present": "true"},
+    },
+}
+
+
+def render(values: dict) -> list[dict]:
+    """Every object the chart renders with ``values`` (release "qoq" in namespace "radiology")."""
+    chart = helm_python.Chart.load(CHART)
+    try:
+        manifests = chart.render(values, name="qoq", namespace="radiology", is_install=True)
+    finally:
+        chart.close()
+    return [obj for path, text in manifests.items() if path.endswith(".yaml")
+            for obj in yaml.safe_load_all(text) if obj]
+
+
+def by_kind(objects: list[dict], kind: str) -> dict:
+    [obj] = [o for o in objects if o["kind"] == kind]
+    return obj
+
+
+def node_yaml(objects: list[dict]) -> dict:
+    return yaml.safe_load(by_kind(objects, "ConfigMap")["data"]["node.yaml"])
+
+
+def test_chart_lints_clean() -> None:
+    report = helm_python.lint(CHART, strict=True, kube_version=f"v{KUBERNETES_VERSION}")
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_every_value_set_renders_valid_kubernetes_objects(name: str, tmp_path: Path) -> None:
+    objects = render(VALUE_SETS[name])
+    for obj in objects:
+        if obj["apiVersion"] not in CUSTOM_RESOURCES:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    # The rendered node.yaml is a configuration the node itself accepts.
+    config = node_yaml(objects)
+    tls = config["dicom"]["tls"]
+    if tls["enabled"]:  # the Secret's files exist only in the pod: stand them in to validate the rest
+        for key in ("certificate", "private_key", "ca"):
+            stand_in = tmp_path / Path(tls[key]).name
+            stand_in.write_text("pem")
+            tls[key] = str(stand_in)
+    NodeConfig.model_validate(config)
+
+
+def test_statefulset_is_hardened_keeps_its_data_and_sees_the_gpu() -> None:
+    objects = render(VALUE_SETS["production"])
+    statefulset = by_kind(objects, "StatefulSet")
+    pod = statefulset["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert statefulset["spec"]["replicas"] == 1
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert container["startupProbe"]["httpGet"]["path"] == "/startupz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+    # Spool and state on a volume claim template: a rescheduled pod gets its claim back.
+    [claim] = statefulset["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "200Gi"
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["data"]["mountPath"] == node_yaml(objects)["storage"]["root"]
+    # The weights: read-only, from the existing claim, where engine.model points.
+    assert mounts["models"]["readOnly"] is True
+    [models] = [v for v in pod["volumes"] if v["name"] == "models"]
+    assert models["persistentVolumeClaim"] == {"claimName": "qoq-med-weights", "readOnly": True}
+    assert node_yaml(objects)["engine"]["model"] == "/models/QoQ-Med-VL-32B"
+
+
+def test_a_config_change_restarts_the_pod() -> None:
+    def checksum(values: dict) -> str:
+        return by_kind(render(values), "StatefulSet")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+    assert checksum({}) == checksum({})
+    assert checksum({}) != checksum({"config": {"study": {"stable_seconds": 10}}})
+
+
+def test_tls_secrets_are_mounted_not_inlined() -> None:
+    objects = render(VALUE_SETS["tls"])
+    pod = by_kind(objects, "StatefulSet")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == "qoq-dicom-tls"
+    assert volumes["pacs-tls"]["secret"]["secretName"] == "pacs-ca"
+    assert node_yaml(objects)["dicom"]["tls"] == {"enabled": True, "certificate": "/etc/qoq-node/tls/tls.crt",
+                                                  "private_key": "/etc/qoq-node/tls/tls.key",
+                                                  "ca": "/etc/qoq-node/tls/ca.crt"}
+    assert not [o for o in objects if o["kind"] == "Secret"]
+
+
+def test_services_and_network_policy() -> None:
+    loadbalancer = [o for o in render(VALUE_SETS["loadbalancer"]) if o["kind"] == "Service"]
+    dicom = next(s for s in loadbalancer if s["metadata"]["name"].endswith("-dicom"))
+    assert dicom["spec"]["type"] == "LoadBalancer" and dicom["spec"]["loadBalancerSourceRanges"] == ["10.20.0.0/16"]
+    assert dicom["spec"]["externalTrafficPolicy"] == "Local"
+    assert not [o for o in render(VALUE_SETS["networkpolicy-off"]) if o["kind"] == "NetworkPolicy"]
+    policy = by_kind(render(VALUE_SETS["production"]), "NetworkPolicy")["spec"]
+    dicom_rule, metrics_rule = policy["ingress"]
+    assert dicom_rule["from"] == [{"ipBlock": {"cidr": "10.1.2.0/24"}}] and dicom_rule["ports"][0]["port"] == "dicom"
+    assert metrics_rule["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+    dns, destinations = policy["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53}
+    assert {p["port"] for p in destinations["ports"]} == {104, 2575}  # only the destinations' ports
+    # No PACS CIDRs configured: nobody may open a DICOM association.
+    default_policy = by_kind(render({}), "NetworkPolicy")["spec"]
+    assert all(rule["ports"][0]["port"] != "dicom" for rule in default_policy["ingress"])
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"service": {"dicom": {"type": "ExternalName"}}}, "/service/dicom/type"),
+        ({"config": {"dicom": {"ae_title": "NAME_LONGER_THAN_16"}}}, "/config/dicom/ae_title"),
+        ({"config": {"storage": {"root": "/elsewhere"}}}, "'root' not allowed"),  # the chart manages it
+        ({"config": {"destinations": {"hl7": [{"name": "ehr"}]}}}, "missing properties 'host', 'port'"),
+        ({"dicom": {"tls": {"enabled": True}}}, "/dicom/tls/secretName"),
+        ({"model": {"existingClaim": "weights", "hostPath": "/srv/models"}}, "/model/hostPath"),
+        ({"networkPolicy": {"pacsCIDRs": ["pacs.hospital.org"]}}, "/networkPolicy/pacsCIDRs/0"),
+        ({"gpu": {"count": -1}}, "/gpu/count"),
+        ({"unknown": 1}, "'unknown' not allowed"),
+    ],
+)
+def test_bad_values_are_rejected_with_the_key(values: dict, message: str) -> None:
+    with pytest.raises(helm_python.HelmValuesError, match=re.escape(message)):
+        render(values)
+
+
+def test_values_schema_is_generated_from_the_node_config() -> None:
+    spec = importlib.util.spec_from_file_location("generate_schema", REPO / "deploy" / "helm" / "generate_schema.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (CHART / "values.schema.json").read_text() == module.render(), \
+        "values.schema.json is stale: run .venv/bin/python deploy/helm/generate_schema.py"
+
+
+def _rules(tmp_path: Path) -> Path:
+    rule = by_kind(render(VALUE_SETS["monitoring"]), "PrometheusRule")
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(rule["spec"]))
+    return path
+
+
+def test_alert_rules_pass_promtool_and_fire_when_they_should(tmp_path: Path) -> None:
+    rules = _rules(tmp_path)
+    check = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    labels = 'namespace="radiology", job="qoq-qoq-node-metrics"'
+    cases = {
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                {"series": f'qoqnode_outbox_items{{{labels}, destination="pacs", state="dead"}}', "values": "0 0 1x10"},
+                {"series": f'qoqnode_storage_free_bytes{{{labels}}}', "values": "9e9x5 1e9x10"},
+                {"series": f'qoqnode_model_loaded{{{labels}}}', "values": "0x20"},
+                {"series": f'up{{{labels}}}', "values": "1x20"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "1m", "alertname": "QoqNodeDeadLetters", "exp_alerts": []},
+                {"eval_time": "10m", "alertname": "QoqNodeDeadLetters",
+                 "exp_alerts": [{"exp_labels": {"severity": "critical", "destination": "pacs"}, "exp_annotations": {
+                     "summary": "results for pacs were dead-lettered",
+                     "description": "1 results were refused or retried too long; fix the destination, then "
+                                    "'qoq-node outbox retry-all'."}}]},
+                {"eval_time": "10m", "alertname": "QoqNodeDiskFull", "exp_alerts": [{
+                    "exp_labels": {"severity": "critical", "namespace": "radiology", "job": "qoq-qoq-node-metrics"},
+                    "exp_annotations": {
+                        "summary": "qoq-node refuses studies for lack of disk",
+                        "description": "Free space is below storage.min_free_bytes: C-STORE answers Out of "
+                                       "Resources and the pod is not ready."}}]},
+                {"eval_time": "10m", "alertname": "QoqNodeDown", "exp_alerts": []},
+                {"eval_time": "5m", "alertname": "QoqNodeModelNotLoaded", "exp_alerts": []},
+            ],
+        }],
+    }
+    tests = tmp_path / "tests.yaml"
+    tests.write_text(yaml.safe_dump(cases))
+    result = subprocess.run(["promtool", "test", "rules", str(tests)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+#: The series names Prometheus sees for each metric type (a family is declared even before its first sample).
+SERIES_SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count"),
+                   "info": ("_info",), "summary": ("_sum", "_count", "")}
+
+
+def _exported_series(metrics_text: str) -> set[str]:
+    """Every series name a /metrics page exports: its samples, and the series of every declared family."""
+    series = {line.split("{")[0].split(" ")[0] for line in metrics_text.splitlines() if line.startswith("qoqnode_")}
+    for family, kind in re.findall(r"^# TYPE (qoqnode_\w+) (\w+)$", metrics_text, re.MULTILINE):
+        series |= {family.removesuffix("_total") + suffix if kind == "counter" else family + suffix
+                   for suffix in SERIES_SUFFIXES[kind]}
+    return series
+
+
+def _metric_names(text: str) -> set[str]:
+    return set(re.findall(r"\bqoqnode_[a-z0-9_]+", text))
+
+
+def test_every_metric_of_the_alerts_and_dashboard_is_exported(orthanc: Orthanc, make_node, tmp_path: Path) -> None:
+    """Run a real node through a study (so every labelled series exists), then compare."""
+    cr = write_cr_study(tmp_path / "cr", size=256)
+    responses = tmp_path / "responses.json"
+    responses.write_text(json.dumps({"*": boxed_response(pydicom.dcmread(cr.files[0]), "Mass", 200_704, 1_003_520)}))
+    with MllpListener() as ehr:
+        node = make_node(engine={"backend": "replay", "replay_responses": responses}, destinations={
+            "dicom": [{"name": "pacs", "ae_title": orthanc.aet, "host": LOOPBACK, "port": orthanc.dicom_port}],
+            "hl7": [{"name": "ehr", "host": LOOPBACK, "port": ehr.port}]})
+        subprocess.run(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.scp.port), str(cr.files[0])], check=True,
+                       capture_output=True)
+        subprocess.run(["storescu", "-aec", "WRONG", LOOPBACK, str(node.scp.port), str(cr.files[0])],
+                       capture_output=True)  # a rejected association, so that series exists too
+        wait_for(lambda: node.store.studies()[0].state == "complete", timeout=30)
+        status, exported_text = get(node, "/metrics")
+    exported = _exported_series(exported_text)
+    rule = by_kind(render(VALUE_SETS["monitoring"]), "PrometheusRule")
+    used_by_alerts = _metric_names(json.dumps(rule["spec"]))
+    used_by_dashboard = _metric_names(DASHBOARD.read_text())
+    assert status == 200 and used_by_alerts and used_by_dashboard
+    assert used_by_alerts - exported == set()
+    assert used_by_dashboard - exported == set()
+
+
+def test_shipped_node_config_matches_the_chart_defaults() -> None:
+    """The chart's defaults are the node's defaults (conf/node.yaml), except what the chart manages."""
+    chart_config = node_yaml(render({}))
+    shipped = load_config(REPO / "conf" / "node.yaml", environ={}).model_dump(mode="json")
+    for section, values in chart_config.items():
+        for key, value in values.items():
+            if (section, key) in {("dicom", "host"), ("dicom", "tls"), ("storage", "root"), ("routing", "rules"),
+                                  ("http", "host")}:
+                continue
+            assert shipped[section][key] == value, f"{section}.{key}"
