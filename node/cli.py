@@ -201,6 +201,37 @@ def cmd_model_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_engine_serve(args: argparse.Namespace) -> int:
+    """Serve the configured engine over an OpenAI-compatible API until SIGTERM or SIGINT."""
+    from node.engine.factory import make_engine, resolve_model
+    from node.engine.openai_server import EngineServer
+
+    config = _load(args)
+    configure_logging(config.log.level, config.log.format)
+    if config.engine.backend == "openai":
+        raise EngineLoadError("engine serve runs a local engine: set engine.backend to transformers, "
+                              "tensorrt-llm or replay")
+    engine = make_engine(resolve_model(config.engine, config.storage.root))
+    server = EngineServer(args.host, args.port, engine, args.served_model, args.max_batch)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+    print(f"serving {engine.model_identity} as '{args.served_model}' on http://{args.host}:{server.port}/v1",
+          flush=True)
+    server.serve_forever()
+    server.server_close()
+    return 0
+
+
+def cmd_engine_prepare(args: argparse.Namespace) -> int:
+    """Do the configured backend's one-off preparation (FP8 quantization for tensorrt-llm)."""
+    from node.engine.prepare import prepare
+
+    config = _load(args)
+    configure_logging(config.log.level, config.log.format)
+    print(prepare(config.engine))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``qoq-node``."""
     parser = argparse.ArgumentParser(prog="qoq-node", description="QoQ-Med AI node between PACS and EHR.")
@@ -236,6 +267,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", type=Path, default=Path("var/demo"), help="where everything is kept (var/demo)")
     demo.add_argument("--keep-running", action="store_true", help="keep the PACS and node up until Ctrl-C")
     demo.set_defaults(handler=cmd_demo)
+    engine = commands.add_parser("engine", help="Engine utilities: serve it to other nodes, prepare it ahead of start.",
+                                 description="Engine utilities.")
+    engine_commands = engine.add_subparsers(dest="engine_command", required=True)
+
+    def engine_command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+        sub = engine_commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--config", type=Path, default=None, help="node.yaml (default: built-in defaults)")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    engine_serve = engine_command("serve", cmd_engine_serve, "Serve the configured engine (transformers, tensorrt-llm "
+                                  "or replay) over an OpenAI-compatible chat-completions API.")
+    engine_serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    engine_serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    engine_serve.add_argument("--served-model", default="qoq-med", help="the model name clients ask for (qoq-med)")
+    engine_serve.add_argument("--max-batch", type=int, default=8, help="requests run together at most (8)")
+    engine_command("prepare", cmd_engine_prepare, "One-off work before the node starts: the FP8 checkpoint for "
+                   "tensorrt-llm with quantization fp8, cached next to the model.")
     model = commands.add_parser("model", help="Model utilities.", description="Model utilities.")
     model_commands = model.add_subparsers(dest="model_command", required=True)
     tiny = model_commands.add_parser(

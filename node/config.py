@@ -120,10 +120,36 @@ class LogConfig(_Section):
         return level
 
 
+class TransformersOptions(_Section):
+    """Speed options of the ``transformers`` backend (they matter on CUDA; the CPU reference keeps the defaults)."""
+
+    attention: Literal["sdpa", "flash_attention_2", "eager"] = Field(
+        default="sdpa", description="flash_attention_2 needs the flash-attn package and a CUDA GPU.")
+    static_cache: bool = Field(default=False, description="Static KV cache: fixed shapes, for torch.compile.")
+    compile: bool = Field(default=False, description="torch.compile the language model's forward (CUDA).")
+
+
+class TensorRtLlmOptions(_Section):
+    """The ``tensorrt-llm`` backend: TensorRT-LLM's LLM API on the node's own GPUs."""
+
+    quantization: Literal["none", "fp8"] = Field(
+        default="none", description="fp8: FP8 weights, from the checkpoint 'qoq-node engine prepare' makes.")
+    kv_cache_dtype: Literal["auto", "fp8"] = "auto"
+    kv_cache_fraction: float = Field(default=0.6, gt=0, lt=1, description="Share of free GPU memory for KV cache.")
+    max_batch_size: int = Field(default=32, ge=1, le=4096, description="Sequences in flight at once.")
+    max_num_tokens: int = Field(default=16384, ge=256, description="Tokens per scheduler step (prefill chunk).")
+    tensor_parallel_size: int = Field(default=1, ge=1, le=64, description="GPUs per replica (2-4 for 32B).")
+    replicas: int = Field(default=1, ge=1, le=64, description="Model replicas, each on its own GPU(s) (7B: 1/GPU).")
+    cache_dir: Path | None = Field(
+        default=None, description="Where 'engine prepare' keeps its output; default: next to the model "
+        "(<model>.qoq-node-cache). Set it when the model volume is read-only.")
+    warmup: bool = Field(default=True, description="Run one request at start so the first study is not slow.")
+
+
 class EngineConfig(_Section):
     """The model backend."""
 
-    backend: Literal["transformers", "replay"] = "transformers"
+    backend: Literal["transformers", "tensorrt-llm", "openai", "replay"] = "transformers"
     model: Path | None = Field(
         default=None,
         description="Checkpoint directory (QoQ-Med-VL-7B/32B). Unset: a tiny random TEST model is built "
@@ -135,6 +161,19 @@ class EngineConfig(_Section):
     min_pixels: int = Field(default=200_704, ge=784, description="Qwen2.5-VL visual budget, lower bound.")
     max_pixels: int = Field(default=1_003_520, ge=784, description="Qwen2.5-VL visual budget, upper bound.")
     replay_responses: Path | None = Field(default=None, description="JSON file of recorded responses (replay).")
+    transformers: TransformersOptions = TransformersOptions()
+    tensorrt_llm: TensorRtLlmOptions = TensorRtLlmOptions()
+    url: str | None = Field(
+        default=None, pattern=r"^https?://[^\s/]+(/\S*)?$",
+        description="openai backend: the server's API root, e.g. http://qoq-engine:8000/v1.")
+    served_model: str | None = Field(default=None, description="openai backend: the model name the server serves.")
+    api_key_env: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="openai backend: environment variable holding the API key (never the key itself).")
+    timeout_s: float = Field(default=300.0, gt=0, description="openai backend: seconds one request may take.")
+    max_concurrency: int = Field(default=8, ge=1, le=1024, description="openai backend: requests in flight at once.")
+    retries: int = Field(default=3, ge=0, le=20, description="openai backend: retries of a request the server "
+                         "could not answer (connection error, timeout, 429, 5xx), with backoff.")
 
     @model_validator(mode="after")
     def _consistent(self) -> EngineConfig:
@@ -144,6 +183,12 @@ class EngineConfig(_Section):
             raise ValueError("replay_responses is required for the replay backend")
         if self.replay_responses is not None and not self.replay_responses.is_file():
             raise ValueError(f"replay_responses {self.replay_responses} is not a readable file")
+        if self.backend == "openai":
+            missing = [key for key in ("url", "served_model") if getattr(self, key) is None]
+            if missing:
+                raise ValueError(f"{' and '.join(missing)} required for the openai backend")
+            if self.api_key_env is not None and self.api_key_env not in os.environ:
+                raise ValueError(f"api_key_env names {self.api_key_env}, which is not set in the environment")
         return self
 
 

@@ -21,7 +21,7 @@ import pydicom
 
 from node.config import NodeConfig
 from node.engine import Engine, EngineRequest, EngineResult
-from node.engine.errors import EngineLoadError
+from node.engine.errors import EngineLoadError, EngineUnavailable
 from node.engine.factory import make_engine, resolve_model
 from node.infer import NO_IMAGE, StudyOutcome, infer, prepare
 from node.ops.logging import get_logger, uid_hash
@@ -34,6 +34,9 @@ from node.store import FAILED, QueuedItem, StableStudy, Store
 log = get_logger("pipeline")
 
 IDLE_POLL_SECONDS = 0.5
+#: While the engine cannot be reached, the pipeline waits this long, doubling up to the cap.
+ENGINE_WAIT_SECONDS = 5.0
+ENGINE_WAIT_CAP_SECONDS = 60.0
 
 
 class MeteredEngine:
@@ -82,6 +85,8 @@ class Pipeline:
         self._engine: Engine | None = None
         self._load_error: str | None = None
         self._load_finished = threading.Event()
+        self._engine_wait = 0.0  # seconds to wait after the engine was unreachable; 0 while it answers
+        self._engine_wait_until = 0.0
         self._pool = ThreadPoolExecutor(config.pipeline.imaging_workers, thread_name_prefix="imaging")
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -101,6 +106,7 @@ class Pipeline:
         finally:
             self._load_finished.set()
         self._metrics.model_loaded.set(1)
+        self._metrics.engine_available.set(1)
         log.info("engine.loaded", model=self._engine.model_identity)
 
     def load_finished(self) -> bool:
@@ -118,9 +124,10 @@ class Pipeline:
 
     def run_once(self, now: float | None = None) -> int:
         """Read one batch of due stable studies; returns how many studies it took."""
-        if self._engine is None:
+        now = time.time() if now is None else now
+        if self._engine is None or now < self._engine_wait_until:
             return 0
-        due = self._store.stable_studies(time.time() if now is None else now, self.config.pipeline.batch_size)
+        due = self._store.stable_studies(now, self.config.pipeline.batch_size)
         if not due:
             return 0
         prepared = list(self._pool.map(self._prepare, due))
@@ -149,17 +156,30 @@ class Pipeline:
         assert self._engine is not None
         try:
             outcomes = infer(prepared, self._engine, self.config)
+        except EngineUnavailable as exc:  # not the studies' fault: they wait, no attempt is counted
+            self._engine_unavailable(str(exc))
+            return
         except Exception as exc:  # the whole batch failed in the engine: each study retries
             log.exception("engine.batch_failed", studies=len(studies))
             for study in studies:
                 self._fail(study, "engine", f"engine failed: {type(exc).__name__}: {exc}")
             return
+        if self._engine_wait:
+            log.info("engine.available_again")
+            self._engine_wait = 0.0
+            self._metrics.engine_available.set(1)
         for study, outcome in zip(studies, outcomes, strict=True):
             try:
                 self._queue(study, outcome)
             except Exception as exc:
                 log.exception("results.failed", study=uid_hash(study.study_uid))
                 self._fail(study, "results", f"results failed: {type(exc).__name__}: {exc}")
+
+    def _engine_unavailable(self, error: str) -> None:
+        self._engine_wait = min(ENGINE_WAIT_CAP_SECONDS, max(ENGINE_WAIT_SECONDS, 2 * self._engine_wait))
+        self._engine_wait_until = time.time() + self._engine_wait
+        self._metrics.engine_available.set(0)
+        log.warning("engine.unavailable", error=error, retry_in_seconds=self._engine_wait)
 
     def _previous_sr(self, study: StableStudy) -> pydicom.Dataset | None:
         """The report of the latest earlier version of this study, which the new one supersedes."""

@@ -148,3 +148,18 @@ def test_processor_resizes_exactly_as_the_recorded_geometry(tiny_engine, height:
                                                  return_tensors="pt")["image_grid_thw"][0]
     geometry = Geometry.single(FrameRef("1.2.3", 1, height, width), MIN_PIXELS, MAX_PIXELS)
     assert (int(grid[1]) * 14, int(grid[2]) * 14) == (geometry.height, geometry.width)
+
+
+def test_cuda_speed_options_keep_the_tokens_and_a_missing_kernel_is_named(tiny_dir: Path,
+                                                                          tiny_engine: TransformersEngine) -> None:
+    """The static KV cache (used with torch.compile on CUDA) gives the reference's tokens; flash
+    attention without its package is a start-up error that names the key."""
+    from node.config import TransformersOptions
+
+    requests = [EngineRequest((Image.new("L", (448, 448), 100),), "Findings?", "*", GenerationSettings(24)),
+                EngineRequest((Image.new("L", (476, 448), 30),), "Findings?", "*", GenerationSettings(24))]
+    static = TransformersEngine(tiny_dir, device="cpu", options=TransformersOptions(static_cache=True))
+    assert static._cache == {"cache_implementation": "static"}
+    assert [r.text for r in static.generate(requests)] == [r.text for r in tiny_engine.generate(requests)]
+    with pytest.raises(EngineLoadError, match=r"engine\.transformers\.attention flash_attention_2 cannot be used"):
+        TransformersEngine(tiny_dir, device="cpu", options=TransformersOptions(attention="flash_attention_2"))

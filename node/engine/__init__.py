@@ -1,6 +1,7 @@
 """The ``Engine`` protocol: a batch of requests in, a batch of results out.
 
-Backends: ``transformers`` (the reference, CPU or CUDA) and ``replay`` (recorded responses,
+Backends: ``transformers`` (the reference, CPU or CUDA), ``tensorrt-llm`` (the fast path on local
+GPUs), ``openai`` (a remote OpenAI-compatible server: scale-out) and ``replay`` (recorded responses,
 labelled as test results everywhere). Every backend returns results in request order.
 """
 
@@ -15,11 +16,13 @@ from PIL import Image
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """How to generate: greedy unless ``temperature`` > 0."""
+    """How to generate: greedy unless ``temperature`` > 0. ``min_new_tokens`` > 0 forces that many
+    tokens past the end-of-sequence (benchmarks: fixed work per request)."""
 
     max_new_tokens: int = 1024
     temperature: float = 0.0
     seed: int = 0
+    min_new_tokens: int = 0
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -46,10 +47,18 @@ def make_engine(config: EngineConfig) -> Engine:
     if config.backend == "replay":
         assert config.replay_responses is not None  # the config validator guarantees it
         return ReplayEngine.from_file(config.replay_responses)
-    from node.engine.transformers_backend import TransformersEngine
+    if config.backend == "openai":
+        from node.engine.openai_backend import OpenAIEngine
 
+        return OpenAIEngine(config, api_key=os.environ.get(config.api_key_env) if config.api_key_env else None)
     if config.model is None:
         raise EngineLoadError("engine.model is not set: point it at the QoQ-Med weights, "
                               "or build a test model with 'qoq-node model tiny DIR'")
-    return TransformersEngine(config.model, device=config.device, dtype=config.dtype,
-                              min_pixels=config.min_pixels, max_pixels=config.max_pixels)
+    if config.backend == "tensorrt-llm":
+        from node.engine.trtllm_backend import TensorRtLlmEngine
+
+        return TensorRtLlmEngine(config)
+    from node.engine.transformers_backend import TransformersEngine
+
+    return TransformersEngine(config.model, device=config.device, dtype=config.dtype, min_pixels=config.min_pixels,
+                              max_pixels=config.max_pixels, options=config.transformers)

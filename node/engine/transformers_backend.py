@@ -2,7 +2,9 @@
 
 Loads a Qwen2.5-VL checkpoint directory (QoQ-Med-VL-7B/32B, or the tiny test model) with
 ``AutoProcessor`` and ``Qwen2_5_VLForConditionalGeneration``; bf16 on CUDA, fp32 on CPU unless
-configured; greedy by default; batches requests with left padding.
+configured; greedy by default; batches requests with left padding. On CUDA,
+``engine.transformers`` picks the attention kernel (SDPA or flash attention 2), a static KV cache
+and ``torch.compile`` of the language model.
 
 The images a request carries are already resized to the size their geometry records
 (:func:`node.imaging.geometry.smart_resize` with the same pixel limits), so the processor's own
@@ -12,15 +14,15 @@ resize leaves them as they are and every box the model gives is in the recorded 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from node.config import TransformersOptions
 from node.engine import EngineRequest, EngineResult
+from node.engine.chat import require_model_size
+from node.engine.checkpoint import chat_prompt, load_processor, open_checkpoint
 from node.engine.errors import EngineLoadError
-from node.engine.tiny import TINY_MARKER, TINY_MODEL_NAME
-from node.imaging.geometry import smart_resize
 
 
 def _pick_device(device: str) -> str:
@@ -43,48 +45,39 @@ class TransformersEngine:
     """QoQ-Med through Hugging Face transformers."""
 
     def __init__(self, model_dir: Path, device: str = "auto", dtype: str = "auto", min_pixels: int = 200_704,
-                 max_pixels: int = 1_003_520) -> None:
-        model_dir = Path(model_dir)
-        config_path = model_dir / "config.json"
-        if not config_path.is_file():
-            raise EngineLoadError(f"{model_dir} is not a model directory (no config.json); "
-                                  "set engine.model to the QoQ-Med weights or run 'qoq-node model tiny DIR'")
+                 max_pixels: int = 1_003_520, options: TransformersOptions | None = None) -> None:
+        checkpoint = open_checkpoint(model_dir)
         import torch
-        from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+        from transformers import Qwen2_5_VLForConditionalGeneration
         from transformers import __version__ as transformers_version
 
-        config = json.loads(config_path.read_text())
-        self.is_test_model = bool(config.get(TINY_MARKER))
+        options = options or TransformersOptions()
+        self.is_test_model = checkpoint.is_test_model
         self.device = _pick_device(device)
         self.min_pixels, self.max_pixels = min_pixels, max_pixels
-        self.processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
-        # transformers 5 keeps the visual budget in the image processor's size
-        self.processor.image_processor.size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
-        self.processor.tokenizer.padding_side = "left"
-        self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-            model_dir, dtype=_pick_dtype(dtype, self.device), attn_implementation="sdpa", local_files_only=True
-        ).to(self.device).eval()
+        self.processor = load_processor(checkpoint, min_pixels, max_pixels)
+        try:
+            self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+                checkpoint.directory, dtype=_pick_dtype(dtype, self.device), attn_implementation=options.attention,
+                local_files_only=True,
+            ).to(self.device).eval()
+        except ImportError as exc:  # flash_attention_2 without the flash-attn package
+            raise EngineLoadError(f"engine.transformers.attention {options.attention} cannot be used: {exc}") from exc
+        if options.compile:
+            self.model.model.language_model = torch.compile(self.model.model.language_model)
+        self._cache = {"cache_implementation": "static"} if options.static_cache else {}
         self._torch = torch
-        name = f"{TINY_MODEL_NAME} (TEST MODEL, random weights)" if self.is_test_model else model_dir.name
-        self._identity = f"{name}, transformers {transformers_version}"
+        self._identity = f"{checkpoint.name}, transformers {transformers_version}"
 
     @property
     def model_identity(self) -> str:
-        """The checkpoint's name and where it was loaded from."""
+        """The checkpoint's name and the library that runs it."""
         return self._identity
 
     def _inputs(self, requests: Sequence[EngineRequest]):
-        texts, images = [], []
-        for request in requests:
-            for image in request.images:
-                expected = smart_resize(image.height, image.width, self.min_pixels, self.max_pixels)
-                if expected != (image.height, image.width):
-                    raise ValueError(f"image {image.width}×{image.height} is not at its model size; "
-                                     "resize it with its geometry first")
-            content = [{"type": "image"} for _ in request.images] + [{"type": "text", "text": request.prompt}]
-            messages = [{"role": "user", "content": content}]
-            texts.append(self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-            images.extend(image.convert("RGB") for image in request.images)
+        require_model_size(requests, self.min_pixels, self.max_pixels)
+        texts = [chat_prompt(self.processor, request) for request in requests]
+        images = [image.convert("RGB") for request in requests for image in request.images]
         return self.processor(text=texts, images=images or None, padding=True, return_tensors="pt").to(self.device)
 
     def generate(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
@@ -98,7 +91,8 @@ class TransformersEngine:
         sampling = {"do_sample": True, "temperature": settings.temperature} if settings.temperature > 0 else {
             "do_sample": False}
         with self._torch.inference_mode():
-            output = self.model.generate(**inputs, max_new_tokens=settings.max_new_tokens, **sampling)
+            output = self.model.generate(**inputs, max_new_tokens=settings.max_new_tokens,
+                                         min_new_tokens=settings.min_new_tokens, **sampling, **self._cache)
         seconds = time.perf_counter() - started
         prompt_length = inputs["input_ids"].shape[1]
         pad_id = self.processor.tokenizer.pad_token_id

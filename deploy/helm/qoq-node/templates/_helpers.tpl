@@ -59,6 +59,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if include "qoq-node.hasModel" . -}}
 {{- $_ := set $managed "engine" (dict "model" (trimSuffix "/" (printf "/models/%s" .Values.model.subPath))) -}}
 {{- end -}}
+{{- if .Values.engineServer.enabled -}}
+{{- $engine := dict "backend" "openai" "url" (printf "http://%s:%d/v1" (include "qoq-node.engineName" .) (int .Values.engineServer.port)) "served_model" .Values.engineServer.servedModel -}}
+{{- $_ := set $managed "engine" (mustMergeOverwrite (get $managed "engine" | default dict) $engine) -}}
+{{- end -}}
 {{- toYaml (mustMergeOverwrite (deepCopy .Values.config) $managed) -}}
 {{- end -}}
 
@@ -68,4 +72,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- range .Values.config.destinations.dicom -}}{{- $ports = append $ports (int .port) -}}{{- end -}}
 {{- range .Values.config.destinations.hl7 -}}{{- $ports = append $ports (int .port) -}}{{- end -}}
 {{- toJson (uniq $ports) -}}
+{{- end -}}
+
+{{/* The engine server's name and labels (scale-out). */}}
+{{- define "qoq-node.engineName" -}}
+{{- printf "%s-engine" (include "qoq-node.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "qoq-node.engineSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "qoq-node.name" . }}-engine
+app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}

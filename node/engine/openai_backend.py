@@ -1,0 +1,208 @@
+"""The ``openai`` backend: QoQ-Med on an OpenAI-compatible chat-completions server.
+
+This is how inference scales past one machine: ``trtllm-serve``, vLLM or SGLang (or
+``qoq-node engine serve``) on GPU servers behind a Service, and nodes that send them studies.
+Each request carries the images the node already resized to their recorded geometry, as
+lossless PNG data URLs, so the server sees exactly the pixels whose coordinates the node maps
+boxes from (the server's own resize leaves an image alone whose sides are multiples of 28 and
+whose area lies inside its pixel budget: keep the server's ``max_pixels`` at or above the node's).
+
+Requests run concurrently up to ``max_concurrency``; a request the server could not answer
+(connection refused, timeout, 429, 5xx) is retried with backoff, and when the retries are spent
+the batch raises :class:`~node.engine.errors.EngineUnavailable`, which leaves the studies waiting
+rather than failing them. A 4xx answer is the request's own fault and fails it with the server's
+message.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from PIL import Image
+
+from node.config import EngineConfig
+from node.engine import EngineRequest, EngineResult
+from node.engine.chat import require_model_size, user_turn
+from node.engine.errors import EngineLoadError, EngineUnavailable
+from node.ops.logging import get_logger
+
+log = get_logger("engine.openai")
+
+#: One visual token per 28×28 pixels (patch 14, spatial merge 2).
+PIXELS_PER_VISUAL_TOKEN = 28 * 28
+#: Answers worth another try: the server is overloaded, restarting or failing for now.
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+BACKOFF_CAP_SECONDS = 30.0
+#: The non-standard field of ``qoq-node engine serve``'s answers that carries what OpenAI's API has no room for.
+EXTENSION_FIELD = "qoq_node"
+
+
+def png_data_url(image: Image.Image) -> str:
+    """The image as a lossless PNG ``data:`` URL (the pixels exactly as the node resized them)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _image_url_item(image: Image.Image) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": png_data_url(image)}}
+
+
+def visual_tokens(request: EngineRequest) -> int:
+    """How many visual tokens the request's images make at their (model) size."""
+    return sum(image.width * image.height // PIXELS_PER_VISUAL_TOKEN for image in request.images)
+
+
+def is_test_answer(answer: dict[str, Any]) -> bool:
+    """Whether the answer says it comes from a test engine (``qoq-node engine serve`` on the tiny test
+    model or the replay backend says so in its ``qoq_node`` extension field)."""
+    extension = answer.get(EXTENSION_FIELD)
+    return isinstance(extension, dict) and extension.get("is_test_result") is True
+
+
+class ServerError(Exception):
+    """An answer from the server that is not a completion; ``retryable`` says whether to try again."""
+
+    def __init__(self, message: str, retryable: bool, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable, self.retry_after = retryable, retry_after
+
+
+class OpenAIEngine:
+    """A client of an OpenAI-compatible server serving QoQ-Med."""
+
+    def __init__(self, config: EngineConfig, api_key: str | None = None) -> None:
+        assert config.url is not None and config.served_model is not None  # the config validator guarantees it
+        self._root = config.url.rstrip("/")
+        self._served_model = config.served_model
+        self._timeout, self._retries = config.timeout_s, config.retries
+        self._min_pixels, self._max_pixels = config.min_pixels, config.max_pixels
+        self._api_key = api_key
+        self._pool = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="openai")
+        self._server = urllib.parse.urlsplit(self._root).netloc
+        self._check_model_served()
+
+    @property
+    def model_identity(self) -> str:
+        """The served model's name and the server (host:port) that serves it."""
+        return f"{self._served_model} on OpenAI-compatible server {self._server}"
+
+    # --- HTTP ----------------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        data = json.dumps(body).encode() if body is not None else None
+        # the url is http(s) only: the config's pattern guarantees it
+        request = urllib.request.Request(self._root + path, data=data, headers=headers, method=method)  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            retry_after = exc.headers.get("Retry-After") if exc.headers else None
+            raise ServerError(f"HTTP {exc.code}: {_error_message(exc)}", exc.code in RETRYABLE_STATUS,
+                              float(retry_after) if retry_after and retry_after.isdigit() else None) from exc
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ServerError(f"cannot reach {self._server}: {reason}", retryable=True) from exc
+        except ValueError as exc:
+            raise ServerError(f"{self._server} answered something that is not JSON: {exc}", retryable=True) from exc
+
+    def _check_model_served(self) -> None:
+        """Refuse to start when the server answers but does not serve ``served_model`` (a configuration
+        mistake); a server that does not answer yet is fine: studies wait for it."""
+        try:
+            listed = self._call("GET", "/models")
+        except ServerError as exc:
+            log.warning("engine.server_unreachable", server=self._server, error=str(exc))
+            return
+        names = [entry.get("id") for entry in listed.get("data", []) if isinstance(entry, dict)]
+        if self._served_model not in names:
+            raise EngineLoadError(f"the server at {self._root} does not serve '{self._served_model}' "
+                                  f"(it serves: {', '.join(map(str, names)) or 'nothing'}); fix engine.served_model")
+
+    # --- generation ----------------------------------------------------------------------------
+
+    def _body(self, request: EngineRequest) -> dict[str, Any]:
+        settings = request.settings
+        body = {
+            "model": self._served_model,
+            "messages": user_turn(request, _image_url_item),
+            "max_tokens": settings.max_new_tokens,
+            "temperature": settings.temperature,
+            "seed": settings.seed,
+            "n": 1,
+            "stream": False,
+        }
+        if settings.min_new_tokens:  # an extension vLLM, trtllm-serve and qoq-node engine serve understand
+            body.update(min_tokens=settings.min_new_tokens, ignore_eos=True)
+        return body
+
+    def _complete(self, request: EngineRequest) -> EngineResult:
+        body = self._body(request)
+        started = time.perf_counter()
+        for attempt in range(self._retries + 1):
+            try:
+                answer = self._call("POST", "/chat/completions", body)
+                break
+            except ServerError as exc:
+                if not exc.retryable:
+                    raise ValueError(f"the engine server refused the request: {exc}") from exc
+                if attempt == self._retries:
+                    raise EngineUnavailable(f"{exc} (after {attempt + 1} tries)") from exc
+                delay = exc.retry_after or min(BACKOFF_CAP_SECONDS, 0.5 * 2**attempt)
+                log.warning("engine.request_retry", server=self._server, error=str(exc), attempt=attempt + 1,
+                            delay_seconds=delay)
+                time.sleep(delay)
+        return self._result(answer, request, time.perf_counter() - started)
+
+    def _result(self, answer: dict[str, Any], request: EngineRequest, seconds: float) -> EngineResult:
+        try:
+            message = answer["choices"][0]["message"]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise ValueError(f"the engine server's answer has no choices[0].message ({type(exc).__name__})") from exc
+        text = message.get("content") if isinstance(message, dict) else None
+        usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        if prompt_tokens and prompt_tokens < visual_tokens(request):
+            raise ValueError(f"the engine server counted {prompt_tokens} prompt tokens for images of "
+                             f"{visual_tokens(request)} visual tokens: it resized the images, so its boxes would "
+                             "not be in the node's coordinates; raise the server's max_pixels to the node's")
+        # The engine behind the name, where the server says (qoq-node engine serve does), else the served name.
+        model = str(answer.get("system_fingerprint") or answer.get("model") or self._served_model)
+        return EngineResult(
+            text=text if isinstance(text, str) else "",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            seconds=seconds,
+            model=f"{model} via {self._server}",
+            is_test_result=is_test_answer(answer),
+        )
+
+    def generate(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
+        """Send every request (``max_concurrency`` at a time); results in request order."""
+        require_model_size(requests, self._min_pixels, self._max_pixels)
+        return list(self._pool.map(self._complete, requests))
+
+
+def _error_message(error: urllib.error.HTTPError) -> str:
+    """The server's error text: OpenAI's ``{"error": {"message": ...}}`` or the first 200 characters."""
+    try:
+        raw = error.read()
+    except OSError:
+        return error.reason or ""
+    try:
+        detail = json.loads(raw)["error"]
+        return str(detail.get("message", detail) if isinstance(detail, dict) else detail)[:500]
+    except (ValueError, KeyError, TypeError):
+        return raw[:200].decode("utf-8", "replace")

@@ -1,0 +1,227 @@
+"""``qoq-node engine serve``: a local engine behind an OpenAI-compatible chat-completions API.
+
+Serves the configured ``transformers``/``tensorrt-llm``/``replay`` engine to nodes that use the
+``openai`` backend: one GPU box for several nodes where trtllm-serve or vLLM is not available, and
+the server the tests run the ``openai`` backend against. Endpoints: ``GET /v1/models``,
+``POST /v1/chat/completions`` (non-streaming; images only as ``data:`` URLs — the server never
+fetches a URL), ``GET /health``. Requests that arrive together are batched (up to ``max_batch``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import queue
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from node.engine import Engine, EngineRequest, EngineResult, GenerationSettings
+from node.engine.openai_backend import EXTENSION_FIELD
+from node.ops.logging import get_logger
+
+log = get_logger("engine.serve")
+
+DEFAULT_MAX_TOKENS = 1024
+MAX_BODY_BYTES = 256 * 1024 * 1024
+
+
+class BadRequest(ValueError):
+    """The request cannot be served; the message goes back to the client."""
+
+
+def decode_data_url(url: str) -> Image.Image:
+    """The image of a base64 ``data:image/...`` URL."""
+    header, _, payload = url.partition(",")
+    if not (header.startswith("data:image/") and header.endswith(";base64")):
+        raise BadRequest("images must be base64 data: URLs (this server never fetches URLs)")
+    try:
+        image = Image.open(io.BytesIO(base64.b64decode(payload, validate=True)))
+        image.load()
+    except (binascii.Error, UnidentifiedImageError, OSError) as exc:
+        raise BadRequest(f"an image_url is not a readable image: {exc}") from exc
+    return image
+
+
+def engine_request(body: dict[str, Any]) -> EngineRequest:
+    """A chat-completions body as an engine request: the images and text of its last user turn."""
+    messages = body.get("messages")
+    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"] if isinstance(messages,
+                                                                                                   list) else []
+    if not users:
+        raise BadRequest("messages must hold a user turn")
+    content = users[-1].get("content")
+    parts = [{"type": "text", "text": content}] if isinstance(content, str) else content
+    if not isinstance(parts, list):
+        raise BadRequest("a user turn's content is a string or a list of parts")
+    images, texts = [], []
+    for part in parts:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "image_url" and isinstance(part.get("image_url"), dict):
+            images.append(decode_data_url(str(part["image_url"].get("url", ""))))
+        else:
+            raise BadRequest(f"unsupported content part {kind!r}: text and image_url only")
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
+    try:
+        settings = GenerationSettings(max_new_tokens=int(max_tokens), temperature=float(body.get("temperature") or 0),
+                                      seed=int(body.get("seed") or 0), min_new_tokens=int(body.get("min_tokens") or 0))
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"max_tokens, temperature and seed are numbers: {exc}") from exc
+    if settings.max_new_tokens < 1 or settings.temperature < 0:
+        raise BadRequest("max_tokens must be at least 1 and temperature not negative")
+    return EngineRequest(images=tuple(images), prompt="\n".join(texts), domain="*", settings=settings)
+
+
+@dataclass
+class _Pending:
+    request: EngineRequest
+    future: Future[EngineResult]
+
+
+class Batcher:
+    """Runs the engine on one thread, batching the requests that are waiting (same settings together)."""
+
+    def __init__(self, engine: Engine, max_batch: int) -> None:
+        self._engine, self._max_batch = engine, max_batch
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="engine-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, request: EngineRequest) -> Future[EngineResult]:
+        """Queue one request; its future holds the result or the engine's exception."""
+        pending = _Pending(request, Future())
+        self._queue.put(pending)
+        return pending.future
+
+    def _run(self) -> None:
+        while (first := self._queue.get()) is not None:
+            waiting = [first]
+            while len(waiting) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                waiting.append(item)
+            for settings in dict.fromkeys(p.request.settings for p in waiting):
+                batch = [p for p in waiting if p.request.settings == settings]
+                try:
+                    results = self._engine.generate([p.request for p in batch])
+                except Exception as exc:  # the clients get the error; the server keeps serving
+                    for pending in batch:
+                        pending.future.set_exception(exc)
+                    continue
+                for pending, result in zip(batch, results, strict=True):
+                    pending.future.set_result(result)
+
+    def close(self) -> None:
+        """Finish the queued requests and stop."""
+        self._queue.put(None)
+        self._thread.join(timeout=60)
+
+
+def completion(result: EngineResult, served_model: str, max_tokens: int) -> dict[str, Any]:
+    """An OpenAI ``chat.completion`` object for one engine result; the engine's identity is the
+    ``system_fingerprint``, and whether it is a test result goes in the ``qoq_node`` field."""
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": served_model,
+        "system_fingerprint": result.model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
+                     "finish_reason": "length" if result.completion_tokens >= max_tokens else "stop"}],
+        "usage": {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+                  "total_tokens": result.prompt_tokens + result.completion_tokens},
+        EXTENSION_FIELD: {"is_test_result": result.is_test_result},
+    }
+
+
+class EngineServer(ThreadingHTTPServer):
+    """The HTTP server; :attr:`port` is the bound port (0 in the address picks a free one)."""
+
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int, engine: Engine, served_model: str, max_batch: int = 8) -> None:
+        self.served_model = served_model
+        self.batcher = Batcher(engine, max_batch)
+        super().__init__((host, port), _Handler)
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port."""
+        return self.server_address[1]
+
+    def server_close(self) -> None:
+        """Stop accepting, then stop the batcher."""
+        super().server_close()
+        self.batcher.close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: EngineServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Requests are not logged line by line (their bodies are images of patients)."""
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, message: str, kind: str) -> None:
+        self._send(status, {"error": {"message": message, "type": kind, "code": status}})
+
+    def do_GET(self) -> None:
+        """``/v1/models`` and ``/health``."""
+        if self.path.rstrip("/") == "/v1/models":
+            self._send(200, {"object": "list", "data": [
+                {"id": self.server.served_model, "object": "model", "owned_by": "qoq-node"}]})
+        elif self.path == "/health":
+            self._send(200, {"status": "ok"})
+        else:
+            self._error(404, f"no route {self.path}", "not_found_error")
+
+    def do_POST(self) -> None:
+        """``/v1/chat/completions``."""
+        if self.path.rstrip("/") != "/v1/chat/completions":
+            self._error(404, f"no route {self.path}", "not_found_error")
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            self._error(413, f"request body above {MAX_BODY_BYTES} bytes", "invalid_request_error")
+            return
+        try:
+            body = json.loads(self.rfile.read(length))
+            if not isinstance(body, dict):
+                raise BadRequest("the body is a JSON object")
+            if body.get("stream"):
+                raise BadRequest("streaming is not supported")
+            if body.get("model") != self.server.served_model:
+                self._error(404, f"model '{body.get('model')}' is not served here", "not_found_error")
+                return
+            request = engine_request(body)
+            result = self.server.batcher.submit(request).result()
+        except (BadRequest, ValueError) as exc:  # includes images not at their model size
+            self._error(400, str(exc), "invalid_request_error")
+            return
+        except Exception as exc:
+            log.exception("engine.serve_failed")
+            self._error(500, f"the engine failed: {type(exc).__name__}", "server_error")
+            return
+        self._send(200, completion(result, self.server.served_model, request.settings.max_new_tokens))
