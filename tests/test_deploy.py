@@ -127,7 +127,7 @@ def test_scale_out_runs_trtllm_serve_on_gpu_pods_and_points_the_node_at_them() -
     assert engine_policy["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "qoq-node"
     egress = policies["qoq-qoq-node"]["spec"]["egress"]
     assert any(rule.get("ports") == [{"port": 8000, "protocol": "TCP"}] for rule in egress)
-    with pytest.raises(Exception, match="engineServer.enabled needs the weights"):
+    with pytest.raises(Exception, match=r"engineServer\.enabled needs the weights"):
         render({"engineServer": {"enabled": True}})
 
 
