@@ -1,0 +1,216 @@
+"""Engine benchmark: QoQ-Med-VL-7B-shaped model (random weights) on the node's real workload.
+
+    # on a GPU machine (builds ~16.6 GB of random bf16 weights under --workdir once):
+    python benchmarks/engine.py --shape 7b --device cuda --json docs/engine-benchmark.json
+    # anywhere, to check the script itself (the tiny model on the CPU):
+    python benchmarks/engine.py --shape tiny --device cpu --concurrency 1 4 --new-tokens 16
+
+Workload: a synthetic chest radiograph the size of a CR (2048², resized by the node's imaging to its
+1,003,520-pixel budget ≈ 1,280 visual tokens), routed and prompted exactly as the node does
+(conf/routing.yaml's chest_xray question and labels), ``--new-tokens`` tokens forced per study
+(``min_new_tokens``, end-of-sequence ignored), at each ``--concurrency`` (studies in one batch).
+Random weights cost the same compute as trained ones.
+
+Backends measured: the ``transformers`` variants (eager attention, the baseline; SDPA; SDPA with a
+static KV cache and torch.compile — CUDA only) and ``tensorrt-llm`` when the library is installed.
+Reported per backend and concurrency: time to first token (a 1-token run), decode tokens/s per
+stream and in total, studies/hour, peak GPU memory, and batch-1 decode as a fraction of the
+memory-bandwidth roofline (weight bytes ÷ HBM bandwidth per token).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+
+from node.config import EngineConfig, TensorRtLlmOptions, TransformersOptions, load_config
+from node.engine import EngineRequest, GenerationSettings
+from node.engine.tiny import build_tiny_checkpoint
+from node.infer import prepare
+from node.routing import Router
+from node.synthetic import write_cr_study
+
+REPO = Path(__file__).resolve().parents[1]
+#: HBM bandwidth (bytes/s) by GPU name fragment; --hbm-tbps overrides.
+HBM_BYTES_PER_SECOND = {"H200": 4.8e12, "H100 PCIe": 2.0e12, "H100": 3.35e12, "A100-SXM4-80GB": 2.04e12,
+                        "A100": 1.56e12, "L40S": 0.864e12}
+#: Qwen2.5-VL-7B (../shared/QOQMED.md): text and vision towers.
+SHAPE_7B_TEXT = {"hidden_size": 3584, "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
+                 "intermediate_size": 18944, "vocab_size": 152064, "max_position_embeddings": 32768,
+                 "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [16, 24, 24]}}
+SHAPE_7B_VISION = {"depth": 32, "hidden_size": 1280, "num_heads": 16, "intermediate_size": 3420, "patch_size": 14,
+                   "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112,
+                   "fullatt_block_indexes": [7, 15, 23, 31], "out_hidden_size": 3584}
+
+
+def build_7b_checkpoint(directory: Path, tiny: Path) -> Path:
+    """A QoQ-Med-VL-7B-shaped checkpoint with random bf16 weights, using the tiny model's processor
+    (its token ids are valid ids of the large vocabulary; the compute is the 7B model's)."""
+    if (directory / "config.json").is_file():
+        return directory
+    from transformers import AutoProcessor, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    small = Qwen2_5_VLConfig.from_pretrained(tiny)
+    config = Qwen2_5_VLConfig(
+        text_config={**SHAPE_7B_TEXT, "bos_token_id": small.text_config.bos_token_id,
+                     "eos_token_id": small.text_config.eos_token_id, "pad_token_id": small.text_config.pad_token_id},
+        vision_config=SHAPE_7B_VISION, image_token_id=small.image_token_id, video_token_id=small.video_token_id,
+        vision_start_token_id=small.vision_start_token_id, vision_end_token_id=small.vision_end_token_id)
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+            model = Qwen2_5_VLForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(previous)
+    model.generation_config.eos_token_id = small.text_config.eos_token_id
+    model.generation_config.pad_token_id = small.text_config.pad_token_id
+    model.save_pretrained(directory)
+    AutoProcessor.from_pretrained(tiny).save_pretrained(directory)
+    del model
+    return directory
+
+
+def parameter_bytes(model_dir: Path) -> int:
+    """Bytes of the checkpoint's weights (bf16 on disk)."""
+    return sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
+
+
+def workload(workdir: Path, config: EngineConfig) -> EngineRequest:
+    """One chest radiograph study, imaged, routed and prompted the way the node does."""
+    study = write_cr_study(workdir / "cr", size=2048)
+    node_config = load_config(None, environ={"QOQ_NODE__ROUTING__RULES": str(REPO / "conf" / "routing.yaml")})
+    outcome = prepare(study.study_uid, list(study.files), Router.from_file(REPO / "conf" / "routing.yaml"),
+                      node_config)
+    from node.engine.prompt import build_prompt
+
+    spec = outcome.task.spec
+    prompt = build_prompt(spec.question, spec.labels, spec.ask_boxes, len(outcome.inputs))
+    return EngineRequest(tuple(i.image for i in outcome.inputs), prompt, outcome.task.domain)
+
+
+def backends(model_dir: Path, device: str) -> dict[str, Any]:
+    """Engine factories of every backend available here."""
+    from node.engine.transformers_backend import TransformersEngine
+
+    found: dict[str, Any] = {
+        "transformers eager (baseline)": lambda: TransformersEngine(
+            model_dir, device=device, options=TransformersOptions(attention="eager")),
+        "transformers sdpa": lambda: TransformersEngine(model_dir, device=device),
+    }
+    if device.startswith("cuda"):
+        found["transformers sdpa + static cache + compile"] = lambda: TransformersEngine(
+            model_dir, device=device, options=TransformersOptions(static_cache=True, compile=True))
+        try:
+            import tensorrt_llm  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            from node.engine.trtllm_backend import TensorRtLlmEngine
+
+            found["tensorrt-llm bf16"] = lambda: TensorRtLlmEngine(EngineConfig(
+                backend="tensorrt-llm", model=model_dir, tensorrt_llm=TensorRtLlmOptions(max_batch_size=64)))
+    return found
+
+
+def _timed(engine, requests: list[EngineRequest], rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        engine.generate(requests)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def measure(engine, request: EngineRequest, concurrency: int, new_tokens: int, rounds: int) -> dict[str, float]:
+    """TTFT, decode speed and throughput of one backend at one concurrency."""
+    first = EngineRequest(request.images, request.prompt, request.domain,
+                          GenerationSettings(max_new_tokens=1, min_new_tokens=1))
+    full = EngineRequest(request.images, request.prompt, request.domain,
+                         GenerationSettings(max_new_tokens=new_tokens, min_new_tokens=new_tokens))
+    engine.generate([full] * concurrency)  # warm-up: kernels, graphs, compile
+    ttft = _timed(engine, [first] * concurrency, rounds)
+    total = _timed(engine, [full] * concurrency, rounds)
+    decode = total - ttft  # below timer noise when generation is trivially short: no figure then
+    per_stream = (new_tokens - 1) / decode if decode > 0 else None
+    return {"concurrency": concurrency, "ttft_s": round(ttft, 4), "total_s": round(total, 4),
+            "decode_tokens_per_s_per_stream": round(per_stream, 1) if per_stream else None,
+            "decode_tokens_per_s_total": round(per_stream * concurrency, 1) if per_stream else None,
+            "studies_per_hour": round(concurrency / total * 3600, 1)}
+
+
+def hbm_bandwidth(override_tbps: float | None) -> tuple[str, float | None]:
+    """The GPU's name and HBM bandwidth (bytes/s), if known."""
+    if not torch.cuda.is_available():
+        return platform.processor() or "CPU", None
+    name = torch.cuda.get_device_name(0)
+    if override_tbps:
+        return name, override_tbps * 1e12
+    return name, next((value for key, value in HBM_BYTES_PER_SECOND.items() if key in name), None)
+
+
+def main() -> None:
+    """Run the benchmark and print (and optionally write) its figures."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", choices=["7b", "tiny"], default="7b")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "qoq-engine-benchmark")
+    parser.add_argument("--hbm-tbps", type=float, default=None, help="HBM bandwidth in TB/s, if not in the table")
+    parser.add_argument("--only", default=None, help="run only backends whose name contains this text")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    args = parser.parse_args()
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    tiny = build_tiny_checkpoint(args.workdir / "tiny") if not (args.workdir / "tiny" / "config.json").is_file() \
+        else args.workdir / "tiny"
+    model_dir = build_7b_checkpoint(args.workdir / "qoq-med-7b-shape", tiny) if args.shape == "7b" else tiny
+    request = workload(args.workdir, EngineConfig())
+    weights = parameter_bytes(model_dir)
+    gpu, bandwidth = hbm_bandwidth(args.hbm_tbps)
+    roofline = bandwidth / weights if bandwidth else None
+    report: dict[str, Any] = {
+        "gpu": gpu, "torch": torch.__version__, "transformers": transformers.__version__,
+        "cuda": torch.version.cuda, "shape": args.shape, "weights_bytes": weights,
+        "visual_tokens": sum(i.width * i.height // 784 for i in request.images), "new_tokens": args.new_tokens,
+        "roofline_tokens_per_s": round(roofline, 1) if roofline else None, "backends": {},
+    }
+    print(json.dumps({k: v for k, v in report.items() if k != "backends"}))
+    for name, factory in backends(model_dir, args.device).items():
+        if args.only and args.only not in name:
+            continue
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        engine = factory()
+        rows = [measure(engine, request, c, args.new_tokens, args.rounds) for c in args.concurrency]
+        memory = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
+        batch_1 = next((r for r in rows if r["concurrency"] == 1), None)
+        speed = batch_1["decode_tokens_per_s_per_stream"] if batch_1 else None
+        entry = {"rows": rows, "peak_gpu_memory_bytes": memory,
+                 "batch1_fraction_of_roofline": round(speed / roofline, 3) if roofline and speed else None}
+        report["backends"][name] = entry
+        print(json.dumps({"backend": name, **entry}), flush=True)
+        del engine
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
