@@ -11,8 +11,9 @@ Workload: a synthetic chest radiograph the size of a CR (2048², resized by the 
 (``min_new_tokens``, end-of-sequence ignored), at each ``--concurrency`` (studies in one batch).
 Random weights cost the same compute as trained ones.
 
-Backends measured: the ``transformers`` variants (eager attention, the baseline; SDPA; SDPA with a
-static KV cache and torch.compile — CUDA only) and ``tensorrt-llm`` when the library is installed.
+Backends measured: the ``transformers`` variants (eager attention, the baseline; SDPA; SDPA with the
+vision tower on ONNX Runtime; SDPA with a static KV cache and torch.compile — CUDA only) and
+``tensorrt-llm`` when the library is installed.
 Reported per backend and concurrency: time to first token (a 1-token run), decode tokens/s per
 stream and in total, studies/hour, peak GPU memory, and batch-1 decode as a fraction of the
 memory-bandwidth roofline (weight bytes ÷ HBM bandwidth per token).
@@ -34,6 +35,7 @@ import transformers
 
 from node.config import EngineConfig, TensorRtLlmOptions, TransformersOptions, load_config
 from node.engine import EngineRequest, GenerationSettings
+from node.engine.shapes import QWEN25_VL_7B_TEXT, QWEN25_VL_7B_VISION
 from node.engine.tiny import build_tiny_checkpoint
 from node.infer import prepare
 from node.routing import Router
@@ -43,14 +45,6 @@ REPO = Path(__file__).resolve().parents[1]
 #: HBM bandwidth (bytes/s) by GPU name fragment; --hbm-tbps overrides.
 HBM_BYTES_PER_SECOND = {"H200": 4.8e12, "H100 PCIe": 2.0e12, "H100": 3.35e12, "A100-SXM4-80GB": 2.04e12,
                         "A100": 1.56e12, "L40S": 0.864e12}
-#: Qwen2.5-VL-7B (../shared/QOQMED.md): text and vision towers.
-SHAPE_7B_TEXT = {"hidden_size": 3584, "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
-                 "intermediate_size": 18944, "vocab_size": 152064, "max_position_embeddings": 32768,
-                 "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": [16, 24, 24]}}
-SHAPE_7B_VISION = {"depth": 32, "hidden_size": 1280, "num_heads": 16, "intermediate_size": 3420, "patch_size": 14,
-                   "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112,
-                   "fullatt_block_indexes": [7, 15, 23, 31], "out_hidden_size": 3584}
-
 
 def build_7b_checkpoint(directory: Path, tiny: Path) -> Path:
     """A QoQ-Med-VL-7B-shaped checkpoint with random bf16 weights, using the tiny model's processor
@@ -61,9 +55,9 @@ def build_7b_checkpoint(directory: Path, tiny: Path) -> Path:
 
     small = Qwen2_5_VLConfig.from_pretrained(tiny)
     config = Qwen2_5_VLConfig(
-        text_config={**SHAPE_7B_TEXT, "bos_token_id": small.text_config.bos_token_id,
+        text_config={**QWEN25_VL_7B_TEXT, "bos_token_id": small.text_config.bos_token_id,
                      "eos_token_id": small.text_config.eos_token_id, "pad_token_id": small.text_config.pad_token_id},
-        vision_config=SHAPE_7B_VISION, image_token_id=small.image_token_id, video_token_id=small.video_token_id,
+        vision_config=QWEN25_VL_7B_VISION, image_token_id=small.image_token_id, video_token_id=small.video_token_id,
         vision_start_token_id=small.vision_start_token_id, vision_end_token_id=small.vision_end_token_id)
     torch.manual_seed(0)
     previous = torch.get_default_dtype()
@@ -107,6 +101,9 @@ def backends(model_dir: Path, device: str) -> dict[str, Any]:
         "transformers eager (baseline)": lambda: TransformersEngine(
             model_dir, device=device, options=TransformersOptions(attention="eager")),
         "transformers sdpa": lambda: TransformersEngine(model_dir, device=device),
+        "transformers sdpa + onnx vision tower": lambda: TransformersEngine(
+            model_dir, device=device, options=TransformersOptions(vision="onnx"),
+            cache_dir=model_dir.parent / "engine-cache"),
     }
     if device.startswith("cuda"):
         found["transformers sdpa + static cache + compile"] = lambda: TransformersEngine(

@@ -127,6 +127,9 @@ class TransformersOptions(_Section):
         default="sdpa", description="flash_attention_2 needs the flash-attn package and a CUDA GPU.")
     static_cache: bool = Field(default=False, description="Static KV cache: fixed shapes, for torch.compile.")
     compile: bool = Field(default=False, description="torch.compile the language model's forward (CUDA).")
+    vision: Literal["torch", "onnx"] = Field(
+        default="torch", description="onnx: the vision tower on ONNX Runtime (TensorRT, CUDA or CPU provider), "
+        "exported once per checkpoint into engine.cache_dir.")
 
 
 class TensorRtLlmOptions(_Section):
@@ -140,9 +143,6 @@ class TensorRtLlmOptions(_Section):
     max_num_tokens: int = Field(default=16384, ge=256, description="Tokens per scheduler step (prefill chunk).")
     tensor_parallel_size: int = Field(default=1, ge=1, le=64, description="GPUs per replica (2-4 for 32B).")
     replicas: int = Field(default=1, ge=1, le=64, description="Model replicas, each on its own GPU(s) (7B: 1/GPU).")
-    cache_dir: Path | None = Field(
-        default=None, description="Where 'engine prepare' keeps its output; default: next to the model "
-        "(<model>.qoq-node-cache). Set it when the model volume is read-only.")
     warmup: bool = Field(default=True, description="Run one request at start so the first study is not slow.")
 
 
@@ -161,6 +161,9 @@ class EngineConfig(_Section):
     min_pixels: int = Field(default=200_704, ge=784, description="Qwen2.5-VL visual budget, lower bound.")
     max_pixels: int = Field(default=1_003_520, ge=784, description="Qwen2.5-VL visual budget, upper bound.")
     replay_responses: Path | None = Field(default=None, description="JSON file of recorded responses (replay).")
+    cache_dir: Path | None = Field(
+        default=None, description="Where prepared artefacts are kept (FP8 checkpoint, ONNX vision tower); default: "
+        "next to the model (<model>.qoq-node-cache). Set it when the model volume is read-only.")
     transformers: TransformersOptions = TransformersOptions()
     tensorrt_llm: TensorRtLlmOptions = TensorRtLlmOptions()
     url: str | None = Field(

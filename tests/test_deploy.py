@@ -119,6 +119,7 @@ def test_scale_out_runs_trtllm_serve_on_gpu_pods_and_points_the_node_at_them() -
     assert (engine["backend"], engine["url"], engine["served_model"]) == (
         "openai", "http://qoq-qoq-node-engine:8000/v1", "qoq-med")
     assert engine["max_concurrency"] == 16
+    assert engine["cache_dir"] == "/var/lib/qoq-node/engine-cache"  # on the data volume: /models is read-only
     [node] = by_kind(objects, "StatefulSet")["spec"]["template"]["spec"]["containers"]
     assert "nvidia.com/gpu" not in node["resources"].get("limits", {})
     # Only the node may send studies to the engine, and the node may reach it.
@@ -323,6 +324,6 @@ def test_shipped_node_config_matches_the_chart_defaults() -> None:
     for section, values in chart_config.items():
         for key, value in values.items():
             if (section, key) in {("dicom", "host"), ("dicom", "tls"), ("storage", "root"), ("routing", "rules"),
-                                  ("http", "host")}:
+                                  ("http", "host"), ("engine", "cache_dir")}:
                 continue
             assert shipped[section][key] == value, f"{section}.{key}"

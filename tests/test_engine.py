@@ -163,3 +163,18 @@ def test_cuda_speed_options_keep_the_tokens_and_a_missing_kernel_is_named(tiny_d
     assert [r.text for r in static.generate(requests)] == [r.text for r in tiny_engine.generate(requests)]
     with pytest.raises(EngineLoadError, match=r"engine\.transformers\.attention flash_attention_2 cannot be used"):
         TransformersEngine(tiny_dir, device="cpu", options=TransformersOptions(attention="flash_attention_2"))
+
+
+def test_the_benchmark_shape_is_qwen25_vl_7b() -> None:
+    """The 7B shape the engine benchmark builds has QoQ-Med-VL-7B's size (about 8.3 B parameters)."""
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from node.engine.shapes import QWEN25_VL_7B_TEXT, QWEN25_VL_7B_VISION
+
+    config = Qwen2_5_VLConfig(text_config=QWEN25_VL_7B_TEXT, vision_config=QWEN25_VL_7B_VISION)
+    with torch.device("meta"):
+        model = Qwen2_5_VLForConditionalGeneration(config)
+    parameters = sum(p.numel() for p in model.parameters())
+    assert 8.2e9 < parameters < 8.4e9
+    assert sum(p.numel() for p in model.model.visual.parameters()) < 0.7e9

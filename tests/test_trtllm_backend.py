@@ -17,11 +17,11 @@ from PIL import Image
 from node.config import EngineConfig, TensorRtLlmOptions
 from node.engine import EngineRequest, GenerationSettings
 from node.engine import trtllm_backend as backend
+from node.engine.engine_cache import cache_entry, cache_key, write_manifest
 from node.engine.errors import EngineLoadError
 from node.engine.factory import make_engine
 from node.engine.prepare import calibration_requests, prepare
 from node.engine.tiny import TINY_MODEL_NAME, build_tiny_checkpoint
-from node.engine.trtllm_cache import cache_entry, cache_key, write_manifest
 from node.imaging.geometry import smart_resize
 
 GPU = "NVIDIA H100 80GB HBM3"
@@ -128,7 +128,7 @@ def test_requests_are_chat_templated_with_their_images_and_spread_over_replicas(
 
 
 def test_fp8_weights_need_the_prepared_checkpoint(stand_in, tiny_dir: Path, tmp_path: Path) -> None:
-    config = _config(tiny_dir, quantization="fp8", cache_dir=tmp_path / "cache", warmup=False)
+    config = _config(tiny_dir, quantization="fp8", warmup=False).model_copy(update={"cache_dir": tmp_path / "cache"})
     with pytest.raises(EngineLoadError, match="run 'qoq-node engine prepare --config FILE'"):
         make_engine(config)
     entry = cache_entry(config, "1.2.0", GPU)
@@ -156,7 +156,7 @@ def test_prepare_says_what_it_did_or_why_it_cannot(stand_in, tiny_dir: Path, tmp
     assert prepare(EngineConfig()) == "nothing to prepare for the transformers backend"
     assert prepare(_config(tiny_dir)).startswith("nothing to build: TensorRT-LLM's PyTorch workflow runs the bf16")
     monkeypatch.setitem(sys.modules, "modelopt", None)
-    config = _config(tiny_dir, quantization="fp8", cache_dir=tmp_path / "cache")
+    config = _config(tiny_dir, quantization="fp8").model_copy(update={"cache_dir": tmp_path / "cache"})
     with pytest.raises(EngineLoadError, match="needs NVIDIA ModelOpt"):
         prepare(config)
     assert not any((tmp_path / "cache").iterdir())  # nothing half-built is left behind

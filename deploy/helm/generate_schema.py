@@ -21,7 +21,7 @@ MANAGED: dict[str, list[str] | None] = {
     "storage": ["root"],
     "http": None,
     "routing": None,
-    "engine": ["model"],
+    "engine": ["model", "cache_dir"],
 }
 
 CIDR = {"type": "string", "pattern": r"^[0-9a-fA-F:.]+/[0-9]{1,3}$"}
@@ -57,7 +57,7 @@ def config_schema() -> tuple[dict[str, Any], dict[str, Any]]:
         for key in keys:
             definition["properties"].pop(key)
     schema["description"] = ("The node's configuration (conf/node.yaml) without the keys the chart manages: "
-                             "dicom.host/port/tls, storage.root, http, routing and engine.model.")
+                             "dicom.host/port/tls, storage.root, http, routing, engine.model and engine.cache_dir.")
     schema.pop("required", None)
     return schema, definitions
 

@@ -61,4 +61,4 @@ def make_engine(config: EngineConfig) -> Engine:
     from node.engine.transformers_backend import TransformersEngine
 
     return TransformersEngine(config.model, device=config.device, dtype=config.dtype, min_pixels=config.min_pixels,
-                              max_pixels=config.max_pixels, options=config.transformers)
+                              max_pixels=config.max_pixels, options=config.transformers, cache_dir=config.cache_dir)

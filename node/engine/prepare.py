@@ -3,7 +3,7 @@
 For ``tensorrt-llm`` with ``quantization: fp8`` it quantizes the language model's weights to FP8
 with NVIDIA ModelOpt (post-training, calibrated on the node's own prompt over synthetic studies;
 the vision tower stays bf16) and exports a checkpoint TensorRT-LLM loads, cached under the key of
-:mod:`node.engine.trtllm_cache`. bf16 needs nothing: TensorRT-LLM's PyTorch workflow reads the
+:mod:`node.engine.engine_cache`. bf16 needs nothing: TensorRT-LLM's PyTorch workflow reads the
 checkpoint as it is. Other backends need nothing either; the command says so.
 """
 
@@ -19,9 +19,9 @@ from node import __version__
 from node.config import EngineConfig
 from node.engine import EngineRequest, trtllm_backend
 from node.engine.checkpoint import chat_prompt, load_processor, open_checkpoint
+from node.engine.engine_cache import cache_entry, is_complete, model_fingerprint, write_manifest
 from node.engine.errors import EngineLoadError
 from node.engine.prompt import build_prompt
-from node.engine.trtllm_cache import cache_entry, is_complete, model_fingerprint, write_manifest
 
 CALIBRATION_STUDIES = 16
 

@@ -4,7 +4,8 @@ Loads a Qwen2.5-VL checkpoint directory (QoQ-Med-VL-7B/32B, or the tiny test mod
 ``AutoProcessor`` and ``Qwen2_5_VLForConditionalGeneration``; bf16 on CUDA, fp32 on CPU unless
 configured; greedy by default; batches requests with left padding. On CUDA,
 ``engine.transformers`` picks the attention kernel (SDPA or flash attention 2), a static KV cache
-and ``torch.compile`` of the language model.
+and ``torch.compile`` of the language model; on any device it can run the vision tower on ONNX
+Runtime (:mod:`node.engine.onnx_vision`).
 
 The images a request carries are already resized to the size their geometry records
 (:func:`node.imaging.geometry.smart_resize` with the same pixel limits), so the processor's own
@@ -22,6 +23,7 @@ from node.config import TransformersOptions
 from node.engine import EngineRequest, EngineResult
 from node.engine.chat import require_model_size
 from node.engine.checkpoint import chat_prompt, load_processor, open_checkpoint
+from node.engine.engine_cache import cache_root, model_fingerprint
 from node.engine.errors import EngineLoadError
 
 
@@ -45,7 +47,8 @@ class TransformersEngine:
     """QoQ-Med through Hugging Face transformers."""
 
     def __init__(self, model_dir: Path, device: str = "auto", dtype: str = "auto", min_pixels: int = 200_704,
-                 max_pixels: int = 1_003_520, options: TransformersOptions | None = None) -> None:
+                 max_pixels: int = 1_003_520, options: TransformersOptions | None = None,
+                 cache_dir: Path | None = None) -> None:
         checkpoint = open_checkpoint(model_dir)
         import torch
         from transformers import Qwen2_5_VLForConditionalGeneration
@@ -68,6 +71,12 @@ class TransformersEngine:
         self._cache = {"cache_implementation": "static"} if options.static_cache else {}
         self._torch = torch
         self._identity = f"{checkpoint.name}, transformers {transformers_version}"
+        if options.vision == "onnx":
+            from node.engine.onnx_vision import attach_onnx_tower
+
+            tower = attach_onnx_tower(self.model, cache_root(checkpoint.directory, cache_dir),
+                                      model_fingerprint(checkpoint.directory))
+            self._identity += f", vision tower on ONNX Runtime ({tower.providers[0]})"
 
     @property
     def model_identity(self) -> str:

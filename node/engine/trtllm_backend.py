@@ -28,8 +28,8 @@ from node.config import EngineConfig, TensorRtLlmOptions
 from node.engine import EngineRequest, EngineResult, GenerationSettings
 from node.engine.chat import require_model_size
 from node.engine.checkpoint import Checkpoint, chat_prompt, load_processor, open_checkpoint
+from node.engine.engine_cache import prepared_checkpoint
 from node.engine.errors import EngineLoadError
-from node.engine.trtllm_cache import prepared_checkpoint
 from node.ops.logging import get_logger
 
 log = get_logger("engine.trtllm")

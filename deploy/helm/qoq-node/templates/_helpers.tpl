@@ -56,12 +56,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   "http" (dict "host" "0.0.0.0" "port" .Values.metrics.port)
   "routing" (dict "rules" "/opt/qoq-node/conf/routing.yaml")
 -}}
+{{- /* The model volume is read-only: what engines build from it goes on the data volume. */ -}}
+{{- $_ := set $managed "engine" (dict "cache_dir" (printf "%s/engine-cache" (include "qoq-node.dataDir" .))) -}}
 {{- if include "qoq-node.hasModel" . -}}
-{{- $_ := set $managed "engine" (dict "model" (trimSuffix "/" (printf "/models/%s" .Values.model.subPath))) -}}
+{{- $_ := set (get $managed "engine") "model" (trimSuffix "/" (printf "/models/%s" .Values.model.subPath)) -}}
 {{- end -}}
 {{- if .Values.engineServer.enabled -}}
 {{- $engine := dict "backend" "openai" "url" (printf "http://%s:%d/v1" (include "qoq-node.engineName" .) (int .Values.engineServer.port)) "served_model" .Values.engineServer.servedModel -}}
-{{- $_ := set $managed "engine" (mustMergeOverwrite (get $managed "engine" | default dict) $engine) -}}
+{{- $_ := set $managed "engine" (mustMergeOverwrite (get $managed "engine") $engine) -}}
 {{- end -}}
 {{- toYaml (mustMergeOverwrite (deepCopy .Values.config) $managed) -}}
 {{- end -}}

@@ -1,9 +1,10 @@
-"""Where ``qoq-node engine prepare`` keeps what it builds, keyed by model, GPU and library version.
+"""Where the engines keep what they build from a checkpoint: the FP8 checkpoint of ``qoq-node engine
+prepare`` (keyed by model, GPU and library version) and the ONNX vision tower (keyed by model).
 
-The cache lies next to the model (``<model>.qoq-node-cache/``) unless
-``engine.tensorrt_llm.cache_dir`` says otherwise (a read-only model volume). Each entry is a
-directory named after what it was built from and holds a ``manifest.json`` written last, so a
-half-built entry (a crash, a full disk) is never taken for a finished one.
+The cache lies next to the model (``<model>.qoq-node-cache/``) unless ``engine.cache_dir`` says
+otherwise (a read-only model volume). A prepared checkpoint is a directory named after what it was
+built from and holds a ``manifest.json`` written last, so a half-built entry (a crash, a full disk)
+is never taken for a finished one.
 """
 
 from __future__ import annotations
@@ -20,11 +21,9 @@ MANIFEST = "manifest.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json")
 
 
-def cache_root(config: EngineConfig) -> Path:
-    """The cache directory for ``config.model``."""
-    assert config.model is not None
-    configured = config.tensorrt_llm.cache_dir
-    return configured if configured is not None else config.model.parent / f"{config.model.name}.qoq-node-cache"
+def cache_root(model: Path, configured: Path | None) -> Path:
+    """The cache directory for the checkpoint in ``model``: ``configured``, or next to the model."""
+    return configured if configured is not None else model.parent / f"{model.name}.qoq-node-cache"
 
 
 def model_fingerprint(model_dir: Path) -> str:
@@ -49,7 +48,7 @@ def cache_entry(config: EngineConfig, library_version: str, gpu: str) -> Path:
     """The entry ``config`` needs on this GPU with this library version."""
     assert config.model is not None
     key = cache_key(config.model, config.tensorrt_llm.quantization, library_version, gpu)
-    return cache_root(config) / key
+    return cache_root(config.model, config.cache_dir) / key
 
 
 def is_complete(entry: Path) -> bool:
