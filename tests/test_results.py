@@ -409,3 +409,20 @@ def test_label_codes_use_snomed_where_known_and_the_private_scheme_otherwise() -
     assert label_concept(" myocardial infarction ").value == "22298006"
     odd = label_concept("Support Devices")
     assert (odd.value, odd.scheme_designator, odd.meaning) == ("SUPPORT-DEVICES", PRIVATE_SCHEME, "Support Devices")
+
+
+def test_snomed_codes_that_dicom_also_lists_carry_dicoms_meaning() -> None:
+    """Where DICOM PS3.16 (pydicom's code dictionary) lists a code of the label table, the table
+    gives it the same meaning: a guard against a mistyped concept id."""
+    from pydicom.sr.codedict import codes
+
+    from node.results.codes import SNOMED
+
+    dicom = {}
+    for name in codes.SCT.dir():
+        concept = getattr(codes.SCT, name)
+        dicom.setdefault(concept.value, set()).add(concept.meaning.lower())
+    checked = [(value, meaning) for value, meaning in SNOMED.values() if value in dicom]
+    assert len(checked) >= 6
+    for value, meaning in checked:
+        assert meaning.lower() in dicom[value], (value, meaning, dicom[value])

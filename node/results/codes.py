@@ -23,6 +23,9 @@ SNOMED = {
     "nodule": ("27925004", "Nodule"),
     "myocardial infarction": ("22298006", "Myocardial infarction"),
     "basal cell carcinoma": ("254701007", "Basal cell carcinoma of skin"),
+    # as DICOM PS3.16 codes them (pydicom.sr.codedict.codes.SCT)
+    "melanoma": ("1162635006", "Malignant melanoma"),
+    "actinic keratosis": ("201101007", "Actinic keratosis"),
 }
 
 
