@@ -220,6 +220,9 @@ class PipelineConfig(_Section):
     imaging_workers: int = Field(default=2, ge=1, le=64, description="Threads decoding and resizing images.")
     max_attempts: int = Field(default=3, ge=1, le=100, description="Tries per study before it is parked as failed.")
     retry_seconds: float = Field(default=30.0, ge=0, description="Wait before a failed study is tried again.")
+    batches_in_flight: int = Field(
+        default=1, ge=1, le=16, description="Engine batches running at once. Above 1 for engines that batch in "
+        "flight themselves (tensorrt-llm, openai): new studies join while earlier ones are still generating.")
 
 
 _NAME = r"^[A-Za-z0-9_.-]{1,64}$"

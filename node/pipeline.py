@@ -88,6 +88,12 @@ class Pipeline:
         self._engine_wait = 0.0  # seconds to wait after the engine was unreachable; 0 while it answers
         self._engine_wait_until = 0.0
         self._pool = ThreadPoolExecutor(config.pipeline.imaging_workers, thread_name_prefix="imaging")
+        # Engine batches run on their own threads, up to batches_in_flight at once; a study in one of
+        # them is not taken again until its batch has ended.
+        self._engine_pool = ThreadPoolExecutor(config.pipeline.batches_in_flight, thread_name_prefix="engine")
+        self._slots = threading.BoundedSemaphore(config.pipeline.batches_in_flight)
+        self._in_flight: set[tuple[str, int]] = set()
+        self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
@@ -123,13 +129,33 @@ class Pipeline:
     # --- reading studies ------------------------------------------------------------------------
 
     def run_once(self, now: float | None = None) -> int:
-        """Read one batch of due stable studies; returns how many studies it took."""
+        """Take one batch of due stable studies and start reading it (when a batch slot is free);
+        returns how many studies it took."""
         now = time.time() if now is None else now
         if self._engine is None or now < self._engine_wait_until:
             return 0
-        due = self._store.stable_studies(now, self.config.pipeline.batch_size)
-        if not due:
+        if not self._slots.acquire(blocking=False):
             return 0
+        started = False
+        try:
+            with self._lock:
+                busy = set(self._in_flight)
+            candidates = self._store.stable_studies(now, self.config.pipeline.batch_size + len(busy))
+            due = [s for s in candidates if (s.study_uid, s.version) not in busy][: self.config.pipeline.batch_size]
+            to_read = self._prepare_batch(due)
+            if to_read:
+                studies = [study for study, _ in to_read]
+                with self._lock:
+                    self._in_flight.update((s.study_uid, s.version) for s in studies)
+                self._engine_pool.submit(self._read_batch, studies, [outcome for _, outcome in to_read])
+                started = True
+            return len(due)
+        finally:
+            if not started:
+                self._slots.release()
+
+    def _prepare_batch(self, due: list[StableStudy]) -> list[tuple[StableStudy, StudyOutcome]]:
+        """Route and image the studies; settle those that cannot be read; the rest, with their inputs."""
         prepared = list(self._pool.map(self._prepare, due))
         to_read = []
         for study, outcome in zip(due, prepared, strict=True):
@@ -142,9 +168,19 @@ class Pipeline:
                 self._fail(study, "imaging", outcome.skipped)
             else:
                 to_read.append((study, outcome))
-        if to_read:
-            self._read([study for study, _ in to_read], [outcome for _, outcome in to_read])
-        return len(due)
+        return to_read
+
+    def _read_batch(self, studies: list[StableStudy], prepared: list[StudyOutcome]) -> None:
+        """Read one batch (on an engine thread), then free its slot and look for more."""
+        try:
+            self._read(studies, prepared)
+        except Exception:  # a database hiccup: the studies stay stable and are taken again
+            log.exception("pipeline.error")
+        finally:
+            with self._lock:
+                self._in_flight.difference_update((s.study_uid, s.version) for s in studies)
+            self._slots.release()
+            self._wake.set()
 
     def _prepare(self, study: StableStudy) -> StudyOutcome | str:
         try:
@@ -176,8 +212,9 @@ class Pipeline:
                 self._fail(study, "results", f"results failed: {type(exc).__name__}: {exc}")
 
     def _engine_unavailable(self, error: str) -> None:
-        self._engine_wait = min(ENGINE_WAIT_CAP_SECONDS, max(ENGINE_WAIT_SECONDS, 2 * self._engine_wait))
-        self._engine_wait_until = time.time() + self._engine_wait
+        with self._lock:
+            self._engine_wait = min(ENGINE_WAIT_CAP_SECONDS, max(ENGINE_WAIT_SECONDS, 2 * self._engine_wait))
+            self._engine_wait_until = time.time() + self._engine_wait
         self._metrics.engine_available.set(0)
         log.warning("engine.unavailable", error=error, retry_in_seconds=self._engine_wait)
 
@@ -246,9 +283,18 @@ class Pipeline:
         self._thread.start()
 
     def stop(self, timeout: float = 60.0) -> None:
-        """Stop after the batch in flight (waiting at most ``timeout`` seconds)."""
+        """Stop after the batches in flight (waiting at most ``timeout`` seconds for them)."""
+        deadline = time.monotonic() + timeout
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        while self.studies_in_flight() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._engine_pool.shutdown(wait=False, cancel_futures=True)
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def studies_in_flight(self) -> int:
+        """How many studies are being read now."""
+        with self._lock:
+            return len(self._in_flight)

@@ -49,7 +49,7 @@ VALUE_SETS = {
         "model": {"existingClaim": "qoq-med-weights", "subPath": "QoQ-Med-VL-32B"},
         "gpu": {"count": 0},
         "engineServer": {"enabled": True, "replicas": 3, "gpusPerReplica": 2, "extraArgs": ["--max_seq_len=8192"]},
-        "config": {"pipeline": {"batch_size": 16}, "engine": {"max_concurrency": 16}},
+        "config": {"pipeline": {"batch_size": 16, "batches_in_flight": 4}, "engine": {"max_concurrency": 64}},
     },
 }
 
@@ -118,7 +118,7 @@ def test_scale_out_runs_trtllm_serve_on_gpu_pods_and_points_the_node_at_them() -
     engine = node_yaml(objects)["engine"]
     assert (engine["backend"], engine["url"], engine["served_model"]) == (
         "openai", "http://qoq-qoq-node-engine:8000/v1", "qoq-med")
-    assert engine["max_concurrency"] == 16
+    assert engine["max_concurrency"] == 64 and node_yaml(objects)["pipeline"]["batches_in_flight"] == 4
     assert engine["cache_dir"] == "/var/lib/qoq-node/engine-cache"  # on the data volume: /models is read-only
     [node] = by_kind(objects, "StatefulSet")["spec"]["template"]["spec"]["containers"]
     assert "nvidia.com/gpu" not in node["resources"].get("limits", {})

@@ -295,3 +295,58 @@ def test_a_node_waits_for_its_engine_server_and_reads_the_study_when_it_comes(ma
     referenced, points = _sr_box(sr)
     assert referenced == source.SOPInstanceUID
     _assert_on_lesion(points, source)
+
+
+class _Slow(BaseHTTPRequestHandler):
+    """An engine server that takes a second per request and counts how many it holds at once."""
+
+    lock = threading.Lock()
+    open_now = 0
+    most: ClassVar[list[int]] = [0]
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._answer({"data": [{"id": "qoq-med"}]})
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        cls = type(self)
+        with cls.lock:
+            cls.open_now += 1
+            cls.most[0] = max(cls.most[0], cls.open_now)
+        time.sleep(1.0)
+        with cls.lock:
+            cls.open_now -= 1
+        self._answer(ANSWER)
+
+    def _answer(self, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.mark.parametrize("batches_in_flight", [1, 3])
+def test_batches_in_flight_let_new_studies_join_while_others_generate(make_node, tmp_path: Path,
+                                                                       batches_in_flight: int) -> None:
+    """With batch_size 1, one batch at a time sends one request at a time; three batches in flight
+    keep three requests at the server at once, and every study still completes exactly once."""
+    handler = type("Slow", (_Slow,), {"lock": threading.Lock(), "open_now": 0, "most": [0]})
+    server = ThreadingHTTPServer((LOOPBACK, 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        node = make_node(engine={"backend": "openai", "url": f"http://{LOOPBACK}:{server.server_address[1]}/v1",
+                                 "served_model": "qoq-med", "max_concurrency": 4},
+                         pipeline={"batch_size": 1, "batches_in_flight": batches_in_flight})
+        studies = [write_cr_study(tmp_path / f"cr{i}", size=512) for i in range(3)]
+        assert storescu(node.scp.port, [f for s in studies for f in s.files]).returncode == 0
+        wait_for(lambda: len(node.store.studies()) == 3
+                 and all(s.state in {"queued", "complete"} for s in node.store.studies()), timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert handler.most[0] == batches_in_flight
+    assert all(s.attempts == 0 for s in node.store.studies())  # each read once, none retried
