@@ -31,7 +31,23 @@ def cmd_check(args: argparse.Namespace) -> int:
     Router.from_file(config.routing.rules)
     print(f"configuration OK: AE {config.dicom.ae_title} on {config.dicom.host}:{config.dicom.port}, "
           f"storage {config.storage.root}, metrics on {config.http.host}:{config.http.port}")
+    if config.engine.backend == "openai":
+        print(_engine_server_status(config))
     return 0
+
+
+def _engine_server_status(config: NodeConfig) -> str:
+    """Whether the openai backend's server answers and serves the configured model (it need not be
+    up for the node to start: studies wait for it)."""
+    from node.engine.factory import make_engine
+    from node.engine.openai_backend import ServerError
+
+    engine = make_engine(config.engine.model_copy(update={"retries": 0}))  # refuses a server serving another model
+    try:
+        engine.served_models()
+    except ServerError as exc:
+        return f"engine server NOT reachable now ({exc}); the node will start and studies will wait for it"
+    return f"engine server OK: {config.engine.url} serves '{config.engine.served_model}'"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

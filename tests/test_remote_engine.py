@@ -244,6 +244,22 @@ def test_the_api_key_is_sent_as_a_bearer_token(monkeypatch) -> None:
     assert seen == ["Bearer s3cret"]
 
 
+def test_check_says_whether_the_engine_server_answers(served_tiny: EngineServer, tmp_path: Path) -> None:
+    def check(port: int, served: str = "qoq-med") -> subprocess.CompletedProcess:
+        config = tmp_path / "node.yaml"
+        config.write_text(f"engine: {{backend: openai, url: 'http://{LOOPBACK}:{port}/v1', served_model: {served}}}\n")
+        return subprocess.run([sys.executable, "-m", "node", "check", "--config", str(config)], capture_output=True,
+                              text=True, timeout=60)
+
+    ok = check(served_tiny.port)
+    assert ok.returncode == 0 and f"engine server OK: http://{LOOPBACK}:{served_tiny.port}/v1 serves 'qoq-med'" \
+        in ok.stdout
+    down = check(free_port())
+    assert down.returncode == 0 and "engine server NOT reachable now" in down.stdout
+    wrong = check(served_tiny.port, "qoq-32b")
+    assert wrong.returncode == 1 and "does not serve 'qoq-32b'" in wrong.stderr
+
+
 def test_engine_serve_command_serves_the_configured_engine(tmp_path: Path, tiny_dir: Path,
                                                            tiny_engine: TransformersEngine) -> None:
     config = tmp_path / "node.yaml"

@@ -118,15 +118,20 @@ class OpenAIEngine:
         except ValueError as exc:
             raise ServerError(f"{self._server} answered something that is not JSON: {exc}", retryable=True) from exc
 
+    def served_models(self) -> list[str]:
+        """The model names the server lists (``GET /models``); :class:`ServerError` when it does not answer."""
+        listed = self._call("GET", "/models")
+        entries = listed.get("data", []) if isinstance(listed, dict) else []
+        return [str(entry.get("id")) for entry in entries if isinstance(entry, dict)]
+
     def _check_model_served(self) -> None:
         """Refuse to start when the server answers but does not serve ``served_model`` (a configuration
         mistake); a server that does not answer yet is fine: studies wait for it."""
         try:
-            listed = self._call("GET", "/models")
+            names = self.served_models()
         except ServerError as exc:
             log.warning("engine.server_unreachable", server=self._server, error=str(exc))
             return
-        names = [entry.get("id") for entry in listed.get("data", []) if isinstance(entry, dict)]
         if self._served_model not in names:
             raise EngineLoadError(f"the server at {self._root} does not serve '{self._served_model}' "
                                   f"(it serves: {', '.join(map(str, names)) or 'nothing'}); fix engine.served_model")
