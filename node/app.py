@@ -21,6 +21,7 @@ from node.ops.http import OpsServer
 from node.ops.logging import get_logger
 from node.ops.metrics import Metrics
 from node.pipeline import Pipeline
+from node.retention import Retention
 from node.store import Store
 
 log = get_logger("app")
@@ -48,6 +49,8 @@ class Node:
         self.pipeline = Pipeline(config, self.store, self.metrics, on_queued=self._wake_workers)
         self.assembler = StudyAssembler(self.store, self.metrics, config.study.stable_seconds,
                                         on_stable=self.pipeline.wake)
+        self.retention = Retention(self.store, self.spool, self.pipeline.results_root, self.metrics,
+                                   config.storage.retention_days)
         receiver = Receiver(self.store, self.spool, self.metrics, config.storage.min_free_bytes)
         self.scp = StorageScp(config.dicom, receiver, self.assembler, self.metrics)
         self.metrics.watch_state(self.store.studies_by_state, self.store.outbox_counts, root)
@@ -80,6 +83,7 @@ class Node:
         self.pipeline.start()
         self.assembler.start()
         self.scp.start()
+        self.retention.start()
         log.info("node.started", version=__version__, http_port=self.ops.port, dicom_port=self.scp.port,
                  partial_writes_removed=self.spool.partial_writes_removed)
 
@@ -94,6 +98,7 @@ class Node:
         self.assembler.stop()
         self.assembler.sweep()
         self.pipeline.stop()
+        self.retention.stop()
         for worker in self.workers:
             worker.stop()
         self.ops.stop()

@@ -90,6 +90,10 @@ class StorageConfig(_Section):
     min_free_bytes: int = Field(
         default=5_000_000_000, ge=0, description="Below this many free bytes C-STORE answers A700."
     )
+    retention_days: float = Field(
+        default=14.0, ge=0, description="Received instances, results and quarantined objects of finished "
+        "studies (complete, skipped) are deleted this long after they finished; 0 keeps them forever. "
+        "Failed and undelivered studies are kept until an operator acts.")
 
 
 class StudyConfig(_Section):

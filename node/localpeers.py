@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +42,38 @@ def http_json(url: str, data: bytes | None = None, timeout: float = 10.0, method
         return json.loads(response.read() or b"null")
 
 
-def _wait_http(url: str, process: subprocess.Popen, timeout: float, log_path: Path) -> None:
+def _wait_until(ready: Callable[[], bool], what: str, process: subprocess.Popen, timeout: float,
+                log_path: Path) -> None:
+    """Poll ``ready`` until it is true; fail with the process's log if it exits or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             tail = log_path.read_text()[-2000:]
             raise RuntimeError(f"{process.args[0]} exited with {process.returncode}; log: {tail}")
-        try:
-            urllib.request.urlopen(url, timeout=1).close()  # noqa: S310 (loopback only)
+        if ready():
             return
-        except (urllib.error.URLError, ConnectionError, OSError):
-            time.sleep(0.05)
-    raise TimeoutError(f"{url} did not answer within {timeout} s; log: {log_path.read_text()[-2000:]}")
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} within {timeout} s; log: {log_path.read_text()[-2000:]}")
+
+
+def _answers_http(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=1).close()  # noqa: S310 (loopback only)
+    except (urllib.error.URLError, ConnectionError, OSError):
+        return False
+    return True
+
+
+def _accepts_tcp(port: int) -> bool:
+    try:
+        socket.create_connection((LOOPBACK, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def _wait_http(url: str, process: subprocess.Popen, timeout: float, log_path: Path) -> None:
+    _wait_until(lambda: _answers_http(url), f"{url} did not answer", process, timeout, log_path)
 
 
 def _stop(process: subprocess.Popen, timeout: float = 15.0) -> None:
@@ -197,6 +217,9 @@ class NodeProcess:
                 [sys.executable, "-m", "node", "serve"], stdout=log, stderr=log, env=self.env
             )
         _wait_http(f"{self.url}/healthz", self.process, 60, self.log_path)
+        # /healthz answers before the SCP listens: wait for the DICOM port too
+        _wait_until(lambda: _accepts_tcp(self.dicom_port), f"nothing listens on port {self.dicom_port}", self.process,
+                    60, self.log_path)
         return self
 
     def stop(self) -> None:

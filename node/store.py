@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +82,9 @@ FAILED = "failed"
 UNDELIVERED = "undelivered"
 
 #: Outbox message states: waiting for (another) attempt, delivered, or given up on (dead letter).
+#: States a study leaves only when new instances arrive: its data may be purged after the retention period.
+FINISHED = (COMPLETE, SKIPPED)
+
 PENDING = "pending"
 SENT = "sent"
 DEAD = "dead"
@@ -424,6 +427,44 @@ class Store:
             return self._db.execute(
                 "SELECT path, reason, calling_ae, received_at FROM quarantine ORDER BY id"
             ).fetchall()
+
+    # --- retention ----------------------------------------------------------------------------
+
+    def expired_studies(self, before: float, limit: int = 100) -> list[str]:
+        """Finished studies (complete or skipped) whose state last changed before ``before``."""
+        marks = ",".join("?" * len(FINISHED))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT study_uid FROM studies WHERE state IN ({marks}) AND state_changed_at < ? "  # noqa: S608
+                "ORDER BY state_changed_at LIMIT ?", (*FINISHED, before, limit)).fetchall()
+        return [row[0] for row in rows]
+
+    def purge_study(self, study_uid: str, before: float, remove: Callable[[list[Path]], None]) -> int | None:
+        """Forget a finished study: ``remove`` is given its instance files (it deletes them and the
+        results) while no instance can be recorded, then its rows go. None when the study is no longer
+        finished and expired (an instance arrived): it is kept. Returns how many instance files it had."""
+        with self._transaction() as db:
+            row = db.execute("SELECT state, state_changed_at FROM studies WHERE study_uid = ?",
+                             (study_uid,)).fetchone()
+            if row is None or row[0] not in FINISHED or row[1] >= before:
+                return None
+            paths = [self._root / path for (path,) in
+                     db.execute("SELECT path FROM instances WHERE study_uid = ?", (study_uid,))]
+            remove(paths)
+            for table in ("outbox", "instances", "studies"):
+                db.execute(f"DELETE FROM {table} WHERE study_uid = ?", (study_uid,))  # noqa: S608
+        return len(paths)
+
+    def expired_quarantine(self, before: float) -> list[tuple[int, Path]]:
+        """(id, file) of quarantined objects kept since before ``before``."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, path FROM quarantine WHERE received_at < ?", (before,)).fetchall()
+        return [(item_id, Path(path)) for item_id, path in rows]
+
+    def forget_quarantined(self, item_id: int) -> None:
+        """Drop a quarantine row (its files are gone)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM quarantine WHERE id = ?", (item_id,))
 
     # --- outbox -------------------------------------------------------------------------------
 

@@ -94,8 +94,35 @@ class Spool:
     def store(self, study_uid: str, sop_instance_uid: str, parts: tuple[bytes, ...]) -> Path:
         """Write an instance (its bytes in ``parts``) durably; returns its path."""
         target = self._study_dir(study_uid) / f"{sop_instance_uid}.dcm"
-        self._write_durably(target, parts)
+        try:
+            self._write_durably(target, parts)
+        except FileNotFoundError:  # retention removed the study's folder just now: make it again
+            self._forget_dir(target.parent)
+            target = self._study_dir(study_uid) / f"{sop_instance_uid}.dcm"
+            self._write_durably(target, parts)
         return target
+
+    def _forget_dir(self, directory: Path) -> None:
+        with self._dir_lock:
+            self._known_dirs.discard(directory)
+
+    def remove(self, paths: list[Path]) -> int:
+        """Delete stored files (retention) and their study folders once empty; returns the bytes freed."""
+        freed = 0
+        for path in paths:
+            try:
+                freed += path.stat().st_size
+                path.unlink()
+            except FileNotFoundError:
+                continue
+        for directory in {path.parent for path in paths}:
+            with self._dir_lock:
+                try:
+                    directory.rmdir()
+                except OSError:  # not empty (an instance of a new version) or already gone
+                    continue
+                self._known_dirs.discard(directory)
+        return freed
 
     def quarantine(self, parts: tuple[bytes, ...], reason: str, details: dict[str, str]) -> Path:
         """Keep a refused object with a JSON note of why; returns the object's path."""

@@ -124,6 +124,12 @@ class Metrics:
             "0 while the engine cannot be reached (a remote engine server is down): studies wait, else 1.",
             registry=r,
         )
+        self.retention_purged = Counter(
+            f"{PREFIX}_retention_purged",
+            "What retention deleted: finished studies (files, results, rows) and quarantined objects.",
+            ["kind"],
+            registry=r,
+        )
         self.model_loaded = Gauge(
             f"{PREFIX}_model_loaded", "1 when the engine has loaded its model and is serving, else 0.", registry=r
         )
