@@ -105,6 +105,8 @@ def backends(model_dir: Path, device: str) -> dict[str, Any]:
             model_dir, device=device, options=TransformersOptions(vision="onnx"),
             cache_dir=model_dir.parent / "engine-cache"),
     }
+    found["openai client → qoq-node engine serve (transformers sdpa, loopback)"] = lambda: _loopback_openai(
+        TransformersEngine(model_dir, device=device))
     if device.startswith("cuda"):
         found["transformers sdpa + static cache + compile"] = lambda: TransformersEngine(
             model_dir, device=device, options=TransformersOptions(static_cache=True, compile=True))
@@ -118,6 +120,20 @@ def backends(model_dir: Path, device: str) -> dict[str, Any]:
             found["tensorrt-llm bf16"] = lambda: TensorRtLlmEngine(EngineConfig(
                 backend="tensorrt-llm", model=model_dir, tensorrt_llm=TensorRtLlmOptions(max_batch_size=64)))
     return found
+
+
+def _loopback_openai(engine) -> Any:
+    """The openai backend against ``engine`` served by ``qoq-node engine serve`` on loopback: the
+    scale-out path's own cost (PNG encoding, HTTP, JSON) on top of the engine's."""
+    import threading
+
+    from node.engine.openai_backend import OpenAIEngine
+    from node.engine.openai_server import EngineServer
+
+    server = EngineServer("127.0.0.1", 0, engine, "qoq-med", max_batch=64)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return OpenAIEngine(EngineConfig(backend="openai", url=f"http://127.0.0.1:{server.port}/v1",
+                                     served_model="qoq-med", max_concurrency=64, timeout_s=3600))
 
 
 def _timed(engine, requests: list[EngineRequest], rounds: int) -> float:

@@ -146,12 +146,17 @@ class OnnxVisionTower(nn.Module):
         return self.torch_tower.dtype
 
     def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor, **_: Any) -> BaseModelOutputWithPooling:
-        """Image embeddings as the torch tower gives them (``pooler_output``)."""
-        inputs = tower_inputs(self.torch_tower, pixel_values, grid_thw)
-        feed = {name: (value.float() if value.is_floating_point() else value).cpu().numpy()
-                for name, value in inputs.items()}
-        [embeddings] = self._session.run(["embeddings"], feed)
-        output = torch.from_numpy(embeddings).to(pixel_values.device, self.torch_tower.dtype)
+        """Image embeddings as the torch tower gives them (``pooler_output``). Images run one at a
+        time: the graph's attention masks are square in the patches it is given, so a batch of images
+        in one run would cost memory quadratic in all their patches together."""
+        outputs = []
+        for patches, grid in zip(torch.split(pixel_values, grid_thw.prod(-1).tolist()), grid_thw, strict=True):
+            inputs = tower_inputs(self.torch_tower, patches, grid[None])
+            feed = {name: (value.float() if value.is_floating_point() else value).cpu().numpy()
+                    for name, value in inputs.items()}
+            [embeddings] = self._session.run(["embeddings"], feed)
+            outputs.append(torch.from_numpy(embeddings))
+        output = torch.cat(outputs).to(pixel_values.device, self.torch_tower.dtype)
         return BaseModelOutputWithPooling(last_hidden_state=None, pooler_output=output)
 
 
