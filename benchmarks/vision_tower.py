@@ -21,7 +21,7 @@ import torch
 from transformers import Qwen2_5_VLConfig
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
 
-from node.engine.onnx_vision import OnnxVisionTower, export_tower
+from node.engine.onnx_vision import GRAPH_LAYOUT, OnnxVisionTower, export_tower
 from node.engine.shapes import QWEN25_VL_7B_VISION
 
 
@@ -52,7 +52,7 @@ def main() -> None:
     tower = Qwen2_5_VisionTransformerPretrainedModel(config).eval().to(args.device)
     grid = torch.tensor([[1, args.side // 14, args.side // 14]], device=args.device)
     patches = torch.randn(int(grid.prod()), 3 * 2 * 14 * 14, device=args.device)
-    directory = args.workdir / f"vision-7b-shape-{args.side}"
+    directory = args.workdir / f"vision-{GRAPH_LAYOUT}-7b-shape-{args.side}"
     started = time.perf_counter()
     path = directory / "tower.onnx" if (directory / "tower.onnx").is_file() else export_tower(tower, directory)
     export_seconds = time.perf_counter() - started

@@ -1,16 +1,18 @@
 """The Qwen2.5-VL vision tower on ONNX Runtime: an option of the ``transformers`` backend.
 
-The tower's grid-dependent bookkeeping (rotary angles, the window order, which patches attend to
-which) is data-dependent Python that no exporter can make dynamic, so it stays in torch and enters
-the graph as inputs: patch embedding, the 32 window/full attention blocks (attention as a masked
-SDPA over the block-diagonal mask of each block kind) and the patch merger are exported once per
-checkpoint, with the sequence length dynamic. ONNX Runtime runs it with the TensorRT execution
+The tower's grid-dependent bookkeeping (rotary angles, the window order, where each window's
+patches lie) is data-dependent Python that no exporter can make dynamic, so it stays in torch and
+enters the graph as inputs: patch embedding, the 32 blocks (full attention over the image, or
+attention within windows laid out padded as [windows, slots] with the padding masked) and the patch
+merger are exported once per checkpoint, with patches and windows dynamic. One image per run.
+ONNX Runtime runs it with the TensorRT execution
 provider (its engine cache next to the ONNX file) where present, else CUDA, else the CPU.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,85 +22,101 @@ from torch import nn
 from torch.nn import functional
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb_vision
-from transformers.vision_utils import get_vision_attention_seqlens, get_vision_position_ids, get_vision_window_index
+from transformers.vision_utils import get_vision_position_ids, get_vision_window_index
 
 from node.engine.errors import EngineLoadError
 
-INPUTS = ("patches", "window_index", "reverse_index", "cos", "sin", "full_mask", "window_mask")
+INPUTS = ("patches", "window_index", "reverse_index", "cos", "sin", "window_gather", "window_valid", "window_scatter")
 PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 OPSET = 18
 TOWER_FILE = "tower.onnx"
+#: The exported graph's layout; part of the cache key so a graph of an older layout is never reused.
+GRAPH_LAYOUT = "padded-windows-1"
 
 
-def _segment_mask(cu_seqlens: torch.Tensor, length: int) -> torch.Tensor:
-    """[length, length] True where two positions lie in the same segment of ``cu_seqlens``."""
-    segment = torch.bucketize(torch.arange(length, device=cu_seqlens.device), cu_seqlens[1:], right=True)
-    return segment[:, None] == segment[None, :]
+def window_layout(cu_window_seqlens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The windows of one image as a padded [windows, longest] layout of sequence positions: where each
+    window's patches are (``window_gather``), which of those slots are real (``window_valid``), and
+    where each sequence position lies in the flattened layout (``window_scatter``)."""
+    bounds = [int(b) for b in torch.unique_consecutive(cu_window_seqlens.to(torch.long))]
+    lengths = [end - start for start, end in itertools.pairwise(bounds)]
+    longest = max(lengths)
+    slots = torch.arange(longest)
+    starts = torch.tensor(bounds[:-1])[:, None]
+    valid = slots[None, :] < torch.tensor(lengths)[:, None]
+    gather = torch.where(valid, starts + slots[None, :], torch.zeros_like(starts))
+    scatter = (torch.arange(len(lengths))[:, None] * longest + slots[None, :])[valid]
+    return {"window_gather": gather, "window_valid": valid, "window_scatter": scatter}
 
 
 def tower_inputs(visual: nn.Module, patches: torch.Tensor, grid_thw: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The exported graph's inputs for ``patches`` of images with grids ``grid_thw``."""
-    config = visual.config
+    """The exported graph's inputs for the ``patches`` of one image whose grid is ``grid_thw`` ([1, 3])."""
     position_ids = get_vision_position_ids(grid_thw, visual.spatial_merge_size)
-    cu_seqlens, _ = get_vision_attention_seqlens(grid_thw, config)
     window_index, cu_window_seqlens = get_vision_window_index(
         grid_thw, spatial_merge_size=visual.spatial_merge_size, window_size=visual.window_size,
         patch_size=visual.patch_size)
-    length = patches.shape[0]
     cos, sin = visual.rotary_pos_emb(patches, position_ids)
     unit = visual.spatial_merge_unit
     order = (window_index[:, None] * unit + torch.arange(unit, device=window_index.device)).reshape(-1)
-    return {
-        "patches": patches,
-        "window_index": window_index,
-        "reverse_index": torch.argsort(window_index),
-        "cos": cos[order].float(),
-        "sin": sin[order].float(),
-        "full_mask": _segment_mask(cu_seqlens.to(torch.long), length),
-        "window_mask": _segment_mask(cu_window_seqlens.to(torch.long), length),
-    }
+    layout = {name: value.to(patches.device) for name, value in window_layout(cu_window_seqlens.cpu()).items()}
+    return {"patches": patches, "window_index": window_index, "reverse_index": torch.argsort(window_index),
+            "cos": cos[order].float(), "sin": sin[order].float(), **layout}
+
+
+def _attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None = None):
+    """SDPA over [batch, positions, heads, dim] inputs (heads moved where SDPA wants them and back)."""
+    output = functional.scaled_dot_product_attention(
+        query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), attn_mask=mask)
+    return output.transpose(1, 2)
 
 
 class ExportableTower(nn.Module):
-    """The tower's computation with the bookkeeping as inputs (what is exported)."""
+    """The tower's computation for one image, the bookkeeping as inputs (what is exported): full
+    attention blocks attend over the whole image, window blocks within padded windows."""
 
     def __init__(self, visual: nn.Module) -> None:
         super().__init__()
         self.visual = visual
 
-    def forward(self, patches, window_index, reverse_index, cos, sin, full_mask, window_mask) -> torch.Tensor:
-        """Image embeddings, one row per merged patch, in the images' order."""
+    def forward(self, patches, window_index, reverse_index, cos, sin, window_gather, window_valid,
+                window_scatter) -> torch.Tensor:
+        """Image embeddings, one row per merged patch."""
         visual = self.visual
         hidden = visual.patch_embed(patches)
         length = hidden.shape[0]
         unit = visual.spatial_merge_unit
         hidden = hidden.reshape(length // unit, unit, -1)[window_index].reshape(length, -1)
+        key_mask = window_valid[:, None, None, :]  # [windows, 1, 1, slots]: padding is never attended to
         for index, block in enumerate(visual.blocks):
-            mask = full_mask if index in visual.fullatt_block_indexes else window_mask
             attention = block.attn
             query, key, value = attention.qkv(block.norm1(hidden)).reshape(
                 length, 3, attention.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
             query, key = apply_rotary_pos_emb_vision(query, key, cos, sin)
-            output = functional.scaled_dot_product_attention(
-                query.transpose(0, 1)[None], key.transpose(0, 1)[None], value.transpose(0, 1)[None], attn_mask=mask)
-            hidden = hidden + attention.proj(output[0].transpose(0, 1).reshape(length, -1))
+            if index in visual.fullatt_block_indexes:
+                output = _attention(query[None], key[None], value[None])[0]
+            else:
+                windows = [tensor[window_gather] for tensor in (query, key, value)]  # [windows, slots, heads, dim]
+                output = _attention(*windows, mask=key_mask)
+                output = output.reshape(-1, *output.shape[2:])[window_scatter]
+            hidden = hidden + attention.proj(output.reshape(length, -1))
             hidden = hidden + block.mlp(block.norm2(hidden))
         return visual.merger(hidden)[reverse_index]
 
 
 def export_tower(visual: nn.Module, directory: Path) -> Path:
     """Export the tower (in float32, on the CPU) into ``directory`` (``tower.onnx`` and, for a large
-    tower, its weights beside it) with torch.export, the number of merged patches dynamic. The
-    directory appears whole or not at all."""
+    tower, its weights beside it) with torch.export, patches and windows dynamic. The directory
+    appears whole or not at all."""
     tower = ExportableTower(copy.deepcopy(visual).float().cpu()).eval()
-    grid = torch.tensor([[1, 16, 16]])  # any grid: the graph is the same for every one
+    grid = torch.tensor([[1, 34, 36]])  # an image with whole and partial windows: the graph is the same for all
     channels = visual.patch_embed.in_channels * visual.patch_embed.temporal_patch_size * visual.patch_size ** 2
     sample = tower_inputs(tower.visual, torch.zeros(int(grid.prod()), channels), grid)
     units = torch.export.Dim("units", min=4, max=65536)
     patches = visual.spatial_merge_unit * units
+    windows, slots = torch.export.Dim("windows", min=2, max=65536), torch.export.Dim("slots", min=2, max=4096)
     shapes = {"patches": {0: patches}, "window_index": {0: units}, "reverse_index": {0: units},
-              "cos": {0: patches}, "sin": {0: patches}, "full_mask": {0: patches, 1: patches},
-              "window_mask": {0: patches, 1: patches}}
+              "cos": {0: patches}, "sin": {0: patches}, "window_gather": {0: windows, 1: slots},
+              "window_valid": {0: windows, 1: slots}, "window_scatter": {0: patches}}
     partial = directory.with_name(directory.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -147,8 +165,7 @@ class OnnxVisionTower(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor, **_: Any) -> BaseModelOutputWithPooling:
         """Image embeddings as the torch tower gives them (``pooler_output``). Images run one at a
-        time: the graph's attention masks are square in the patches it is given, so a batch of images
-        in one run would cost memory quadratic in all their patches together."""
+        time: the graph's full-attention blocks attend over all the patches they are given."""
         outputs = []
         for patches, grid in zip(torch.split(pixel_values, grid_thw.prod(-1).tolist()), grid_thw, strict=True):
             inputs = tower_inputs(self.torch_tower, patches, grid[None])
@@ -161,9 +178,9 @@ class OnnxVisionTower(nn.Module):
 
 
 def attach_onnx_tower(model: nn.Module, cache_root: Path, fingerprint: str) -> OnnxVisionTower:
-    """Export the model's vision tower once (cached by checkpoint fingerprint) and swap it in."""
+    """Export the model's vision tower once (cached by checkpoint fingerprint and graph layout) and swap it in."""
     visual = model.model.visual
-    directory = cache_root / f"vision-{fingerprint}"
+    directory = cache_root / f"vision-{GRAPH_LAYOUT}-{fingerprint}"
     path = directory / TOWER_FILE
     if not path.is_file():
         export_tower(visual, directory)
