@@ -14,7 +14,8 @@ from node import __version__
 from node.config import NodeConfig
 from node.egress.worker import make_workers
 from node.ingest.assembler import StudyAssembler
-from node.ingest.receiver import Receiver
+from node.ingest.commits import GroupCommit
+from node.ingest.receiver import Receiver, forget_torn_instances
 from node.ingest.scp import StorageScp
 from node.ingest.spool import Spool
 from node.ops.http import OpsServer
@@ -45,13 +46,15 @@ class Node:
         self.metrics = Metrics()
         self.store = open_store(config)
         self.spool = Spool(root)
+        self.torn_instances_forgotten = forget_torn_instances(self.store)
         self.workers = make_workers(config.destinations, config.dicom.ae_title, self.store, self.metrics)
         self.pipeline = Pipeline(config, self.store, self.metrics, on_queued=self._wake_workers)
         self.assembler = StudyAssembler(self.store, self.metrics, config.study.stable_seconds,
                                         on_stable=self.pipeline.wake)
         self.retention = Retention(self.store, self.spool, self.pipeline.results_root, self.metrics,
                                    config.storage.retention_days)
-        receiver = Receiver(self.store, self.spool, self.metrics, config.storage.min_free_bytes)
+        self.commits = GroupCommit(self.store)
+        receiver = Receiver(self.store, self.spool, self.commits, self.metrics, config.storage.min_free_bytes)
         self.scp = StorageScp(config.dicom, receiver, self.assembler, self.metrics)
         self.metrics.watch_state(self.store.studies_by_state, self.store.outbox_counts, root)
         self.ops = OpsServer(config.http.host, config.http.port, self.metrics.render, self.not_ready_reasons,
@@ -85,7 +88,8 @@ class Node:
         self.scp.start()
         self.retention.start()
         log.info("node.started", version=__version__, http_port=self.ops.port, dicom_port=self.scp.port,
-                 partial_writes_removed=self.spool.partial_writes_removed)
+                 partial_writes_removed=self.spool.partial_writes_removed,
+                 torn_instances_forgotten=self.torn_instances_forgotten)
 
     def stop(self, drain_seconds: float = 30.0) -> None:
         """Stop accepting, let open associations finish (up to ``drain_seconds``), then stop."""
@@ -95,6 +99,7 @@ class Node:
         log.info("node.stopping", open_associations=self.scp.open_associations())
         self.scp.stop_accepting()
         self.scp.drain(drain_seconds)
+        self.commits.stop()
         self.assembler.stop()
         self.assembler.sweep()
         self.pipeline.stop()

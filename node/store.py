@@ -116,6 +116,15 @@ class StudyUpdate:
 
 
 @dataclass(frozen=True)
+class StoredFile:
+    """Where a stored instance's file is and how long it was when it was received."""
+
+    sop_instance_uid: str
+    path: Path
+    size: int
+
+
+@dataclass(frozen=True)
 class StudySummary:
     """A study as ``qoq-node studies`` lists it: UIDs and counts, no patient identity."""
 
@@ -181,6 +190,41 @@ class OutboxItem:
     updated_at: float
 
 
+def _insert_instance(db: sqlite3.Connection, record: InstanceRecord) -> StudyUpdate:
+    """Insert one instance (unless its SOP Instance UID is stored) and bring its study to ``receiving``."""
+    study = db.execute("SELECT version, state FROM studies WHERE study_uid = ?", (record.study_uid,)).fetchone()
+    if db.execute("SELECT 1 FROM instances WHERE sop_instance_uid = ?", (record.sop_instance_uid,)).fetchone():
+        return StudyUpdate(stored=False, study_version=study[0], new_version=False)
+    now = record.received_at
+    if study is None:
+        version, new_version = 1, True
+        db.execute(
+            "INSERT INTO studies (study_uid, version, state, first_received, last_received, state_changed_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (record.study_uid, version, RECEIVING, now, now, now),
+        )
+    else:
+        version, state = study
+        new_version = state != RECEIVING
+        if new_version:
+            version += 1
+        db.execute(
+            "UPDATE studies SET version = ?, state = ?, last_received = ?,"
+            " state_changed_at = CASE WHEN state = ? THEN state_changed_at ELSE ? END,"
+            " attempts = CASE WHEN state = ? THEN attempts ELSE 0 END,"
+            " detail = CASE WHEN state = ? THEN detail ELSE '' END"
+            " WHERE study_uid = ?",
+            (version, RECEIVING, now, RECEIVING, now, RECEIVING, RECEIVING, record.study_uid),
+        )
+    db.execute(
+        "INSERT INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (record.sop_instance_uid, record.study_uid, version, record.series_uid, record.sop_class_uid,
+         record.transfer_syntax_uid, record.modality, record.path, record.size, record.calling_ae,
+         record.received_at),
+    )
+    return StudyUpdate(stored=True, study_version=version, new_version=new_version)
+
+
 def _insert_outbox(db: sqlite3.Connection, study_uid: str, items: list[QueuedItem], now: float) -> int:
     """Insert outbox items due now, skipping any key already queued for its destination; how many were new."""
     before = db.total_changes
@@ -234,63 +278,46 @@ class Store:
 
     def has_instance(self, sop_instance_uid: str) -> bool:
         """Whether an instance with this SOP Instance UID is already stored."""
+        return self.stored_instance(sop_instance_uid) is not None
+
+    def stored_instance(self, sop_instance_uid: str) -> StoredFile | None:
+        """The file and size recorded for a stored instance; None when there is none."""
         with self._lock:
             row = self._db.execute(
-                "SELECT 1 FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)
+                "SELECT path, size FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)
             ).fetchone()
-        return row is not None
+        return None if row is None else StoredFile(sop_instance_uid, self._root / row[0], row[1])
 
     def record_instance(self, record: InstanceRecord) -> StudyUpdate:
-        """Commit one received instance and bring its study to ``receiving``.
+        """Commit one received instance and bring its study to ``receiving`` (see :meth:`record_instances`)."""
+        [update] = self.record_instances([record])
+        return update
 
-        A stable (or later) study that gets a new instance starts a new version.
-        """
+    def record_instances(self, records: list[InstanceRecord]) -> list[StudyUpdate]:
+        """Commit received instances, in order, in one transaction (one fsync), and bring their
+        studies to ``receiving``. A stable (or later) study that gets a new instance starts a new version."""
         with self._transaction() as db:
-            study = db.execute(
-                "SELECT version, state FROM studies WHERE study_uid = ?", (record.study_uid,)
-            ).fetchone()
-            if db.execute(
-                "SELECT 1 FROM instances WHERE sop_instance_uid = ?", (record.sop_instance_uid,)
-            ).fetchone():
-                return StudyUpdate(stored=False, study_version=study[0], new_version=False)
-            now = record.received_at
-            if study is None:
-                version, new_version = 1, True
-                db.execute(
-                    "INSERT INTO studies (study_uid, version, state, first_received, last_received, state_changed_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (record.study_uid, version, RECEIVING, now, now, now),
-                )
-            else:
-                version, state = study
-                new_version = state != RECEIVING
-                if new_version:
-                    version += 1
-                db.execute(
-                    "UPDATE studies SET version = ?, state = ?, last_received = ?,"
-                    " state_changed_at = CASE WHEN state = ? THEN state_changed_at ELSE ? END,"
-                    " attempts = CASE WHEN state = ? THEN attempts ELSE 0 END,"
-                    " detail = CASE WHEN state = ? THEN detail ELSE '' END"
-                    " WHERE study_uid = ?",
-                    (version, RECEIVING, now, RECEIVING, now, RECEIVING, RECEIVING, record.study_uid),
-                )
-            db.execute(
-                "INSERT INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.sop_instance_uid,
-                    record.study_uid,
-                    version,
-                    record.series_uid,
-                    record.sop_class_uid,
-                    record.transfer_syntax_uid,
-                    record.modality,
-                    record.path,
-                    record.size,
-                    record.calling_ae,
-                    record.received_at,
-                ),
-            )
-        return StudyUpdate(stored=True, study_version=version, new_version=new_version)
+            return [_insert_instance(db, record) for record in records]
+
+    def forget_instances(self, sop_instance_uids: list[str]) -> None:
+        """Drop the rows of instances that were never acknowledged (their file may not be whole);
+        a study left with no instance is dropped too."""
+        with self._transaction() as db:
+            for uid in sop_instance_uids:
+                row = db.execute("DELETE FROM instances WHERE sop_instance_uid = ? RETURNING study_uid",
+                                 (uid,)).fetchone()
+                if row is not None and not db.execute("SELECT 1 FROM instances WHERE study_uid = ?",
+                                                      row).fetchone():
+                    db.execute("DELETE FROM studies WHERE study_uid = ? AND state = ?", (row[0], RECEIVING))
+
+    def receiving_files(self) -> list[StoredFile]:
+        """The recorded file and size of every instance of every study still receiving."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT i.sop_instance_uid, i.path, i.size FROM instances i"
+                " JOIN studies s ON s.study_uid = i.study_uid WHERE s.state = ?", (RECEIVING,)
+            ).fetchall()
+        return [StoredFile(uid, self._root / path, size) for uid, path, size in rows]
 
     def record_quarantine(self, path: str, reason: str, calling_ae: str) -> None:
         """Remember an object that was refused and kept aside."""

@@ -280,3 +280,52 @@ def test_studies_command_lists_uids_not_patients(node: Node, ct_study: Synthetic
                            env={**__import__("os").environ, **env})
     assert ct_study.study_uid in table.stdout and "CT" in table.stdout
     assert "SYNTHETIC" not in table.stdout + listing.stdout
+
+
+def test_a_torn_copy_of_a_stored_instance_is_replaced_by_the_resend(node: Node, ct_study: SyntheticStudy) -> None:
+    """A crash (power loss) after the row's commit but before the file's sync leaves a short file for
+    an instance that was never acknowledged; the sender's resend must store it again, not be taken
+    for a duplicate."""
+    source = ct_study.files[0]
+    assert storescu(node.scp.port, [source]).returncode == 0
+    uid = pydicom.dcmread(source, stop_before_pixels=True).SOPInstanceUID
+    path = stored_path(node, uid)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    resent = storescu(node.scp.port, [source])
+    assert "Received Store Response (Success)" in resent.stderr
+    assert stored_path(node, uid).read_bytes() == whole
+    assert [s.instances for s in node.store.studies()] == [1]
+    assert metric_value(node.metrics.render().decode(), "qoqnode_cstore_requests_total", 'outcome="duplicate"') == 0
+
+
+def test_a_file_that_cannot_be_synced_is_refused_and_not_recorded(
+    node: Node, ct_study: SyntheticStudy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sync = node.spool.sync
+
+    def failing_once(path: Path) -> None:
+        monkeypatch.setattr(node.spool, "sync", sync)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(node.spool, "sync", failing_once)
+    failed = storescu(node.scp.port, [ct_study.files[0]])
+    assert "Received Store Response (Refused: OutOfResources)" in failed.stderr
+    assert node.store.studies() == []  # the row committed meanwhile was taken back
+    assert storescu(node.scp.port, [ct_study.files[0]]).returncode == 0
+    assert [s.instances for s in node.store.studies()] == [1]
+
+
+def test_rows_of_torn_files_are_dropped_at_start(make_node, ct_study: SyntheticStudy) -> None:
+    first = make_node(study={"stable_seconds": 3600})
+    files = list(ct_study.files[:2])
+    assert storescu(first.scp.port, files).returncode == 0
+    first.stop(drain_seconds=5)
+    torn_uid, kept_uid = (pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files)
+    torn = stored_path(first, torn_uid)
+    torn.write_bytes(torn.read_bytes()[:100])
+    again = Node(first.config)
+    assert again.torn_instances_forgotten == 1
+    assert not again.store.has_instance(torn_uid) and again.store.has_instance(kept_uid)
+    again.commits.stop()
+    again.store.close()

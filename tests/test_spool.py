@@ -9,7 +9,8 @@ from node.ingest.spool import Spool
 
 def test_new_instance_is_written_in_place(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
-    path = spool.store("1.2.3", "1.2.3.4", (b"meta", b"dataset"))
+    path = spool.write("1.2.3", "1.2.3.4", (b"meta", b"dataset"))
+    spool.sync(path)
     assert path == tmp_path / "spool" / "1.2.3" / "1.2.3.4.dcm"
     assert path.read_bytes() == b"metadataset"
     assert list((tmp_path / "tmp").iterdir()) == []
@@ -20,7 +21,7 @@ def test_partial_file_from_a_crash_is_replaced_whole(tmp_path: Path) -> None:
     torn = tmp_path / "spool" / "1.2.3" / "1.2.3.4.dcm"
     torn.parent.mkdir(parents=True)
     torn.write_bytes(b"half of an ins")  # written before a crash; never acknowledged
-    assert spool.store("1.2.3", "1.2.3.4", (b"whole ", b"instance")).read_bytes() == b"whole instance"
+    assert spool.write("1.2.3", "1.2.3.4", (b"whole ", b"instance")).read_bytes() == b"whole instance"
     assert list((tmp_path / "tmp").iterdir()) == []
 
 

@@ -1,8 +1,12 @@
 """What the node does with one C-STORE request: check, keep durably, record, answer.
 
 The Success status is returned only after the instance is fsynced in the spool and its
-row is committed. Anything refused is answered with a failure status and an Error
-Comment, and kept in the quarantine when there is room to keep it.
+row is committed; the two happen at once (the row goes to the group commit as soon as the file
+is written, and the file is synced while it commits). So a crash can leave a committed row whose
+file was never made whole, for an instance that was never acknowledged: a resend of it replaces
+the row and the file, and at start :func:`forget_torn_instances` drops such rows. Anything refused
+is answered with a failure status and an Error Comment, and kept in the quarantine when there is
+room to keep it.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ import shutil
 import time
 from dataclasses import dataclass
 
+from node.ingest.commits import GroupCommit
 from node.ingest.part10 import DatasetHeader, MalformedDataset, file_meta, read_header
 from node.ingest.spool import Spool
 from node.ops.logging import get_logger, uid_hash
 from node.ops.metrics import Metrics
-from node.store import InstanceRecord, Store
+from node.store import InstanceRecord, Store, StoredFile
 
 log = get_logger("ingest")
 
@@ -57,6 +62,25 @@ class _Refusal(Exception):
         self.status, self.reason, self.comment = status, reason, comment
 
 
+def _is_whole(stored: StoredFile) -> bool:
+    """Whether a stored instance's file is there at the length it was received with."""
+    try:
+        return stored.path.stat().st_size == stored.size
+    except FileNotFoundError:
+        return False
+
+
+def forget_torn_instances(store: Store) -> int:
+    """Drop the rows of receiving studies' instances whose file is missing or short: a crash cut
+    the file's write short, so Success never went out and the sender still holds the instance.
+    Returns how many were dropped."""
+    torn = [stored.sop_instance_uid for stored in store.receiving_files() if not _is_whole(stored)]
+    if torn:
+        store.forget_instances(torn)
+        log.warning("ingest.torn_instances_forgotten", instances=len(torn))
+    return len(torn)
+
+
 def _valid_uid(uid: str) -> bool:
     return 0 < len(uid) <= 64 and _UID.match(uid) is not None
 
@@ -78,9 +102,11 @@ def _check(header: DatasetHeader, request: StoreRequest) -> None:
 class Receiver:
     """Turns C-STORE requests into stored instances and answers."""
 
-    def __init__(self, store: Store, spool: Spool, metrics: Metrics, min_free_bytes: int) -> None:
+    def __init__(self, store: Store, spool: Spool, commits: GroupCommit, metrics: Metrics,
+                 min_free_bytes: int) -> None:
         self._store = store
         self._spool = spool
+        self._commits = commits
         self._metrics = metrics
         self._min_free_bytes = min_free_bytes
 
@@ -114,11 +140,16 @@ class Receiver:
         except MalformedDataset as exc:
             raise _Refusal(MALFORMED, "malformed", f"malformed dataset: {exc}") from exc
         _check(header, request)
-        if self._store.has_instance(header.sop_instance_uid):
-            return self._duplicate(header)
+        stored = self._store.stored_instance(header.sop_instance_uid)
+        if stored is not None:
+            if _is_whole(stored):
+                self._spool.sync(stored.path)  # a twin may still be syncing it: acknowledge it on disk only
+                return self._duplicate(header)
+            log.warning("cstore.torn_copy_replaced", sop_instance=uid_hash(header.sop_instance_uid))
+            self._store.forget_instances([header.sop_instance_uid])
         meta = file_meta(header.sop_class_uid, header.sop_instance_uid, request.transfer_syntax_uid, request.calling_ae)
-        path = self._spool.store(header.study_uid, header.sop_instance_uid, (meta, request.dataset))
-        update = self._store.record_instance(
+        path = self._spool.write(header.study_uid, header.sop_instance_uid, (meta, request.dataset))
+        committed = self._commits.submit(
             InstanceRecord(
                 sop_instance_uid=header.sop_instance_uid,
                 study_uid=header.study_uid,
@@ -132,6 +163,13 @@ class Receiver:
                 received_at=time.time(),
             )
         )
+        try:
+            self._spool.sync(path)
+        except OSError:  # not on disk, so not acknowledged: its row must not say it is stored
+            if committed.result().stored:
+                self._store.forget_instances([header.sop_instance_uid])
+            raise
+        update = committed.result()
         if not update.stored:
             return self._duplicate(header)
         self._metrics.cstore_requests.labels("stored").inc()

@@ -11,8 +11,10 @@ on ext4 and XFS the file's fsync already commits its directory entry, so the sec
 is nearly free, and no rename is needed. A file that already exists (a partial file from a
 crash before the instance was acknowledged, or a concurrent writer) is replaced through
 ``tmp/`` and an atomic rename, so a whole file is never overwritten in place. The state
-database, not the folder, says which files are acknowledged instances: its row is
-committed only after the write returns. Callers pass only validated UIDs as names.
+database, not the folder, says which files are acknowledged instances. Received instances are
+written in two steps, :meth:`Spool.write` then :meth:`Spool.sync`, so the receiver can commit the
+instance's row while the file is being synced; it answers only once both are done. Callers pass
+only validated UIDs as names.
 """
 
 from __future__ import annotations
@@ -34,8 +36,17 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_new_file(path: Path, parts: tuple[bytes, ...]) -> None:
-    """Create ``path`` (it must not exist), write ``parts`` and fsync it."""
+def fsync_file(path: Path) -> None:
+    """Commit a file's data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_new_file(path: Path, parts: tuple[bytes, ...], sync: bool) -> None:
+    """Create ``path`` (it must not exist) and write ``parts``; fsync it when ``sync``."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     try:
         written = os.writev(fd, parts)
@@ -44,7 +55,8 @@ def _write_new_file(path: Path, parts: tuple[bytes, ...]) -> None:
             written = max(0, written - len(part))
             while view:
                 view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -72,14 +84,19 @@ class Spool:
             leftover.unlink()
         return len(leftovers)
 
-    def _write_durably(self, target: Path, parts: tuple[bytes, ...]) -> None:
+    def _write_in_place_or_replace(self, target: Path, parts: tuple[bytes, ...]) -> None:
+        """Write ``target`` new in place (not yet synced), or, where a file is already there,
+        replace it whole and durably through ``tmp/``."""
         try:
-            _write_new_file(target, parts)
+            _write_new_file(target, parts, sync=False)
         except FileExistsError:
             tmp = self._tmp_dir / f"{os.getpid()}-{threading.get_ident()}-{next(self._names)}"
-            _write_new_file(tmp, parts)
+            _write_new_file(tmp, parts, sync=True)
             os.replace(tmp, target)
-        fsync_dir(target.parent)
+
+    def _write_durably(self, target: Path, parts: tuple[bytes, ...]) -> None:
+        self._write_in_place_or_replace(target, parts)
+        self.sync(target)
 
     def _study_dir(self, study_uid: str) -> Path:
         directory = self.spool_dir / study_uid
@@ -91,16 +108,22 @@ class Spool:
                 self._known_dirs.add(directory)
         return directory
 
-    def store(self, study_uid: str, sop_instance_uid: str, parts: tuple[bytes, ...]) -> Path:
-        """Write an instance (its bytes in ``parts``) durably; returns its path."""
+    def write(self, study_uid: str, sop_instance_uid: str, parts: tuple[bytes, ...]) -> Path:
+        """Write an instance (its bytes in ``parts``) into the spool; returns its path. The file is on
+        disk once :meth:`sync` has returned."""
         target = self._study_dir(study_uid) / f"{sop_instance_uid}.dcm"
         try:
-            self._write_durably(target, parts)
+            self._write_in_place_or_replace(target, parts)
         except FileNotFoundError:  # retention removed the study's folder just now: make it again
             self._forget_dir(target.parent)
             target = self._study_dir(study_uid) / f"{sop_instance_uid}.dcm"
-            self._write_durably(target, parts)
+            self._write_in_place_or_replace(target, parts)
         return target
+
+    def sync(self, path: Path) -> None:
+        """Commit a written file and its directory entry to disk."""
+        fsync_file(path)
+        fsync_dir(path.parent)
 
     def _forget_dir(self, directory: Path) -> None:
         with self._dir_lock:
