@@ -23,9 +23,9 @@ from node.localpeers import Orthanc, http_json
 from node.results.gsps import build_presentation_state
 from node.results.hl7 import Hl7Party, build_oru, control_id
 from node.results.provenance import RESEARCH_LABEL, Provenance
-from node.results.seg import build_seg
+from node.results.seg import build_segs
 from node.results.sr import build_sr
-from node.synthetic import write_ct_study, write_file
+from node.synthetic import write_cr_study, write_ct_study, write_file
 from tests.conftest import PYDICOM_TEST_FILES, dciodvfy_errors
 
 PROVENANCE = Provenance("replay (recorded responses; TEST RESULT, not a model output)", True)
@@ -170,7 +170,7 @@ def test_seg_marks_the_box_pixels_on_the_right_image(tmp_path: Path) -> None:
     sources = _sources(tmp_path)
     box = (143.2, 69.5, 183.0, 114.0)
     findings = _findings(sources[1], box)
-    seg = build_seg(findings, sources, PROVENANCE, 1, "ct")
+    [seg] = build_segs(findings, sources, PROVENANCE, 1, "ct")
     path = tmp_path / "seg.dcm"
     seg.save_as(path, enforce_file_format=True)
     assert dciodvfy_errors(path) == []
@@ -185,8 +185,37 @@ def test_seg_marks_the_box_pixels_on_the_right_image(tmp_path: Path) -> None:
     assert source_uid == sources[1].SOPInstanceUID  # on the image the box is on, not the other one
     rows, columns = np.nonzero(reread.pixel_array)
     assert (columns.min(), rows.min(), columns.max() + 1, rows.max() + 1) == (143, 69, 183, 114)
-    assert build_seg(_findings(sources[1], box), sources, PROVENANCE, 1, "ct").SOPInstanceUID == seg.SOPInstanceUID
-    assert build_seg(locate(parse_output("\\boxed{None}"), []), sources, PROVENANCE, 1, "ct") is None
+    assert build_segs(_findings(sources[1], box), sources, PROVENANCE, 1, "ct")[0].SOPInstanceUID == seg.SOPInstanceUID
+    assert build_segs(locate(parse_output("\\boxed{None}"), []), sources, PROVENANCE, 1, "ct") == []
+
+
+def test_boxes_on_images_without_geometry_get_a_seg_each(tmp_path: Path) -> None:
+    """A two-view chest radiograph series (no frame of reference, so highdicom segments one image per
+    SEG) with a box on each view: two SEGs in one series, each on its own view."""
+    front = pydicom.dcmread(write_cr_study(tmp_path / "cr", size=256).files[0])
+    side = copy.deepcopy(front)
+    side.SOPInstanceUID, side.InstanceNumber, side.ViewPosition = generate_uid(), 2, "LL"
+    boxes = {str(front.SOPInstanceUID): (20.0, 30.0, 60.0, 70.0),
+             str(side.SOPInstanceUID): (100.0, 110.0, 150.0, 160.0)}
+    geometries = [Geometry.single(FrameRef(ds.SOPInstanceUID, 1, ds.Rows, ds.Columns), MIN_PIXELS, MAX_PIXELS)
+                  for ds in (front, side)]
+    model_boxes = [g.box_to_model(SourceBox(g.placements[0].source, *boxes[uid]))
+                   for g, uid in zip(geometries, boxes, strict=True)]
+    text = "```json\n[" + ", ".join(
+        f'{{"bbox_2d": [{x1}, {y1}, {x2}, {y2}], "label": "nodule", "image_index": {n}}}'
+        for n, (x1, y1, x2, y2) in enumerate(model_boxes)) + "]\n```"
+    segs = build_segs(locate(parse_output(text), geometries), [front, side], PROVENANCE, 1, "chest_xray")
+    assert len(segs) == 2 and len({seg.SOPInstanceUID for seg in segs}) == 2
+    assert len({seg.SeriesInstanceUID for seg in segs}) == 1 and [seg.InstanceNumber for seg in segs] == [1, 2]
+    for seg, source in zip(segs, (front, side), strict=True):
+        path = tmp_path / f"seg-{seg.InstanceNumber}.dcm"
+        seg.save_as(path, enforce_file_format=True)
+        assert dciodvfy_errors(path) == []
+        reread = pydicom.dcmread(path)
+        [frame] = reread.PerFrameFunctionalGroupsSequence
+        assert frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+        rows, columns = np.nonzero(reread.pixel_array)
+        assert (columns.min(), rows.min(), columns.max() + 1, rows.max() + 1) == boxes[str(source.SOPInstanceUID)]
 
 
 def test_seg_is_not_made_for_boxes_on_multiframe_images() -> None:
@@ -194,7 +223,7 @@ def test_seg_is_not_made_for_boxes_on_multiframe_images() -> None:
     frame = FrameRef(source.SOPInstanceUID, 11, source.Rows, source.Columns)
     located = LocatedBox("cyst", ModelBox("cyst", 0, 0, 1, 1), SourceBox(frame, 100, 80, 140, 120))
     findings = Findings("r", ("Cyst",), (located,), "raw", ())
-    assert build_seg(findings, [source], PROVENANCE, 1, "ultrasound") is None
+    assert build_segs(findings, [source], PROVENANCE, 1, "ultrasound") == []
 
 
 def _unescape(value: str) -> str:
@@ -327,7 +356,7 @@ def test_every_result_object_passes_dciodvfy_for_every_kind_of_source(tmp_path: 
     findings = locate(parse_output(text), [geometry])
     objects = {"sr": build_sr(findings, [source], PROVENANCE, 1, kind)}
     if "PixelData" in source:
-        objects["seg"] = build_seg(findings, [source], PROVENANCE, 1, kind)
+        objects["seg"] = next(iter(build_segs(findings, [source], PROVENANCE, 1, kind)), None)
         decoded = [f for f in iter_frames(path) if f.source == frame]
         objects["sc"] = build_sc(decoded[0], source, findings, PROVENANCE, 1, kind)
         objects["presentation_state"] = build_presentation_state(findings, [source], PROVENANCE, 1, kind,

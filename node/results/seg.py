@@ -1,4 +1,4 @@
-"""Binary DICOM Segmentation of the AI boxes, on the source series: one segment per label, each
+"""Binary DICOM Segmentations of the AI boxes, on the source images: one segment per label, each
 box rasterised on the frame it sits on, with the algorithm identified (family "Artificial
 Intelligence", the model, the node's version)."""
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import highdicom as hd
 import numpy as np
+from highdicom.spatial import get_image_coordinate_system
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
@@ -28,30 +29,52 @@ def _rasterise(mask: np.ndarray, box: LocatedBox) -> None:
     mask[r0:r1, c0:c1] = True
 
 
-def build_seg(
+def _single_frame(image: Dataset) -> bool:
+    return int(image.get("NumberOfFrames", 1) or 1) == 1
+
+
+def _segmentable_groups(boxes: Sequence[LocatedBox], by_uid: dict[str, Dataset],
+                        sources: Sequence[Dataset]) -> list[list[Dataset]]:
+    """The source images one SEG each covers, in the order of the boxes: with patient geometry (CT,
+    MR), every single-frame key image of the box's series and size; without it (CR/DX, US,
+    photographs), the box's image alone, since highdicom 0.28 places images without geometry only
+    one to a SEG. Boxes on multi-frame images are left out (cine ultrasound has no geometry at all;
+    enhanced multi-frame images are not segmented yet); the SR and GSPS still carry them."""
+    groups: dict[str, list[Dataset]] = {}
+    for box in boxes:
+        image = by_uid[box.source.frame.sop_instance_uid]
+        if not _single_frame(image):
+            continue
+        if get_image_coordinate_system(image) is None:
+            groups.setdefault(str(image.SOPInstanceUID), [image])
+        else:
+            groups.setdefault(f"{image.SeriesInstanceUID}/{image.Rows}x{image.Columns}", [
+                ds for ds in sources if ds.SeriesInstanceUID == image.SeriesInstanceUID and _single_frame(ds)
+                and (ds.Rows, ds.Columns) == (image.Rows, image.Columns)])
+    return list(groups.values())
+
+
+def build_segs(
     findings: Findings, sources: Sequence[Dataset], provenance: Provenance, study_version: int, task: str
-) -> Dataset | None:
-    """The SEG over the series of the first box. None when there is no box to segment, or when
-    the box is on a multi-frame image (highdicom 0.28 places frames of a multi-frame source only
-    with enhanced plane information, which cine ultrasound lacks; the SR and GSPS still carry
-    those boxes)."""
+) -> list[Dataset]:
+    """The SEGs of the boxes, in one result series: one per series with patient geometry, one per image
+    without it (see :func:`_segmentable_groups`). Empty when there is no box to segment."""
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
     boxes = [box for box in findings.boxes if box.source.frame.sop_instance_uid in by_uid]
-    if not boxes:
-        return None
-    first = by_uid[boxes[0].source.frame.sop_instance_uid]
-    series = [ds for ds in sources if ds.SeriesInstanceUID == first.SeriesInstanceUID
-              and (ds.Rows, ds.Columns) == (first.Rows, first.Columns)]
+    return [_build_seg(boxes, images, provenance, study_version, task, number)
+            for number, images in enumerate(_segmentable_groups(boxes, by_uid, sources), start=1)]
+
+
+def _build_seg(boxes: Sequence[LocatedBox], images: Sequence[Dataset], provenance: Provenance, study_version: int,
+               task: str, number: int) -> Dataset:
+    """One SEG over ``images`` (one series, one size) of the boxes that lie on them."""
+    first = images[0]
+    index = {str(ds.SOPInstanceUID): position for position, ds in enumerate(images)}
+    boxes = [box for box in boxes if box.source.frame.sop_instance_uid in index]
     labels = list(dict.fromkeys(box.label for box in boxes))
-    if int(first.get("NumberOfFrames", 1) or 1) > 1:
-        return None
-    mask = np.zeros((len(series), int(first.Rows), int(first.Columns), len(labels)), dtype=bool)
-    index = {str(ds.SOPInstanceUID): position for position, ds in enumerate(series)}
+    mask = np.zeros((len(images), int(first.Rows), int(first.Columns), len(labels)), dtype=bool)
     for box in boxes:
-        uid = box.source.frame.sop_instance_uid
-        if uid not in index:
-            continue
-        _rasterise(mask[index[uid], :, :, labels.index(box.label)], box)
+        _rasterise(mask[index[box.source.frame.sop_instance_uid], :, :, labels.index(box.label)], box)
     algorithm = hd.AlgorithmIdentificationSequence(
         name=clip(provenance.model_identity, 64), family=codes.cid7162.ArtificialIntelligence,
         version=clip(provenance.node_version, 64),
@@ -69,14 +92,15 @@ def build_seg(
     ]
     study_uid = str(first.StudyInstanceUID)
     seg = hd.seg.Segmentation(
-        source_images=series,
+        source_images=images,
         pixel_array=mask,
         segmentation_type="BINARY",
         segment_descriptions=descriptions,
         series_instance_uid=result_uid(study_uid, study_version, task, provenance, "seg-series"),
         series_number=SERIES_NUMBER,
-        sop_instance_uid=result_uid(study_uid, study_version, task, provenance, "seg"),
-        instance_number=1,
+        sop_instance_uid=result_uid(study_uid, study_version, task, provenance,
+                                    "seg" if number == 1 else f"seg-{number}"),
+        instance_number=number,
         manufacturer=MANUFACTURER,
         manufacturer_model_name=clip(provenance.model_identity, 64),
         software_versions=f"qoq-node {provenance.node_version}",

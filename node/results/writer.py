@@ -23,7 +23,7 @@ from node.results.gsps import build_presentation_state
 from node.results.hl7 import Hl7Party, build_oru, control_id
 from node.results.provenance import Provenance
 from node.results.sc import build_sc
-from node.results.seg import build_seg
+from node.results.seg import build_segs
 from node.results.sr import build_sr
 
 SR_FILE = "sr.dcm"
@@ -79,7 +79,8 @@ def _dicom_objects(outcome: StudyOutcome, provenance: Provenance, study_version:
     sources = [pydicom.dcmread(path) for path in key_paths]
     objects: list[tuple[str, Dataset | None]] = [
         (SR_FILE, build_sr(findings, sources, provenance, study_version, task, previous)),
-        ("seg.dcm", build_seg(findings, sources, provenance, study_version, task)),
+        *((f"seg-{number}.dcm", seg) for number, seg in
+          enumerate(build_segs(findings, sources, provenance, study_version, task), start=1)),
     ]
     images = [ds for ds in sources if "PixelData" in ds]
     if images:  # one presentation state over the images of the first one's kind (grey or colour)
