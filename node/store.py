@@ -276,10 +276,6 @@ class Store:
                 raise
             self._db.execute("COMMIT")
 
-    def has_instance(self, sop_instance_uid: str) -> bool:
-        """Whether an instance with this SOP Instance UID is already stored."""
-        return self.stored_instance(sop_instance_uid) is not None
-
     def stored_instance(self, sop_instance_uid: str) -> StoredFile | None:
         """The file and size recorded for a stored instance; None when there is none."""
         with self._lock:
@@ -287,11 +283,6 @@ class Store:
                 "SELECT path, size FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)
             ).fetchone()
         return None if row is None else StoredFile(sop_instance_uid, self._root / row[0], row[1])
-
-    def record_instance(self, record: InstanceRecord) -> StudyUpdate:
-        """Commit one received instance and bring its study to ``receiving`` (see :meth:`record_instances`)."""
-        [update] = self.record_instances([record])
-        return update
 
     def record_instances(self, records: list[InstanceRecord]) -> list[StudyUpdate]:
         """Commit received instances, in order, in one transaction (one fsync), and bring their

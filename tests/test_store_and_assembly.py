@@ -6,7 +6,7 @@ from pathlib import Path
 
 from node.ingest.assembler import StudyAssembler
 from node.ops.metrics import Metrics
-from node.store import RECEIVING, STABLE, InstanceRecord, Store
+from node.store import RECEIVING, STABLE, InstanceRecord, Store, StudyUpdate
 
 
 def _record(sop: str, study: str = "1.2.3", at: float = 100.0) -> InstanceRecord:
@@ -14,21 +14,26 @@ def _record(sop: str, study: str = "1.2.3", at: float = 100.0) -> InstanceRecord
                           "CT", f"spool/{study}/{sop}.dcm", 10, "PACS", at)
 
 
+def _receive(store: Store, record: InstanceRecord) -> StudyUpdate:
+    [update] = store.record_instances([record])
+    return update
+
+
 def test_duplicates_are_recorded_once(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
-    assert store.record_instance(_record("1.1")).stored
-    assert not store.record_instance(_record("1.1")).stored
-    assert store.has_instance("1.1")
+    assert _receive(store, _record("1.1")).stored
+    assert not _receive(store, _record("1.1")).stored
+    assert store.stored_instance("1.1") is not None
     assert [s.instances for s in store.studies()] == [1]
 
 
 def test_late_instance_starts_a_new_version(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
-    first = store.record_instance(_record("1.1", at=100))
+    first = _receive(store, _record("1.1", at=100))
     assert (first.study_version, first.new_version) == (1, True)
-    assert not store.record_instance(_record("1.2", at=101)).new_version
+    assert not _receive(store, _record("1.2", at=101)).new_version
     assert store.mark_stable("1.2.3", last_received=101, now=110)
-    late = store.record_instance(_record("1.3", at=120))
+    late = _receive(store, _record("1.3", at=120))
     assert (late.study_version, late.new_version) == (2, True)
     [study] = store.studies()
     assert (study.version, study.state, study.instances) == (2, RECEIVING, 3)
@@ -36,8 +41,8 @@ def test_late_instance_starts_a_new_version(tmp_path: Path) -> None:
 
 def test_mark_stable_loses_to_a_newer_instance(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
-    store.record_instance(_record("1.1", at=100))
-    store.record_instance(_record("1.2", at=105))
+    _receive(store, _record("1.1", at=100))
+    _receive(store, _record("1.2", at=105))
     assert not store.mark_stable("1.2.3", last_received=100, now=110)  # it saw the older time
     assert store.studies_by_state() == {RECEIVING: 1}
 
@@ -45,7 +50,7 @@ def test_mark_stable_loses_to_a_newer_instance(tmp_path: Path) -> None:
 def test_assembler_waits_for_quiet_and_for_open_associations(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
     assembler = StudyAssembler(store, Metrics(), stable_seconds=5)
-    store.record_instance(_record("1.1", at=100))
+    _receive(store, _record("1.1", at=100))
     assembler.carried_by(association_id=7, study_uid="1.2.3")
     assert assembler.sweep(now=103) == []  # not quiet long enough
     assert assembler.sweep(now=200) == []  # quiet, but an association still carries it
@@ -56,7 +61,7 @@ def test_assembler_waits_for_quiet_and_for_open_associations(tmp_path: Path) -> 
 
 def test_timers_survive_a_restart(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
-    store.record_instance(_record("1.1", at=100))
+    _receive(store, _record("1.1", at=100))
     store.close()
     reopened = Store(tmp_path / "state.db")
     assembler = StudyAssembler(reopened, Metrics(), stable_seconds=5)

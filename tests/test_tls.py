@@ -111,7 +111,7 @@ def test_results_go_to_a_tls_pacs_that_verifies_the_node(make_node, tmp_path: Pa
     tls = ClientTlsConfig(enabled=True, ca=pki["ca"], certificate=pki["client_cert"], private_key=pki["client_key"])
     [sent] = DicomSender("QOQNODE", "QOQNODE", LOOPBACK, pacs.scp.port, 5, tls).send([dataset])
     assert sent.delivery is Delivery.ACCEPTED, sent.detail
-    assert pacs.store.has_instance(dataset.SOPInstanceUID)
+    assert pacs.store.stored_instance(dataset.SOPInstanceUID) is not None
     anonymous = ClientTlsConfig(enabled=True, ca=pki["ca"])  # no client certificate: the PACS refuses
     [refused] = DicomSender("QOQNODE", "QOQNODE", LOOPBACK, pacs.scp.port, 5, anonymous).send([dataset])
     assert refused.delivery is Delivery.RETRY
