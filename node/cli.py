@@ -167,6 +167,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
                                     config.results.secondary_capture)
             for path in written.files if written else ():
                 print(f"wrote {path}", file=sys.stderr)
+            for kind, error in written.omitted if written else ():
+                print(f"qoq-node: no {kind} for study {outcome.study_uid}: {type(error).__name__}: {error}",
+                      file=sys.stderr)
     return 0 if studies else 1
 
 

@@ -234,6 +234,10 @@ class Pipeline:
         result = write_results(outcome, self.study_results_dir(study.study_uid, study.version), self._parties,
                                self.config.results.secondary_capture, study.version, self._previous_sr(study))
         assert result is not None  # only read studies get here
+        for kind, error in result.omitted:  # its message may quote source attributes: only its type is logged
+            self._metrics.result_objects_omitted.labels(kind).inc()
+            log.warning("results.object_omitted", study=uid_hash(study.study_uid), version=study.version, kind=kind,
+                        error=type(error).__name__)
         now = time.time()
         if not self._store.queue_results(study.study_uid, study.version, self._items(result), now):
             log.info("study.superseded", study=uid_hash(study.study_uid), version=study.version)

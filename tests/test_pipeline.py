@@ -14,9 +14,10 @@ import pydicom
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
+from node.imaging.geometry import FrameRef, Geometry, SourceBox
 from node.localpeers import LOOPBACK, MllpListener, Orthanc, free_port
 from node.store import COMPLETE, DEAD, FAILED, SENT, UNDELIVERED
-from node.synthetic import SyntheticStudy, boxed_response, lesion_box, write_cr_study, write_ct_study
+from node.synthetic import SyntheticStudy, boxed_response, lesion_box, write_cr_study, write_ct_study, write_file
 from tests.conftest import get, metric_value, wait_for
 
 MIN_PIXELS, MAX_PIXELS = 200_704, 1_003_520
@@ -212,3 +213,63 @@ def test_a_model_that_cannot_load_keeps_the_node_receiving_but_not_ready(make_no
     subprocess.run(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.scp.port), str(ct.files[0])], check=True,
                    capture_output=True)  # studies are still received and kept for when the model is fixed
     wait_for(lambda: _state(node, ct.study_uid) == "stable")
+
+
+def _two_view_cr(directory: Path) -> SyntheticStudy:
+    """A chest CR series of two same-sized views (PA, lateral), the lesion in the same place on both."""
+    study = write_cr_study(directory, size=512)
+    lateral = pydicom.dcmread(study.files[0])
+    lateral.SOPInstanceUID = lateral.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    lateral.InstanceNumber, lateral.ViewPosition = 2, "LL"
+    write_file(lateral, directory / "lateral.dcm")
+    return SyntheticStudy(study.study_uid, study.series_uids, (*study.files, directory / "lateral.dcm"))
+
+
+def _boxes_on_both_views(source: pydicom.Dataset) -> str:
+    """A model answer boxing the lesion on input image 0 and on input image 1."""
+    geometry = Geometry.single(FrameRef(str(source.SOPInstanceUID), 1, int(source.Rows), int(source.Columns)),
+                               MIN_PIXELS, MAX_PIXELS)
+    x1, y1, x2, y2 = geometry.box_to_model(SourceBox(geometry.placements[0].source, *lesion_box(source)))
+    boxes = ", ".join(f'{{"bbox_2d": [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}], "label": "mass", "image_index": {n}}}'
+                      for n in (0, 1))
+    return f"<think>Seen on both views.</think>\n```json\n[{boxes}]\n```\n\\boxed{{Mass}}"
+
+
+def test_a_two_view_radiograph_gets_a_seg_on_each_view(orthanc: Orthanc, make_node, tmp_path: Path) -> None:
+    cr = _two_view_cr(tmp_path / "cr")
+    sources = {str(ds.SOPInstanceUID): ds for ds in map(pydicom.dcmread, cr.files)}
+    responses = {"chest_xray": _boxes_on_both_views(next(iter(sources.values())))}
+    node = make_node(engine=_replay(tmp_path, responses), destinations=_destinations(orthanc))
+    _send_through(orthanc, node, cr)
+    wait_for(lambda: _state(node, cr.study_uid) == COMPLETE, timeout=60)
+    found = _results_in_pacs(orthanc, cr.study_uid)
+    assert {kind: len(objects) for kind, objects in found.items()} == {"SR": 1, "SEG": 2, "PR": 1}
+    on_views = set()
+    for seg in found["SEG"]:
+        [frame] = seg.PerFrameFunctionalGroupsSequence
+        view = frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        rows, columns = np.nonzero(seg.pixel_array)
+        _assert_on_lesion([columns.min(), rows.min(), columns.max() + 1, rows.max() + 1], sources[view])
+        on_views.add(view)
+    assert on_views == set(sources)
+
+
+def test_a_seg_that_cannot_be_made_leaves_the_report_and_the_oru_going(
+    orthanc: Orthanc, make_node, tmp_path: Path, monkeypatch
+) -> None:
+    def refuse(*_args, **_kwargs):
+        raise ValueError("this source cannot be segmented")
+
+    monkeypatch.setattr("node.results.writer.build_segs", refuse)
+    cr = write_cr_study(tmp_path / "cr", size=512)
+    responses = {"chest_xray": boxed_response(pydicom.dcmread(cr.files[0]), "Mass", MIN_PIXELS, MAX_PIXELS)}
+    with MllpListener() as ehr:
+        node = make_node(engine=_replay(tmp_path, responses), destinations=_destinations(orthanc, ehr=ehr.port))
+        _send_through(orthanc, node, cr)
+        wait_for(lambda: _state(node, cr.study_uid) == COMPLETE, timeout=60)
+        assert {kind: len(objects) for kind, objects in _results_in_pacs(orthanc, cr.study_uid).items()} == {
+            "SR": 1, "PR": 1}
+        assert len(ehr.received) == 1 and cr.study_uid in ehr.received[0]
+    metrics = node.metrics.render().decode()
+    assert metric_value(metrics, "qoqnode_result_objects_omitted_total", 'kind="seg"') == 1
+    assert metric_value(metrics, "qoqnode_pipeline_failures_total", 'stage="results"') == 0

@@ -2,14 +2,17 @@
 
 Each file is written to a temporary name, fsynced and renamed, so a file the outbox points at is
 always whole. The UIDs and MSH-10 are deterministic, so writing the same result again (a retry
-after a crash) produces the same objects and messages.
+after a crash) produces the same objects and messages. The SR and the ORU carry every finding; the
+SEG, presentation state and SC show the SR's boxes again for other viewers, so one of them that
+cannot be made for a source is left out and named in :attr:`ResultSet.omitted`, not allowed to
+hold back the report.
 """
 
 from __future__ import annotations
 
 import io
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +46,7 @@ class ResultSet:
 
     dicom: tuple[WrittenObject, ...]
     messages: Mapping[str, tuple[Path, str]]  # HL7 destination name → (message file, MSH-10)
+    omitted: tuple[tuple[str, Exception], ...] = ()  # (kind, why) of objects that could not be made
 
     @property
     def files(self) -> list[Path]:
@@ -70,37 +74,56 @@ def _dataset_bytes(dataset: Dataset) -> bytes:
     return buffer.getvalue()
 
 
+def _shown_again(kind: str, build: Callable[[], list[tuple[str, Dataset]]],
+                 omitted: list[tuple[str, Exception]]) -> list[tuple[str, Dataset]]:
+    """The objects ``build`` makes, or none (noted in ``omitted``) when it fails."""
+    try:
+        return build()
+    except Exception as exc:
+        omitted.append((kind, exc))
+        return []
+
+
 def _dicom_objects(outcome: StudyOutcome, provenance: Provenance, study_version: int, secondary_capture: bool,
-                   previous: Sequence[Dataset]) -> list[tuple[str, Dataset]]:
-    """(file name, dataset) of the SR, SEG, presentation state and optional SCs over the key images."""
+                   previous: Sequence[Dataset], omitted: list[tuple[str, Exception]]) -> list[tuple[str, Dataset]]:
+    """(file name, dataset) of the SR, SEGs, presentation state and optional SCs over the key images."""
     assert outcome.findings is not None and outcome.task is not None
     findings, task = outcome.findings, outcome.task.domain
     key_paths = list(dict.fromkeys(model_input.path for model_input in outcome.inputs))
     sources = [pydicom.dcmread(path) for path in key_paths]
-    objects: list[tuple[str, Dataset | None]] = [
-        (SR_FILE, build_sr(findings, sources, provenance, study_version, task, previous)),
-        *((f"seg-{number}.dcm", seg) for number, seg in
-          enumerate(build_segs(findings, sources, provenance, study_version, task), start=1)),
-    ]
+    objects = [(SR_FILE, build_sr(findings, sources, provenance, study_version, task, previous))]
+    objects += _shown_again("seg", lambda: [
+        (f"seg-{number}.dcm", seg)
+        for number, seg in enumerate(build_segs(findings, sources, provenance, study_version, task), start=1)],
+        omitted)
     images = [ds for ds in sources if "PixelData" in ds]
     if images:  # one presentation state over the images of the first one's kind (grey or colour)
         colour = int(images[0].get("SamplesPerPixel", 1)) > 1
         same_kind = [ds for ds in images if (int(ds.get("SamplesPerPixel", 1)) > 1) == colour]
         window = next((m.window for m in outcome.inputs if m.window is not None), None)
-        objects.append(("csps.dcm" if colour else "gsps.dcm",
-                        build_presentation_state(findings, same_kind, provenance, study_version, task, window)))
+        objects += _shown_again("presentation_state", lambda: [
+            ("csps.dcm" if colour else "gsps.dcm",
+             build_presentation_state(findings, same_kind, provenance, study_version, task, window))], omitted)
     if secondary_capture:
-        key_frames = {(p.source.sop_instance_uid, p.source.frame)
-                      for m in outcome.inputs for p in m.geometry.placements}
-        for path, ds in zip(key_paths, sources, strict=True):
-            if "PixelData" not in ds:
-                continue
-            for frame in iter_frames(path):
-                if (frame.source.sop_instance_uid, frame.source.frame) in key_frames:
-                    number = sum(name.startswith("sc-") for name, _ in objects) + 1
-                    objects.append((f"sc-{number}.dcm",
-                                    build_sc(frame, ds, findings, provenance, study_version, task)))
-    return [(name, dataset) for name, dataset in objects if dataset is not None]
+        objects += _shown_again("sc", lambda: _secondary_captures(outcome, key_paths, sources, provenance,
+                                                                   study_version, task), omitted)
+    return objects
+
+
+def _secondary_captures(outcome: StudyOutcome, key_paths: list[Path], sources: list[Dataset],
+                        provenance: Provenance, study_version: int, task: str) -> list[tuple[str, Dataset]]:
+    """One burned-in SC per key frame."""
+    assert outcome.findings is not None
+    key_frames = {(p.source.sop_instance_uid, p.source.frame) for m in outcome.inputs for p in m.geometry.placements}
+    captures = []
+    for path, ds in zip(key_paths, sources, strict=True):
+        if "PixelData" not in ds:
+            continue
+        for frame in iter_frames(path):
+            if (frame.source.sop_instance_uid, frame.source.frame) in key_frames:
+                captures.append((f"sc-{len(captures) + 1}.dcm",
+                                 build_sc(frame, ds, outcome.findings, provenance, study_version, task)))
+    return captures
 
 
 def write_results(
@@ -119,8 +142,9 @@ def write_results(
         return None
     provenance = Provenance(outcome.model, outcome.is_test_result)
     directory.mkdir(parents=True, exist_ok=True)
+    omitted: list[tuple[str, Exception]] = []
     objects = _dicom_objects(outcome, provenance, study_version, secondary_capture,
-                             [previous_sr] if previous_sr is not None else [])
+                             [previous_sr] if previous_sr is not None else [], omitted)
     written = []
     for name, dataset in objects:
         _write_atomically(directory / name, _dataset_bytes(dataset))
@@ -136,4 +160,4 @@ def write_results(
         _write_atomically(path, oru.encode("utf-8"))
         messages[name] = (path, control_id(key))
     fsync_dir(directory)
-    return ResultSet(tuple(written), messages)
+    return ResultSet(tuple(written), messages, tuple(omitted))
