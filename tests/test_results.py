@@ -218,7 +218,27 @@ def test_boxes_on_images_without_geometry_get_a_seg_each(tmp_path: Path) -> None
         assert (columns.min(), rows.min(), columns.max() + 1, rows.max() + 1) == boxes[str(source.SOPInstanceUID)]
 
 
-def test_seg_is_not_made_for_boxes_on_multiframe_images() -> None:
+def test_a_box_on_an_enhanced_multiframe_image_is_segmented_on_its_frame(tmp_path: Path) -> None:
+    import highdicom as hd
+
+    slices = [pydicom.dcmread(p) for p in write_ct_study(tmp_path / "ct", slices=4, size=64).files]
+    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(slices, series_instance_uid=generate_uid(), series_number=5,
+                                                        sop_instance_uid=generate_uid(), instance_number=1)
+    frame = FrameRef(enhanced.SOPInstanceUID, 3, enhanced.Rows, enhanced.Columns)
+    located = LocatedBox("mass", ModelBox("mass", 0, 0, 1, 1), SourceBox(frame, 30, 10, 40, 20))
+    [seg] = build_segs(Findings("r", ("Mass",), (located,), "raw", ()), [enhanced], PROVENANCE, 1, "ct")
+    path = tmp_path / "seg.dcm"
+    seg.save_as(path, enforce_file_format=True)
+    assert dciodvfy_errors(path) == []
+    reread = pydicom.dcmread(path)
+    [seg_frame] = reread.PerFrameFunctionalGroupsSequence
+    source = seg_frame.DerivationImageSequence[0].SourceImageSequence[0]
+    assert (source.ReferencedSOPInstanceUID, source.ReferencedFrameNumber) == (enhanced.SOPInstanceUID, 3)
+    rows, columns = np.nonzero(reread.pixel_array)
+    assert (columns.min(), rows.min(), columns.max() + 1, rows.max() + 1) == (30, 10, 40, 20)
+
+
+def test_seg_is_not_made_for_boxes_on_multiframe_images_without_geometry() -> None:
     source = pydicom.dcmread(PYDICOM_TEST_FILES / "examples_ybr_color.dcm")
     frame = FrameRef(source.SOPInstanceUID, 11, source.Rows, source.Columns)
     located = LocatedBox("cyst", ModelBox("cyst", 0, 0, 1, 1), SourceBox(frame, 100, 80, 140, 120))

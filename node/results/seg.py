@@ -29,27 +29,28 @@ def _rasterise(mask: np.ndarray, box: LocatedBox) -> None:
     mask[r0:r1, c0:c1] = True
 
 
-def _single_frame(image: Dataset) -> bool:
-    return int(image.get("NumberOfFrames", 1) or 1) == 1
+def _frames(image: Dataset) -> int:
+    return int(image.get("NumberOfFrames", 1) or 1)
 
 
 def _segmentable_groups(boxes: Sequence[LocatedBox], by_uid: dict[str, Dataset],
                         sources: Sequence[Dataset]) -> list[list[Dataset]]:
     """The source images one SEG each covers, in the order of the boxes: with patient geometry (CT,
-    MR), every single-frame key image of the box's series and size; without it (CR/DX, US,
-    photographs), the box's image alone, since highdicom 0.28 places images without geometry only
-    one to a SEG. Boxes on multi-frame images are left out (cine ultrasound has no geometry at all;
-    enhanced multi-frame images are not segmented yet); the SR and GSPS still carry them."""
+    MR), every single-frame key image of the box's series and size, or an enhanced multi-frame image
+    alone; without it (CR/DX, US, photographs), the box's image alone, since highdicom 0.28 places
+    images without geometry only one to a SEG. Boxes on multi-frame images without geometry (cine
+    ultrasound) are left out; the SR and GSPS still carry them."""
     groups: dict[str, list[Dataset]] = {}
     for box in boxes:
         image = by_uid[box.source.frame.sop_instance_uid]
-        if not _single_frame(image):
-            continue
         if get_image_coordinate_system(image) is None:
+            if _frames(image) == 1:
+                groups.setdefault(str(image.SOPInstanceUID), [image])
+        elif _frames(image) > 1:
             groups.setdefault(str(image.SOPInstanceUID), [image])
         else:
             groups.setdefault(f"{image.SeriesInstanceUID}/{image.Rows}x{image.Columns}", [
-                ds for ds in sources if ds.SeriesInstanceUID == image.SeriesInstanceUID and _single_frame(ds)
+                ds for ds in sources if ds.SeriesInstanceUID == image.SeriesInstanceUID and _frames(ds) == 1
                 and (ds.Rows, ds.Columns) == (image.Rows, image.Columns)])
     return list(groups.values())
 
@@ -57,8 +58,9 @@ def _segmentable_groups(boxes: Sequence[LocatedBox], by_uid: dict[str, Dataset],
 def build_segs(
     findings: Findings, sources: Sequence[Dataset], provenance: Provenance, study_version: int, task: str
 ) -> list[Dataset]:
-    """The SEGs of the boxes, in one result series: one per series with patient geometry, one per image
-    without it (see :func:`_segmentable_groups`). Empty when there is no box to segment."""
+    """The SEGs of the boxes, in one result series: one per series with patient geometry (or per
+    enhanced multi-frame image), one per image without it (see :func:`_segmentable_groups`). Empty
+    when there is no box to segment."""
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
     boxes = [box for box in findings.boxes if box.source.frame.sop_instance_uid in by_uid]
     return [_build_seg(boxes, images, provenance, study_version, task, number)
@@ -67,14 +69,17 @@ def build_segs(
 
 def _build_seg(boxes: Sequence[LocatedBox], images: Sequence[Dataset], provenance: Provenance, study_version: int,
                task: str, number: int) -> Dataset:
-    """One SEG over ``images`` (one series, one size) of the boxes that lie on them."""
+    """One SEG over ``images`` (single-frame images of one series and size, or one multi-frame image)
+    of the boxes that lie on them: a mask frame per source image, or per frame of the multi-frame one."""
     first = images[0]
-    index = {str(ds.SOPInstanceUID): position for position, ds in enumerate(images)}
-    boxes = [box for box in boxes if box.source.frame.sop_instance_uid in index]
+    position = {str(ds.SOPInstanceUID): n for n, ds in enumerate(images)}
+    boxes = [box for box in boxes if box.source.frame.sop_instance_uid in position]
     labels = list(dict.fromkeys(box.label for box in boxes))
-    mask = np.zeros((len(images), int(first.Rows), int(first.Columns), len(labels)), dtype=bool)
+    mask = np.zeros((max(len(images), _frames(first)), int(first.Rows), int(first.Columns), len(labels)), dtype=bool)
     for box in boxes:
-        _rasterise(mask[index[box.source.frame.sop_instance_uid], :, :, labels.index(box.label)], box)
+        # the image's place in the group, then the frame's in the image (1-based; single-frame images: 1)
+        frame = position[box.source.frame.sop_instance_uid] + box.source.frame.frame - 1
+        _rasterise(mask[frame, :, :, labels.index(box.label)], box)
     algorithm = hd.AlgorithmIdentificationSequence(
         name=clip(provenance.model_identity, 64), family=codes.cid7162.ArtificialIntelligence,
         version=clip(provenance.node_version, 64),
