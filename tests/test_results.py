@@ -238,12 +238,26 @@ def test_a_box_on_an_enhanced_multiframe_image_is_segmented_on_its_frame(tmp_pat
     assert (columns.min(), rows.min(), columns.max() + 1, rows.max() + 1) == (30, 10, 40, 20)
 
 
-def test_seg_is_not_made_for_boxes_on_multiframe_images_without_geometry() -> None:
-    source = pydicom.dcmread(PYDICOM_TEST_FILES / "examples_ybr_color.dcm")
-    frame = FrameRef(source.SOPInstanceUID, 11, source.Rows, source.Columns)
-    located = LocatedBox("cyst", ModelBox("cyst", 0, 0, 1, 1), SourceBox(frame, 100, 80, 140, 120))
-    findings = Findings("r", ("Cyst",), (located,), "raw", ())
-    assert build_segs(findings, [source], PROVENANCE, 1, "ultrasound") == []
+def test_a_box_on_a_cine_ultrasound_frame_is_segmented_on_that_frame(tmp_path: Path) -> None:
+    source = pydicom.dcmread(PYDICOM_TEST_FILES / "examples_ybr_color.dcm")  # US multi-frame, 30 frames
+    boxes = [LocatedBox("cyst", ModelBox("cyst", 0, 0, 1, 1),
+                        SourceBox(FrameRef(source.SOPInstanceUID, frame, source.Rows, source.Columns), *box))
+             for frame, box in ((11, (100, 80, 140, 120)), (20, (10, 20, 30, 40)))]
+    segs = build_segs(Findings("r", ("Cyst",), tuple(boxes), "raw", ()), [source], PROVENANCE, 1, "ultrasound")
+    assert len(segs) == 2 and source.SOPClassUID == pydicom.uid.UltrasoundMultiFrameImageStorage  # left as it was
+    for seg, frame, box in zip(segs, (11, 20), ((100, 80, 140, 120), (10, 20, 30, 40)), strict=True):
+        path = tmp_path / f"seg-{frame}.dcm"
+        seg.save_as(path, enforce_file_format=True)
+        assert dciodvfy_errors(path) == []
+        reread = pydicom.dcmread(path)
+        [seg_frame] = reread.PerFrameFunctionalGroupsSequence
+        referenced = seg_frame.DerivationImageSequence[0].SourceImageSequence[0]
+        assert (referenced.ReferencedSOPInstanceUID, referenced.ReferencedSOPClassUID,
+                referenced.ReferencedFrameNumber) == (source.SOPInstanceUID, source.SOPClassUID, frame)
+        assert reread.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPClassUID == (
+            source.SOPClassUID)
+        rows, columns = np.nonzero(reread.pixel_array)
+        assert (columns.min(), rows.min(), columns.max() + 1, rows.max() + 1) == box
 
 
 def _unescape(value: str) -> str:
@@ -376,15 +390,12 @@ def test_every_result_object_passes_dciodvfy_for_every_kind_of_source(tmp_path: 
     findings = locate(parse_output(text), [geometry])
     objects = {"sr": build_sr(findings, [source], PROVENANCE, 1, kind)}
     if "PixelData" in source:
-        objects["seg"] = next(iter(build_segs(findings, [source], PROVENANCE, 1, kind)), None)
+        [objects["seg"]] = build_segs(findings, [source], PROVENANCE, 1, kind)
         decoded = [f for f in iter_frames(path) if f.source == frame]
         objects["sc"] = build_sc(decoded[0], source, findings, PROVENANCE, 1, kind)
         objects["presentation_state"] = build_presentation_state(findings, [source], PROVENANCE, 1, kind,
                                                                  model_input.window)
     for name, dataset in objects.items():
-        if dataset is None:  # no SEG for boxes on multi-frame images
-            assert kind == "us_multiframe" and name == "seg"
-            continue
         out = tmp_path / f"{name}.dcm"
         dataset.save_as(out, enforce_file_format=True)
         assert dciodvfy_errors(out) == [], name

@@ -4,20 +4,43 @@ Intelligence", the model, the node's version)."""
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import highdicom as hd
 import numpy as np
 from highdicom.spatial import get_image_coordinate_system
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.uid import UltrasoundImageStorage, UltrasoundMultiFrameImageStorage
 
 from node.findings import Findings, LocatedBox
 from node.results.codes import label_concept
 from node.results.provenance import MANUFACTURER, Provenance, clip, label_series, result_uid
 
 SERIES_NUMBER = 9903
+
+#: Multi-frame classes without geometry → the single-frame class whose header a frame of them is
+#: segmented as (see :func:`_frame_view`).
+_SINGLE_FRAME_CLASS = {UltrasoundMultiFrameImageStorage: UltrasoundImageStorage}
+_MULTI_FRAME_ONLY = frozenset({"PixelData", "NumberOfFrames", "FrameIncrementPointer", "FrameTime",
+                               "FrameTimeVector", "CineRate", "RecommendedDisplayFrameRate"})
+
+
+@dataclass(frozen=True)
+class _Group:
+    """The source images one SEG covers; ``cine_frame``: only that frame of a multi-frame image
+    without geometry."""
+
+    images: list[Dataset]
+    cine_frame: int | None = None
+
+    def mask_frame(self, image_position: int, frame: int) -> int:
+        """The SEG mask frame of a box on ``frame`` (1-based) of the group's ``image_position``-th image:
+        one frame per single-frame image, or per frame of the one multi-frame image, or the only one."""
+        return 0 if self.cine_frame else image_position + frame - 1
 
 
 def _rasterise(mask: np.ndarray, box: LocatedBox) -> None:
@@ -34,52 +57,82 @@ def _frames(image: Dataset) -> int:
 
 
 def _segmentable_groups(boxes: Sequence[LocatedBox], by_uid: dict[str, Dataset],
-                        sources: Sequence[Dataset]) -> list[list[Dataset]]:
+                        sources: Sequence[Dataset]) -> list[_Group]:
     """The source images one SEG each covers, in the order of the boxes: with patient geometry (CT,
     MR), every single-frame key image of the box's series and size, or an enhanced multi-frame image
-    alone; without it (CR/DX, US, photographs), the box's image alone, since highdicom 0.28 places
-    images without geometry only one to a SEG. Boxes on multi-frame images without geometry (cine
-    ultrasound) are left out; the SR and GSPS still carry them."""
-    groups: dict[str, list[Dataset]] = {}
+    alone; without it (CR/DX, US, photographs), the box's image alone, or the box's frame of a cine
+    ultrasound loop alone, since highdicom 0.28 places images without geometry only one frame to a
+    SEG. Boxes on other multi-frame images without geometry are left out; the SR and GSPS carry them."""
+    groups: dict[str, _Group] = {}
     for box in boxes:
         image = by_uid[box.source.frame.sop_instance_uid]
-        if get_image_coordinate_system(image) is None:
-            if _frames(image) == 1:
-                groups.setdefault(str(image.SOPInstanceUID), [image])
-        elif _frames(image) > 1:
-            groups.setdefault(str(image.SOPInstanceUID), [image])
-        else:
-            groups.setdefault(f"{image.SeriesInstanceUID}/{image.Rows}x{image.Columns}", [
-                ds for ds in sources if ds.SeriesInstanceUID == image.SeriesInstanceUID and _frames(ds) == 1
-                and (ds.Rows, ds.Columns) == (image.Rows, image.Columns)])
+        if get_image_coordinate_system(image) is not None:
+            if _frames(image) > 1:
+                groups.setdefault(str(image.SOPInstanceUID), _Group([image]))
+            else:
+                groups.setdefault(f"{image.SeriesInstanceUID}/{image.Rows}x{image.Columns}", _Group([
+                    ds for ds in sources if ds.SeriesInstanceUID == image.SeriesInstanceUID and _frames(ds) == 1
+                    and (ds.Rows, ds.Columns) == (image.Rows, image.Columns)]))
+        elif _frames(image) == 1:
+            groups.setdefault(str(image.SOPInstanceUID), _Group([image]))
+        elif image.SOPClassUID in _SINGLE_FRAME_CLASS:
+            frame = box.source.frame.frame
+            groups.setdefault(f"{image.SOPInstanceUID}/{frame}", _Group([image], frame))
     return list(groups.values())
+
+
+def _frame_view(image: Dataset) -> Dataset:
+    """The header of a cine image as a single-frame image of the matching class: what highdicom 0.28
+    segments (it refuses multi-frame images without geometry). :func:`_point_at_frame` then points
+    the SEG's references back at the real image and frame."""
+    view = Dataset()
+    for element in image:
+        if element.keyword not in _MULTI_FRAME_ONLY:
+            view.add(copy.deepcopy(element))
+    view.SOPClassUID = _SINGLE_FRAME_CLASS[image.SOPClassUID]
+    return view
+
+
+def _point_at_frame(seg: Dataset, image: Dataset, frame: int) -> None:
+    """Make a SEG built on :func:`_frame_view` reference ``frame`` of the real multi-frame ``image``."""
+    references = [item for series in seg.ReferencedSeriesSequence for item in series.ReferencedInstanceSequence]
+    sources = [*seg.get("SourceImageSequence", []),
+               *(source for item in seg.PerFrameFunctionalGroupsSequence
+                 for derivation in item.DerivationImageSequence for source in derivation.SourceImageSequence)]
+    for reference in references + sources:
+        reference.ReferencedSOPClassUID = image.SOPClassUID
+    for source in sources:
+        source.ReferencedFrameNumber = frame
 
 
 def build_segs(
     findings: Findings, sources: Sequence[Dataset], provenance: Provenance, study_version: int, task: str
 ) -> list[Dataset]:
     """The SEGs of the boxes, in one result series: one per series with patient geometry (or per
-    enhanced multi-frame image), one per image without it (see :func:`_segmentable_groups`). Empty
-    when there is no box to segment."""
+    enhanced multi-frame image), one per image or cine frame without it (see
+    :func:`_segmentable_groups`). Empty when there is no box to segment."""
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
     boxes = [box for box in findings.boxes if box.source.frame.sop_instance_uid in by_uid]
-    return [_build_seg(boxes, images, provenance, study_version, task, number)
-            for number, images in enumerate(_segmentable_groups(boxes, by_uid, sources), start=1)]
+    return [_build_seg(boxes, group, provenance, study_version, task, number)
+            for number, group in enumerate(_segmentable_groups(boxes, by_uid, sources), start=1)]
 
 
-def _build_seg(boxes: Sequence[LocatedBox], images: Sequence[Dataset], provenance: Provenance, study_version: int,
+def _build_seg(boxes: Sequence[LocatedBox], group: _Group, provenance: Provenance, study_version: int,
                task: str, number: int) -> Dataset:
-    """One SEG over ``images`` (single-frame images of one series and size, or one multi-frame image)
-    of the boxes that lie on them: a mask frame per source image, or per frame of the multi-frame one."""
+    """One SEG over a group's images (single-frame images of one series and size, one multi-frame
+    image, or one frame of a cine loop) of the boxes that lie on them: a mask frame per source image,
+    or per frame of the multi-frame one."""
+    images = group.images
     first = images[0]
     position = {str(ds.SOPInstanceUID): n for n, ds in enumerate(images)}
-    boxes = [box for box in boxes if box.source.frame.sop_instance_uid in position]
+    boxes = [box for box in boxes if box.source.frame.sop_instance_uid in position
+             and group.cine_frame in (None, box.source.frame.frame)]
     labels = list(dict.fromkeys(box.label for box in boxes))
-    mask = np.zeros((max(len(images), _frames(first)), int(first.Rows), int(first.Columns), len(labels)), dtype=bool)
+    frames = 1 if group.cine_frame else max(len(images), _frames(first))
+    mask = np.zeros((frames, int(first.Rows), int(first.Columns), len(labels)), dtype=bool)
     for box in boxes:
-        # the image's place in the group, then the frame's in the image (1-based; single-frame images: 1)
-        frame = position[box.source.frame.sop_instance_uid] + box.source.frame.frame - 1
-        _rasterise(mask[frame, :, :, labels.index(box.label)], box)
+        slot = group.mask_frame(position[box.source.frame.sop_instance_uid], box.source.frame.frame)
+        _rasterise(mask[slot, :, :, labels.index(box.label)], box)
     algorithm = hd.AlgorithmIdentificationSequence(
         name=clip(provenance.model_identity, 64), family=codes.cid7162.ArtificialIntelligence,
         version=clip(provenance.node_version, 64),
@@ -97,7 +150,7 @@ def _build_seg(boxes: Sequence[LocatedBox], images: Sequence[Dataset], provenanc
     ]
     study_uid = str(first.StudyInstanceUID)
     seg = hd.seg.Segmentation(
-        source_images=images,
+        source_images=[_frame_view(first)] if group.cine_frame else images,
         pixel_array=mask,
         segmentation_type="BINARY",
         segment_descriptions=descriptions,
@@ -113,6 +166,8 @@ def _build_seg(boxes: Sequence[LocatedBox], images: Sequence[Dataset], provenanc
         content_label="AI_BOXES",
         content_description=clip(provenance.banner, 64),
     )
+    if group.cine_frame:
+        _point_at_frame(seg, first, group.cine_frame)
     label_series(seg, first, provenance)
     if "FrameOfReferenceUID" not in first and "PatientOrientation" not in seg:
         # General Image Patient Orientation (Type 2C) for sources without plane geometry (US, XC)
