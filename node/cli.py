@@ -251,30 +251,34 @@ def cmd_engine_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_command(subparsers, name: str, handler, help_text: str) -> argparse.ArgumentParser:
+    """A sub-command that takes ``--config`` and runs ``handler``."""
+    sub = subparsers.add_parser(name, help=help_text, description=help_text)
+    sub.add_argument("--config", type=Path, default=None, help="node.yaml (default: built-in defaults)")
+    sub.set_defaults(handler=handler)
+    return sub
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``qoq-node``."""
     parser = argparse.ArgumentParser(prog="qoq-node", description="QoQ-Med AI node between PACS and EHR.")
     parser.add_argument("--version", action="version", version=f"qoq-node {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--config", type=Path, default=None, help="node.yaml (default: built-in defaults)")
-        sub.set_defaults(handler=handler)
-        return sub
-
-    serve = command("serve", cmd_serve, "Run the node until SIGTERM.")
+    serve = _add_command(commands, "serve", cmd_serve, "Run the node until SIGTERM.")
     serve.add_argument("--drain-seconds", type=float, default=30.0,
                        help="on SIGTERM, how long open associations may take to finish (default 30)")
-    command("check", cmd_check, "Validate the configuration; exit 1 with the reason if it is bad.")
-    studies = command("studies", cmd_studies, "List received studies and their state.")
+    _add_command(commands, "check", cmd_check, "Validate the configuration; exit 1 with the reason if it is bad.")
+    studies = _add_command(commands, "studies", cmd_studies, "List received studies and their state.")
     studies.add_argument("--json", action="store_true", help="machine-readable output")
-    infer_parser = command("infer", cmd_infer, "Run the model on DICOM files or folders, offline, and print findings.")
+    infer_parser = _add_command(commands, "infer", cmd_infer,
+                                "Run the model on DICOM files or folders, offline, and print findings.")
     infer_parser.add_argument("paths", nargs="+", type=Path, help="DICOM files or folders (grouped by study)")
     infer_parser.add_argument("--json", action="store_true", help="machine-readable output, with geometry")
     infer_parser.add_argument("--out", type=Path, default=None,
-                              help="also write each study's GSPS and HL7 ORU^R01 into OUT/<study UID>/")
-    outbox = command("outbox", cmd_outbox, "List deliveries to PACS and EHR, or retry failed ones.")
+                              help="also write each study's SR, SEGs, presentation state (and SCs) and HL7 ORU^R01 "
+                                   "into OUT/<study UID>/")
+    outbox = _add_command(commands, "outbox", cmd_outbox, "List deliveries to PACS and EHR, or retry failed ones.")
     outbox.add_argument("action", choices=["list", "retry", "retry-all"])
     outbox.add_argument("id", nargs="?", type=int, help="the item to retry (retry)")
     outbox.add_argument("--state", choices=["pending", "sent", "dead"], help="list only items in this state")
@@ -290,20 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Engine utilities.")
     engine_commands = engine.add_subparsers(dest="engine_command", required=True)
 
-    def engine_command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
-        sub = engine_commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--config", type=Path, default=None, help="node.yaml (default: built-in defaults)")
-        sub.set_defaults(handler=handler)
-        return sub
-
-    engine_serve = engine_command("serve", cmd_engine_serve, "Serve the configured engine (transformers, tensorrt-llm "
-                                  "or replay) over an OpenAI-compatible chat-completions API.")
+    engine_serve = _add_command(engine_commands, "serve", cmd_engine_serve,
+                                "Serve the configured engine (transformers, tensorrt-llm or replay) over an "
+                                "OpenAI-compatible chat-completions API.")
     engine_serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     engine_serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     engine_serve.add_argument("--served-model", default="qoq-med", help="the model name clients ask for (qoq-med)")
     engine_serve.add_argument("--max-batch", type=int, default=8, help="requests run together at most (8)")
-    engine_command("prepare", cmd_engine_prepare, "One-off work before the node starts: the FP8 checkpoint for "
-                   "tensorrt-llm with quantization fp8, cached next to the model.")
+    _add_command(engine_commands, "prepare", cmd_engine_prepare,
+                 "One-off work before the node starts: the FP8 checkpoint for tensorrt-llm with quantization fp8, "
+                 "cached next to the model.")
     model = commands.add_parser("model", help="Model utilities.", description="Model utilities.")
     model_commands = model.add_subparsers(dest="model_command", required=True)
     tiny = model_commands.add_parser(

@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pydicom
 import pytest
@@ -19,6 +20,9 @@ from node.config import NodeConfig, load_config
 from node.localpeers import LOOPBACK, Orthanc, replay_settings
 from node.ops.logging import configure_logging
 from node.synthetic import SyntheticStudy, write_ct_study
+
+if TYPE_CHECKING:
+    from node.engine.transformers_backend import TransformersEngine
 
 PYDICOM_TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
@@ -55,6 +59,22 @@ def node_config(root: Path, **sections: dict) -> NodeConfig:
         for key, value in values.items():
             env[f"QOQ_NODE__{section.upper()}__{key.upper()}"] = str(value)
     return load_config(None, environ=env)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random Qwen2.5-VL test checkpoint (seed 0), built once per session."""
+    from node.engine.tiny import build_tiny_checkpoint  # torch and transformers: only for tests that use it
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_dir: Path) -> TransformersEngine:
+    """The transformers backend on the tiny checkpoint, on the CPU."""
+    from node.engine.transformers_backend import TransformersEngine
+
+    return TransformersEngine(tiny_dir, device="cpu")
 
 
 @pytest.fixture

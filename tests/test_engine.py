@@ -28,16 +28,6 @@ from node.synthetic import write_ct_study
 MIN_PIXELS, MAX_PIXELS = 200_704, 1_003_520
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model", seed=0)
-
-
-@pytest.fixture(scope="module")
-def tiny_engine(tiny_dir: Path) -> TransformersEngine:
-    return TransformersEngine(tiny_dir, device="cpu")
-
-
 def _digest(directory: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 from PIL import Image
 
@@ -13,13 +12,7 @@ from node.config import TransformersOptions
 from node.engine import EngineRequest, GenerationSettings
 from node.engine.engine_cache import model_fingerprint
 from node.engine.onnx_vision import GRAPH_LAYOUT, ExportableTower, OnnxVisionTower, tower_inputs, window_layout
-from node.engine.tiny import build_tiny_checkpoint
 from node.engine.transformers_backend import TransformersEngine
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model", seed=0)
 
 
 def _requests() -> list[EngineRequest]:

@@ -27,7 +27,7 @@ from node.engine.openai_backend import OpenAIEngine, png_data_url
 from node.engine.openai_server import EngineServer, decode_data_url
 from node.engine.prompt import build_prompt
 from node.engine.replay import ReplayEngine
-from node.engine.tiny import TINY_MODEL_NAME, build_tiny_checkpoint
+from node.engine.tiny import TINY_MODEL_NAME
 from node.engine.transformers_backend import TransformersEngine
 from node.localpeers import LOOPBACK, free_port, http_json
 from node.synthetic import boxed_response, write_cr_study
@@ -36,16 +36,6 @@ from tests.test_pipeline import _assert_on_lesion, _sr_box
 
 MIN_PIXELS, MAX_PIXELS = 200_704, 1_003_520
 SETTINGS = GenerationSettings(max_new_tokens=24)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model", seed=0)
-
-
-@pytest.fixture(scope="module")
-def tiny_engine(tiny_dir: Path) -> TransformersEngine:
-    return TransformersEngine(tiny_dir, device="cpu")
 
 
 def _serve(engine, port: int = 0, served_model: str = "qoq-med") -> EngineServer:

@@ -28,11 +28,6 @@ GPU = "NVIDIA H100 80GB HBM3"
 PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model", seed=0)
-
-
 class _Output:
     def __init__(self, text: str, prompt_length: int, generated: int) -> None:
         self.prompt_token_ids = list(range(prompt_length))
