@@ -37,6 +37,12 @@ class _Group:
     images: list[Dataset]
     cine_frame: int | None = None
 
+    @property
+    def mask_frames(self) -> int:
+        """How many frames the SEG's mask has: one per single-frame image, one per frame of the one
+        multi-frame image, or one for a cine frame."""
+        return 1 if self.cine_frame else max(len(self.images), _frames(self.images[0]))
+
     def mask_frame(self, image_position: int, frame: int) -> int:
         """The SEG mask frame of a box on ``frame`` (1-based) of the group's ``image_position``-th image:
         one frame per single-frame image, or per frame of the one multi-frame image, or the only one."""
@@ -128,8 +134,7 @@ def _build_seg(boxes: Sequence[LocatedBox], group: _Group, provenance: Provenanc
     boxes = [box for box in boxes if box.source.frame.sop_instance_uid in position
              and group.cine_frame in (None, box.source.frame.frame)]
     labels = list(dict.fromkeys(box.label for box in boxes))
-    frames = 1 if group.cine_frame else max(len(images), _frames(first))
-    mask = np.zeros((frames, int(first.Rows), int(first.Columns), len(labels)), dtype=bool)
+    mask = np.zeros((group.mask_frames, int(first.Rows), int(first.Columns), len(labels)), dtype=bool)
     for box in boxes:
         slot = group.mask_frame(position[box.source.frame.sop_instance_uid], box.source.frame.frame)
         _rasterise(mask[slot, :, :, labels.index(box.label)], box)
