@@ -120,6 +120,7 @@ class StoredFile:
     """Where a stored instance's file is and how long it was when it was received."""
 
     sop_instance_uid: str
+    study_uid: str
     path: Path
     size: int
 
@@ -192,9 +193,11 @@ class OutboxItem:
 
 def _insert_instance(db: sqlite3.Connection, record: InstanceRecord) -> StudyUpdate:
     """Insert one instance (unless its SOP Instance UID is stored) and bring its study to ``receiving``."""
+    stored = db.execute("SELECT study_version FROM instances WHERE sop_instance_uid = ?",
+                        (record.sop_instance_uid,)).fetchone()
+    if stored is not None:  # a duplicate, possibly sent under another study: report the copy's own version
+        return StudyUpdate(stored=False, study_version=stored[0], new_version=False)
     study = db.execute("SELECT version, state FROM studies WHERE study_uid = ?", (record.study_uid,)).fetchone()
-    if db.execute("SELECT 1 FROM instances WHERE sop_instance_uid = ?", (record.sop_instance_uid,)).fetchone():
-        return StudyUpdate(stored=False, study_version=study[0], new_version=False)
     now = record.received_at
     if study is None:
         version, new_version = 1, True
@@ -280,9 +283,9 @@ class Store:
         """The file and size recorded for a stored instance; None when there is none."""
         with self._lock:
             row = self._db.execute(
-                "SELECT path, size FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)
+                "SELECT study_uid, path, size FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)
             ).fetchone()
-        return None if row is None else StoredFile(sop_instance_uid, self._root / row[0], row[1])
+        return None if row is None else StoredFile(sop_instance_uid, row[0], self._root / row[1], row[2])
 
     def record_instances(self, records: list[InstanceRecord]) -> list[StudyUpdate]:
         """Commit received instances, in order, in one transaction (one fsync), and bring their
@@ -305,10 +308,10 @@ class Store:
         """The recorded file and size of every instance of every study still receiving."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT i.sop_instance_uid, i.path, i.size FROM instances i"
+                "SELECT i.sop_instance_uid, i.study_uid, i.path, i.size FROM instances i"
                 " JOIN studies s ON s.study_uid = i.study_uid WHERE s.state = ?", (RECEIVING,)
             ).fetchall()
-        return [StoredFile(uid, self._root / path, size) for uid, path, size in rows]
+        return [StoredFile(uid, study_uid, self._root / path, size) for uid, study_uid, path, size in rows]
 
     def record_quarantine(self, path: str, reason: str, calling_ae: str) -> None:
         """Remember an object that was refused and kept aside."""

@@ -15,7 +15,7 @@ from pynetdicom import AE, _config
 from pynetdicom.sop_class import Verification
 
 from node.app import Node
-from node.ingest.receiver import MALFORMED, SOP_CLASS_MISMATCH, SOP_INSTANCE_MISMATCH
+from node.ingest.receiver import MALFORMED, SOP_CLASS_MISMATCH, SOP_INSTANCE_MISMATCH, UID_CONFLICT
 from node.localpeers import LOOPBACK
 from node.store import RECEIVING
 from node.synthetic import SyntheticStudy, write_ct_study
@@ -216,6 +216,50 @@ def test_duplicate_is_acknowledged_and_stored_once(node: Node, ct_study: Synthet
     assert sum(s.instances for s in node.store.studies()) == 3
     metrics = node.metrics.render().decode()
     assert metric_value(metrics, "qoqnode_cstore_requests_total", 'outcome="duplicate"') == 3
+
+
+def _in_another_study(source: Path, directory: Path) -> Path:
+    """A copy of ``source`` under a new Study Instance UID, keeping its SOP Instance UID."""
+    reused = pydicom.dcmread(source)
+    reused.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.424242"
+    path = directory / "reused.dcm"
+    reused.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _assert_refused_as_uid_conflict(node: Node, statuses: list[int], first: SyntheticStudy) -> None:
+    assert statuses == [UID_CONFLICT]
+    [note] = (node.config.storage.root / "quarantine").glob("*.json")
+    assert json.loads(note.read_text())["reason"] == "uid_conflict"  # kept for a person to look at
+    assert [s.study_uid for s in node.store.studies()] == [first.study_uid]
+    assert [p.parent.name for p in (node.config.storage.root / "spool").glob("*/*.dcm")] == [first.study_uid]
+    assert metric_value(node.metrics.render().decode(), "qoqnode_cstore_failures_total",
+                        'reason="uid_conflict"') == 1
+
+
+def test_a_sop_instance_uid_reused_in_another_study_is_refused_and_kept(
+    node: Node, ct_study: SyntheticStudy, tmp_path: Path, send_raw
+) -> None:
+    assert storescu(node.scp.port, [ct_study.files[0]]).returncode == 0
+    statuses = send_raw(node.scp.port, [_in_another_study(ct_study.files[0], tmp_path)])
+    _assert_refused_as_uid_conflict(node, statuses, ct_study)
+
+
+def test_a_reused_sop_instance_uid_racing_its_twin_is_refused_and_its_file_removed(
+    node: Node, ct_study: SyntheticStudy, tmp_path: Path, send_raw, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both copies pass the duplicate look-up before either is committed (two associations at once):
+    the one committed second learns it from the commit and must not leave its file in the spool."""
+    assert storescu(node.scp.port, [ct_study.files[0]]).returncode == 0
+    look_up = node.store.stored_instance
+
+    def not_yet_committed(uid: str):
+        monkeypatch.setattr(node.store, "stored_instance", look_up)
+        return None
+
+    monkeypatch.setattr(node.store, "stored_instance", not_yet_committed)
+    statuses = send_raw(node.scp.port, [_in_another_study(ct_study.files[0], tmp_path)])
+    _assert_refused_as_uid_conflict(node, statuses, ct_study)
 
 
 def test_full_disk_answers_out_of_resources_and_keeps_serving(make_node, ct_study: SyntheticStudy) -> None:

@@ -27,6 +27,14 @@ def test_duplicates_are_recorded_once(tmp_path: Path) -> None:
     assert [s.instances for s in store.studies()] == [1]
 
 
+def test_a_sop_instance_uid_resent_under_another_study_is_a_duplicate(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    _receive(store, _record("1.1", study="1.2.3"))
+    resent = _receive(store, _record("1.1", study="9.9.9"))  # a sender reusing the UID in a study never seen
+    assert (resent.stored, resent.study_version, resent.new_version) == (False, 1, False)
+    assert [s.study_uid for s in store.studies()] == ["1.2.3"]
+
+
 def test_late_instance_starts_a_new_version(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
     first = _receive(store, _record("1.1", at=100))

@@ -15,6 +15,7 @@ import re
 import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from node.ingest.commits import GroupCommit
 from node.ingest.part10 import DatasetHeader, MalformedDataset, file_meta, read_header
@@ -32,6 +33,7 @@ MALFORMED = 0xC210
 BAD_UID = 0xC211
 SOP_INSTANCE_MISMATCH = 0xC212
 INTERNAL_ERROR = 0xC213
+UID_CONFLICT = 0xC214
 
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
@@ -68,6 +70,13 @@ def _is_whole(stored: StoredFile) -> bool:
         return stored.path.stat().st_size == stored.size
     except FileNotFoundError:
         return False
+
+
+def _check_same_study(stored: StoredFile, header: DatasetHeader) -> None:
+    """Raise _Refusal when a SOP Instance UID already stored arrives under another study: a sender
+    that reuses UIDs, whose second object must be kept aside for a person, not taken for a resend."""
+    if stored.study_uid != header.study_uid:
+        raise _Refusal(UID_CONFLICT, "uid_conflict", "SOP Instance UID is already stored in another study")
 
 
 def forget_torn_instances(store: Store) -> int:
@@ -142,6 +151,7 @@ class Receiver:
         _check(header, request)
         stored = self._store.stored_instance(header.sop_instance_uid)
         if stored is not None:
+            _check_same_study(stored, header)
             if _is_whole(stored):
                 self._spool.sync(stored.path)  # a twin may still be syncing it: acknowledge it on disk only
                 return self._duplicate(header)
@@ -170,13 +180,26 @@ class Receiver:
                 self._store.forget_instances([header.sop_instance_uid])
             raise
         update = committed.result()
-        if not update.stored:
+        if not update.stored:  # a twin on another association was recorded first
+            self._drop_if_in_another_study(header, path)
             return self._duplicate(header)
         self._metrics.cstore_requests.labels("stored").inc()
         if update.new_version:
             self._metrics.study_transitions.labels("receiving").inc()
             log.info("study.receiving", study=uid_hash(header.study_uid), version=update.study_version)
         return StoreOutcome(SUCCESS, study_uid=header.study_uid)
+
+    def _drop_if_in_another_study(self, header: DatasetHeader, written: Path) -> None:
+        """Refuse a twin that was recorded first under another study, removing the file just written
+        for this one (the refusal keeps the request's bytes in the quarantine)."""
+        stored = self._store.stored_instance(header.sop_instance_uid)
+        if stored is None:
+            return
+        try:
+            _check_same_study(stored, header)
+        except _Refusal:
+            written.unlink(missing_ok=True)
+            raise
 
     def _duplicate(self, header: DatasetHeader) -> StoreOutcome:
         self._metrics.cstore_requests.labels("duplicate").inc()
