@@ -104,7 +104,7 @@ def test_scale_out_runs_trtllm_serve_on_gpu_pods_and_points_the_node_at_them() -
     [container] = pod["containers"]
     assert deployment["spec"]["replicas"] == 3
     assert container["command"] == ["trtllm-serve"]
-    assert container["args"][:7] == ["/models/QoQ-Med-VL-32B", "--host=0.0.0.0", "--port=8000", "--backend=pytorch",
+    assert container["args"][:6] == ["/models/QoQ-Med-VL-32B", "--host=0.0.0.0", "--port=8000",
                                      "--served_model_name=qoq-med", "--tp_size=2", "--max_batch_size=32"]
     assert container["args"][-1] == "--max_seq_len=8192"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 2

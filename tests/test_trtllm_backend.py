@@ -97,9 +97,9 @@ def test_requests_are_chat_templated_with_their_images_and_spread_over_replicas(
     first, second = stand_in.LLM.instances
     assert (first.devices, second.devices) == ("0", "1") and os.environ.get("CUDA_VISIBLE_DEVICES") is None
     assert first.arguments == {
-        "model": str(tiny_dir), "backend": "pytorch", "tensor_parallel_size": 1, "max_batch_size": 16,
-        "max_num_tokens": 16384, "kv_cache_dtype": "fp8",
-        "kv_cache_config": ("KvCacheConfig", {"free_gpu_memory_fraction": 0.5, "enable_block_reuse": False}),
+        "model": str(tiny_dir), "tensor_parallel_size": 1, "max_batch_size": 16, "max_num_tokens": 16384,
+        "kv_cache_config": ("KvCacheConfig", {"free_gpu_memory_fraction": 0.5, "dtype": "fp8",
+                                              "enable_block_reuse": False}),
     }
     assert len(first.calls) == len(second.calls) == 1  # warmed up, each replica once
     assert engine.model_identity == (f"{TINY_MODEL_NAME} (TEST MODEL, random weights), TensorRT-LLM 1.2.0 "

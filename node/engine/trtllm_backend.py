@@ -78,17 +78,16 @@ def replica_devices(options: TensorRtLlmOptions) -> list[str]:
 
 
 def llm_arguments(options: TensorRtLlmOptions, checkpoint: Path, llmapi: ModuleType) -> dict[str, Any]:
-    """Keyword arguments of ``tensorrt_llm.LLM`` for one replica."""
+    """Keyword arguments of ``tensorrt_llm.LLM`` (the PyTorch workflow, the default LLM since 1.0) for one
+    replica. The LLM's arguments forbid unknown keys: the KV cache's dtype belongs to ``KvCacheConfig``."""
     return {
         "model": str(checkpoint),
-        "backend": "pytorch",
         "tensor_parallel_size": options.tensor_parallel_size,
         "max_batch_size": options.max_batch_size,
         "max_num_tokens": options.max_num_tokens,
-        "kv_cache_dtype": options.kv_cache_dtype,
         # the KV cache of one image cannot be reused for another: no block reuse for multimodal prompts
         "kv_cache_config": llmapi.KvCacheConfig(free_gpu_memory_fraction=options.kv_cache_fraction,
-                                                enable_block_reuse=False),
+                                                dtype=options.kv_cache_dtype, enable_block_reuse=False),
     }
 
 
