@@ -23,7 +23,7 @@ from node.ops.logging import get_logger
 from node.ops.metrics import Metrics
 from node.pipeline import Pipeline
 from node.retention import Retention
-from node.store import Store
+from node.store import STUDY_STATES, Store
 
 log = get_logger("app")
 
@@ -44,6 +44,7 @@ class Node:
         root = config.storage.root
         root.mkdir(parents=True, exist_ok=True)
         self.metrics = Metrics()
+        self.metrics.start_at_zero(self.metrics.study_transitions, STUDY_STATES)
         self.store = open_store(config)
         self.spool = Spool(root)
         self.torn_instances_forgotten = forget_torn_instances(self.store)

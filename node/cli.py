@@ -7,6 +7,8 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +19,7 @@ from node.engine.errors import EngineLoadError
 from node.engine.replay import ReplayError
 from node.ops.logging import configure_logging
 from node.routing import RoutingError
+from node.store import QuarantinedObject, Store
 
 
 def _load(args: argparse.Namespace) -> NodeConfig:
@@ -75,16 +78,22 @@ def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
-def cmd_studies(args: argparse.Namespace) -> int:
-    """List studies with their state (UIDs and counts only, no patient identity)."""
+@contextmanager
+def _opened_store(args: argparse.Namespace) -> Iterator[Store]:
+    """The configured node's state database, closed on leaving."""
     from node.app import open_store
 
-    config = _load(args)
-    store = open_store(config)
+    store = open_store(_load(args))
     try:
-        studies = store.studies()
+        yield store
     finally:
         store.close()
+
+
+def cmd_studies(args: argparse.Namespace) -> int:
+    """List studies with their state (UIDs and counts only, no patient identity)."""
+    with _opened_store(args) as store:
+        studies = store.studies()
     if args.json:
         print(json.dumps([asdict(study) for study in studies], indent=2))
         return 0
@@ -93,6 +102,28 @@ def cmd_studies(args: argparse.Namespace) -> int:
     for s in studies:
         print(f"{s.study_uid:<64}  {s.version:>3}  {s.state:<11} {s.instances:>5} {s.series:>4}  "
               f"{s.modalities:<8} {_iso(s.last_received):<25} {s.attempts:>5}  {s.detail}")
+    return 0
+
+
+def _refusal_detail(quarantined: QuarantinedObject) -> str:
+    """The refusal's detail from the object's JSON note ('' when the note is gone)."""
+    try:
+        return str(json.loads(Path(quarantined.path).with_suffix(".json").read_text()).get("detail", ""))
+    except (OSError, ValueError):
+        return ""
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    """List the objects the node refused and kept aside, with why and who sent them."""
+    with _opened_store(args) as store:
+        kept = [{**asdict(q), "detail": _refusal_detail(q)} for q in store.quarantined()]
+    if args.json:
+        print(json.dumps(kept, indent=2))
+        return 0
+    print(f"{'RECEIVED':<25} {'REASON':<22} {'CALLING AE':<16} {'FILE':<40} DETAIL")
+    for q in kept:
+        print(f"{_iso(q['received_at']):<25} {q['reason']:<22} {q['calling_ae']:<16} {Path(q['path']).name:<40} "
+              f"{q['detail']}")
     return 0
 
 
@@ -177,10 +208,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     """List the outbox, or make failed/waiting items due now."""
     import time
 
-    from node.app import open_store
-
-    store = open_store(_load(args))
-    try:
+    with _opened_store(args) as store:
         if args.action == "list":
             items = store.outbox(args.state)
             if args.json:
@@ -199,8 +227,6 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             print(f"{count} outbox item(s) due now")
             if args.action == "retry" and count == 0:
                 return 1
-    finally:
-        store.close()
     return 0
 
 
@@ -271,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_command(commands, "check", cmd_check, "Validate the configuration; exit 1 with the reason if it is bad.")
     studies = _add_command(commands, "studies", cmd_studies, "List received studies and their state.")
     studies.add_argument("--json", action="store_true", help="machine-readable output")
+    quarantine = _add_command(commands, "quarantine", cmd_quarantine,
+                              "List the objects refused on C-STORE and kept aside, with the reason.")
+    quarantine.add_argument("--json", action="store_true", help="machine-readable output")
     infer_parser = _add_command(commands, "infer", cmd_infer,
                                 "Run the model on DICOM files or folders, offline, and print findings.")
     infer_parser.add_argument("paths", nargs="+", type=Path, help="DICOM files or folders (grouped by study)")

@@ -83,6 +83,7 @@ UNDELIVERED = "undelivered"
 
 #: Outbox message states: waiting for (another) attempt, delivered, or given up on (dead letter).
 #: States a study leaves only when new instances arrive: its data may be purged after the retention period.
+STUDY_STATES = (RECEIVING, STABLE, QUEUED, COMPLETE, SKIPPED, FAILED, UNDELIVERED)
 FINISHED = (COMPLETE, SKIPPED)
 
 PENDING = "pending"
@@ -189,6 +190,16 @@ class OutboxItem:
     last_error: str
     created_at: float
     updated_at: float
+
+
+@dataclass(frozen=True)
+class QuarantinedObject:
+    """An object the node refused and kept aside: its file, why, who sent it and when."""
+
+    path: str
+    reason: str
+    calling_ae: str
+    received_at: float
 
 
 def _insert_instance(db: sqlite3.Connection, record: InstanceRecord) -> StudyUpdate:
@@ -442,12 +453,13 @@ class Store:
             ).fetchall()
         return [StudySummary(*row) for row in rows]
 
-    def quarantined(self) -> list[tuple[str, str, str, float]]:
-        """(path, reason, calling AE, time) of every quarantined object."""
+    def quarantined(self) -> list[QuarantinedObject]:
+        """Every quarantined object, oldest first."""
         with self._lock:
-            return self._db.execute(
+            rows = self._db.execute(
                 "SELECT path, reason, calling_ae, received_at FROM quarantine ORDER BY id"
             ).fetchall()
+        return [QuarantinedObject(*row) for row in rows]
 
     # --- retention ----------------------------------------------------------------------------
 

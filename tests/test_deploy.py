@@ -249,6 +249,8 @@ def test_alert_rules_pass_promtool_and_fire_when_they_should(tmp_path: Path) -> 
                 {"series": f'qoqnode_storage_free_bytes{{{labels}}}', "values": "9e9x5 1e9x10"},
                 {"series": f'qoqnode_model_loaded{{{labels}}}', "values": "0x20"},
                 {"series": f'up{{{labels}}}', "values": "1x20"},
+                {"series": f'qoqnode_cstore_failures_total{{{labels}, reason="uid_conflict"}}', "values": "0x5 1x15"},
+                {"series": f'qoqnode_cstore_failures_total{{{labels}, reason="out_of_space"}}', "values": "0x5 9x15"},
             ],
             "alert_rule_test": [
                 {"eval_time": "1m", "alertname": "QoqNodeDeadLetters", "exp_alerts": []},
@@ -263,6 +265,14 @@ def test_alert_rules_pass_promtool_and_fire_when_they_should(tmp_path: Path) -> 
                         "summary": "qoq-node refuses studies for lack of disk",
                         "description": "Free space is below storage.min_free_bytes: C-STORE answers Out of "
                                        "Resources and the pod is not ready."}}]},
+                {"eval_time": "4m", "alertname": "QoqNodeInstancesRefused", "exp_alerts": []},
+                {"eval_time": "10m", "alertname": "QoqNodeInstancesRefused", "exp_alerts": [{  # not out_of_space
+                    "exp_labels": {"severity": "warning", "reason": "uid_conflict"},
+                    "exp_annotations": {
+                        "summary": "the node refused instances from the PACS (uid_conflict)",
+                        "description": "1 C-STORE requests failed with uid_conflict in the last hour; refused objects "
+                                       "are kept aside ('qoq-node quarantine' lists them), storage and internal "
+                                       "errors are in the node's log."}}]},
                 {"eval_time": "10m", "alertname": "QoqNodeDown", "exp_alerts": []},
                 {"eval_time": "5m", "alertname": "QoqNodeModelNotLoaded", "exp_alerts": []},
             ],

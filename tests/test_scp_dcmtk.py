@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -243,6 +244,11 @@ def test_a_sop_instance_uid_reused_in_another_study_is_refused_and_kept(
     assert storescu(node.scp.port, [ct_study.files[0]]).returncode == 0
     statuses = send_raw(node.scp.port, [_in_another_study(ct_study.files[0], tmp_path)])
     _assert_refused_as_uid_conflict(node, statuses, ct_study)
+    [kept] = json.loads(_node_command(node, "quarantine", "--json").stdout)  # what an operator sees
+    assert (kept["reason"], kept["calling_ae"]) == ("uid_conflict", "RAWSCU")
+    assert kept["detail"] == "SOP Instance UID is already stored in another study"
+    table = _node_command(node, "quarantine").stdout
+    assert "uid_conflict" in table and Path(kept["path"]).name in table and "SYNTHETIC" not in table
 
 
 def test_a_reused_sop_instance_uid_racing_its_twin_is_refused_and_its_file_removed(
@@ -299,6 +305,9 @@ def test_http_endpoints(node: Node) -> None:
     for name in ("qoqnode_dicom_associations_open", "qoqnode_cstore_duration_seconds_bucket",
                  "qoqnode_storage_free_bytes", "qoqnode_build_info"):
         assert name in text
+    # Alerts count increases: the series they watch exist at 0 before the first event.
+    assert 'qoqnode_cstore_failures_total{reason="uid_conflict"} 0.0' in text
+    assert 'qoqnode_study_transitions_total{state="failed"} 0.0' in text
     assert get(node, "/nope")[0] == 404
 
 
@@ -312,16 +321,20 @@ def test_parallel_associations(node: Node, tmp_path: Path) -> None:
     assert node.store.studies()[0].instances == 24
 
 
+def _node_command(node: Node, *arguments: str) -> subprocess.CompletedProcess:
+    """``qoq-node ARGUMENTS`` on the running node's storage."""
+    result = subprocess.run([sys.executable, "-m", "node", *arguments], capture_output=True, text=True,
+                            env={**os.environ, "QOQ_NODE__STORAGE__ROOT": str(node.config.storage.root)})
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 def test_studies_command_lists_uids_not_patients(node: Node, ct_study: SyntheticStudy) -> None:
     storescu(node.scp.port, list(ct_study.files))
-    env = {"QOQ_NODE__STORAGE__ROOT": str(node.config.storage.root)}
-    listing = subprocess.run([sys.executable, "-m", "node", "studies", "--json"], capture_output=True, text=True,
-                             env={**__import__("os").environ, **env})
-    assert listing.returncode == 0, listing.stderr
+    listing = _node_command(node, "studies", "--json")
     [study] = json.loads(listing.stdout)
     assert study["study_uid"] == ct_study.study_uid and study["instances"] == 10
-    table = subprocess.run([sys.executable, "-m", "node", "studies"], capture_output=True, text=True,
-                           env={**__import__("os").environ, **env})
+    table = _node_command(node, "studies")
     assert ct_study.study_uid in table.stdout and "CT" in table.stdout
     assert "SYNTHETIC" not in table.stdout + listing.stdout
 

@@ -35,6 +35,10 @@ SOP_INSTANCE_MISMATCH = 0xC212
 INTERNAL_ERROR = 0xC213
 UID_CONFLICT = 0xC214
 
+#: Every reason a C-STORE is refused for (the ``reason`` label of ``qoqnode_cstore_failures_total``).
+REFUSAL_REASONS = ("out_of_space", "malformed", "missing_uid", "invalid_uid", "sop_class_mismatch",
+                   "sop_instance_mismatch", "uid_conflict", "storage_error", "internal_error")
+
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
 
@@ -60,6 +64,7 @@ class StoreOutcome:
 
 class _Refusal(Exception):
     def __init__(self, status: int, reason: str, comment: str) -> None:
+        assert reason in REFUSAL_REASONS, reason
         super().__init__(comment)
         self.status, self.reason, self.comment = status, reason, comment
 
@@ -118,6 +123,7 @@ class Receiver:
         self._commits = commits
         self._metrics = metrics
         self._min_free_bytes = min_free_bytes
+        metrics.start_at_zero(metrics.cstore_failures, REFUSAL_REASONS)
 
     def receive(self, request: StoreRequest) -> StoreOutcome:
         """Handle one C-STORE request; never raises."""

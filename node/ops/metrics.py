@@ -8,7 +8,7 @@ their source of truth rather than kept in step by hand.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
@@ -144,6 +144,12 @@ class Metrics:
             ["destination", "outcome"],
             registry=r,
         )
+
+    def start_at_zero(self, counter: Counter, label_values: Iterable[str]) -> None:
+        """Export ``counter`` at 0 for each label value before its first event, so that the first
+        event is an increase Prometheus sees (``increase()`` of a series born at 1 is nothing)."""
+        for value in label_values:
+            counter.labels(value)
 
     def watch_state(self, studies_by_state: Callable[[], dict[str, int]],
                     outbox_counts: Callable[[], dict[tuple[str, str], int]], storage_root: Path) -> None:
