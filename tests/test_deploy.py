@@ -4,6 +4,7 @@ and the dashboard use checked against a real node's /metrics."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import re
@@ -104,8 +105,9 @@ def test_scale_out_runs_trtllm_serve_on_gpu_pods_and_points_the_node_at_them() -
     [container] = pod["containers"]
     assert deployment["spec"]["replicas"] == 3
     assert container["command"] == ["trtllm-serve"]
-    assert container["args"][:6] == ["/models/QoQ-Med-VL-32B", "--host=0.0.0.0", "--port=8000",
-                                     "--served_model_name=qoq-med", "--tp_size=2", "--max_batch_size=32"]
+    # No served name: trtllm-serve lists a local checkpoint by its directory's name (1.2.x has no name flag).
+    assert container["args"][:5] == ["/models/QoQ-Med-VL-32B", "--host=0.0.0.0", "--port=8000",
+                                     "--tp_size=2", "--max_batch_size=32"]
     assert container["args"][-1] == "--max_seq_len=8192"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 2
     assert container["readinessProbe"]["httpGet"]["path"] == "/health"
@@ -117,7 +119,7 @@ def test_scale_out_runs_trtllm_serve_on_gpu_pods_and_points_the_node_at_them() -
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     engine = node_yaml(objects)["engine"]
     assert (engine["backend"], engine["url"], engine["served_model"]) == (
-        "openai", "http://qoq-qoq-node-engine:8000/v1", "qoq-med")
+        "openai", "http://qoq-qoq-node-engine:8000/v1", "QoQ-Med-VL-32B")
     assert engine["max_concurrency"] == 64 and node_yaml(objects)["pipeline"]["batches_in_flight"] == 4
     assert engine["cache_dir"] == "/var/lib/qoq-node/engine-cache"  # on the data volume: /models is read-only
     [node] = by_kind(objects, "StatefulSet")["spec"]["template"]["spec"]["containers"]
@@ -130,6 +132,15 @@ def test_scale_out_runs_trtllm_serve_on_gpu_pods_and_points_the_node_at_them() -
     assert any(rule.get("ports") == [{"port": 8000, "protocol": "TCP"}] for rule in egress)
     with pytest.raises(Exception, match=r"engineServer\.enabled needs the weights"):
         render({"engineServer": {"enabled": True}})
+
+
+def test_a_served_model_name_goes_to_trtllm_serve_and_to_the_node() -> None:
+    values = copy.deepcopy(VALUE_SETS["scale-out"])
+    values["engineServer"]["servedModel"] = "qoq-med"
+    objects = render(values)
+    [container] = by_kind(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert container["args"][3] == "--served-model-name=qoq-med"  # TensorRT-LLM 1.3.0rc7 or later
+    assert node_yaml(objects)["engine"]["served_model"] == "qoq-med"
 
 
 def test_statefulset_is_hardened_keeps_its_data_and_sees_the_gpu() -> None:

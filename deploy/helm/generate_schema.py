@@ -95,7 +95,7 @@ def values_schema() -> dict[str, Any]:
                                "pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]}}, ["repository", "tag"]),
                 "replicas": {"type": "integer", "minimum": 1},
                 "gpusPerReplica": {"type": "integer", "minimum": 1, "maximum": 16},
-                "servedModel": {"type": "string", "pattern": r"^[A-Za-z0-9._-]+$"},
+                "servedModel": {"type": "string", "pattern": r"^[A-Za-z0-9._-]*$"},
                 "port": PORT,
                 "maxBatchSize": {"type": "integer", "minimum": 1},
                 "maxNumTokens": {"type": "integer", "minimum": 256},

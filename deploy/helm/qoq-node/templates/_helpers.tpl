@@ -37,6 +37,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "qoq-node.dataDir" -}}/var/lib/qoq-node{{- end -}}
 {{- define "qoq-node.tlsDir" -}}/etc/qoq-node/tls{{- end -}}
 
+{{/* Where the checkpoint is in the pods that mount the model volume. */}}
+{{- define "qoq-node.modelPath" -}}
+{{- trimSuffix "/" (printf "/models/%s" .Values.model.subPath) -}}
+{{- end -}}
+
+{{/* The model name trtllm-serve answers to: engineServer.servedModel, else the checkpoint directory's
+name (what trtllm-serve lists for a local checkpoint when it is given no name). */}}
+{{- define "qoq-node.servedModel" -}}
+{{- .Values.engineServer.servedModel | default (base (include "qoq-node.modelPath" .)) -}}
+{{- end -}}
+
 {{- define "qoq-node.hasModel" -}}
 {{- if or .Values.model.existingClaim .Values.model.hostPath -}}true{{- end -}}
 {{- end -}}
@@ -59,10 +70,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- /* The model volume is read-only: what engines build from it goes on the data volume. */ -}}
 {{- $_ := set $managed "engine" (dict "cache_dir" (printf "%s/engine-cache" (include "qoq-node.dataDir" .))) -}}
 {{- if include "qoq-node.hasModel" . -}}
-{{- $_ := set (get $managed "engine") "model" (trimSuffix "/" (printf "/models/%s" .Values.model.subPath)) -}}
+{{- $_ := set (get $managed "engine") "model" (include "qoq-node.modelPath" .) -}}
 {{- end -}}
 {{- if .Values.engineServer.enabled -}}
-{{- $engine := dict "backend" "openai" "url" (printf "http://%s:%d/v1" (include "qoq-node.engineName" .) (int .Values.engineServer.port)) "served_model" .Values.engineServer.servedModel -}}
+{{- $engine := dict "backend" "openai" "url" (printf "http://%s:%d/v1" (include "qoq-node.engineName" .) (int .Values.engineServer.port)) "served_model" (include "qoq-node.servedModel" .) -}}
 {{- $_ := set $managed "engine" (mustMergeOverwrite (get $managed "engine") $engine) -}}
 {{- end -}}
 {{- toYaml (mustMergeOverwrite (deepCopy .Values.config) $managed) -}}
