@@ -80,12 +80,12 @@ COMPLETE = "complete"
 SKIPPED = "skipped"
 FAILED = "failed"
 UNDELIVERED = "undelivered"
-
-#: Outbox message states: waiting for (another) attempt, delivered, or given up on (dead letter).
-#: States a study leaves only when new instances arrive: its data may be purged after the retention period.
 STUDY_STATES = (RECEIVING, STABLE, QUEUED, COMPLETE, SKIPPED, FAILED, UNDELIVERED)
+
+#: States a study leaves only when new instances arrive: its data may be purged after the retention period.
 FINISHED = (COMPLETE, SKIPPED)
 
+#: Outbox message states: waiting for (another) attempt, delivered, or given up on (dead letter).
 PENDING = "pending"
 SENT = "sent"
 DEAD = "dead"
