@@ -69,10 +69,9 @@ def main() -> None:
                                                 for n in range(args.runs)],
         }
         # Each study gets the same kind of answer: a box on its lesion (the phantoms are alike).
-        responses = {"chest_xray": boxed_response(pydicom.dcmread(studies["CR 1024x1024"][0].files[0]), "Mass",
-                                                  200_704, 1_003_520),
+        responses = {"chest_xray": boxed_response(pydicom.dcmread(studies["CR 1024x1024"][0].files[0]), "Mass"),
                      "ct": boxed_response(pydicom.dcmread(studies[f"CT {args.ct_slices} x 512x512"][0].files[0]),
-                                          "Nodule", 200_704, 1_003_520)}
+                                          "Nodule")}
         results = {}
         with Orthanc(workdir / "pacs") as pacs, MllpListener() as ehr:
             destinations = {"dicom": [{"name": "pacs", "ae_title": pacs.aet, "host": LOOPBACK,

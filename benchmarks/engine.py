@@ -35,9 +35,10 @@ import transformers
 
 from node.config import EngineConfig, TensorRtLlmOptions, TransformersOptions, load_config
 from node.engine import EngineRequest, GenerationSettings
+from node.engine.profiles import PROFILES
 from node.engine.shapes import QWEN25_VL_7B_TEXT, QWEN25_VL_7B_VISION
 from node.engine.tiny import build_tiny_checkpoint
-from node.infer import prepare
+from node.infer import engine_request, prepare
 from node.routing import Router
 from node.synthetic import write_cr_study
 
@@ -85,12 +86,8 @@ def workload(workdir: Path, config: EngineConfig) -> EngineRequest:
     study = write_cr_study(workdir / "cr", size=2048)
     node_config = load_config(None, environ={"QOQ_NODE__ROUTING__RULES": str(REPO / "conf" / "routing.yaml")})
     outcome = prepare(study.study_uid, list(study.files), Router.from_file(REPO / "conf" / "routing.yaml"),
-                      node_config)
-    from node.engine.prompt import build_prompt
-
-    spec = outcome.task.spec
-    prompt = build_prompt(spec.question, spec.labels, spec.ask_boxes, len(outcome.inputs))
-    return EngineRequest(tuple(i.image for i in outcome.inputs), prompt, outcome.task.domain)
+                      node_config, PROFILES["qwen2.5-vl"])
+    return engine_request(outcome, GenerationSettings())
 
 
 def backends(model_dir: Path, device: str) -> dict[str, Any]:
@@ -133,7 +130,8 @@ def _loopback_openai(engine) -> Any:
     server = EngineServer("127.0.0.1", 0, engine, "qoq-med", max_batch=64)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return OpenAIEngine(EngineConfig(backend="openai", url=f"http://127.0.0.1:{server.port}/v1",
-                                     served_model="qoq-med", max_concurrency=64, timeout_s=3600))
+                                     served_model="qoq-med", max_concurrency=64, timeout_s=3600),
+                        PROFILES["qwen2.5-vl"])
 
 
 def _timed(engine, requests: list[EngineRequest], rounds: int) -> float:
@@ -201,7 +199,8 @@ def main() -> None:
     report: dict[str, Any] = {
         "gpu": gpu, "torch": torch.__version__, "transformers": transformers.__version__,
         "cuda": torch.version.cuda, "shape": args.shape, "weights_bytes": weights,
-        "visual_tokens": sum(i.width * i.height // 784 for i in request.images), "new_tokens": args.new_tokens,
+        "visual_tokens": sum(PROFILES["qwen2.5-vl"].visual_tokens(i.width, i.height) for i in request.images),
+        "new_tokens": args.new_tokens,
         "roofline_tokens_per_s": round(roofline, 1) if roofline else None, "backends": {},
     }
     print(json.dumps({k: v for k, v in report.items() if k != "backends"}))

@@ -25,13 +25,14 @@ import transformers
 from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
 
 from node.engine import EngineRequest, GenerationSettings
+from node.engine.profiles import PROFILES
 from node.engine.prompt import build_prompt
 from node.engine.tiny import build_tiny_checkpoint
 from node.engine.transformers_backend import TransformersEngine
 from node.imaging.inputs import study_inputs
 from node.synthetic import write_ct_study, write_file
 
-MIN_PIXELS, MAX_PIXELS = 200_704, 1_003_520
+PROFILE = PROFILES["qwen2.5-vl"]
 
 
 def _dx(path: Path) -> Path:
@@ -71,15 +72,14 @@ def main() -> None:
         workdir = Path(tmp)
         ct = list(write_ct_study(workdir / "ct", slices=300, size=512).files)
         dx = _dx(workdir / "dx.dcm")
-        median, all_times = _median_seconds(lambda: study_inputs(ct, args.max_images, MIN_PIXELS, MAX_PIXELS),
-                                            args.rounds)
+        median, all_times = _median_seconds(lambda: study_inputs(ct, PROFILE, args.max_images), args.rounds)
         summary["ct_300_slices_imaging_median_s"], summary["ct_300_slices_imaging_all_s"] = round(median, 4), all_times
-        median, all_times = _median_seconds(lambda: study_inputs([dx], 1, MIN_PIXELS, MAX_PIXELS), args.rounds)
+        median, all_times = _median_seconds(lambda: study_inputs([dx], PROFILE, 1), args.rounds)
         summary["dx_3000x2500_imaging_median_s"], summary["dx_3000x2500_imaging_all_s"] = round(median, 4), all_times
 
         engine = TransformersEngine(build_tiny_checkpoint(workdir / "tiny"), device="cpu")
-        [key_image] = study_inputs(ct[:1], 1, MIN_PIXELS, MAX_PIXELS)
-        request = EngineRequest((key_image.image,), build_prompt("What are the findings?", ["Mass"]), "ct",
+        [key_image] = study_inputs(ct[:1], PROFILE, 1).images
+        request = EngineRequest((key_image.image,), build_prompt("What are the findings?", 1), "ct",
                                 GenerationSettings(max_new_tokens=32))
         engine.generate([request])  # warm-up
         for batch in (1, 4):

@@ -16,6 +16,7 @@ from pathlib import Path
 from node import __version__
 from node.config import ConfigError, NodeConfig, load_config
 from node.engine.errors import EngineLoadError
+from node.engine.profiles import FAMILIES
 from node.engine.replay import ReplayError
 from node.ops.logging import configure_logging
 from node.routing import RoutingError
@@ -34,9 +35,26 @@ def cmd_check(args: argparse.Namespace) -> int:
     Router.from_file(config.routing.rules)
     print(f"configuration OK: AE {config.dicom.ae_title} on {config.dicom.host}:{config.dicom.port}, "
           f"storage {config.storage.root}, metrics on {config.http.host}:{config.http.port}")
+    print(_model_status(config))
     if config.engine.backend == "openai":
         print(_engine_server_status(config))
     return 0
+
+
+def _model_status(config: NodeConfig) -> str:
+    """Which model family the node will run and what inputs it gives it."""
+    from node.engine.factory import engine_profile
+
+    engine = config.engine
+    if engine.backend == "replay":
+        where = f"replay backend (recorded responses, test only), inputs made for {engine.family}"
+    elif engine.backend == "openai":
+        where = f"openai backend, server {engine.url} serving '{engine.served_model}'"
+    elif engine.model is None:
+        where = "no model configured: the tiny random TEST model, built on first start"
+    else:
+        where = f"model {engine.model}"
+    return f"{where}; {engine_profile(engine).describe()}"
 
 
 def _engine_server_status(config: NodeConfig) -> str:
@@ -128,6 +146,8 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 
 def _outcome_json(outcome) -> dict:
+    from node.imaging.inputs import describe_signal
+
     findings = outcome.findings
     return {
         "study_uid": outcome.study_uid,
@@ -136,11 +156,9 @@ def _outcome_json(outcome) -> dict:
         "skipped": outcome.skipped or None,
         "model": outcome.model or None,
         "test_result": outcome.is_test_result,
-        "inputs": [
-            {"width": m.geometry.width, "height": m.geometry.height, "window": m.window,
-             "sources": [asdict(p.source) for p in m.geometry.placements]}
-            for m in outcome.inputs
-        ],
+        "task": outcome.task.name if outcome.task else None,
+        "caveats": list(outcome.caveats),
+        "inputs": [m.describe() for m in outcome.inputs] + [describe_signal(s) for s in outcome.signals],
         "labels": list(findings.labels) if findings else [],
         "boxes": [
             {"label": box.label, "model": asdict(box.model), "source": asdict(box.source)}
@@ -159,8 +177,17 @@ def _print_outcome(outcome) -> None:
         return
     findings = outcome.findings
     banner = "  ** TEST RESULT — not a clinical model output **" if outcome.is_test_result else ""
-    print(f"  domain: {outcome.task.domain}; model: {outcome.model}{banner}")
+    print(f"  domain: {outcome.task.domain} (task {outcome.task.name}); model: {outcome.model}{banner}")
     print("  AI result — research use only, not for diagnosis")
+    for caveat in outcome.caveats:
+        print(f"  caveat: {caveat}")
+    for model_input in outcome.inputs:
+        described = model_input.describe()
+        print(f"  input: image {'×'.join(map(str, described['source_pixels']))} → nearest "
+              f"{'×'.join(map(str, described['pre_resize']['pixels']))} → grid "
+              f"{'×'.join(map(str, described['processor_grid']['pixels']))}")
+    for series in outcome.signals:
+        print(f"  input: time-series {series.shape_text}")
     print(f"  answer: {', '.join(findings.labels) or '(none)'}")
     for box in findings.boxes:
         s = box.source
@@ -172,7 +199,7 @@ def _print_outcome(outcome) -> None:
 
 def cmd_infer(args: argparse.Namespace) -> int:
     """Run routing → imaging → engine → findings on DICOM files, offline."""
-    from node.engine.factory import make_engine
+    from node.engine.factory import engine_profile, make_engine
     from node.infer import group_by_study, infer, prepare
     from node.results.hl7 import Hl7Party
     from node.results.writer import write_results
@@ -184,7 +211,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     studies, problems = group_by_study(args.paths)
     for problem in problems:
         print(f"qoq-node: {problem}", file=sys.stderr)
-    prepared = [prepare(uid, files, router, config) for uid, files in studies.items()]
+    profile = engine_profile(config.engine)
+    prepared = [prepare(uid, files, router, config, profile) for uid, files in studies.items()]
     engine = make_engine(config.engine)
     outcomes = infer(prepared, engine, config)
     if args.json:
@@ -238,11 +266,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_model_tiny(args: argparse.Namespace) -> int:
-    """Build the tiny random test checkpoint (offline)."""
+    """Build a tiny random test checkpoint of a QoQ-Med family (offline)."""
     from node.engine.tiny import build_tiny_checkpoint
 
-    directory = build_tiny_checkpoint(args.directory, seed=args.seed)
-    print(f"tiny test checkpoint (random weights, not a clinical model) written to {directory}")
+    directory = build_tiny_checkpoint(args.directory, family=args.family, seed=args.seed)
+    print(f"tiny {args.family} test checkpoint (random weights, not a clinical model) written to {directory}")
     return 0
 
 
@@ -336,10 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     model = commands.add_parser("model", help="Model utilities.", description="Model utilities.")
     model_commands = model.add_subparsers(dest="model_command", required=True)
     tiny = model_commands.add_parser(
-        "tiny", help="Write a tiny random Qwen2.5-VL checkpoint for tests and demos (offline, a few MB)."
+        "tiny", help="Write a tiny random checkpoint of a QoQ-Med family for tests and demos (offline, a few MB)."
     )
     tiny.add_argument("directory", type=Path)
     tiny.add_argument("--seed", type=int, default=0, help="same seed and library versions: same bytes")
+    tiny.add_argument("--family", choices=FAMILIES, default="qwen2.5-vl",
+                      help="qwen2.5-vl (QoQ-Med-VL-7B/32B), qwen3-vl (QoQ-Med3-VL-8B) or omni (QoQ-Med-Omni-7B, "
+                      "with its own modelling code and an ECG input)")
     tiny.set_defaults(handler=cmd_model_tiny)
     return parser
 

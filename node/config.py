@@ -159,11 +159,19 @@ class EngineConfig(_Section):
         description="Checkpoint directory (QoQ-Med-VL-7B/32B). Unset: a tiny random TEST model is built "
         "under storage.root on first start, and every result says it comes from a test model.",
     )
+    family: Literal["auto", "qwen2.5-vl", "qwen3-vl", "omni"] = Field(
+        default="auto", description="The model family: auto reads it from the checkpoint's config.json (with the "
+        "openai or replay backend, which have no checkpoint here, auto means qwen2.5-vl).")
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
-    max_new_tokens: int = Field(default=1024, ge=1, le=32768)
-    min_pixels: int = Field(default=200_704, ge=784, description="Qwen2.5-VL visual budget, lower bound.")
-    max_pixels: int = Field(default=1_003_520, ge=784, description="Qwen2.5-VL visual budget, upper bound.")
+    max_new_tokens: int = Field(default=1024, ge=1, le=32768, description="Longest answer (training allowed 4000; "
+                                "fewer than ~1000 cut the reasoning short).")
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0: greedy, reproducible (the default); "
+                               "training validated at 0.5.")
+    min_pixels: int | None = Field(default=None, ge=1024, description="Pre-resize lower bound in pixels; unset: the "
+                                   "family's trained bound (65536).")
+    max_pixels: int | None = Field(default=None, ge=1024, description="Pre-resize upper bound in pixels; unset: the "
+                                   "family's trained bound (524288).")
     replay_responses: Path | None = Field(default=None, description="JSON file of recorded responses (replay).")
     cache_dir: Path | None = Field(
         default=None, description="Where prepared artefacts are kept (FP8 checkpoint, ONNX vision tower); default: "
@@ -184,7 +192,7 @@ class EngineConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> EngineConfig:
-        if self.min_pixels > self.max_pixels:
+        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
             raise ValueError("min_pixels is above max_pixels")
         if self.backend == "replay" and self.replay_responses is None:
             raise ValueError("replay_responses is required for the replay backend")
@@ -202,7 +210,13 @@ class EngineConfig(_Section):
 class ImagingConfig(_Section):
     """How studies become model inputs."""
 
-    max_images: int = Field(default=4, ge=1, le=32, description="Key images per study sent to the model.")
+    max_images: int = Field(default=4, ge=1, le=32, description="Images per study sent to the model (never more "
+                            "than the model was trained with: 4).")
+    volume_frames: int = Field(default=2, ge=1, le=32, description="Slices of a CT/MR volume, frames of a cine, "
+                               "sampled as training did (2); a routing task may set its own.")
+    ecg_as_image: bool = Field(default=False, description="Give a model that takes no ECG a paper-style plot of it "
+                               "(outside the model's training; every result says so). Off: such ECG studies are "
+                               "skipped.")
 
 
 class RoutingConfig(_Section):

@@ -74,8 +74,10 @@ def run_demo(workdir: Path, keep_running: bool = False, say: Callable[[str], Non
     studies_dir = workdir / "studies"
     cr = write_cr_study(studies_dir / "cr", size=1024)
     ct = write_ct_study(studies_dir / "ct", slices=24, size=256)
-    responses = {"chest_xray": boxed_response(pydicom.dcmread(cr.files[0]), "Mass", 200_704, 1_003_520),
-                 "ct": boxed_response(pydicom.dcmread(ct.files[0]), "Nodule", 200_704, 1_003_520)}
+    # recorded answers among each task's trained options, boxing the lesion of the image the task reads
+    # (the chest CT task reads the middle slice, as its training set gave one slice)
+    responses = {"chest_xray": boxed_response(pydicom.dcmread(cr.files[0]), "Lung Lesion"),
+                 "ct": boxed_response(pydicom.dcmread(ct.files[len(ct.files) // 2]), "Acute PE")}
     with ExitStack() as stack:
         if shutil.which("Orthanc"):
             pacs: Orthanc | FolderPacs = stack.enter_context(Orthanc(workdir / "pacs"))

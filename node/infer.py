@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pydicom
@@ -16,10 +16,12 @@ from pydicom.errors import InvalidDicomError
 
 from node.config import NodeConfig
 from node.engine import Engine, EngineRequest, GenerationSettings
+from node.engine.profiles import ModelProfile
 from node.engine.prompt import build_prompt
 from node.findings import Findings, locate, parse_output
 from node.imaging.decode import ImagingError
-from node.imaging.inputs import ModelInput, study_inputs
+from node.imaging.ecg_signal import SignalInput
+from node.imaging.inputs import ModelInput, NotForModel, study_inputs
 from node.ops.logging import get_logger, uid_hash
 from node.routing import Router, StudyHeader, Task
 
@@ -41,6 +43,14 @@ class StudyOutcome:
     model: str = ""
     is_test_result: bool = False
     skipped: str = ""
+    final_skip: bool = False  # the skip will recur on every read (nothing the model takes): settled at once
+    signals: tuple[SignalInput, ...] = ()  # ECG signals given to the model (Omni)
+    caveats: tuple[str, ...] = ()  # what every result of the study must say (e.g. an ECG shown as an image)
+
+    @property
+    def readable(self) -> bool:
+        """Whether the study has a task and something for the model."""
+        return self.task is not None and bool(self.inputs or self.signals)
 
 
 def group_by_study(paths: Iterable[Path]) -> tuple[dict[str, list[Path]], list[str]]:
@@ -57,20 +67,39 @@ def group_by_study(paths: Iterable[Path]) -> tuple[dict[str, list[Path]], list[s
     return dict(studies), problems
 
 
-def prepare(study_uid: str, files: Sequence[Path], router: Router, config: NodeConfig) -> StudyOutcome:
-    """Route and image one study (no model yet)."""
+def prepare(study_uid: str, files: Sequence[Path], router: Router, config: NodeConfig,
+            profile: ModelProfile) -> StudyOutcome:
+    """Route one study and make its inputs as ``profile``'s family was trained on them (no model yet)."""
     routed = router.route(StudyHeader.read(files[0]))
     if isinstance(routed, str):
-        return _skipped(StudyOutcome(study_uid, tuple(files), skipped=routed), "routing")
+        return _skipped(StudyOutcome(study_uid, tuple(files), skipped=routed, final_skip=True), "routing")
+    spec = routed.spec
     try:
-        inputs = study_inputs(files, config.imaging.max_images, config.engine.min_pixels, config.engine.max_pixels,
-                              routed.spec.default_window)
+        made = study_inputs(files, profile, config.imaging.max_images,
+                            spec.volume_frames or config.imaging.volume_frames, spec.default_window,
+                            spec.trained_windows, config.imaging.ecg_as_image)
+    except NotForModel as exc:
+        return _skipped(StudyOutcome(study_uid, tuple(files), routed, skipped=str(exc), final_skip=True), "imaging")
     except ImagingError as exc:
         return _skipped(StudyOutcome(study_uid, tuple(files), routed, skipped=str(exc)), "imaging")
-    if not inputs:
-        return _skipped(StudyOutcome(study_uid, tuple(files), routed, skipped=NO_IMAGE), "imaging")
-    log.info("study.prepared", study=uid_hash(study_uid), domain=routed.domain, images=len(inputs))
-    return StudyOutcome(study_uid, tuple(files), routed, tuple(inputs))
+    if not made.images and not made.signals:
+        return _skipped(StudyOutcome(study_uid, tuple(files), routed, skipped=NO_IMAGE, final_skip=True), "imaging")
+    log.info("study.prepared", study=uid_hash(study_uid), domain=routed.domain, task=routed.name,
+             images=len(made.images), signals=len(made.signals))
+    return StudyOutcome(study_uid, tuple(files), routed, made.images, signals=made.signals, caveats=made.caveats)
+
+
+def engine_request(study: StudyOutcome, settings: GenerationSettings) -> EngineRequest:
+    """The request for one prepared study: its images, the task's training question with one image
+    marker per image, and its ECG signal."""
+    assert study.task is not None
+    return EngineRequest(
+        tuple(model_input.image for model_input in study.inputs),
+        build_prompt(study.task.spec.prompt_question, len(study.inputs)),
+        study.task.domain,
+        settings,
+        tuple(signal.signal for signal in study.signals),
+    )
 
 
 def _skipped(outcome: StudyOutcome, stage: str) -> StudyOutcome:
@@ -81,25 +110,14 @@ def _skipped(outcome: StudyOutcome, stage: str) -> StudyOutcome:
 
 def infer(prepared: Sequence[StudyOutcome], engine: Engine, config: NodeConfig) -> list[StudyOutcome]:
     """Run the engine on every prepared study (one batch) and read its findings."""
-    ready = [study for study in prepared if study.task is not None and study.inputs]
-    settings = GenerationSettings(max_new_tokens=config.engine.max_new_tokens)
-    requests = [
-        EngineRequest(
-            tuple(model_input.image for model_input in study.inputs),
-            build_prompt(study.task.spec.question, study.task.spec.labels, study.task.spec.ask_boxes,
-                         len(study.inputs)),
-            study.task.domain,
-            settings,
-        )
-        for study in ready
-    ]
-    results = iter(engine.generate(requests))
+    ready = [study for study in prepared if study.readable]
+    settings = GenerationSettings(max_new_tokens=config.engine.max_new_tokens, temperature=config.engine.temperature)
+    results = iter(engine.generate([engine_request(study, settings) for study in ready]))
     outcomes = []
     for study in prepared:  # results come in the order of ``ready``, a subsequence of ``prepared``
-        if study.task is not None and study.inputs:
+        if study.readable:
             result = next(results)
             findings = locate(parse_output(result.text), [m.geometry for m in study.inputs])
-            study = StudyOutcome(study.study_uid, study.files, study.task, study.inputs, findings, result.model,
-                                 result.is_test_result)
+            study = replace(study, findings=findings, model=result.model, is_test_result=result.is_test_result)
         outcomes.append(study)
     return outcomes

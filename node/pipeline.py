@@ -22,8 +22,9 @@ import pydicom
 from node.config import NodeConfig
 from node.engine import Engine, EngineRequest, EngineResult
 from node.engine.errors import EngineLoadError, EngineUnavailable
-from node.engine.factory import make_engine, resolve_model
-from node.infer import NO_IMAGE, StudyOutcome, infer, prepare
+from node.engine.factory import engine_profile, make_engine, resolve_model
+from node.engine.profiles import ModelProfile
+from node.infer import StudyOutcome, infer, prepare
 from node.ops.logging import get_logger, uid_hash
 from node.ops.metrics import Metrics
 from node.results.hl7 import Hl7Party
@@ -83,6 +84,7 @@ class Pipeline:
         self._router = Router.from_file(config.routing.rules)
         self._parties = hl7_parties(config)
         self._engine: Engine | None = None
+        self._profile: ModelProfile | None = None
         self._load_error: str | None = None
         self._load_finished = threading.Event()
         self._engine_wait = 0.0  # seconds to wait after the engine was unreachable; 0 while it answers
@@ -104,6 +106,7 @@ class Pipeline:
         """Load the configured model (building the tiny test model when none is configured)."""
         try:
             engine_config = resolve_model(self.config.engine, self.config.storage.root)
+            self._profile = engine_profile(engine_config)
             self._engine = MeteredEngine(make_engine(engine_config), self._metrics)
         except EngineLoadError as exc:
             self._load_error = str(exc)
@@ -161,7 +164,7 @@ class Pipeline:
         for study, outcome in zip(due, prepared, strict=True):
             if isinstance(outcome, str):
                 self._fail(study, "imaging", outcome)
-            elif outcome.task is None or outcome.skipped == NO_IMAGE:
+            elif outcome.final_skip:
                 self._store.skip_study(study.study_uid, study.version, outcome.skipped, time.time())
                 self._metrics.study_transitions.labels("skipped").inc()
             elif outcome.skipped:
@@ -184,7 +187,9 @@ class Pipeline:
 
     def _prepare(self, study: StableStudy) -> StudyOutcome | str:
         try:
-            return prepare(study.study_uid, self._store.study_files(study.study_uid), self._router, self.config)
+            assert self._profile is not None  # studies are prepared only once the engine is loaded
+            return prepare(study.study_uid, self._store.study_files(study.study_uid), self._router, self.config,
+                           self._profile)
         except Exception as exc:  # an unreadable file must not stop the other studies
             return f"cannot prepare the study: {type(exc).__name__}: {exc}"
 

@@ -1,7 +1,10 @@
-"""Routing: a study's headers → a task (clinical domain, question, candidate labels, boxes or not).
+"""Routing: a study's headers → a task (clinical domain, the training question and its options,
+how its images are rendered).
 
 Rules live in a YAML file (``conf/routing.yaml``); the first rule whose every condition holds
-wins. A study that no rule matches gets no task, and the reason says what it was.
+wins. A study that no rule matches gets no task, and the reason says what it was. Tasks are keyed
+by name; a task belongs to one of QoQ-Med's nine domains (its name, unless it says ``domain``), so
+a domain can hold several training questions (chest CT angiography, head CT, ...).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import pydicom
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from node.engine.prompt import question_text
+
 #: QoQ-Med's nine clinical domains.
 DOMAINS = ("chest_xray", "ct", "mri", "ultrasound", "mammography", "dermatology", "fundus", "pathology", "ecg")
 
@@ -27,13 +32,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DomainSpec(_Strict):
-    """What the node asks for studies of one domain."""
+Window = Literal["soft_tissue", "lung", "brain", "bone", "ctpa"]
 
+
+class DomainSpec(_Strict):
+    """What the node asks for studies of one task, worded as the model's training data set asked."""
+
+    domain: str | None = None  # one of DOMAINS; unset: the task's own name
     question: str
     labels: tuple[str, ...] = ()
-    ask_boxes: bool = True
-    default_window: Literal["soft_tissue", "lung", "brain", "bone"] | None = None
+    options_prefix: str = "\n"  # between the question and the first option
+    option_marker: str = ""  # before each option
+    default_window: Window | None = None  # for images whose header has none
+    trained_windows: tuple[Window, ...] = ()  # each key frame rendered in each, whatever the header says
+    volume_frames: int | None = Field(default=None, ge=1, le=32)  # slices per volume; unset: imaging.volume_frames
+    source: str = ""  # where the wording comes from (the training data set's file)
+
+    @property
+    def prompt_question(self) -> str:
+        """The question with its options laid out as the training data set wrote them."""
+        return question_text(self.question, self.labels, self.options_prefix, self.option_marker)
 
 
 class Match(_Strict):
@@ -71,12 +89,13 @@ class RoutingRules(_Strict):
 
     @model_validator(mode="after")
     def _known_domains(self) -> RoutingRules:
-        unknown = set(self.domains) - set(DOMAINS)
+        unknown = {spec.domain or name for name, spec in self.domains.items()} - set(DOMAINS)
         if unknown:
-            raise ValueError(f"unknown domains {sorted(unknown)}; QoQ-Med's are {', '.join(DOMAINS)}")
+            raise ValueError(f"unknown domains {sorted(unknown)}; QoQ-Med's are {', '.join(DOMAINS)} "
+                             "(a task of another name says which with 'domain:')")
         for index, rule in enumerate(self.rules):
             if rule.domain not in self.domains:
-                raise ValueError(f"rules[{index}] routes to domain '{rule.domain}', which is not defined")
+                raise ValueError(f"rules[{index}] routes to task '{rule.domain}', which is not defined")
         return self
 
 
@@ -100,8 +119,9 @@ class StudyHeader:
 
 @dataclass(frozen=True)
 class Task:
-    """What to do with a study."""
+    """What to do with a study: the task's name, its clinical domain and what to ask."""
 
+    name: str
     domain: str
     spec: DomainSpec
 
@@ -145,7 +165,8 @@ class Router:
         """The task for a study, or the reason it has none."""
         for rule in self.rules.rules:
             if _matches(rule.match, header):
-                return Task(rule.domain, self.rules.domains[rule.domain])
+                spec = self.rules.domains[rule.domain]
+                return Task(rule.domain, spec.domain or rule.domain, spec)
         # Series descriptions are free text and may carry identity: the reason names only codes.
         return f"no routing rule matches modality '{header.modality}', body part '{header.body_part}'"
 

@@ -16,9 +16,11 @@ from pydicom.uid import (
     ComputedRadiographyImageStorage,
     CTImageStorage,
     ExplicitVRLittleEndian,
+    TwelveLeadECGWaveformStorage,
     generate_uid,
 )
 
+from node.engine.profiles import PROFILES, ModelProfile
 from node.imaging.geometry import FrameRef, Geometry, SourceBox
 
 #: Stored value of the phantoms' body; the lesion is brighter (CT: 300 HU denser than water).
@@ -70,6 +72,20 @@ def _ct_slice(
 def _image(sop_class: str, modality: str, study_uid: str, series_uid: str, series_number: int,
            instance_number: int, size: int, pixels: np.ndarray) -> Dataset:
     """The patient, study, series and 16-bit grey pixel attributes every synthetic image shares."""
+    ds = _header(sop_class, modality, study_uid, series_uid, series_number, instance_number)
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = ds.Columns = size
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.PixelData = pixels.tobytes()
+    return ds
+
+
+def _header(sop_class: str, modality: str, study_uid: str, series_uid: str, series_number: int,
+            instance_number: int) -> Dataset:
+    """The patient, study and series attributes every synthetic object shares."""
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.SOPClassUID = sop_class
@@ -90,13 +106,6 @@ def _image(sop_class: str, modality: str, study_uid: str, series_uid: str, serie
     ds.StudyID = "1"
     ds.SeriesNumber = series_number
     ds.InstanceNumber = instance_number
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = ds.Columns = size
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.PixelData = pixels.tobytes()
     return ds
 
 
@@ -170,15 +179,76 @@ def lesion_box(ds: Dataset) -> tuple[float, float, float, float]:
     return float(columns.min()), float(rows.min()), float(columns.max() + 1), float(rows.max() + 1)
 
 
-def boxed_response(ds: Dataset, label: str, min_pixels: int, max_pixels: int) -> str:
+def boxed_response(ds: Dataset, label: str, profile: ModelProfile = PROFILES["qwen2.5-vl"]) -> str:
     """A model response (QoQ-Med's format) that boxes the phantom lesion of ``ds`` in the
-    coordinates of its model input and answers ``label``: what a replay engine plays back."""
+    coordinates of its model input (``profile``'s pre-resized image) and answers ``label``: what a
+    replay engine plays back."""
     geometry = Geometry.single(FrameRef(str(ds.SOPInstanceUID), 1, int(ds.Rows), int(ds.Columns)),
-                               min_pixels, max_pixels)
+                               profile.model_size(int(ds.Columns), int(ds.Rows)))
     x1, y1, x2, y2 = geometry.box_to_model(SourceBox(geometry.placements[0].source, *lesion_box(ds)))
     return (f"<think>A dense round opacity is seen.</think>\n```json\n"
             f'[{{"bbox_2d": [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}], "label": "{label.lower()}"}}]\n```\n'
             f"\\boxed{{{label}}}")
+
+
+#: The twelve leads in the standard order, with their MDC codes (DICOM CID 3001).
+ECG_LEADS = (("I", "2:1"), ("II", "2:2"), ("III", "2:61"), ("aVR", "2:62"), ("aVL", "2:63"), ("aVF", "2:64"),
+             ("V1", "2:3"), ("V2", "2:4"), ("V3", "2:5"), ("V4", "2:6"), ("V5", "2:7"), ("V6", "2:8"))
+
+
+def ecg_lead_signal(lead: str, seconds: np.ndarray) -> np.ndarray:
+    """The synthetic ECG's lead ``lead`` in mV at times ``seconds``: a sine whose frequency and amplitude
+    name the lead (so a test can tell the leads apart after any reordering)."""
+    index = [name for name, _ in ECG_LEADS].index(lead)
+    return (0.2 + 0.1 * index) * np.sin(2 * np.pi * (1.0 + 0.5 * index) * seconds)
+
+
+def write_ecg_study(directory: Path, rate_hz: float = 500.0, seconds: float = 10.0,
+                    lead_order: tuple[str, ...] | None = None) -> SyntheticStudy:
+    """A 12-lead ECG waveform (Twelve Lead ECG Waveform Storage) of ``seconds`` at ``rate_hz``, its
+    channels stored in ``lead_order`` (default: the standard order), 1 µV per stored unit."""
+    codes = dict(ECG_LEADS)
+    order = lead_order or tuple(codes)
+    study_uid, series_uid = generate_uid(), generate_uid()
+    ds = _header(TwelveLeadECGWaveformStorage, "ECG", study_uid, series_uid, 1, 1)
+    ds.BodyPartExamined = ""
+    ds.StudyDescription = "SYNTHETIC ECG"
+    ds.SeriesDescription = "SYNTHETIC RESTING ECG"
+    ds.AcquisitionDateTime = "20260101120000"
+    samples = round(rate_hz * seconds)
+    times = np.arange(samples) / rate_hz
+    stored = np.stack([np.round(ecg_lead_signal(lead, times) * 1000) for lead in order], axis=1).astype("<i2")
+    group = Dataset()
+    group.MultiplexGroupTimeOffset = "0"
+    group.WaveformOriginality = "ORIGINAL"
+    group.NumberOfWaveformChannels = len(order)
+    group.NumberOfWaveformSamples = samples
+    group.SamplingFrequency = f"{rate_hz:g}"
+    group.MultiplexGroupLabel = "RHYTHM"
+    group.WaveformBitsAllocated = 16
+    group.WaveformSampleInterpretation = "SS"
+    group.WaveformData = stored.tobytes()
+    group.ChannelDefinitionSequence = [_ecg_channel(lead, codes[lead]) for lead in order]
+    ds.WaveformSequence = [group]
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "ecg.dcm"
+    write_file(ds, path)
+    return SyntheticStudy(study_uid, (series_uid,), (path,))
+
+
+def _ecg_channel(lead: str, mdc_code: str) -> Dataset:
+    source, units = Dataset(), Dataset()
+    source.CodeValue, source.CodingSchemeDesignator, source.CodeMeaning = mdc_code, "MDC", f"Lead {lead}"
+    units.CodeValue, units.CodingSchemeDesignator, units.CodeMeaning = "uV", "UCUM", "microvolt"
+    channel = Dataset()
+    channel.ChannelSourceSequence = [source]
+    channel.ChannelSensitivity = "1"
+    channel.ChannelSensitivityUnitsSequence = [units]
+    channel.ChannelSensitivityCorrectionFactor = "1"
+    channel.ChannelBaseline = "0"
+    channel.ChannelSampleSkew = "0"
+    channel.WaveformBitsStored = 16
+    return channel
 
 
 def write_file(ds: Dataset, path: Path) -> None:

@@ -17,6 +17,8 @@ import pytest
 
 from node.app import Node
 from node.config import NodeConfig, load_config
+from node.engine.profiles import PROFILES
+from node.imaging.geometry import FrameRef, Geometry
 from node.localpeers import LOOPBACK, Orthanc, replay_settings
 from node.ops.logging import configure_logging
 from node.synthetic import SyntheticStudy, write_ct_study
@@ -67,6 +69,21 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from node.engine.tiny import build_tiny_checkpoint  # torch and transformers: only for tests that use it
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_family_dir(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``tiny_family_dir(family)``: the tiny random checkpoint of a QoQ-Med family, built once per session."""
+    from node.engine.tiny import build_tiny_checkpoint
+
+    built = {"qwen2.5-vl": tiny_dir}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            built[family] = build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / family, family=family)
+        return built[family]
+
+    return get
 
 
 @pytest.fixture(scope="session")
@@ -169,3 +186,10 @@ def get(node: Node, path: str) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
+
+
+def model_geometry(frame: FrameRef, family: str = "qwen2.5-vl") -> Geometry:
+    """The geometry the node records for ``frame`` as a model input of ``family`` (trained pre-resize, grid)."""
+    profile = PROFILES[family]
+    size = profile.model_size(frame.columns, frame.rows)
+    return Geometry.single(frame, size, profile.grid_size(*size))

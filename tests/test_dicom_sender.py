@@ -11,12 +11,13 @@ import pytest
 from node.egress.dicom import DicomSender, classify_status
 from node.egress.mllp import Delivery
 from node.findings import locate, parse_output
-from node.imaging.geometry import FrameRef, Geometry, SourceBox
+from node.imaging.geometry import FrameRef, SourceBox
 from node.localpeers import LOOPBACK, Orthanc, free_port, http_json
 from node.results.gsps import build_presentation_state
 from node.results.provenance import Provenance
 from node.results.sr import build_sr
 from node.synthetic import write_ct_study
+from tests.conftest import model_geometry
 
 PROVENANCE = Provenance("replay (TEST)", True)
 
@@ -24,7 +25,7 @@ PROVENANCE = Provenance("replay (TEST)", True)
 def _results(tmp_path: Path) -> list[pydicom.Dataset]:
     sources = [pydicom.dcmread(p) for p in write_ct_study(tmp_path / "ct", slices=2, size=128).files]
     frame = FrameRef(sources[0].SOPInstanceUID, 1, 128, 128)
-    geometry = Geometry.single(frame, 200_704, 1_003_520)
+    geometry = model_geometry(frame)
     x1, y1, x2, y2 = geometry.box_to_model(SourceBox(frame, 10, 10, 40, 40))
     findings = locate(parse_output(f'```json\n[{{"bbox_2d": [{x1}, {y1}, {x2}, {y2}], "label": "mass"}}]\n```'
                                    "\\boxed{Mass}"), [geometry])

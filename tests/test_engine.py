@@ -17,7 +17,8 @@ from node.config import EngineConfig, load_config
 from node.engine import EngineRequest, GenerationSettings
 from node.engine.errors import EngineLoadError
 from node.engine.factory import make_engine
-from node.engine.prompt import build_prompt
+from node.engine.profiles import PROFILES
+from node.engine.prompt import build_prompt, question_text
 from node.engine.replay import MODEL_IDENTITY, ReplayEngine, ReplayError
 from node.engine.tiny import build_tiny_checkpoint
 from node.engine.transformers_backend import TransformersEngine
@@ -25,7 +26,7 @@ from node.findings import locate, parse_output
 from node.imaging.geometry import FrameRef, Geometry, SourceBox
 from node.synthetic import write_ct_study
 
-MIN_PIXELS, MAX_PIXELS = 200_704, 1_003_520
+QWEN25 = PROFILES["qwen2.5-vl"]
 
 
 def _digest(directory: Path) -> dict[str, str]:
@@ -43,34 +44,46 @@ def test_tiny_checkpoint_is_small_and_byte_identical_per_seed(tiny_dir: Path, tm
 
 
 def _ct_image(tmp_path: Path) -> tuple[Image.Image, Geometry, np.ndarray]:
-    """A real DICOM file's pixels (HU), windowed and resized to its recorded geometry."""
-    [path] = write_ct_study(tmp_path / "ct", slices=1, size=256).files
+    """A real DICOM file's pixels (HU), windowed and pre-resized (nearest) as training did."""
+    [path] = write_ct_study(tmp_path / "ct", slices=1, size=600).files
     ds = pydicom.dcmread(path)
     hu = ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
     low, high = 40 - 200, 40 + 200
     grey = (np.clip((hu - low) / (high - low), 0, 1) * 255).astype(np.uint8)
-    geometry = Geometry.single(FrameRef(ds.SOPInstanceUID, 1, ds.Rows, ds.Columns), MIN_PIXELS, MAX_PIXELS)
-    image = Image.fromarray(grey).resize((geometry.width, geometry.height), Image.Resampling.BICUBIC)
+    size = QWEN25.model_size(ds.Columns, ds.Rows)
+    geometry = Geometry.single(FrameRef(ds.SOPInstanceUID, 1, ds.Rows, ds.Columns), size, QWEN25.grid_size(*size))
+    image = Image.fromarray(grey).resize(size, Image.Resampling.NEAREST).convert("RGB")
     return image, geometry, hu
 
 
 def test_transformers_backend_generates_deterministically_and_parses(tiny_engine, tmp_path: Path) -> None:
     image, geometry, _ = _ct_image(tmp_path)
-    request = EngineRequest((image,), build_prompt("What are the findings?", ["Mass", "Nodule"]), "ct",
-                            GenerationSettings(max_new_tokens=24))
+    request = EngineRequest((image,), build_prompt(question_text("What are the findings?", ["Mass", "Nodule"]), 1),
+                            "ct", GenerationSettings(max_new_tokens=24))
     first, second = tiny_engine.generate([request, request])
     assert first.text == second.text  # batched, left-padded, greedy
     again = tiny_engine.generate([request])[0]
     assert again.text == first.text  # and the same on its own
-    assert first.completion_tokens > 0 and first.prompt_tokens > geometry.width * geometry.height // (28 * 28)
+    assert first.completion_tokens > 0 and first.prompt_tokens > QWEN25.visual_tokens(geometry.width, geometry.height)
     assert first.is_test_result and "TEST MODEL" in first.model
     findings = locate(parse_output(first.text), [geometry])  # meaningless text: parsed without error
     assert findings.raw_text == first.text
 
 
-def test_images_not_at_their_model_size_are_refused(tiny_engine) -> None:
-    request = EngineRequest((Image.new("RGB", (500, 500)),), "x", "ct", GenerationSettings(max_new_tokens=2))
-    with pytest.raises(ValueError, match="not at its model size"):
+def test_a_processor_that_resizes_otherwise_than_recorded_is_refused(tiny_dir: Path) -> None:
+    """A checkpoint whose processor would shrink images further than the grid the node recorded (here its
+    budget cut to 224²) is caught: its boxes would not be in the node's coordinates."""
+    engine = TransformersEngine(tiny_dir, device="cpu")
+    request = EngineRequest((Image.new("RGB", (500, 500)),), build_prompt("x", 1), "ct", GenerationSettings(2))
+    assert engine.generate([request])[0].completion_tokens > 0
+    engine.processor.image_processor.size = {"shortest_edge": 3136, "longest_edge": 224 * 224}
+    with pytest.raises(ValueError, match="the processor resized images"):
+        engine.generate([request])
+
+
+def test_a_prompt_whose_markers_do_not_match_its_images_is_refused(tiny_engine) -> None:
+    request = EngineRequest((Image.new("RGB", (300, 300)),), "no marker", "ct", GenerationSettings(2))
+    with pytest.raises(ValueError, match="0 image markers for 1 images"):
         tiny_engine.generate([request])
 
 
@@ -126,18 +139,17 @@ def test_engine_config_checks() -> None:
     with pytest.raises(Exception, match="replay_responses is required"):
         load_config(None, environ={"QOQ_NODE__ENGINE__BACKEND": "replay"})
     with pytest.raises(Exception, match="min_pixels is above max_pixels"):
-        load_config(None, environ={"QOQ_NODE__ENGINE__MIN_PIXELS": "2000000"})
+        load_config(None, environ={"QOQ_NODE__ENGINE__MIN_PIXELS": "2000000", "QOQ_NODE__ENGINE__MAX_PIXELS": "1000"})
     with pytest.raises(Exception, match=r"engine\.device"):
         load_config(None, environ={"QOQ_NODE__ENGINE__DEVICE": "tpu"})
 
 
 @pytest.mark.parametrize(("height", "width"), [(512, 512), (2500, 3000), (300, 1200), (64, 80), (4000, 3000)])
-def test_processor_resizes_exactly_as_the_recorded_geometry(tiny_engine, height: int, width: int) -> None:
-    """Our smart_resize is the processor's: the size the node records is the size the model sees."""
+def test_processor_grid_is_the_recorded_one(tiny_engine, height: int, width: int) -> None:
+    """Our smart_resize is the processor's: the grid the node records is the grid the model sees."""
     grid = tiny_engine.processor.image_processor(images=[Image.new("RGB", (width, height))],
                                                  return_tensors="pt")["image_grid_thw"][0]
-    geometry = Geometry.single(FrameRef("1.2.3", 1, height, width), MIN_PIXELS, MAX_PIXELS)
-    assert (int(grid[1]) * 14, int(grid[2]) * 14) == (geometry.height, geometry.width)
+    assert (int(grid[2]) * 14, int(grid[1]) * 14) == tiny_engine.profile.grid_size(width, height)
 
 
 def test_cuda_speed_options_keep_the_tokens_and_a_missing_kernel_is_named(tiny_dir: Path,
@@ -146,8 +158,10 @@ def test_cuda_speed_options_keep_the_tokens_and_a_missing_kernel_is_named(tiny_d
     attention without its package is a start-up error that names the key."""
     from node.config import TransformersOptions
 
-    requests = [EngineRequest((Image.new("L", (448, 448), 100),), "Findings?", "*", GenerationSettings(24)),
-                EngineRequest((Image.new("L", (476, 448), 30),), "Findings?", "*", GenerationSettings(24))]
+    requests = [EngineRequest((Image.new("L", (448, 448), 100),), build_prompt("Findings?", 1), "*",
+                              GenerationSettings(24)),
+                EngineRequest((Image.new("L", (476, 448), 30),), build_prompt("Findings?", 1), "*",
+                              GenerationSettings(24))]
     static = TransformersEngine(tiny_dir, device="cpu", options=TransformersOptions(static_cache=True))
     assert static._cache == {"cache_implementation": "static"}
     assert [r.text for r in static.generate(requests)] == [r.text for r in tiny_engine.generate(requests)]

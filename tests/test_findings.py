@@ -120,7 +120,7 @@ def test_any_text_parses(text: str) -> None:
 
 def test_locate_maps_boxes_to_source_pixels_and_drops_the_unusable() -> None:
     frame = FrameRef("1.2.3.4", 1, 1024, 1024)
-    geometry = Geometry.single(frame, 200_704, 1_003_520)  # 980 × 980: 1036² is above max_pixels
+    geometry = Geometry.single(frame, (980, 980))
     text = ('```json\n[{"bbox_2d": [252, 504, 504, 756], "label": "lesion"},'
             ' {"bbox_2d": [2000, 2000, 2100, 2100], "label": "outside"},'
             ' {"bbox_2d": [10, 10, 20, 20], "label": "elsewhere", "image_index": 3}]\n```\\boxed{Lesion}')

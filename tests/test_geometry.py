@@ -1,4 +1,4 @@
-"""Geometry: Qwen2.5-VL's resize rule and exact, invertible box mapping."""
+"""Geometry: Qwen-VL's resize rule (the processor's grid) and exact, invertible box mapping."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from node.imaging.geometry import FrameRef, Geometry, Placement, SourceBox, smart_resize
 
-MIN_PIXELS, MAX_PIXELS = 200_704, 1_003_520  # the node's defaults: 256·28·28 … 1280·28·28
+MIN_PIXELS, MAX_PIXELS = 200_704, 1_003_520  # 256·28·28 … 1280·28·28
+FACTOR = 28  # Qwen2.5-VL: patch 14 × merge 2
 
 sizes = st.integers(min_value=28, max_value=4096)
 
@@ -17,7 +18,7 @@ sizes = st.integers(min_value=28, max_value=4096)
 @given(sizes, sizes)
 def test_smart_resize_obeys_its_rule(height: int, width: int) -> None:
     assume(max(height, width) / min(height, width) <= 200)
-    h, w = smart_resize(height, width, MIN_PIXELS, MAX_PIXELS)
+    h, w = smart_resize(height, width, MIN_PIXELS, MAX_PIXELS, FACTOR)
     assert h % 28 == 0 and w % 28 == 0
     assert h * w <= MAX_PIXELS or min(h, w) == 28
     assert h * w >= MIN_PIXELS or h * w > MAX_PIXELS
@@ -26,11 +27,16 @@ def test_smart_resize_obeys_its_rule(height: int, width: int) -> None:
 
 
 def test_smart_resize_known_values() -> None:
-    assert smart_resize(512, 512, MIN_PIXELS, MAX_PIXELS) == (504, 504)  # 512/28 rounds to 18
-    assert smart_resize(3000, 2500, MIN_PIXELS, MAX_PIXELS) == (1092, 896)  # scaled down, floored
-    assert smart_resize(64, 64, MIN_PIXELS, MAX_PIXELS) == (448, 448)  # scaled up to min_pixels exactly
+    assert smart_resize(512, 512, MIN_PIXELS, MAX_PIXELS, FACTOR) == (504, 504)  # 512/28 rounds to 18
+    assert smart_resize(3000, 2500, MIN_PIXELS, MAX_PIXELS, FACTOR) == (1092, 896)  # scaled down, floored
+    assert smart_resize(64, 64, MIN_PIXELS, MAX_PIXELS, FACTOR) == (448, 448)  # scaled up to min_pixels exactly
     with pytest.raises(ValueError, match="aspect ratio"):
-        smart_resize(10_000, 28, MIN_PIXELS, MAX_PIXELS)
+        smart_resize(10_000, 28, MIN_PIXELS, MAX_PIXELS, FACTOR)
+
+
+def _model_size(frame: FrameRef) -> tuple[int, int]:
+    height, width = smart_resize(frame.rows, frame.columns, MIN_PIXELS, MAX_PIXELS, FACTOR)
+    return width, height
 
 
 frames = st.builds(FrameRef, st.just("1.2.3.4"), st.integers(1, 4), st.integers(28, 3000), st.integers(28, 3000))
@@ -40,7 +46,7 @@ frames = st.builds(FrameRef, st.just("1.2.3.4"), st.integers(1, 4), st.integers(
 @given(frames, st.data())
 def test_box_round_trip_source_model_source(frame: FrameRef, data: st.DataObject) -> None:
     assume(max(frame.rows, frame.columns) / min(frame.rows, frame.columns) <= 200)
-    geometry = Geometry.single(frame, MIN_PIXELS, MAX_PIXELS)
+    geometry = Geometry.single(frame, _model_size(frame))
     col0 = data.draw(st.floats(0, frame.columns - 1))
     row0 = data.draw(st.floats(0, frame.rows - 1))
     col1 = data.draw(st.floats(col0 + 1, frame.columns))
@@ -79,7 +85,7 @@ def test_box_around_a_lesion_in_model_space_lands_on_the_lesion(rows: int, colum
     r0, r1, c0, c1 = rows // 3, rows // 3 + rows // 8 + 2, columns // 2, columns // 2 + columns // 7 + 2
     source[r0:r1, c0:c1] = 255
     frame = FrameRef("1.2.3", 1, rows, columns)
-    geometry = Geometry.single(frame, MIN_PIXELS, MAX_PIXELS)
+    geometry = Geometry.single(frame, _model_size(frame))
     model_image = _resize_nearest(source, geometry.height, geometry.width)
     ys, xs = np.nonzero(model_image)
     # what a model that found the lesion would answer: its bounding box in input pixels
@@ -92,7 +98,7 @@ def test_box_around_a_lesion_in_model_space_lands_on_the_lesion(rows: int, colum
 
 def test_boxes_are_clipped_to_the_image_and_empty_ones_dropped() -> None:
     frame = FrameRef("1.2.3", 1, 512, 512)
-    geometry = Geometry.single(frame, MIN_PIXELS, MAX_PIXELS)  # 504 × 504
+    geometry = Geometry.single(frame, (504, 504))
     clipped = geometry.box_to_source(-50, -50, 100, 100)
     assert clipped is not None and clipped.column_min == 0 and clipped.row_min == 0
     assert geometry.box_to_source(600, 600, 700, 700) is None  # centre off the image

@@ -10,15 +10,15 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
+from node.engine.profiles import PROFILES
 from node.imaging.decode import ImagingError, iter_frames
 from node.imaging.ecg import render_ecg
-from node.imaging.geometry import smart_resize
-from node.imaging.inputs import study_inputs
+from node.imaging.inputs import ECG_AS_IMAGE_CAVEAT, NO_ECG_INPUT, NotForModel, study_inputs
 from node.imaging.series import InstanceInfo, evenly_spaced, select_key_frames
 from node.synthetic import write_ct_study, write_file
 from tests.conftest import PYDICOM_TEST_FILES
 
-MIN_PIXELS, MAX_PIXELS = 200_704, 1_003_520
+QWEN25 = PROFILES["qwen2.5-vl"]
 
 
 def _frames(name: str, **kwargs) -> list:
@@ -97,8 +97,18 @@ def test_ecg_waveform_becomes_a_paper_style_plot() -> None:
     bottom = frame.pixels[360:480]
     columns_with_ink = np.any(np.all(bottom == (0, 0, 0), axis=-1), axis=0)
     assert columns_with_ink.mean() > 0.95
-    inputs = study_inputs([PYDICOM_TEST_FILES / "waveform_ecg.dcm"], 4, MIN_PIXELS, MAX_PIXELS)
-    assert len(inputs) == 1 and inputs[0].geometry.placements[0].source.rows == 480
+
+
+
+def test_an_ecg_is_no_input_for_a_vl_model_unless_a_plot_is_asked_for() -> None:
+    ecg = [PYDICOM_TEST_FILES / "waveform_ecg.dcm"]
+    with pytest.raises(NotForModel, match=NO_ECG_INPUT):
+        study_inputs(ecg, QWEN25)
+    plotted = study_inputs(ecg, QWEN25, ecg_as_image=True)
+    assert len(plotted.images) == 1 and plotted.images[0].geometry.placements[0].source.rows == 480
+    assert plotted.caveats == (ECG_AS_IMAGE_CAVEAT,) and not plotted.signals
+    signal = study_inputs(ecg, PROFILES["omni"])
+    assert not signal.images and signal.signals[0].signal.shape == (8, 2500) and not signal.caveats
 
 
 def test_not_an_ecg_is_a_clear_error() -> None:
@@ -116,7 +126,8 @@ def test_undecodable_data_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_evenly_spaced() -> None:
-    assert evenly_spaced(300, 4) == [0, 100, 199, 299]
+    assert evenly_spaced(300, 4) == [0, 99, 199, 299]  # int(i·299/3), as training's frame sampler
+    assert evenly_spaced(300, 2) == [0, 299]
     assert evenly_spaced(3, 4) == [0, 1, 2]
     assert evenly_spaced(9, 1) == [4]
 
@@ -146,14 +157,27 @@ def test_mammography_one_frame_per_view(tmp_path: Path) -> None:
 
 def test_study_inputs_are_at_model_size_and_point_at_their_source(tmp_path: Path) -> None:
     study = write_ct_study(tmp_path / "ct", slices=12, size=256)
-    inputs = study_inputs(list(study.files), 3, MIN_PIXELS, MAX_PIXELS)
+    assert len(study_inputs(list(study.files), QWEN25).images) == 2  # a volume: 2 slices, as trained
+    inputs = study_inputs(list(study.files), QWEN25, volume_frames=3).images
     assert len(inputs) == 3
     uids = {pydicom.dcmread(p).SOPInstanceUID for p in study.files}
     for model_input in inputs:
-        height, width = smart_resize(256, 256, MIN_PIXELS, MAX_PIXELS)
-        assert model_input.image.size == (width, height) == (model_input.geometry.width, model_input.geometry.height)
+        # 256² = 65,536 pixels lies inside the trained bounds: no pre-resize; the processor's grid is 252²
+        assert model_input.image.size == (256, 256) == (model_input.geometry.width, model_input.geometry.height)
+        assert model_input.geometry.grid == (252, 252)
         assert model_input.geometry.placements[0].source.sop_instance_uid in uids
         assert model_input.window == (40.0, 400.0)
-    cine = study_inputs([PYDICOM_TEST_FILES / "examples_ybr_color.dcm"], 4, MIN_PIXELS, MAX_PIXELS)
-    assert [m.geometry.placements[0].source.frame for m in cine] == [1, 11, 20, 30]
+    cine = study_inputs([PYDICOM_TEST_FILES / "examples_ybr_color.dcm"], QWEN25).images
+    assert [m.geometry.placements[0].source.frame for m in cine] == [1, 30]
+    cine = study_inputs([PYDICOM_TEST_FILES / "examples_ybr_color.dcm"], QWEN25, volume_frames=4).images
+    assert [m.geometry.placements[0].source.frame for m in cine] == [1, 10, 20, 30]
     assert cine[0].image.mode == "RGB"
+
+
+def test_trained_windows_render_each_key_frame_once_per_window(tmp_path: Path) -> None:
+    study = write_ct_study(tmp_path / "ct", slices=5, size=64)
+    made = study_inputs(list(study.files), QWEN25, volume_frames=1, trained_windows=("brain", "bone")).images
+    assert [m.window for m in made] == [(40.0, 80.0), (400.0, 1800.0)]  # the header's 40/400 is overridden
+    assert made[0].geometry.placements == made[1].geometry.placements  # one slice, twice
+    ctpa = study_inputs(list(study.files), QWEN25, volume_frames=1, trained_windows=("ctpa",)).images[0]
+    assert ctpa.window == (80.0, 700.0)

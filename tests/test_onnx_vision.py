@@ -12,14 +12,16 @@ from node.config import TransformersOptions
 from node.engine import EngineRequest, GenerationSettings
 from node.engine.engine_cache import model_fingerprint
 from node.engine.onnx_vision import GRAPH_LAYOUT, ExportableTower, OnnxVisionTower, tower_inputs, window_layout
+from node.engine.prompt import build_prompt
 from node.engine.transformers_backend import TransformersEngine
 
 
 def _requests() -> list[EngineRequest]:
     """Images of different grids and windows in one batch: one study of one image, one of two."""
     noise = [Image.effect_noise(size, sigma).convert("L") for size, sigma in (((476, 448), 50), ((448, 448), 80))]
-    return [EngineRequest((noise[0],), "Findings?", "*", GenerationSettings(24)),
-            EngineRequest((noise[1], Image.new("L", (560, 448), 30)), "Compare.", "*", GenerationSettings(24))]
+    return [EngineRequest((noise[0],), build_prompt("Findings?", 1), "*", GenerationSettings(24)),
+            EngineRequest((noise[1], Image.new("L", (560, 448), 30)), build_prompt("Compare.", 2), "*",
+                          GenerationSettings(24))]
 
 
 def test_onnx_tower_matches_torch_and_generation_gives_the_same_tokens(tiny_dir: Path, tmp_path: Path) -> None:

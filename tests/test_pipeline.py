@@ -14,13 +14,11 @@ import pydicom
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
-from node.imaging.geometry import FrameRef, Geometry, SourceBox
+from node.imaging.geometry import FrameRef, SourceBox
 from node.localpeers import LOOPBACK, MllpListener, Orthanc, free_port
 from node.store import COMPLETE, DEAD, FAILED, SENT, UNDELIVERED
 from node.synthetic import SyntheticStudy, boxed_response, lesion_box, write_cr_study, write_ct_study, write_file
-from tests.conftest import get, metric_value, wait_for
-
-MIN_PIXELS, MAX_PIXELS = 200_704, 1_003_520
+from tests.conftest import get, metric_value, model_geometry, wait_for
 
 
 def _replay(tmp_path: Path, responses: dict[str, str]) -> dict:
@@ -84,8 +82,8 @@ def _assert_on_lesion(points: list[float], source: pydicom.Dataset, tolerance: f
 def test_cr_and_ct_results_reach_the_pacs_and_the_ehr(orthanc: Orthanc, make_node, tmp_path: Path) -> None:
     cr = write_cr_study(tmp_path / "cr", size=512)
     ct = write_ct_study(tmp_path / "ct", slices=3, size=128)
-    responses = {"chest_xray": boxed_response(pydicom.dcmread(cr.files[0]), "Mass", MIN_PIXELS, MAX_PIXELS),
-                 "ct": boxed_response(pydicom.dcmread(ct.files[0]), "Nodule", MIN_PIXELS, MAX_PIXELS)}
+    responses = {"chest_xray": boxed_response(pydicom.dcmread(cr.files[0]), "Mass"),
+                 "ct": boxed_response(pydicom.dcmread(ct.files[0]), "Nodule")}
     with MllpListener() as ehr:
         node = make_node(engine=_replay(tmp_path, responses), destinations=_destinations(orthanc, ehr=ehr.port))
         for study in (cr, ct):
@@ -124,7 +122,7 @@ def test_outages_naks_and_silence_are_retried_and_rejections_dead_lettered(make_
     """The PACS is down at first; one EHR NAKs twice, one is silent once, one rejects."""
     ct = write_ct_study(tmp_path / "ct", slices=2, size=64)
     pacs_port = free_port()
-    responses = {"ct": boxed_response(pydicom.dcmread(ct.files[0]), "Mass", MIN_PIXELS, MAX_PIXELS)}
+    responses = {"ct": boxed_response(pydicom.dcmread(ct.files[0]), "Mass")}
     with MllpListener(["AE", "AE"]) as flaky, MllpListener(["silent"]) as silent, MllpListener(["AR"]) as rejecting:
         node = make_node(engine=_replay(tmp_path, responses), destinations=_destinations(
             None, pacs_port, flaky=flaky.port, silent=silent.port, rejecting=rejecting.port))
@@ -182,7 +180,7 @@ def test_a_study_that_cannot_be_read_is_retried_then_parked_as_failed(make_node,
 def test_late_instances_make_a_new_result_that_supersedes_the_first(orthanc: Orthanc, make_node,
                                                                     tmp_path: Path) -> None:
     ct = write_ct_study(tmp_path / "ct", slices=3, size=64)
-    responses = {"ct": boxed_response(pydicom.dcmread(ct.files[0]), "Mass", MIN_PIXELS, MAX_PIXELS)}
+    responses = {"ct": boxed_response(pydicom.dcmread(ct.files[0]), "Mass")}
     with MllpListener() as ehr:
         node = make_node(engine=_replay(tmp_path, responses), destinations=_destinations(orthanc, ehr=ehr.port))
         store = ["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.scp.port)]
@@ -227,8 +225,7 @@ def _two_view_cr(directory: Path) -> SyntheticStudy:
 
 def _boxes_on_both_views(source: pydicom.Dataset) -> str:
     """A model answer boxing the lesion on input image 0 and on input image 1."""
-    geometry = Geometry.single(FrameRef(str(source.SOPInstanceUID), 1, int(source.Rows), int(source.Columns)),
-                               MIN_PIXELS, MAX_PIXELS)
+    geometry = model_geometry(FrameRef(str(source.SOPInstanceUID), 1, int(source.Rows), int(source.Columns)))
     x1, y1, x2, y2 = geometry.box_to_model(SourceBox(geometry.placements[0].source, *lesion_box(source)))
     boxes = ", ".join(f'{{"bbox_2d": [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}], "label": "mass", "image_index": {n}}}'
                       for n in (0, 1))
@@ -262,7 +259,7 @@ def test_a_seg_that_cannot_be_made_leaves_the_report_and_the_oru_going(
 
     monkeypatch.setattr("node.results.writer.build_segs", refuse)
     cr = write_cr_study(tmp_path / "cr", size=512)
-    responses = {"chest_xray": boxed_response(pydicom.dcmread(cr.files[0]), "Mass", MIN_PIXELS, MAX_PIXELS)}
+    responses = {"chest_xray": boxed_response(pydicom.dcmread(cr.files[0]), "Mass")}
     with MllpListener() as ehr:
         node = make_node(engine=_replay(tmp_path, responses), destinations=_destinations(orthanc, ehr=ehr.port))
         _send_through(orthanc, node, cr)

@@ -25,7 +25,8 @@ from node.engine.errors import EngineLoadError, EngineUnavailable
 from node.engine.factory import make_engine
 from node.engine.openai_backend import OpenAIEngine, png_data_url
 from node.engine.openai_server import EngineServer, decode_data_url
-from node.engine.prompt import build_prompt
+from node.engine.profiles import PROFILES
+from node.engine.prompt import build_prompt, question_text
 from node.engine.replay import ReplayEngine
 from node.engine.tiny import TINY_MODEL_NAME
 from node.engine.transformers_backend import TransformersEngine
@@ -34,7 +35,6 @@ from node.synthetic import boxed_response, write_cr_study
 from tests.conftest import get, metric_value, storescu, wait_for
 from tests.test_pipeline import _assert_on_lesion, _sr_box
 
-MIN_PIXELS, MAX_PIXELS = 200_704, 1_003_520
 SETTINGS = GenerationSettings(max_new_tokens=24)
 
 
@@ -55,15 +55,15 @@ def served_tiny(tiny_engine: TransformersEngine) -> Iterator[EngineServer]:
 def _client(port: int, **settings) -> OpenAIEngine:
     config = EngineConfig(backend="openai", url=f"http://{LOOPBACK}:{port}/v1", served_model="qoq-med",
                           **{"timeout_s": 60, "retries": 0, **settings})
-    return OpenAIEngine(config)
+    return OpenAIEngine(config, PROFILES["qwen2.5-vl"])
 
 
 def _requests() -> list[EngineRequest]:
-    """Three studies: a model-sized grey CR, a two-image study and a text-only one."""
+    """Three studies: a grey CR as training pre-resized it, a two-image study and a text-only one."""
     cr = Image.linear_gradient("L").resize((476, 476))
     view = Image.new("L", (448, 448), 90)
     return [
-        EngineRequest((cr,), build_prompt("Findings?", ["Pneumonia"]), "cxr", SETTINGS),
+        EngineRequest((cr,), build_prompt(question_text("Findings?", ["Pneumonia"]), 1), "cxr", SETTINGS),
         EngineRequest((cr, view), build_prompt("Compare.", image_count=2), "cxr", SETTINGS),
         EngineRequest((), "No image.", "*", SETTINGS),
     ]
@@ -85,7 +85,7 @@ def test_the_remote_engine_gives_the_local_engines_tokens(served_tiny: EngineSer
 
 def test_forced_token_counts_reach_the_server(served_tiny: EngineServer, tiny_engine: TransformersEngine) -> None:
     """min_new_tokens (the benchmarks' fixed work) travels as min_tokens and is honoured."""
-    forced = EngineRequest((Image.new("L", (448, 448)),), "Findings?", "*",
+    forced = EngineRequest((Image.new("L", (448, 448)),), build_prompt("Findings?", 1), "*",
                            GenerationSettings(max_new_tokens=40, min_new_tokens=40))
     [remote] = _client(served_tiny.port).generate([forced])
     [local] = tiny_engine.generate([forced])
@@ -114,16 +114,21 @@ def test_the_server_refuses_what_it_cannot_serve(served_tiny: EngineServer) -> N
                                                                    "(this server never fetches URLs)")
     assert post({"model": "other", "messages": [user]})[0] == 404
     assert post({"model": "qoq-med", "messages": []})[0] == 400
-    big = Image.new("L", (1000, 1000))  # not at its model size: the server will not resize it silently
-    user["content"][0]["image_url"]["url"] = png_data_url(big)
+    user["content"][0]["image_url"]["url"] = png_data_url(Image.new("L", (300, 300)))
+    user["content"][1]["text"] = "Findings? <image>"  # an image is a part of its own, never a marker in the text
     status, message = post({"model": "qoq-med", "messages": [user]})
-    assert status == 400 and "not at its model size" in message
+    assert status == 400 and "may not hold '<image>'" in message
 
 
-def test_a_client_refuses_images_not_at_model_size_before_sending(served_tiny: EngineServer) -> None:
-    request = EngineRequest((Image.new("L", (1000, 1000)),), "Findings?", "*", SETTINGS)
-    with pytest.raises(ValueError, match="not at its model size"):
-        _client(served_tiny.port).generate([request])
+def test_a_client_refuses_what_the_model_was_not_trained_on_before_sending(served_tiny: EngineServer) -> None:
+    five = EngineRequest(tuple(Image.new("L", (300, 300)) for _ in range(5)), build_prompt("Findings?", 5), "*",
+                         SETTINGS)
+    with pytest.raises(ValueError, match="trained with at most 4"):
+        _client(served_tiny.port).generate([five])
+    ecg = EngineRequest((), build_prompt("Findings?", 0), "ecg", SETTINGS,
+                        time_series=(np.zeros((8, 2500), np.float32),))
+    with pytest.raises(ValueError, match="takes no ECG"):
+        _client(served_tiny.port).generate([ecg])
 
 
 class _Flaky(BaseHTTPRequestHandler):
@@ -167,7 +172,7 @@ def flaky() -> Iterator[type[_Flaky]]:
 
 ANSWER = {"model": "qoq-med", "choices": [{"message": {"content": "\\boxed{No finding}"}}],
           "usage": {"prompt_tokens": 400, "completion_tokens": 5}}
-REQUEST = EngineRequest((Image.new("L", (448, 448)),), "Findings?", "*", SETTINGS)
+REQUEST = EngineRequest((Image.new("L", (448, 448)),), build_prompt("Findings?", 1), "*", SETTINGS)
 
 
 def test_overload_is_retried_after_the_servers_retry_after(flaky) -> None:
@@ -287,7 +292,7 @@ def test_a_node_waits_for_its_engine_server_and_reads_the_study_when_it_comes(ma
     [summary] = node.store.studies()
     assert summary.state == "stable" and summary.attempts == 0
     assert get(node, "/readyz")[0] == 200  # the node still receives: the PACS can keep sending
-    replay = ReplayEngine({"*": boxed_response(source, "Mass", MIN_PIXELS, MAX_PIXELS)})
+    replay = ReplayEngine({"*": boxed_response(source, "Mass")})
     server = _serve(replay, port)
     try:
         wait_for(lambda: node.store.studies()[0].state in {"queued", "complete"}, timeout=60)

@@ -17,8 +17,9 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 from pydicom.uid import generate_uid
 
+from node.engine.profiles import PROFILES
 from node.findings import Findings, LocatedBox, ModelBox, locate, parse_output
-from node.imaging.geometry import FrameRef, Geometry, SourceBox
+from node.imaging.geometry import FrameRef, SourceBox
 from node.localpeers import Orthanc, http_json
 from node.results.gsps import build_presentation_state
 from node.results.hl7 import Hl7Party, build_oru, control_id
@@ -26,16 +27,15 @@ from node.results.provenance import RESEARCH_LABEL, Provenance
 from node.results.seg import build_segs
 from node.results.sr import build_sr
 from node.synthetic import write_cr_study, write_ct_study, write_file
-from tests.conftest import PYDICOM_TEST_FILES, dciodvfy_errors
+from tests.conftest import PYDICOM_TEST_FILES, dciodvfy_errors, model_geometry
 
 PROVENANCE = Provenance("replay (recorded responses; TEST RESULT, not a model output)", True)
-MIN_PIXELS, MAX_PIXELS = 200_704, 1_003_520
 
 
 def _findings(source: pydicom.Dataset, box: tuple[float, float, float, float], labels: str = "Mass",
               reasoning: str = "Dense focus.") -> Findings:
     frame = FrameRef(source.SOPInstanceUID, 1, source.Rows, source.Columns)
-    geometry = Geometry.single(frame, MIN_PIXELS, MAX_PIXELS)
+    geometry = model_geometry(frame)
     x1, y1, x2, y2 = geometry.box_to_model(SourceBox(frame, *box))
     text = (f"<think>{reasoning}</think>```json\n[{{\"bbox_2d\": [{x1}, {y1}, {x2}, {y2}], \"label\": \"mass\"}}]"
             f"\n```\\boxed{{{labels}}}")
@@ -197,7 +197,7 @@ def test_boxes_on_images_without_geometry_get_a_seg_each(tmp_path: Path) -> None
     side.SOPInstanceUID, side.InstanceNumber, side.ViewPosition = generate_uid(), 2, "LL"
     boxes = {str(front.SOPInstanceUID): (20.0, 30.0, 60.0, 70.0),
              str(side.SOPInstanceUID): (100.0, 110.0, 150.0, 160.0)}
-    geometries = [Geometry.single(FrameRef(ds.SOPInstanceUID, 1, ds.Rows, ds.Columns), MIN_PIXELS, MAX_PIXELS)
+    geometries = [model_geometry(FrameRef(ds.SOPInstanceUID, 1, ds.Rows, ds.Columns))
                   for ds in (front, side)]
     model_boxes = [g.box_to_model(SourceBox(g.placements[0].source, *boxes[uid]))
                    for g, uid in zip(geometries, boxes, strict=True)]
@@ -381,7 +381,7 @@ def test_every_result_object_passes_dciodvfy_for_every_kind_of_source(tmp_path: 
 
     path = SOURCE_KINDS[kind](tmp_path)
     source = pydicom.dcmread(path)
-    [model_input] = study_inputs([path], 1, MIN_PIXELS, MAX_PIXELS)
+    [model_input] = study_inputs([path], PROFILES["qwen2.5-vl"], 1, ecg_as_image=True).images
     geometry = model_input.geometry
     frame = geometry.placements[0].source
     box = SourceBox(frame, frame.columns * 0.25, frame.rows * 0.25, frame.columns * 0.6, frame.rows * 0.6)
@@ -400,6 +400,30 @@ def test_every_result_object_passes_dciodvfy_for_every_kind_of_source(tmp_path: 
         dataset.save_as(out, enforce_file_format=True)
         assert dciodvfy_errors(out) == [], name
         assert RESEARCH_LABEL in pydicom.dcmread(out, stop_before_pixels=True).SeriesDescription
+    assert dsr2xml_errors(tmp_path / "sr.dcm") == ""
+    value_types = sr_value_types(objects["sr"])
+    if kind == "ecg":  # a waveform has no pixels: no image region, no image reference; the waveform referenced
+        assert {"IMAGE", "SCOORD"}.isdisjoint(value_types) and "WAVEFORM" in value_types
+    else:
+        assert {"IMAGE", "SCOORD"} <= value_types and "WAVEFORM" not in value_types
+
+
+def sr_value_types(sr: pydicom.Dataset) -> set[str]:
+    """Every content item's value type in the SR tree."""
+    def walk(items) -> set[str]:
+        found = set()
+        for item in items:
+            found.add(str(item.get("ValueType", "")))
+            found |= walk(item.get("ContentSequence", []))
+        return found
+
+    return walk(sr.ContentSequence)
+
+
+def dsr2xml_errors(path: Path) -> str:
+    """What dcmtk's dsr2xml (a full SR parser: templates aside, it checks the document tree) says is wrong."""
+    result = subprocess.run(["dsr2xml", str(path)], capture_output=True, text=True, timeout=60)
+    return "" if result.returncode == 0 and "E:" not in result.stderr else result.stderr or f"exit {result.returncode}"
 
 
 def test_secondary_capture_burns_in_the_box_under_a_banner(tmp_path: Path) -> None:

@@ -14,38 +14,49 @@ import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
-from node.engine.tiny import build_tiny_checkpoint
-from node.imaging.geometry import FrameRef, Geometry, SourceBox
+from node.imaging.geometry import FrameRef, SourceBox
+from node.imaging.inputs import ECG_AS_IMAGE_CAVEAT, NO_ECG_INPUT
 from node.routing import DOMAINS, Router, RoutingError, StudyHeader
-from node.synthetic import write_ct_study
-from tests.conftest import PYDICOM_TEST_FILES, dciodvfy_errors
+from node.synthetic import write_ct_study, write_ecg_study
+from tests.conftest import dciodvfy_errors, model_geometry
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_RULES = REPO / "conf" / "routing.yaml"
 
 
 @pytest.mark.parametrize(
-    ("header", "domain"),
+    ("header", "domain", "task"),
     [
-        (StudyHeader("DX", "CHEST", "", ""), "chest_xray"),
-        (StudyHeader("CR", "", "", "Chest PA"), "chest_xray"),
-        (StudyHeader("ct", "HEAD", "", ""), "ct"),
-        (StudyHeader("MR", "", "", ""), "mri"),
-        (StudyHeader("US", "", "", ""), "ultrasound"),
-        (StudyHeader("MG", "BREAST", "", ""), "mammography"),
-        (StudyHeader("XC", "SKIN", "", ""), "dermatology"),
-        (StudyHeader("OP", "", "", ""), "fundus"),
-        (StudyHeader("SM", "", "", ""), "pathology"),
-        (StudyHeader("ECG", "", "", ""), "ecg"),
+        (StudyHeader("DX", "CHEST", "", ""), "chest_xray", "chest_xray"),
+        (StudyHeader("CR", "", "", "Chest PA"), "chest_xray", "chest_xray"),
+        (StudyHeader("ct", "HEAD", "", ""), "ct", "ct_head"),
+        (StudyHeader("CT", "CHEST", "", ""), "ct", "ct_chest"),
+        (StudyHeader("CT", "", "", "CTPA"), "ct", "ct_chest"),
+        (StudyHeader("CT", "ABDOMEN", "", ""), "ct", "ct_kidney"),
+        (StudyHeader("MR", "BRAIN", "", ""), "mri", "mri"),
+        (StudyHeader("US", "BREAST", "", ""), "ultrasound", "ultrasound"),
+        (StudyHeader("MG", "BREAST", "", ""), "mammography", "mammography"),
+        (StudyHeader("XC", "SKIN", "", ""), "dermatology", "dermatology"),
+        (StudyHeader("OP", "", "", ""), "fundus", "fundus"),
+        (StudyHeader("SM", "", "", ""), "pathology", "pathology"),
+        (StudyHeader("ECG", "", "", ""), "ecg", "ecg"),
     ],
 )
-def test_shipped_rules_route_each_domain(header: StudyHeader, domain: str) -> None:
-    task = Router.from_file(SHIPPED_RULES).route(header)
-    assert not isinstance(task, str) and task.domain == domain
+def test_shipped_rules_route_each_domain(header: StudyHeader, domain: str, task: str) -> None:
+    routed = Router.from_file(SHIPPED_RULES).route(header)
+    assert not isinstance(routed, str) and (routed.domain, routed.name) == (domain, task)
 
 
-def test_shipped_rules_define_all_nine_domains() -> None:
-    assert set(Router.from_file(SHIPPED_RULES).rules.domains) == set(DOMAINS)
+@pytest.mark.parametrize("header", [StudyHeader("MR", "KNEE", "", ""), StudyHeader("US", "ABDOMEN", "", "")])
+def test_studies_no_training_question_fits_are_not_routed(header: StudyHeader) -> None:
+    """The model was trained on brain MRI and breast ultrasound questions only: a knee MRI is not asked them."""
+    assert isinstance(Router.from_file(SHIPPED_RULES).route(header), str)
+
+
+def test_shipped_rules_cover_all_nine_domains_and_name_their_source() -> None:
+    tasks = Router.from_file(SHIPPED_RULES).rules.domains
+    assert {spec.domain or name for name, spec in tasks.items()} == set(DOMAINS)
+    assert all(spec.source and spec.labels for spec in tasks.values())
 
 
 def test_unmatched_study_gets_a_reason() -> None:
@@ -96,7 +107,7 @@ def test_infer_with_replay_puts_the_box_on_the_lesion(tmp_path: Path) -> None:
     hu = ds.pixel_array.astype(np.float32) - 1024
     rows, columns = np.nonzero(hu > 200)
     lesion = (float(columns.min()), float(rows.min()), float(columns.max() + 1), float(rows.max() + 1))
-    geometry = Geometry.single(FrameRef(ds.SOPInstanceUID, 1, 256, 256), 200_704, 1_003_520)
+    geometry = model_geometry(FrameRef(ds.SOPInstanceUID, 1, 256, 256))
     x1, y1, x2, y2 = geometry.box_to_model(SourceBox(geometry.placements[0].source, *lesion))
     responses = tmp_path / "responses.json"
     responses.write_text(json.dumps({"ct": f'<think>dense</think>```json\n[{{"bbox_2d": [{x1:.0f}, {y1:.0f}, '
@@ -110,8 +121,10 @@ def test_infer_with_replay_puts_the_box_on_the_lesion(tmp_path: Path) -> None:
     assert "notes.txt: not a readable DICOM instance" in result.stderr
     [outcome] = json.loads(result.stdout)
     assert outcome["domain"] == "ct" and outcome["labels"] == ["Mass"] and outcome["test_result"] is True
-    assert outcome["inputs"][0]["width"] == geometry.width
-    assert outcome["inputs"][0]["sources"][0]["sop_instance_uid"] == ds.SOPInstanceUID
+    [made] = outcome["inputs"]
+    assert made["kind"] == "image" and made["pre_resize"] == {"method": "nearest", "pixels": [256, 256]}
+    assert made["processor_grid"] == {"pixels": [252, 252]} and made["source_pixels"] == [256, 256]
+    assert made["sop_instance_uid"] == ds.SOPInstanceUID
     [box] = outcome["boxes"]
     source = box["source"]
     got = (source["column_min"], source["row_min"], source["column_max"], source["row_max"])
@@ -134,19 +147,44 @@ def test_infer_with_replay_puts_the_box_on_the_lesion(tmp_path: Path) -> None:
     assert dciodvfy_errors(tmp_path / "out" / ds.StudyInstanceUID / "sr.dcm") == []
 
 
-def test_infer_with_the_tiny_model_on_a_ct_and_an_ecg(tmp_path: Path) -> None:
-    model = build_tiny_checkpoint(tmp_path / "tiny")
-    ct = write_ct_study(tmp_path / "ct", slices=3, size=64)
-    result = _infer(tmp_path, {"QOQ_NODE__ENGINE__MODEL": str(model), "QOQ_NODE__ENGINE__MAX_NEW_TOKENS": "8"},
-                    tmp_path / "ct", PYDICOM_TEST_FILES / "waveform_ecg.dcm")
+def test_infer_lists_every_input_with_its_kind_and_shape(tmp_path: Path, tiny_family_dir) -> None:
+    """Omni gets the CT's slice as an image and the ECG as its signal; --json says so, with both resize steps."""
+    ct = write_ct_study(tmp_path / "ct", slices=3, size=600)
+    ecg = write_ecg_study(tmp_path / "ecg", rate_hz=1000.0)
+    result = _infer(tmp_path, {"QOQ_NODE__ENGINE__MODEL": str(tiny_family_dir("omni")),
+                               "QOQ_NODE__ENGINE__MAX_NEW_TOKENS": "8"}, tmp_path / "ct", tmp_path / "ecg")
     assert result.returncode == 0, result.stderr
     outcomes = {o["study_uid"]: o for o in json.loads(result.stdout)}
     read = outcomes[ct.study_uid]
-    assert read["domain"] == "ct" and "TEST MODEL" in read["model"] and len(read["inputs"]) == 3
-    assert read["raw_text"] is not None
-    [ecg] = [o for uid, o in outcomes.items() if uid != ct.study_uid]
-    assert ecg["domain"] == "ecg" and ecg["skipped"] is None  # the waveform was plotted and read
-    assert (ecg["inputs"][0]["sources"][0]["rows"], ecg["inputs"][0]["sources"][0]["columns"]) == (480, 1000)
+    assert read["task"] == "ct_chest" and "TEST MODEL" in read["model"] and " omni " in read["model"]
+    [image] = read["inputs"]  # the PE training set's single slice, in its CTPA window
+    assert image["kind"] == "image" and image["window"] == [80.0, 700.0]
+    assert image["source_pixels"] == [600, 600] and image["pre_resize"]["pixels"] == [600, 600]
+    assert image["processor_grid"]["pixels"] == [588, 588]
+    [signal] = outcomes[ecg.study_uid]["inputs"]
+    assert signal == {"kind": "time-series", "sop_instance_uid": signal["sop_instance_uid"], "leads": 8,
+                      "samples": 2500, "shape": "8 leads × 2500 samples @ 500 Hz (from 1000 Hz, 10000 samples)"}
+
+
+def test_an_ecg_is_skipped_for_a_vl_model_unless_its_plot_is_asked_for(tmp_path: Path, tiny_dir: Path) -> None:
+    ecg = write_ecg_study(tmp_path / "ecg")
+    env = {"QOQ_NODE__ENGINE__MODEL": str(tiny_dir), "QOQ_NODE__ENGINE__MAX_NEW_TOKENS": "8"}
+    [skipped] = json.loads(_infer(tmp_path, env, *ecg.files).stdout)
+    assert skipped["skipped"] == NO_ECG_INPUT and skipped["inputs"] == []
+    result = _infer(tmp_path, {**env, "QOQ_NODE__IMAGING__ECG_AS_IMAGE": "true"}, *ecg.files,
+                    options=("--out", str(tmp_path / "out")))
+    [plotted] = json.loads(result.stdout)
+    assert plotted["skipped"] is None and plotted["caveats"] == [ECG_AS_IMAGE_CAVEAT]
+    assert plotted["inputs"][0]["kind"] == "image" and plotted["inputs"][0]["source_pixels"] == [1000, 480]
+    out = tmp_path / "out" / ecg.study_uid
+    assert sorted(p.name for p in out.iterdir()) == ["oru.hl7", "sr.dcm"]  # no SEG or PR on a waveform
+    assert ECG_AS_IMAGE_CAVEAT in (out / "oru.hl7").read_text()
+    sr = pydicom.dcmread(out / "sr.dcm")
+    def texts(items) -> list[str]:
+        return [t for item in items for t in [str(item.get("TextValue", "")), *texts(item.get("ContentSequence", []))]]
+
+    assert any(ECG_AS_IMAGE_CAVEAT in text for text in texts(sr.ContentSequence))
+    assert dciodvfy_errors(out / "sr.dcm") == []
 
 
 def test_infer_without_a_model_says_what_to_do(tmp_path: Path) -> None:

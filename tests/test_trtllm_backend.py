@@ -21,8 +21,8 @@ from node.engine.engine_cache import cache_entry, cache_key, write_manifest
 from node.engine.errors import EngineLoadError
 from node.engine.factory import make_engine
 from node.engine.prepare import calibration_requests, prepare
+from node.engine.prompt import IMAGE_MARKER, build_prompt
 from node.engine.tiny import TINY_MODEL_NAME, build_tiny_checkpoint
-from node.imaging.geometry import smart_resize
 
 GPU = "NVIDIA H100 80GB HBM3"
 PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
@@ -72,7 +72,7 @@ def _config(model: Path, **options) -> EngineConfig:
 
 def _request(*sizes: tuple[int, int], tokens: int = 16) -> EngineRequest:
     images = tuple(Image.new("L", size, 100) for size in sizes)
-    return EngineRequest(images, "Findings?", "*", GenerationSettings(max_new_tokens=tokens))
+    return EngineRequest(images, build_prompt("Findings?", len(images)), "*", GenerationSettings(max_new_tokens=tokens))
 
 
 def test_without_the_library_or_a_gpu_start_up_says_what_to_use_instead(tiny_dir: Path, monkeypatch) -> None:
@@ -102,7 +102,7 @@ def test_requests_are_chat_templated_with_their_images_and_spread_over_replicas(
                                               "enable_block_reuse": False}),
     }
     assert len(first.calls) == len(second.calls) == 1  # warmed up, each replica once
-    assert engine.model_identity == (f"{TINY_MODEL_NAME} (TEST MODEL, random weights), TensorRT-LLM 1.2.0 "
+    assert engine.model_identity == (f"{TINY_MODEL_NAME} qwen2.5-vl (TEST MODEL, random weights), TensorRT-LLM 1.2.0 "
                                      "(bf16 weights, FP8 KV cache)")
     requests = [_request((448, 448)), _request((476, 476), (448, 448), tokens=7), _request(), _request((448, 476))]
     results = engine.generate(requests)
@@ -118,8 +118,8 @@ def test_requests_are_chat_templated_with_their_images_and_spread_over_replicas(
     assert sampling[0].kwargs == {"max_tokens": 16, "seed": 0, "top_k": 1}  # greedy
     assert backend.sampling_arguments(GenerationSettings(max_new_tokens=256, min_new_tokens=256, temperature=0.7)) \
         == {"max_tokens": 256, "seed": 0, "min_tokens": 256, "ignore_eos": True, "temperature": 0.7}
-    with pytest.raises(ValueError, match="not at its model size"):
-        engine.generate([_request((1000, 1000))])
+    with pytest.raises(ValueError, match="trained with at most 4"):
+        engine.generate([_request(*[(300, 300)] * 5)])
 
 
 def test_fp8_weights_need_the_prepared_checkpoint(stand_in, tiny_dir: Path, tmp_path: Path) -> None:
@@ -165,11 +165,15 @@ def _made(directory: Path) -> Path:
 
 
 def test_calibration_inputs_are_made_like_the_nodes_own() -> None:
-    config = EngineConfig()
-    requests = calibration_requests(config)
-    assert len(requests) == 16 and {len(r.images) for r in requests} == {1, 4}
+    requests = calibration_requests(EngineConfig())
+    assert len(requests) == 16 and {len(r.images) for r in requests} == {1, 2}  # a CR; a CT volume's 2 slices
     for request in requests:
-        for image in request.images:
-            assert smart_resize(image.height, image.width, config.min_pixels, config.max_pixels) == (image.height,
-                                                                                                      image.width)
-    assert any("the 4 images" in r.prompt for r in requests)
+        for image in request.images:  # pre-resized as training did: inside the trained bounds
+            assert 65_536 * 0.99 <= image.width * image.height <= 524_288 and image.mode == "RGB"
+        assert request.prompt.count(IMAGE_MARKER) == len(request.images)
+
+
+def test_an_omni_checkpoint_is_refused_with_what_to_use(stand_in, tiny_family_dir) -> None:
+    """TensorRT-LLM cannot run Omni's own modelling code (its ECG encoder): start-up says so."""
+    with pytest.raises(EngineLoadError, match=r"cannot run the omni family .* use the transformers backend"):
+        make_engine(_config(tiny_family_dir("omni")))

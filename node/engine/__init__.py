@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
 from PIL import Image
 
 
@@ -27,12 +28,14 @@ class GenerationSettings:
 
 @dataclass(frozen=True)
 class EngineRequest:
-    """One study's model input: images already resized to their recorded geometry, and the prompt."""
+    """One study's model input: images at their recorded model size, the prompt (with one image marker
+    per image), and for a model that takes one, the ECG signal ([8, 2500] float32)."""
 
     images: tuple[Image.Image, ...]
     prompt: str
     domain: str
     settings: GenerationSettings = field(default_factory=GenerationSettings)
+    time_series: tuple[np.ndarray, ...] = ()
 
 
 @dataclass(frozen=True)

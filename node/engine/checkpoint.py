@@ -1,5 +1,5 @@
-"""A QoQ-Med (Qwen2.5-VL) checkpoint directory: what it is called, whether it is the test model,
-and its processor with the node's visual budget."""
+"""A QoQ-Med checkpoint directory: what it is called, which family it is, whether it is the test
+model, and its processor (as shipped: its own rounding is part of what the model was trained with)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 from node.engine import EngineRequest
 from node.engine.chat import user_turn
 from node.engine.errors import EngineLoadError
+from node.engine.profiles import ModelProfile, checkpoint_profile
 from node.engine.tiny import TINY_MARKER, TINY_MODEL_NAME
 
 
@@ -22,10 +23,18 @@ class Checkpoint:
     name: str
     is_test_model: bool
     config: dict[str, Any]
+    profile: ModelProfile
+
+    @property
+    def has_own_code(self) -> bool:
+        """Whether the checkpoint ships its own modelling code (Omni): loaded with ``trust_remote_code``."""
+        return self.profile.family == "omni"
 
 
-def open_checkpoint(model_dir: Path) -> Checkpoint:
-    """The checkpoint in ``model_dir``; :class:`EngineLoadError` when it is not one."""
+def open_checkpoint(model_dir: Path, family: str = "auto", min_pixels: int | None = None,
+                    max_pixels: int | None = None) -> Checkpoint:
+    """The checkpoint in ``model_dir`` and its profile (pre-resize bounds overridden where given);
+    :class:`EngineLoadError` when it is not one."""
     model_dir = Path(model_dir)
     config_path = model_dir / "config.json"
     if not config_path.is_file():
@@ -36,17 +45,19 @@ def open_checkpoint(model_dir: Path) -> Checkpoint:
     except (OSError, ValueError) as exc:
         raise EngineLoadError(f"{config_path} cannot be read as JSON: {exc}") from exc
     is_test_model = bool(config.get(TINY_MARKER))
-    name = f"{TINY_MODEL_NAME} (TEST MODEL, random weights)" if is_test_model else model_dir.name
-    return Checkpoint(model_dir, name, is_test_model, config)
+    profile = checkpoint_profile(model_dir, family, min_pixels, max_pixels)
+    # the family goes early in the name: DICOM keeps the first 64 characters of it
+    name = (f"{TINY_MODEL_NAME} {profile.family} (TEST MODEL, random weights)" if is_test_model
+            else f"{model_dir.name} ({profile.family})")
+    return Checkpoint(model_dir, name, is_test_model, config, profile)
 
 
-def load_processor(checkpoint: Checkpoint, min_pixels: int, max_pixels: int):
-    """The checkpoint's processor with the node's visual budget and left padding (for batches)."""
+def load_processor(checkpoint: Checkpoint):
+    """The checkpoint's processor as shipped, with left padding (for batches)."""
     from transformers import AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(checkpoint.directory, local_files_only=True)
-    # transformers 5 keeps the visual budget in the image processor's size
-    processor.image_processor.size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
+    processor = AutoProcessor.from_pretrained(checkpoint.directory, local_files_only=True,
+                                              trust_remote_code=checkpoint.has_own_code)
     processor.tokenizer.padding_side = "left"
     return processor
 

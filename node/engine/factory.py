@@ -9,6 +9,7 @@ from pathlib import Path
 from node.config import EngineConfig
 from node.engine import Engine
 from node.engine.errors import EngineLoadError
+from node.engine.profiles import ModelProfile, checkpoint_profile
 from node.engine.replay import ReplayEngine
 from node.ops.logging import get_logger
 
@@ -30,7 +31,7 @@ def resolve_model(config: EngineConfig, storage_root: Path) -> EngineConfig:
     if not (directory / "config.json").is_file():
         partial = storage_root / f"{TEST_MODEL_DIR}.partial"
         shutil.rmtree(partial, ignore_errors=True)
-        build_tiny_checkpoint(partial, min_pixels=config.min_pixels, max_pixels=config.max_pixels)
+        build_tiny_checkpoint(partial, family="qwen2.5-vl" if config.family == "auto" else config.family)
         shutil.rmtree(directory, ignore_errors=True)
         partial.rename(directory)
     log.warning(
@@ -42,6 +43,13 @@ def resolve_model(config: EngineConfig, storage_root: Path) -> EngineConfig:
     return config.model_copy(update={"model": directory})
 
 
+def engine_profile(config: EngineConfig) -> ModelProfile:
+    """The family profile the configured engine runs (from its checkpoint, or ``engine.family``), with the
+    configured pre-resize bounds: how the node makes the model's inputs."""
+    local = config.model if config.backend in ("transformers", "tensorrt-llm") else None
+    return checkpoint_profile(local, config.family, config.min_pixels, config.max_pixels)
+
+
 def make_engine(config: EngineConfig) -> Engine:
     """The backend ``config.backend`` names, loaded and ready."""
     if config.backend == "replay":
@@ -50,7 +58,8 @@ def make_engine(config: EngineConfig) -> Engine:
     if config.backend == "openai":
         from node.engine.openai_backend import OpenAIEngine
 
-        return OpenAIEngine(config, api_key=os.environ.get(config.api_key_env) if config.api_key_env else None)
+        return OpenAIEngine(config, engine_profile(config),
+                            api_key=os.environ.get(config.api_key_env) if config.api_key_env else None)
     if config.model is None:
         raise EngineLoadError("engine.model is not set: point it at the QoQ-Med weights, "
                               "or build a test model with 'qoq-node model tiny DIR'")
@@ -60,5 +69,6 @@ def make_engine(config: EngineConfig) -> Engine:
         return TensorRtLlmEngine(config)
     from node.engine.transformers_backend import TransformersEngine
 
-    return TransformersEngine(config.model, device=config.device, dtype=config.dtype, min_pixels=config.min_pixels,
-                              max_pixels=config.max_pixels, options=config.transformers, cache_dir=config.cache_dir)
+    return TransformersEngine(config.model, device=config.device, dtype=config.dtype, family=config.family,
+                              min_pixels=config.min_pixels, max_pixels=config.max_pixels, options=config.transformers,
+                              cache_dir=config.cache_dir)

@@ -2,10 +2,12 @@
 
 This is how inference scales past one machine: ``trtllm-serve``, vLLM or SGLang (or
 ``qoq-node engine serve``) on GPU servers behind a Service, and nodes that send them studies.
-Each request carries the images the node already resized to their recorded geometry, as
-lossless PNG data URLs, so the server sees exactly the pixels whose coordinates the node maps
-boxes from (the server's own resize leaves an image alone whose sides are multiples of 28 and
-whose area lies inside its pixel budget: keep the server's ``max_pixels`` at or above the node's).
+Each request carries the images as training pre-resized them (the frame the model's boxes are in),
+as lossless PNG data URLs, laid out as training laid them out; the server's processor rounds them
+to its grid as the training's did. The prompt-token count the server reports must cover the visual
+tokens of that grid (``engine.family`` says whose): a server that shrank the images further is
+refused, since its boxes would not be in the node's coordinates. An ECG signal cannot be carried by
+the chat-completions API: ECG studies for Omni need a local backend.
 
 Requests run concurrently up to ``max_concurrency``; a request the server could not answer
 (connection refused, timeout, 429, 5xx) is retried with backoff, and when the retries are spent
@@ -31,14 +33,13 @@ from PIL import Image
 
 from node.config import EngineConfig
 from node.engine import EngineRequest, EngineResult
-from node.engine.chat import require_model_size, user_turn
+from node.engine.chat import require_inputs_fit, user_turn
 from node.engine.errors import EngineLoadError, EngineUnavailable
+from node.engine.profiles import ModelProfile
 from node.ops.logging import get_logger
 
 log = get_logger("engine.openai")
 
-#: One visual token per 28×28 pixels (patch 14, spatial merge 2).
-PIXELS_PER_VISUAL_TOKEN = 28 * 28
 #: Answers worth another try: the server is overloaded, restarting or failing for now.
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 BACKOFF_CAP_SECONDS = 30.0
@@ -57,9 +58,9 @@ def _image_url_item(image: Image.Image) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": png_data_url(image)}}
 
 
-def visual_tokens(request: EngineRequest) -> int:
-    """How many visual tokens the request's images make at their (model) size."""
-    return sum(image.width * image.height // PIXELS_PER_VISUAL_TOKEN for image in request.images)
+def visual_tokens(request: EngineRequest, profile: ModelProfile) -> int:
+    """How many visual tokens the request's images make on the processor's grid."""
+    return sum(profile.visual_tokens(image.width, image.height) for image in request.images)
 
 
 def is_test_answer(answer: dict[str, Any]) -> bool:
@@ -80,12 +81,12 @@ class ServerError(Exception):
 class OpenAIEngine:
     """A client of an OpenAI-compatible server serving QoQ-Med."""
 
-    def __init__(self, config: EngineConfig, api_key: str | None = None) -> None:
+    def __init__(self, config: EngineConfig, profile: ModelProfile, api_key: str | None = None) -> None:
         assert config.url is not None and config.served_model is not None  # the config validator guarantees it
+        self.profile = profile
         self._root = config.url.rstrip("/")
         self._served_model = config.served_model
         self._timeout, self._retries = config.timeout_s, config.retries
-        self._min_pixels, self._max_pixels = config.min_pixels, config.max_pixels
         self._api_key = api_key
         self._pool = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="openai")
         self._server = urllib.parse.urlsplit(self._root).netloc
@@ -179,10 +180,11 @@ class OpenAIEngine:
         text = message.get("content") if isinstance(message, dict) else None
         usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
         prompt_tokens = int(usage.get("prompt_tokens") or 0)
-        if prompt_tokens and prompt_tokens < visual_tokens(request):
-            raise ValueError(f"the engine server counted {prompt_tokens} prompt tokens for images of "
-                             f"{visual_tokens(request)} visual tokens: it resized the images, so its boxes would "
-                             "not be in the node's coordinates; raise the server's max_pixels to the node's")
+        expected = visual_tokens(request, self.profile)
+        if prompt_tokens and prompt_tokens < expected:
+            raise ValueError(f"the engine server counted {prompt_tokens} prompt tokens for images of {expected} "
+                             f"visual tokens on a {self.profile.family} grid: it resized the images, so its boxes "
+                             "would not be in the node's coordinates; check engine.family and the server's max_pixels")
         # The engine behind the name, where the server says (qoq-node engine serve does), else the served name.
         model = str(answer.get("system_fingerprint") or answer.get("model") or self._served_model)
         return EngineResult(
@@ -196,7 +198,10 @@ class OpenAIEngine:
 
     def generate(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
         """Send every request (``max_concurrency`` at a time); results in request order."""
-        require_model_size(requests, self._min_pixels, self._max_pixels)
+        require_inputs_fit(requests, self.profile)
+        if any(request.time_series for request in requests):
+            raise ValueError("the openai backend cannot send an ECG signal (the chat-completions API has no "
+                             "time-series input); read ECG studies with a local transformers engine")
         return list(self._pool.map(self._complete, requests))
 
 

@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from node.engine import Engine, EngineRequest, EngineResult, GenerationSettings
 from node.engine.openai_backend import EXTENSION_FIELD
+from node.engine.prompt import IMAGE_MARKER
 from node.ops.logging import get_logger
 
 log = get_logger("engine.serve")
@@ -52,7 +53,8 @@ def decode_data_url(url: str) -> Image.Image:
 
 
 def engine_request(body: dict[str, Any]) -> EngineRequest:
-    """A chat-completions body as an engine request: the images and text of its last user turn."""
+    """A chat-completions body as an engine request: the images and text of its last user turn, in their
+    order (an image marker where each image stands, as the node's own prompts have them)."""
     messages = body.get("messages")
     users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"] if isinstance(messages,
                                                                                                    list) else []
@@ -62,13 +64,16 @@ def engine_request(body: dict[str, Any]) -> EngineRequest:
     parts = [{"type": "text", "text": content}] if isinstance(content, str) else content
     if not isinstance(parts, list):
         raise BadRequest("a user turn's content is a string or a list of parts")
-    images, texts = [], []
+    images, pieces = [], []
     for part in parts:
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text" and isinstance(part.get("text"), str):
-            texts.append(part["text"])
+            if IMAGE_MARKER in part["text"]:
+                raise BadRequest(f"text may not hold {IMAGE_MARKER!r}: images are image_url parts")
+            pieces.append(part["text"])
         elif kind == "image_url" and isinstance(part.get("image_url"), dict):
             images.append(decode_data_url(str(part["image_url"].get("url", ""))))
+            pieces.append(IMAGE_MARKER)
         else:
             raise BadRequest(f"unsupported content part {kind!r}: text and image_url only")
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
@@ -79,7 +84,7 @@ def engine_request(body: dict[str, Any]) -> EngineRequest:
         raise BadRequest(f"max_tokens, temperature and seed are numbers: {exc}") from exc
     if settings.max_new_tokens < 1 or settings.temperature < 0:
         raise BadRequest("max_tokens must be at least 1 and temperature not negative")
-    return EngineRequest(images=tuple(images), prompt="\n".join(texts), domain="*", settings=settings)
+    return EngineRequest(images=tuple(images), prompt="".join(pieces), domain="*", settings=settings)
 
 
 @dataclass

@@ -62,17 +62,19 @@ def prepare(config: EngineConfig) -> str:
 def calibration_requests(config: EngineConfig) -> list[EngineRequest]:
     """Calibration inputs made the way the node makes them: synthetic chest CR and CT studies
     through the node's own imaging, with the node's prompt."""
+    from node.engine.factory import engine_profile
     from node.imaging.inputs import study_inputs
     from node.synthetic import write_cr_study, write_ct_study
 
+    profile = engine_profile(config)
     requests = []
     with tempfile.TemporaryDirectory(prefix="qoq-calibration-") as workdir:
         for index in range(CALIBRATION_STUDIES):
             folder = Path(workdir) / str(index)
             study = write_cr_study(folder) if index % 2 else write_ct_study(folder, slices=4)
-            inputs = study_inputs(study.files, 4, config.min_pixels, config.max_pixels)
-            prompt = build_prompt("What are the findings in this study?", image_count=len(inputs))
-            requests.append(EngineRequest(tuple(i.image for i in inputs), prompt, "calibration"))
+            images = study_inputs(study.files, profile).images
+            prompt = build_prompt("What are the findings in this study?", image_count=len(images))
+            requests.append(EngineRequest(tuple(i.image for i in images), prompt, "calibration"))
     return requests
 
 
@@ -87,12 +89,12 @@ def quantize_fp8(config: EngineConfig, out_dir: Path) -> str:
     except ImportError as exc:
         raise EngineLoadError(f"FP8 preparation needs NVIDIA ModelOpt (pip install nvidia-modelopt): {exc}") from exc
     import torch
-    from transformers import Qwen2_5_VLForConditionalGeneration
 
-    checkpoint = open_checkpoint(config.model)
-    processor = load_processor(checkpoint, config.min_pixels, config.max_pixels)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        config.model, dtype=torch.bfloat16, local_files_only=True).to("cuda").eval()
+    from node.engine.transformers_backend import load_model
+
+    checkpoint = open_checkpoint(config.model, config.family, config.min_pixels, config.max_pixels)
+    processor = load_processor(checkpoint)
+    model = load_model(checkpoint, torch.bfloat16, "sdpa").to("cuda").eval()
     quant_config = copy.deepcopy(mtq.FP8_DEFAULT_CFG)
     quant_config["quant_cfg"]["*visual*"] = {"enable": False}
 

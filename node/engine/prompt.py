@@ -1,36 +1,43 @@
-"""The question the node asks QoQ-Med: reasoning, evidence boxes and a boxed answer, explicitly.
+"""The question the node asks QoQ-Med, worded and laid out exactly as its training asked.
 
-The wording follows the model's training questions (a clinical question, the candidate labels
-of the domain where it has a known label set) and asks for the three output parts that
-:mod:`node.findings` reads.
+Training (DDVD233/QoQ_Med ``verl/utils/dataset.py`` ``_build_messages``) took a data set's question
+— CLIMB's ``'<image>\\nAbove is a chest X-ray image of a patient. What is the diagnosis ...?
+Answer with one or multiple phrases from the following:\\n<label>\\n<label>...'`` — rendered it
+through ``examples/format_prompt/medical_format.jinja`` (``{{ content | trim }}`` and the format
+instruction after one space), and split the result on ``<image>``: an image item at each marker,
+the text between them as text items, and for an ECG a time-series item after the text. No system
+prompt of its own: the chat template's default.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-NO_FINDING = "No finding"
+#: Where an image goes in the prompt text (split out into image items by :func:`node.engine.chat.user_turn`).
+IMAGE_MARKER = "<image>"
+
+#: ``examples/format_prompt/medical_format.jinja`` after its ``{{ content | trim }}``, verbatim
+#: (its typo "list od bounding box" included: it is what the model was trained on).
+FORMAT_INSTRUCTION = (
+    "You FIRST think about the reasoning process as an internal monologue and then provide the final answer.\n"
+    "Before analyzing medical images, you must identify and outline all objects of interest that are relevant to "
+    'diagnosis in json format, with list od bounding box in a key called "bbox_2d" with the format [x1, y1, x2, y2]. '
+    "The json should be wrapped in ```json ... ``` tags. The reasoning process MUST BE enclosed within <think> "
+    "</think> tags. The final answer MUST BE put in \\boxed{}."
+)
 
 
-def build_prompt(
-    question: str,
-    candidate_labels: Sequence[str] = (),
-    ask_boxes: bool = True,
-    image_count: int = 1,
-) -> str:
-    """The user-turn text that accompanies the study's images."""
-    images = "the image" if image_count == 1 else f"the {image_count} images (in the order given)"
-    lines = [f"{question.strip()}"]
-    if candidate_labels:
-        options = ", ".join(candidate_labels)
-        lines.append(f"Choose every label that applies from: {options}. If none applies, answer \"{NO_FINDING}\".")
-    lines.append("First reason step by step inside <think> </think>.")
-    if ask_boxes:
-        index = "" if image_count == 1 else ', "image_index": <0-based image number>'
-        lines.append(
-            "Then give the evidence for each finding as a JSON list in a ```json block: "
-            f'[{{"bbox_2d": [x1, y1, x2, y2], "label": "<finding>"{index}}}], '
-            f"with coordinates in pixels of {images} as you see it."
-        )
-    lines.append('Finally give the answer as \\boxed{...}, separating several labels with ", ".')
-    return "\n".join(lines)
+def question_text(question: str, labels: Sequence[str] = (), options_prefix: str = "\n",
+                  option_marker: str = "") -> str:
+    """A closed-set question as the training data sets wrote it: the question, then the options one
+    per line (``options_prefix`` before the first, ``option_marker`` before each)."""
+    if not labels:
+        return question
+    return question + options_prefix + "\n".join(f"{option_marker}{label}" for label in labels)
+
+
+def build_prompt(question: str, image_count: int) -> str:
+    """The user turn's text: one image marker per image, each on its own line, then the question,
+    trimmed, then the format instruction after one space (``medical_format.jinja``)."""
+    content = f"{IMAGE_MARKER}\n" * image_count + question
+    return f"{content.strip()} {FORMAT_INSTRUCTION}"

@@ -1,16 +1,17 @@
 """The ``transformers`` backend: the reference path, on CPU or CUDA.
 
-Loads a Qwen2.5-VL checkpoint directory (QoQ-Med-VL-7B/32B, or the tiny test model) with
-``AutoProcessor`` and ``Qwen2_5_VLForConditionalGeneration``; bf16 on CUDA, fp32 on CPU unless
-configured; greedy by default; batches requests with left padding. On CUDA,
+Loads a QoQ-Med checkpoint directory of any family (VL-7B/32B: Qwen2.5-VL; QoQ-Med3: Qwen3-VL,
+both through ``AutoModelForImageTextToText``; Omni: ``AutoModel`` with its own modelling code,
+``trust_remote_code``), or a tiny test model of each; bf16 on CUDA, fp32 on CPU unless configured;
+greedy by default; batches requests with left padding. Omni gets each request's ECG as
+``time_series_data`` [requests, 8, 2500]. On CUDA,
 ``engine.transformers`` picks the attention kernel (SDPA or flash attention 2), a static KV cache
 and ``torch.compile`` of the language model; on any device it can run the vision tower on ONNX
 Runtime (:mod:`node.engine.onnx_vision`).
 
-The images a request carries are already resized to the size their geometry records
-(:func:`node.imaging.geometry.smart_resize` with the same pixel limits), so the processor's own
-resize leaves them as they are and every box the model gives is in the recorded coordinates;
-:meth:`TransformersEngine.generate` checks that it did.
+The images a request carries are already pre-resized as training did (the frame the model's boxes
+are in); the processor rounds them to its grid, and :meth:`TransformersEngine.generate` checks that
+the grid it used (``image_grid_thw``) is the one the node recorded.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from pathlib import Path
 
 from node.config import TransformersOptions
 from node.engine import EngineRequest, EngineResult
-from node.engine.chat import require_model_size
-from node.engine.checkpoint import chat_prompt, load_processor, open_checkpoint
+from node.engine.chat import expected_grids, require_inputs_fit
+from node.engine.checkpoint import Checkpoint, chat_prompt, load_processor, open_checkpoint
 from node.engine.engine_cache import cache_root, model_fingerprint
 from node.engine.errors import EngineLoadError
 
@@ -43,27 +44,33 @@ def _pick_dtype(dtype: str, device: str):
     return getattr(torch, dtype)
 
 
+def load_model(checkpoint: Checkpoint, dtype, attention: str):
+    """The checkpoint's model class for its family, loaded from the directory alone."""
+    from transformers import AutoModel, AutoModelForImageTextToText
+
+    loader = AutoModel if checkpoint.has_own_code else AutoModelForImageTextToText
+    return loader.from_pretrained(checkpoint.directory, dtype=dtype, attn_implementation=attention,
+                                  local_files_only=True, trust_remote_code=checkpoint.has_own_code)
+
+
 class TransformersEngine:
     """QoQ-Med through Hugging Face transformers."""
 
-    def __init__(self, model_dir: Path, device: str = "auto", dtype: str = "auto", min_pixels: int = 200_704,
-                 max_pixels: int = 1_003_520, options: TransformersOptions | None = None,
-                 cache_dir: Path | None = None) -> None:
-        checkpoint = open_checkpoint(model_dir)
+    def __init__(self, model_dir: Path, device: str = "auto", dtype: str = "auto", family: str = "auto",
+                 min_pixels: int | None = None, max_pixels: int | None = None,
+                 options: TransformersOptions | None = None, cache_dir: Path | None = None) -> None:
+        checkpoint = open_checkpoint(model_dir, family, min_pixels, max_pixels)
         import torch
-        from transformers import Qwen2_5_VLForConditionalGeneration
         from transformers import __version__ as transformers_version
 
         options = options or TransformersOptions()
         self.is_test_model = checkpoint.is_test_model
+        self.profile = checkpoint.profile
         self.device = _pick_device(device)
-        self.min_pixels, self.max_pixels = min_pixels, max_pixels
-        self.processor = load_processor(checkpoint, min_pixels, max_pixels)
+        self.processor = load_processor(checkpoint)
         try:
-            self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-                checkpoint.directory, dtype=_pick_dtype(dtype, self.device), attn_implementation=options.attention,
-                local_files_only=True,
-            ).to(self.device).eval()
+            self.model = load_model(checkpoint, _pick_dtype(dtype, self.device), options.attention).to(
+                self.device).eval()
         except ImportError as exc:  # flash_attention_2 without the flash-attn package
             raise EngineLoadError(f"engine.transformers.attention {options.attention} cannot be used: {exc}") from exc
         if options.compile:
@@ -84,10 +91,25 @@ class TransformersEngine:
         return self._identity
 
     def _inputs(self, requests: Sequence[EngineRequest]):
-        require_model_size(requests, self.min_pixels, self.max_pixels)
+        require_inputs_fit(requests, self.profile)
         texts = [chat_prompt(self.processor, request) for request in requests]
         images = [image.convert("RGB") for request in requests for image in request.images]
-        return self.processor(text=texts, images=images or None, padding=True, return_tensors="pt").to(self.device)
+        extra = {}
+        signals = [signal for request in requests for signal in request.time_series]
+        if signals:
+            extra["time_series_data"] = self._torch.stack([self._torch.from_numpy(s) for s in signals])
+        inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt", **extra)
+        if images:
+            self._check_grids(requests, inputs["image_grid_thw"].tolist())
+        return inputs.to(self.device)
+
+    def _check_grids(self, requests: Sequence[EngineRequest], grid_thw: list[list[int]]) -> None:
+        """Raise ``ValueError`` when the processor made another grid than the node recorded."""
+        expected = [grid for request in requests for grid in expected_grids(request, self.profile)]
+        used = [(w * self.profile.patch_size, h * self.profile.patch_size) for _, h, w in grid_thw]
+        if used != expected:
+            raise ValueError(f"the processor resized images to {used}, the node recorded {expected}: "
+                             "the boxes would not be in the node's coordinates")
 
     def generate(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
         """Generate for a batch; all requests share the first request's settings."""

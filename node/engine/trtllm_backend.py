@@ -26,10 +26,11 @@ from PIL import Image
 
 from node.config import EngineConfig, TensorRtLlmOptions
 from node.engine import EngineRequest, EngineResult, GenerationSettings
-from node.engine.chat import require_model_size
+from node.engine.chat import require_inputs_fit
 from node.engine.checkpoint import Checkpoint, chat_prompt, load_processor, open_checkpoint
 from node.engine.engine_cache import prepared_checkpoint
 from node.engine.errors import EngineLoadError
+from node.engine.prompt import build_prompt
 from node.ops.logging import get_logger
 
 log = get_logger("engine.trtllm")
@@ -127,14 +128,17 @@ class TensorRtLlmEngine:
         options = config.tensorrt_llm
         library = import_tensorrt_llm()
         require_gpus(options, visible_gpus())
-        checkpoint: Checkpoint = open_checkpoint(config.model)
+        checkpoint: Checkpoint = open_checkpoint(config.model, config.family, config.min_pixels, config.max_pixels)
+        if checkpoint.has_own_code:
+            raise EngineLoadError(f"TensorRT-LLM cannot run the {checkpoint.profile.family} family (its own "
+                                  "modelling code and ECG encoder); use the transformers backend")
         served = config.model
         if options.quantization == "fp8":
             served = prepared_checkpoint(config, library.__version__, gpu_name())
         self._options, self._library = options, library
-        self.min_pixels, self.max_pixels = config.min_pixels, config.max_pixels
+        self.profile = checkpoint.profile
         self.is_test_model = checkpoint.is_test_model
-        self.processor = load_processor(checkpoint, config.min_pixels, config.max_pixels)
+        self.processor = load_processor(checkpoint)
         self._llms = [self._replica(served, devices) for devices in replica_devices(options)]
         self._next = 0
         self._lock = threading.Lock()
@@ -163,7 +167,7 @@ class TensorRtLlmEngine:
     def _warm_up(self) -> None:
         started = time.perf_counter()
         image = Image.new("L", (448, 448), 0)
-        request = EngineRequest((image,), "Warm-up.", "*", GenerationSettings(max_new_tokens=8))
+        request = EngineRequest((image,), build_prompt("Warm-up.", 1), "*", GenerationSettings(max_new_tokens=8))
         for llm in self._llms:
             self._run(llm, [request])
         log.info("engine.warmed_up", replicas=len(self._llms), seconds=round(time.perf_counter() - started, 2))
@@ -185,7 +189,7 @@ class TensorRtLlmEngine:
         """Spread the batch over the replicas (in-flight batching within each); results in request order."""
         if not requests:
             return []
-        require_model_size(requests, self.min_pixels, self.max_pixels)
+        require_inputs_fit(requests, self.profile)
         with self._lock:
             first, self._next = self._next, (self._next + len(requests)) % len(self._llms)
         shares: list[list[int]] = [[] for _ in self._llms]

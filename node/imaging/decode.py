@@ -3,7 +3,8 @@
 Decodes every transfer syntax the SCP accepts (pylibjpeg plugins: JPEG, JPEG-LS, JPEG 2000,
 RLE), applies the Modality LUT (rescale) and the VOI LUT (window centre/width or a VOI LUT
 sequence from the header, else the domain's default window, else the frame's own robust
-range), inverts MONOCHROME1, and turns YBR and palette colour into RGB.
+range; a task's *trained* window, the one its training data set was rendered with, overrides
+the header), inverts MONOCHROME1, and turns YBR and palette colour into RGB.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ DEFAULT_WINDOWS: dict[str, tuple[float, float]] = {
     "lung": (-600.0, 1500.0),
     "brain": (40.0, 80.0),
     "bone": (400.0, 1800.0),
+    # CLIMB's CT pulmonary angiography sets (src/datasets/ct/nifti_utils.py, rspect.py): level 80, window 700
+    "ctpa": (80.0, 700.0),
 }
 
 
@@ -53,9 +56,13 @@ def _robust_range(values: np.ndarray) -> tuple[float, float]:
     return (low + high) / 2, max(high - low, 1.0)
 
 
-def _grey(ds: Dataset, frame: np.ndarray, default_window: str | None) -> tuple[np.ndarray, tuple[float, float] | None]:
+def _grey(ds: Dataset, frame: np.ndarray, default_window: str | None,
+          trained_window: str | None) -> tuple[np.ndarray, tuple[float, float] | None]:
     values = apply_modality_lut(frame, ds)
-    if "WindowCenter" in ds and "WindowWidth" in ds:
+    if trained_window is not None:
+        window = DEFAULT_WINDOWS[trained_window]
+        pixels = _window(values, *window)
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
         centre = float(np.atleast_1d(ds.WindowCenter)[0])
         width = float(np.atleast_1d(ds.WindowWidth)[0])
         pixels, window = _window(values, centre, width), (centre, width)
@@ -82,8 +89,11 @@ def _colour(ds: Dataset, frame: np.ndarray) -> np.ndarray:
     return frame
 
 
-def iter_frames(path: Path, default_window: str | None = None) -> Iterator[DecodedFrame]:
-    """Every frame of the instance at ``path``, decoded and windowed, in frame order."""
+def iter_frames(path: Path, default_window: str | None = None,
+                trained_window: str | None = None) -> Iterator[DecodedFrame]:
+    """Every frame of the instance at ``path``, decoded and windowed, in frame order: in
+    ``trained_window`` when given (whatever the header says), else as the header or
+    ``default_window`` says."""
     try:
         ds = pydicom.dcmread(path)
         array = ds.pixel_array  # YBR is converted to RGB by pydicom
@@ -98,6 +108,6 @@ def iter_frames(path: Path, default_window: str | None = None) -> Iterator[Decod
         if colour:
             pixels, window = _colour(ds, frame), None
         else:
-            pixels, window = _grey(ds, frame, default_window)
+            pixels, window = _grey(ds, frame, default_window, trained_window)
         source = FrameRef(str(ds.SOPInstanceUID), index + 1, int(ds.Rows), int(ds.Columns))
         yield DecodedFrame(np.ascontiguousarray(pixels), source, window)

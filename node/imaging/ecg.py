@@ -1,4 +1,8 @@
-"""A DICOM 12-lead ECG waveform → a standard paper-style plot the VL model can read.
+"""A DICOM 12-lead ECG waveform → a standard paper-style plot.
+
+No QoQ-Med model was trained on ECG plots: the VL models take no ECG, Omni takes the signal
+(:mod:`node.imaging.ecg_signal`). The plot is offered to a VL model only on an explicit opt-in
+(``imaging.ecg_as_image``), and every result made from it says it is outside the model's training.
 
 Layout: 3 rows × 4 columns of 2.5 s (I aVR V1 V4 / II aVL V2 V5 / III aVF V3 V6) and a 10 s
 lead II rhythm strip, on a 1 mm / 5 mm grid, at 25 mm/s and 10 mm/mV. The plot is the model
@@ -10,11 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from PIL import Image, ImageDraw
 
 from node.imaging.decode import DecodedFrame, ImagingError
 from node.imaging.geometry import FrameRef
+from node.imaging.waveform import read_waveform
 
 PX_PER_MM = 4
 MM_PER_SECOND = 25
@@ -23,28 +27,6 @@ ROW_HEIGHT_MM = 30
 LAYOUT = (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"), ("III", "aVF", "V3", "V6"))
 RHYTHM_LEAD = "II"
 SECONDS_SHOWN = 10.0
-_UNITS_TO_MV = {"uV": 1e-3, "mV": 1.0, "V": 1e3}
-
-
-def _lead_name(meaning: str) -> str:
-    """'Lead I (Einthoven)' → 'I'; 'Lead aVR' → 'aVR'."""
-    return meaning.replace("Lead", "").split("(")[0].strip()
-
-
-def _leads(ds: pydicom.Dataset) -> tuple[dict[str, np.ndarray], float]:
-    """Lead name → signal in mV, and the sampling frequency, from the rhythm multiplex group."""
-    for index, group in enumerate(ds.WaveformSequence):
-        if str(group.get("MultiplexGroupLabel", "")).upper() == "MEDIAN BEAT":
-            continue
-        signals = ds.waveform_array(index)
-        leads = {}
-        for channel, definition in enumerate(group.ChannelDefinitionSequence):
-            units = definition.ChannelSensitivityUnitsSequence[0].CodeValue
-            leads[_lead_name(definition.ChannelSourceSequence[0].CodeMeaning)] = (
-                signals[:, channel] * _UNITS_TO_MV.get(units, 1e-3)
-            )
-        return leads, float(group.SamplingFrequency)
-    raise ImagingError("the waveform has no rhythm multiplex group")
 
 
 def _grid(draw: ImageDraw.ImageDraw, width: int, height: int) -> None:
@@ -67,13 +49,8 @@ def _trace(draw: ImageDraw.ImageDraw, signal: np.ndarray, rate: float, left: int
 
 def render_ecg(path: Path) -> DecodedFrame:
     """Plot the 12-lead ECG at ``path``; raises ImagingError when it is not one."""
-    try:
-        ds = pydicom.dcmread(path)
-        leads, rate = _leads(ds)
-    except ImagingError:
-        raise
-    except Exception as exc:
-        raise ImagingError(f"cannot read the waveform of {path.name}: {type(exc).__name__}: {exc}") from exc
+    waveform = read_waveform(path)
+    leads, rate = waveform.leads, waveform.rate_hz
     missing = [name for row in LAYOUT for name in row if name not in leads]
     if missing:
         raise ImagingError(f"{path.name} lacks leads {missing} of a 12-lead ECG")
@@ -91,5 +68,5 @@ def render_ecg(path: Path) -> DecodedFrame:
             _trace(draw, leads[name][start:], rate, left, baseline, column_seconds, name)
     rhythm_baseline = (len(LAYOUT) * ROW_HEIGHT_MM + ROW_HEIGHT_MM // 2) * PX_PER_MM
     _trace(draw, leads[RHYTHM_LEAD], rate, 0, rhythm_baseline, SECONDS_SHOWN, RHYTHM_LEAD)
-    source = FrameRef(str(ds.SOPInstanceUID), 1, height, width)
+    source = FrameRef(waveform.sop_instance_uid, 1, height, width)
     return DecodedFrame(np.asarray(image), source, None)

@@ -4,8 +4,9 @@ Coordinates are continuous: pixel ``i`` covers ``[i, i + 1)``, so a box's corner
 edges and a resize is a pure scale. A model input is built from one or more source frames,
 each *placed* in it (resized, and for a montage offset); boxes the model reports in input
 pixels are mapped back through the placement they fall in. Everything here is pure and
-invertible, and :func:`smart_resize` reproduces Qwen2.5-VL's own rule so that the size the
-node records is the size the model sees.
+invertible. A model input records two sizes: the image the model gets (after the training's
+pre-resize: the frame its boxes are in) and the grid the processor rounds it to
+(:func:`smart_resize`, Qwen-VL's own rule, with the family's grid factor).
 """
 
 from __future__ import annotations
@@ -13,15 +14,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-#: Qwen2.5-VL: one visual token per 28 × 28 pixels (patch 14, spatial merge 2).
-RESIZE_FACTOR = 28
 MAX_ASPECT_RATIO = 200
 
 
-def smart_resize(
-    height: int, width: int, min_pixels: int, max_pixels: int, factor: int = RESIZE_FACTOR
-) -> tuple[int, int]:
-    """Qwen2.5-VL's resize rule: (height, width) rounded to multiples of ``factor``, scaled into
+def smart_resize(height: int, width: int, min_pixels: int, max_pixels: int, factor: int) -> tuple[int, int]:
+    """Qwen-VL's resize rule: (height, width) rounded to multiples of ``factor``, scaled into
     ``[min_pixels, max_pixels]`` keeping the aspect ratio as closely as the rounding allows."""
     if height <= 0 or width <= 0:
         raise ValueError(f"image size must be positive, got {height}×{width}")
@@ -96,17 +93,19 @@ class Placement:
 
 @dataclass(frozen=True)
 class Geometry:
-    """How one model input image was made from its source frames."""
+    """How one model input image was made from its source frames: its size (the frame the model's
+    boxes are in), the placements of its source frames, and the processor's grid for it."""
 
     width: int
     height: int
     placements: tuple[Placement, ...]
+    grid: tuple[int, int] | None = None  # (width, height) the processor rounds the image to
 
     @classmethod
-    def single(cls, source: FrameRef, min_pixels: int, max_pixels: int) -> Geometry:
-        """The whole frame resized by :func:`smart_resize`: no crop, no padding."""
-        height, width = smart_resize(source.rows, source.columns, min_pixels, max_pixels)
-        return cls(width, height, (Placement(source, 0, 0, width, height),))
+    def single(cls, source: FrameRef, size: tuple[int, int], grid: tuple[int, int] | None = None) -> Geometry:
+        """The whole frame resized to ``size`` (width, height): no crop, no padding."""
+        width, height = size
+        return cls(width, height, (Placement(source, 0, 0, width, height),), grid)
 
     def box_to_source(self, x1: float, y1: float, x2: float, y2: float) -> SourceBox | None:
         """Map a model-input box to the frame its centre falls on, clipped to that frame.

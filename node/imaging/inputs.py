@@ -1,18 +1,41 @@
-"""A study's files → model inputs: key frames, decoded (or, for ECG waveforms, plotted), resized to
-Qwen2.5-VL's grid, each with its geometry back to the source pixels."""
+"""A study's files → the model's inputs, made as the model's training made them.
+
+Images: key frames, decoded and windowed (in the task's trained windows where its training data set
+was rendered in fixed ones), resized with NEAREST into the family's pre-resize bounds and converted
+to RGB (``ImageProcessMixin.process_image``); the processor then rounds them to its grid. Each image
+carries its geometry back to the source pixels. ECG waveforms: the raw signal for a family that takes
+one (Omni); for the VL families an ECG study is not theirs to read, unless the operator opted in to a
+paper-style plot, which every result then labels as outside the model's training.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from PIL import Image
 
-from node.imaging.decode import DecodedFrame, iter_frames
+from node.engine.profiles import ModelProfile
+from node.imaging.decode import DecodedFrame, ImagingError, iter_frames
 from node.imaging.ecg import render_ecg
+from node.imaging.ecg_signal import SignalInput, ecg_signal
 from node.imaging.geometry import Geometry
 from node.imaging.series import InstanceInfo, select_key_frames
+
+#: Why an ECG study is not read by a model that takes no ECG.
+NO_ECG_INPUT = "the mounted model takes no ECG"
+#: The label on every result made from an ECG plot (``imaging.ecg_as_image``).
+ECG_AS_IMAGE_CAVEAT = "ECG shown as an image: outside the model's training"
+#: Windows whose training sets were also contrast-enhanced with CLAHE (clip 1.5, 8×8 tiles:
+#: CLIMB ``src/datasets/ct/nifti_utils.py``).
+CLAHE_WINDOWS = frozenset({"ctpa"})
+
+
+class NotForModel(ImagingError):
+    """The study holds nothing the mounted model takes (a final skip, not a failure)."""
 
 
 @dataclass(frozen=True)
@@ -24,30 +47,94 @@ class ModelInput:
     window: tuple[float, float] | None  # the VOI window applied (centre, width), for presentation states
     path: Path  # the stored instance the frame comes from
 
+    def describe(self) -> dict[str, Any]:
+        """The input for people (``qoq-node infer --json``): kind, source and both resize steps."""
+        source = self.geometry.placements[0].source
+        grid = self.geometry.grid or (self.geometry.width, self.geometry.height)
+        return {
+            "kind": "image", "sop_instance_uid": source.sop_instance_uid, "frame": source.frame,
+            "source_pixels": [source.columns, source.rows],
+            "pre_resize": {"method": "nearest", "pixels": [self.geometry.width, self.geometry.height]},
+            "processor_grid": {"pixels": list(grid)},
+            "window": list(self.window) if self.window else None,
+        }
 
-def to_model_input(frame: DecodedFrame, path: Path, min_pixels: int, max_pixels: int) -> ModelInput:
-    """Resize a decoded frame (of the instance at ``path``) to its smart_resize size: the whole
-    frame, no crop, no padding."""
-    geometry = Geometry.single(frame.source, min_pixels, max_pixels)
-    image = Image.fromarray(frame.pixels).resize((geometry.width, geometry.height), Image.Resampling.BICUBIC)
-    return ModelInput(image, geometry, frame.window, path)
+
+def describe_signal(signal: SignalInput) -> dict[str, Any]:
+    """A time-series input for people: kind, source and shape."""
+    leads, samples = signal.signal.shape
+    return {"kind": "time-series", "sop_instance_uid": signal.sop_instance_uid, "leads": leads, "samples": samples,
+            "shape": signal.shape_text}
+
+
+@dataclass(frozen=True)
+class StudyInputs:
+    """Everything one study gives the model, and what every result must say about it."""
+
+    images: tuple[ModelInput, ...] = ()
+    signals: tuple[SignalInput, ...] = ()
+    caveats: tuple[str, ...] = field(default=())
+
+
+def _clahe(pixels: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.createCLAHE(clipLimit=1.5, tileGridSize=(8, 8)).apply(pixels)
+
+
+def to_model_input(frame: DecodedFrame, path: Path, profile: ModelProfile, enhance: bool = False) -> ModelInput:
+    """A decoded frame (of the instance at ``path``) as the model's training prepared an image: the whole
+    frame, NEAREST-resized into the pre-resize bounds, RGB; its geometry records that size and the grid
+    the processor will round it to."""
+    pixels = _clahe(frame.pixels) if enhance and frame.pixels.ndim == 2 else frame.pixels
+    size = profile.model_size(frame.source.columns, frame.source.rows)
+    image = Image.fromarray(pixels)
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.NEAREST)
+    geometry = Geometry.single(frame.source, size, profile.grid_size(*size))
+    return ModelInput(image.convert("RGB"), geometry, frame.window, path)
+
+
+def _image_inputs(infos: list[InstanceInfo], profile: ModelProfile, max_images: int, volume_frames: int,
+                  default_window: str | None, trained_windows: Sequence[str]) -> list[ModelInput]:
+    wanted: dict[Path, list[int]] = {}
+    for path, frame_index in select_key_frames(infos, max_images, volume_frames):
+        wanted.setdefault(path, []).append(frame_index)
+    inputs: list[ModelInput] = []
+    for window in trained_windows or (None,):
+        for path, indices in wanted.items():  # each instance decoded once per window
+            frames = list(iter_frames(path, default_window, window))
+            enhance = window in CLAHE_WINDOWS
+            inputs.extend(to_model_input(frames[index], path, profile, enhance) for index in indices)
+    return inputs[:max_images]
 
 
 def study_inputs(
     paths: Sequence[Path],
-    max_images: int,
-    min_pixels: int,
-    max_pixels: int,
+    profile: ModelProfile,
+    max_images: int | None = None,
+    volume_frames: int = 2,
     default_window: str | None = None,
-) -> list[ModelInput]:
-    """The model inputs of one study's files (pixels are decoded only for the key frames)."""
+    trained_windows: Sequence[str] = (),
+    ecg_as_image: bool = False,
+) -> StudyInputs:
+    """The model inputs of one study's files (pixels are decoded only for the key frames).
+
+    :class:`NotForModel` when the study is only ECG and the model takes none (and no plot was asked for).
+    """
+    max_images = min(max_images or profile.max_images, profile.max_images)
     infos = [InstanceInfo.read(path) for path in paths]
-    waveforms = {info.path for info in infos if info.is_waveform}
-    wanted: dict[Path, list[int]] = {}
-    for path, frame_index in select_key_frames(infos, max_images):
-        wanted.setdefault(path, []).append(frame_index)
-    inputs = []
-    for path, indices in wanted.items():  # each instance decoded once, however many key frames it has
-        frames = [render_ecg(path)] if path in waveforms else list(iter_frames(path, default_window))
-        inputs.extend(to_model_input(frames[index], path, min_pixels, max_pixels) for index in indices)
-    return inputs
+    waveforms = [info for info in infos if info.is_waveform]
+    pictures = [info for info in infos if not info.is_waveform]
+    images = _image_inputs(pictures, profile, max_images, volume_frames, default_window, trained_windows)
+    if not waveforms:
+        return StudyInputs(tuple(images))
+    if profile.takes_time_series:
+        return StudyInputs(tuple(images), (ecg_signal(waveforms[0].path),))
+    if not ecg_as_image:
+        if images:
+            return StudyInputs(tuple(images))
+        raise NotForModel(NO_ECG_INPUT)
+    room = max(max_images - len(images), 0)
+    plots = [to_model_input(render_ecg(info.path), info.path, profile) for info in waveforms[:room]]
+    return StudyInputs(tuple(images + plots), (), (ECG_AS_IMAGE_CAVEAT,) if plots else ())

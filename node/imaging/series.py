@@ -1,9 +1,10 @@
 """A study's instances → a bounded set of key frames for the model.
 
 CT/MR/PT/NM: the series with the most slices, slices ordered by position along the slice
-normal, evenly spaced. Mammography: one frame per view (laterality + view position).
-Multi-frame (ultrasound cine, enhanced objects): evenly spaced frames. Anything else: every
-instance's frames in series/instance order, evenly sampled down to the bound.
+normal, ``volume_frames`` of them spaced as training sampled its volumes and videos (2 by
+default). Multi-frame (ultrasound cine, enhanced objects) likewise. Mammography: one frame per
+view (laterality + view position). Anything else: every instance's frames in series/instance
+order, evenly sampled down to ``max_images``.
 """
 
 from __future__ import annotations
@@ -54,18 +55,23 @@ class InstanceInfo:
 
 
 def evenly_spaced(count: int, wanted: int) -> list[int]:
-    """``wanted`` indices spread evenly over ``range(count)``, ends included (all if fewer)."""
+    """``wanted`` indices spread over ``range(count)`` as training sampled frames
+    (``extract_video_frames``: the middle one alone, else ``int(i·(count−1)/(wanted−1))``, ends
+    included); all of them if there are no more than ``wanted``."""
     if count <= wanted:
         return list(range(count))
     if wanted == 1:
         return [count // 2]
-    return sorted({round(i * (count - 1) / (wanted - 1)) for i in range(wanted)})
+    return sorted({int(i * (count - 1) / (wanted - 1)) for i in range(wanted)})
 
 
-def select_key_frames(instances: list[InstanceInfo], max_images: int) -> list[tuple[Path, int]]:
-    """(path, 0-based frame index) of the key frames, at most ``max_images``."""
+def select_key_frames(instances: list[InstanceInfo], max_images: int,
+                      volume_frames: int | None = None) -> list[tuple[Path, int]]:
+    """(path, 0-based frame index) of the key frames: ``volume_frames`` of a volume or a multi-frame
+    image (at most ``max_images``), at most ``max_images`` of anything else."""
     if not instances or max_images < 1:
         return []
+    per_volume = min(volume_frames or max_images, max_images)
     by_series: dict[str, list[InstanceInfo]] = defaultdict(list)
     for info in instances:
         by_series[info.series_uid].append(info)
@@ -74,7 +80,7 @@ def select_key_frames(instances: list[InstanceInfo], max_images: int) -> list[tu
         series = max(by_series.values(), key=len)
         series.sort(key=lambda i: (i.slice_position if i.slice_position is not None else i.instance_number,
                                    i.instance_number))
-        return [(series[i].path, 0) for i in evenly_spaced(len(series), max_images)]
+        return [(series[i].path, 0) for i in evenly_spaced(len(series), per_volume)]
     if modality == "MG":
         views: dict[str, InstanceInfo] = {}
         for info in sorted(instances, key=lambda i: (i.series_uid, i.instance_number)):
@@ -85,4 +91,5 @@ def select_key_frames(instances: list[InstanceInfo], max_images: int) -> list[tu
         for info in sorted(instances, key=lambda i: (i.series_uid, i.instance_number))
         for index in range(info.frames)
     ]
-    return [frames[i] for i in evenly_spaced(len(frames), max_images)]
+    wanted = per_volume if any(info.frames > 1 for info in instances) else max_images
+    return [frames[i] for i in evenly_spaced(len(frames), wanted)]

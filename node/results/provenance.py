@@ -25,11 +25,14 @@ class Provenance:
     model_identity: str
     is_test_result: bool
     node_version: str = __version__
+    caveats: tuple[str, ...] = ()  # what else every object must say (an input outside the model's training)
 
     @property
     def banner(self) -> str:
-        """The label every object carries, with a test marker when the model is not a real one."""
-        return f"{RESEARCH_LABEL} (TEST MODEL)" if self.is_test_result else RESEARCH_LABEL
+        """The label every object carries, with a test marker when the model is not a real one and the
+        study's caveats."""
+        label = f"{RESEARCH_LABEL} (TEST MODEL)" if self.is_test_result else RESEARCH_LABEL
+        return "; ".join((label, *self.caveats))
 
 
 def result_uid(study_uid: str, study_version: int, task: str, provenance: Provenance, kind: str) -> str:

@@ -2,8 +2,10 @@
 
 Device observer (the node, the model); procedure reported; one planar ROI group per box with a
 closed POLYLINE image region on its source image and frame, the box label as finding type; one
-group with the answer labels as qualitative evaluations, the reasoning as TEXT (Comment) and the
-raw model text verbatim as TEXT; VerificationFlag UNVERIFIED; the private coding scheme declared.
+group with the answer labels as qualitative evaluations, the reasoning as TEXT (Comment), the
+raw model text verbatim as TEXT, the research-use notice as TEXT; each waveform the model read (an
+ECG) as a WAVEFORM "Source of Measurement" under the root — never an image region: a waveform has
+no pixels; VerificationFlag UNVERIFIED; the private coding scheme declared.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from highdicom.sr import (
     SourceImageForRegion,
     TextContentItem,
     TrackingIdentifier,
+    WaveformContentItem,
 )
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
@@ -40,6 +43,9 @@ PROCEDURE = CodedConcept("18748-4", "LN", "Diagnostic imaging study")
 NO_ANSWER = CodedConcept("NO-ANSWER", PRIVATE_SCHEME, "No answer from the model")
 REASONING = CodedConcept("121106", "DCM", "Comment")
 RAW_TEXT = CodedConcept("RAW-MODEL-TEXT", PRIVATE_SCHEME, "Raw model output")
+NOTICE = CodedConcept("AI-NOTICE", PRIVATE_SCHEME, "Notice on the use of this result")
+#: DCM 121112 "Source of Measurement": the waveform the model read.
+SOURCE = CodedConcept("121112", "DCM", "Source of Measurement")
 TEXT_LIMIT = 1_000_000  # UT holds up to 2^32-2 bytes; keep reports a reasonable size
 
 
@@ -72,7 +78,7 @@ def build_sr(
     groups: list = []
     for index, box in enumerate(findings.boxes, start=1):
         source = by_uid.get(box.source.frame.sop_instance_uid)
-        if source is None:
+        if source is None or "PixelData" not in source:  # boxes go on images only
             continue
         multi = int(source.get("NumberOfFrames", 1) or 1) > 1
         region = ImageRegion(
@@ -95,10 +101,11 @@ def build_sr(
         algorithm_id=algorithm,
         qualitative_evaluations=answers or [QualitativeEvaluation(codes.DCM.Finding, NO_ANSWER)],
     )
-    for concept, text in ((REASONING, findings.reasoning), (RAW_TEXT, findings.raw_text)):
+    content = answer_group[0].ContentSequence
+    for concept, text in ((REASONING, findings.reasoning), (RAW_TEXT, findings.raw_text),
+                          (NOTICE, provenance.banner)):
         if text:
-            answer_group[0].ContentSequence.append(
-                TextContentItem(name=concept, value=clip(text, TEXT_LIMIT), relationship_type="CONTAINS"))
+            content.append(TextContentItem(name=concept, value=clip(text, TEXT_LIMIT), relationship_type="CONTAINS"))
     groups.append(answer_group)
     report = MeasurementReport(
         observation_context=ObservationContext(observer_device_context=device),
@@ -118,6 +125,10 @@ def build_sr(
         is_verified=False,
         previous_versions=list(previous) or None,
     )
+    # highdicom 0.28 builds WAVEFORM items but cannot parse them back, so they join the tree once it is built
+    sr.ContentSequence.extend(
+        WaveformContentItem(SOURCE, str(source.SOPClassUID), str(source.SOPInstanceUID), relationship_type="CONTAINS")
+        for source in sources if "WaveformSequence" in source)
     label_series(sr, sources[0], provenance)
     scheme = Dataset()
     scheme.CodingSchemeDesignator = PRIVATE_SCHEME

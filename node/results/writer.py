@@ -13,12 +13,13 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
 
+from node.findings import Findings
 from node.imaging.decode import iter_frames
 from node.infer import StudyOutcome
 from node.ingest.spool import fsync_dir
@@ -88,9 +89,13 @@ def _dicom_objects(outcome: StudyOutcome, provenance: Provenance, study_version:
                    previous: Sequence[Dataset], omitted: list[tuple[str, Exception]]) -> list[tuple[str, Dataset]]:
     """(file name, dataset) of the SR, SEGs, presentation state and optional SCs over the key images."""
     assert outcome.findings is not None and outcome.task is not None
-    findings, task = outcome.findings, outcome.task.domain
-    key_paths = list(dict.fromkeys(model_input.path for model_input in outcome.inputs))
+    task = outcome.task.domain
+    key_paths = _key_paths(outcome)
     sources = [pydicom.dcmread(path) for path in key_paths]
+    # A box is placed only on an image: never in image coordinates on a waveform (an ECG shown as a plot).
+    images_read = {str(ds.SOPInstanceUID) for ds in sources if "PixelData" in ds}
+    findings = replace(outcome.findings, boxes=tuple(
+        box for box in outcome.findings.boxes if box.source.frame.sop_instance_uid in images_read))
     objects = [(SR_FILE, build_sr(findings, sources, provenance, study_version, task, previous))]
     objects += _shown_again("seg", lambda: [
         (f"seg-{number}.dcm", seg)
@@ -105,15 +110,20 @@ def _dicom_objects(outcome: StudyOutcome, provenance: Provenance, study_version:
             ("csps.dcm" if colour else "gsps.dcm",
              build_presentation_state(findings, same_kind, provenance, study_version, task, window))], omitted)
     if secondary_capture:
-        objects += _shown_again("sc", lambda: _secondary_captures(outcome, key_paths, sources, provenance,
+        objects += _shown_again("sc", lambda: _secondary_captures(outcome, findings, key_paths, sources, provenance,
                                                                    study_version, task), omitted)
     return objects
 
 
-def _secondary_captures(outcome: StudyOutcome, key_paths: list[Path], sources: list[Dataset],
+def _key_paths(outcome: StudyOutcome) -> list[Path]:
+    """The instances the model was given, images first, each once."""
+    return list(dict.fromkeys([model_input.path for model_input in outcome.inputs]
+                              + [signal.path for signal in outcome.signals]))
+
+
+def _secondary_captures(outcome: StudyOutcome, findings: Findings, key_paths: list[Path], sources: list[Dataset],
                         provenance: Provenance, study_version: int, task: str) -> list[tuple[str, Dataset]]:
     """One burned-in SC per key frame."""
-    assert outcome.findings is not None
     key_frames = {(p.source.sop_instance_uid, p.source.frame) for m in outcome.inputs for p in m.geometry.placements}
     captures = []
     for path, ds in zip(key_paths, sources, strict=True):
@@ -122,7 +132,7 @@ def _secondary_captures(outcome: StudyOutcome, key_paths: list[Path], sources: l
         for frame in iter_frames(path):
             if (frame.source.sop_instance_uid, frame.source.frame) in key_frames:
                 captures.append((f"sc-{len(captures) + 1}.dcm",
-                                 build_sc(frame, ds, outcome.findings, provenance, study_version, task)))
+                                 build_sc(frame, ds, findings, provenance, study_version, task)))
     return captures
 
 
@@ -138,9 +148,10 @@ def write_results(
     or CSPS for colour images) over its key images, optionally burned-in SCs, and one ORU^R01 per
     HL7 party (``<name>.hl7``). ``previous_sr``: the report of the study version this one supersedes.
     None when the study was not read (skipped)."""
-    if outcome.findings is None or outcome.task is None or not outcome.inputs:
+    if outcome.findings is None or not outcome.readable:
         return None
-    provenance = Provenance(outcome.model, outcome.is_test_result)
+    assert outcome.task is not None
+    provenance = Provenance(outcome.model, outcome.is_test_result, caveats=outcome.caveats)
     directory.mkdir(parents=True, exist_ok=True)
     omitted: list[tuple[str, Exception]] = []
     objects = _dicom_objects(outcome, provenance, study_version, secondary_capture,
@@ -151,7 +162,7 @@ def write_results(
         written.append(WrittenObject(directory / name, str(dataset.SOPInstanceUID)))
     sr = dict(objects)[SR_FILE]
     key = result_key(outcome.study_uid, study_version, outcome.task.domain)
-    header = pydicom.dcmread(outcome.inputs[0].path, stop_before_pixels=True)  # patient, order, study
+    header = pydicom.dcmread(_key_paths(outcome)[0], stop_before_pixels=True)  # patient, order, study
     messages = {}
     for name, party in parties.items():
         oru = build_oru(outcome.findings, header, provenance, party, key, sr_sop_instance_uid=str(sr.SOPInstanceUID),
