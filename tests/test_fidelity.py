@@ -23,13 +23,15 @@ from node.engine.chat import user_turn
 from node.engine.profiles import PROFILES, detect_family
 from node.engine.prompt import build_prompt
 from node.engine.transformers_backend import TransformersEngine
+from node.imaging.clahe import clahe
 from node.imaging.decode import DecodedFrame
+from node.imaging.ecg_signal import fourier_resample
 from node.imaging.geometry import FrameRef
-from node.imaging.inputs import NO_ECG_INPUT, to_model_input
+from node.imaging.inputs import NO_ECG_INPUT, study_inputs, to_model_input
 from node.infer import infer, prepare
 from node.routing import Router
 from node.store import StudySummary
-from node.synthetic import ECG_LEADS, ecg_lead_signal, write_cr_study, write_ecg_study
+from node.synthetic import ECG_LEADS, ecg_lead_signal, write_cr_study, write_ct_study, write_ecg_study
 from tests.conftest import dciodvfy_errors, storescu, wait_for
 from tests.test_results import dsr2xml_errors, sr_value_types
 
@@ -304,3 +306,40 @@ def test_model_tiny_builds_each_family_and_check_names_it(tmp_path: Path) -> Non
     assert checked.returncode == 0, checked.stderr
     assert "family omni: inputs image, time-series, text" in checked.stdout
     assert "[65536, 524288] pixels" in checked.stdout and "28-pixel grid" in checked.stdout
+
+
+# --- the node's own copies of training's signal and image operations ------------------------------------
+
+
+@pytest.mark.parametrize(("length", "samples"), [(5000, 2500), (2500, 5000), (1250, 2500), (10000, 2500), (999, 2500),
+                                                 (2500, 2499), (7, 3)])
+def test_fourier_resample_is_scipys(length: int, samples: int) -> None:
+    signal = np.random.default_rng(length).normal(size=(length, 8))
+    assert np.allclose(fourier_resample(signal, samples), resample(signal, samples), atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(512, 512), (301, 517), (64, 64), (100, 37), (17, 300), (8, 8)])
+def test_clahe_is_opencvs(shape: tuple[int, int]) -> None:
+    """CLIMB enhanced its CT angiography slices with cv2.createCLAHE(1.5, (8, 8)): the node's numpy copy
+    gives the same bytes (noise, and a smooth ramp where interpolation between tiles matters)."""
+    import cv2
+
+    rng = np.random.default_rng(shape[0] * 31 + shape[1])
+    ramp = (np.add.outer(np.arange(shape[0]), np.arange(shape[1])) * 255 // sum(shape)).astype(np.uint8)
+    for image in (rng.integers(0, 256, shape, dtype=np.uint8), ramp):
+        expected = cv2.createCLAHE(clipLimit=1.5, tileGridSize=(8, 8)).apply(image)
+        assert np.array_equal(clahe(image, 1.5, (8, 8)), expected)
+
+
+def test_a_ctpa_slice_is_windowed_and_enhanced_as_training_rendered_it(tmp_path: Path) -> None:
+    """rspect/nifti_utils: window 700 / level 80 → uint8, then CLAHE; the node's slice equals it."""
+    import cv2
+
+    [path] = write_ct_study(tmp_path / "ct", slices=1, size=512).files
+    ds = pydicom.dcmread(path)
+    hu = ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    lower, upper = 80 - 700 / 2, 80 + 700 / 2
+    windowed = ((np.clip(hu, lower, upper) - lower) / 700 * 255).astype(np.uint8)
+    expected = cv2.createCLAHE(clipLimit=1.5, tileGridSize=(8, 8)).apply(windowed)
+    [made] = study_inputs([path], PROFILES["qwen2.5-vl"], trained_windows=("ctpa",)).images
+    assert np.array_equal(np.asarray(made.image)[..., 0], expected)

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 from node.engine.profiles import ModelProfile
+from node.imaging.clahe import clahe
 from node.imaging.decode import DecodedFrame, ImagingError, iter_frames
 from node.imaging.ecg import render_ecg
 from node.imaging.ecg_signal import SignalInput, ecg_signal
@@ -76,17 +76,11 @@ class StudyInputs:
     caveats: tuple[str, ...] = field(default=())
 
 
-def _clahe(pixels: np.ndarray) -> np.ndarray:
-    import cv2
-
-    return cv2.createCLAHE(clipLimit=1.5, tileGridSize=(8, 8)).apply(pixels)
-
-
 def to_model_input(frame: DecodedFrame, path: Path, profile: ModelProfile, enhance: bool = False) -> ModelInput:
     """A decoded frame (of the instance at ``path``) as the model's training prepared an image: the whole
     frame, NEAREST-resized into the pre-resize bounds, RGB; its geometry records that size and the grid
     the processor will round it to."""
-    pixels = _clahe(frame.pixels) if enhance and frame.pixels.ndim == 2 else frame.pixels
+    pixels = clahe(frame.pixels, 1.5, (8, 8)) if enhance and frame.pixels.ndim == 2 else frame.pixels
     size = profile.model_size(frame.source.columns, frame.source.rows)
     image = Image.fromarray(pixels)
     if image.size != size:
