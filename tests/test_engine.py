@@ -139,7 +139,7 @@ def test_engine_config_checks() -> None:
     with pytest.raises(Exception, match="replay_responses is required"):
         load_config(None, environ={"QOQ_NODE__ENGINE__BACKEND": "replay"})
     with pytest.raises(Exception, match="min_pixels is above max_pixels"):
-        load_config(None, environ={"QOQ_NODE__ENGINE__MIN_PIXELS": "2000000", "QOQ_NODE__ENGINE__MAX_PIXELS": "1000"})
+        load_config(None, environ={"QOQ_NODE__ENGINE__MIN_PIXELS": "2000000", "QOQ_NODE__ENGINE__MAX_PIXELS": "100000"})
     with pytest.raises(Exception, match=r"engine\.device"):
         load_config(None, environ={"QOQ_NODE__ENGINE__DEVICE": "tpu"})
 
