@@ -5,9 +5,9 @@
     # anywhere, to check the script itself (the tiny model on the CPU):
     python benchmarks/engine.py --shape tiny --device cpu --concurrency 1 4 --new-tokens 16
 
-Workload: a synthetic chest radiograph the size of a CR (2048², resized by the node's imaging to its
-1,003,520-pixel budget ≈ 1,280 visual tokens), routed and prompted exactly as the node does
-(conf/routing.yaml's chest_xray question and labels), ``--new-tokens`` tokens forced per study
+Workload: a synthetic chest radiograph the size of a CR (2048², pre-resized by the node's imaging as
+training did, to 724² ≈ 676 visual tokens on the 28-pixel grid), routed and prompted exactly as the
+node does (conf/routing.yaml's chest_xray question and labels), ``--new-tokens`` tokens forced per study
 (``min_new_tokens``, end-of-sequence ignored), at each ``--concurrency`` (studies in one batch).
 Random weights cost the same compute as trained ones.
 
