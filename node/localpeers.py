@@ -86,12 +86,17 @@ def _stop(process: subprocess.Popen, timeout: float = 15.0) -> None:
             process.wait()
 
 
+#: Where Debian's orthanc-dicomweb package puts its plugin.
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+
 class Orthanc:
     """A real Orthanc on loopback with its own storage, no authentication."""
 
     def __init__(self, workdir: Path, aet: str = "ORTHANC", modalities: Mapping[str, tuple[str, int]] | None = None,
-                 dicom_port: int | None = None):
+                 dicom_port: int | None = None, dicomweb: bool = False):
         self.workdir = workdir
+        self.dicomweb = dicomweb  # serve DICOMweb at /dicom-web/ (Debian's orthanc-dicomweb plugin)
         self.aet = aet
         self.dicom_port = dicom_port or free_port()
         self.http_port = free_port()
@@ -119,7 +124,8 @@ class Orthanc:
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False,
             "DicomModalities": {name: [aet, LOOPBACK, port] for name, (aet, port) in self.modalities.items()},
-            "Plugins": [],
+            "Plugins": [DICOMWEB_PLUGIN] if self.dicomweb else [],
+            "DicomWeb": {"Enable": self.dicomweb, "Root": "/dicom-web/"},
         }
         config_path = self.workdir / "orthanc.json"
         config_path.write_text(json.dumps(config))

@@ -10,6 +10,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
@@ -164,6 +165,20 @@ def test_sr_is_valid_readable_and_its_region_is_the_box(tmp_path: Path) -> None:
     assert str(pydicom.dcmread(unicode_path).PatientName) == str(sources[0].PatientName)
     assert sr.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == "99QOQ"
     assert build_sr(findings, sources, PROVENANCE, 1, "ct").SOPInstanceUID == sr.SOPInstanceUID
+    # What viewers draw: Imaging Measurements holds only groups with geometry (OHIF reads a region from each);
+    # the answer and texts are in Qualitative Evaluations; every image read is in the Image Library.
+    root = {item.ConceptNameCodeSequence[0].CodeMeaning: item for item in sr.ContentSequence}
+    groups = root["Imaging Measurements"].ContentSequence
+    assert all(any(item.ValueType == "SCOORD" for item in group.ContentSequence) for group in groups)
+    evaluations = root["Qualitative Evaluations"].ContentSequence
+    assert [item.ConceptCodeSequence[0].CodeMeaning for item in evaluations if item.ValueType == "CODE"] == [
+        "Mass", "Something Odd"]
+    library = root["Image Library"].ContentSequence[0].ContentSequence
+    assert [item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for item in library] == [
+        ds.SOPInstanceUID for ds in sources]
+    # highdicom reads the findings back: the box group, its region and its finding
+    [group] = hd.sr.srread(path).content.get_planar_roi_measurement_groups()
+    assert group.finding_type.meaning == "Mass" and group.roi is not None
 
 
 def test_seg_marks_the_box_pixels_on_the_right_image(tmp_path: Path) -> None:

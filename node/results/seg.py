@@ -21,6 +21,8 @@ from node.results.codes import label_concept
 from node.results.provenance import MANUFACTURER, Provenance, clip, label_series, result_uid
 
 SERIES_NUMBER = 9903
+#: Red (sRGB 255, 0, 0) as CIELab in DICOM's scaling: L* × 65535/100, (a*, b* + 128) × 65535/255.
+BOX_CIELAB = (34891, 53351, 50167)
 
 #: Multi-frame classes without geometry → the single-frame class whose header a frame of them is
 #: segmented as (see :func:`_frame_view`).
@@ -171,10 +173,32 @@ def _build_seg(boxes: Sequence[LocatedBox], group: _Group, provenance: Provenanc
         content_label="AI_BOXES",
         content_description=clip(provenance.banner, 64),
     )
+    for segment in seg.SegmentSequence:  # the colour every viewer shows the boxes in (red, as the SR's)
+        segment.RecommendedDisplayCIELabValue = list(BOX_CIELAB)
     if group.cine_frame:
         _point_at_frame(seg, first, group.cine_frame)
     label_series(seg, first, provenance)
-    if "FrameOfReferenceUID" not in first and "PatientOrientation" not in seg:
-        # General Image Patient Orientation (Type 2C) for sources without plane geometry (US, XC)
-        seg.PatientOrientation = first.get("PatientOrientation", "")
+    if "FrameOfReferenceUID" not in first:
+        if "PatientOrientation" not in seg:
+            # General Image Patient Orientation (Type 2C) for sources without plane geometry (US, XC)
+            seg.PatientOrientation = first.get("PatientOrientation", "")
+        _add_pixel_measures(seg, first)
     return seg
+
+
+def _add_pixel_measures(seg: Dataset, source: Dataset) -> None:
+    """Pixel Measures in the shared functional groups of a SEG on an image without patient geometry
+    (CR, DX, MG, US): the source's pixel spacing (Pixel Spacing, else Imager Pixel Spacing, else 1 mm as
+    a nominal spacing) and a nominal 1 mm slice thickness. highdicom leaves the macro out there; OHIF
+    reads it from every SEG and shows nothing but an error without it (see the conformance statement)."""
+    spacing = source.get("PixelSpacing") or source.get("ImagerPixelSpacing") or [1.0, 1.0]
+    measures = Dataset()
+    measures.PixelSpacing = [float(value) for value in spacing]
+    measures.SliceThickness = 1.0
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    if "PixelMeasuresSequence" not in shared:
+        shared.PixelMeasuresSequence = [measures]
+    if "PlaneOrientationSequence" not in shared:
+        shared.PlaneOrientationSequence = [orientation]

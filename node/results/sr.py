@@ -14,16 +14,20 @@ from collections.abc import Sequence
 
 import highdicom as hd
 from highdicom.sr import (
+    CodeContentItem,
     CodedConcept,
     Comprehensive3DSR,
+    ContainerContentItem,
     DeviceObserverIdentifyingAttributes,
+    ImageContentItem,
+    ImageLibraryEntryDescriptors,
     ImageRegion,
     MeasurementReport,
     MeasurementsAndQualitativeEvaluations,
+    NumContentItem,
     ObservationContext,
     ObserverContext,
     PlanarROIMeasurementsAndQualitativeEvaluations,
-    QualitativeEvaluation,
     SourceImageForRegion,
     TextContentItem,
     TrackingIdentifier,
@@ -46,7 +50,49 @@ RAW_TEXT = CodedConcept("RAW-MODEL-TEXT", PRIVATE_SCHEME, "Raw model output")
 NOTICE = CodedConcept("AI-NOTICE", PRIVATE_SCHEME, "Notice on the use of this result")
 #: DCM 121112 "Source of Measurement": the waveform the model read.
 SOURCE = CodedConcept("121112", "DCM", "Source of Measurement")
+SOURCE_IMAGE = CodedConcept("260753009", "SCT", "Source")
+IMAGING_MEASUREMENTS = "126010"
+PIXELS = CodedConcept("{pixels}", "UCUM", "Pixels")
+#: TID 1500 row 12: the container of qualitative evaluations of the whole report.
+QUALITATIVE_EVALUATIONS = CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
 TEXT_LIMIT = 1_000_000  # UT holds up to 2^32-2 bytes; keep reports a reasonable size
+
+
+def _image_library(images: Sequence[Dataset]) -> ContainerContentItem:
+    """TID 1600 Image Library: one entry per image the model read, with highdicom's descriptors (TID
+    1602–1604) where the image has what they need, else only its modality and matrix size (a DX
+    without Imager Pixel Spacing or a CR without Patient Orientation is still listed)."""
+    entries = []
+    for image in images:
+        entry = ImageContentItem(SOURCE_IMAGE, str(image.SOPClassUID), str(image.SOPInstanceUID),
+                                 relationship_type="CONTAINS")
+        try:
+            descriptors = list(ImageLibraryEntryDescriptors(image))
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+            descriptors = [NumContentItem(name, int(value), PIXELS, relationship_type="HAS ACQ CONTEXT")
+                           for name, value in ((codes.DCM.PixelDataRows, image.Rows),
+                                               (codes.DCM.PixelDataColumns, image.Columns))]
+        entry.ContentSequence = descriptors
+        entries.append(entry)
+    group = ContainerContentItem(codes.DCM.ImageLibraryGroup, relationship_type="CONTAINS")
+    group.ContentSequence = entries
+    library = ContainerContentItem(codes.DCM.ImageLibrary, relationship_type="CONTAINS")
+    library.ContentSequence = [group]
+    return library
+
+
+def _qualitative_evaluations(findings: Findings, provenance: Provenance) -> ContainerContentItem:
+    """TID 1500's Qualitative Evaluations: the answer (coded), the reasoning, the raw text and the notice.
+    Outside Imaging Measurements, whose groups viewers expect to carry geometry."""
+    container = ContainerContentItem(QUALITATIVE_EVALUATIONS, relationship_type="CONTAINS")
+    container.ContentSequence = [
+        CodeContentItem(codes.DCM.Finding, label_concept(label), relationship_type="CONTAINS")
+        for label in findings.labels] or [CodeContentItem(codes.DCM.Finding, NO_ANSWER, relationship_type="CONTAINS")]
+    for concept, text in ((REASONING, findings.reasoning), (RAW_TEXT, findings.raw_text), (NOTICE, provenance.banner)):
+        if text:
+            container.ContentSequence.append(
+                TextContentItem(name=concept, value=clip(text, TEXT_LIMIT), relationship_type="CONTAINS"))
+    return container
 
 
 def build_sr(
@@ -94,23 +140,12 @@ def build_sr(
             finding_type=label_concept(box.label),
             algorithm_id=algorithm,
         ))
-    answers = [QualitativeEvaluation(codes.DCM.Finding, label_concept(label)) for label in findings.labels]
-    answer_group = MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=TrackingIdentifier(uid=uid("answer"), identifier="AI answer"),
-        finding_type=codes.DCM.Finding,
-        algorithm_id=algorithm,
-        qualitative_evaluations=answers or [QualitativeEvaluation(codes.DCM.Finding, NO_ANSWER)],
-    )
-    content = answer_group[0].ContentSequence
-    for concept, text in ((REASONING, findings.reasoning), (RAW_TEXT, findings.raw_text),
-                          (NOTICE, provenance.banner)):
-        if text:
-            content.append(TextContentItem(name=concept, value=clip(text, TEXT_LIMIT), relationship_type="CONTAINS"))
-    groups.append(answer_group)
     report = MeasurementReport(
         observation_context=ObservationContext(observer_device_context=device),
         procedure_reported=PROCEDURE,
-        imaging_measurements=groups,
+        # highdicom 0.28 insists on a measurement group: a report without boxes gets a stand-in, taken out below
+        imaging_measurements=groups or [MeasurementsAndQualitativeEvaluations(
+            TrackingIdentifier(uid=uid("no-box"), identifier="none"))],
     )
     sr = Comprehensive3DSR(
         evidence=list(sources),
@@ -125,7 +160,17 @@ def build_sr(
         is_verified=False,
         previous_versions=list(previous) or None,
     )
-    # highdicom 0.28 builds WAVEFORM items but cannot parse them back, so they join the tree once it is built
+    # Joined once the tree is built: highdicom 0.28's report template has no Qualitative Evaluations
+    # container, and it builds WAVEFORM items but cannot parse them back.
+    if not groups:  # no box: TID 1500's Imaging Measurements (user option) is left out
+        sr.ContentSequence = [item for item in sr.ContentSequence
+                              if item.ConceptNameCodeSequence[0].CodeValue != IMAGING_MEASUREMENTS]
+    images = [ds for ds in sources if "PixelData" in ds]
+    if images:  # TID 1500 row 5, before Imaging Measurements
+        at = next((n for n, item in enumerate(sr.ContentSequence) if item.ValueType == "CONTAINER"),
+                  len(sr.ContentSequence))
+        sr.ContentSequence.insert(at, _image_library(images))
+    sr.ContentSequence.append(_qualitative_evaluations(findings, provenance))
     sr.ContentSequence.extend(
         WaveformContentItem(SOURCE, str(source.SOPClassUID), str(source.SOPInstanceUID), relationship_type="CONTAINS")
         for source in sources if "WaveformSequence" in source)

@@ -1,0 +1,236 @@
+"""The node's results opened in a real viewer, as a radiologist would: OHIF over Orthanc's DICOMweb.
+
+For a chest CR, a DX without pixel spacing or plane geometry, a MONOCHROME1 CR and a CT, the node's
+own chain (routing, imaging, a recorded answer boxing the synthetic lesion, the results writer)
+makes SR, SEG, presentation state and SC; Orthanc holds them with the source; OHIF opens the study.
+Checked on the screen: the SR draws its box on the lesion and, once tracked, lists the finding's label
+in the measurements panel; the SEG paints the box region over the lesion; no error boundary and no
+console error. Screenshots go to ``.cache/test-artifacts/viewer`` (``QOQ_TEST_ARTIFACTS``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from playwright.sync_api import Browser, Page, sync_playwright
+from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
+from scipy import ndimage
+
+from node.config import load_config
+from node.engine.profiles import PROFILES
+from node.findings import locate, parse_output
+from node.imaging.decode import iter_frames
+from node.imaging.geometry import SourceBox
+from node.imaging.inputs import ModelInput
+from node.infer import prepare
+from node.localpeers import Orthanc
+from node.results.hl7 import Hl7Party
+from node.results.writer import write_results
+from node.routing import Router
+from node.synthetic import SyntheticStudy, write_cr_study, write_ct_study, write_file
+from tests.viewer.ohif import CHROMIUM, CHROMIUM_ARGS, REPO, ViewerServer, ohif_dist
+
+ARTIFACTS = Path(os.environ.get("QOQ_TEST_ARTIFACTS", REPO / ".cache" / "test-artifacts")) / "viewer"
+RULES = REPO / "conf" / "routing.yaml"
+#: The labels the recorded answers give the boxes, one of each task's trained options.
+LABELS = {"chest_xray": "Lung Lesion", "ct": "Acute PE"}
+
+
+def _dx_without_geometry(directory: Path) -> SyntheticStudy:
+    """A DX made from the synthetic CR: no pixel spacing of any kind, no patient orientation."""
+    study = write_cr_study(directory, size=768)
+    ds = pydicom.dcmread(study.files[0])
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    ds.Modality, ds.SOPInstanceUID = "DX", generate_uid()
+    for keyword in ("ImagerPixelSpacing", "PixelSpacing", "PatientOrientation"):
+        ds.pop(keyword, None)
+    write_file(ds, study.files[0])
+    return study
+
+
+def _monochrome1_cr(directory: Path) -> SyntheticStudy:
+    """The synthetic CR stored as MONOCHROME1 (high values dark): it must look the same."""
+    study = write_cr_study(directory, size=768)
+    ds = pydicom.dcmread(study.files[0])
+    pixels = ds.pixel_array
+    ds.PixelData = (int(pixels.max()) - pixels).astype(np.uint16).tobytes()
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.WindowCenter = str(int(pixels.max()) - int(float(ds.WindowCenter)))
+    write_file(ds, study.files[0])
+    return study
+
+
+STUDIES = {
+    "cr": lambda directory: write_cr_study(directory, size=1024),
+    "dx_without_geometry": _dx_without_geometry,
+    "cr_monochrome1": _monochrome1_cr,
+    "ct": lambda directory: write_ct_study(directory, slices=5, size=256),
+}
+
+
+def _boxed_answer(key: ModelInput, label: str) -> str:
+    """What a model that found the lesion answers: its box (the brightest patch as displayed — MONOCHROME1
+    inverted, windowed as the header says) in the coordinates of the image the model was given."""
+    frame = key.geometry.placements[0].source
+    [shown] = [f for f in iter_frames(key.path) if f.source == frame]
+    lesion = _largest(shown.pixels >= 250)
+    assert lesion is not None
+    x1, y1, x2, y2 = key.geometry.box_to_model(SourceBox(frame, lesion[0], lesion[1], lesion[2] + 1, lesion[3] + 1))
+    return (f'<think>A dense round opacity.</think>\n```json\n[{{"bbox_2d": [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}], '
+            f'"label": "{label.lower()}"}}]\n```\n\\boxed{{{label}}}')
+
+
+def _results(study: SyntheticStudy, out: Path) -> list[Path]:
+    """What the node makes of ``study`` with a recorded answer boxing the lesion of the image it reads."""
+    config = load_config(None, environ={"QOQ_NODE__ROUTING__RULES": str(RULES)})
+    outcome = prepare(study.study_uid, list(study.files), Router.from_file(RULES), config, PROFILES["qwen2.5-vl"])
+    assert outcome.task is not None and outcome.inputs, outcome.skipped
+    [key] = outcome.inputs
+    text = _boxed_answer(key, LABELS[outcome.task.domain])
+    findings = locate(parse_output(text), [m.geometry for m in outcome.inputs])
+    assert findings.boxes, findings.warnings
+    outcome = replace(outcome, findings=findings, model="replay (recorded responses; TEST)", is_test_result=True)
+    written = write_results(outcome, out, {"oru": Hl7Party()}, secondary_capture=True)
+    assert written is not None
+    return [item.path for item in written.dicom]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, software WebGL."""
+    if not (ohif_dist() / "index.html").is_file():
+        pytest.fail(f"no OHIF build at {ohif_dist()}: .ci/run unpacks @ohif/app there (or set QOQ_OHIF_DIST)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def viewer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Orthanc, ViewerServer]]:
+    """Orthanc with DICOMweb, and OHIF in front of it on one origin."""
+    with Orthanc(tmp_path_factory.mktemp("viewer-pacs"), dicomweb=True) as pacs, \
+            ViewerServer(pacs.url, ohif_dist()) as server:
+        yield pacs, server
+
+
+class Screen:
+    """One OHIF page, its console, and what its viewport shows."""
+
+    def __init__(self, page: Page, name: str) -> None:
+        self.page, self.name = page, name
+        self.console: list[str] = []
+        page.on("console", lambda message: self.console.append(f"{message.type}: {message.text}"))
+        page.on("pageerror", lambda error: self.console.append(f"pageerror: {error}"))
+
+    def errors(self) -> list[str]:
+        """Console errors and uncaught exceptions (OHIF's error boundary logs as 'Error Boundary')."""
+        return [line for line in self.console
+                if line.startswith(("error:", "pageerror:")) or "Error Boundary" in line]
+
+    def load(self, url: str) -> None:
+        """Open ``url`` and wait until the viewport draws, then close the first-visit notices."""
+        self.page.goto(url)
+        self.page.locator("[data-cy=viewport-pane] canvas").first.wait_for(timeout=60_000)
+        self.page.wait_for_timeout(3000)
+        self.dismiss()
+
+    def dismiss(self) -> None:
+        """Close the first-visit tour and the investigational-use notice."""
+        for label in ("Skip all", "Confirm and hide"):
+            button = self.page.get_by_text(label)
+            if button.count():
+                button.first.click()
+
+    def viewport(self, step: str) -> np.ndarray:
+        """The viewport as RGB pixels, saved as an artefact."""
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=ARTIFACTS / f"{self.name}-{step}-page.png")
+        shot = self.page.locator("[data-cy=viewport-pane]").first.screenshot(path=ARTIFACTS / f"{self.name}-{step}.png")
+        return np.asarray(Image.open(io.BytesIO(shot)).convert("RGB")).astype(int)
+
+    def open_series(self, modality: str) -> None:
+        """Double-click the study browser's entry of the first series of ``modality``."""
+        self.page.locator("[data-cy=series-modality-label]", has_text=modality).first.dblclick()
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    rows, columns = np.nonzero(mask)
+    return (int(columns.min()), int(rows.min()), int(columns.max()), int(rows.max())) if len(rows) else None
+
+
+def _largest(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The bounding box of the largest connected region of ``mask`` (the lesion, not the overlay text)."""
+    labelled, count = ndimage.label(mask)
+    if not count:
+        return None
+    sizes = ndimage.sum(mask, labelled, range(1, count + 1))
+    return _bbox(labelled == int(np.argmax(sizes)) + 1)
+
+
+def _lesion(pixels: np.ndarray) -> tuple[int, int, int, int]:
+    """The phantom lesion on screen: the largest patch of the brightest grey."""
+    grey = (np.abs(pixels[..., 0] - pixels[..., 1]) < 8) & (np.abs(pixels[..., 1] - pixels[..., 2]) < 8)
+    box = _largest(grey & (pixels[..., 0] > 235))
+    assert box is not None, "no lesion on the screen"
+    return box
+
+
+def _outline(mask: np.ndarray, near: tuple[int, int, int, int]) -> tuple[int, int, int, int] | None:
+    """A drawn rectangle: the outermost rows and columns of ``mask`` that run along a good part of the
+    lesion's size (a dashed edge), ignoring the thin leader line to the label."""
+    width, height = near[2] - near[0] + 1, near[3] - near[1] + 1
+    columns = np.nonzero(mask.sum(axis=0) >= height // 4)[0]
+    rows = np.nonzero(mask.sum(axis=1) >= width // 4)[0]
+    if not len(columns) or not len(rows):
+        return None
+    return int(columns.min()), int(rows.min()), int(columns.max()), int(rows.max())
+
+
+def _near(found: tuple[int, int, int, int] | None, lesion: tuple[int, int, int, int], tolerance: int) -> bool:
+    return found is not None and all(abs(a - b) <= tolerance for a, b in zip(found, lesion, strict=True))
+
+
+@pytest.mark.parametrize("kind", list(STUDIES))
+def test_the_radiologist_sees_the_ai_box_in_ohif(kind: str, browser: Browser, viewer, tmp_path: Path) -> None:
+    pacs, server = viewer
+    study = STUDIES[kind](tmp_path / kind)
+    results = _results(study, tmp_path / "results")
+    for path in [*study.files, *results]:
+        pacs.upload(path)
+    label = LABELS["ct" if kind == "ct" else "chest_xray"].lower()
+    url = f"{server.url}/viewer?StudyInstanceUIDs={study.study_uid}"
+    screen = Screen(browser.new_page(viewport={"width": 1400, "height": 900}), kind)
+    try:
+        screen.load(url)
+        screen.open_series("SR")
+        screen.page.wait_for_timeout(4000)
+        shown = screen.viewport("sr")
+        lesion = _lesion(shown)
+        outline = _outline((shown[..., 1] > 180) & (shown[..., 0] < 120) & (shown[..., 2] < 120), lesion)  # green
+        assert _near(outline, lesion, 4), f"SR box {outline} is not on the lesion {lesion}"
+        screen.page.get_by_role("button", name="Yes").first.click()  # track: the SR's measurements load
+        screen.page.locator("[data-cy=trackedMeasurements-btn]").first.click()
+        screen.page.wait_for_timeout(1500)
+        screen.viewport("sr-tracked")
+        assert label in screen.page.locator("body").inner_text().lower(), "the finding's label is not in the panel"
+
+        screen.load(url)  # afresh: the SEG over the image as the study opens
+        screen.open_series("SEG")
+        screen.page.wait_for_timeout(5000)
+        painted = screen.viewport("seg")
+        red = (painted[..., 0] - painted[..., 1] > 40) & (painted[..., 0] - painted[..., 2] > 40)
+        assert painted.shape == shown.shape  # the same layout as the SR's: the lesion is where it was
+        assert _near(_largest(red), lesion, 4), f"SEG region {_largest(red)} is not on the lesion {lesion}"
+        assert screen.errors() == []
+    finally:
+        screen.page.close()
+
