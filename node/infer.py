@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 import pydicom
@@ -46,6 +47,7 @@ class StudyOutcome:
     final_skip: bool = False  # the skip will recur on every read (nothing the model takes): settled at once
     signals: tuple[SignalInput, ...] = ()  # ECG signals given to the model (Omni)
     caveats: tuple[str, ...] = ()  # what every result of the study must say (e.g. an ECG shown as an image)
+    analysed_at: datetime | None = None  # when the engine was given the study (the SR's Content Date/Time)
 
     @property
     def readable(self) -> bool:
@@ -112,12 +114,14 @@ def infer(prepared: Sequence[StudyOutcome], engine: Engine, config: NodeConfig) 
     """Run the engine on every prepared study (one batch) and read its findings."""
     ready = [study for study in prepared if study.readable]
     settings = GenerationSettings(max_new_tokens=config.engine.max_new_tokens, temperature=config.engine.temperature)
+    analysed_at = datetime.now().astimezone()
     results = iter(engine.generate([engine_request(study, settings) for study in ready]))
     outcomes = []
     for study in prepared:  # results come in the order of ``ready``, a subsequence of ``prepared``
         if study.readable:
             result = next(results)
             findings = locate(parse_output(result.text), [m.geometry for m in study.inputs])
-            study = replace(study, findings=findings, model=result.model, is_test_result=result.is_test_result)
+            study = replace(study, findings=findings, model=result.model, is_test_result=result.is_test_result,
+                            analysed_at=analysed_at)
         outcomes.append(study)
     return outcomes

@@ -62,7 +62,8 @@ def test_gsps_is_valid_and_its_box_is_where_the_finding_is(tmp_path: Path, modal
     path = tmp_path / "gsps.dcm"
     gsps.save_as(path, enforce_file_format=True)
     assert dciodvfy_errors(path) == []
-    assert gsps.SeriesDescription.startswith(RESEARCH_LABEL) and gsps.StudyInstanceUID == sources[0].StudyInstanceUID
+    assert gsps.SeriesDescription.startswith("AI boxes (PR) - " + RESEARCH_LABEL)
+    assert gsps.StudyInstanceUID == sources[0].StudyInstanceUID
     assert gsps.PatientID == sources[0].PatientID
     # dcmtk reads the presentation state against the source image: its polyline is the box.
     image = tmp_path / "image.dcm"
@@ -190,7 +191,7 @@ def test_seg_marks_the_box_pixels_on_the_right_image(tmp_path: Path) -> None:
     seg.save_as(path, enforce_file_format=True)
     assert dciodvfy_errors(path) == []
     reread = pydicom.dcmread(path)
-    assert reread.SeriesDescription.startswith(RESEARCH_LABEL)
+    assert reread.SeriesDescription.startswith("AI boxes (SEG) - " + RESEARCH_LABEL)
     [segment] = reread.SegmentSequence
     assert segment.SegmentLabel == "mass" and segment.SegmentAlgorithmType == "AUTOMATIC"
     assert segment.SegmentationAlgorithmIdentificationSequence[0].AlgorithmFamilyCodeSequence[0].CodeMeaning == (
@@ -202,6 +203,27 @@ def test_seg_marks_the_box_pixels_on_the_right_image(tmp_path: Path) -> None:
     assert (columns.min(), rows.min(), columns.max() + 1, rows.max() + 1) == (143, 69, 183, 114)
     assert build_segs(_findings(sources[1], box), sources, PROVENANCE, 1, "ct")[0].SOPInstanceUID == seg.SOPInstanceUID
     assert build_segs(locate(parse_output("\\boxed{None}"), []), sources, PROVENANCE, 1, "ct") == []
+    # the segment is the SR's box: the same Tracking ID and UID
+    [group] = [item for item in _content_items(build_sr(findings, sources, PROVENANCE, 1, "ct"), "CONTAINER")
+               if item.ConceptNameCodeSequence[0].CodeMeaning == "Measurement Group"]
+    tracking = {item.ConceptNameCodeSequence[0].CodeMeaning: item.get("UID", item.get("TextValue"))
+                for item in group.ContentSequence}
+    assert (segment.TrackingID, segment.TrackingUID) == (tracking["Tracking Identifier"],
+                                                         tracking["Tracking Unique Identifier"])
+
+
+def test_two_boxes_of_one_finding_are_two_segments(tmp_path: Path) -> None:
+    """Each box its own segment (and Tracking UID), even when two boxes share a label."""
+    sources = _sources(tmp_path)
+    frame = FrameRef(sources[0].SOPInstanceUID, 1, sources[0].Rows, sources[0].Columns)
+    geometry = model_geometry(frame)
+    boxes = [geometry.box_to_model(SourceBox(frame, *edges)) for edges in ((10.0, 10.0, 40.0, 40.0),
+                                                                           (100.0, 100.0, 140.0, 150.0))]
+    text = "```json\n[" + ", ".join(f'{{"bbox_2d": [{x1}, {y1}, {x2}, {y2}], "label": "mass"}}'
+                                    for x1, y1, x2, y2 in boxes) + "]\n```\\boxed{Mass}"
+    [seg] = build_segs(locate(parse_output(text), [geometry]), sources, PROVENANCE, 1, "ct")
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["mass", "mass"]
+    assert len({s.TrackingUID for s in seg.SegmentSequence}) == 2
 
 
 def test_boxes_on_images_without_geometry_get_a_seg_each(tmp_path: Path) -> None:
@@ -525,3 +547,21 @@ def test_snomed_codes_that_dicom_also_lists_carry_dicoms_meaning() -> None:
     assert len(checked) >= 6
     for value, meaning in checked:
         assert meaning.lower() in dicom[value], (value, meaning, dicom[value])
+
+
+def test_sr_says_what_was_examined_and_when_the_model_read_it(tmp_path: Path) -> None:
+    """Procedure Reported is the source's own procedure code where it has one; Content Date/Time is when
+    the analysis began, not when the report was written."""
+    sources = _sources(tmp_path)
+    findings = _findings(sources[0], (143.0, 69.0, 183.0, 114.0))
+    code = pydicom.Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "24627-2", "LN", "CT Chest"
+    sources[0].ProcedureCodeSequence = [code]
+    sr = build_sr(findings, sources, PROVENANCE, 1, "ct", analysed_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    [procedure] = [item for item in sr.ContentSequence
+                   if item.ConceptNameCodeSequence[0].CodeMeaning == "Procedure reported"]
+    assert procedure.ConceptCodeSequence[0].CodeValue == "24627-2"
+    assert (sr.ContentDate, sr.ContentTime[:6]) == ("20260102", "030405")
+    del sources[0].ProcedureCodeSequence
+    generic = build_sr(findings, sources, PROVENANCE, 1, "ct")
+    assert "18748-4" in str(generic.ContentSequence)

@@ -127,5 +127,5 @@ def build_presentation_state(
             voi = [hd.pr.SoftcopyVOILUTTransformation(window_center=[window[0]], window_width=[window[1]],
                                                       window_explanation=["window the AI model saw"])]
         state = hd.pr.GrayscaleSoftcopyPresentationState(voi_lut_transformations=voi, **common)
-    label_series(state, sources[0], provenance, laterality=True)
+    label_series(state, sources[0], provenance, "pr", laterality=True)
     return state

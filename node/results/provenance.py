@@ -43,18 +43,31 @@ def result_uid(study_uid: str, study_version: int, task: str, provenance: Proven
     )
 
 
+def box_tracking(study_uid: str, study_version: int, task: str, provenance: Provenance,
+                 number: int) -> tuple[str, str]:
+    """The Tracking Identifier and Tracking UID of the ``number``-th box (1-based) of a read: the SR's
+    measurement group and the SEG's segment of that box carry the same pair."""
+    return f"AI box {number}", result_uid(study_uid, study_version, task, provenance, f"box-{number}")
+
+
 def clip(text: str, limit: int) -> str:
     """``text`` cut to at most ``limit`` characters (VR length limits), marking the cut."""
     return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
 
 
-def label_series(result: Dataset, source: Dataset, provenance: Provenance, laterality: bool = False) -> None:
-    """Mark a result object's series as AI / research use, and encode it in UTF-8 (ISO_IR 192) so
+#: What each result series is, first in its description: a PACS list shows the start.
+SERIES_KINDS = {"sr": "AI SR", "seg": "AI boxes (SEG)", "pr": "AI boxes (PR)", "sc": "AI key images (SC)"}
+
+
+def label_series(result: Dataset, source: Dataset, provenance: Provenance, kind: str,
+                 laterality: bool = False) -> None:
+    """Mark a result object's series as what it is (``kind``: sr, seg, pr or sc: "AI SR - ...") and as AI /
+    research use, and encode it in UTF-8 (ISO_IR 192) so
     any model text is kept as written, whatever the source's character set. With ``laterality``
     (image IODs whose General Series dciodvfy checks for it: PR, SC), add Laterality (Type 2C):
     the source's, or empty when unknown."""
     result.SpecificCharacterSet = "ISO_IR 192"
-    result.SeriesDescription = clip(provenance.banner, 64)
+    result.SeriesDescription = clip(f"{SERIES_KINDS[kind]} - {provenance.banner}", 64)
     if laterality and "Laterality" not in result:
         result.Laterality = source.get("Laterality", "")
 

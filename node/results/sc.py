@@ -87,7 +87,7 @@ def build_sc(
     )
     if orientation is None:
         sc.PatientOrientation = ""
-    label_series(sc, source, provenance, laterality=True)
+    label_series(sc, source, provenance, "sc", laterality=True)
     sc.ImageComments = clip(f"{provenance.banner}. {DISCLAIMER} Model: {provenance.model_identity}", 10240)
     sc.BurnedInAnnotation = "YES"
     return sc

@@ -1,6 +1,7 @@
-"""Binary DICOM Segmentations of the AI boxes, on the source images: one segment per label, each
-box rasterised on the frame it sits on, with the algorithm identified (family "Artificial
-Intelligence", the model, the node's version)."""
+"""Binary DICOM Segmentations of the AI boxes, on the source images: one segment per box, rasterised
+on the frame it sits on, labelled with the box's finding and carrying the same Tracking ID and UID as
+the box's measurement group in the SR (so a viewer or a downstream system links the two), with the
+algorithm identified (family "Artificial Intelligence", the model, the node's version)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pydicom.uid import UltrasoundImageStorage, UltrasoundMultiFrameImageStorage
 
 from node.findings import Findings, LocatedBox
 from node.results.codes import label_concept
-from node.results.provenance import MANUFACTURER, Provenance, clip, label_series, result_uid
+from node.results.provenance import MANUFACTURER, Provenance, box_tracking, clip, label_series, result_uid
 
 SERIES_NUMBER = 9903
 #: Red (sRGB 255, 0, 0) as CIELab in DICOM's scaling: L* × 65535/100, (a*, b* + 128) × 65535/255.
@@ -121,12 +122,13 @@ def build_segs(
     :func:`_segmentable_groups`). Empty when there is no box to segment."""
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
     boxes = [box for box in findings.boxes if box.source.frame.sop_instance_uid in by_uid]
-    return [_build_seg(boxes, group, provenance, study_version, task, number)
+    numbers = {id(box): number for number, box in enumerate(findings.boxes, start=1)}  # the SR's box numbers
+    return [_build_seg(boxes, numbers, group, provenance, study_version, task, number)
             for number, group in enumerate(_segmentable_groups(boxes, by_uid, sources), start=1)]
 
 
-def _build_seg(boxes: Sequence[LocatedBox], group: _Group, provenance: Provenance, study_version: int,
-               task: str, number: int) -> Dataset:
+def _build_seg(boxes: Sequence[LocatedBox], box_numbers: dict[int, int], group: _Group, provenance: Provenance,
+               study_version: int, task: str, number: int) -> Dataset:
     """One SEG over a group's images (single-frame images of one series and size, one multi-frame
     image, or one frame of a cine loop) of the boxes that lie on them: a mask frame per source image,
     or per frame of the multi-frame one."""
@@ -135,27 +137,28 @@ def _build_seg(boxes: Sequence[LocatedBox], group: _Group, provenance: Provenanc
     position = {str(ds.SOPInstanceUID): n for n, ds in enumerate(images)}
     boxes = [box for box in boxes if box.source.frame.sop_instance_uid in position
              and group.cine_frame in (None, box.source.frame.frame)]
-    labels = list(dict.fromkeys(box.label for box in boxes))
-    mask = np.zeros((group.mask_frames, int(first.Rows), int(first.Columns), len(labels)), dtype=bool)
-    for box in boxes:
+    mask = np.zeros((group.mask_frames, int(first.Rows), int(first.Columns), len(boxes)), dtype=bool)
+    for segment, box in enumerate(boxes):
         slot = group.mask_frame(position[box.source.frame.sop_instance_uid], box.source.frame.frame)
-        _rasterise(mask[slot, :, :, labels.index(box.label)], box)
+        _rasterise(mask[slot, :, :, segment], box)
     algorithm = hd.AlgorithmIdentificationSequence(
         name=clip(provenance.model_identity, 64), family=codes.cid7162.ArtificialIntelligence,
         version=clip(provenance.node_version, 64),
     )
-    descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=number,
-            segment_label=clip(label, 64),
+    study_uid = str(first.StudyInstanceUID)
+    descriptions = []
+    for segment, box in enumerate(boxes, start=1):
+        tracking_id, tracking_uid = box_tracking(study_uid, study_version, task, provenance, box_numbers[id(box)])
+        descriptions.append(hd.seg.SegmentDescription(
+            segment_number=segment,
+            segment_label=clip(box.label, 64),
             segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-            segmented_property_type=label_concept(label),
+            segmented_property_type=label_concept(box.label),
             algorithm_type="AUTOMATIC",
             algorithm_identification=algorithm,
-        )
-        for number, label in enumerate(labels, start=1)
-    ]
-    study_uid = str(first.StudyInstanceUID)
+            tracking_id=tracking_id,
+            tracking_uid=tracking_uid,
+        ))
     seg = hd.seg.Segmentation(
         source_images=[_frame_view(first)] if group.cine_frame else images,
         pixel_array=mask,
@@ -177,7 +180,7 @@ def _build_seg(boxes: Sequence[LocatedBox], group: _Group, provenance: Provenanc
         segment.RecommendedDisplayCIELabValue = list(BOX_CIELAB)
     if group.cine_frame:
         _point_at_frame(seg, first, group.cine_frame)
-    label_series(seg, first, provenance)
+    label_series(seg, first, provenance, "seg")
     if "FrameOfReferenceUID" not in first:
         if "PatientOrientation" not in seg:
             # General Image Patient Orientation (Type 2C) for sources without plane geometry (US, XC)

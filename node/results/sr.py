@@ -11,6 +11,7 @@ no pixels; VerificationFlag UNVERIFIED; the private coding scheme declared.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import highdicom as hd
 from highdicom.sr import (
@@ -39,7 +40,7 @@ from pydicom.sr.codedict import codes
 from node.findings import Findings
 from node.results.codes import PRIVATE_SCHEME, PRIVATE_SCHEME_NAME, label_concept
 from node.results.gsps import box_polyline
-from node.results.provenance import MANUFACTURER, Provenance, clip, label_series, result_uid
+from node.results.provenance import MANUFACTURER, Provenance, box_tracking, clip, label_series, result_uid
 
 SERIES_NUMBER = 9902
 #: LOINC 18748-4 "Diagnostic imaging study".
@@ -56,6 +57,18 @@ PIXELS = CodedConcept("{pixels}", "UCUM", "Pixels")
 #: TID 1500 row 12: the container of qualitative evaluations of the whole report.
 QUALITATIVE_EVALUATIONS = CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
 TEXT_LIMIT = 1_000_000  # UT holds up to 2^32-2 bytes; keep reports a reasonable size
+
+
+def procedure_reported(source: Dataset) -> CodedConcept:
+    """What was examined: the source's own procedure code (Procedure Code Sequence, else the Requested
+    Procedure Code of its request), else the generic (18748-4, LN, "Diagnostic imaging study")."""
+    for sequence in ("ProcedureCodeSequence", "RequestedProcedureCodeSequence"):
+        items = source.get(sequence) or []
+        if items and items[0].get("CodeValue") and items[0].get("CodingSchemeDesignator"):
+            item = items[0]
+            return CodedConcept(str(item.CodeValue), str(item.CodingSchemeDesignator),
+                                clip(str(item.get("CodeMeaning", "") or item.CodeValue), 64))
+    return PROCEDURE
 
 
 def _image_library(images: Sequence[Dataset]) -> ContainerContentItem:
@@ -102,9 +115,11 @@ def build_sr(
     study_version: int,
     task: str,
     previous: Sequence[Dataset] = (),
+    analysed_at: datetime | None = None,
 ) -> Dataset:
     """The TID 1500 report over ``sources`` (the images the model read); ``previous``: the reports
-    of earlier study versions it supersedes (Predecessor Documents Sequence)."""
+    of earlier study versions it supersedes (Predecessor Documents Sequence); ``analysed_at``: when
+    the analysis began (the report's Content Date/Time; default: now)."""
     study_uid = str(sources[0].StudyInstanceUID)
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
     algorithm = hd.sr.AlgorithmIdentification(clip(provenance.model_identity, 64), clip(provenance.node_version, 64))
@@ -134,15 +149,16 @@ def build_sr(
                 str(source.SOPClassUID), str(source.SOPInstanceUID), [box.source.frame.frame] if multi else None
             ),
         )
+        tracking_id, tracking_uid = box_tracking(study_uid, study_version, task, provenance, index)
         groups.append(PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=TrackingIdentifier(uid=uid(f"box-{index}"), identifier=clip(f"AI box {index}", 64)),
+            tracking_identifier=TrackingIdentifier(uid=tracking_uid, identifier=tracking_id),
             referenced_region=region,
             finding_type=label_concept(box.label),
             algorithm_id=algorithm,
         ))
     report = MeasurementReport(
         observation_context=ObservationContext(observer_device_context=device),
-        procedure_reported=PROCEDURE,
+        procedure_reported=procedure_reported(sources[0]),
         # highdicom 0.28 insists on a measurement group: a report without boxes gets a stand-in, taken out below
         imaging_measurements=groups or [MeasurementsAndQualitativeEvaluations(
             TrackingIdentifier(uid=uid("no-box"), identifier="none"))],
@@ -174,7 +190,9 @@ def build_sr(
     sr.ContentSequence.extend(
         WaveformContentItem(SOURCE, str(source.SOPClassUID), str(source.SOPInstanceUID), relationship_type="CONTAINS")
         for source in sources if "WaveformSequence" in source)
-    label_series(sr, sources[0], provenance)
+    if analysed_at is not None:  # the observation's time: when the model read the study, not when this was written
+        sr.ContentDate, sr.ContentTime = analysed_at.strftime("%Y%m%d"), analysed_at.strftime("%H%M%S.%f")
+    label_series(sr, sources[0], provenance, "sr")
     scheme = Dataset()
     scheme.CodingSchemeDesignator = PRIVATE_SCHEME
     scheme.CodingSchemeName = PRIVATE_SCHEME_NAME

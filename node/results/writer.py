@@ -96,7 +96,7 @@ def _dicom_objects(outcome: StudyOutcome, provenance: Provenance, study_version:
     images_read = {str(ds.SOPInstanceUID) for ds in sources if "PixelData" in ds}
     findings = replace(outcome.findings, boxes=tuple(
         box for box in outcome.findings.boxes if box.source.frame.sop_instance_uid in images_read))
-    objects = [(SR_FILE, build_sr(findings, sources, provenance, study_version, task, previous))]
+    objects = [(SR_FILE, build_sr(findings, sources, provenance, study_version, task, previous, outcome.analysed_at))]
     objects += _shown_again("seg", lambda: [
         (f"seg-{number}.dcm", seg)
         for number, seg in enumerate(build_segs(findings, sources, provenance, study_version, task), start=1)],
