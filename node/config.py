@@ -228,7 +228,9 @@ class RoutingConfig(_Section):
 class ResultsConfig(_Section):
     """Which result objects are made."""
 
-    secondary_capture: bool = Field(default=False, description="Also a burned-in Secondary Capture per key image.")
+    secondary_capture: bool | Literal["projection"] = Field(
+        default="projection", description="A burned-in Secondary Capture per key image: projection (only of images "
+        "without patient geometry: radiographs, mammograms, photographs), true (of every key image) or false.")
 
 
 class PipelineConfig(_Section):

@@ -24,7 +24,8 @@ from node.localpeers import LOOPBACK, FolderPacs, MllpListener, NodeProcess, Ort
 from node.store import COMPLETE, FAILED, SKIPPED, UNDELIVERED, Store
 from node.synthetic import SyntheticStudy, boxed_response, write_cr_study, write_ct_study
 
-RESULT_MODALITIES = {"SR": "structured report (TID 1500)", "SEG": "segmentation", "PR": "presentation state"}
+RESULT_MODALITIES = {"SR": "structured report (TID 1500)", "SEG": "segmentation", "PR": "presentation state",
+                     "OT": "key image, boxes burned in (SC)"}
 FINAL_STATES = {COMPLETE, FAILED, SKIPPED, UNDELIVERED}
 
 

@@ -48,11 +48,11 @@ def _state(node, study_uid: str) -> str:
 
 
 def _results_in_pacs(orthanc: Orthanc, study_uid: str) -> dict[str, list[pydicom.Dataset]]:
-    """The AI objects Orthanc holds for a study, by modality (SR, SEG, PR)."""
+    """The AI objects Orthanc holds for a study, by modality (SR, SEG, PR, and OT for secondary captures)."""
     found: dict[str, list[pydicom.Dataset]] = {}
     for instance in orthanc.instances(study_uid):
         ds = pydicom.dcmread(io.BytesIO(orthanc.file(instance["ID"])))
-        if ds.Modality in {"SR", "SEG", "PR"}:
+        if ds.Modality in {"SR", "SEG", "PR", "OT"}:
             found.setdefault(ds.Modality, []).append(ds)
     return found
 
@@ -93,7 +93,9 @@ def test_cr_and_ct_results_reach_the_pacs_and_the_ehr(orthanc: Orthanc, make_nod
         sources = {str(ds.SOPInstanceUID): ds for ds in map(pydicom.dcmread, cr.files + ct.files)}
         for study in (cr, ct):
             found = _results_in_pacs(orthanc, study.study_uid)
-            assert {kind: len(objects) for kind, objects in found.items()} == {"SR": 1, "SEG": 1, "PR": 1}
+            # and a burned-in key image (SC, Modality OT) of the radiograph (no patient geometry), not of the CT
+            assert {kind: len(objects) for kind, objects in found.items()} == {
+                "SR": 1, "SEG": 1, "PR": 1, **({"OT": 1} if study is cr else {})}
             [sr], [seg], [gsps] = found["SR"], found["SEG"], found["PR"]
             referenced, points = _sr_box(sr)
             _assert_on_lesion(points, sources[referenced])  # the box the radiologist sees is on the lesion
@@ -113,7 +115,7 @@ def test_cr_and_ct_results_reach_the_pacs_and_the_ehr(orthanc: Orthanc, make_nod
         assert by_study[cr.study_uid].split("\r")[0].split("|")[3] == "RAD-A"  # MSH-4 from the destination
         metrics = node.metrics.render().decode()
         assert metric_value(metrics, "qoqnode_stage_duration_seconds_count", 'stage="end_to_end"') == 2
-        assert metric_value(metrics, "qoqnode_outbox_items", 'destination="pacs",state="sent"') == 6
+        assert metric_value(metrics, "qoqnode_outbox_items", 'destination="pacs",state="sent"') == 7
         assert metric_value(metrics, "qoqnode_outbox_items", 'destination="ehr",state="sent"') == 2
         assert metric_value(metrics, "qoqnode_studies", 'state="complete"') == 2
 
@@ -240,7 +242,7 @@ def test_a_two_view_radiograph_gets_a_seg_on_each_view(orthanc: Orthanc, make_no
     _send_through(orthanc, node, cr)
     wait_for(lambda: _state(node, cr.study_uid) == COMPLETE, timeout=60)
     found = _results_in_pacs(orthanc, cr.study_uid)
-    assert {kind: len(objects) for kind, objects in found.items()} == {"SR": 1, "SEG": 2, "PR": 1}
+    assert {kind: len(objects) for kind, objects in found.items()} == {"SR": 1, "SEG": 2, "PR": 1, "OT": 2}
     on_views = set()
     for seg in found["SEG"]:
         [frame] = seg.PerFrameFunctionalGroupsSequence
@@ -265,7 +267,7 @@ def test_a_seg_that_cannot_be_made_leaves_the_report_and_the_oru_going(
         _send_through(orthanc, node, cr)
         wait_for(lambda: _state(node, cr.study_uid) == COMPLETE, timeout=60)
         assert {kind: len(objects) for kind, objects in _results_in_pacs(orthanc, cr.study_uid).items()} == {
-            "SR": 1, "PR": 1}
+            "SR": 1, "PR": 1, "OT": 1}
         assert len(ehr.received) == 1 and cr.study_uid in ehr.received[0]
     metrics = node.metrics.render().decode()
     assert metric_value(metrics, "qoqnode_result_objects_omitted_total", 'kind="seg"') == 1

@@ -463,25 +463,33 @@ def dsr2xml_errors(path: Path) -> str:
     return "" if result.returncode == 0 and "E:" not in result.stderr else result.stderr or f"exit {result.returncode}"
 
 
-def test_secondary_capture_burns_in_the_box_under_a_banner(tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", [256, 3000])
+def test_secondary_capture_burns_in_the_box_under_a_banner(tmp_path: Path, size: int) -> None:
+    """The outline runs just outside the box (the lesion's pixels are untouched), the label sits outside
+    it, and banner, text and lines grow with the image: readable on a 3000-pixel radiograph."""
     from node.imaging.decode import iter_frames
-    from node.results.sc import BANNER_HEIGHT, BOX_COLOUR, build_sc
+    from node.results.sc import BANNER_HEIGHT, BOX_COLOUR, LINE_WIDTH, build_sc, scale
 
-    [path] = write_ct_study(tmp_path / "ct", slices=1, size=256).files
+    [path] = write_ct_study(tmp_path / "ct", slices=1, size=size).files
     source = pydicom.dcmread(path)
-    box = (143.0, 69.0, 183.0, 114.0)
-    findings = _findings(source, box)
+    c0, r0, c1, r1 = (int(size * 0.56), int(size * 0.27), int(size * 0.71), int(size * 0.45))
+    findings = _findings(source, (float(c0), float(r0), float(c1), float(r1)))
     [frame] = iter_frames(path)
     sc = build_sc(frame, source, findings, PROVENANCE, 1, "ct")
     pixels = sc.pixel_array
-    assert pixels.shape == (256 + BANNER_HEIGHT, 256, 3)
-    red = np.all(pixels == BOX_COLOUR, axis=-1)
-    rows, columns = np.nonzero(red[BANNER_HEIGHT:])
-    assert abs(columns.min() - box[0]) <= 1 and abs(columns.max() - (box[2] - 1)) <= 1
-    assert abs(rows.min() - box[1]) <= 1 and abs(rows.max() - (box[3] - 1)) <= 1
-    banner = pixels[:BANNER_HEIGHT].astype(int)
-    yellow = (banner[..., 0] > 150) & (banner[..., 1] > 150) & (banner[..., 2] < 100)
-    assert yellow.sum() > 100  # the banner's (antialiased) yellow text
+    factor = scale(size, size)
+    banner, width = round(BANNER_HEIGHT * factor), max(LINE_WIDTH, round(LINE_WIDTH * factor))
+    assert pixels.shape == (size + banner, size, 3)
+    image = pixels[banner:]
+    red = np.all(image == BOX_COLOUR, axis=-1)
+    assert not red[r0:r1, c0:c1].any()  # nothing drawn over the boxed region
+    assert np.array_equal(image[r0:r1, c0:c1, 0], frame.pixels[r0:r1, c0:c1])
+    ring = red[r0 - width:r1 + width, c0 - width:c1 + width]
+    assert ring[:width].all() and ring[-width:].all() and ring[:, :width].all() and ring[:, -width:].all()
+    label = red[:r0 - width, c0:c1]  # the label, above the box
+    assert label.any()
+    yellow = (pixels[:banner, ..., 0] > 150) & (pixels[:banner, ..., 1] > 150) & (pixels[:banner, ..., 2] < 100)
+    assert yellow.sum() > 100 * factor * factor  # the banner's text, as large as the image asks
     assert sc.BurnedInAnnotation == "YES" and "research use only" in sc.ImageComments.lower()
 
 

@@ -1,11 +1,17 @@
 """Secondary Capture with the AI boxes and labels burned in, under a research-use banner: for
-viewers that show nothing else. Off by default (``results.secondary_capture``)."""
+viewers that show nothing else. Made for images without patient geometry (radiographs,
+mammograms, photographs) by default (``results.secondary_capture``).
+
+Text, line width and banner are scaled to the image (a 3000-pixel radiograph gets a banner a
+radiologist can read at fit-to-screen); the outline is drawn outside the box so the lesion stays
+visible, and the label above the box (below it at the top edge), never over the lesion.
+"""
 
 from __future__ import annotations
 
 import highdicom as hd
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 
 from node.findings import Findings
@@ -22,7 +28,10 @@ from node.results.provenance import (
 
 SERIES_NUMBER = 9904
 BOX_COLOUR = (255, 40, 40)
+#: Sizes for a 512-pixel image; larger images scale them up.
 BANNER_HEIGHT = 28
+TEXT_SIZE = 11
+LINE_WIDTH = 2
 
 
 _AXES = (("L", "R"), ("P", "A"), ("H", "F"))  # + and - along patient x, y, z (LPS)
@@ -43,22 +52,36 @@ def patient_orientation(source: Dataset) -> tuple[str, str] | None:
     return letters[0], letters[1]
 
 
+def scale(rows: int, columns: int) -> float:
+    """How much larger than on a 512-pixel image the banner, text and lines are drawn."""
+    return max(1.0, min(rows, columns) / 512)
+
+
 def burn_in(frame: DecodedFrame, findings: Findings, provenance: Provenance) -> np.ndarray:
-    """The frame as RGB with a banner on top and every box on this frame drawn with its label."""
+    """The frame as RGB with a banner on top and every box on this frame outlined, with its label."""
     pixels = frame.pixels if frame.pixels.ndim == 3 else np.stack([frame.pixels] * 3, axis=-1)
-    image = Image.new("RGB", (pixels.shape[1], pixels.shape[0] + BANNER_HEIGHT), (0, 0, 0))
-    image.paste(Image.fromarray(pixels), (0, BANNER_HEIGHT))
+    factor = scale(*pixels.shape[:2])
+    banner, width = round(BANNER_HEIGHT * factor), max(LINE_WIDTH, round(LINE_WIDTH * factor))
+    font = ImageFont.load_default(size=max(TEXT_SIZE, round(TEXT_SIZE * factor)))
+    image = Image.new("RGB", (pixels.shape[1], pixels.shape[0] + banner), (0, 0, 0))
+    image.paste(Image.fromarray(pixels), (0, banner))
     draw = ImageDraw.Draw(image)
     answer = ", ".join(findings.labels) or "no answer"
-    draw.text((4, 2), clip(f"{provenance.banner} - NOT FOR DIAGNOSIS", 120), fill=(255, 255, 0))
-    draw.text((4, 14), clip(f"AI answer: {answer}", 120), fill=(255, 255, 0))
+    margin = round(2 * factor)
+    draw.text((margin, margin), clip(f"{provenance.banner} - NOT FOR DIAGNOSIS", 120), fill=(255, 255, 0), font=font)
+    draw.text((margin, banner // 2), clip(f"AI answer: {answer}", 120), fill=(255, 255, 0), font=font)
     for box in findings.boxes:
         if box.source.frame != frame.source:
             continue
         s = box.source
-        corners = [s.column_min, s.row_min + BANNER_HEIGHT, s.column_max - 1, s.row_max - 1 + BANNER_HEIGHT]
-        draw.rectangle(corners, outline=BOX_COLOUR, width=2)
-        draw.text((s.column_min + 2, s.row_min + BANNER_HEIGHT + 2), clip(box.label, 40), fill=BOX_COLOUR)
+        top, bottom = s.row_min + banner, s.row_max - 1 + banner
+        # outside the box: its pixels (the lesion) stay as they are
+        draw.rectangle([s.column_min - width, top - width, s.column_max - 1 + width, bottom + width],
+                       outline=BOX_COLOUR, width=width)
+        text_height = font.getbbox("Ag")[3]
+        above = top - width - margin - text_height
+        y = above if above >= banner else bottom + width + margin
+        draw.text((s.column_min, y), clip(box.label, 40), fill=BOX_COLOUR, font=font)
     return np.asarray(image)
 
 

@@ -85,7 +85,7 @@ def _shown_again(kind: str, build: Callable[[], list[tuple[str, Dataset]]],
         return []
 
 
-def _dicom_objects(outcome: StudyOutcome, provenance: Provenance, study_version: int, secondary_capture: bool,
+def _dicom_objects(outcome: StudyOutcome, provenance: Provenance, study_version: int, secondary_capture: bool | str,
                    previous: Sequence[Dataset], omitted: list[tuple[str, Exception]]) -> list[tuple[str, Dataset]]:
     """(file name, dataset) of the SR, SEGs, presentation state and optional SCs over the key images."""
     assert outcome.findings is not None and outcome.task is not None
@@ -111,7 +111,7 @@ def _dicom_objects(outcome: StudyOutcome, provenance: Provenance, study_version:
              build_presentation_state(findings, same_kind, provenance, study_version, task, window))], omitted)
     if secondary_capture:
         objects += _shown_again("sc", lambda: _secondary_captures(outcome, findings, key_paths, sources, provenance,
-                                                                   study_version, task), omitted)
+                                                                   study_version, task, secondary_capture), omitted)
     return objects
 
 
@@ -122,12 +122,14 @@ def _key_paths(outcome: StudyOutcome) -> list[Path]:
 
 
 def _secondary_captures(outcome: StudyOutcome, findings: Findings, key_paths: list[Path], sources: list[Dataset],
-                        provenance: Provenance, study_version: int, task: str) -> list[tuple[str, Dataset]]:
-    """One burned-in SC per key frame."""
+                        provenance: Provenance, study_version: int, task: str,
+                        which: bool | str) -> list[tuple[str, Dataset]]:
+    """One burned-in SC per key frame (``which``: "projection" — only of images without patient
+    geometry — or every one)."""
     key_frames = {(p.source.sop_instance_uid, p.source.frame) for m in outcome.inputs for p in m.geometry.placements}
     captures = []
     for path, ds in zip(key_paths, sources, strict=True):
-        if "PixelData" not in ds:
+        if "PixelData" not in ds or (which == "projection" and "FrameOfReferenceUID" in ds):
             continue
         for frame in iter_frames(path):
             if (frame.source.sop_instance_uid, frame.source.frame) in key_frames:
@@ -140,7 +142,7 @@ def write_results(
     outcome: StudyOutcome,
     directory: Path,
     parties: Mapping[str, Hl7Party],
-    secondary_capture: bool = False,
+    secondary_capture: bool | str = False,
     study_version: int = 1,
     previous_sr: Dataset | None = None,
 ) -> ResultSet | None:
