@@ -24,7 +24,7 @@ from node.imaging.geometry import FrameRef, SourceBox
 from node.localpeers import Orthanc, http_json
 from node.results.gsps import build_presentation_state
 from node.results.hl7 import Hl7Party, build_oru, control_id
-from node.results.provenance import RESEARCH_LABEL, Provenance
+from node.results.provenance import RESEARCH_LABEL, Provenance, device_uid
 from node.results.seg import build_segs
 from node.results.sr import build_sr
 from node.synthetic import write_cr_study, write_ct_study, write_file
@@ -437,6 +437,10 @@ def test_every_result_object_passes_dciodvfy_for_every_kind_of_source(tmp_path: 
         dataset.save_as(out, enforce_file_format=True)
         assert dciodvfy_errors(out) == [], name
         assert RESEARCH_LABEL in pydicom.dcmread(out, stop_before_pixels=True).SeriesDescription
+        # provenance: the node and the model as processing equipment, with the node's Device UID
+        [equipment] = [item for item in dataset.ContributingEquipmentSequence if item.Manufacturer == "qoq-node"]
+        assert equipment.DeviceUID == device_uid(PROVENANCE), name
+        assert equipment.ManufacturerModelName == PROVENANCE.model_identity[:64]
     assert dsr2xml_errors(tmp_path / "sr.dcm") == ""
     value_types = sr_value_types(objects["sr"])
     if kind == "ecg":  # a waveform has no pixels: no image region, no image reference; the waveform referenced
@@ -573,3 +577,28 @@ def test_sr_says_what_was_examined_and_when_the_model_read_it(tmp_path: Path) ->
     del sources[0].ProcedureCodeSequence
     generic = build_sr(findings, sources, PROVENANCE, 1, "ct")
     assert "18748-4" in str(generic.ContentSequence)
+
+
+def test_written_files_name_the_node_as_their_implementation(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from node.config import load_config
+    from node.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+    from node.infer import prepare
+    from node.results.writer import write_results
+    from node.routing import Router
+    from node.synthetic import boxed_response
+
+    rules = Path(__file__).parent.parent / "conf" / "routing.yaml"
+    cr = write_cr_study(tmp_path / "cr", size=512)
+    outcome = prepare(cr.study_uid, list(cr.files), Router.from_file(rules), load_config(None, environ={}),
+                      PROFILES["qwen2.5-vl"])
+    findings = locate(parse_output(boxed_response(pydicom.dcmread(cr.files[0]), "Mass")),
+                      [m.geometry for m in outcome.inputs])
+    written = write_results(replace(outcome, findings=findings, model="replay", is_test_result=True),
+                            tmp_path / "out", {}, secondary_capture="projection")
+    assert written is not None and {p.name for p in written.files} == {"sr.dcm", "seg-1.dcm", "gsps.dcm", "sc-1.dcm"}
+    for path in written.files:
+        meta = pydicom.dcmread(path, stop_before_pixels=True).file_meta
+        assert (meta.ImplementationClassUID, meta.ImplementationVersionName) == (IMPLEMENTATION_CLASS_UID,
+                                                                                IMPLEMENTATION_VERSION_NAME)

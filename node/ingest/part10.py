@@ -13,13 +13,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from pydicom.uid import generate_uid
-
-from node import __version__
-
-#: The node's Implementation Class UID (PS3.7 D.3.3.2), stable across runs and versions.
-IMPLEMENTATION_CLASS_UID = generate_uid(entropy_srcs=["qoq-node implementation class"])
-IMPLEMENTATION_VERSION_NAME = f"QOQNODE_{__version__}"[:16]
+from node.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 #: Dataset encodings (PS3.5 Annex A): every other transfer syntax is explicit VR little endian.
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"

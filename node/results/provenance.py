@@ -72,12 +72,20 @@ def label_series(result: Dataset, source: Dataset, provenance: Provenance, kind:
         result.Laterality = source.get("Laterality", "")
 
 
+def device_uid(provenance: Provenance) -> str:
+    """The Device UID of the node running this model: the same in every object it makes with it."""
+    return result_uid("qoq-node", 0, "device", provenance, "device")
+
+
 def contributing_equipment(provenance: Provenance) -> hd.ContributingEquipment:
-    """The node and the model as Contributing Equipment (processing), for image-like results."""
-    return hd.ContributingEquipment(
+    """The node and the model as Contributing Equipment (processing), in every result object: the
+    model as model name, the node's version, and the node's Device UID."""
+    equipment = hd.ContributingEquipment(
         manufacturer=MANUFACTURER,
         purpose_of_reference=codes.DCM.ProcessingEquipment,
         manufacturer_model_name=clip(provenance.model_identity, 64),
         software_versions=f"qoq-node {provenance.node_version}",
         contribution_description=clip(f"{provenance.banner}; model {provenance.model_identity}", 64),
     )
+    equipment.DeviceUID = device_uid(provenance)
+    return equipment

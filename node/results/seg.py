@@ -19,7 +19,15 @@ from pydicom.uid import UltrasoundImageStorage, UltrasoundMultiFrameImageStorage
 
 from node.findings import Findings, LocatedBox
 from node.results.codes import label_concept
-from node.results.provenance import MANUFACTURER, Provenance, box_tracking, clip, label_series, result_uid
+from node.results.provenance import (
+    MANUFACTURER,
+    Provenance,
+    box_tracking,
+    clip,
+    contributing_equipment,
+    label_series,
+    result_uid,
+)
 
 SERIES_NUMBER = 9903
 #: Red (sRGB 255, 0, 0) as CIELab in DICOM's scaling: L* × 65535/100, (a*, b* + 128) × 65535/255.
@@ -174,6 +182,7 @@ def _build_seg(boxes: Sequence[LocatedBox], box_numbers: dict[int, int], group: 
         software_versions=f"qoq-node {provenance.node_version}",
         device_serial_number="0",
         content_label="AI_BOXES",
+        contributing_equipment=[contributing_equipment(provenance)],
         content_description=clip(provenance.banner, 64),
     )
     for segment in seg.SegmentSequence:  # the colour every viewer shows the boxes in (red, as the SR's)

@@ -40,7 +40,16 @@ from pydicom.sr.codedict import codes
 from node.findings import Findings
 from node.results.codes import PRIVATE_SCHEME, PRIVATE_SCHEME_NAME, label_concept
 from node.results.gsps import box_polyline
-from node.results.provenance import MANUFACTURER, Provenance, box_tracking, clip, label_series, result_uid
+from node.results.provenance import (
+    MANUFACTURER,
+    Provenance,
+    box_tracking,
+    clip,
+    contributing_equipment,
+    device_uid,
+    label_series,
+    result_uid,
+)
 
 SERIES_NUMBER = 9902
 #: LOINC 18748-4 "Diagnostic imaging study".
@@ -126,7 +135,7 @@ def build_sr(
     device = ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
-            uid=result_uid("qoq-node", 0, "device", provenance, "device"),
+            uid=device_uid(provenance),
             name="qoq-node",
             manufacturer_name=MANUFACTURER,
             model_name=clip(provenance.model_identity, 64),
@@ -175,6 +184,7 @@ def build_sr(
         is_final=False,
         is_verified=False,
         previous_versions=list(previous) or None,
+        contributing_equipment=[contributing_equipment(provenance)],
     )
     # Joined once the tree is built: highdicom 0.28's report template has no Qualitative Evaluations
     # container, and it builds WAVEFORM items but cannot parse them back.

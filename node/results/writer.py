@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset
 
 from node.findings import Findings
 from node.imaging.decode import iter_frames
+from node.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from node.infer import StudyOutcome
 from node.ingest.spool import fsync_dir
 from node.results.gsps import build_presentation_state
@@ -70,6 +71,9 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def _dataset_bytes(dataset: Dataset) -> bytes:
+    """The object as a Part 10 file naming the node as the implementation that wrote it."""
+    dataset.file_meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    dataset.file_meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()

@@ -1,0 +1,12 @@
+"""The node's identity as a DICOM implementation: what every file it writes and every association it
+takes part in says about who made it (PS3.7 D.3.3.2)."""
+
+from __future__ import annotations
+
+from pydicom.uid import generate_uid
+
+from node import __version__
+
+#: Stable across runs and versions.
+IMPLEMENTATION_CLASS_UID = generate_uid(entropy_srcs=["qoq-node implementation class"])
+IMPLEMENTATION_VERSION_NAME = f"QOQNODE_{__version__}"[:16]
