@@ -25,7 +25,7 @@ from node.store import COMPLETE, FAILED, SKIPPED, UNDELIVERED, Store
 from node.synthetic import SyntheticStudy, boxed_response, write_cr_study, write_ct_study
 
 RESULT_MODALITIES = {"SR": "structured report (TID 1500)", "SEG": "segmentation", "PR": "presentation state",
-                     "OT": "key image, boxes burned in (SC)"}
+                     "OT": "key image, boxes burned in (SC)", "KO": "key object selection (key images)"}
 FINAL_STATES = {COMPLETE, FAILED, SKIPPED, UNDELIVERED}
 
 

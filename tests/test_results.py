@@ -597,8 +597,28 @@ def test_written_files_name_the_node_as_their_implementation(tmp_path: Path) -> 
                       [m.geometry for m in outcome.inputs])
     written = write_results(replace(outcome, findings=findings, model="replay", is_test_result=True),
                             tmp_path / "out", {}, secondary_capture="projection")
-    assert written is not None and {p.name for p in written.files} == {"sr.dcm", "seg-1.dcm", "gsps.dcm", "sc-1.dcm"}
+    assert written is not None and {p.name for p in written.files} == {"sr.dcm", "seg-1.dcm", "gsps.dcm", "kos.dcm",
+                                                                     "sc-1.dcm"}
     for path in written.files:
         meta = pydicom.dcmread(path, stop_before_pixels=True).file_meta
         assert (meta.ImplementationClassUID, meta.ImplementationVersionName) == (IMPLEMENTATION_CLASS_UID,
                                                                                 IMPLEMENTATION_VERSION_NAME)
+
+
+def test_key_object_selection_lists_the_images_read_with_the_answer(tmp_path: Path) -> None:
+    """A KOS "Of Interest" over the images the model read: what a PACS shows as key images."""
+    from node.results.kos import build_kos
+
+    sources = _sources(tmp_path)
+    findings = _findings(sources[0], (143.0, 69.0, 183.0, 114.0), labels="Mass")
+    kos = build_kos(findings, sources, PROVENANCE, 1, "ct")
+    path = tmp_path / "kos.dcm"
+    kos.save_as(path, enforce_file_format=True)
+    assert dciodvfy_errors(path) == []
+    assert kos.ConceptNameCodeSequence[0].CodeValue == "113000" and kos.Modality == "KO"
+    images = [item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for item in _content_items(kos, "IMAGE")]
+    assert images == [ds.SOPInstanceUID for ds in sources]
+    [description] = [item.TextValue for item in _content_items(kos, "TEXT")
+                     if item.ConceptNameCodeSequence[0].CodeMeaning == "Key Object Description"]
+    assert "AI answer: Mass" in description and RESEARCH_LABEL in description
+    assert kos.SeriesDescription.startswith("AI key images (KO) - ")

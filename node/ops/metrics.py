@@ -108,7 +108,7 @@ class Metrics:
         self.result_objects_omitted = Counter(
             f"{PREFIX}_result_objects_omitted",
             "Result objects that could not be made for a study and were left out (seg, presentation_state,"
-            " sc); the SR and the ORU still carry every finding.", ["kind"], registry=r,
+            " kos, sc); the SR and the ORU still carry every finding.", ["kind"], registry=r,
         )
         self.engine_seconds = Histogram(
             f"{PREFIX}_engine_batch_duration_seconds", "Time the engine took per batch.", buckets=STAGE_BUCKETS,

@@ -26,6 +26,7 @@ from node.infer import StudyOutcome
 from node.ingest.spool import fsync_dir
 from node.results.gsps import build_presentation_state
 from node.results.hl7 import Hl7Party, build_oru, control_id
+from node.results.kos import build_kos
 from node.results.provenance import Provenance
 from node.results.sc import build_sc
 from node.results.seg import build_segs
@@ -113,6 +114,9 @@ def _dicom_objects(outcome: StudyOutcome, provenance: Provenance, study_version:
         objects += _shown_again("presentation_state", lambda: [
             ("csps.dcm" if colour else "gsps.dcm",
              build_presentation_state(findings, same_kind, provenance, study_version, task, window))], omitted)
+    if images:  # the key images list most PACS show when the study opens
+        objects += _shown_again("kos", lambda: [("kos.dcm", build_kos(findings, images, provenance, study_version,
+                                                                        task))], omitted)
     if secondary_capture:
         objects += _shown_again("sc", lambda: _secondary_captures(outcome, findings, key_paths, sources, provenance,
                                                                    study_version, task, secondary_capture), omitted)

@@ -1,0 +1,59 @@
+"""Key Object Selection document: the images the model read, flagged "Of Interest" with the AI answer
+as its description — what most PACS list as the study's key images, so the result is visible as
+soon as the study opens."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import highdicom as hd
+from highdicom.sr import DeviceObserverIdentifyingAttributes, ObserverContext
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+
+from node.findings import Findings
+from node.results.provenance import (
+    MANUFACTURER,
+    Provenance,
+    clip,
+    contributing_equipment,
+    device_uid,
+    label_series,
+    result_uid,
+)
+
+SERIES_NUMBER = 9905
+#: The Key Object Description is a TEXT item: UT, but viewers show a line.
+DESCRIPTION_LIMIT = 1024
+
+
+def build_kos(findings: Findings, images: Sequence[Dataset], provenance: Provenance, study_version: int,
+              task: str) -> Dataset:
+    """The key object selection of ``images`` (the images read), titled Of Interest, describing the answer."""
+    study_uid = str(images[0].StudyInstanceUID)
+    answer = ", ".join(findings.labels) or "no answer"
+    device = ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
+            uid=device_uid(provenance), name="qoq-node", manufacturer_name=MANUFACTURER,
+            model_name=clip(provenance.model_identity, 64)),
+    )
+    content = hd.ko.KeyObjectSelection(
+        document_title=codes.DCM.OfInterest,
+        referenced_objects=list(images),
+        observer_device_context=device,
+        description=clip(f"AI answer: {answer}. {provenance.banner}. Boxes: see the AI SR and SEG.",
+                         DESCRIPTION_LIMIT),
+    )
+    kos = hd.ko.KeyObjectSelectionDocument(
+        evidence=list(images),
+        content=content,
+        series_instance_uid=result_uid(study_uid, study_version, task, provenance, "kos-series"),
+        series_number=SERIES_NUMBER,
+        sop_instance_uid=result_uid(study_uid, study_version, task, provenance, "kos"),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        contributing_equipment=[contributing_equipment(provenance)],
+    )
+    label_series(kos, images[0], provenance, "ko")
+    return kos
