@@ -223,7 +223,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     if args.out is not None:
         for outcome in outcomes:
             written = write_results(outcome, args.out / outcome.study_uid, {"oru": Hl7Party()},
-                                    config.results.secondary_capture)
+                                    config.results.secondary_capture, critical_labels=config.results.critical_labels)
             for path in written.files if written else ():
                 print(f"wrote {path}", file=sys.stderr)
             for kind, error in written.omitted if written else ():

@@ -231,6 +231,10 @@ class ResultsConfig(_Section):
     secondary_capture: bool | Literal["projection"] = Field(
         default="projection", description="A burned-in Secondary Capture per key image: projection (only of images "
         "without patient geometry: radiographs, mammograms, photographs), true (of every key image) or false.")
+    critical_labels: tuple[str, ...] = Field(
+        default=("Pneumothorax", "Has Hemorrhage", "Acute PE"), description="Answer labels that are critical "
+        "findings: their ORU flags the answer AA and asks for stat priority (TQ1), so the RIS worklist can move "
+        "the study up; counted in qoqnode_critical_findings_total. Case-insensitive.")
 
 
 class PipelineConfig(_Section):

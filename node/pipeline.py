@@ -27,7 +27,7 @@ from node.engine.profiles import ModelProfile
 from node.infer import StudyOutcome, infer, prepare
 from node.ops.logging import get_logger, uid_hash
 from node.ops.metrics import Metrics
-from node.results.hl7 import Hl7Party
+from node.results.hl7 import Hl7Party, critical
 from node.results.writer import SR_FILE, ResultSet, write_results
 from node.routing import Router
 from node.store import FAILED, QueuedItem, StableStudy, Store
@@ -237,8 +237,11 @@ class Pipeline:
 
     def _queue(self, study: StableStudy, outcome: StudyOutcome) -> None:
         result = write_results(outcome, self.study_results_dir(study.study_uid, study.version), self._parties,
-                               self.config.results.secondary_capture, study.version, self._previous_sr(study))
-        assert result is not None  # only read studies get here
+                               self.config.results.secondary_capture, study.version, self._previous_sr(study),
+                               self.config.results.critical_labels)
+        assert result is not None and outcome.findings is not None  # only read studies get here
+        if critical(outcome.findings, self.config.results.critical_labels):
+            self._metrics.critical_findings.inc()
         for kind, error in result.omitted:  # its message may quote source attributes: only its type is logged
             self._metrics.result_objects_omitted.labels(kind).inc()
             log.warning("results.object_omitted", study=uid_hash(study.study_uid), version=study.version, kind=kind,

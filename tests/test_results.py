@@ -321,9 +321,16 @@ def test_oru_is_strictly_valid_and_names_the_study(tmp_path: Path) -> None:
     assert order.obr.obr_18.to_er7() == "SYN0001" and order.obr.obr_25.to_er7() == "P"
     values = [segment.split("|")[5] for segment in message.split("\r") if segment.startswith("OBX")]
     assert values[0] == "4147007^Mass^SCT~60046008^Pleural effusion^SCT"
-    assert source.StudyInstanceUID in values and sr_uid in values
+    assert source.StudyInstanceUID in values and f"{sr_uid}^QOQNODE^AP^DICOM" in values  # the SR as RP
     assert len(order.oru_r01_observation) == len(values)
     assert "research use only" in message.lower()
+    obx = {segment.split("|")[3]: segment.split("|") for segment in message.split("\r") if segment.startswith("OBX")}
+    assert obx["110180^Study Instance UID^DCM"][5] == source.StudyInstanceUID
+    assert obx["AI-SR^AI structured report^L"][2] == "RP"
+    msh = message.split("\r")[0].split("|")
+    assert re.fullmatch(r"\d{14}[+-]\d{4}", msh[6])  # MSH-7 with its UTC offset
+    assert len(msh) == 12  # ASCII only: no MSH-18
+    assert result.oru_r01_patient.oru_r01_visit.pv1.pv1_2.to_er7() == "U"  # PV1 present
 
 
 def test_oru_filler_order_number_is_configurable(tmp_path: Path) -> None:
@@ -356,7 +363,7 @@ def test_hostile_model_text_cannot_break_the_message(tmp_path: Path, reasoning: 
     findings = _findings(source, (10, 10, 50, 50), labels="A|B^C, D~E", reasoning=reasoning)
     message = _oru(findings, source)
     segments = message.split("\r")
-    assert [s[:3] for s in segments] == ["MSH", "PID", "ORC", "OBR"] + ["OBX"] * (len(segments) - 5) + ["NTE"]
+    assert [s[:3] for s in segments] == ["MSH", "PID", "PV1", "ORC", "OBR"] + ["OBX"] * (len(segments) - 6) + ["NTE"]
     parsed = parse_message(message, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
     assert parsed.validate()
     fields = [segment.split("|") for segment in segments if segment.startswith("OBX")]
@@ -368,6 +375,40 @@ def test_hostile_model_text_cannot_break_the_message(tmp_path: Path, reasoning: 
     else:
         assert len(reasoning_text) <= 16_000 and reasoning_text.startswith("long xxx")
     assert len(message) < 40_000
+    reasoning_parts = [f for f in fields if f[2] == "FT"]
+    assert [f[4] for f in reasoning_parts] == [str(n) for n in range(1, len(reasoning_parts) + 1)]  # OBX-4 sub-IDs
+    assert (segments[0].split("|")[-1] == "UNICODE UTF-8") == (not message.isascii() or "肺" in reasoning)
+
+
+def test_critical_findings_are_flagged_for_the_worklist(tmp_path: Path) -> None:
+    """An answer among results.critical_labels: OBX-8 AA on the answer and a stat TQ1 priority."""
+    [source, _] = _sources(tmp_path)
+    findings = _findings(source, (10, 10, 50, 50), labels="Pneumothorax, Edema")
+    message = _oru(findings, source, critical_labels=["pneumothorax"])
+    parsed = parse_message(message, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
+    assert parsed.validate()
+    answer = next(segment.split("|") for segment in message.split("\r") if segment.startswith("OBX|1|"))
+    assert answer[8] == "AA"
+    assert "TQ1|1||||||||S^Stat^HL70485" in message.split("\r")
+    calm = _oru(_findings(source, (10, 10, 50, 50), labels="Edema"), source, critical_labels=["pneumothorax"])
+    assert "TQ1" not in calm and "|AA|" not in calm
+
+
+def test_reasoning_is_split_on_word_boundaries(tmp_path: Path) -> None:
+    [source, _] = _sources(tmp_path)
+    words = " ".join(f"word{n}" for n in range(200))
+    message = _oru(_findings(source, (10, 10, 50, 50), reasoning=words), source)
+    parts = [segment.split("|")[5] for segment in message.split("\r") if "|FT|" in segment]
+    assert len(parts) > 1 and "".join(parts) == words
+    assert all(part.endswith(" ") for part in parts[:-1])  # each piece ends at a word's end
+
+
+def test_an_order_number_is_there_without_an_accession(tmp_path: Path) -> None:
+    [source, _] = _sources(tmp_path)
+    source.AccessionNumber = ""
+    message = _oru(_findings(source, (10, 10, 50, 50)), source)
+    orc = next(segment.split("|") for segment in message.split("\r") if segment.startswith("ORC"))
+    assert orc[3] == source.StudyInstanceUID  # the filler order number: the Study Instance UID
 
 
 def test_oru_without_boxes_or_answer(tmp_path: Path) -> None:

@@ -110,6 +110,10 @@ class Metrics:
             "Result objects that could not be made for a study and were left out (seg, presentation_state,"
             " kos, sc); the SR and the ORU still carry every finding.", ["kind"], registry=r,
         )
+        self.critical_findings = Counter(
+            f"{PREFIX}_critical_findings", "Studies read with a critical finding (results.critical_labels), flagged "
+            "for the worklist in their ORU.", registry=r,
+        )
         self.engine_seconds = Histogram(
             f"{PREFIX}_engine_batch_duration_seconds", "Time the engine took per batch.", buckets=STAGE_BUCKETS,
             registry=r,

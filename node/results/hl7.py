@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -56,12 +57,18 @@ def _value(text: str, limit: int = ST_LIMIT) -> str:
 
 
 def _chunks(escaped: str, limit: int = ST_LIMIT) -> list[str]:
-    """Escaped text in pieces of at most ``limit`` characters, never splitting an escape sequence."""
+    """Escaped text in pieces of at most ``limit`` characters, never splitting an escape sequence, and
+    split after a space (a word boundary) where the piece has one; joined again they are the text."""
     chunks, current = [], ""
     for token in _ESCAPED_TOKEN.findall(escaped):
         if len(current) + len(token) > limit:
-            chunks.append(current)
-            current = ""
+            cut = current.rfind(" ") + 1
+            if 0 < cut < len(current):  # keep the word that does not fit whole for the next piece
+                chunks.append(current[:cut])
+                current = current[cut:]
+            else:
+                chunks.append(current)
+                current = ""
         current += token
     return [*chunks, current] if current else chunks
 
@@ -91,6 +98,12 @@ def _dicom_datetime(ds: Dataset) -> str:
     return re.sub(r"\D", "", date + time)[:14]
 
 
+def critical(findings: Findings, critical_labels: Sequence[str]) -> list[str]:
+    """The answer labels that are critical findings (``results.critical_labels``, case-insensitive)."""
+    wanted = {label.strip().lower() for label in critical_labels}
+    return [label for label in findings.labels if label.strip().lower() in wanted]
+
+
 def build_oru(
     findings: Findings,
     source: Dataset,
@@ -100,46 +113,61 @@ def build_oru(
     sr_sop_instance_uid: str | None = None,
     now: datetime | None = None,
     corrects_earlier: bool = False,
+    critical_labels: Sequence[str] = (),
 ) -> str:
     """The ORU^R01 message (segments separated by carriage returns) for one study's result.
 
     With ``corrects_earlier`` (a new study version after late instances), OBR-25 and OBX-11 are
-    ``C`` (correction): the EHR replaces the earlier result of the same order with this one."""
-    now = now or datetime.now(UTC)
+    ``C`` (correction): the EHR replaces the earlier result of the same order with this one. An
+    answer among ``critical_labels`` flags the answer OBX-8 ``AA`` (critically abnormal) and adds a
+    TQ1 with priority ``S`` (stat), so the RIS worklist can move the study up. The order number is
+    always there: the accession number, else the Study Instance UID."""
+    now = (now or datetime.now(UTC)).astimezone()
     status = "C" if corrects_earlier else "P"
     accession = _value(source.get("AccessionNumber", ""), 16)
     study_uid = str(source.StudyInstanceUID)
-    filler = _value(study_uid, 64) if party.filler_order_number == "study_uid" else accession
+    filler = _value(study_uid, 64) if party.filler_order_number == "study_uid" or not accession else accession
+    flagged = critical(findings, critical_labels)
     segments = [
         "|".join(["MSH", "^~\\&", _value(party.sending_application, 180), _value(party.sending_facility, 180),
                   _value(party.receiving_application, 180), _value(party.receiving_facility, 180),
-                  now.strftime("%Y%m%d%H%M%S"), "", "ORU^R01^ORU_R01", control_id(result_key),
+                  now.strftime("%Y%m%d%H%M%S%z"), "", "ORU^R01^ORU_R01", control_id(result_key),
                   "T" if provenance.is_test_result else "P", "2.5.1"]),
         "|".join(["PID", "1", "", f"{_value(source.get('PatientID', ''), 20)}^^^"
                   f"{_value(source.get('IssuerOfPatientID', ''), 20)}".rstrip("^"),
                   "", _pn_to_xpn(source.get("PatientName", "")), "", _value(source.get("PatientBirthDate", ""), 8),
                   _value(source.get("PatientSex", ""), 1)]),
+        "|".join(["PV1", "1", "U"]),  # the visit is the EHR's to know: patient class unknown
         "|".join(["ORC", "RE", accession, filler, "", "CM"]),
         "|".join(["OBR", "1", accession, filler, "QOQMED^QoQ-Med AI read^L", "", "", _dicom_datetime(source),
                   *[""] * 10, accession, *[""] * 6, status]),
     ]
-    observations: list[tuple[str, str, str]] = [
+    if flagged:
+        segments.append("|".join(["TQ1", "1", *[""] * 7, "S^Stat^HL70485"]))
+    observations: list[tuple[str, str, str, str, str]] = [
         ("CWE", "AI-ANSWER^AI answer^L",
-         "~".join(_label_cwe(label) for label in findings.labels) or "NONE^No answer^L"),
+         "~".join(_label_cwe(label) for label in findings.labels) or "NONE^No answer^L", "", "AA" if flagged else ""),
     ]
-    for box in findings.boxes:
+    for number, box in enumerate(findings.boxes, start=1):
         s = box.source
         observations.append(("ST", "AI-FINDING^AI finding^L", _value(
             f"{box.label}: instance {s.frame.sop_instance_uid} frame {s.frame.frame}, columns "
-            f"{s.column_min:.0f}-{s.column_max:.0f}, rows {s.row_min:.0f}-{s.row_max:.0f}")))
-    for chunk in _chunks(escape(clip(findings.reasoning, REASONING_LIMIT), line_breaks=True)):
-        observations.append(("FT", "AI-REASONING^AI reasoning^L", chunk))
-    observations.append(("ST", "113014^Study Instance UID^DCM", _value(study_uid, 64)))
-    if sr_sop_instance_uid:
-        observations.append(("ST", "AI-SR-UID^AI structured report SOP Instance UID^L", _value(sr_sop_instance_uid)))
+            f"{s.column_min:.0f}-{s.column_max:.0f}, rows {s.row_min:.0f}-{s.row_max:.0f}"), str(number), ""))
+    reasoning = _chunks(escape(clip(findings.reasoning, REASONING_LIMIT), line_breaks=True))
+    observations += [("FT", "AI-REASONING^AI reasoning^L", chunk, str(part), "")
+                     for part, chunk in enumerate(reasoning, start=1)]
+    observations.append(("ST", "110180^Study Instance UID^DCM", _value(study_uid, 64), "", ""))
+    if sr_sop_instance_uid:  # a reference pointer to the SR: pointer ^ application ^ type of data ^ subtype
+        observations.append(("RP", "AI-SR^AI structured report^L",
+                             f"{_value(sr_sop_instance_uid, 64)}^{_value(party.sending_application, 20)}^AP^DICOM",
+                             "", ""))
     observations.append(("ST", "AI-MODEL^AI model^L", _value(f"{provenance.model_identity}; qoq-node "
-                                                              f"{provenance.node_version}")))
-    for index, (value_type, code, value) in enumerate(observations, start=1):
-        segments.append("|".join(["OBX", str(index), value_type, code, "", value, "", "", "", "", "", status]))
+                                                              f"{provenance.node_version}"), "", ""))
+    for index, (value_type, code, value, sub_id, flag) in enumerate(observations, start=1):
+        segments.append("|".join(["OBX", str(index), value_type, code, sub_id, value, "", "", flag, "", "", status]))
     segments.append("|".join(["NTE", "1", "L", _value(f"{provenance.banner}. {DISCLAIMER}")]))
-    return SEGMENT_SEPARATOR.join(segments)
+    message = SEGMENT_SEPARATOR.join(segments)
+    if not message.isascii():  # MSH-18: the character set, when the message needs more than ASCII
+        msh, _, rest = message.partition(SEGMENT_SEPARATOR)
+        message = f"{msh}||||||UNICODE UTF-8{SEGMENT_SEPARATOR}{rest}"
+    return message

@@ -153,6 +153,7 @@ def write_results(
     secondary_capture: bool | str = False,
     study_version: int = 1,
     previous_sr: Dataset | None = None,
+    critical_labels: Sequence[str] = (),
 ) -> ResultSet | None:
     """Write a read study's results into ``directory``: the SR, SEG and presentation state (GSPS,
     or CSPS for colour images) over its key images, optionally burned-in SCs, and one ORU^R01 per
@@ -176,7 +177,7 @@ def write_results(
     messages = {}
     for name, party in parties.items():
         oru = build_oru(outcome.findings, header, provenance, party, key, sr_sop_instance_uid=str(sr.SOPInstanceUID),
-                        corrects_earlier=previous_sr is not None)
+                        corrects_earlier=previous_sr is not None, critical_labels=critical_labels)
         path = directory / f"{name}.hl7"
         _write_atomically(path, oru.encode("utf-8"))
         messages[name] = (path, control_id(key))
