@@ -663,3 +663,31 @@ def test_key_object_selection_lists_the_images_read_with_the_answer(tmp_path: Pa
                      if item.ConceptNameCodeSequence[0].CodeMeaning == "Key Object Description"]
     assert "AI answer: Mass" in description and RESEARCH_LABEL in description
     assert kos.SeriesDescription.startswith("AI key images (KO) - ")
+
+
+def test_the_sr_references_each_boxs_seg_segment(tmp_path: Path) -> None:
+    """Written together, each box's measurement group names its SEG segment (Referenced Segment), next to
+    the region viewers draw; the SR stays valid and highdicom still reads the group."""
+    from dataclasses import replace
+
+    from node.config import load_config
+    from node.infer import prepare
+    from node.results.writer import write_results
+    from node.routing import Router
+    from node.synthetic import boxed_response
+
+    rules = Path(__file__).parent.parent / "conf" / "routing.yaml"
+    cr = write_cr_study(tmp_path / "cr", size=512)
+    outcome = prepare(cr.study_uid, list(cr.files), Router.from_file(rules), load_config(None, environ={}),
+                      PROFILES["qwen2.5-vl"])
+    findings = locate(parse_output(boxed_response(pydicom.dcmread(cr.files[0]), "Mass")),
+                      [m.geometry for m in outcome.inputs])
+    write_results(replace(outcome, findings=findings, model="replay", is_test_result=True), tmp_path / "out", {})
+    sr, seg = pydicom.dcmread(tmp_path / "out" / "sr.dcm"), pydicom.dcmread(tmp_path / "out" / "seg-1.dcm")
+    [reference] = [item for item in _content_items(sr, "IMAGE")
+                   if item.ConceptNameCodeSequence[0].CodeMeaning == "Referenced Segment"]
+    pointer = reference.ReferencedSOPSequence[0]
+    assert (pointer.ReferencedSOPInstanceUID, pointer.ReferencedSegmentNumber) == (seg.SOPInstanceUID, 1)
+    assert dciodvfy_errors(tmp_path / "out" / "sr.dcm") == []
+    [group] = hd.sr.srread(tmp_path / "out" / "sr.dcm").content.get_planar_roi_measurement_groups()
+    assert group.roi is not None and group.finding_type.meaning == "Mass"

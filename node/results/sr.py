@@ -10,7 +10,8 @@ no pixels; VerificationFlag UNVERIFIED; the private coding scheme declared.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import highdicom as hd
@@ -62,10 +63,58 @@ NOTICE = CodedConcept("AI-NOTICE", PRIVATE_SCHEME, "Notice on the use of this re
 SOURCE = CodedConcept("121112", "DCM", "Source of Measurement")
 SOURCE_IMAGE = CodedConcept("260753009", "SCT", "Source")
 IMAGING_MEASUREMENTS = "126010"
+REFERENCED_SEGMENT = CodedConcept("121214", "DCM", "Referenced Segment")
 PIXELS = CodedConcept("{pixels}", "UCUM", "Pixels")
 #: TID 1500 row 12: the container of qualitative evaluations of the whole report.
 QUALITATIVE_EVALUATIONS = CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
 TEXT_LIMIT = 1_000_000  # UT holds up to 2^32-2 bytes; keep reports a reasonable size
+
+
+@dataclass(frozen=True)
+class SegmentReference:
+    """Where a box's segment is: the SEG instance and the segment's number."""
+
+    series_instance_uid: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    segment_number: int
+
+
+def _reference_segments(sr: Dataset, segments: Mapping[str, SegmentReference]) -> None:
+    """Add to each box's measurement group a Referenced Segment (121214, DCM) IMAGE item naming the SEG
+    segment of that box (the same Tracking UID), next to its image region; the SEGs are listed as
+    Pertinent Other Evidence."""
+    referenced: dict[str, dict[str, str]] = {}  # series → SOP instance → SOP class
+    for container in sr.ContentSequence:
+        if container.ConceptNameCodeSequence[0].CodeValue != IMAGING_MEASUREMENTS:
+            continue
+        for group in container.ContentSequence:
+            uid = next((str(item.UID) for item in group.ContentSequence if item.ValueType == "UIDREF"), None)
+            if uid in segments:
+                segment = segments[uid]
+                group.ContentSequence.append(ImageContentItem(
+                    REFERENCED_SEGMENT, segment.sop_class_uid, segment.sop_instance_uid,
+                    referenced_segment_numbers=segment.segment_number, relationship_type="CONTAINS"))
+                referenced.setdefault(segment.series_instance_uid, {})[segment.sop_instance_uid] = segment.sop_class_uid
+    if referenced:
+        sr.PertinentOtherEvidenceSequence = [_evidence(str(sr.StudyInstanceUID), referenced)]
+
+
+def _evidence(study_uid: str, series: Mapping[str, Mapping[str, str]]) -> Dataset:
+    """A Hierarchical SOP Instance Reference item: one study, its series, their instances."""
+    item = Dataset()
+    item.StudyInstanceUID = study_uid
+    item.ReferencedSeriesSequence = []
+    for series_uid, instances in series.items():
+        entry = Dataset()
+        entry.SeriesInstanceUID = series_uid
+        entry.ReferencedSOPSequence = []
+        for instance_uid, class_uid in instances.items():
+            reference = Dataset()
+            reference.ReferencedSOPClassUID, reference.ReferencedSOPInstanceUID = class_uid, instance_uid
+            entry.ReferencedSOPSequence.append(reference)
+        item.ReferencedSeriesSequence.append(entry)
+    return item
 
 
 def procedure_reported(source: Dataset) -> CodedConcept:
@@ -125,10 +174,12 @@ def build_sr(
     task: str,
     previous: Sequence[Dataset] = (),
     analysed_at: datetime | None = None,
+    segments: Mapping[str, SegmentReference] | None = None,
 ) -> Dataset:
     """The TID 1500 report over ``sources`` (the images the model read); ``previous``: the reports
     of earlier study versions it supersedes (Predecessor Documents Sequence); ``analysed_at``: when
-    the analysis began (the report's Content Date/Time; default: now)."""
+    the analysis began (the report's Content Date/Time; default: now); ``segments``: the SEG segment of
+    each box, by its Tracking UID, which the box's measurement group then references."""
     study_uid = str(sources[0].StudyInstanceUID)
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
     algorithm = hd.sr.AlgorithmIdentification(clip(provenance.model_identity, 64), clip(provenance.node_version, 64))
@@ -188,6 +239,7 @@ def build_sr(
     )
     # Joined once the tree is built: highdicom 0.28's report template has no Qualitative Evaluations
     # container, and it builds WAVEFORM items but cannot parse them back.
+    _reference_segments(sr, segments or {})
     if not groups:  # no box: TID 1500's Imaging Measurements (user option) is left out
         sr.ContentSequence = [item for item in sr.ContentSequence
                               if item.ConceptNameCodeSequence[0].CodeValue != IMAGING_MEASUREMENTS]

@@ -30,7 +30,7 @@ from node.results.kos import build_kos
 from node.results.provenance import Provenance
 from node.results.sc import build_sc
 from node.results.seg import build_segs
-from node.results.sr import build_sr
+from node.results.sr import SegmentReference, build_sr
 
 SR_FILE = "sr.dcm"
 
@@ -101,11 +101,15 @@ def _dicom_objects(outcome: StudyOutcome, provenance: Provenance, study_version:
     images_read = {str(ds.SOPInstanceUID) for ds in sources if "PixelData" in ds}
     findings = replace(outcome.findings, boxes=tuple(
         box for box in outcome.findings.boxes if box.source.frame.sop_instance_uid in images_read))
-    objects = [(SR_FILE, build_sr(findings, sources, provenance, study_version, task, previous, outcome.analysed_at))]
-    objects += _shown_again("seg", lambda: [
+    segs = _shown_again("seg", lambda: [
         (f"seg-{number}.dcm", seg)
         for number, seg in enumerate(build_segs(findings, sources, provenance, study_version, task), start=1)],
         omitted)
+    segments = {str(segment.TrackingUID): SegmentReference(str(seg.SeriesInstanceUID), str(seg.SOPClassUID),
+                                                           str(seg.SOPInstanceUID), int(segment.SegmentNumber))
+                for _, seg in segs for segment in seg.SegmentSequence}
+    objects = [(SR_FILE, build_sr(findings, sources, provenance, study_version, task, previous, outcome.analysed_at,
+                                  segments)), *segs]
     images = [ds for ds in sources if "PixelData" in ds]
     if images:  # one presentation state over the images of the first one's kind (grey or colour)
         colour = int(images[0].get("SamplesPerPixel", 1)) > 1
