@@ -1,6 +1,7 @@
 """The node's results opened in a real viewer, as a radiologist would: OHIF over Orthanc's DICOMweb.
 
-For a chest CR, a DX without pixel spacing or plane geometry, a MONOCHROME1 CR and a CT, the node's
+For a chest CR, a DX without pixel spacing or plane geometry, a MONOCHROME1 CR, a CT, a brain MR, a
+mammogram and a breast ultrasound image, the node's
 own chain (routing, imaging, a recorded answer boxing the synthetic lesion, the results writer)
 makes SR, SEG, presentation state and SC; Orthanc holds them with the source; OHIF opens the study.
 Checked on the screen: the SR draws its box on the lesion and, once tracked, lists the finding's label
@@ -21,7 +22,13 @@ import pydicom
 import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, sync_playwright
-from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
+from pydicom.uid import (
+    DigitalMammographyXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForPresentation,
+    MRImageStorage,
+    UltrasoundImageStorage,
+    generate_uid,
+)
 from scipy import ndimage
 
 from node.config import load_config
@@ -34,14 +41,15 @@ from node.infer import prepare
 from node.localpeers import Orthanc
 from node.results.hl7 import Hl7Party
 from node.results.writer import write_results
-from node.routing import Router
+from node.routing import Router, StudyHeader
 from node.synthetic import SyntheticStudy, write_cr_study, write_ct_study, write_file
 from tests.viewer.ohif import CHROMIUM, CHROMIUM_ARGS, REPO, ViewerServer, ohif_dist
 
 ARTIFACTS = Path(os.environ.get("QOQ_TEST_ARTIFACTS", REPO / ".cache" / "test-artifacts")) / "viewer"
 RULES = REPO / "conf" / "routing.yaml"
 #: The labels the recorded answers give the boxes, one of each task's trained options.
-LABELS = {"chest_xray": "Lung Lesion", "ct": "Acute PE"}
+LABELS = {"chest_xray": "Lung Lesion", "ct": "Acute PE", "mri": "Glioma Tumor", "mammography": "BIRAD 4",
+          "ultrasound": "Malignant"}
 
 
 def _dx_without_geometry(directory: Path) -> SyntheticStudy:
@@ -68,11 +76,53 @@ def _monochrome1_cr(directory: Path) -> SyntheticStudy:
     return study
 
 
+def _brain_mr(directory: Path) -> SyntheticStudy:
+    """The synthetic CT's slices as a brain MR series (patient geometry, no Hounsfield units)."""
+    study = write_ct_study(directory, slices=5, size=256)
+    for path in study.files:
+        ds = pydicom.dcmread(path)
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
+        ds.Modality, ds.BodyPartExamined, ds.StudyDescription = "MR", "BRAIN", "SYNTHETIC MR BRAIN"
+        for keyword in ("RescaleIntercept", "RescaleSlope", "RescaleType", "KVP"):
+            ds.pop(keyword, None)
+        ds.WindowCenter, ds.WindowWidth = "1064", "400"
+        write_file(ds, path)
+    return study
+
+
+def _mammogram(directory: Path) -> SyntheticStudy:
+    """The synthetic CR as a left CC mammogram."""
+    study = write_cr_study(directory, size=768)
+    ds = pydicom.dcmread(study.files[0])
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = DigitalMammographyXRayImageStorageForPresentation
+    ds.Modality, ds.BodyPartExamined, ds.ImageLaterality, ds.ViewPosition = "MG", "BREAST", "L", "CC"
+    write_file(ds, study.files[0])
+    return study
+
+
+def _breast_ultrasound(directory: Path) -> SyntheticStudy:
+    """The synthetic CR as an 8-bit breast ultrasound image (no patient geometry, no window)."""
+    study = write_cr_study(directory, size=512)
+    ds = pydicom.dcmread(study.files[0])
+    pixels = ds.pixel_array.astype(np.float64)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UltrasoundImageStorage
+    ds.Modality, ds.BodyPartExamined = "US", "BREAST"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = np.round(pixels * 255 / pixels.max()).astype(np.uint8).tobytes()
+    for keyword in ("WindowCenter", "WindowWidth", "ImagerPixelSpacing"):
+        ds.pop(keyword, None)
+    write_file(ds, study.files[0])
+    return study
+
+
 STUDIES = {
     "cr": lambda directory: write_cr_study(directory, size=1024),
     "dx_without_geometry": _dx_without_geometry,
     "cr_monochrome1": _monochrome1_cr,
     "ct": lambda directory: write_ct_study(directory, slices=5, size=256),
+    "mr": _brain_mr,
+    "mg": _mammogram,
+    "us": _breast_ultrasound,
 }
 
 
@@ -206,7 +256,7 @@ def test_the_radiologist_sees_the_ai_box_in_ohif(kind: str, browser: Browser, vi
     results = _results(study, tmp_path / "results")
     for path in [*study.files, *results]:
         pacs.upload(path)
-    label = LABELS["ct" if kind == "ct" else "chest_xray"].lower()
+    label = LABELS[Router.from_file(RULES).route(StudyHeader.read(study.files[0])).domain].lower()
     url = f"{server.url}/viewer?StudyInstanceUIDs={study.study_uid}"
     screen = Screen(browser.new_page(viewport={"width": 1400, "height": 900}), kind)
     try:
