@@ -616,8 +616,10 @@ def test_sr_says_what_was_examined_and_when_the_model_read_it(tmp_path: Path) ->
     assert procedure.ConceptCodeSequence[0].CodeValue == "24627-2"
     assert (sr.ContentDate, sr.ContentTime[:6]) == ("20260102", "030405")
     del sources[0].ProcedureCodeSequence
-    generic = build_sr(findings, sources, PROVENANCE, 1, "ct")
-    assert "18748-4" in str(generic.ContentSequence)
+    by_modality = build_sr(findings, sources, PROVENANCE, 1, "ct")  # a CT: LOINC's "CT unspecified body region"
+    assert "25045-6" in str(by_modality.ContentSequence)
+    sources[0].Modality = "SM"
+    assert "18748-4" in str(build_sr(findings, sources, PROVENANCE, 1, "ct").ContentSequence)
 
 
 def test_written_files_name_the_node_as_their_implementation(tmp_path: Path) -> None:

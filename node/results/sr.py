@@ -117,16 +117,27 @@ def _evidence(study_uid: str, series: Mapping[str, Mapping[str, str]]) -> Datase
     return item
 
 
+#: DICOM CID 100 (Quantitative Diagnostic Imaging Procedures) by modality, where the source names no procedure.
+PROCEDURE_BY_MODALITY = {
+    "CT": codes.cid100.CTUnspecifiedBodyRegion, "MR": codes.cid100.MRIUnspecifiedBodyRegion,
+    "NM": codes.cid100.NMUnspecifiedBodyRegion, "PT": codes.cid100.PETUnspecifiedBodyRegion,
+    **dict.fromkeys(("CR", "DX", "MG", "RF", "XA", "IO", "PX"), codes.cid100.XRUnspecifiedBodyRegion),
+}
+
+
 def procedure_reported(source: Dataset) -> CodedConcept:
     """What was examined: the source's own procedure code (Procedure Code Sequence, else the Requested
-    Procedure Code of its request), else the generic (18748-4, LN, "Diagnostic imaging study")."""
+    Procedure Code of its request), else its modality's CID 100 code (e.g. LOINC 43468-8 "XR unspecified
+    body region"), else the generic (18748-4, LN, "Diagnostic imaging study")."""
     for sequence in ("ProcedureCodeSequence", "RequestedProcedureCodeSequence"):
         items = source.get(sequence) or []
         if items and items[0].get("CodeValue") and items[0].get("CodingSchemeDesignator"):
             item = items[0]
             return CodedConcept(str(item.CodeValue), str(item.CodingSchemeDesignator),
                                 clip(str(item.get("CodeMeaning", "") or item.CodeValue), 64))
-    return PROCEDURE
+    by_modality = PROCEDURE_BY_MODALITY.get(str(source.get("Modality", "")))
+    return CodedConcept(by_modality.value, by_modality.scheme_designator, by_modality.meaning) if by_modality \
+        else PROCEDURE
 
 
 def _image_library(images: Sequence[Dataset]) -> ContainerContentItem:
