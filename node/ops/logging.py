@@ -60,7 +60,9 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # one write per event, newline included: a line from another writer on stderr (the stdlib
+        # logging of a library) cannot land between an event and its newline (print() writes twice)
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
     # pynetdicom logs dataset contents at DEBUG; keep it to warnings so no PHI leaks through it.
