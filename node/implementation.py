@@ -7,6 +7,9 @@ from pydicom.uid import generate_uid
 
 from node import __version__
 
+#: The Manufacturer (0008,0070) of every object the node creates: how it knows its own results when a
+#: PACS sends them back.
+MANUFACTURER = "qoq-node"
 #: Stable across runs and versions.
 IMPLEMENTATION_CLASS_UID = generate_uid(entropy_srcs=["qoq-node implementation class"])
 IMPLEMENTATION_VERSION_NAME = f"QOQNODE_{__version__}"[:16]

@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -272,3 +273,28 @@ def test_a_seg_that_cannot_be_made_leaves_the_report_and_the_oru_going(
     metrics = node.metrics.render().decode()
     assert metric_value(metrics, "qoqnode_result_objects_omitted_total", 'kind="seg"') == 1
     assert metric_value(metrics, "qoqnode_pipeline_failures_total", 'stage="results"') == 0
+
+
+def test_a_pacs_that_sends_the_whole_study_back_makes_no_loop(make_node, orthanc: Orthanc, tmp_path: Path) -> None:
+    """Orthanc forwards the whole study — the source and the node's own results — back to the node three
+    times, as a "send to AI" rule would: the results are acknowledged and let go, the source instances are
+    duplicates, so the study stays at version 1 with one read and one ORU."""
+    cr = write_cr_study(tmp_path / "cr", size=512)
+    responses = {"chest_xray": boxed_response(pydicom.dcmread(cr.files[0]), "Mass")}
+    with MllpListener() as ehr:
+        node = make_node(engine=_replay(tmp_path, responses), destinations=_destinations(orthanc, ehr=ehr.port))
+        _send_through(orthanc, node, cr)
+        wait_for(lambda: _state(node, cr.study_uid) == COMPLETE, timeout=60)
+        results = len(_results_in_pacs(orthanc, cr.study_uid))  # SR, SEG, PR, KO, SC
+        assert results >= 4
+        for _ in range(3):
+            orthanc.send_study(orthanc.study_id(cr.study_uid), "qoqnode")
+        wait_for(lambda: metric_value(node.metrics.render().decode(), "qoqnode_cstore_requests_total",
+                                      'outcome="own_result"') == 3 * sum(len(v) for v in _results_in_pacs(
+                                          orthanc, cr.study_uid).values()), timeout=30)
+        time.sleep(2.5)  # past stable_seconds: a new version would have been read by now
+        [study] = [s for s in node.store.studies() if s.study_uid == cr.study_uid]
+        assert (study.version, study.state) == (1, COMPLETE)
+        assert len(ehr.received) == 1
+        assert metric_value(node.metrics.render().decode(), "qoqnode_cstore_requests_total",
+                            'outcome="duplicate"') == 3  # the CR itself, each time

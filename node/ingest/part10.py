@@ -40,9 +40,11 @@ _MAX_DEPTH = 64
 SOP_CLASS_UID = (0x0008, 0x0016)
 SOP_INSTANCE_UID = (0x0008, 0x0018)
 MODALITY = (0x0008, 0x0060)
+MANUFACTURER = (0x0008, 0x0070)
 STUDY_INSTANCE_UID = (0x0020, 0x000D)
 SERIES_INSTANCE_UID = (0x0020, 0x000E)
-_HEADER_TAGS = frozenset({SOP_CLASS_UID, SOP_INSTANCE_UID, MODALITY, STUDY_INSTANCE_UID, SERIES_INSTANCE_UID})
+_HEADER_TAGS = frozenset({SOP_CLASS_UID, SOP_INSTANCE_UID, MODALITY, MANUFACTURER, STUDY_INSTANCE_UID,
+                          SERIES_INSTANCE_UID})
 
 
 class MalformedDataset(ValueError):
@@ -58,6 +60,7 @@ class DatasetHeader:
     study_uid: str
     series_uid: str
     modality: str
+    manufacturer: str = ""
 
 
 class _Walker:
@@ -164,6 +167,7 @@ def read_header(dataset: bytes, transfer_syntax_uid: str) -> DatasetHeader:
         study_uid=_text(found.get(STUDY_INSTANCE_UID)),
         series_uid=_text(found.get(SERIES_INSTANCE_UID)),
         modality=_text(found.get(MODALITY)),
+        manufacturer=_text(found.get(MANUFACTURER)),
     )
 
 

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from node.implementation import MANUFACTURER as NODE_MANUFACTURER
 from node.ingest.commits import GroupCommit
 from node.ingest.part10 import DatasetHeader, MalformedDataset, file_meta, read_header
 from node.ingest.spool import Spool
@@ -155,6 +156,8 @@ class Receiver:
         except MalformedDataset as exc:
             raise _Refusal(MALFORMED, "malformed", f"malformed dataset: {exc}") from exc
         _check(header, request)
+        if header.manufacturer == NODE_MANUFACTURER:
+            return self._own_result(header)
         stored = self._store.stored_instance(header.sop_instance_uid)
         if stored is not None:
             _check_same_study(stored, header)
@@ -206,6 +209,14 @@ class Receiver:
         except _Refusal:
             written.unlink(missing_ok=True)
             raise
+
+    def _own_result(self, header: DatasetHeader) -> StoreOutcome:
+        """One of the node's own results, sent back (a PACS forwarding the whole study): acknowledged and
+        let go — it must neither start a new version of the study nor be read."""
+        self._metrics.cstore_requests.labels("own_result").inc()
+        log.info("cstore.own_result_ignored", study=uid_hash(header.study_uid), sop_instance=uid_hash(
+            header.sop_instance_uid))
+        return StoreOutcome(SUCCESS, study_uid=header.study_uid)
 
     def _duplicate(self, header: DatasetHeader) -> StoreOutcome:
         self._metrics.cstore_requests.labels("duplicate").inc()

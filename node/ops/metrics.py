@@ -73,7 +73,8 @@ class Metrics:
         )
         self.cstore_requests = Counter(
             f"{PREFIX}_cstore_requests",
-            "C-STORE requests answered, by outcome (stored, duplicate, failed).",
+            "C-STORE requests answered, by outcome (stored, duplicate, own_result: one of the node's own results "
+            "sent back and let go, failed).",
             ["outcome"],
             registry=r,
         )

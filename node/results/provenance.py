@@ -11,11 +11,12 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from node import __version__
+from node.implementation import MANUFACTURER as NODE_MANUFACTURER
 
 #: ASCII on purpose: the label goes into every character set a source may use (ISO_IR 100 has no dash).
 RESEARCH_LABEL = "AI RESULT - RESEARCH USE ONLY"
 DISCLAIMER = "AI result - research use only, not for diagnosis."
-MANUFACTURER = "qoq-node"
+MANUFACTURER = NODE_MANUFACTURER
 
 
 @dataclass(frozen=True)
