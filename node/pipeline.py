@@ -30,7 +30,7 @@ from node.ops.metrics import Metrics
 from node.results.hl7 import Hl7Party, critical
 from node.results.writer import SR_FILE, ResultSet, write_results
 from node.routing import Router
-from node.store import FAILED, QueuedItem, StableStudy, Store
+from node.store import COMPLETE, FAILED, QUEUED, QueuedItem, StableStudy, Store
 
 log = get_logger("pipeline")
 
@@ -247,10 +247,12 @@ class Pipeline:
             log.warning("results.object_omitted", study=uid_hash(study.study_uid), version=study.version, kind=kind,
                         error=type(error).__name__)
         now = time.time()
-        if not self._store.queue_results(study.study_uid, study.version, self._items(result), now):
+        items = self._items(result)
+        if not self._store.queue_results(study.study_uid, study.version, items, now):
             log.info("study.superseded", study=uid_hash(study.study_uid), version=study.version)
             return
-        self._metrics.study_transitions.labels("queued").inc()
+        # with nowhere to deliver, the study is complete at once: that transition is counted too
+        self._metrics.study_transitions.labels(QUEUED if items else COMPLETE).inc()
         self._metrics.stage_seconds.labels("read").observe(max(0.0, now - study.stable_at))
         log.info("study.queued", study=uid_hash(study.study_uid), version=study.version,
                  domain=outcome.task.domain if outcome.task else None, boxes=len(outcome.findings.boxes)

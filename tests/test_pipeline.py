@@ -19,7 +19,7 @@ from node.imaging.geometry import FrameRef, SourceBox
 from node.localpeers import LOOPBACK, MllpListener, Orthanc, free_port
 from node.store import COMPLETE, DEAD, FAILED, SENT, UNDELIVERED
 from node.synthetic import SyntheticStudy, boxed_response, lesion_box, write_cr_study, write_ct_study, write_file
-from tests.conftest import get, metric_value, model_geometry, wait_for
+from tests.conftest import get, metric_value, model_geometry, storescu, wait_for
 
 
 def _replay(tmp_path: Path, responses: dict[str, str]) -> dict:
@@ -298,3 +298,15 @@ def test_a_pacs_that_sends_the_whole_study_back_makes_no_loop(make_node, orthanc
         assert len(ehr.received) == 1
         assert metric_value(node.metrics.render().decode(), "qoqnode_cstore_requests_total",
                             'outcome="duplicate"') == 3  # the CR itself, each time
+
+
+def test_a_study_with_nowhere_to_deliver_counts_as_complete(make_node, tmp_path: Path) -> None:
+    """Without destinations a read study is complete at once, and the complete transition is counted
+    (it stayed at 0, so an alert or dashboard on completed studies saw nothing)."""
+    node = make_node()
+    cr = write_cr_study(tmp_path / "cr", size=256)
+    assert storescu(node.scp.port, list(cr.files)).returncode == 0
+    wait_for(lambda: _state(node, cr.study_uid) == COMPLETE, timeout=60)
+    metrics = node.metrics.render().decode()
+    assert metric_value(metrics, "qoqnode_study_transitions_total", 'state="complete"') == 1
+    assert metric_value(metrics, "qoqnode_study_transitions_total", 'state="queued"') == 0
