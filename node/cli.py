@@ -77,7 +77,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = _load(args)
     configure_logging(config.log.level, config.log.format)
-    node = Node(config)
+    try:
+        node = Node(config)
+    except OSError as exc:  # e.g. the HTTP port is taken: the message names it
+        print(f"qoq-node: cannot start: {exc}", file=sys.stderr)
+        return 1
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -134,3 +134,30 @@ def test_logs_carry_no_patient_identity(tmp_path: Path, level: str) -> None:
     for identity in (str(ds.PatientName), "SYNTHETIC", ds.PatientID, ds.PatientBirthDate, ds.AccessionNumber,
                      study.study_uid):
         assert identity not in log
+
+
+@pytest.mark.parametrize(("section", "names"), [("DICOM", "dicom.host, dicom.port"), ("HTTP", "http.host, http.port")])
+def test_a_taken_port_is_named(tmp_path: Path, section: str, names: str) -> None:
+    """'Address already in use' alone does not say which of the node's two ports: the message does."""
+    import os
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "QOQ_NODE__STORAGE__ROOT": str(tmp_path / "var"), "QOQ_NODE__DICOM__HOST": LOOPBACK,
+               "QOQ_NODE__HTTP__HOST": LOOPBACK, "QOQ_NODE__DICOM__PORT": "0", "QOQ_NODE__HTTP__PORT": "0",
+               "QOQ_NODE__STORAGE__MIN_FREE_BYTES": "0", "QOQ_NODE__ENGINE__BACKEND": "replay",
+               "QOQ_NODE__ENGINE__REPLAY_RESPONSES": str(_replay_file(tmp_path)),
+               f"QOQ_NODE__{section}__PORT": str(port)}
+        run = subprocess.run([sys.executable, "-m", "node", "serve"], capture_output=True, text=True, env=env,
+                             timeout=120)
+    assert run.returncode == 1
+    assert f"{section} port {LOOPBACK}:{port} ({names})" in run.stderr and "in use" in run.stderr
+
+
+def _replay_file(tmp_path: Path) -> Path:
+    path = tmp_path / "replay.json"
+    path.write_text(json.dumps(NO_FINDINGS))
+    return path

@@ -108,9 +108,13 @@ class StorageScp:
             (evt.EVT_C_STORE, self._on_store),
         ]
         tls = tls_context(self._config.tls) if self._config.tls.enabled else None
-        self._server = self._ae.start_server(
-            (self._config.host, self._config.port), block=False, evt_handlers=handlers, ssl_context=tls
-        )
+        try:
+            self._server = self._ae.start_server(
+                (self._config.host, self._config.port), block=False, evt_handlers=handlers, ssl_context=tls
+            )
+        except OSError as exc:  # say which of the node's ports it is
+            raise OSError(exc.errno, f"DICOM port {self._config.host}:{self._config.port} (dicom.host, dicom.port): "
+                                     f"{exc.strerror}") from exc
         log.info(
             "scp.listening",
             ae_title=self._config.ae_title,

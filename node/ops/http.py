@@ -22,7 +22,10 @@ class OpsServer:
         started: Callable[[], bool],
     ) -> None:
         handler = _make_handler(render_metrics, readiness, started)
-        self._server = ThreadingHTTPServer((host, port), handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:  # say which of the node's ports it is
+            raise OSError(exc.errno, f"HTTP port {host}:{port} (http.host, http.port): {exc.strerror}") from exc
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="ops-http", daemon=True)
 
