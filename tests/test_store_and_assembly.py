@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pydicom
+
 from node.ingest.assembler import StudyAssembler
 from node.ops.metrics import Metrics
 from node.store import RECEIVING, STABLE, InstanceRecord, Store, StudyUpdate
@@ -97,3 +99,20 @@ def test_a_database_of_the_ingest_only_schema_is_migrated(tmp_path: Path) -> Non
     assert store.skip_study(due.study_uid, due.version, "no routing rule", now=11)
     assert store.studies()[0].state == "skipped"
     store.close()
+
+
+def test_a_refused_instance_with_a_non_ascii_uid_is_still_quarantined(node, tmp_path: Path) -> None:
+    """A command whose SOP Instance UID is not ASCII is refused (it is not the dataset's) and — though
+    File Meta cannot hold that UID — kept in the quarantine with its note, not lost with a log line."""
+    from node.ingest.receiver import Receiver, StoreRequest
+    from node.synthetic import write_ct_study
+    from tests.conftest import dataset_bytes
+
+    [path] = write_ct_study(tmp_path / "ct", slices=1, size=32).files
+    ds = pydicom.dcmread(path)
+    receiver = Receiver(node.store, node.spool, node.commits, node.metrics, 0)
+    outcome = receiver.receive(StoreRequest(dataset_bytes(path), str(ds.file_meta.TransferSyntaxUID),
+                                            str(ds.SOPClassUID), f"{ds.SOPInstanceUID}.é", "SENDER"))
+    assert outcome.status != 0
+    [kept] = node.store.quarantined()
+    assert kept.reason == "sop_instance_mismatch" and Path(kept.path).is_file()

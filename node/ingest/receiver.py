@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydicom.uid import generate_uid
+
 from node.implementation import MANUFACTURER as NODE_MANUFACTURER
 from node.ingest.commits import GroupCommit
 from node.ingest.part10 import DatasetHeader, MalformedDataset, file_meta, read_header
@@ -94,6 +96,12 @@ def forget_torn_instances(store: Store) -> int:
         store.forget_instances(torn)
         log.warning("ingest.torn_instances_forgotten", instances=len(torn))
     return len(torn)
+
+
+def _encodable(value: str) -> str:
+    """``value`` as the quarantine's File Meta can hold it (ASCII): a value that is not ASCII (a sender's
+    broken UID) stands in as a UID derived from it, so the refused object is still kept."""
+    return value if value.isascii() else generate_uid(entropy_srcs=[value])
 
 
 def _valid_uid(uid: str) -> bool:
@@ -228,9 +236,8 @@ class Receiver:
         kept = None
         if refusal.status != OUT_OF_RESOURCES:
             try:
-                meta = file_meta(
-                    request.sop_class_uid, request.sop_instance_uid, request.transfer_syntax_uid, request.calling_ae
-                )
+                meta = file_meta(_encodable(request.sop_class_uid), _encodable(request.sop_instance_uid),
+                                 request.transfer_syntax_uid, _encodable(request.calling_ae))
                 kept = self._spool.quarantine(
                     (meta, request.dataset),
                     refusal.reason,
