@@ -44,6 +44,17 @@ def _send_through(orthanc: Orthanc, node, study: SyntheticStudy) -> None:
     orthanc.send_study(orthanc.study_id(study.study_uid), "qoqnode")
 
 
+def _cr_read_through(orthanc: Orthanc, make_node, tmp_path: Path, ehr: MllpListener):
+    """A node (replay boxing the lesion) that read a chest CR Orthanc sent it, delivering to Orthanc and
+    ``ehr``: (node, study), once the study is complete."""
+    cr = write_cr_study(tmp_path / "cr", size=512)
+    responses = {"chest_xray": boxed_response(pydicom.dcmread(cr.files[0]), "Mass")}
+    node = make_node(engine=_replay(tmp_path, responses), destinations=_destinations(orthanc, ehr=ehr.port))
+    _send_through(orthanc, node, cr)
+    wait_for(lambda: _state(node, cr.study_uid) == COMPLETE, timeout=60)
+    return node, cr
+
+
 def _state(node, study_uid: str) -> str:
     return next((s.state for s in node.store.studies() if s.study_uid == study_uid), "")
 
@@ -261,12 +272,8 @@ def test_a_seg_that_cannot_be_made_leaves_the_report_and_the_oru_going(
         raise ValueError("this source cannot be segmented")
 
     monkeypatch.setattr("node.results.writer.build_segs", refuse)
-    cr = write_cr_study(tmp_path / "cr", size=512)
-    responses = {"chest_xray": boxed_response(pydicom.dcmread(cr.files[0]), "Mass")}
     with MllpListener() as ehr:
-        node = make_node(engine=_replay(tmp_path, responses), destinations=_destinations(orthanc, ehr=ehr.port))
-        _send_through(orthanc, node, cr)
-        wait_for(lambda: _state(node, cr.study_uid) == COMPLETE, timeout=60)
+        node, cr = _cr_read_through(orthanc, make_node, tmp_path, ehr)
         assert {kind: len(objects) for kind, objects in _results_in_pacs(orthanc, cr.study_uid).items()} == {
             "SR": 1, "PR": 1, "OT": 1, "KO": 1}
         assert len(ehr.received) == 1 and cr.study_uid in ehr.received[0]
@@ -279,12 +286,8 @@ def test_a_pacs_that_sends_the_whole_study_back_makes_no_loop(make_node, orthanc
     """Orthanc forwards the whole study — the source and the node's own results — back to the node three
     times, as a "send to AI" rule would: the results are acknowledged and let go, the source instances are
     duplicates, so the study stays at version 1 with one read and one ORU."""
-    cr = write_cr_study(tmp_path / "cr", size=512)
-    responses = {"chest_xray": boxed_response(pydicom.dcmread(cr.files[0]), "Mass")}
     with MllpListener() as ehr:
-        node = make_node(engine=_replay(tmp_path, responses), destinations=_destinations(orthanc, ehr=ehr.port))
-        _send_through(orthanc, node, cr)
-        wait_for(lambda: _state(node, cr.study_uid) == COMPLETE, timeout=60)
+        node, cr = _cr_read_through(orthanc, make_node, tmp_path, ehr)
         results = len(_results_in_pacs(orthanc, cr.study_uid))  # SR, SEG, PR, KO, SC
         assert results >= 4
         for _ in range(3):

@@ -623,23 +623,9 @@ def test_sr_says_what_was_examined_and_when_the_model_read_it(tmp_path: Path) ->
 
 
 def test_written_files_name_the_node_as_their_implementation(tmp_path: Path) -> None:
-    from dataclasses import replace
-
-    from node.config import load_config
     from node.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-    from node.infer import prepare
-    from node.results.writer import write_results
-    from node.routing import Router
-    from node.synthetic import boxed_response
 
-    rules = Path(__file__).parent.parent / "conf" / "routing.yaml"
-    cr = write_cr_study(tmp_path / "cr", size=512)
-    outcome = prepare(cr.study_uid, list(cr.files), Router.from_file(rules), load_config(None, environ={}),
-                      PROFILES["qwen2.5-vl"])
-    findings = locate(parse_output(boxed_response(pydicom.dcmread(cr.files[0]), "Mass")),
-                      [m.geometry for m in outcome.inputs])
-    written = write_results(replace(outcome, findings=findings, model="replay", is_test_result=True),
-                            tmp_path / "out", {}, secondary_capture="projection")
+    written = _written_cr(tmp_path, secondary_capture="projection")
     assert written is not None and {p.name for p in written.files} == {"sr.dcm", "seg-1.dcm", "gsps.dcm", "kos.dcm",
                                                                      "sc-1.dcm"}
     for path in written.files:
@@ -670,6 +656,20 @@ def test_key_object_selection_lists_the_images_read_with_the_answer(tmp_path: Pa
 def test_the_sr_references_each_boxs_seg_segment(tmp_path: Path) -> None:
     """Written together, each box's measurement group names its SEG segment (Referenced Segment), next to
     the region viewers draw; the SR stays valid and highdicom still reads the group."""
+    _written_cr(tmp_path)
+    sr, seg = pydicom.dcmread(tmp_path / "out" / "sr.dcm"), pydicom.dcmread(tmp_path / "out" / "seg-1.dcm")
+    [reference] = [item for item in _content_items(sr, "IMAGE")
+                   if item.ConceptNameCodeSequence[0].CodeMeaning == "Referenced Segment"]
+    pointer = reference.ReferencedSOPSequence[0]
+    assert (pointer.ReferencedSOPInstanceUID, pointer.ReferencedSegmentNumber) == (seg.SOPInstanceUID, 1)
+    assert dciodvfy_errors(tmp_path / "out" / "sr.dcm") == []
+    [group] = hd.sr.srread(tmp_path / "out" / "sr.dcm").content.get_planar_roi_measurement_groups()
+    assert group.roi is not None and group.finding_type.meaning == "Mass"
+
+
+def _written_cr(tmp_path: Path, secondary_capture: bool | str = False):
+    """A chest CR read through the node's own routing and imaging, with a recorded answer boxing its lesion,
+    and its results written to ``tmp_path / "out"``: the ResultSet."""
     from dataclasses import replace
 
     from node.config import load_config
@@ -684,12 +684,5 @@ def test_the_sr_references_each_boxs_seg_segment(tmp_path: Path) -> None:
                       PROFILES["qwen2.5-vl"])
     findings = locate(parse_output(boxed_response(pydicom.dcmread(cr.files[0]), "Mass")),
                       [m.geometry for m in outcome.inputs])
-    write_results(replace(outcome, findings=findings, model="replay", is_test_result=True), tmp_path / "out", {})
-    sr, seg = pydicom.dcmread(tmp_path / "out" / "sr.dcm"), pydicom.dcmread(tmp_path / "out" / "seg-1.dcm")
-    [reference] = [item for item in _content_items(sr, "IMAGE")
-                   if item.ConceptNameCodeSequence[0].CodeMeaning == "Referenced Segment"]
-    pointer = reference.ReferencedSOPSequence[0]
-    assert (pointer.ReferencedSOPInstanceUID, pointer.ReferencedSegmentNumber) == (seg.SOPInstanceUID, 1)
-    assert dciodvfy_errors(tmp_path / "out" / "sr.dcm") == []
-    [group] = hd.sr.srread(tmp_path / "out" / "sr.dcm").content.get_planar_roi_measurement_groups()
-    assert group.roi is not None and group.finding_type.meaning == "Mass"
+    return write_results(replace(outcome, findings=findings, model="replay", is_test_result=True), tmp_path / "out",
+                         {}, secondary_capture=secondary_capture)
