@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import highdicom as hd
-from highdicom.sr import DeviceObserverIdentifyingAttributes, ObserverContext
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
@@ -17,7 +16,7 @@ from node.results.provenance import (
     Provenance,
     clip,
     contributing_equipment,
-    device_uid,
+    device_observer,
     label_series,
     result_uid,
 )
@@ -32,16 +31,10 @@ def build_kos(findings: Findings, images: Sequence[Dataset], provenance: Provena
     """The key object selection of ``images`` (the images read), titled Of Interest, describing the answer."""
     study_uid = str(images[0].StudyInstanceUID)
     answer = ", ".join(findings.labels) or "no answer"
-    device = ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
-            uid=device_uid(provenance), name="qoq-node", manufacturer_name=MANUFACTURER,
-            model_name=clip(provenance.model_identity, 64)),
-    )
     content = hd.ko.KeyObjectSelection(
         document_title=codes.DCM.OfInterest,
         referenced_objects=list(images),
-        observer_device_context=device,
+        observer_device_context=device_observer(provenance),
         description=clip(f"AI answer: {answer}. {provenance.banner}. Boxes: see the AI SR and SEG.",
                          DESCRIPTION_LIMIT),
     )

@@ -79,6 +79,20 @@ def device_uid(provenance: Provenance) -> str:
     return result_uid("qoq-node", 0, "device", provenance, "device")
 
 
+def device_observer(provenance: Provenance) -> hd.sr.ObserverContext:
+    """The node running this model as the device observer of an SR document (the report, the key
+    object selection)."""
+    return hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=device_uid(provenance),
+            name="qoq-node",
+            manufacturer_name=MANUFACTURER,
+            model_name=clip(provenance.model_identity, 64),
+        ),
+    )
+
+
 def contributing_equipment(provenance: Provenance) -> hd.ContributingEquipment:
     """The node and the model as Contributing Equipment (processing), in every result object: the
     model as model name, the node's version, and the node's Device UID."""

@@ -20,7 +20,6 @@ from highdicom.sr import (
     CodedConcept,
     Comprehensive3DSR,
     ContainerContentItem,
-    DeviceObserverIdentifyingAttributes,
     ImageContentItem,
     ImageLibraryEntryDescriptors,
     ImageRegion,
@@ -28,7 +27,6 @@ from highdicom.sr import (
     MeasurementsAndQualitativeEvaluations,
     NumContentItem,
     ObservationContext,
-    ObserverContext,
     PlanarROIMeasurementsAndQualitativeEvaluations,
     SourceImageForRegion,
     TextContentItem,
@@ -47,7 +45,7 @@ from node.results.provenance import (
     box_tracking,
     clip,
     contributing_equipment,
-    device_uid,
+    device_observer,
     label_series,
     result_uid,
 )
@@ -194,15 +192,6 @@ def build_sr(
     study_uid = str(sources[0].StudyInstanceUID)
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
     algorithm = hd.sr.AlgorithmIdentification(clip(provenance.model_identity, 64), clip(provenance.node_version, 64))
-    device = ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
-            uid=device_uid(provenance),
-            name="qoq-node",
-            manufacturer_name=MANUFACTURER,
-            model_name=clip(provenance.model_identity, 64),
-        ),
-    )
 
     def uid(kind: str) -> str:
         return result_uid(study_uid, study_version, task, provenance, kind)
@@ -228,7 +217,7 @@ def build_sr(
             algorithm_id=algorithm,
         ))
     report = MeasurementReport(
-        observation_context=ObservationContext(observer_device_context=device),
+        observation_context=ObservationContext(observer_device_context=device_observer(provenance)),
         procedure_reported=procedure_reported(sources[0]),
         # highdicom 0.28 insists on a measurement group: a report without boxes gets a stand-in, taken out below
         imaging_measurements=groups or [MeasurementsAndQualitativeEvaluations(
