@@ -150,8 +150,6 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 
 def _outcome_json(outcome) -> dict:
-    from node.imaging.inputs import describe_signal
-
     findings = outcome.findings
     return {
         "study_uid": outcome.study_uid,
@@ -162,7 +160,7 @@ def _outcome_json(outcome) -> dict:
         "test_result": outcome.is_test_result,
         "task": outcome.task.name if outcome.task else None,
         "caveats": list(outcome.caveats),
-        "inputs": [m.describe() for m in outcome.inputs] + [describe_signal(s) for s in outcome.signals],
+        "inputs": [m.describe() for m in outcome.inputs] + [s.describe() for s in outcome.signals],
         "labels": list(findings.labels) if findings else [],
         "boxes": [
             {"label": box.label, "model": asdict(box.model), "source": asdict(box.source)}

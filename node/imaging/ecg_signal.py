@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,12 @@ class SignalInput:
         leads, samples = self.signal.shape
         return (f"{leads} leads × {samples} samples @ {ECG_RATE_HZ:g} Hz "
                 f"(from {self.source_rate_hz:g} Hz, {self.source_samples} samples)")
+
+    def describe(self) -> dict[str, Any]:
+        """The input for people (``qoq-node infer --json``): kind, source and shape."""
+        leads, samples = self.signal.shape
+        return {"kind": "time-series", "sop_instance_uid": self.sop_instance_uid, "leads": leads,
+                "samples": samples, "shape": self.shape_text}
 
 
 def fourier_resample(signal: np.ndarray, samples: int) -> np.ndarray:

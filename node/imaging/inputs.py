@@ -60,13 +60,6 @@ class ModelInput:
         }
 
 
-def describe_signal(signal: SignalInput) -> dict[str, Any]:
-    """A time-series input for people: kind, source and shape."""
-    leads, samples = signal.signal.shape
-    return {"kind": "time-series", "sop_instance_uid": signal.sop_instance_uid, "leads": leads, "samples": samples,
-            "shape": signal.shape_text}
-
-
 @dataclass(frozen=True)
 class StudyInputs:
     """Everything one study gives the model, and what every result must say about it."""
