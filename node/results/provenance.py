@@ -63,7 +63,7 @@ SERIES_KINDS = {"sr": "AI SR", "seg": "AI boxes (SEG)", "pr": "AI boxes (PR)", "
 
 def label_series(result: Dataset, source: Dataset, provenance: Provenance, kind: str,
                  laterality: bool = False) -> None:
-    """Mark a result object's series as what it is (``kind``: sr, seg, pr or sc: "AI SR - ...") and as AI /
+    """Mark a result object's series as what it is (``kind``: a key of SERIES_KINDS: "AI SR - ...") and as AI /
     research use, and encode it in UTF-8 (ISO_IR 192) so
     any model text is kept as written, whatever the source's character set. With ``laterality``
     (image IODs whose General Series dciodvfy checks for it: PR, SC), add Laterality (Type 2C):
