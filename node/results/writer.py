@@ -90,15 +90,16 @@ def _shown_again(kind: str, build: Callable[[], list[tuple[str, Dataset]]],
         return []
 
 
-def _dicom_objects(outcome: StudyOutcome, provenance: Provenance, study_version: int, secondary_capture: bool | str,
-                   previous: Sequence[Dataset], omitted: list[tuple[str, Exception]]) -> list[tuple[str, Dataset]]:
-    """(file name, dataset) of the SR, SEGs, presentation state and optional SCs over the key images."""
+def _dicom_objects(outcome: StudyOutcome, key_paths: list[Path], sources: list[Dataset], provenance: Provenance,
+                   study_version: int, secondary_capture: bool | str, previous: Sequence[Dataset],
+                   omitted: list[tuple[str, Exception]]) -> list[tuple[str, Dataset]]:
+    """(file name, dataset) of the SR, SEGs, presentation state and optional SCs over the key images
+    (``sources``: the instances at ``key_paths``, read)."""
     assert outcome.findings is not None and outcome.task is not None
     task = outcome.task.domain
-    key_paths = _key_paths(outcome)
-    sources = [pydicom.dcmread(path) for path in key_paths]
+    images = [ds for ds in sources if "PixelData" in ds]
     # A box is placed only on an image: never in image coordinates on a waveform (an ECG shown as a plot).
-    images_read = {str(ds.SOPInstanceUID) for ds in sources if "PixelData" in ds}
+    images_read = {str(ds.SOPInstanceUID) for ds in images}
     findings = replace(outcome.findings, boxes=tuple(
         box for box in outcome.findings.boxes if box.source.frame.sop_instance_uid in images_read))
     segs = _shown_again("seg", lambda: [
@@ -110,7 +111,6 @@ def _dicom_objects(outcome: StudyOutcome, provenance: Provenance, study_version:
                 for _, seg in segs for segment in seg.SegmentSequence}
     objects = [(SR_FILE, build_sr(findings, sources, provenance, study_version, task, previous, outcome.analysed_at,
                                   segments)), *segs]
-    images = [ds for ds in sources if "PixelData" in ds]
     if images:  # one presentation state over the images of the first one's kind (grey or colour)
         colour = int(images[0].get("SamplesPerPixel", 1)) > 1
         same_kind = [ds for ds in images if (int(ds.get("SamplesPerPixel", 1)) > 1) == colour]
@@ -169,7 +169,9 @@ def write_results(
     provenance = Provenance(outcome.model, outcome.is_test_result, caveats=outcome.caveats)
     directory.mkdir(parents=True, exist_ok=True)
     omitted: list[tuple[str, Exception]] = []
-    objects = _dicom_objects(outcome, provenance, study_version, secondary_capture,
+    key_paths = _key_paths(outcome)
+    sources = [pydicom.dcmread(path) for path in key_paths]
+    objects = _dicom_objects(outcome, key_paths, sources, provenance, study_version, secondary_capture,
                              [previous_sr] if previous_sr is not None else [], omitted)
     written = []
     for name, dataset in objects:
@@ -177,7 +179,7 @@ def write_results(
         written.append(WrittenObject(directory / name, str(dataset.SOPInstanceUID)))
     sr = dict(objects)[SR_FILE]
     key = result_key(outcome.study_uid, study_version, outcome.task.domain)
-    header = pydicom.dcmread(_key_paths(outcome)[0], stop_before_pixels=True)  # patient, order, study
+    header = sources[0]  # patient, order, study
     messages = {}
     for name, party in parties.items():
         oru = build_oru(outcome.findings, header, provenance, party, key, sr_sop_instance_uid=str(sr.SOPInstanceUID),
