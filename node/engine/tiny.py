@@ -117,6 +117,13 @@ def _token_ids(tokenizer) -> dict[str, int]:
             "vision_start_token_id": token_id("<|vision_start|>"), "vision_end_token_id": token_id("<|vision_end|>")}
 
 
+def _vision_config(profile, **family_keys: Any) -> dict[str, Any]:
+    """A two-block vision tower (width 32) with the family's patch and merge sizes, and its own keys."""
+    return {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
+            "patch_size": profile.patch_size, "spatial_merge_size": profile.merge_size, "temporal_patch_size": 2,
+            **family_keys}
+
+
 def _qwen25_parts(tokenizer, family: Family):
     """Processor and model of a tiny Qwen2.5-VL (or, for Omni, its Qwen2.5-VL body and own classes)."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
@@ -138,9 +145,7 @@ def _qwen25_parts(tokenizer, family: Family):
         chat_template=_chat_template(default_system=True, time_series=family == "omni"))
     config = config_class(
         text_config=_text_config(tokenizer, [2, 3, 3]),
-        vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
-                       "fullatt_block_indexes": [1], "window_size": 112, "patch_size": profile.patch_size,
-                       "spatial_merge_size": profile.merge_size, "temporal_patch_size": 2},
+        vision_config=_vision_config(profile, fullatt_block_indexes=[1], window_size=112),
         **_token_ids(tokenizer), **extra)
     return processor, config, model_class
 
@@ -157,9 +162,7 @@ def _qwen3_parts(tokenizer):
         chat_template=_chat_template(default_system=False, time_series=False))
     config = Qwen3VLConfig(
         text_config=_text_config(tokenizer, [4, 2, 2]),
-        vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
-                       "patch_size": profile.patch_size, "spatial_merge_size": profile.merge_size,
-                       "temporal_patch_size": 2, "num_position_embeddings": 64, "deepstack_visual_indexes": [0]},
+        vision_config=_vision_config(profile, num_position_embeddings=64, deepstack_visual_indexes=[0]),
         **_token_ids(tokenizer))
     return processor, config, Qwen3VLForConditionalGeneration
 
