@@ -15,6 +15,7 @@ from node.config import NodeConfig
 from node.egress.worker import make_workers
 from node.ingest.assembler import StudyAssembler
 from node.ingest.commits import GroupCommit
+from node.ingest.hl7_listener import Hl7Listener
 from node.ingest.receiver import Receiver, forget_torn_instances
 from node.ingest.scp import StorageScp
 from node.ingest.spool import Spool
@@ -57,6 +58,8 @@ class Node:
         self.commits = GroupCommit(self.store)
         receiver = Receiver(self.store, self.spool, self.commits, self.metrics, config.storage.min_free_bytes)
         self.scp = StorageScp(config.dicom, receiver, self.assembler, self.metrics)
+        self.hl7 = Hl7Listener(config.hl7_listener, config.context.default_authority, self.store, root, self.metrics,
+                               on_context=self.pipeline.context_arrived) if config.hl7_listener.enabled else None
         self.metrics.watch_state(self.store.studies_by_state, self.store.outbox_counts, root)
         self.ops = OpsServer(config.http.host, config.http.port, self.metrics.render, self.not_ready_reasons,
                              self.pipeline.load_finished)
@@ -87,8 +90,11 @@ class Node:
         self.pipeline.start()
         self.assembler.start()
         self.scp.start()
+        if self.hl7 is not None:
+            self.hl7.start()
         self.retention.start()
         log.info("node.started", version=__version__, http_port=self.ops.port, dicom_port=self.scp.port,
+                 hl7_port=self.hl7.port if self.hl7 is not None else None,
                  partial_writes_removed=self.spool.partial_writes_removed,
                  torn_instances_forgotten=self.torn_instances_forgotten)
 
@@ -99,6 +105,8 @@ class Node:
         self._stopped.set()
         log.info("node.stopping", open_associations=self.scp.open_associations())
         self.scp.stop_accepting()
+        if self.hl7 is not None:
+            self.hl7.stop()
         self.scp.drain(drain_seconds)
         self.commits.stop()
         self.assembler.stop()

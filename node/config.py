@@ -317,6 +317,35 @@ class DestinationsConfig(_Section):
         return self
 
 
+class Hl7ListenerConfig(_Section):
+    """The MLLP listener for orders, laboratory results and patient updates (the clinical context)."""
+
+    enabled: bool = False
+    host: str = Field(default="127.0.0.1", description="Address to listen on (0.0.0.0 for every interface).")
+    port: int = Field(default=2575, ge=0, le=65535, description="0 picks a free port.")
+    allowed_sending_applications: list[str] = Field(
+        default_factory=list, description="MSH-3 values allowed to send; others are answered AR. Empty: any.")
+    receiving_application: str = Field(default="QOQNODE", description="MSH-3 of the node's ACKs.")
+    receiving_facility: str = Field(default="RADIOLOGY", description="MSH-4 of the node's ACKs.")
+    max_connections: int = Field(default=16, ge=1, le=1024, description="Connections open at once; more are closed.")
+    idle_timeout_seconds: float = Field(default=120.0, gt=0, description="A connection silent this long is closed.")
+    max_message_bytes: int = Field(default=1_000_000, ge=1024, description="Longer messages are answered AE.")
+
+
+class ContextConfig(_Section):
+    """Where the patient's context comes from, beyond what the node receives (each task's policy is in routing)."""
+
+    pacs: str | None = Field(
+        default=None, description="The destinations.dicom entry to query for prior studies (C-FIND, Study Root) and "
+        "retrieve them from (C-GET); null: only studies the node holds.")
+    order_wait_seconds: float = Field(
+        default=0.0, ge=0, description="A study whose task wants its order waits up to this long (from when it "
+        "became stable) for the order to arrive over HL7, then is read without it.")
+    default_authority: str = Field(
+        default="", description="The assigning authority of patient identifiers that name none (DICOM Issuer of "
+        "Patient ID absent, PID-3.4 empty), so both sides key the same patient.")
+
+
 class NodeConfig(_Section):
     """The whole node configuration (``conf/node.yaml``)."""
 
@@ -331,6 +360,15 @@ class NodeConfig(_Section):
     results: ResultsConfig = ResultsConfig()
     pipeline: PipelineConfig = PipelineConfig()
     destinations: DestinationsConfig = DestinationsConfig()
+    hl7_listener: Hl7ListenerConfig = Hl7ListenerConfig()
+    context: ContextConfig = ContextConfig()
+
+    @model_validator(mode="after")
+    def _context_pacs_is_a_destination(self) -> NodeConfig:
+        names = [d.name for d in self.destinations.dicom]
+        if self.context.pacs is not None and self.context.pacs not in names:
+            raise ValueError(f"context.pacs names {self.context.pacs!r}, which is not a destinations.dicom entry")
+        return self
 
 
 def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -16,15 +16,17 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from node.config import NodeConfig
+from node.context.gather import ContextGatherer, PatientContext, RelatedStudy
+from node.context.text import context_text
 from node.engine import Engine, EngineRequest, GenerationSettings
 from node.engine.profiles import ModelProfile
 from node.engine.prompt import build_prompt
 from node.findings import Findings, locate, parse_output
 from node.imaging.decode import ImagingError
-from node.imaging.ecg_signal import SignalInput
-from node.imaging.inputs import ModelInput, NotForModel, study_inputs
+from node.imaging.ecg_signal import SignalInput, ecg_signal
+from node.imaging.inputs import ModelInput, NotForModel, StudyInputs, study_inputs
 from node.ops.logging import get_logger, uid_hash
-from node.routing import Router, StudyHeader, Task
+from node.routing import DomainSpec, Router, StudyHeader, Task
 
 log = get_logger("infer")
 
@@ -48,6 +50,9 @@ class StudyOutcome:
     signals: tuple[SignalInput, ...] = ()  # ECG signals given to the model (Omni)
     caveats: tuple[str, ...] = ()  # what every result of the study must say (e.g. an ECG shown as an image)
     analysed_at: datetime | None = None  # when the engine was given the study (the SR's Content Date/Time)
+    context: PatientContext = field(default_factory=PatientContext)  # the order, labs, priors and ECG given with it
+    current_images: int = 0  # how many of ``inputs`` are the study's own (the priors' images follow them)
+    modality: str = ""
 
     @property
     def readable(self) -> bool:
@@ -70,12 +75,20 @@ def group_by_study(paths: Iterable[Path]) -> tuple[dict[str, list[Path]], list[s
 
 
 def prepare(study_uid: str, files: Sequence[Path], router: Router, config: NodeConfig,
-            profile: ModelProfile) -> StudyOutcome:
-    """Route one study and make its inputs as ``profile``'s family was trained on them (no model yet)."""
-    routed = router.route(StudyHeader.read(files[0]))
+            profile: ModelProfile, gatherer: ContextGatherer | None = None, now: float | None = None) -> StudyOutcome:
+    """Route one study, gather its patient context by the task's policy (with ``gatherer``) and make its
+    inputs as ``profile``'s family was trained on them (no model yet): the study's own images first,
+    then the priors' images, within the model's image limit; the ECG signal near it for a model that
+    takes one."""
+    header = StudyHeader.read(files[0])
+    routed = router.route(header)
     if isinstance(routed, str):
         return _skipped(StudyOutcome(study_uid, tuple(files), skipped=routed, final_skip=True), "routing")
     spec = routed.spec
+    context = PatientContext()
+    if gatherer is not None:
+        now = now if now is not None else datetime.now().timestamp()
+        context = gatherer.gather(gatherer.identify(files, now), spec.context, profile.takes_time_series, now)
     try:
         made = study_inputs(files, profile, config.imaging.max_images,
                             spec.volume_frames or config.imaging.volume_frames, spec.default_window,
@@ -86,18 +99,58 @@ def prepare(study_uid: str, files: Sequence[Path], router: Router, config: NodeC
         return _skipped(StudyOutcome(study_uid, tuple(files), routed, skipped=str(exc)), "imaging")
     if not made.images and not made.signals:
         return _skipped(StudyOutcome(study_uid, tuple(files), routed, skipped=NO_IMAGE, final_skip=True), "imaging")
+    made, context = _with_context(made, context, profile, config, spec)
     log.info("study.prepared", study=uid_hash(study_uid), domain=routed.domain, task=routed.name,
-             images=len(made.images), signals=len(made.signals))
-    return StudyOutcome(study_uid, tuple(files), routed, made.images, signals=made.signals, caveats=made.caveats)
+             images=len(made.images), signals=len(made.signals), priors=len(context.priors),
+             order=context.order is not None, labs=len(context.labs), ecg=context.ecg is not None)
+    return StudyOutcome(study_uid, tuple(files), routed, made.images, signals=made.signals, caveats=made.caveats,
+                        context=context, current_images=len(made.images) - sum(p.image_count for p in context.priors),
+                        modality=header.modality)
+
+
+def _with_context(made: StudyInputs, context: PatientContext, profile: ModelProfile, config: NodeConfig,
+                  spec: DomainSpec) -> tuple[StudyInputs, PatientContext]:
+    """The study's inputs with its priors' images after its own (as many as the image limit leaves room
+    for; a prior that cannot be read is left out) and the context's ECG signal when the study has none."""
+    images, priors = list(made.images), []
+    limit = min(config.imaging.max_images, profile.max_images)
+    for prior in context.priors:
+        room = limit - len(images)
+        if room <= 0:
+            break
+        try:
+            prior_images = study_inputs(prior.files, profile, room, spec.volume_frames or config.imaging.volume_frames,
+                                        spec.default_window, spec.trained_windows).images
+        except ImagingError:
+            continue
+        if prior_images:
+            images.extend(prior_images)
+            priors.append(replace(prior, image_count=len(prior_images)))
+    signals, ecg = made.signals, context.ecg
+    if ecg is not None and profile.takes_time_series and not signals:
+        signals = _ecg_of(ecg)
+    ecg = ecg if signals and ecg is not None and not made.signals else None
+    return replace(made, images=tuple(images), signals=signals), replace(context.with_priors(priors), ecg=ecg)
+
+
+def _ecg_of(study: RelatedStudy) -> tuple[SignalInput, ...]:
+    """The signal of a related ECG study's first waveform (none when it cannot be read)."""
+    for path in study.files:
+        try:
+            return (ecg_signal(path),)
+        except (ImagingError, AttributeError, ValueError):
+            continue
+    return ()
 
 
 def engine_request(study: StudyOutcome, settings: GenerationSettings) -> EngineRequest:
-    """The request for one prepared study: its images, the task's training question with one image
-    marker per image, and its ECG signal."""
+    """The request for one prepared study: its images (its own, then its priors'), the task's training
+    question with one image marker per image and the patient's context before it, and its ECG signal."""
     assert study.task is not None
+    context = context_text(study.context, study.current_images, study.modality, bool(study.signals))
     return EngineRequest(
         tuple(model_input.image for model_input in study.inputs),
-        build_prompt(study.task.spec.prompt_question, len(study.inputs)),
+        build_prompt(study.task.spec.prompt_question, len(study.inputs), context),
         study.task.domain,
         settings,
         tuple(signal.signal for signal in study.signals),

@@ -20,6 +20,8 @@ from pathlib import Path
 import pydicom
 
 from node.config import NodeConfig
+from node.context.gather import ContextGatherer
+from node.context.pacs import PacsPriors
 from node.engine import Engine, EngineRequest, EngineResult
 from node.engine.errors import EngineLoadError, EngineUnavailable
 from node.engine.factory import engine_profile, make_engine, resolve_model
@@ -33,6 +35,9 @@ from node.routing import Router
 from node.store import COMPLETE, FAILED, QUEUED, QueuedItem, StableStudy, Store
 
 log = get_logger("pipeline")
+
+#: The detail of a stable study waiting for its order (``context.order_wait_seconds``).
+WAITING_FOR_ORDER = "waiting for its order (context.order_wait_seconds)"
 
 IDLE_POLL_SECONDS = 0.5
 #: While the engine cannot be reached, the pipeline waits this long, doubling up to the cap.
@@ -83,6 +88,9 @@ class Pipeline:
         self.results_root = config.storage.root / "results"
         self._router = Router.from_file(config.routing.rules)
         self._parties = hl7_parties(config)
+        pacs = next((PacsPriors(d, config.dicom.ae_title) for d in config.destinations.dicom
+                     if d.name == config.context.pacs), None)
+        self._gatherer = ContextGatherer(store, config.storage.root, config.context.default_authority, pacs, metrics)
         self._engine: Engine | None = None
         self._profile: ModelProfile | None = None
         self._load_error: str | None = None
@@ -169,9 +177,25 @@ class Pipeline:
                 self._metrics.study_transitions.labels("skipped").inc()
             elif outcome.skipped:
                 self._fail(study, "imaging", outcome.skipped)
-            else:
+            elif not self._waits_for_order(study, outcome):
+                self._metrics.studies_read.labels("with" if outcome.context.given else "without").inc()
                 to_read.append((study, outcome))
         return to_read
+
+    def _waits_for_order(self, study: StableStudy, outcome: StudyOutcome) -> bool:
+        """Whether the study is left to wait for its order (its task wants it, none has come, and
+        ``context.order_wait_seconds`` since it became stable have not passed)."""
+        until = study.stable_at + self.config.context.order_wait_seconds
+        if outcome.context.order is not None or not outcome.context.order_wanted or time.time() >= until:
+            return False
+        if self._store.postpone(study.study_uid, study.version, until, WAITING_FOR_ORDER):
+            log.info("study.waiting_for_order", study=uid_hash(study.study_uid), seconds=round(until - time.time()))
+        return True
+
+    def context_arrived(self) -> None:
+        """An HL7 message was kept: studies waiting for their order look again now."""
+        if self._store.release_postponed(WAITING_FOR_ORDER, time.time()):
+            self._wake.set()
 
     def _read_batch(self, studies: list[StableStudy], prepared: list[StudyOutcome]) -> None:
         """Read one batch (on an engine thread), then free its slot and look for more."""
@@ -189,7 +213,7 @@ class Pipeline:
         try:
             assert self._profile is not None  # studies are prepared only once the engine is loaded
             return prepare(study.study_uid, self._store.study_files(study.study_uid), self._router, self.config,
-                           self._profile)
+                           self._profile, self._gatherer)
         except Exception as exc:  # an unreadable file must not stop the other studies
             return f"cannot prepare the study: {type(exc).__name__}: {exc}"
 

@@ -18,6 +18,7 @@ import pydicom
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from node.context.policy import ContextPolicy
 from node.engine.prompt import question_text
 
 #: QoQ-Med's nine clinical domains.
@@ -47,6 +48,7 @@ class DomainSpec(_Strict):
     trained_windows: tuple[Window, ...] = ()  # each key frame rendered in each, whatever the header says
     volume_frames: int | None = Field(default=None, ge=1, le=32)  # slices per volume; unset: imaging.volume_frames
     source: str = ""  # where the wording comes from (the training data set's file)
+    context: ContextPolicy = ContextPolicy()  # the patient's context that goes with the question
 
     @property
     def prompt_question(self) -> str:

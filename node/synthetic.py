@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
@@ -261,3 +262,13 @@ def write_file(ds: Dataset, path: Path) -> None:
     ds.file_meta = meta
     ds.save_as(path, enforce_file_format=True)
 
+
+
+def restamp(study: SyntheticStudy, **attributes: str) -> SyntheticStudy:
+    """Give every file of a synthetic study other header values (by keyword: PatientID, StudyDate, ...)."""
+    for path in study.files:
+        ds = pydicom.dcmread(path)
+        for keyword, value in attributes.items():
+            setattr(ds, keyword, value)
+        ds.save_as(path, enforce_file_format=True)
+    return study

@@ -27,6 +27,11 @@ FORMAT_INSTRUCTION = (
 )
 
 
+#: Characters of question text (clinical context included) training gave: longer text lost its middle.
+TEXT_BUDGET = 5000
+MIDDLE_CUT = " ... "
+
+
 def question_text(question: str, labels: Sequence[str] = (), options_prefix: str = "\n",
                   option_marker: str = "") -> str:
     """A closed-set question as the training data sets wrote it: the question, then the options one
@@ -36,8 +41,25 @@ def question_text(question: str, labels: Sequence[str] = (), options_prefix: str
     return question + options_prefix + "\n".join(f"{option_marker}{label}" for label in labels)
 
 
-def build_prompt(question: str, image_count: int) -> str:
-    """The user turn's text: one image marker per image, each on its own line, then the question,
-    trimmed, then the format instruction after one space (``medical_format.jinja``)."""
-    content = f"{IMAGE_MARKER}\n" * image_count + question
+def clip_middle(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters, its middle replaced by " ... " when longer (training's
+    clipping of clinical text: qoq_med3 ``scripts/consolidate_mimic_qa.py``)."""
+    if len(text) <= limit:
+        return text
+    if limit <= len(MIDDLE_CUT):
+        return ""
+    head = (limit - len(MIDDLE_CUT)) // 2
+    tail = limit - len(MIDDLE_CUT) - head
+    return text[:head] + MIDDLE_CUT + (text[-tail:] if tail else "")
+
+
+def build_prompt(question: str, image_count: int, context: str = "") -> str:
+    """The user turn's text: one image marker per image, each on its own line, then the patient's
+    clinical ``context`` (when any) on its own lines, clipped with its middle removed so that context
+    and question stay within the trained :data:`TEXT_BUDGET`, then the question, trimmed, then the
+    format instruction after one space (``medical_format.jinja``)."""
+    if context.strip():
+        context = clip_middle(context.strip(), max(0, TEXT_BUDGET - len(question) - 1))
+    text = f"{context}\n{question}" if context else question
+    content = f"{IMAGE_MARKER}\n" * image_count + text
     return f"{content.strip()} {FORMAT_INSTRUCTION}"

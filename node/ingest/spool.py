@@ -45,6 +45,17 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all: a temporary name beside it, fsynced, renamed over it. The
+    directory entry is durable once the caller has fsynced the directory (:func:`fsync_dir`)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+
+
 def _write_new_file(path: Path, parts: tuple[bytes, ...], sync: bool) -> None:
     """Create ``path`` (it must not exist) and write ``parts``; fsync it when ``sync``."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)

@@ -143,6 +143,24 @@ class Metrics:
         self.model_loaded = Gauge(
             f"{PREFIX}_model_loaded", "1 when the engine has loaded its model and is serving, else 0.", registry=r
         )
+        self.hl7_messages = Counter(
+            f"{PREFIX}_hl7_messages_received",
+            "HL7 messages received by the listener, by type (ORM^O01, OMI^O23, ORU^R01, ADT^A08, ADT^A40, other, "
+            "unreadable) and outcome (accepted, duplicate, error: answered AE, rejected: answered AR, failed: could "
+            "not be stored now).", ["type", "outcome"], registry=r,
+        )
+        self.priors_retrieved = Counter(
+            f"{PREFIX}_context_priors_retrieved", "Prior studies retrieved from the PACS as context.", registry=r
+        )
+        self.prior_retrieval_failures = Counter(
+            f"{PREFIX}_context_retrieval_failures",
+            "Failed queries or retrievals of prior studies from the PACS (the study is read without them).",
+            ["step"], registry=r,
+        )
+        self.studies_read = Counter(
+            f"{PREFIX}_studies_read", "Studies given to the engine, by whether any patient context (order, labs, "
+            "prior studies, ECG) went with them.", ["context"], registry=r,
+        )
         self.outbox_attempts = Counter(
             f"{PREFIX}_outbox_attempts",
             "Delivery attempts per destination, by outcome (accepted, retry, rejected).",

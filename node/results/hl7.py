@@ -114,6 +114,7 @@ def build_oru(
     now: datetime | None = None,
     corrects_earlier: bool = False,
     critical_labels: Sequence[str] = (),
+    inputs: Sequence[str] = (),
 ) -> str:
     """The ORU^R01 message (segments separated by carriage returns) for one study's result.
 
@@ -121,7 +122,8 @@ def build_oru(
     ``C`` (correction): the EHR replaces the earlier result of the same order with this one. An
     answer among ``critical_labels`` flags the answer OBX-8 ``AA`` (critically abnormal) and adds a
     TQ1 with priority ``S`` (stat), so the RIS worklist can move the study up. The order number is
-    always there: the accession number, else the Study Instance UID."""
+    always there: the accession number, else the Study Instance UID. ``inputs``: one line per study the
+    model read besides this one's images (priors, an ECG), each an ``AI-INPUT`` OBX."""
     now = (now or datetime.now(UTC)).astimezone()
     status = "C" if corrects_earlier else "P"
     accession = _value(source.get("AccessionNumber", ""), 16)
@@ -161,6 +163,8 @@ def build_oru(
         observations.append(("RP", "AI-SR^AI structured report^L",
                              f"{_value(sr_sop_instance_uid, 64)}^{_value(party.sending_application, 20)}^AP^DICOM",
                              "", ""))
+    observations += [("ST", "AI-INPUT^AI input^L", _value(line), str(number), "")
+                     for number, line in enumerate(inputs, start=1)]
     observations.append(("ST", "AI-MODEL^AI model^L", _value(f"{provenance.model_identity}; qoq-node "
                                                               f"{provenance.node_version}"), "", ""))
     for index, (value_type, code, value, sub_id, flag) in enumerate(observations, start=1):

@@ -36,6 +36,7 @@ from highdicom.sr import (
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
+from node.context.text import GivenContext
 from node.findings import Findings
 from node.results.codes import PRIVATE_SCHEME, PRIVATE_SCHEME_NAME, label_concept
 from node.results.gsps import box_polyline
@@ -65,6 +66,11 @@ REFERENCED_SEGMENT = CodedConcept("121214", "DCM", "Referenced Segment")
 PIXELS = CodedConcept("{pixels}", "UCUM", "Pixels")
 #: TID 1500 row 12: the container of qualitative evaluations of the whole report.
 QUALITATIVE_EVALUATIONS = CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
+#: What the model was given besides the study's images: the context paragraph, each input study, the labs.
+CONTEXT = CodedConcept("AI-CONTEXT", PRIVATE_SCHEME, "Patient context given to the model")
+CONTEXT_TEXT = CodedConcept("AI-CONTEXT-TEXT", PRIVATE_SCHEME, "Clinical context as given to the model")
+INPUT_STUDY = CodedConcept("AI-INPUT", PRIVATE_SCHEME, "Study read by the model")
+LOINC_SYSTEMS = frozenset({"LN", "LOINC"})
 TEXT_LIMIT = 1_000_000  # UT holds up to 2^32-2 bytes; keep reports a reasonable size
 
 
@@ -94,8 +100,9 @@ def _reference_segments(sr: Dataset, segments: Mapping[str, SegmentReference]) -
                     REFERENCED_SEGMENT, segment.sop_class_uid, segment.sop_instance_uid,
                     referenced_segment_numbers=segment.segment_number, relationship_type="CONTAINS"))
                 referenced.setdefault(segment.series_instance_uid, {})[segment.sop_instance_uid] = segment.sop_class_uid
-    if referenced:
-        sr.PertinentOtherEvidenceSequence = [_evidence(str(sr.StudyInstanceUID), referenced)]
+    if referenced:  # after the other studies' evidence (priors, an ECG) highdicom listed there
+        sr.PertinentOtherEvidenceSequence = [*sr.get("PertinentOtherEvidenceSequence", []),
+                                             _evidence(str(sr.StudyInstanceUID), referenced)]
 
 
 def _evidence(study_uid: str, series: Mapping[str, Mapping[str, str]]) -> Dataset:
@@ -175,6 +182,24 @@ def _qualitative_evaluations(findings: Findings, provenance: Provenance) -> Cont
     return container
 
 
+def _context_container(given: GivenContext) -> ContainerContentItem:
+    """What the model was given besides the study: the context paragraph, each study read (the priors and
+    the ECG are also listed as Pertinent Other Evidence), and each LOINC-coded numeric lab as a NUM."""
+    container = ContainerContentItem(CONTEXT, relationship_type="CONTAINS")
+    items: list = [TextContentItem(INPUT_STUDY, clip(line, TEXT_LIMIT), relationship_type="CONTAINS")
+                   for line in given.inputs]
+    if given.text:
+        items.append(TextContentItem(CONTEXT_TEXT, clip(given.text, TEXT_LIMIT), relationship_type="CONTAINS"))
+    for lab in given.labs:
+        if lab.coding_system.upper() in LOINC_SYSTEMS and lab.numeric is not None and lab.code.strip():
+            unit = lab.unit.strip() or "1"
+            items.append(NumContentItem(CodedConcept(clip(lab.code.strip(), 16), "LN", clip(lab.name or lab.code, 64)),
+                                        lab.numeric, CodedConcept(clip(unit, 16), "UCUM", clip(unit, 64)),
+                                        relationship_type="CONTAINS"))
+    container.ContentSequence = items
+    return container
+
+
 def build_sr(
     findings: Findings,
     sources: Sequence[Dataset],
@@ -184,11 +209,13 @@ def build_sr(
     previous: Sequence[Dataset] = (),
     analysed_at: datetime | None = None,
     segments: Mapping[str, SegmentReference] | None = None,
+    given: GivenContext | None = None,
 ) -> Dataset:
     """The TID 1500 report over ``sources`` (the images the model read); ``previous``: the reports
     of earlier study versions it supersedes (Predecessor Documents Sequence); ``analysed_at``: when
     the analysis began (the report's Content Date/Time; default: now); ``segments``: the SEG segment of
-    each box, by its Tracking UID, which the box's measurement group then references."""
+    each box, by its Tracking UID, which the box's measurement group then references; ``given``: what the
+    model was given besides the study (a container of it when there is any)."""
     study_uid = str(sources[0].StudyInstanceUID)
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
     algorithm = hd.sr.AlgorithmIdentification(clip(provenance.model_identity, 64), clip(provenance.node_version, 64))
@@ -249,6 +276,8 @@ def build_sr(
                   len(sr.ContentSequence))
         sr.ContentSequence.insert(at, _image_library(images))
     sr.ContentSequence.append(_qualitative_evaluations(findings, provenance))
+    if given is not None and given.any:
+        sr.ContentSequence.append(_context_container(given))
     sr.ContentSequence.extend(
         WaveformContentItem(SOURCE, str(source.SOPClassUID), str(source.SOPInstanceUID), relationship_type="CONTAINS")
         for source in sources if "WaveformSequence" in source)

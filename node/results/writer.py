@@ -11,7 +11,6 @@ hold back the report.
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,11 +18,12 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 
+from node.context.text import GivenContext, context_text, input_lines
 from node.findings import Findings
 from node.imaging.decode import iter_frames
 from node.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from node.infer import StudyOutcome
-from node.ingest.spool import fsync_dir
+from node.ingest.spool import fsync_dir, write_atomically
 from node.results.gsps import build_presentation_state
 from node.results.hl7 import Hl7Party, build_oru, control_id
 from node.results.kos import build_kos
@@ -62,15 +62,6 @@ def result_key(study_uid: str, study_version: int, task: str) -> str:
     return f"{study_uid}/{study_version}/{task}"
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
-
-
 def _dataset_bytes(dataset: Dataset) -> bytes:
     """The object as a Part 10 file naming the node as the implementation that wrote it."""
     dataset.file_meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
@@ -90,41 +81,60 @@ def _shown_again(kind: str, build: Callable[[], list[tuple[str, Dataset]]],
         return []
 
 
+def _on(findings: Findings, images: Sequence[Dataset]) -> Findings:
+    """The findings with only the boxes that lie on ``images``."""
+    uids = {str(ds.SOPInstanceUID) for ds in images}
+    return replace(findings, boxes=tuple(box for box in findings.boxes if box.source.frame.sop_instance_uid in uids))
+
+
 def _dicom_objects(outcome: StudyOutcome, key_paths: list[Path], sources: list[Dataset], provenance: Provenance,
                    study_version: int, secondary_capture: bool | str, previous: Sequence[Dataset],
-                   omitted: list[tuple[str, Exception]]) -> list[tuple[str, Dataset]]:
+                   given: GivenContext, omitted: list[tuple[str, Exception]]) -> list[tuple[str, Dataset]]:
     """(file name, dataset) of the SR, SEGs, presentation state and optional SCs over the key images
-    (``sources``: the instances at ``key_paths``, read)."""
+    (``sources``: the instances at ``key_paths``, read). The SR covers every input (a prior's image, an
+    ECG of another study); the SEG, presentation state, KOS and SCs only the study's own images, as they
+    belong to its study."""
     assert outcome.findings is not None and outcome.task is not None
     task = outcome.task.domain
-    images = [ds for ds in sources if "PixelData" in ds]
     # A box is placed only on an image: never in image coordinates on a waveform (an ECG shown as a plot).
-    images_read = {str(ds.SOPInstanceUID) for ds in images}
-    findings = replace(outcome.findings, boxes=tuple(
-        box for box in outcome.findings.boxes if box.source.frame.sop_instance_uid in images_read))
+    findings = _on(outcome.findings, [ds for ds in sources if "PixelData" in ds])
+    own = [(path, ds) for path, ds in zip(key_paths, sources, strict=True)
+           if str(ds.StudyInstanceUID) == outcome.study_uid]
+    own_sources = [ds for _, ds in own]
+    images = [ds for ds in own_sources if "PixelData" in ds]
+    own_findings = _on(findings, images)
     segs = _shown_again("seg", lambda: [
         (f"seg-{number}.dcm", seg)
-        for number, seg in enumerate(build_segs(findings, sources, provenance, study_version, task), start=1)],
+        for number, seg in enumerate(build_segs(own_findings, own_sources, provenance, study_version, task), start=1)],
         omitted)
     segments = {str(segment.TrackingUID): SegmentReference(str(seg.SeriesInstanceUID), str(seg.SOPClassUID),
                                                            str(seg.SOPInstanceUID), int(segment.SegmentNumber))
                 for _, seg in segs for segment in seg.SegmentSequence}
     objects = [(SR_FILE, build_sr(findings, sources, provenance, study_version, task, previous, outcome.analysed_at,
-                                  segments)), *segs]
+                                  segments, given)), *segs]
     if images:  # one presentation state over the images of the first one's kind (grey or colour)
         colour = int(images[0].get("SamplesPerPixel", 1)) > 1
         same_kind = [ds for ds in images if (int(ds.get("SamplesPerPixel", 1)) > 1) == colour]
         window = next((m.window for m in outcome.inputs if m.window is not None), None)
         objects += _shown_again("presentation_state", lambda: [
             ("csps.dcm" if colour else "gsps.dcm",
-             build_presentation_state(findings, same_kind, provenance, study_version, task, window))], omitted)
+             build_presentation_state(own_findings, same_kind, provenance, study_version, task, window))], omitted)
     if images:  # the key images list most PACS show when the study opens
-        objects += _shown_again("kos", lambda: [("kos.dcm", build_kos(findings, images, provenance, study_version,
-                                                                        task))], omitted)
+        objects += _shown_again("kos", lambda: [("kos.dcm", build_kos(own_findings, images, provenance,
+                                                                        study_version, task))], omitted)
     if secondary_capture:
-        objects += _shown_again("sc", lambda: _secondary_captures(outcome, findings, key_paths, sources, provenance,
-                                                                   study_version, task, secondary_capture), omitted)
+        objects += _shown_again("sc", lambda: _secondary_captures(
+            outcome, own_findings, [path for path, _ in own], own_sources, provenance, study_version, task,
+            secondary_capture), omitted)
     return objects
+
+
+def report_context(outcome: StudyOutcome) -> GivenContext:
+    """What the study's results say the model was given with it."""
+    ecg_given = bool(outcome.signals)
+    return GivenContext(context_text(outcome.context, outcome.current_images, outcome.modality, ecg_given),
+                        outcome.context.labs,
+                        input_lines(outcome.context, outcome.study_uid, outcome.modality, ecg_given))
 
 
 def _key_paths(outcome: StudyOutcome) -> list[Path]:
@@ -171,11 +181,12 @@ def write_results(
     omitted: list[tuple[str, Exception]] = []
     key_paths = _key_paths(outcome)
     sources = [pydicom.dcmread(path) for path in key_paths]
+    given = report_context(outcome)
     objects = _dicom_objects(outcome, key_paths, sources, provenance, study_version, secondary_capture,
-                             [previous_sr] if previous_sr is not None else [], omitted)
+                             [previous_sr] if previous_sr is not None else [], given, omitted)
     written = []
     for name, dataset in objects:
-        _write_atomically(directory / name, _dataset_bytes(dataset))
+        write_atomically(directory / name, _dataset_bytes(dataset))
         written.append(WrittenObject(directory / name, str(dataset.SOPInstanceUID)))
     sr = dict(objects)[SR_FILE]
     key = result_key(outcome.study_uid, study_version, outcome.task.domain)
@@ -183,9 +194,10 @@ def write_results(
     messages = {}
     for name, party in parties.items():
         oru = build_oru(outcome.findings, header, provenance, party, key, sr_sop_instance_uid=str(sr.SOPInstanceUID),
-                        corrects_earlier=previous_sr is not None, critical_labels=critical_labels)
+                        corrects_earlier=previous_sr is not None, critical_labels=critical_labels,
+                        inputs=given.inputs if given.any else ())
         path = directory / f"{name}.hl7"
-        _write_atomically(path, oru.encode("utf-8"))
+        write_atomically(path, oru.encode("utf-8"))
         messages[name] = (path, control_id(key))
     fsync_dir(directory)
     return ResultSet(tuple(written), messages, tuple(omitted))

@@ -1,21 +1,21 @@
-"""The state database: instances, studies, the outbox and quarantined objects.
+"""The state database's received side: instances, studies, the outbox and quarantined objects.
 
-SQLite in WAL mode with ``synchronous=FULL`` (every commit is on disk before it returns).
-All stages talk to state through this module. One connection is shared by the threads of
-one process behind a lock; other processes (the CLI) open their own and read concurrently.
+:class:`Store` is what every stage talks to; it owns the one :class:`~node.store.database.Database`
+and hands it to the clinical context's tables (:attr:`Store.clinical`).
 """
 
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 2
+from node.store.clinical import ClinicalStore
+from node.store.database import Database
+
+SCHEMA_VERSION = 3  # 3: the clinical context's tables (node/store/clinical.py)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -255,15 +255,14 @@ class Store:
     """The node's state database."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._root = path.parent  # instance paths are kept relative to it (the storage root)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
+        self.database = Database(path)
+        self._root = self.database.root  # instance paths are kept relative to it (the storage root)
+        self._db, self._lock, self._transaction = self.database.connection, self.database.lock, \
+            self.database.transaction
         self._db.executescript(_SCHEMA)
         self._migrate()
+        #: Orders, lab results, patients and retrieved priors: the clinical context, on the same connection.
+        self.clinical = ClinicalStore(self.database)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _migrate(self) -> None:
@@ -276,19 +275,7 @@ class Store:
 
     def close(self) -> None:
         """Close the connection."""
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        self.database.close()
 
     def stored_instance(self, sop_instance_uid: str) -> StoredFile | None:
         """The file and size recorded for a stored instance; None when there is none."""
@@ -388,6 +375,21 @@ class Store:
                 return False
             _insert_outbox(db, study_uid, items, now)
         return True
+
+    def postpone(self, study_uid: str, version: int, until: float, reason: str) -> bool:
+        """Leave a stable study to be read at ``until`` (no attempt counted), saying why in its detail."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE studies SET next_try_at = ?, detail = ? WHERE study_uid = ? AND version = ? AND state = ?",
+                (until, reason[:500], study_uid, version, STABLE))
+        return cursor.rowcount == 1
+
+    def release_postponed(self, reason: str, now: float) -> int:
+        """Make the stable studies postponed with ``reason`` due now (what they waited for may have come)."""
+        with self._transaction() as db:
+            cursor = db.execute("UPDATE studies SET next_try_at = ? WHERE state = ? AND detail = ? AND next_try_at > ?",
+                                (now, STABLE, reason[:500], now))
+        return cursor.rowcount
 
     def skip_study(self, study_uid: str, version: int, reason: str, now: float) -> bool:
         """A stable study the node has nothing to do with (no routing rule, no readable image)."""

@@ -1,0 +1,145 @@
+"""Prior studies from the PACS: C-FIND (Study Root, by Patient ID and a date range) and C-GET into a
+folder of their own, apart from the studies the PACS sends for reading (a prior is context, never read
+on its own). One association per query and per retrieval; every failure is a :class:`PacsError`."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, Association, build_role, evt
+from pynetdicom.sop_class import (
+    ComputedRadiographyImageStorage,
+    CTImageStorage,
+    DigitalMammographyXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForPresentation,
+    GeneralECGWaveformStorage,
+    MRImageStorage,
+    SecondaryCaptureImageStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    TwelveLeadECGWaveformStorage,
+    UltrasoundImageStorage,
+    VLPhotographicImageStorage,
+)
+
+from node.config import DicomDestination
+from node.egress.dicom import client_tls_context
+from node.ingest.spool import fsync_dir, write_atomically
+
+#: The storage classes a prior can be retrieved in (the node reads these; others are not asked for).
+RETRIEVABLE = (ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation, CTImageStorage,
+               MRImageStorage, UltrasoundImageStorage, DigitalMammographyXRayImageStorageForPresentation,
+               SecondaryCaptureImageStorage, VLPhotographicImageStorage, TwelveLeadECGWaveformStorage,
+               GeneralECGWaveformStorage)
+_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+
+
+class PacsError(RuntimeError):
+    """A query or retrieval failed; the message names the step and the status, no patient data."""
+
+
+@dataclass(frozen=True)
+class FoundStudy:
+    """One study the PACS holds for the patient."""
+
+    study_uid: str
+    modalities: tuple[str, ...]
+    study_date: str
+    study_time: str
+    description: str
+    accession: str
+
+
+class PacsPriors:
+    """Queries and retrieves one PACS (a ``destinations.dicom`` entry) as the node's AE."""
+
+    def __init__(self, destination: DicomDestination, calling_ae: str) -> None:
+        self._destination, self._calling_ae = destination, calling_ae
+        tls = destination.tls
+        self._tls = client_tls_context(tls) if tls.enabled else None
+
+    def _associate(self, ae: AE, **kwargs: Any) -> Association:
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self._destination.timeout_seconds
+        d = self._destination
+        assoc = ae.associate(d.host, d.port, ae_title=d.ae_title,
+                             tls_args=(self._tls, d.host) if self._tls is not None else None, **kwargs)
+        if not assoc.is_established:
+            raise PacsError(f"association with {d.name} {'rejected' if assoc.is_rejected else 'failed'}")
+        return assoc
+
+    def find(self, patient_id: str, since: date, until: date) -> list[FoundStudy]:
+        """The patient's studies dated within [since, until]."""
+        ae = AE(ae_title=self._calling_ae)
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind, _SYNTAXES)
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.PatientID = patient_id
+        query.StudyDate = f"{since:%Y%m%d}-{until:%Y%m%d}"
+        for keyword in ("StudyInstanceUID", "ModalitiesInStudy", "StudyTime", "StudyDescription", "AccessionNumber"):
+            setattr(query, keyword, "")
+        found = []
+        assoc = self._associate(ae)
+        try:
+            for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
+                code = int(status.Status) if status else None
+                if code is None or code not in (0x0000, 0xFF00, 0xFF01):
+                    raise PacsError(f"C-FIND failed with status {'none' if code is None else f'0x{code:04X}'}")
+                if code in (0xFF00, 0xFF01) and identifier is not None and identifier.get("StudyInstanceUID"):
+                    modalities = identifier.get("ModalitiesInStudy", "") or ""
+                    found.append(FoundStudy(
+                        str(identifier.StudyInstanceUID),
+                        tuple(str(m) for m in (modalities if isinstance(modalities, list | tuple) else
+                                               str(modalities).split("\\")) if m),
+                        str(identifier.get("StudyDate", "") or ""), str(identifier.get("StudyTime", "") or ""),
+                        str(identifier.get("StudyDescription", "") or ""),
+                        str(identifier.get("AccessionNumber", "") or "")))
+        finally:
+            assoc.release()
+        return found
+
+    def retrieve(self, study_uid: str, directory: Path) -> list[Path]:
+        """C-GET a whole study into ``directory`` (one file per instance, durably); its files."""
+        directory.mkdir(parents=True, exist_ok=True)
+        written: list[Path] = []
+
+        def store(event: evt.Event) -> int:
+            path = directory / f"{len(written):05d}.dcm"
+            write_atomically(path, _encoded(event))
+            written.append(path)
+            return 0x0000
+
+        ae = AE(ae_title=self._calling_ae)
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet, _SYNTAXES)
+        for sop_class in RETRIEVABLE:
+            ae.add_requested_context(sop_class, _SYNTAXES)
+        roles = [build_role(sop_class, scp_role=True) for sop_class in RETRIEVABLE]
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = study_uid
+        assoc = self._associate(ae, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, store)])
+        try:
+            final = None
+            for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
+                final = int(status.Status) if status else None
+            if final is None or final not in (0x0000, 0xB000):
+                raise PacsError(f"C-GET failed with status {'none' if final is None else f'0x{final:04X}'}")
+        finally:
+            assoc.release()
+        fsync_dir(directory)
+        return written
+
+
+def _encoded(event: evt.Event) -> bytes:
+    """The received instance as a Part 10 file (preamble, file meta, the dataset as it was sent)."""
+    buffer = io.BytesIO()
+    buffer.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(buffer, event.file_meta, enforce_standard=True)
+    buffer.write(event.request.DataSet.getvalue())
+    return buffer.getvalue()
