@@ -6,6 +6,7 @@ import argparse
 import json
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -149,6 +150,24 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_context(args: argparse.Namespace) -> int:
+    """Show what the node keeps of a patient's context, or what would go with a study (on the terminal only)."""
+    from node.context.inspect import describe_patient, describe_study
+
+    config = _load(args)
+    with _opened_store(args) as store:
+        lines = describe_study(store, config, args.study) if args.study else describe_patient(store, args.patient)
+    print("\n".join(lines))
+    return 0
+
+
+def _context_text(outcome) -> str:
+    """The context paragraph the prompt of a prepared study holds."""
+    from node.context.text import context_text
+
+    return context_text(outcome.context, outcome.current_images, outcome.modality, bool(outcome.signals))
+
+
 def _outcome_json(outcome) -> dict:
     findings = outcome.findings
     return {
@@ -161,6 +180,7 @@ def _outcome_json(outcome) -> dict:
         "task": outcome.task.name if outcome.task else None,
         "caveats": list(outcome.caveats),
         "inputs": [m.describe() for m in outcome.inputs] + [s.describe() for s in outcome.signals],
+        "context": _context_text(outcome) or None,
         "labels": list(findings.labels) if findings else [],
         "boxes": [
             {"label": box.label, "model": asdict(box.model), "source": asdict(box.source)}
@@ -190,6 +210,8 @@ def _print_outcome(outcome) -> None:
               f"{'×'.join(map(str, described['processor_grid']['pixels']))}")
     for series in outcome.signals:
         print(f"  input: time-series {series.shape_text}")
+    for line in _context_text(outcome).split("\n")[1:]:
+        print(f"  context: {line}")
     print(f"  answer: {', '.join(findings.labels) or '(none)'}")
     for box in findings.boxes:
         s = box.source
@@ -197,6 +219,26 @@ def _print_outcome(outcome) -> None:
               f"columns {s.column_min:.1f}-{s.column_max:.1f}, rows {s.row_min:.1f}-{s.row_max:.1f}")
     for warning in findings.warnings:
         print(f"  warning: {warning}")
+
+
+@contextmanager
+def _offline_context(path: Path | None, config: NodeConfig) -> Iterator:
+    """A context gatherer over the orders and lab results of an HL7 file, kept in a scratch store
+    (None without a file)."""
+    from node.context.gather import ContextGatherer
+    from node.context.inspect import load_messages
+
+    if path is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="qoq-context-") as scratch:
+        store = Store(Path(scratch) / "state.db")
+        try:
+            for problem in load_messages(store, path, config.context.default_authority):
+                print(f"qoq-node: {problem}", file=sys.stderr)
+            yield ContextGatherer(store, Path(scratch), config.context.default_authority)
+        finally:
+            store.close()
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
@@ -214,7 +256,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"qoq-node: {problem}", file=sys.stderr)
     profile = engine_profile(config.engine)
-    prepared = [prepare(uid, files, router, config, profile) for uid, files in studies.items()]
+    with _offline_context(args.context, config) as gatherer:
+        prepared = [prepare(uid, files, router, config, profile, gatherer) for uid, files in studies.items()]
     engine = make_engine(config.engine)
     outcomes = infer(prepared, engine, config)
     if args.json:
@@ -337,6 +380,14 @@ def build_parser() -> argparse.ArgumentParser:
     infer_parser.add_argument("--out", type=Path, default=None,
                               help="also write each study's SR, SEGs, presentation state (and SCs) and HL7 ORU^R01 "
                                    "into OUT/<study UID>/")
+    infer_parser.add_argument("--context", type=Path, default=None,
+                              help="a file of HL7 messages (orders ORM/OMI, lab results ORU): the patients' context, "
+                                   "given as each study's routing task asks")
+    context = _add_command(commands, "context", cmd_context,
+                           "Show the clinical context kept for a patient, or what would go with a study.")
+    which = context.add_mutually_exclusive_group(required=True)
+    which.add_argument("patient", nargs="?", help="the patient's key (as 'qoq-node context --study' shows it)")
+    which.add_argument("--study", help="a Study Instance UID the node holds")
     outbox = _add_command(commands, "outbox", cmd_outbox, "List deliveries to PACS and EHR, or retry failed ones.")
     outbox.add_argument("action", choices=["list", "retry", "retry-all"])
     outbox.add_argument("id", nargs="?", type=int, help="the item to retry (retry)")

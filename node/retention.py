@@ -5,7 +5,9 @@ The node is not an archive — the PACS is. ``storage.retention_days`` after a s
 time after they arrived. Failed and undelivered studies stay until an operator acts on them. A
 study that receives a new instance while it is being purged is kept (the store checks, under the
 lock that recording an instance takes, that it is still finished and expired); if the instance
-arrives just after, it starts the study afresh. Runs every ``PURGE_INTERVAL_SECONDS`` in its own thread.
+arrives just after, it starts the study afresh. The clinical context goes by the same period: HL7
+messages (with their orders and lab results) that long after they arrived, priors retrieved from the
+PACS that long after they last went with a study. Runs every ``PURGE_INTERVAL_SECONDS`` in its own thread.
 """
 
 from __future__ import annotations
@@ -51,7 +53,20 @@ class Retention:
                 kept.unlink(missing_ok=True)
             self._store.forget_quarantined(item_id)
             self._metrics.retention_purged.labels("quarantine").inc()
+        self._purge_context(before)
         return purged
+
+    def _purge_context(self, before: float) -> None:
+        """Delete the HL7 messages and retrieved priors the store let go of."""
+        messages, priors = self._store.clinical.forget_before(before)
+        for path in messages:
+            path.unlink(missing_ok=True)
+        for folder in priors:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._metrics.retention_purged.labels("hl7_message").inc(len(messages))
+        self._metrics.retention_purged.labels("prior").inc(len(priors))
+        if messages or priors:
+            log.info("context.purged", hl7_messages=len(messages), priors=len(priors))
 
     def _purge(self, study_uid: str, before: float) -> int:
         freed = 0

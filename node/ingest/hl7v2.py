@@ -100,6 +100,18 @@ def parse(text: str) -> Hl7Message:
     return Hl7Message(tuple(segments), component, repetition, escape, subcomponent)
 
 
+def split_messages(text: str) -> list[str]:
+    """The messages of a file of HL7 messages (each begins with an MSH segment; MLLP frame marks and
+    blank lines between them are ignored)."""
+    messages: list[list[str]] = []
+    for line in re.split(r"\r\n|\r|\n", text.replace("\x0b", "\n").replace("\x1c", "\n")):
+        if line.startswith("MSH"):
+            messages.append([line])
+        elif line.strip() and messages:
+            messages[-1].append(line)
+    return ["\r".join(segments) for segments in messages]
+
+
 def timestamp(value: str) -> float | None:
     """An HL7 DTM/TS (``YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ]``) as epoch seconds; a value without a
     zone is local time. None when empty or not a timestamp."""

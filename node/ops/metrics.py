@@ -136,7 +136,8 @@ class Metrics:
         )
         self.retention_purged = Counter(
             f"{PREFIX}_retention_purged",
-            "What retention deleted: finished studies (files, results, rows) and quarantined objects.",
+            "What retention deleted: finished studies (files, results, rows), quarantined objects, HL7 messages "
+            "(with their orders and lab results) and priors retrieved from the PACS.",
             ["kind"],
             registry=r,
         )

@@ -74,6 +74,12 @@ CREATE TABLE IF NOT EXISTS known_studies (
 CREATE INDEX IF NOT EXISTS known_studies_by_patient ON known_studies (patient_key);
 """
 
+#: The columns each record type is read from, in its fields' order.
+_ORDER_COLUMNS = ("patient_key, placer, filler, accession, procedure, reason, clinical_info, priority, ordered_at,"
+                  " received_at")
+_LAB_COLUMNS = "patient_key, code, coding_system, name, value, unit, reference_range, flag, observed_at"
+_STUDY_COLUMNS = "study_uid, patient_key, accession, modality, study_time, description, retrieved"
+
 #: Tables that hold a patient key, in the order a merge moves them.
 _KEYED_TABLES = ("hl7_messages", "orders", "lab_results", "known_studies")
 
@@ -236,8 +242,7 @@ class ClinicalStore:
             return None
         marks = ",".join("?" * len(numbers))
         with self._database.reading() as db:
-            query = ("SELECT patient_key, placer, filler, accession, procedure, reason, clinical_info, priority,"  # noqa: S608
-                     f" ordered_at, received_at FROM orders WHERE patient_key = ? AND (accession IN ({marks})"
+            query = (f"SELECT {_ORDER_COLUMNS} FROM orders WHERE patient_key = ? AND (accession IN ({marks})"  # noqa: S608
                      f" OR placer IN ({marks}) OR filler IN ({marks})) ORDER BY received_at DESC, id DESC LIMIT 1")
             row = db.execute(query, (self._resolve(db, key), *numbers, *numbers, *numbers)).fetchone()
         return Order(*row) if row else None
@@ -248,8 +253,7 @@ class ClinicalStore:
             return []
         marks = ",".join("?" * len(codes))
         with self._database.reading() as db:
-            query = ("SELECT patient_key, code, coding_system, name, value, unit, reference_range, flag,"  # noqa: S608
-                     f" observed_at FROM lab_results WHERE patient_key = ? AND code IN ({marks})"
+            query = (f"SELECT {_LAB_COLUMNS} FROM lab_results WHERE patient_key = ? AND code IN ({marks})"  # noqa: S608
                      " AND observed_at BETWEEN ? AND ? ORDER BY observed_at DESC, id DESC")
             rows = db.execute(query, (self._resolve(db, key), *codes, since, until)).fetchall()
         latest: dict[str, LabResult] = {}
@@ -271,18 +275,15 @@ class ClinicalStore:
     def studies_of(self, key: str) -> list[KnownStudy]:
         """Every study known of the patient, most recent first."""
         with self._database.reading() as db:
-            rows = db.execute(
-                "SELECT study_uid, patient_key, accession, modality, study_time, description, retrieved"
-                " FROM known_studies WHERE patient_key = ? ORDER BY study_time DESC", (self._resolve(db, key),)
-            ).fetchall()
+            rows = db.execute(f"SELECT {_STUDY_COLUMNS} FROM known_studies WHERE patient_key = ?"  # noqa: S608
+                              " ORDER BY study_time DESC", (self._resolve(db, key),)).fetchall()
         return [KnownStudy(*row) for row in rows]
 
     def known_study(self, study_uid: str) -> KnownStudy | None:
         """What is known of one study."""
         with self._database.reading() as db:
-            row = db.execute(
-                "SELECT study_uid, patient_key, accession, modality, study_time, description, retrieved"
-                " FROM known_studies WHERE study_uid = ?", (study_uid,)).fetchone()
+            row = db.execute(f"SELECT {_STUDY_COLUMNS} FROM known_studies WHERE study_uid = ?",  # noqa: S608
+                             (study_uid,)).fetchone()
         return KnownStudy(*row) if row else None
 
     def mark_used(self, study_uids: list[str], now: float) -> None:
@@ -290,6 +291,20 @@ class ClinicalStore:
         with self._database.transaction() as db:
             db.executemany("UPDATE known_studies SET used_at = ? WHERE study_uid = ?",
                            [(now, uid) for uid in study_uids])
+
+    def orders_of(self, key: str) -> list[Order]:
+        """Every order kept for a patient, newest first."""
+        with self._database.reading() as db:
+            rows = db.execute(f"SELECT {_ORDER_COLUMNS} FROM orders WHERE patient_key = ?"  # noqa: S608
+                              " ORDER BY received_at DESC, id DESC", (self._resolve(db, key),)).fetchall()
+        return [Order(*row) for row in rows]
+
+    def results_of(self, key: str) -> list[LabResult]:
+        """Every lab result kept for a patient, newest first."""
+        with self._database.reading() as db:
+            rows = db.execute(f"SELECT {_LAB_COLUMNS} FROM lab_results WHERE patient_key = ?"  # noqa: S608
+                              " ORDER BY observed_at DESC, id DESC", (self._resolve(db, key),)).fetchall()
+        return [LabResult(*row) for row in rows]
 
     def messages_of(self, key: str) -> list[StoredMessage]:
         """The HL7 messages kept for a patient, oldest first."""
