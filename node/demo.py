@@ -2,8 +2,11 @@
 
 Starts a PACS on loopback (a real Orthanc when it is installed, else a built-in storage SCP that
 writes to a folder), an MLLP listener as the EHR, and a node (``qoq-node serve``) whose replay
-engine boxes the synthetic lesions; sends a chest CR and a CT study through the PACS to the node,
-and prints where every result object and message landed. Every result is labelled as a test result.
+engine boxes the synthetic lesions; sends the patient's order (ORM^O01, with its reason for exam) and a
+troponin result (ORU^R01) to the node's HL7 listener, as the RIS and the laboratory would, keeps a
+prior chest radiograph in Orthanc for the node to retrieve, sends a chest CR and a CT study through
+the PACS to the node, and prints what the model was given and where every result object and message
+landed. Every result is labelled as a test result.
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from pathlib import Path
 import pydicom
 
 from node.egress.dicom import DicomSender
-from node.localpeers import LOOPBACK, FolderPacs, MllpListener, NodeProcess, Orthanc
+from node.egress.mllp import MllpClient
+from node.localpeers import LOOPBACK, FolderPacs, MllpListener, NodeProcess, Orthanc, free_port
+from node.results.sr import CONTEXT
 from node.store import COMPLETE, FAILED, SKIPPED, UNDELIVERED, Store
-from node.synthetic import SyntheticStudy, boxed_response, write_cr_study, write_ct_study
+from node.synthetic import SyntheticStudy, boxed_response, restamp, write_cr_study, write_ct_study
+from node.synthetic_hl7 import LabValue, lab_message, order_message
 
 RESULT_MODALITIES = {"SR": "structured report (TID 1500)", "SEG": "segmentation", "PR": "presentation state",
                      "OT": "key image, boxes burned in (SC)", "KO": "key object selection (key images)"}
@@ -57,6 +63,37 @@ def _results_in_pacs(pacs: Orthanc | FolderPacs, study_uid: str) -> list[tuple[s
     return found
 
 
+#: The synthetic patient's order and laboratory result, as the RIS and the LIS send them.
+CONTEXT_MESSAGES = (
+    ("order ORM^O01", order_message("DEMO-ORD-1", "SYN-0001", "SYN0001", "cough and fever for 3 days, rule out "
+                                    "pneumonia", "smoker, COPD")),
+    ("troponin result ORU^R01", lab_message("DEMO-LAB-1", "SYN-0001", [
+        LabValue("10839-9", "Troponin I", "0.09", "ng/mL", "0-0.04", "H", "20260101100000")])),
+)
+
+
+def _send_context(port: int, say: Callable[[str], None]) -> None:
+    """The RIS and the laboratory send the patient's order and lab result to the node's listener."""
+    client = MllpClient(LOOPBACK, port)
+    try:
+        for name, message in CONTEXT_MESSAGES:
+            answer = client.send(message, message.split("\r")[0].split("|")[9])
+            say(f"sending the {name} to the node's HL7 listener ... {answer.code or answer.detail}")
+    finally:
+        client.close()
+
+
+def _given(node: NodeProcess, study_uid: str) -> list[str]:
+    """What the study's SR says the model was given besides the study's own images."""
+    found = []
+    for sr_path in sorted((node.root / "var" / "results" / study_uid).glob("v*/sr.dcm")):
+        sr = pydicom.dcmread(sr_path)
+        for container in sr.ContentSequence:
+            if container.ConceptNameCodeSequence[0].CodeValue == CONTEXT.value:
+                found += [str(item.TextValue) for item in container.ContentSequence if "TextValue" in item]
+    return [line for text in found for line in text.split("\n")]
+
+
 def _wait_final(store_path: Path, study_uids: list[str], timeout: float) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     while True:
@@ -74,6 +111,7 @@ def run_demo(workdir: Path, keep_running: bool = False, say: Callable[[str], Non
     """Run the demo under ``workdir``; 0 when every study's results reached the PACS and the EHR."""
     studies_dir = workdir / "studies"
     cr = write_cr_study(studies_dir / "cr", size=1024)
+    prior = restamp(write_cr_study(studies_dir / "prior", size=1024), StudyDate="20250301", AccessionNumber="SYN0000")
     ct = write_ct_study(studies_dir / "ct", slices=24, size=256)
     # recorded answers among each task's trained options, boxing the lesion of the image the task reads
     # (the chest CT task reads the middle slice, as its training set gave one slice)
@@ -92,11 +130,19 @@ def run_demo(workdir: Path, keep_running: bool = False, say: Callable[[str], Non
         say(f"EHR: MLLP listener on {LOOPBACK}:{ehr.port}, acknowledging every message with AA")
         destinations = {"dicom": [{"name": "pacs", "ae_title": pacs.aet, "host": LOOPBACK, "port": pacs.dicom_port}],
                         "hl7": [{"name": "ehr", "host": LOOPBACK, "port": ehr.port}]}
+        hl7_port = free_port()
+        context = {"default_authority": "HOSP", "pacs": "pacs" if isinstance(pacs, Orthanc) else None}
         node = stack.enter_context(NodeProcess(workdir / "node", {
             "QOQ_NODE__STUDY__STABLE_SECONDS": "1", "QOQ_NODE__DESTINATIONS": json.dumps(destinations),
-            "QOQ_NODE__LOG__LEVEL": "WARNING"}, replay=responses))
-        say(f"node: AE QOQNODE on {LOOPBACK}:{node.dicom_port}, metrics at {node.url}/metrics, "
-            f"log {node.log_path}; engine: replay (recorded answers that box the synthetic lesions)")
+            "QOQ_NODE__HL7_LISTENER": json.dumps({"enabled": True, "host": LOOPBACK, "port": hl7_port}),
+            "QOQ_NODE__CONTEXT": json.dumps(context), "QOQ_NODE__LOG__LEVEL": "WARNING"}, replay=responses))
+        say(f"node: AE QOQNODE on {LOOPBACK}:{node.dicom_port}, HL7 listener on {LOOPBACK}:{hl7_port}, metrics at "
+            f"{node.url}/metrics, log {node.log_path}; engine: replay (recorded answers boxing the synthetic lesions)")
+        if isinstance(pacs, Orthanc):
+            for path in prior.files:
+                pacs.upload(path)
+            say(f"the PACS holds a prior chest radiograph of the patient (2025-03-01, study {prior.study_uid})")
+        _send_context(hl7_port, say)
         started = time.monotonic()
         for name, study in (("chest CR", cr), ("CT, 24 slices", ct)):
             say(f"sending the {name} study from the PACS to the node ...")
@@ -108,6 +154,8 @@ def run_demo(workdir: Path, keep_running: bool = False, say: Callable[[str], Non
             state = states.get(study.study_uid, "not received")
             ok &= state == COMPLETE
             say(f"\n{name} study {study.study_uid}: {state}")
+            for line in _given(node, study.study_uid):
+                say(f"  given {line}")
             for modality, uid, where in _results_in_pacs(pacs, study.study_uid):
                 say(f"  PACS  {RESULT_MODALITIES[modality]:<28} {uid}  {where}")
             for message in ehr.received:

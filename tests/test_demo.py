@@ -22,6 +22,11 @@ def test_demo_with_orthanc_shows_every_result_in_the_pacs_and_the_ehr(tmp_path: 
     assert run.stdout.count("PACS  key image, boxes burned in (SC)") == 1  # of the CR only
     assert run.stdout.count("PACS  key object selection") == 2
     assert run.stdout.count("EHR   ORU^R01 control ID QOQ") == 2
+    # the chest CR went with its patient: the order and the troponin over HL7, the prior from Orthanc
+    assert run.stdout.count("to the node's HL7 listener ... AA") == 2
+    assert "given Reason for exam: cough and fever for 3 days, rule out pneumonia." in run.stdout
+    assert "given - Troponin I (LN 10839-9): 0.09 ng/mL, high" in run.stdout
+    assert "given Image 2: a prior CR study" in run.stdout
 
 
 def test_demo_without_orthanc_uses_the_built_in_pacs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -30,6 +35,7 @@ def test_demo_without_orthanc_uses_the_built_in_pacs(tmp_path: Path, monkeypatch
     assert demo.run_demo(tmp_path, say=said.append) == 0
     output = "\n".join(said)
     assert "built-in storage SCP" in output and output.count("PACS  ") == 9
+    assert "given Reason for exam: cough" in output and "prior" not in output  # no PACS to query
     stored = [pydicom.dcmread(path) for path in (tmp_path / "pacs").glob("*.dcm")]
     # the CR's burned-in key image too (Modality OT): secondary captures of radiographs are on by default
     assert sorted(ds.Modality for ds in stored) == ["KO", "KO", "OT", "PR", "PR", "SEG", "SEG", "SR", "SR"]
