@@ -40,8 +40,11 @@ VALUE_SETS = {
     "production": {
         "model": {"existingClaim": "qoq-med-weights", "subPath": "QoQ-Med-VL-32B"},
         "gpu": {"count": 2},
-        "networkPolicy": {"pacsCIDRs": ["10.1.2.0/24"], "egressCIDRs": ["10.1.2.0/24", "10.9.0.5/32"]},
-        "config": {"dicom": {"allowed_calling_ae_titles": ["PACS1"]}, "destinations": {
+        "networkPolicy": {"pacsCIDRs": ["10.1.2.0/24"], "egressCIDRs": ["10.1.2.0/24", "10.9.0.5/32"],
+                          "hl7CIDRs": ["10.9.0.7/32"]},
+        "hl7": {"enabled": True},
+        "config": {"dicom": {"allowed_calling_ae_titles": ["PACS1"]}, "context": {"pacs": "pacs"},
+                   "hl7_listener": {"allowed_sending_applications": ["RIS", "LIS"]}, "destinations": {
             "dicom": [{"name": "pacs", "ae_title": "PACS1", "host": "pacs.hospital.org", "port": 104}],
             "hl7": [{"name": "ehr", "host": "ehr.hospital.org", "port": 2575, "receiving_application": "EPIC"}]}},
         "nodeSelector": {"nvidia.com/gpu.present": "true"},
@@ -200,8 +203,16 @@ def test_services_and_network_policy() -> None:
     assert dicom["spec"]["externalTrafficPolicy"] == "Local"
     assert not [o for o in render(VALUE_SETS["networkpolicy-off"]) if o["kind"] == "NetworkPolicy"]
     policy = by_kind(render(VALUE_SETS["production"]), "NetworkPolicy")["spec"]
-    dicom_rule, metrics_rule = policy["ingress"]
+    dicom_rule, hl7_rule, metrics_rule = policy["ingress"]
     assert dicom_rule["from"] == [{"ipBlock": {"cidr": "10.1.2.0/24"}}] and dicom_rule["ports"][0]["port"] == "dicom"
+    assert hl7_rule["from"] == [{"ipBlock": {"cidr": "10.9.0.7/32"}}] and hl7_rule["ports"][0]["port"] == "hl7"
+    production = render(VALUE_SETS["production"])
+    hl7 = next(o for o in production if o["kind"] == "Service" and o["metadata"]["name"].endswith("-hl7"))
+    assert hl7["spec"]["ports"][0] == {"name": "hl7", "port": 2575, "targetPort": "hl7", "protocol": "TCP"}
+    listener = node_yaml(production)["hl7_listener"]
+    assert listener["enabled"] is True and listener["host"] == "0.0.0.0" and listener["port"] == 2575
+    assert listener["allowed_sending_applications"] == ["RIS", "LIS"]
+    assert not [o for o in render({}) if o["kind"] == "Service" and o["metadata"]["name"].endswith("-hl7")]
     assert metrics_rule["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
     dns, destinations = policy["egress"]
     assert {p["port"] for p in dns["ports"]} == {53}
@@ -345,6 +356,6 @@ def test_shipped_node_config_matches_the_chart_defaults() -> None:
     for section, values in chart_config.items():
         for key, value in values.items():
             if (section, key) in {("dicom", "host"), ("dicom", "tls"), ("storage", "root"), ("routing", "rules"),
-                                  ("http", "host"), ("engine", "cache_dir")}:
+                                  ("http", "host"), ("engine", "cache_dir"), ("hl7_listener", "host")}:
                 continue
             assert shipped[section][key] == value, f"{section}.{key}"

@@ -22,6 +22,7 @@ MANAGED: dict[str, list[str] | None] = {
     "http": None,
     "routing": None,
     "engine": ["model", "cache_dir"],
+    "hl7_listener": ["enabled", "host", "port"],
 }
 
 CIDR = {"type": "string", "pattern": r"^[0-9a-fA-F:.]+/[0-9]{1,3}$"}
@@ -57,7 +58,8 @@ def config_schema() -> tuple[dict[str, Any], dict[str, Any]]:
         for key in keys:
             definition["properties"].pop(key)
     schema["description"] = ("The node's configuration (conf/node.yaml) without the keys the chart manages: "
-                             "dicom.host/port/tls, storage.root, http, routing, engine.model and engine.cache_dir.")
+                             "dicom.host/port/tls, storage.root, http, routing, engine.model, engine.cache_dir and "
+                             "hl7_listener.enabled/host/port.")
     schema.pop("required", None)
     return schema, definitions
 
@@ -86,6 +88,7 @@ def values_schema() -> dict[str, Any]:
                 "verifyClients": {"type": "boolean"}})}),
             "pacsTls": _obj({"secretName": {"type": "string"}}),
             "metrics": _obj({"port": PORT}),
+            "hl7": _obj({"enabled": {"type": "boolean"}, "port": PORT}),
             "model": _obj({"existingClaim": {"type": "string"}, "hostPath": {"type": "string"},
                            "subPath": {"type": "string"}}),
             "engineServer": _obj({
@@ -131,8 +134,15 @@ def values_schema() -> dict[str, Any]:
                     "loadBalancerSourceRanges": {"type": "array", "items": CIDR},
                     "externalTrafficPolicy": {"enum": ["Local", "Cluster"]},
                     "annotations": LABELS}),
+                "hl7": _obj({
+                    "type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
+                    "port": PORT,
+                    "nodePort": {"anyOf": [{"type": "null"}, {"type": "integer", "minimum": 30000,
+                                                              "maximum": 32767}]},
+                    "annotations": LABELS}),
                 "metrics": _obj({"port": PORT})}),
             "networkPolicy": _obj({"enabled": {"type": "boolean"}, "pacsCIDRs": {"type": "array", "items": CIDR},
+                                   "hl7CIDRs": {"type": "array", "items": CIDR},
                                    "monitoringNamespace": {"type": "string", "minLength": 1},
                                    "egressCIDRs": {"type": "array", "items": CIDR},
                                    "dnsNamespace": {"type": "string", "minLength": 1}}),

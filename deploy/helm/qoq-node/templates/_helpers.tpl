@@ -66,6 +66,7 @@ name (what trtllm-serve lists for a local checkpoint when it is given no name). 
   "storage" (dict "root" (include "qoq-node.dataDir" .))
   "http" (dict "host" "0.0.0.0" "port" .Values.metrics.port)
   "routing" (dict "rules" "/opt/qoq-node/conf/routing.yaml")
+  "hl7_listener" (dict "enabled" .Values.hl7.enabled "host" "0.0.0.0" "port" .Values.hl7.port)
 -}}
 {{- /* The model volume is read-only: what engines build from it goes on the data volume. */ -}}
 {{- $_ := set $managed "engine" (dict "cache_dir" (printf "%s/engine-cache" (include "qoq-node.dataDir" .))) -}}
