@@ -273,6 +273,12 @@ def test_alert_rules_pass_promtool_and_fire_when_they_should(tmp_path: Path) -> 
                 {"series": f'up{{{labels}}}', "values": "1x20"},
                 {"series": f'qoqnode_cstore_failures_total{{{labels}, reason="uid_conflict"}}', "values": "0x5 1x15"},
                 {"series": f'qoqnode_cstore_failures_total{{{labels}, reason="out_of_space"}}', "values": "0x5 9x15"},
+                {"series": f'qoqnode_hl7_messages_received_total{{{labels}, type="ORU^R01", outcome="error"}}',
+                 "values": "0x5 1x15"},
+                {"series": f'qoqnode_hl7_messages_received_total{{{labels}, type="ORM^O01", outcome="accepted"}}',
+                 "values": "0x5 40x15"},
+                {"series": f'qoqnode_context_retrieval_failures_total{{{labels}, step="find"}}',
+                 "values": "0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25"},
             ],
             "alert_rule_test": [
                 {"eval_time": "1m", "alertname": "QoqNodeDeadLetters", "exp_alerts": []},
@@ -295,6 +301,21 @@ def test_alert_rules_pass_promtool_and_fire_when_they_should(tmp_path: Path) -> 
                         "description": "1 C-STORE requests failed with uid_conflict in the last hour; refused objects "
                                        "are kept aside ('qoq-node quarantine' lists them), storage and internal "
                                        "errors are in the node's log."}}]},
+                {"eval_time": "10m", "alertname": "QoqNodeHl7MessagesRefused", "exp_alerts": [{  # accepted: no alert
+                    "exp_labels": {"severity": "warning", "type": "ORU^R01", "outcome": "error"},
+                    "exp_annotations": {
+                        "summary": "the node answered AE to ORU^R01 messages (error)",
+                        "description": "1 HL7 messages could not be used (error: kept aside, 'qoq-node quarantine' "
+                                       "says why) or stored (failed: disk or database, the sender resends) in the "
+                                       "last hour; studies read meanwhile lack that context."}}]},
+                {"eval_time": "10m", "alertname": "QoqNodePriorRetrievalFailing", "exp_alerts": []},
+                {"eval_time": "20m", "alertname": "QoqNodePriorRetrievalFailing", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning", "step": "find"},
+                    "exp_annotations": {
+                        "summary": "the node cannot find prior studies in the PACS",
+                        "description": "20 C-FIND/C-GET failures in the last hour: studies are read without their "
+                                       "priors. Check context.pacs and that the PACS lets the node's AE query and "
+                                       "retrieve."}}]},
                 {"eval_time": "10m", "alertname": "QoqNodeDown", "exp_alerts": []},
                 {"eval_time": "5m", "alertname": "QoqNodeModelNotLoaded", "exp_alerts": []},
             ],
