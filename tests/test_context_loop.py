@@ -28,7 +28,7 @@ from node.localpeers import LOOPBACK, MllpListener, Orthanc
 from node.pipeline import WAITING_FOR_ORDER
 from node.routing import Router
 from node.store import COMPLETE, Store
-from node.synthetic import restamp, write_cr_study, write_ecg_study
+from node.synthetic import boxed_response, restamp, write_cr_study, write_ecg_study
 from node.synthetic_hl7 import LabValue, lab_message, merge_message, order_message
 from tests.conftest import dciodvfy_errors, metric_value, node_config, storescu, wait_for
 
@@ -42,6 +42,10 @@ class RecordingEngine:
     def __init__(self, responses: dict[str, str]) -> None:
         self._replay = ReplayEngine(responses)
         self.requests: list = []
+
+    def answer(self, text: str) -> None:
+        """Answer every later request with ``text``."""
+        self._replay = ReplayEngine({"*": text})
 
     @property
     def model_identity(self) -> str:
@@ -80,6 +84,24 @@ def _cr(directory: Path, patient_id: str, accession: str, study_date: str, study
                    StudyDate=study_date, StudyTime=study_time)
 
 
+def _sop(study) -> str:
+    return str(pydicom.dcmread(study.files[0], stop_before_pixels=True).SOPInstanceUID)
+
+
+def _sr_regions(sr) -> dict[str, int]:
+    """How many image regions of the SR lie on each SOP instance."""
+    counts: dict[str, int] = {}
+
+    def walk(items) -> None:
+        for item in items:
+            if item.get("ValueType") == "SCOORD":
+                uid = str(item.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+                counts[uid] = counts.get(uid, 0) + 1
+            walk(item.get("ContentSequence", []))
+    walk(sr.ContentSequence)
+    return counts
+
+
 def _engine(port: int) -> dict:
     return {"backend": "openai", "url": f"http://{LOOPBACK}:{port}/v1", "served_model": "qoq-med", "retries": 0}
 
@@ -100,6 +122,10 @@ def test_the_whole_patient_goes_with_the_study(orthanc: Orthanc, make_node, reco
     engine, engine_port = recording
     prior = _cr(tmp_path / "prior", "CTX-0001", "ACC-PRIOR", "20250601")
     current = _cr(tmp_path / "current", "CTX-0001", "ACC-NOW", "20260101")
+    # a box on each image: the lesion now (image 0) and on the prior (image 1)
+    on_prior = boxed_response(pydicom.dcmread(prior.files[0]), "Mass").split("```json\n")[1].split("\n```")[0]
+    engine.answer(boxed_response(pydicom.dcmread(current.files[0]), "Mass").replace(
+        "}]\n```", "}, " + on_prior[1:-1].replace('"label": "mass"}', '"label": "old mass", "image": 1}') + "]\n```"))
     for path in prior.files:
         orthanc.upload(path)
     with MllpListener() as ehr:
@@ -138,6 +164,11 @@ def test_the_whole_patient_goes_with_the_study(orthanc: Orthanc, make_node, reco
     [sr] = [ds for ds in found if ds.Modality == "SR"]
     other = {str(item.StudyInstanceUID) for item in sr.PertinentOtherEvidenceSequence}
     assert prior.study_uid in other
+    regions = _sr_regions(sr)
+    assert set(regions) == {_sop(current), _sop(prior)}  # the prior's box is on the prior's instance
+    [gsps] = [ds for ds in found if ds.Modality == "PR"]  # the presentation state: only the study's own image
+    assert [str(r.ReferencedSOPInstanceUID) for s in gsps.ReferencedSeriesSequence
+            for r in s.ReferencedImageSequence] == [_sop(current)]
     sr_path = tmp_path / "sr.dcm"
     sr.save_as(sr_path)
     assert dciodvfy_errors(sr_path) == []

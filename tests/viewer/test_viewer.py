@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +34,7 @@ from pydicom.uid import (
 from scipy import ndimage
 
 from node.config import load_config
+from node.context.gather import ContextGatherer, StudyIdentity
 from node.engine.profiles import PROFILES
 from node.findings import locate, parse_output
 from node.imaging.decode import iter_frames
@@ -42,6 +45,8 @@ from node.localpeers import Orthanc
 from node.results.hl7 import Hl7Party
 from node.results.writer import write_results
 from node.routing import Router, StudyHeader
+from node.store import Store
+from node.store.clinical import KnownStudy
 from node.synthetic import SyntheticStudy, write_cr_study, write_ct_study, write_file
 from tests.viewer.ohif import CHROMIUM, CHROMIUM_ARGS, REPO, ViewerServer, ohif_dist
 
@@ -284,3 +289,63 @@ def test_the_radiologist_sees_the_ai_box_in_ohif(kind: str, browser: Browser, vi
     finally:
         screen.page.close()
 
+
+
+def _results_with_prior(current: SyntheticStudy, prior: SyntheticStudy, out: Path) -> list[Path]:
+    """What the node makes of ``current`` read with ``prior`` (a retrieved prior of the same patient, a
+    month earlier): a recorded answer boxing the lesion on both images."""
+    root = out / "node"
+    folder = root / "context" / prior.study_uid
+    folder.mkdir(parents=True)
+    shutil.copy(prior.files[0], folder / "00000.dcm")
+    store = Store(root / "state.db")
+    try:
+        identity = StudyIdentity.read(current.files[0], "")
+        assert identity.study_time is not None
+        store.clinical.know_study(KnownStudy(prior.study_uid, identity.patient_key, "", "CR",
+                                             identity.study_time - 30 * 86400, "", f"context/{prior.study_uid}"),
+                                  time.time())
+        config = load_config(None, environ={"QOQ_NODE__ROUTING__RULES": str(RULES)})
+        outcome = prepare(current.study_uid, list(current.files), Router.from_file(RULES), config,
+                          PROFILES["qwen2.5-vl"], ContextGatherer(store, root, ""))
+    finally:
+        store.close()
+    assert len(outcome.inputs) == 2 and len(outcome.context.priors) == 1
+    now, then = (_boxed_answer(key_input, LABELS["chest_xray"]) for key_input in outcome.inputs)
+    on_prior = then.split("```json\n[")[1].split("]\n```")[0].replace('"}', '", "image": 1}')
+    text = now.replace("}]\n```", "}, " + on_prior + "]\n```")
+    findings = locate(parse_output(text), [m.geometry for m in outcome.inputs])
+    assert len(findings.boxes) == 2, findings.warnings
+    outcome = replace(outcome, findings=findings, model="replay (recorded responses; TEST)", is_test_result=True)
+    written = write_results(outcome, out, {"oru": Hl7Party()}, secondary_capture=True)
+    assert written is not None
+    return [item.path for item in written.dicom]
+
+
+def test_a_study_read_with_its_prior_shows_its_own_box_in_ohif(browser: Browser, viewer, tmp_path: Path) -> None:
+    """The SR of a radiograph read with a prior references the prior (another study) too: OHIF still
+    opens it on the study and draws the box on the current image, with no error."""
+    pacs, server = viewer
+    current = write_cr_study(tmp_path / "current", size=1024)
+    prior = write_cr_study(tmp_path / "prior", size=1024)
+    results = _results_with_prior(current, prior, tmp_path / "results")
+    for path in [*current.files, *prior.files, *results]:
+        pacs.upload(path)
+    url = f"{server.url}/viewer?StudyInstanceUIDs={current.study_uid}"
+    screen = Screen(browser.new_page(viewport={"width": 1400, "height": 900}), "cr-with-prior")
+    try:
+        screen.load(url)
+        screen.open_series("SR")
+        screen.page.wait_for_timeout(4000)
+        shown = screen.viewport("sr")
+        lesion = _lesion(shown)
+        outline = _outline((shown[..., 1] > 180) & (shown[..., 0] < 120) & (shown[..., 2] < 120), lesion)
+        assert _near(outline, lesion, 4), f"SR box {outline} is not on the lesion {lesion}"
+        screen.page.get_by_role("button", name="Yes").first.click()  # track: the SR's measurements load
+        screen.page.locator("[data-cy=trackedMeasurements-btn]").first.click()
+        screen.page.wait_for_timeout(1500)
+        screen.viewport("sr-tracked")
+        assert "lung lesion" in screen.page.locator("body").inner_text().lower()
+        assert screen.errors() == []
+    finally:
+        screen.page.close()
