@@ -23,9 +23,12 @@ from node.engine import GenerationSettings
 from node.engine.openai_server import EngineServer
 from node.engine.profiles import PROFILES
 from node.engine.replay import ReplayEngine
-from node.infer import engine_request, prepare
+from node.engine.transformers_backend import TransformersEngine
+from node.infer import engine_request, infer, prepare
 from node.localpeers import LOOPBACK, MllpListener, Orthanc
 from node.pipeline import WAITING_FOR_ORDER
+from node.results.hl7 import Hl7Party
+from node.results.writer import write_results
 from node.routing import Router
 from node.store import COMPLETE, Store
 from node.synthetic import boxed_response, restamp, write_cr_study, write_ecg_study
@@ -226,12 +229,15 @@ def test_a_study_whose_order_never_comes_is_read_without_it(make_node, recording
     assert metric_value(text, "qoqnode_studies_read_total", 'context="without"') == 1
 
 
-def test_an_omni_model_gets_the_ecg_the_pacs_holds_as_signal(orthanc: Orthanc, tmp_path: Path) -> None:
+def test_an_omni_model_gets_the_ecg_the_pacs_holds_as_signal(orthanc: Orthanc, tmp_path: Path,
+                                                             tiny_family_dir) -> None:
     """For the Omni family the ECG recorded near the radiograph, found in Orthanc and retrieved with
-    C-GET, goes with the radiograph as the time series; the prompt says so."""
+    C-GET, goes with the radiograph as the time series; the prompt says so; the tiny Omni model reads
+    both; the SR references the ECG (a waveform of another study) and the ORU names it."""
     ecg = restamp(write_ecg_study(tmp_path / "ecg"), PatientID="ECG-0001", StudyDate="20260101", StudyTime="113000")
     for path in ecg.files:
         orthanc.upload(path)
+    orthanc.add_modality("qoqnode", "QOQNODE", 104)  # the PACS answers queries of AEs it knows only
     current = _cr(tmp_path / "cr", "ECG-0001", "ACC-ECG", "20260101")
     config = node_config(tmp_path / "node")
     store = Store(tmp_path / "node" / "state.db")
@@ -250,3 +256,17 @@ def test_an_omni_model_gets_the_ecg_the_pacs_holds_as_signal(orthanc: Orthanc, t
     plain = prepare(current.study_uid, list(current.files), router, config, PROFILES["qwen2.5-vl"], gatherer)
     assert not plain.signals and "ECG" not in engine_request(plain, GenerationSettings()).prompt
     store.close()
+
+    engine = TransformersEngine(tiny_family_dir("omni"), device="cpu")
+    [read] = infer([outcome], engine, config.model_copy(update={"engine": config.engine.model_copy(
+        update={"max_new_tokens": 8})}))
+    assert read.findings is not None and read.model
+    written = write_results(read, tmp_path / "out", {"oru": Hl7Party()})
+    sr = pydicom.dcmread(tmp_path / "out" / "sr.dcm")
+    ecg_uid = str(pydicom.dcmread(ecg.files[0], stop_before_pixels=True).SOPInstanceUID)
+    waveforms = [item for item in sr.ContentSequence if item.ValueType == "WAVEFORM"]
+    assert [str(w.ReferencedSOPSequence[0].ReferencedSOPInstanceUID) for w in waveforms] == [ecg_uid]
+    assert ecg.study_uid in {str(item.StudyInstanceUID) for item in sr.PertinentOtherEvidenceSequence}
+    assert dciodvfy_errors(tmp_path / "out" / "sr.dcm") == []
+    oru = (tmp_path / "out" / "oru.hl7").read_text()
+    assert f"ECG study {ecg.study_uid} of 2026-01-01 (signal)" in oru and written is not None

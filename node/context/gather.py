@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pydicom
 
-from node.context.pacs import FoundStudy, PacsError, PacsPriors
+from node.context.pacs import FoundStudy, PacsPriors
 from node.context.policy import ContextPolicy
 from node.ops.logging import get_logger, uid_hash
 from node.ops.metrics import Metrics
@@ -172,7 +172,7 @@ class ContextGatherer:
             wanted.add("ECG")
         try:
             found = self._pacs.find(identity.patient_id, date.fromtimestamp(since), date.fromtimestamp(until))
-        except (PacsError, OSError, RuntimeError, ValueError) as exc:
+        except Exception as exc:  # the PACS is outside: whatever fails there costs the priors, never the read
             self._failed("find", identity, exc)
             return
         known = {s.study_uid for s in self._store.clinical.studies_of(identity.patient_key)}
@@ -186,7 +186,7 @@ class ContextGatherer:
         assert self._pacs is not None
         try:
             files = self._pacs.retrieve(study.study_uid, self._root / folder)
-        except (PacsError, OSError, RuntimeError, ValueError) as exc:
+        except Exception as exc:  # as above; a half-retrieved study is not recorded, and is tried again later
             self._failed("retrieve", identity, exc)
             return
         if not files:
