@@ -15,8 +15,9 @@ import ast
 import json
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from node.imaging.geometry import Geometry, SourceBox
 
@@ -32,6 +33,9 @@ _BOXED = re.compile(r"\\boxed\s*\{")
 _FLAT_OBJECT = re.compile(r"\{[^{}]{0,2000}?bbox_2d[^{}]{0,2000}?\}")
 _ANSWER_SEPARATORS = re.compile(r",\s+|\s+and\s+|\s*&\s*")
 _TEXT_WRAPPER = re.compile(r"\\text\{([^{}]*)\}")
+T = TypeVar("T")
+#: What a label may not hold: C0 and C1 controls, DEL, lone surrogates.
+_NOT_LABEL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,14 @@ def _boxed_contents(text: str) -> list[str]:
     return contents
 
 
+def clean_label(text: str) -> str:
+    """A label as one line any receiver takes (a DICOM LO, an HL7 component): control characters and
+    lone surrogates dropped, white space collapsed, a backslash (DICOM's value separator) made "/",
+    quotes and dots trimmed, cut to :data:`MAX_LABEL_CHARS`."""
+    text = _NOT_LABEL.sub(" ", str(text)).replace("\\", "/")
+    return " ".join(text.split()).strip(" .'\"")[:MAX_LABEL_CHARS]
+
+
 def _labels(text: str) -> tuple[str, ...]:
     contents = _boxed_contents(text)
     if not contents:
@@ -106,7 +118,7 @@ def _labels(text: str) -> tuple[str, ...]:
     answer = _TEXT_WRAPPER.sub(r"\1", contents[-1])
     labels: list[str] = []
     for part in _ANSWER_SEPARATORS.split(answer):
-        label = " ".join(part.split()).strip(" .'\"")[:MAX_LABEL_CHARS]
+        label = clean_label(part)
         if label and label.lower() not in {existing.lower() for existing in labels}:
             labels.append(label)
     return tuple(labels)
@@ -119,7 +131,7 @@ def _load(candidate: str) -> object | None:
         return None
     try:
         return json.loads(candidate)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the interpreter's stack
         pass
     try:
         return ast.literal_eval(candidate)
@@ -149,38 +161,58 @@ def _box(obj: dict, warnings: list[str]) -> ModelBox | None:
         return None
     try:
         x1, y1, x2, y2 = (float(c) for c in coordinates)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond any float
         warnings.append("a box with non-numeric coordinates was ignored")
         return None
     if not all(math.isfinite(c) for c in (x1, y1, x2, y2)):
         warnings.append("a box with non-finite coordinates was ignored")
         return None
-    label = obj.get("label", DEFAULT_BOX_LABEL)
-    label = " ".join(str(label).split())[:MAX_LABEL_CHARS] or DEFAULT_BOX_LABEL
+    label = clean_label(obj.get("label", DEFAULT_BOX_LABEL)) or DEFAULT_BOX_LABEL
     index = obj.get("image_index", obj.get("image", 0))
     index = index if isinstance(index, int) and not isinstance(index, bool) and index >= 0 else 0
     return ModelBox(label, min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2), index)
 
 
+def _fragment_objects(fragment: str, warnings: list[str]) -> list[dict]:
+    """The box objects of one fragment (a fenced block, a flat object); none, with a warning, when
+    reading it fails in any way: one bad fragment loses itself, never the rest of the answer."""
+    try:
+        loaded = _load(fragment)
+        return list(_objects(loaded)) if loaded is not None else []
+    except Exception as exc:
+        warnings.append(f"a box block could not be read ({type(exc).__name__})")
+        return []
+
+
+def _one_box(obj: dict, warnings: list[str]) -> ModelBox | None:
+    try:
+        return _box(obj, warnings)
+    except Exception as exc:  # a box the checks above did not foresee: that box only is lost
+        warnings.append(f"a box could not be read ({type(exc).__name__})")
+        return None
+
+
 def _boxes(text: str, warnings: list[str]) -> tuple[ModelBox, ...]:
-    candidates = [m.group(1) for m in _FENCE.finditer(text)]
-    objects: list[dict] = []
-    for candidate in candidates:
-        loaded = _load(candidate)
-        if loaded is not None:
-            objects.extend(_objects(loaded))
+    objects = [obj for m in _FENCE.finditer(text) for obj in _fragment_objects(m.group(1), warnings)]
     if not objects and "bbox_2d" in text:
         # Unfenced, truncated or otherwise broken JSON: salvage each flat object on its own.
-        for match in _FLAT_OBJECT.finditer(text):
-            loaded = _load(match.group(0))
-            if loaded is not None:
-                objects.extend(_objects(loaded))
+        objects = [obj for m in _FLAT_OBJECT.finditer(text) for obj in _fragment_objects(m.group(0), warnings)]
         if objects:
             warnings.append("boxes were recovered from malformed JSON")
-    boxes = [box for box in (_box(obj, warnings) for obj in objects) if box is not None]
+    boxes = [box for box in (_one_box(obj, warnings) for obj in objects) if box is not None]
     if len(boxes) > MAX_BOXES:
         warnings.append(f"{len(boxes)} boxes given; the first {MAX_BOXES} kept")
     return tuple(dict.fromkeys(boxes))[:MAX_BOXES]
+
+
+def _part(name: str, read: Callable[[], T], fallback: T, warnings: list[str]) -> T:
+    """One part of the answer (reasoning, answer, boxes), read on its own: a parser failure in one part
+    never loses the others."""
+    try:
+        return read()
+    except Exception as exc:
+        warnings.append(f"parser error in the {name}: {type(exc).__name__}")
+        return fallback
 
 
 def parse_output(text: object) -> ParsedOutput:
@@ -190,13 +222,9 @@ def parse_output(text: object) -> ParsedOutput:
     warnings: list[str] = []
     if len(raw) > MAX_PARSED_CHARS:
         warnings.append(f"only the first {MAX_PARSED_CHARS} characters were read")
-    try:
-        reasoning = _reasoning(searched)
-        labels = _labels(searched)
-        boxes = _boxes(searched, warnings)
-    except Exception as exc:  # a parser bug must not lose the study; say so instead
-        warnings.append(f"parser error: {type(exc).__name__}")
-        reasoning, labels, boxes = searched.strip(), (), ()
+    reasoning = _part("reasoning", lambda: _reasoning(searched), searched.strip(), warnings)
+    labels = _part("answer", lambda: _labels(searched), (), warnings)
+    boxes = _part("boxes", lambda: _boxes(searched, warnings), (), warnings)
     if not labels:
         warnings.append("no \\boxed{} answer")
     return ParsedOutput(reasoning, labels, boxes, raw, tuple(warnings))

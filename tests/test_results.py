@@ -7,6 +7,7 @@ import copy
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,14 +22,17 @@ from pydicom.uid import generate_uid
 from node.engine.profiles import PROFILES
 from node.findings import Findings, LocatedBox, ModelBox, locate, parse_output
 from node.imaging.geometry import FrameRef, SourceBox
+from node.infer import prepare
 from node.localpeers import Orthanc, http_json
 from node.results.gsps import build_presentation_state
 from node.results.hl7 import Hl7Party, build_oru, control_id
 from node.results.provenance import RESEARCH_LABEL, Provenance, device_uid
 from node.results.seg import build_segs
 from node.results.sr import build_sr
+from node.results.writer import write_results
+from node.routing import Router
 from node.synthetic import write_cr_study, write_ct_study, write_file
-from tests.conftest import PYDICOM_TEST_FILES, dciodvfy_errors, model_geometry
+from tests.conftest import PYDICOM_TEST_FILES, dciodvfy_errors, model_geometry, node_config
 
 PROVENANCE = Provenance("replay (recorded responses; TEST RESULT, not a model output)", True)
 
@@ -686,3 +690,53 @@ def _written_cr(tmp_path: Path, secondary_capture: bool | str = False):
                       [m.geometry for m in outcome.inputs])
     return write_results(replace(outcome, findings=findings, model="replay", is_test_result=True), tmp_path / "out",
                          {}, secondary_capture=secondary_capture)
+
+
+#: Model outputs that once broke objects or lost the answer (issue 17): each still gives valid objects,
+#: a strictly valid ORU, the answer and the good box, and the raw text whole (escaped) in the SR.
+HOSTILE_OUTPUTS = {
+    "c0-controls": "<think>bell\x07 null\x00 escape\x1b tab\there</think>{box}\\boxed{{Mass}}",
+    "mllp-framing": "<think>\x0bMSH|^~\\&|EVIL\x1c\r</think>{box}\\boxed{{Mass}}",
+    "lone-surrogate": "<think>broken \ud83d token</think>{box}\\boxed{{Mass}}",
+    "line-separators": "<think>one\u2028two\u2029three\x85four</think>{box}\\boxed{{Mass}}",
+    "c1-controls": "<think>c1 \x85\x9b\x90 here</think>{box}\\boxed{{Mass\x9b}}",
+    "backslash-label": "<think>r</think>{box_label_backslash}\\boxed{{Mass \\\\ Nodule}}",
+    "deep-json": "<think>r</think>```json\n" + "[" * 10_000 + "]" * 10_000 + "\n```\n{box}\\boxed{{Mass}}",
+    "huge-coordinate": "<think>r</think>```json\n[{{\"bbox_2d\": [1, 2, " + "9" * 401 + ", 4]}}]\n```{box}"
+                       "\\boxed{{Mass}}",
+}
+
+
+def _unescape_raw(value: str) -> str:
+    """The inverse of the SR's raw-text escaping."""
+    return re.sub(r"\\u\{([0-9a-f]+)\}", lambda m: chr(int(m.group(1), 16)), value)
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_OUTPUTS))
+def test_hostile_model_output_gives_valid_objects_and_keeps_the_answer(tmp_path: Path, name: str) -> None:
+    study = write_cr_study(tmp_path / "cr", size=256)
+    config = node_config(tmp_path / "node")
+    outcome = prepare(study.study_uid, list(study.files), Router.from_file(Path("conf/routing.yaml")), config,
+                      PROFILES["qwen2.5-vl"])
+    [model_input] = outcome.inputs
+    frame = model_input.geometry.placements[0].source
+    x1, y1, x2, y2 = model_input.geometry.box_to_model(SourceBox(frame, 60, 60, 120, 120))
+    box = f'```json\n[{{"bbox_2d": [{x1}, {y1}, {x2}, {y2}], "label": "mass"}}]\n```'
+    text = HOSTILE_OUTPUTS[name].format(box=box, box_label_backslash=box.replace('"mass"', '"mass\\\\\\\nodule"'))
+    findings = locate(parse_output(text), [model_input.geometry])
+    outcome = replace(outcome, findings=findings, model="replay (TEST)", is_test_result=True)
+    written = write_results(outcome, tmp_path / "out", {"ehr": Hl7Party()})
+    assert written is not None and not written.omitted, written.omitted if written else None
+    assert findings.labels[0].startswith("Mass") and len(findings.boxes) == 1
+    for item in written.dicom:
+        assert dciodvfy_errors(item.path) == [], item.path.name
+    sr = pydicom.dcmread(tmp_path / "out" / "sr.dcm")
+    [raw] = [item for item in _content_items(sr, "TEXT") if item.ConceptNameCodeSequence[0].CodeValue
+             == "RAW-MODEL-TEXT"]
+    if "\ud83d" not in text:  # a lone surrogate cannot be stored in any encoding; it is escaped, still there
+        assert _unescape_raw(str(raw.TextValue)) == text
+    else:
+        assert "\\u{d83d}" in str(raw.TextValue)
+    oru = (tmp_path / "out" / "ehr.hl7").read_bytes().decode("utf-8")
+    assert parse_message(oru, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True).validate()
+    assert not re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x1c\u2028\u2029\x85]", oru)

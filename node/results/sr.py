@@ -39,6 +39,7 @@ from pydicom.sr.codedict import codes
 from node.context.text import GivenContext
 from node.findings import Findings
 from node.results.codes import PRIVATE_SCHEME, PRIVATE_SCHEME_NAME, label_concept
+from node.results.dicom_text import raw_value, text_value
 from node.results.gsps import box_polyline
 from node.results.provenance import (
     MANUFACTURER,
@@ -175,10 +176,11 @@ def _qualitative_evaluations(findings: Findings, provenance: Provenance) -> Cont
     container.ContentSequence = [
         CodeContentItem(codes.DCM.Finding, label_concept(label), relationship_type="CONTAINS")
         for label in findings.labels] or [CodeContentItem(codes.DCM.Finding, NO_ANSWER, relationship_type="CONTAINS")]
-    for concept, text in ((REASONING, findings.reasoning), (RAW_TEXT, findings.raw_text), (NOTICE, provenance.banner)):
+    for concept, text in ((REASONING, text_value(findings.reasoning, TEXT_LIMIT)),
+                          (RAW_TEXT, raw_value(findings.raw_text, TEXT_LIMIT)),
+                          (NOTICE, text_value(provenance.banner, TEXT_LIMIT))):
         if text:
-            container.ContentSequence.append(
-                TextContentItem(name=concept, value=clip(text, TEXT_LIMIT), relationship_type="CONTAINS"))
+            container.ContentSequence.append(TextContentItem(name=concept, value=text, relationship_type="CONTAINS"))
     return container
 
 
@@ -186,10 +188,10 @@ def _context_container(given: GivenContext) -> ContainerContentItem:
     """What the model was given besides the study: the context paragraph, each study read (the priors and
     the ECG are also listed as Pertinent Other Evidence), and each LOINC-coded numeric lab as a NUM."""
     container = ContainerContentItem(CONTEXT, relationship_type="CONTAINS")
-    items: list = [TextContentItem(INPUT_STUDY, clip(line, TEXT_LIMIT), relationship_type="CONTAINS")
+    items: list = [TextContentItem(INPUT_STUDY, text_value(line, TEXT_LIMIT), relationship_type="CONTAINS")
                    for line in given.inputs]
     if given.text:
-        items.append(TextContentItem(CONTEXT_TEXT, clip(given.text, TEXT_LIMIT), relationship_type="CONTAINS"))
+        items.append(TextContentItem(CONTEXT_TEXT, text_value(given.text, TEXT_LIMIT), relationship_type="CONTAINS"))
     for lab in given.labs:
         if lab.coding_system.upper() in LOINC_SYSTEMS and lab.numeric is not None and lab.code.strip():
             unit = lab.unit.strip() or "1"
