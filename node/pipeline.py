@@ -5,8 +5,9 @@ studies), prepares their images on a thread pool, runs the engine on the batch, 
 study's result objects and queues them for every destination in the same transaction that marks
 the study queued. Every step's outcome is a state change in the store: a crash at any point
 leaves the study stable and it is read again after the restart (deterministic UIDs make the
-second read's objects the same objects). A failing study is retried ``pipeline.max_attempts``
-times, then parked as failed with its reason.
+second read's objects the same objects). A study whose data cannot be read or made into results
+(a bad value, a corrupt image) is parked as failed at once with a PHI-free reason; a failure of the
+moment (disk, database, engine) is retried ``pipeline.max_attempts`` times first.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from node.engine.errors import EngineLoadError, EngineUnavailable
 from node.engine.factory import engine_profile, make_engine, resolve_model
 from node.engine.profiles import ModelProfile
 from node.infer import StudyOutcome, infer, prepare
+from node.ops.errors import is_permanent, reason
 from node.ops.logging import get_logger, uid_hash
 from node.ops.metrics import Metrics
 from node.results.hl7 import Hl7Party, critical
@@ -170,13 +172,13 @@ class Pipeline:
         prepared = list(self._pool.map(self._prepare, due))
         to_read = []
         for study, outcome in zip(due, prepared, strict=True):
-            if isinstance(outcome, str):
-                self._fail(study, "imaging", outcome)
+            if isinstance(outcome, Exception):
+                self._fail(study, "imaging", f"cannot prepare the study: {reason(outcome)}", is_permanent(outcome))
             elif outcome.final_skip:
                 self._store.skip_study(study.study_uid, study.version, outcome.skipped, time.time())
                 self._metrics.study_transitions.labels("skipped").inc()
-            elif outcome.skipped:
-                self._fail(study, "imaging", outcome.skipped)
+            elif outcome.skipped:  # an image that cannot be decoded: it will not decode on the next try either
+                self._fail(study, "imaging", outcome.skipped, permanent=True)
             elif not self._waits_for_order(study, outcome):
                 self._metrics.studies_read.labels("with" if outcome.context.given else "without").inc()
                 to_read.append((study, outcome))
@@ -209,13 +211,14 @@ class Pipeline:
             self._slots.release()
             self._wake.set()
 
-    def _prepare(self, study: StableStudy) -> StudyOutcome | str:
+    def _prepare(self, study: StableStudy) -> StudyOutcome | Exception:
         try:
             assert self._profile is not None  # studies are prepared only once the engine is loaded
             return prepare(study.study_uid, self._store.study_files(study.study_uid), self._router, self.config,
                            self._profile, self._gatherer)
         except Exception as exc:  # an unreadable file must not stop the other studies
-            return f"cannot prepare the study: {type(exc).__name__}: {exc}"
+            log.error("study.prepare_failed", study=uid_hash(study.study_uid), exc_info=exc)
+            return exc
 
     def _read(self, studies: list[StableStudy], prepared: list[StudyOutcome]) -> None:
         assert self._engine is not None
@@ -227,7 +230,7 @@ class Pipeline:
         except Exception as exc:  # the whole batch failed in the engine: each study retries
             log.exception("engine.batch_failed", studies=len(studies))
             for study in studies:
-                self._fail(study, "engine", f"engine failed: {type(exc).__name__}: {exc}")
+                self._fail(study, "engine", f"engine failed: {reason(exc)}")
             return
         if self._engine_wait:
             log.info("engine.available_again")
@@ -238,7 +241,7 @@ class Pipeline:
                 self._queue(study, outcome)
             except Exception as exc:
                 log.exception("results.failed", study=uid_hash(study.study_uid))
-                self._fail(study, "results", f"results failed: {type(exc).__name__}: {exc}")
+                self._fail(study, "results", f"results failed: {reason(exc)}", is_permanent(exc))
 
     def _engine_unavailable(self, error: str) -> None:
         with self._lock:
@@ -289,13 +292,16 @@ class Pipeline:
         items += [QueuedItem(name, "hl7", control, str(path)) for name, (path, control) in result.messages.items()]
         return items
 
-    def _fail(self, study: StableStudy, stage: str, reason: str) -> None:
+    def _fail(self, study: StableStudy, stage: str, why: str, permanent: bool = False) -> None:
+        """Record a failed read: retried, unless ``permanent`` (the data, not the moment, is at fault: the
+        next try would fail the same way) or the tries are used up; then parked as failed."""
         self._metrics.pipeline_failures.labels(stage).inc()
-        state = self._store.fail_attempt(study.study_uid, study.version, reason, time.time(),
-                                         self.config.pipeline.max_attempts, self.config.pipeline.retry_seconds)
+        state = self._store.fail_attempt(study.study_uid, study.version, why, time.time(),
+                                         1 if permanent else self.config.pipeline.max_attempts,
+                                         self.config.pipeline.retry_seconds)
         # The reason may name files (and so patients): it goes to the store, not to the log.
         log.warning("study.read_failed", study=uid_hash(study.study_uid), stage=stage, state=state,
-                    attempts=study.attempts + 1)
+                    attempts=study.attempts + 1, permanent=permanent)
         if state == FAILED:
             self._metrics.study_transitions.labels(FAILED).inc()
 

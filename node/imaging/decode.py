@@ -98,7 +98,8 @@ def iter_frames(path: Path, default_window: str | None = None,
         ds = pydicom.dcmread(path)
         array = ds.pixel_array  # YBR is converted to RGB by pydicom
     except Exception as exc:  # pydicom and its plugins raise many types for bad or unsupported data
-        raise ImagingError(f"cannot decode {path.name}: {type(exc).__name__}: {exc}") from exc
+        # the library's message may quote header values: only its type is kept
+        raise ImagingError(f"cannot decode {path.name}: {type(exc).__name__}") from exc
     colour = int(ds.get("SamplesPerPixel", 1)) > 1 or ds.get("PhotometricInterpretation") == "PALETTE COLOR"
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames == 1:

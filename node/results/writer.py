@@ -30,6 +30,7 @@ from node.results.kos import build_kos
 from node.results.provenance import Provenance
 from node.results.sc import build_sc
 from node.results.seg import build_segs
+from node.results.source_header import repair_header
 from node.results.sr import SegmentReference, build_sr
 
 SR_FILE = "sr.dcm"
@@ -181,6 +182,8 @@ def write_results(
     omitted: list[tuple[str, Exception]] = []
     key_paths = _key_paths(outcome)
     sources = [pydicom.dcmread(path) for path in key_paths]
+    for source in sources:  # what the objects copy from them is made valid first (never copied invalid)
+        repair_header(source)
     given = report_context(outcome)
     objects = _dicom_objects(outcome, key_paths, sources, provenance, study_version, secondary_capture,
                              [previous_sr] if previous_sr is not None else [], given, omitted)
