@@ -103,10 +103,15 @@ def _iso(timestamp: float) -> str:
 
 @contextmanager
 def _opened_store(args: argparse.Namespace) -> Iterator[Store]:
-    """The configured node's state database, closed on leaving."""
-    from node.app import open_store
+    """The configured node's state database, closed on leaving. A database that is not there is an error,
+    never made anew: an empty one would list nothing and look like a node that has nothing."""
+    from node.app import STATE_DB_NAME, open_store
 
-    store = open_store(_load(args))
+    config = _load(args)
+    if not (config.storage.root / STATE_DB_NAME).is_file():
+        raise ConfigError(f"no state database at {config.storage.root / STATE_DB_NAME} (storage.root): is this the "
+                          "node's configuration, and has the node run?")
+    store = open_store(config)
     try:
         yield store
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -401,8 +402,32 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(lines)
 
 
+def _kinds(annotation: Any) -> tuple[Any, ...]:
+    """The types an annotation admits (``Path | None`` → Path, NoneType; ``list[X]`` → X)."""
+    return typing.get_args(annotation) or (annotation,)
+
+
+def _anchor_paths(data: Any, model: type[BaseModel], base: Path) -> None:
+    """Make the relative paths in ``data`` (a mapping for ``model``, as read from a file) relative to ``base``."""
+    if not isinstance(data, dict):
+        return
+    for name, field in model.model_fields.items():
+        value = data.get(name)
+        if value is None:
+            continue
+        kinds = _kinds(field.annotation)
+        if Path in kinds and isinstance(value, str) and value and not Path(value).is_absolute():
+            data[name] = os.path.normpath(base / value)
+        for kind in kinds:
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                for item in value if isinstance(value, list) else [value]:
+                    _anchor_paths(item, kind, base)
+
+
 def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> NodeConfig:
-    """Load and validate the configuration from ``path`` (or defaults) plus the environment.
+    """Load and validate the configuration from ``path`` (or defaults) plus the environment. Relative
+    paths in the file are relative to the file's folder; those of the environment and the defaults, to
+    the working directory.
 
     Raises ConfigError with a message naming each bad key.
     """
@@ -417,6 +442,7 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         data = loaded or {}
+        _anchor_paths(data, NodeConfig, Path(path).resolve().parent)
     data = _apply_env(data, os.environ if environ is None else environ)
     try:
         return NodeConfig.model_validate(data)

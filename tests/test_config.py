@@ -15,7 +15,11 @@ SHIPPED = REPO / "conf" / "node.yaml"
 
 
 def test_shipped_config_is_valid_and_matches_the_defaults() -> None:
-    assert load_config(SHIPPED, environ={}) == NodeConfig()
+    shipped, defaults = load_config(SHIPPED, environ={}), NodeConfig()
+    # the file's paths are the file's folder's: from the repository root they are the defaults' places
+    assert shipped.storage.root == (REPO / defaults.storage.root).resolve()
+    assert shipped.routing.rules == (REPO / defaults.routing.rules).resolve()
+    assert shipped.model_copy(update={"storage": defaults.storage, "routing": defaults.routing}) == defaults
 
 
 def test_shipped_config_has_every_key_of_the_model() -> None:
@@ -104,3 +108,21 @@ def test_check_command_exit_codes(tmp_path: Path) -> None:
                             capture_output=True, text=True)
     assert failed.returncode == 1
     assert "dicom.port" in failed.stderr
+
+
+def test_paths_in_the_file_are_relative_to_the_file_and_the_cli_never_makes_an_empty_database(
+        tmp_path: Path) -> None:
+    """``qoq-node studies --config /elsewhere/node.yaml`` once made an empty ./var/state.db and listed
+    nothing; paths in a file are the file's, and a missing database is an error that names it."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "node.yaml").write_text("storage: {root: data}\nrouting: {rules: rules.yaml}\n"
+                                         "dicom: {tls: {enabled: false, certificate: certs/node.pem}}\n")
+    config = load_config(elsewhere / "node.yaml", environ={"QOQ_NODE__ENGINE__CACHE_DIR": "cache"})
+    assert config.storage.root == elsewhere / "data" and config.routing.rules == elsewhere / "rules.yaml"
+    assert config.dicom.tls.certificate == elsewhere / "certs" / "node.pem"
+    assert config.engine.cache_dir == Path("cache")  # the environment's stay the working directory's
+    run = subprocess.run([sys.executable, "-m", "node", "studies", "--config", str(elsewhere / "node.yaml")],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert run.returncode == 1 and f"no state database at {elsewhere / 'data' / 'state.db'}" in run.stderr
+    assert not (tmp_path / "var").exists() and not (elsewhere / "data").exists()
