@@ -15,19 +15,13 @@ from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from node.config import DicomConfig, TlsConfig
-from node.ingest import reactor
+from node.ingest import hygiene, reactor
 from node.ingest.assembler import StudyAssembler
 from node.ingest.receiver import SUCCESS, Receiver, StoreRequest
 from node.ops.logging import get_logger
 from node.ops.metrics import Metrics
 
 log = get_logger("scp")
-
-#: pynetdicom's DUL loop sleeps this long when idle (its default is 1 ms). A shorter sleep
-#: sends each C-STORE response sooner: 300 CT slices over one association, median of 8 runs,
-#: 1.30 s with the default and 1.26 s with 0.1 ms (docs/performance.md).
-_DUL_IDLE_SLEEP_SECONDS = 0.0001
-
 
 @dataclass
 class _AssociationStats:
@@ -81,7 +75,9 @@ class StorageScp:
         ae.require_calling_aet = list(self._config.allowed_calling_ae_titles)
         ae.maximum_associations = self._config.max_associations
         ae.maximum_pdu_size = self._config.max_pdu_bytes
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self._config.timeout_seconds
+        ae.dimse_timeout = ae.network_timeout = self._config.timeout_seconds
+        # how long an acceptor waits for the A-ASSOCIATE-RQ: a silent or closed connection frees its slot then
+        ae.acse_timeout = self._config.association_request_seconds
         return ae
 
     @property
@@ -109,12 +105,13 @@ class StorageScp:
         ]
         tls = tls_context(self._config.tls) if self._config.tls.enabled else None
         try:
-            self._server = self._ae.start_server(
-                (self._config.host, self._config.port), block=False, evt_handlers=handlers, ssl_context=tls
-            )
+            self._server = self._ae.start_server((self._config.host, self._config.port), block=False,
+                                                 evt_handlers=handlers)
         except OSError as exc:  # say which of the node's ports it is
             raise OSError(exc.errno, f"DICOM port {self._config.host}:{self._config.port} (dicom.host, dicom.port): "
                                      f"{exc.strerror}") from exc
+        if tls is not None:  # the handshake on each connection's thread, within the association request time
+            hygiene.handshake_in_connection_thread(self._server, tls, self._config.association_request_seconds)
         log.info(
             "scp.listening",
             ae_title=self._config.ae_title,
@@ -159,13 +156,14 @@ class StorageScp:
 
     def _on_connection_open(self, event: evt.Event) -> None:
         # Runs before the association's threads start: tune them here.
-        event.assoc.dul._run_loop_delay = _DUL_IDLE_SLEEP_SECONDS
+        hygiene.on_connection_open(event.assoc, self._config.association_request_seconds)
         reactor.install(event.assoc)
         peer = f"{event.address[0]}:{event.address[1]}"
         with self._lock:
             self._associations[id(event.assoc)] = _AssociationStats(peer=peer)
 
     def _on_established(self, event: evt.Event) -> None:
+        hygiene.on_established(event.assoc, self._config.timeout_seconds)
         stats = self._stats(event)
         stats.established = True
         stats.calling_ae = event.assoc.requestor.ae_title

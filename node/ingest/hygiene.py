@@ -1,0 +1,93 @@
+"""Connection hygiene for the storage SCP: a peer that connects and says nothing, or half of an
+A-ASSOCIATE-RQ, or never starts its TLS handshake, must not hold a slot or a thread for long; an idle
+association must cost next to no CPU.
+
+- **Association request timer (ARTIM)**: from the TCP connection until the association is established,
+  the connection's socket and pynetdicom's ARTIM timer allow ``association_request_seconds`` of
+  silence; then the connection is closed and its slot freed. Once established, the socket allows
+  ``timeout_seconds`` (the network timeout) between reads.
+- **TLS off the accept thread**: the server accepts the TCP connection only; the handshake runs in
+  the connection's own thread with the same timer, so a client that never sends its ClientHello
+  delays nobody else.
+- **Idle CPU**: pynetdicom's DUL loop sleeps 0.1 ms between polls while data flows (the node's setting,
+  for throughput) and backs off to :data:`IDLE_POLL_SECONDS` once the association has been quiet for
+  :data:`QUIET_SECONDS`; the first PDU after a quiet spell waits at most that long.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+import types
+from typing import Any
+
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.transport import ThreadedAssociationServer
+
+#: DUL poll interval while data flows, and once quiet.
+BUSY_POLL_SECONDS = 0.0001
+IDLE_POLL_SECONDS = 0.05
+QUIET_SECONDS = 0.25
+
+
+class _AdaptiveDul(DULServiceProvider):
+    """pynetdicom's DUL with a poll interval that follows the traffic (its loop reads
+    ``_run_loop_delay`` before every sleep)."""
+
+    @property
+    def _run_loop_delay(self) -> float:  # type: ignore[override]
+        # the idle timer restarts (time.time()) on every incoming PDU
+        last = max(getattr(self, "_last_activity", 0.0), getattr(self._idle_timer, "_start_time", None) or 0.0)
+        return BUSY_POLL_SECONDS if time.time() - last < QUIET_SECONDS else IDLE_POLL_SECONDS
+
+    @_run_loop_delay.setter
+    def _run_loop_delay(self, _value: float) -> None:
+        """pynetdicom sets its default at construction; the property decides."""
+
+    def _process_recv_primitive(self) -> bool:
+        sent = super()._process_recv_primitive()
+        if sent:  # an outgoing PDU (a C-STORE response) is traffic too
+            self._last_activity = time.time()
+        return sent
+
+
+def on_connection_open(association: Any, request_seconds: float) -> None:
+    """Before the association's threads start: the request timer and the adaptive DUL."""
+    dul = association.dul
+    dul.__class__ = _AdaptiveDul
+    dul.artim_timer.timeout = request_seconds
+    raw = getattr(dul.socket, "socket", None)
+    if isinstance(raw, socket.socket):
+        raw.settimeout(request_seconds)
+
+
+def on_established(association: Any, network_seconds: float) -> None:
+    """The association is up: reads may now wait the network timeout."""
+    raw = getattr(association.dul.socket, "socket", None)
+    if isinstance(raw, socket.socket):
+        raw.settimeout(network_seconds)
+
+
+def handshake_in_connection_thread(server: ThreadedAssociationServer, context: ssl.SSLContext,
+                                   request_seconds: float) -> None:
+    """Make ``server`` accept TCP only and run each TLS handshake, within ``request_seconds``, on the
+    connection's own thread."""
+    server.ssl_context = None  # pynetdicom's get_request would otherwise handshake on the accept thread
+    accept = server.get_request
+    finish = server.finish_request
+
+    def get_request(self: ThreadedAssociationServer) -> tuple[socket.socket, Any]:
+        return accept()
+
+    def finish_request(self: ThreadedAssociationServer, request: socket.socket, client_address: Any) -> None:
+        request.settimeout(request_seconds)
+        try:
+            wrapped = context.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError):  # no handshake in time, or a bad one: close, nobody else waited
+            request.close()
+            return
+        finish(wrapped, client_address)
+
+    server.get_request = types.MethodType(get_request, server)  # type: ignore[method-assign]
+    server.finish_request = types.MethodType(finish_request, server)  # type: ignore[method-assign]

@@ -1,0 +1,65 @@
+"""Connection hygiene (issue 17): connections that say nothing, half an A-ASSOCIATE-RQ, a TLS client
+that never sends its ClientHello — none of them locks the PACS out for longer than the association
+request time."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from pathlib import Path
+
+from node.localpeers import LOOPBACK
+from tests.conftest import echoscu
+from tests.test_tls import make_pki
+
+
+def _closed_by_peer(connection: socket.socket, within: float = 5.0) -> bool:
+    """Whether the node closes the connection within ``within`` seconds (an A-ABORT may come first)."""
+    connection.settimeout(within)
+    try:
+        while connection.recv(1024):
+            continue
+        return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_silent_and_half_open_connections_free_their_slots(make_node) -> None:
+    """Eight silent connections and four that sent half an A-ASSOCIATE-RQ fill every slot of a node
+    allowing four associations; within the association request time they are closed and the PACS
+    associates, although none of them was closed by its client."""
+    node = make_node(dicom={"max_associations": 4, "association_request_seconds": 1})
+    silent = [socket.create_connection((LOOPBACK, node.scp.port)) for _ in range(8)]
+    half = []
+    for _ in range(4):
+        connection = socket.create_connection((LOOPBACK, node.scp.port))
+        connection.sendall(struct.pack(">BBI", 0x01, 0x00, 200) + b"\x00\x01")  # 6 of 206 bytes
+        half.append(connection)
+    try:
+        time.sleep(2.5)
+        echo = echoscu(node.scp.port)
+        assert echo.returncode == 0, echo.stdout + echo.stderr
+        assert all(_closed_by_peer(c) for c in silent + half)
+    finally:
+        for connection in silent + half:
+            connection.close()
+
+
+def test_a_stalled_tls_handshake_blocks_no_other_client(make_node, tmp_path: Path) -> None:
+    """A TCP connection to the TLS port that never starts its handshake: another client's handshake and
+    association go through at once, and the stalled one is closed after the association request time."""
+    pki = make_pki(tmp_path)
+    node = make_node(dicom={"tls__enabled": "true", "tls__certificate": pki["server_cert"],
+                            "tls__private_key": pki["server_key"], "association_request_seconds": 3})
+    stalled = socket.create_connection((LOOPBACK, node.scp.port))
+    try:
+        started = time.monotonic()
+        echo = echoscu(node.scp.port, "--anonymous-tls", "+cf", str(pki["ca"]))
+        assert echo.returncode == 0, echo.stderr
+        assert time.monotonic() - started < 2.5  # not behind the stalled handshake
+        assert _closed_by_peer(stalled, within=6)
+    finally:
+        stalled.close()
