@@ -79,7 +79,10 @@ class DicomConfig(_Section):
     max_pdu_bytes: int = Field(
         default=0, ge=0, description="Largest P-DATA PDU the node accepts; 0 = no limit."
     )
-    timeout_seconds: float = Field(default=60.0, gt=0, description="ACSE, DIMSE and network idle timeout.")
+    timeout_seconds: float = Field(default=60.0, gt=0, description="DIMSE and network idle timeout.")
+    association_request_seconds: float = Field(
+        default=10.0, gt=0, description="From the TCP connection (and TLS handshake) to the complete "
+        "A-ASSOCIATE-RQ: a connection silent longer is closed and frees its slot (ARTIM).")
     tls: TlsConfig = TlsConfig()
 
 
@@ -308,6 +311,8 @@ class DestinationsConfig(_Section):
     retry_base_seconds: float = Field(default=5.0, gt=0, description="First retry delay; doubles each attempt.")
     retry_cap_seconds: float = Field(default=300.0, gt=0, description="Longest retry delay.")
     max_attempts: int = Field(default=200, ge=1, description="Attempts before an item becomes a dead letter.")
+    probe_seconds: float = Field(default=5.0, gt=0, description="While results wait for a retry, the destination "
+                                 "is probed (C-ECHO, MLLP connect) this often; once it answers they go at once.")
 
     @model_validator(mode="after")
     def _unique_names(self) -> DestinationsConfig:

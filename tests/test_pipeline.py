@@ -313,3 +313,21 @@ def test_a_study_with_nowhere_to_deliver_counts_as_complete(make_node, tmp_path:
     metrics = node.metrics.render().decode()
     assert metric_value(metrics, "qoqnode_study_transitions_total", 'state="complete"') == 1
     assert metric_value(metrics, "qoqnode_study_transitions_total", 'state="queued"') == 0
+
+
+def test_results_go_within_seconds_of_a_destination_coming_back(make_node, tmp_path: Path) -> None:
+    """The EHR is down when the study is read, and the retry backoff is a minute; the worker probes it
+    every half second, so the ORU goes within seconds of the EHR's return (issue 17: 142 s after a
+    2-minute PACS outage)."""
+    port = free_port()
+    cr = write_cr_study(tmp_path / "cr", size=256)
+    node = make_node(destinations={"hl7": [{"name": "ehr", "host": LOOPBACK, "port": port, "timeout_seconds": 1}],
+                                   "retry_base_seconds": 60, "retry_cap_seconds": 300, "probe_seconds": 0.5})
+    assert storescu(node.scp.port, list(cr.files)).returncode == 0
+    wait_for(lambda: any(item.attempts >= 1 for item in node.store.outbox()), timeout=60)
+    [waiting] = node.store.outbox()
+    assert waiting.state == "pending" and waiting.next_attempt_at - time.time() > 20  # the backoff alone: ~a minute
+    with MllpListener(port=port) as ehr:
+        back = time.monotonic()
+        wait_for(lambda: _state(node, cr.study_uid) == COMPLETE, timeout=15)
+        assert time.monotonic() - back < 10 and len(ehr.received) == 1

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
+from pynetdicom.sop_class import Verification
 
 from node.config import ClientTlsConfig
 from node.egress.mllp import Delivery
@@ -58,6 +59,24 @@ class DicomSender:
         self.calling_ae, self.called_ae, self.host, self.port = calling_ae, called_ae, host, port
         self.timeout = timeout_seconds
         self._tls = client_tls_context(tls) if tls is not None and tls.enabled else None
+
+    def echo(self) -> bool:
+        """Whether the PACS answers a C-ECHO now (a cheap probe of a destination that was down)."""
+        ae = AE(ae_title=self.calling_ae)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
+        ae.add_requested_context(Verification)
+        try:
+            assoc = ae.associate(self.host, self.port, ae_title=self.called_ae,
+                                 tls_args=(self._tls, self.host) if self._tls is not None else None)
+        except (OSError, RuntimeError, ValueError):
+            return False
+        if not assoc.is_established:
+            return False
+        try:
+            status = assoc.send_c_echo()
+            return bool(status) and int(status.Status) == 0x0000
+        finally:
+            assoc.release()
 
     def send(self, datasets: Sequence[Dataset]) -> list[StoreResult]:
         """C-STORE every dataset (negotiating their SOP classes); a result for each, never raises."""

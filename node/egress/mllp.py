@@ -84,6 +84,15 @@ class MllpClient:
         start = data.find(START)
         return data[start + 1 if start >= 0 else 0 : data.find(END)]
 
+    def reachable(self) -> bool:
+        """Whether the receiver accepts a connection now (a cheap probe of a destination that was down)."""
+        try:
+            self._connection()
+            return True
+        except OSError:
+            self.close()
+            return False
+
     def send(self, message: str, control_id: str) -> AckResult:
         """Send one message and wait for its ACK; never raises for network trouble."""
         for attempt in (1, 2):  # a reused connection may have gone stale: reopen once

@@ -4,7 +4,9 @@ Each worker takes the items that are due, sends them (a DICOM batch on one assoc
 messages one by one on a reused MLLP connection), and records every outcome in the store:
 delivered, retried later with backoff and jitter, or dead-lettered. A destination that is down
 only delays its own queue. After each attempt the studies involved are settled (complete or
-undelivered) and their delivery latencies observed.
+undelivered) and their delivery latencies observed. While items wait for a retry, the destination is
+probed (C-ECHO, an MLLP connection) every ``destinations.probe_seconds``: once it answers, its queue
+is due at once, not at the end of its backoff.
 """
 
 from __future__ import annotations
@@ -43,10 +45,12 @@ class Attempt:
 
 #: Sends a batch; one outcome per item, or None for an item not tried (its destination went away).
 SendBatch = Callable[[Sequence[OutboxItem]], list[Attempt | None]]
+#: Whether the destination answers now.
+Probe = Callable[[], bool]
 
 
-def dicom_sender(destination: DicomDestination, calling_ae: str) -> SendBatch:
-    """Sends a batch of result objects to one PACS on one association."""
+def dicom_sender(destination: DicomDestination, calling_ae: str) -> tuple[SendBatch, Probe]:
+    """Sends a batch of result objects to one PACS on one association; and its C-ECHO probe."""
     sender = DicomSender(calling_ae, destination.ae_title, destination.host, destination.port,
                          destination.timeout_seconds, destination.tls)
 
@@ -64,11 +68,11 @@ def dicom_sender(destination: DicomDestination, calling_ae: str) -> SendBatch:
                 attempts[item.id] = Attempt(result.delivery, result.detail)
         return [attempts[item.id] for item in items]
 
-    return send
+    return send, sender.echo
 
 
-def hl7_sender(destination: Hl7Destination) -> SendBatch:
-    """Sends ORU messages to one EHR over one reused MLLP connection."""
+def hl7_sender(destination: Hl7Destination) -> tuple[SendBatch, Probe]:
+    """Sends ORU messages to one EHR over one reused MLLP connection; and its connection probe."""
     client = MllpClient(destination.host, destination.port, destination.timeout_seconds)
 
     def send(items: Sequence[OutboxItem]) -> list[Attempt | None]:
@@ -86,16 +90,17 @@ def hl7_sender(destination: Hl7Destination) -> SendBatch:
             attempts.append(Attempt(ack.delivery, f"{ack.code} {ack.detail}".strip()))
         return attempts
 
-    return send
+    return send, client.reachable
 
 
 class DestinationWorker:
     """Drains one destination's queue on its own thread."""
 
     def __init__(self, name: str, send: SendBatch, store: Store, metrics: Metrics, policy: DestinationsConfig,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, probe: Probe | None = None) -> None:
         self.name = name
-        self._send = send
+        self._send, self._probe = send, probe
+        self._probed_at = 0.0
         self._store, self._metrics, self._policy = store, metrics, policy
         self._rng = random.Random(seed)  # noqa: S311 - retry jitter, not a secret
         self._wake = threading.Event()
@@ -145,14 +150,30 @@ class DestinationWorker:
         """New work is queued: look now rather than at the next poll."""
         self._wake.set()
 
+    def probe_once(self, now: float | None = None) -> int:
+        """When items wait for a retry and the last probe is ``probe_seconds`` old: probe the destination;
+        if it answers, make its waiting items due now. Returns how many were released."""
+        now = time.time() if now is None else now
+        if self._probe is None or now - self._probed_at < self._policy.probe_seconds:
+            return 0
+        if not self._store.waiting(self.name, now):
+            return 0
+        self._probed_at = now
+        if not self._probe():
+            return 0
+        released = self._store.release_destination(self.name, time.time())
+        if released:
+            log.info("outbox.destination_answers", destination=self.name, released=released)
+        return released
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                if self.drain_once():
+                if self.drain_once() or self.probe_once():
                     continue
             except Exception:  # a database hiccup must not kill delivery for good
                 log.exception("outbox.worker_error", destination=self.name)
-            self._wake.wait(IDLE_POLL_SECONDS)
+            self._wake.wait(min(IDLE_POLL_SECONDS, self._policy.probe_seconds))
             self._wake.clear()
 
     def start(self) -> None:
@@ -170,6 +191,6 @@ class DestinationWorker:
 def make_workers(policy: DestinationsConfig, calling_ae: str, store: Store,
                  metrics: Metrics) -> list[DestinationWorker]:
     """One worker per configured destination."""
-    workers = [DestinationWorker(d.name, dicom_sender(d, calling_ae), store, metrics, policy) for d in policy.dicom]
-    workers += [DestinationWorker(d.name, hl7_sender(d), store, metrics, policy) for d in policy.hl7]
-    return workers
+    senders = [(d.name, dicom_sender(d, calling_ae)) for d in policy.dicom]
+    senders += [(d.name, hl7_sender(d)) for d in policy.hl7]
+    return [DestinationWorker(name, send, store, metrics, policy, probe=probe) for name, (send, probe) in senders]

@@ -518,6 +518,21 @@ class Store:
             ).fetchall()
         return [OutboxItem(*row) for row in rows]
 
+    def waiting(self, destination: str, now: float) -> int:
+        """How many items of a destination wait for a later retry (it failed them)."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT COUNT(*) FROM outbox WHERE destination = ? AND state = ? AND next_attempt_at > ?",
+                (destination, PENDING, now)).fetchone()[0]
+
+    def release_destination(self, destination: str, now: float) -> int:
+        """Make every waiting item of a destination due now (it answers again); how many."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE outbox SET next_attempt_at = ?, updated_at = ? WHERE destination = ? AND state = ?"
+                " AND next_attempt_at > ?", (now, now, destination, PENDING, now))
+        return cursor.rowcount
+
     def record_attempt(self, item_id: int, state: str, error: str, now: float, next_attempt_at: float) -> None:
         """Record an attempt's outcome: ``state`` SENT, PENDING (retry at ``next_attempt_at``) or DEAD."""
         with self._transaction() as db:
