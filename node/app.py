@@ -56,7 +56,8 @@ class Node:
         self.retention = Retention(self.store, self.spool, self.pipeline.results_root, self.metrics,
                                    config.storage.retention_days)
         self.commits = GroupCommit(self.store)
-        receiver = Receiver(self.store, self.spool, self.commits, self.metrics, config.storage.min_free_bytes)
+        receiver = Receiver(self.store, self.spool, self.commits, self.metrics, config.storage.min_free_bytes,
+                            frozenset(config.dicom.ignored_sop_classes))
         self.scp = StorageScp(config.dicom, receiver, self.assembler, self.metrics)
         self.hl7 = Hl7Listener(config.hl7_listener, config.context.default_authority, self.store, root, self.metrics,
                                on_context=self.pipeline.context_arrived) if config.hl7_listener.enabled else None

@@ -42,6 +42,16 @@ def _check_ae_title(value: str) -> str:
 AeTitle = Annotated[str, Field(json_schema_extra={"pattern": AE_TITLE_PATTERN}), AfterValidator(_check_ae_title)]
 
 
+#: Objects the node does not read and that a PACS forwards with a study (other AI results, reports): taken
+#: in, they would make the study a new version and read it again. Grayscale/Colour Softcopy Presentation
+#: State, Key Object Selection, Segmentation, Basic Text/Enhanced/Comprehensive/Comprehensive 3D SR.
+DEFAULT_IGNORED_SOP_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.11.1", "1.2.840.10008.5.1.4.1.1.11.2", "1.2.840.10008.5.1.4.1.1.88.59",
+    "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.88.11", "1.2.840.10008.5.1.4.1.1.88.22",
+    "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.88.34",
+)
+
+
 class TlsConfig(_Section):
     """DICOM TLS (PS3.15 B.1): a server certificate, and a CA to verify client certificates."""
 
@@ -76,6 +86,10 @@ class DicomConfig(_Section):
         default_factory=list, description="Empty: any calling AE title is accepted."
     )
     max_associations: int = Field(default=32, ge=1, le=1024)
+    ignored_sop_classes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_IGNORED_SOP_CLASSES), description="SOP classes acknowledged and let go: "
+        "never stored, never a new version of their study (other systems' reports, presentation states, key "
+        "object selections and segmentations, which the node does not read).")
     max_pdu_bytes: int = Field(
         default=0, ge=0, description="Largest P-DATA PDU the node accepts; 0 = no limit."
     )

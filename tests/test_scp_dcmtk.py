@@ -22,6 +22,12 @@ from node.store import RECEIVING
 from node.synthetic import SyntheticStudy, write_ct_study
 from tests.conftest import PYDICOM_TEST_FILES, dataset_bytes, echoscu, get, metric_value, storescu, wait_for
 
+
+@pytest.fixture
+def node(make_node) -> Node:
+    """A node that stores every SOP class (none ignored): these tests are about storage itself."""
+    return make_node(dicom={"ignored_sop_classes": "[]"})
+
 # (file, the storescu option that proposes its transfer syntax)
 ENCODED_FILES = [
     ("SC_rgb_jpeg_dcmtk.dcm", "-xy"),  # JPEG baseline
@@ -386,3 +392,15 @@ def test_rows_of_torn_files_are_dropped_at_start(make_node, ct_study: SyntheticS
     assert again.store.stored_instance(torn_uid) is None and again.store.stored_instance(kept_uid) is not None
     again.commits.stop()
     again.store.close()
+
+
+def test_objects_the_node_does_not_read_are_acknowledged_and_let_go(make_node, ct_study: SyntheticStudy) -> None:
+    """By default an SR (another system's report) is answered Success but neither stored nor a new
+    version of its study; a study's images are stored as ever."""
+    node = make_node()
+    report = PYDICOM_TEST_FILES / "test-SR.dcm"
+    assert storescu(node.scp.port, [report]).returncode == 0
+    assert storescu(node.scp.port, list(ct_study.files[:2])).returncode == 0
+    assert {s.study_uid for s in node.store.studies()} == {ct_study.study_uid}
+    assert node.store.stored_instance(str(pydicom.dcmread(report, stop_before_pixels=True).SOPInstanceUID)) is None
+    assert metric_value(node.metrics.render().decode(), "qoqnode_cstore_requests_total", 'outcome="ignored"') == 1

@@ -126,8 +126,9 @@ class Receiver:
     """Turns C-STORE requests into stored instances and answers."""
 
     def __init__(self, store: Store, spool: Spool, commits: GroupCommit, metrics: Metrics,
-                 min_free_bytes: int) -> None:
+                 min_free_bytes: int, ignored_sop_classes: frozenset[str] = frozenset()) -> None:
         self._store = store
+        self._ignored = ignored_sop_classes
         self._spool = spool
         self._commits = commits
         self._metrics = metrics
@@ -166,6 +167,8 @@ class Receiver:
         _check(header, request)
         if header.manufacturer == NODE_MANUFACTURER:
             return self._own_result(header)
+        if header.sop_class_uid in self._ignored:
+            return self._ignored_class(header)
         stored = self._store.stored_instance(header.sop_instance_uid)
         if stored is not None:
             _check_same_study(stored, header)
@@ -224,6 +227,12 @@ class Receiver:
         self._metrics.cstore_requests.labels("own_result").inc()
         log.info("cstore.own_result_ignored", study=uid_hash(header.study_uid), sop_instance=uid_hash(
             header.sop_instance_uid))
+        return StoreOutcome(SUCCESS, study_uid=header.study_uid)
+
+    def _ignored_class(self, header: DatasetHeader) -> StoreOutcome:
+        """An object of a class the node does not read (``dicom.ignored_sop_classes``): acknowledged, let go."""
+        self._metrics.cstore_requests.labels("ignored").inc()
+        log.info("cstore.ignored", study=uid_hash(header.study_uid), sop_class=header.sop_class_uid)
         return StoreOutcome(SUCCESS, study_uid=header.study_uid)
 
     def _duplicate(self, header: DatasetHeader) -> StoreOutcome:

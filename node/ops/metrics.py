@@ -74,7 +74,7 @@ class Metrics:
         self.cstore_requests = Counter(
             f"{PREFIX}_cstore_requests",
             "C-STORE requests answered, by outcome (stored, duplicate, own_result: one of the node's own results "
-            "sent back and let go, failed).",
+            "sent back and let go, ignored: a class in dicom.ignored_sop_classes, acknowledged and let go, failed).",
             ["outcome"],
             registry=r,
         )
