@@ -80,7 +80,7 @@ def prepare(study_uid: str, files: Sequence[Path], router: Router, config: NodeC
     inputs as ``profile``'s family was trained on them (no model yet): the study's own images first,
     then the priors' images, within the model's image limit; the ECG signal near it for a model that
     takes one."""
-    header = StudyHeader.read(files[0])
+    header = _routing_header(files)
     routed = router.route(header)
     if isinstance(routed, str):
         return _skipped(StudyOutcome(study_uid, tuple(files), skipped=routed, final_skip=True), "routing")
@@ -106,6 +106,25 @@ def prepare(study_uid: str, files: Sequence[Path], router: Router, config: NodeC
     return StudyOutcome(study_uid, tuple(files), routed, made.images, signals=made.signals, caveats=made.caveats,
                         context=context, current_images=len(made.images) - sum(p.image_count for p in context.priors),
                         modality=header.modality)
+
+
+#: Modalities of instances that are not images or waveforms (reports, presentation states, key objects,
+#: segmentations, registrations, documents): a study is not routed by them.
+NOT_READ_MODALITIES = frozenset({"SR", "PR", "KO", "SEG", "REG", "DOC", "RWV", "PLAN", "FID"})
+
+
+def _routing_header(files: Sequence[Path]) -> StudyHeader:
+    """The routing attributes of the study's first image or waveform instance, in arrival order (a dose
+    report or another system's SR that arrived first does not decide the study's task); the first
+    instance's when the study has none."""
+    headers = (StudyHeader.read(path) for path in files)
+    first = None
+    for header in headers:
+        if header.modality.strip().upper() not in NOT_READ_MODALITIES:
+            return header
+        first = first or header
+    assert first is not None
+    return first
 
 
 def _with_context(made: StudyInputs, context: PatientContext, profile: ModelProfile, config: NodeConfig,

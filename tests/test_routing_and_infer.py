@@ -14,11 +14,14 @@ import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
+from node.config import load_config
+from node.engine.profiles import PROFILES
 from node.imaging.geometry import FrameRef, SourceBox
 from node.imaging.inputs import ECG_AS_IMAGE_CAVEAT, NO_ECG_INPUT
+from node.infer import prepare
 from node.routing import DOMAINS, Router, RoutingError, StudyHeader
 from node.synthetic import write_ct_study, write_ecg_study
-from tests.conftest import dciodvfy_errors, model_geometry
+from tests.conftest import PYDICOM_TEST_FILES, dciodvfy_errors, model_geometry
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_RULES = REPO / "conf" / "routing.yaml"
@@ -192,3 +195,15 @@ def test_infer_without_a_model_says_what_to_do(tmp_path: Path) -> None:
     result = _infer(tmp_path, {}, ct.files[0])
     assert result.returncode == 1
     assert "qoq-node model tiny" in result.stderr
+
+
+def test_a_report_that_arrives_first_does_not_decide_the_task(tmp_path: Path) -> None:
+    """A dose report (an SR) received before the CT's slices: the study is routed by its images."""
+    study = write_ct_study(tmp_path / "ct", slices=3, size=64)
+    config = load_config(None, environ={})
+    rules = Router.from_file(REPO / "conf" / "routing.yaml")
+    files = [PYDICOM_TEST_FILES / "test-SR.dcm", *study.files]
+    outcome = prepare(study.study_uid, files, rules, config, PROFILES["qwen2.5-vl"])
+    assert outcome.task is not None and outcome.task.domain == "ct", outcome.skipped
+    alone = prepare(study.study_uid, files[:1], rules, config, PROFILES["qwen2.5-vl"])
+    assert alone.task is None and "modality 'SR'" in alone.skipped  # a report alone is still no task
