@@ -740,3 +740,37 @@ def test_hostile_model_output_gives_valid_objects_and_keeps_the_answer(tmp_path:
     oru = (tmp_path / "out" / "ehr.hl7").read_bytes().decode("utf-8")
     assert parse_message(oru, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True).validate()
     assert not re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x1c\u2028\u2029\x85]", oru)
+
+
+def test_a_series_of_mixed_sizes_gets_a_presentation_state_per_size(tmp_path: Path) -> None:
+    """Two radiographs of one series, 256 and 192 pixels square, a box on each: two presentation states,
+    each over its own image, both valid, nothing left out (issue 17: the state was lost)."""
+    big = write_cr_study(tmp_path / "big", size=256)
+    small = write_cr_study(tmp_path / "small", size=192)
+    ds = pydicom.dcmread(small.files[0])
+    first = pydicom.dcmread(big.files[0])
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.InstanceNumber = first.StudyInstanceUID, first.SeriesInstanceUID, 2
+    write_file(ds, small.files[0])
+    files = [big.files[0], small.files[0]]
+    outcome = prepare(big.study_uid, files, Router.from_file(Path("conf/routing.yaml")), node_config(tmp_path / "n"),
+                      PROFILES["qwen2.5-vl"])
+    assert len(outcome.inputs) == 2
+    boxes = []
+    for index, model_input in enumerate(outcome.inputs):
+        frame = model_input.geometry.placements[0].source
+        x1, y1, x2, y2 = model_input.geometry.box_to_model(SourceBox(frame, 40, 40, 90, 90))
+        boxes.append(f'{{"bbox_2d": [{x1}, {y1}, {x2}, {y2}], "label": "mass", "image": {index}}}')
+    text = f"<think>r</think>```json\n[{', '.join(boxes)}]\n```\\boxed{{Mass}}"
+    findings = locate(parse_output(text), [m.geometry for m in outcome.inputs])
+    written = write_results(replace(outcome, findings=findings, model="replay (TEST)", is_test_result=True),
+                            tmp_path / "out", {})
+    assert written is not None and not written.omitted
+    states = sorted(p for p in written.files if p.name.startswith("gsps"))
+    assert [p.name for p in states] == ["gsps-2.dcm", "gsps.dcm"]
+    referenced = set()
+    for path in states:
+        assert dciodvfy_errors(path) == []
+        state = pydicom.dcmread(path)
+        referenced |= {str(r.ReferencedSOPInstanceUID) for s in state.ReferencedSeriesSequence
+                       for r in s.ReferencedImageSequence}
+    assert referenced == {str(first.SOPInstanceUID), str(ds.SOPInstanceUID)}

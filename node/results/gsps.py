@@ -87,6 +87,16 @@ def _icc_profile(source: Dataset) -> bytes:
     return bytes(profile)
 
 
+def presentation_groups(images: Sequence[Dataset]) -> list[list[Dataset]]:
+    """The images one presentation state each can cover: of one kind (grey or colour) and one size,
+    in the order they come (a series of mixed sizes gets one state per size, none left out)."""
+    groups: dict[tuple[bool, int, int], list[Dataset]] = {}
+    for ds in images:
+        key = (int(ds.get("SamplesPerPixel", 1)) > 1, int(ds.Rows), int(ds.Columns))
+        groups.setdefault(key, []).append(ds)
+    return list(groups.values())
+
+
 def build_presentation_state(
     findings: Findings,
     sources: Sequence[Dataset],
@@ -94,12 +104,14 @@ def build_presentation_state(
     study_version: int,
     task: str,
     window: tuple[float, float] | None,
+    number: int = 1,
 ) -> Dataset:
-    """The presentation state over ``sources`` (the images the model read, from one series): a
-    Grayscale Softcopy Presentation State, or a Colour one (sRGB) for colour images."""
+    """The presentation state over ``sources`` (images the model read of one kind and size): a Grayscale
+    Softcopy Presentation State, or a Colour one (sRGB) for colour images. ``number``: which of the
+    study's presentation states it is (one per kind and size of image; the first keeps the plain UIDs)."""
     study_uid = str(sources[0].StudyInstanceUID)
     colour = int(sources[0].get("SamplesPerPixel", 1)) > 1
-    kind = "csps" if colour else "gsps"
+    kind = ("csps" if colour else "gsps") + (f"-{number}" if number > 1 else "")
     answer = ", ".join(findings.labels) or "no answer"
     summary = f"{provenance.banner}: {answer}. {DISCLAIMER} Model: {provenance.model_identity}"
     layer = hd.pr.GraphicLayer(LAYER, order=1, description=clip(provenance.banner, 64))

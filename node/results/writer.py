@@ -24,7 +24,7 @@ from node.imaging.decode import iter_frames
 from node.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from node.infer import StudyOutcome
 from node.ingest.spool import fsync_dir, write_atomically
-from node.results.gsps import build_presentation_state
+from node.results.gsps import build_presentation_state, presentation_groups
 from node.results.hl7 import Hl7Party, build_oru, control_id
 from node.results.kos import build_kos
 from node.results.provenance import Provenance
@@ -113,13 +113,13 @@ def _dicom_objects(outcome: StudyOutcome, key_paths: list[Path], sources: list[D
                 for _, seg in segs for segment in seg.SegmentSequence}
     objects = [(SR_FILE, build_sr(findings, sources, provenance, study_version, task, previous, outcome.analysed_at,
                                   segments, given)), *segs]
-    if images:  # one presentation state over the images of the first one's kind (grey or colour)
-        colour = int(images[0].get("SamplesPerPixel", 1)) > 1
-        same_kind = [ds for ds in images if (int(ds.get("SamplesPerPixel", 1)) > 1) == colour]
-        window = next((m.window for m in outcome.inputs if m.window is not None), None)
-        objects += _shown_again("presentation_state", lambda: [
-            ("csps.dcm" if colour else "gsps.dcm",
-             build_presentation_state(own_findings, same_kind, provenance, study_version, task, window))], omitted)
+    window = next((m.window for m in outcome.inputs if m.window is not None), None)
+    for number, group in enumerate(presentation_groups(images), start=1):  # one per kind and size of image
+        name = ("csps" if int(group[0].get("SamplesPerPixel", 1)) > 1 else "gsps") + \
+            (f"-{number}" if number > 1 else "") + ".dcm"
+        objects += _shown_again("presentation_state", lambda group=group, number=number, name=name: [
+            (name, build_presentation_state(own_findings, group, provenance, study_version, task, window, number))],
+            omitted)
     if images:  # the key images list most PACS show when the study opens
         objects += _shown_again("kos", lambda: [("kos.dcm", build_kos(own_findings, images, provenance,
                                                                         study_version, task))], omitted)
