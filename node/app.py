@@ -57,7 +57,8 @@ class Node:
                                    config.storage.retention_days)
         self.commits = GroupCommit(self.store)
         receiver = Receiver(self.store, self.spool, self.commits, self.metrics, config.storage.min_free_bytes,
-                            frozenset(config.dicom.ignored_sop_classes))
+                            frozenset(config.dicom.ignored_sop_classes), config.dicom.max_instance_bytes,
+                            config.dicom.max_inflated_bytes)
         self.scp = StorageScp(config.dicom, receiver, self.assembler, self.metrics)
         self.hl7 = Hl7Listener(config.hl7_listener, config.context.default_authority, self.store, root, self.metrics,
                                on_context=self.pipeline.context_arrived) if config.hl7_listener.enabled else None

@@ -93,6 +93,10 @@ class DicomConfig(_Section):
     max_pdu_bytes: int = Field(
         default=0, ge=0, description="Largest P-DATA PDU the node accepts; 0 = no limit."
     )
+    max_instance_bytes: int = Field(default=4_000_000_000, ge=1024, description="An encoded dataset longer than "
+                                    "this is refused (A700) and noted in the quarantine.")
+    max_inflated_bytes: int = Field(default=2_000_000_000, ge=1024, description="A deflated dataset inflating to "
+                                    "more is refused (A700) while it inflates: a deflate bomb takes no more memory.")
     timeout_seconds: float = Field(default=60.0, gt=0, description="DIMSE and network idle timeout.")
     association_request_seconds: float = Field(
         default=10.0, gt=0, description="From the TCP connection (and TLS handshake) to the complete "

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pydicom
@@ -16,6 +19,8 @@ from pynetdicom import AE, _config
 from pynetdicom.sop_class import Verification
 
 from node.app import Node
+from node.ingest import part10
+from node.ingest.part10 import file_meta
 from node.ingest.receiver import MALFORMED, SOP_CLASS_MISMATCH, SOP_INSTANCE_MISMATCH, UID_CONFLICT
 from node.localpeers import LOOPBACK
 from node.store import RECEIVING
@@ -404,3 +409,59 @@ def test_objects_the_node_does_not_read_are_acknowledged_and_let_go(make_node, c
     assert {s.study_uid for s in node.store.studies()} == {ct_study.study_uid}
     assert node.store.stored_instance(str(pydicom.dcmread(report, stop_before_pixels=True).SOPInstanceUID)) is None
     assert metric_value(node.metrics.render().decode(), "qoqnode_cstore_requests_total", 'outcome="ignored"') == 1
+
+
+def _deflated_file(path: Path, inflated_bytes: int) -> Path:
+    """A Part 10 file in Deflated Explicit VR Little Endian whose dataset inflates to ``inflated_bytes``
+    (most of it a run of zeros: a few kilobytes on the wire)."""
+    ct = pydicom.dcmread(PYDICOM_TEST_FILES / "CT_small.dcm")
+    buffer = io.BytesIO()
+    ds = pydicom.Dataset()
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality"):
+        setattr(ds, keyword, getattr(ct, keyword))
+    ds.add_new(0x00091010, "OB", b"\x00" * inflated_bytes)
+    ds.add_new(0x00090010, "LO", "BOMB")
+    encoded = pydicom.filebase.DicomFileLike(buffer)
+    encoded.is_implicit_VR, encoded.is_little_endian = False, True
+    pydicom.filewriter.write_dataset(encoded, ds)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    deflated = compressor.compress(buffer.getvalue()) + compressor.flush()
+    path.write_bytes(file_meta(str(ct.SOPClassUID), str(ct.SOPInstanceUID), "1.2.840.10008.1.2.1.99", "BOMB")
+                     + deflated)
+    return path
+
+
+def test_a_deflate_bomb_and_an_oversized_dataset_are_refused_without_taking_the_memory(
+        make_node, send_raw, tmp_path: Path) -> None:
+    """A deflated dataset that inflates past dicom.max_inflated_bytes is refused A700 as it inflates (the
+    node never holds more than the limit), and noted in the quarantine; so is an encoded dataset over
+    dicom.max_instance_bytes."""
+    node = make_node(dicom={"max_inflated_bytes": 4_000_000, "max_instance_bytes": 100_000})
+    bomb = _deflated_file(tmp_path / "bomb.dcm", 50_000_000)
+    assert bomb.stat().st_size < 100_000  # small on the wire
+    assert send_raw(node.scp.port, [bomb]) == [0xA700]
+    assert send_raw(node.scp.port, [PYDICOM_TEST_FILES / "CT_small.dcm"]) == [0]  # 39 KB: under the limit
+    big = write_ct_study(tmp_path / "big", slices=1, size=512)  # 512 KB of pixels
+    assert send_raw(node.scp.port, list(big.files)) == [0xA700]
+    reasons = [q.reason for q in node.store.quarantined()]
+    assert reasons == ["too_large", "too_large"]
+    metrics = node.metrics.render().decode()
+    assert metric_value(metrics, "qoqnode_cstore_failures_total", 'reason="too_large"') == 2
+
+
+def test_garbage_in_a_defined_length_item_and_file_meta_in_the_dataset_are_malformed() -> None:
+    """The structural check walks defined-length sequences and items, and refuses group 0002 in the
+    dataset (it once accepted both; the study was then skipped as "modality ''")."""
+    explicit = "1.2.840.10008.1.2.1"
+    header = b"".join(part10._element(0x0008, element, b"UI", part10._padded(uid, b"\x00"))
+                      for element, uid in ((0x0016, "1.2.3"), (0x0018, "1.2.3.4")))
+    garbage_item = b"\xfe\xff\x00\xe0" + struct.pack("<I", 8) + b"\x08\x00\x60\x00ZZ\x02\x00"
+    sequence = b"\x08\x00\x15\x11SQ\x00\x00" + struct.pack("<I", len(garbage_item)) + garbage_item
+    with pytest.raises(part10.MalformedDataset, match="invalid VR"):
+        part10.read_header(header + sequence, explicit)
+    good_item = b"\xfe\xff\x00\xe0" + struct.pack("<I", 10) + b"\x08\x00\x60\x00CS\x02\x00CT"
+    good = b"\x08\x00\x15\x11SQ\x00\x00" + struct.pack("<I", len(good_item)) + good_item
+    assert part10.read_header(header + good, explicit).sop_instance_uid == "1.2.3.4"
+    meta_inside = part10._element(0x0002, 0x0010, b"UI", part10._padded(explicit, b"\x00"))
+    with pytest.raises(part10.MalformedDataset, match="File Meta element"):
+        part10.read_header(meta_inside + header, explicit)

@@ -2,8 +2,9 @@
 the Part 10 file meta header that turns it into a file, without decoding the dataset.
 
 The check walks every data element of the encoded dataset (PS3.5 section 7), through
-sequences and encapsulated pixel data of any nesting, and fails when a length runs past
-the end, a delimiter is missing or an explicit VR is not one. pydicom reads truncated
+sequences and items of defined and undefined length and encapsulated pixel data, to one depth
+limit, and fails when a length runs past the end of what holds it, a delimiter is missing, an
+explicit VR is not one, or a File Meta element (group 0002) stands in the dataset. pydicom reads truncated
 data silently, so the node does this itself before it acknowledges anything.
 """
 
@@ -36,6 +37,7 @@ _SHORT_VRS = frozenset(
      b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
 )
 _MAX_DEPTH = 64
+_PIXEL_DATA = (0x7FE0, 0x0010)
 
 SOP_CLASS_UID = (0x0008, 0x0016)
 SOP_INSTANCE_UID = (0x0008, 0x0018)
@@ -49,6 +51,10 @@ _HEADER_TAGS = frozenset({SOP_CLASS_UID, SOP_INSTANCE_UID, MODALITY, MANUFACTURE
 
 class MalformedDataset(ValueError):
     """The encoded dataset is not well-formed DICOM; the message says where."""
+
+
+class DatasetTooLarge(ValueError):
+    """The dataset inflates to more than the node takes (a deflate bomb, or simply too big)."""
 
 
 @dataclass(frozen=True)
@@ -71,29 +77,32 @@ class _Walker:
         self.order = "<" if little_endian else ">"
         self.found: dict[tuple[int, int], bytes] = {}
 
-    def _tag(self, pos: int) -> tuple[int, int]:
-        if pos + 8 > len(self.data):
+    def _tag(self, pos: int, limit: int) -> tuple[int, int]:
+        if pos + 8 > limit:
             raise MalformedDataset(f"truncated element header at byte {pos}")
         return struct.unpack_from(self.order + "HH", self.data, pos)
 
-    def dataset(self, pos: int, implicit: bool, depth: int, in_item: bool) -> int:
-        """Walk a dataset from ``pos``; inside an undefined-length item, up to its delimiter."""
+    def dataset(self, pos: int, implicit: bool, depth: int, in_item: bool, end: int | None = None) -> int:
+        """Walk a dataset from ``pos`` up to ``end`` (a defined-length item's end; default the data's); inside
+        an undefined-length item, up to its delimiter."""
         if depth > _MAX_DEPTH:
             raise MalformedDataset(f"sequences nested deeper than {_MAX_DEPTH} levels")
-        end = len(self.data)
-        while pos < end:
-            tag = self._tag(pos)
+        limit = len(self.data) if end is None else end
+        while pos < limit:
+            tag = self._tag(pos, limit)
             if tag == _ITEM_END:
                 if not in_item:
                     raise MalformedDataset(f"item delimiter outside an item at byte {pos}")
                 return pos + 8
+            if tag[0] == 0x0002 and depth == 0:
+                raise MalformedDataset(f"File Meta element {_fmt(tag)} inside the dataset at byte {pos}")
             if implicit:
                 (length,) = struct.unpack_from(self.order + "I", self.data, pos + 4)
                 vr, pos = None, pos + 8
             else:
                 vr = self.data[pos + 4 : pos + 6]
                 if vr in _LONG_VRS:
-                    if pos + 12 > end:
+                    if pos + 12 > limit:
                         raise MalformedDataset(f"truncated element header at byte {pos}")
                     (length,) = struct.unpack_from(self.order + "I", self.data, pos + 8)
                     pos += 12
@@ -104,33 +113,45 @@ class _Walker:
                     raise MalformedDataset(f"invalid VR {vr!r} at byte {pos + 4} in element {_fmt(tag)}")
             if length == _UNDEFINED:
                 # A sequence or encapsulated pixel data; UN of undefined length is implicit inside.
-                pos = self._items(pos, implicit or vr == b"UN", depth + 1, tag)
+                pos = self._items(pos, implicit or vr == b"UN", depth + 1, tag, limit)
                 continue
-            if pos + length > end:
+            if pos + length > limit:
                 raise MalformedDataset(
-                    f"element {_fmt(tag)} needs {length} bytes, {end - pos} remain (truncated)"
+                    f"element {_fmt(tag)} needs {length} bytes, {limit - pos} remain (truncated)"
                 )
-            if depth == 0 and tag in _HEADER_TAGS:
+            if vr == b"SQ":  # a defined-length sequence: its items are walked too
+                self._items(pos, implicit, depth + 1, tag, pos + length, defined=True)
+            elif depth == 0 and tag in _HEADER_TAGS:
                 self.found[tag] = self.data[pos : pos + length]
             pos += length
         if in_item:
             raise MalformedDataset("item of undefined length has no delimiter (truncated)")
+        if pos != limit:
+            raise MalformedDataset(f"an element runs past the end of its item at byte {pos}")
         return pos
 
-    def _items(self, pos: int, implicit: bool, depth: int, owner: tuple[int, int]) -> int:
+    def _items(self, pos: int, implicit: bool, depth: int, owner: tuple[int, int], limit: int,
+               defined: bool = False) -> int:
+        """Walk the items of a sequence (or the fragments of encapsulated pixel data) from ``pos``: to the
+        sequence delimiter, or — a defined-length sequence — to ``limit`` exactly. An item's dataset is
+        walked too, whatever its length; pixel data fragments are opaque."""
         while True:
-            tag = self._tag(pos)
+            if defined and pos == limit:
+                return pos
+            tag = self._tag(pos, limit)
             (length,) = struct.unpack_from(self.order + "I", self.data, pos + 4)
             pos += 8
-            if tag == _SEQUENCE_END:
+            if tag == _SEQUENCE_END and not defined:
                 return pos
             if tag != _ITEM:
                 raise MalformedDataset(f"expected an item in {_fmt(owner)}, found {_fmt(tag)}")
             if length == _UNDEFINED:
-                pos = self.dataset(pos, implicit, depth, in_item=True)
-            elif pos + length > len(self.data):
+                pos = self.dataset(pos, implicit, depth, in_item=True, end=limit)
+            elif pos + length > limit:
                 raise MalformedDataset(f"item in {_fmt(owner)} runs past the end (truncated)")
             else:
+                if owner != _PIXEL_DATA:
+                    self.dataset(pos, implicit, depth, in_item=False, end=pos + length)
                 pos += length
 
 
@@ -142,19 +163,28 @@ def _text(value: bytes | None) -> str:
     return (value or b"").decode("ascii", "replace").rstrip("\x00 ").strip()
 
 
-def read_header(dataset: bytes, transfer_syntax_uid: str) -> DatasetHeader:
+def _inflate(dataset: bytes, max_bytes: int) -> bytes:
+    """A deflated dataset inflated, never to more than ``max_bytes`` (the memory it may take)."""
+    try:
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        inflated = inflater.decompress(dataset, max_bytes + 1)
+    except zlib.error as exc:
+        raise MalformedDataset(f"deflated dataset does not inflate: {exc}") from exc
+    if len(inflated) > max_bytes or inflater.unconsumed_tail:
+        raise DatasetTooLarge(f"deflated dataset inflates to more than {max_bytes} bytes (dicom.max_inflated_bytes)")
+    if not inflater.eof:
+        raise MalformedDataset("deflated dataset is truncated")
+    return inflated
+
+
+def read_header(dataset: bytes, transfer_syntax_uid: str, max_inflated_bytes: int = 1 << 40) -> DatasetHeader:
     """Check the encoded ``dataset`` is complete and read its identifying attributes.
 
-    Raises MalformedDataset when it is not well-formed in ``transfer_syntax_uid``.
+    Raises MalformedDataset when it is not well-formed in ``transfer_syntax_uid``, DatasetTooLarge when a
+    deflated dataset inflates to more than ``max_inflated_bytes``.
     """
     if transfer_syntax_uid in DEFLATED_DATASET_SYNTAXES:
-        try:
-            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-            dataset = inflater.decompress(dataset) + inflater.flush()
-        except zlib.error as exc:
-            raise MalformedDataset(f"deflated dataset does not inflate: {exc}") from exc
-        if not inflater.eof:
-            raise MalformedDataset("deflated dataset is truncated")
+        dataset = _inflate(dataset, max_inflated_bytes)
     walker = _Walker(dataset, little_endian=transfer_syntax_uid != EXPLICIT_VR_BIG_ENDIAN)
     try:
         walker.dataset(0, transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN, depth=0, in_item=False)

@@ -21,7 +21,7 @@ from pydicom.uid import generate_uid
 
 from node.implementation import MANUFACTURER as NODE_MANUFACTURER
 from node.ingest.commits import GroupCommit
-from node.ingest.part10 import DatasetHeader, MalformedDataset, file_meta, read_header
+from node.ingest.part10 import DatasetHeader, DatasetTooLarge, MalformedDataset, file_meta, read_header
 from node.ingest.spool import Spool
 from node.ops.logging import get_logger, uid_hash
 from node.ops.metrics import Metrics
@@ -39,8 +39,10 @@ INTERNAL_ERROR = 0xC213
 UID_CONFLICT = 0xC214
 
 #: Every reason a C-STORE is refused for (the ``reason`` label of ``qoqnode_cstore_failures_total``).
-REFUSAL_REASONS = ("out_of_space", "malformed", "missing_uid", "invalid_uid", "sop_class_mismatch",
+REFUSAL_REASONS = ("out_of_space", "too_large", "malformed", "missing_uid", "invalid_uid", "sop_class_mismatch",
                    "sop_instance_mismatch", "uid_conflict", "storage_error", "internal_error")
+#: A refused object's bytes are kept in the quarantine up to this size (beyond it, only the note).
+QUARANTINE_BYTES_LIMIT = 64_000_000
 
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
@@ -126,8 +128,10 @@ class Receiver:
     """Turns C-STORE requests into stored instances and answers."""
 
     def __init__(self, store: Store, spool: Spool, commits: GroupCommit, metrics: Metrics,
-                 min_free_bytes: int, ignored_sop_classes: frozenset[str] = frozenset()) -> None:
+                 min_free_bytes: int, ignored_sop_classes: frozenset[str] = frozenset(),
+                 max_instance_bytes: int = 1 << 40, max_inflated_bytes: int = 1 << 40) -> None:
         self._store = store
+        self._max_instance_bytes, self._max_inflated_bytes = max_instance_bytes, max_inflated_bytes
         self._ignored = ignored_sop_classes
         self._spool = spool
         self._commits = commits
@@ -160,10 +164,15 @@ class Receiver:
     def _receive(self, request: StoreRequest) -> StoreOutcome:
         if shutil.disk_usage(self._spool.root).free < self._min_free_bytes + len(request.dataset):
             raise _Refusal(OUT_OF_RESOURCES, "out_of_space", "storage below its free-space watermark")
+        if len(request.dataset) > self._max_instance_bytes:
+            raise _Refusal(OUT_OF_RESOURCES, "too_large",
+                           f"dataset of {len(request.dataset)} bytes is over dicom.max_instance_bytes")
         try:
-            header = read_header(request.dataset, request.transfer_syntax_uid)
+            header = read_header(request.dataset, request.transfer_syntax_uid, self._max_inflated_bytes)
         except MalformedDataset as exc:
             raise _Refusal(MALFORMED, "malformed", f"malformed dataset: {exc}") from exc
+        except DatasetTooLarge as exc:
+            raise _Refusal(OUT_OF_RESOURCES, "too_large", str(exc)) from exc
         _check(header, request)
         if header.manufacturer == NODE_MANUFACTURER:
             return self._own_result(header)
@@ -243,14 +252,16 @@ class Receiver:
     def _refuse(self, request: StoreRequest, refusal: _Refusal) -> StoreOutcome:
         self._metrics.cstore_failures.labels(refusal.reason).inc()
         kept = None
-        if refusal.status != OUT_OF_RESOURCES:
+        if refusal.reason != "out_of_space":  # with the disk full, nothing more is written
+            keep = len(request.dataset) <= QUARANTINE_BYTES_LIMIT
             try:
                 meta = file_meta(_encodable(request.sop_class_uid), _encodable(request.sop_instance_uid),
                                  request.transfer_syntax_uid, _encodable(request.calling_ae))
                 kept = self._spool.quarantine(
-                    (meta, request.dataset),
+                    (meta, request.dataset) if keep else (meta,),
                     refusal.reason,
-                    {"detail": refusal.comment, "calling_ae": request.calling_ae},
+                    {"detail": refusal.comment if keep else f"{refusal.comment}; its bytes are not kept",
+                     "calling_ae": request.calling_ae},
                 )
                 self._store.record_quarantine(str(kept), refusal.reason, request.calling_ae)
             except Exception:
