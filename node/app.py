@@ -56,10 +56,10 @@ class Node:
         self.retention = Retention(self.store, self.spool, self.pipeline.results_root, self.metrics,
                                    config.storage.retention_days)
         self.commits = GroupCommit(self.store)
-        receiver = Receiver(self.store, self.spool, self.commits, self.metrics, config.storage.min_free_bytes,
-                            frozenset(config.dicom.ignored_sop_classes), config.dicom.max_instance_bytes,
-                            config.dicom.max_inflated_bytes)
-        self.scp = StorageScp(config.dicom, receiver, self.assembler, self.metrics)
+        self.receiver = Receiver(self.store, self.spool, self.commits, self.metrics, config.storage.min_free_bytes,
+                                 frozenset(config.dicom.ignored_sop_classes), config.dicom.max_instance_bytes,
+                                 config.dicom.max_inflated_bytes)
+        self.scp = StorageScp(config.dicom, self.receiver, self.assembler, self.metrics)
         self.hl7 = Hl7Listener(config.hl7_listener, config.context.default_authority, self.store, root, self.metrics,
                                on_context=self.pipeline.context_arrived) if config.hl7_listener.enabled else None
         self.metrics.watch_state(self.store.studies_by_state, self.store.outbox_counts, root)
@@ -76,9 +76,9 @@ class Node:
         reasons = []
         if not self.scp.listening:
             reasons.append("DICOM listener is not accepting associations")
-        free = shutil.disk_usage(self.config.storage.root).free
-        if free < self.config.storage.min_free_bytes:
-            reasons.append(f"free disk {free} bytes is below storage.min_free_bytes")
+        if not self.receiver.has_room():  # the rule C-STORE answers by
+            reasons.append(f"no room to store instances: free disk {shutil.disk_usage(self.config.storage.root).free} "
+                           "bytes against storage.min_free_bytes, or a write failed less than 30 s ago")
         engine = self.pipeline.not_ready_reason()
         if engine:
             reasons.append(engine)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import errno
 import io
 import json
 import os
 import shutil
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -19,7 +21,7 @@ from pynetdicom import AE, _config
 from pynetdicom.sop_class import Verification
 
 from node.app import Node
-from node.ingest import part10
+from node.ingest import part10, spool
 from node.ingest.part10 import file_meta
 from node.ingest.receiver import MALFORMED, SOP_CLASS_MISMATCH, SOP_INSTANCE_MISMATCH, UID_CONFLICT
 from node.localpeers import LOOPBACK
@@ -465,3 +467,35 @@ def test_garbage_in_a_defined_length_item_and_file_meta_in_the_dataset_are_malfo
     meta_inside = part10._element(0x0002, 0x0010, b"UI", part10._padded(explicit, b"\x00"))
     with pytest.raises(part10.MalformedDataset, match="File Meta element"):
         part10.read_header(meta_inside + header, explicit)
+
+
+@pytest.mark.parametrize("failure", ["write", "commit"])
+def test_a_failing_disk_answers_a700_and_leaves_nothing_behind(make_node, send_raw, monkeypatch, failure: str,
+                                                                tmp_path: Path) -> None:
+    """The disk fills as an instance is written (ENOSPC), or the database cannot commit its row: the
+    C-STORE is answered A700 (the sender retries; C213 told it to give up), neither file nor row stays,
+    and /readyz says why until a write succeeds again."""
+    node = make_node()
+    study = write_ct_study(tmp_path / "ct", slices=1, size=64)
+    if failure == "write":
+        real = spool.os.writev
+
+        def full(fd, parts):
+            spool.os.writev = real  # one failure, then the disk has room again
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(spool.os, "writev", full)
+    else:
+        real_record = node.store.record_instances
+
+        def full(records):
+            node.store.record_instances = real_record
+            raise sqlite3.OperationalError("database or disk is full")
+        monkeypatch.setattr(node.store, "record_instances", full)
+    assert send_raw(node.scp.port, list(study.files)) == [0xA700]
+    assert not list((node.config.storage.root / "spool").rglob("*.dcm"))  # nothing half-written stays
+    assert node.store.studies() == []
+    status, body = get(node, "/readyz")
+    assert status == 503 and "no room to store instances" in body
+    assert send_raw(node.scp.port, list(study.files)) == [0]  # the sender's retry is stored
+    assert len(list((node.config.storage.root / "spool").rglob("*.dcm"))) == 1
+    assert get(node, "/readyz")[0] == 200  # a write went through: ready again

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import re
 import shutil
+import sqlite3
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from node.ingest.part10 import DatasetHeader, DatasetTooLarge, MalformedDataset,
 from node.ingest.spool import Spool
 from node.ops.logging import get_logger, uid_hash
 from node.ops.metrics import Metrics
-from node.store import InstanceRecord, Store, StoredFile
+from node.store import InstanceRecord, Store, StoredFile, StudyUpdate
 
 log = get_logger("ingest")
 
@@ -41,6 +43,8 @@ UID_CONFLICT = 0xC214
 #: Every reason a C-STORE is refused for (the ``reason`` label of ``qoqnode_cstore_failures_total``).
 REFUSAL_REASONS = ("out_of_space", "too_large", "malformed", "missing_uid", "invalid_uid", "sop_class_mismatch",
                    "sop_instance_mismatch", "uid_conflict", "storage_error", "internal_error")
+#: After a write failed or was refused for space, readiness says "no room" this long (then looks again).
+ROOM_RECHECK_SECONDS = 30.0
 #: A refused object's bytes are kept in the quarantine up to this size (beyond it, only the note).
 QUARANTINE_BYTES_LIMIT = 64_000_000
 
@@ -132,6 +136,7 @@ class Receiver:
                  max_instance_bytes: int = 1 << 40, max_inflated_bytes: int = 1 << 40) -> None:
         self._store = store
         self._max_instance_bytes, self._max_inflated_bytes = max_instance_bytes, max_inflated_bytes
+        self._storage_failed_at = -ROOM_RECHECK_SECONDS  # when a write last failed or was refused for space
         self._ignored = ignored_sop_classes
         self._spool = spool
         self._commits = commits
@@ -147,9 +152,11 @@ class Receiver:
             outcome = self._receive(request)
         except _Refusal as refusal:
             outcome = self._refuse(request, refusal)
-        except OSError:  # the disk failed us: transient for the sender, who keeps the instance
+        except (OSError, sqlite3.Error):  # the disk (file or database) failed us: transient for the sender,
+            # who keeps the instance; what was written of it is gone
             log.exception("cstore.storage_error", sop_instance=uid_hash(request.sop_instance_uid))
             self._metrics.cstore_failures.labels("storage_error").inc()
+            self._storage_failed_at = time.monotonic()
             outcome = StoreOutcome(OUT_OF_RESOURCES, "storage error; see the node's log")
         except Exception:  # a bug must not take the association down
             log.exception("cstore.internal_error", sop_instance=uid_hash(request.sop_instance_uid))
@@ -161,8 +168,17 @@ class Receiver:
             self._metrics.cstore_requests.labels("failed").inc()
         return outcome
 
+    def has_room(self, incoming: int = 0) -> bool:
+        """Whether ``incoming`` more bytes keep the spool above its watermark (C-STORE's rule, and
+        readiness's: with 0, and not ready either while a write failed or was refused for space less than
+        :data:`ROOM_RECHECK_SECONDS` ago and none has gone through since)."""
+        if incoming == 0 and time.monotonic() - self._storage_failed_at < ROOM_RECHECK_SECONDS:
+            return False
+        return shutil.disk_usage(self._spool.root).free >= self._min_free_bytes + incoming
+
     def _receive(self, request: StoreRequest) -> StoreOutcome:
-        if shutil.disk_usage(self._spool.root).free < self._min_free_bytes + len(request.dataset):
+        if not self.has_room(len(request.dataset)):
+            self._storage_failed_at = time.monotonic()
             raise _Refusal(OUT_OF_RESOURCES, "out_of_space", "storage below its free-space watermark")
         if len(request.dataset) > self._max_instance_bytes:
             raise _Refusal(OUT_OF_RESOURCES, "too_large",
@@ -204,19 +220,27 @@ class Receiver:
         )
         try:
             self._spool.sync(path)
-        except OSError:  # not on disk, so not acknowledged: its row must not say it is stored
-            if committed.result().stored:
-                self._store.forget_instances([header.sop_instance_uid])
+            update = committed.result()
+        except BaseException:
+            self._unstore(header.sop_instance_uid, path, committed)
             raise
-        update = committed.result()
         if not update.stored:  # a twin on another association was recorded first
             self._drop_if_in_another_study(header, path)
             return self._duplicate(header)
         self._metrics.cstore_requests.labels("stored").inc()
+        self._storage_failed_at = -ROOM_RECHECK_SECONDS  # a write went through: there is room again
         if update.new_version:
             self._metrics.study_transitions.labels("receiving").inc()
             log.info("study.receiving", study=uid_hash(header.study_uid), version=update.study_version)
         return StoreOutcome(SUCCESS, study_uid=header.study_uid)
+
+    def _unstore(self, sop_instance_uid: str, path: Path, committed: Future[StudyUpdate]) -> None:
+        """The file could not be synced or its row committed: the instance is not acknowledged, so neither
+        its row nor its file stays (unless a twin received at the same time owns them)."""
+        if committed.exception() is None and committed.result().stored:  # (an exception: no row was made)
+            self._store.forget_instances([sop_instance_uid])
+        if self._store.stored_instance(sop_instance_uid) is None:
+            self._spool.remove([path])
 
     def _drop_if_in_another_study(self, header: DatasetHeader, written: Path) -> None:
         """Refuse a twin that was recorded first under another study, removing the file just written

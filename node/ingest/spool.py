@@ -68,8 +68,11 @@ def _write_new_file(path: Path, parts: tuple[bytes, ...], sync: bool) -> None:
                 view = view[os.write(fd, view) :]
         if sync:
             os.fsync(fd)
-    finally:
+    except BaseException:  # a full disk, an I/O error: what was written of it goes
         os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
 
 
 class Spool:
@@ -103,7 +106,11 @@ class Spool:
         except FileExistsError:
             tmp = self._tmp_dir / f"{os.getpid()}-{threading.get_ident()}-{next(self._names)}"
             _write_new_file(tmp, parts, sync=True)
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                tmp.unlink(missing_ok=True)
+                raise
 
     def _write_durably(self, target: Path, parts: tuple[bytes, ...]) -> None:
         self._write_in_place_or_replace(target, parts)
