@@ -20,7 +20,7 @@ from node.imaging.geometry import FrameRef, SourceBox
 from node.imaging.inputs import ECG_AS_IMAGE_CAVEAT, NO_ECG_INPUT
 from node.infer import prepare
 from node.routing import DOMAINS, Router, RoutingError, StudyHeader
-from node.synthetic import write_ct_study, write_ecg_study
+from node.synthetic import restamp, write_cr_study, write_ct_study, write_ecg_study, write_file
 from tests.conftest import PYDICOM_TEST_FILES, dciodvfy_errors, model_geometry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -207,3 +207,22 @@ def test_a_report_that_arrives_first_does_not_decide_the_task(tmp_path: Path) ->
     assert outcome.task is not None and outcome.task.domain == "ct", outcome.skipped
     alone = prepare(study.study_uid, files[:1], rules, config, PROFILES["qwen2.5-vl"])
     assert alone.task is None and "modality 'SR'" in alone.skipped  # a report alone is still no task
+
+
+def test_a_corrupt_image_costs_that_image_not_the_study(tmp_path: Path) -> None:
+    """Two radiographs of one study, one with its pixel data cut short: the other is read, and every
+    result will say that one image was not (issue 17: one corrupt slice among six failed the study)."""
+    good = write_cr_study(tmp_path / "good", size=256)
+    broken = restamp(write_cr_study(tmp_path / "broken", size=256),
+                     StudyInstanceUID=good.study_uid, SeriesInstanceUID=good.series_uids[0], InstanceNumber="2")
+    ds = pydicom.dcmread(broken.files[0])
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 3]
+    write_file(ds, broken.files[0])
+    rules = Router.from_file(REPO / "conf" / "routing.yaml")
+    outcome = prepare(good.study_uid, [*good.files, *broken.files], rules, load_config(None, environ={}),
+                      PROFILES["qwen2.5-vl"])
+    assert not outcome.skipped and len(outcome.inputs) == 1
+    assert outcome.inputs[0].path == good.files[0]
+    assert outcome.caveats == ("1 key image(s) could not be decoded and were not read",)
+    alone = prepare(good.study_uid, list(broken.files), rules, load_config(None, environ={}), PROFILES["qwen2.5-vl"])
+    assert alone.skipped.startswith("cannot decode any of the 1 key image(s)") and not alone.final_skip

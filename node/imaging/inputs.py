@@ -83,17 +83,28 @@ def to_model_input(frame: DecodedFrame, path: Path, profile: ModelProfile, enhan
 
 
 def _image_inputs(infos: list[InstanceInfo], profile: ModelProfile, max_images: int, volume_frames: int,
-                  default_window: str | None, trained_windows: Sequence[str]) -> list[ModelInput]:
+                  default_window: str | None, trained_windows: Sequence[str]) -> tuple[list[ModelInput], int]:
+    """The key frames as model inputs, and how many key instances could not be decoded and were left
+    out (one corrupt slice costs that slice, not the study; none decodable is an :class:`ImagingError`)."""
     wanted: dict[Path, list[int]] = {}
     for path, frame_index in select_key_frames(infos, max_images, volume_frames):
         wanted.setdefault(path, []).append(frame_index)
     inputs: list[ModelInput] = []
+    broken: set[Path] = set()
     for window in trained_windows or (None,):
         for path, indices in wanted.items():  # each instance decoded once per window
-            frames = list(iter_frames(path, default_window, window))
-            enhance = window in CLAHE_WINDOWS
-            inputs.extend(to_model_input(frames[index], path, profile, enhance) for index in indices)
-    return inputs[:max_images]
+            if path in broken:
+                continue
+            try:
+                frames = list(iter_frames(path, default_window, window))
+                made = [to_model_input(frames[index], path, profile, window in CLAHE_WINDOWS) for index in indices]
+            except (ImagingError, IndexError):
+                broken.add(path)
+                continue
+            inputs.extend(made)
+    if wanted and not inputs:
+        raise ImagingError(f"cannot decode any of the {len(wanted)} key image(s)")
+    return inputs[:max_images], len(broken)
 
 
 def study_inputs(
@@ -113,15 +124,16 @@ def study_inputs(
     infos = [InstanceInfo.read(path) for path in paths]
     waveforms = [info for info in infos if info.is_waveform]
     pictures = [info for info in infos if not info.is_waveform]
-    images = _image_inputs(pictures, profile, max_images, volume_frames, default_window, trained_windows)
+    images, broken = _image_inputs(pictures, profile, max_images, volume_frames, default_window, trained_windows)
+    left_out = (f"{broken} key image(s) could not be decoded and were not read",) if broken else ()
     if not waveforms:
-        return StudyInputs(tuple(images))
+        return StudyInputs(tuple(images), (), left_out)
     if profile.takes_time_series:
-        return StudyInputs(tuple(images), (ecg_signal(waveforms[0].path),))
+        return StudyInputs(tuple(images), (ecg_signal(waveforms[0].path),), left_out)
     if not ecg_as_image:
         if images:
-            return StudyInputs(tuple(images))
+            return StudyInputs(tuple(images), (), left_out)
         raise NotForModel(NO_ECG_INPUT)
     room = max(max_images - len(images), 0)
     plots = [to_model_input(render_ecg(info.path), info.path, profile) for info in waveforms[:room]]
-    return StudyInputs(tuple(images + plots), (), (ECG_AS_IMAGE_CAVEAT,) if plots else ())
+    return StudyInputs(tuple(images + plots), (), left_out + ((ECG_AS_IMAGE_CAVEAT,) if plots else ()))
