@@ -237,6 +237,6 @@ class StorageScp:
             stats.failures += 1
         response = Dataset()
         response.Status = outcome.status
-        if outcome.comment:
-            response.ErrorComment = outcome.comment
+        if outcome.comment:  # an LO: one value (no backslash), 64 characters
+            response.ErrorComment = outcome.comment.replace("\\", "/")[:64]
         return response
