@@ -5,13 +5,16 @@ attributes still give valid results (issue 17: PHI in text, read what can be rea
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pydicom
 
+from node.imaging.decode import ImagingError
 from node.localpeers import NodeProcess
+from node.ops.errors import is_permanent, reason
 from node.synthetic import restamp, write_cr_study, write_file
 from tests.conftest import dciodvfy_errors, storescu, wait_for
 
@@ -67,3 +70,13 @@ def test_malformed_sources_are_read_and_nothing_of_the_patient_is_written_out(tm
     for value in [*PHI.values(), "ZEBRAFISH", "QUAGGAMARE", "OKAPIDOC", "1923"]:
         assert value not in written, value
     assert all(line.startswith("{") for line in node.log_path.read_text().splitlines())  # JSON lines only
+
+
+def test_reasons_keep_only_the_node_s_own_messages_and_data_faults_are_permanent() -> None:
+    library = ValueError("Unable to convert '1923-04-05' to 'DA' object")
+    assert "1923" not in reason(library) and reason(library).startswith("ValueError")
+    assert reason(ImagingError("cannot decode x.dcm: ValueError")) == "ImagingError: cannot decode x.dcm: ValueError"
+    assert is_permanent(library) and is_permanent(ImagingError("x")) and is_permanent(KeyError("PatientID"))
+    for transient in (OSError(28, "No space left on device"), sqlite3.OperationalError("database is locked"),
+                      TimeoutError(), ConnectionResetError()):
+        assert not is_permanent(transient), transient  # the moment's fault: retried
