@@ -115,7 +115,7 @@ def test_kill_9_after_an_ack_loses_nothing_and_no_log_names_the_patient(tmp_path
     settings = {"QOQ_NODE__HL7_LISTENER__ENABLED": "true", "QOQ_NODE__HL7_LISTENER__HOST": LOOPBACK,
                 "QOQ_NODE__HL7_LISTENER__PORT": str(hl7_port), "QOQ_NODE__STUDY__STABLE_SECONDS": "1",
                 "QOQ_NODE__CONTEXT__DEFAULT_AUTHORITY": "HOSP"}
-    phi = ["ZEBRA-4711", "QUAGGA^OKAPI", "unexplained syncope while gardening", "47.25"]
+    phi = ["ZEBRA-4711", "QUAGGA^OKAPI", "unexplained syncope while gardening", "4444.4"]  # (no timestamp holds it)
     study = restamp(write_cr_study(tmp_path / "cr", size=256), PatientID=phi[0], PatientName=phi[1],
                     AccessionNumber="ACC-PHI")
     node = NodeProcess(tmp_path / "first", settings, replay={"*": "<think>ok</think> \\boxed{No Finding}"}).start()
