@@ -157,7 +157,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 def cmd_context(args: argparse.Namespace) -> int:
     """Show what the node keeps of a patient's context, or what would go with a study (on the terminal only)."""
-    from node.context.inspect import describe_patient, describe_study
+    from node.context.overview import describe_patient, describe_study
 
     config = _load(args)
     with _opened_store(args) as store:
@@ -231,7 +231,7 @@ def _offline_context(path: Path | None, config: NodeConfig) -> Iterator:
     """A context gatherer over the orders and lab results of an HL7 file, kept in a scratch store
     (None without a file)."""
     from node.context.gather import ContextGatherer
-    from node.context.inspect import load_messages
+    from node.context.overview import load_messages
 
     if path is None:
         yield None
