@@ -12,12 +12,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
-import pydicom
 from pydicom.errors import InvalidDicomError
 
 from node.config import NodeConfig
 from node.context.gather import ContextGatherer, PatientContext, RelatedStudy
 from node.context.text import context_text
+from node.dicom_files import read_attributes
 from node.engine import Engine, EngineRequest, GenerationSettings
 from node.engine.profiles import ModelProfile
 from node.engine.prompt import build_prompt
@@ -67,7 +67,7 @@ def group_by_study(paths: Iterable[Path]) -> tuple[dict[str, list[Path]], list[s
     for path in paths:
         for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
             try:
-                ds = pydicom.dcmread(file, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+                ds = read_attributes(file, ["StudyInstanceUID"])
                 studies[str(ds.StudyInstanceUID)].append(file)
             except (InvalidDicomError, AttributeError, OSError) as exc:
                 problems.append(f"{file}: not a readable DICOM instance ({type(exc).__name__})")

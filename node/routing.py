@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import pydicom
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from node.context.policy import ContextPolicy
+from node.dicom_files import read_attributes
 from node.engine.prompt import question_text
 
 #: QoQ-Med's nine clinical domains.
@@ -114,7 +114,7 @@ class StudyHeader:
     @classmethod
     def read(cls, path: Path, calling_ae: str = "") -> StudyHeader:
         """Read the routing attributes of the instance at ``path``."""
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds = read_attributes(path)
         return cls(str(ds.get("Modality", "")), str(ds.get("BodyPartExamined", "")), str(ds.get("SOPClassUID", "")),
                    str(ds.get("SeriesDescription", "")), calling_ae)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -15,10 +16,12 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
 from node.config import load_config
+from node.context.gather import StudyIdentity
 from node.engine.profiles import PROFILES
 from node.imaging.geometry import FrameRef, SourceBox
 from node.imaging.inputs import ECG_AS_IMAGE_CAVEAT, NO_ECG_INPUT
 from node.infer import prepare
+from node.ingest.part10 import file_meta
 from node.routing import DOMAINS, Router, RoutingError, StudyHeader
 from node.synthetic import restamp, write_cr_study, write_ct_study, write_ecg_study, write_file
 from tests.conftest import PYDICOM_TEST_FILES, dciodvfy_errors, model_geometry
@@ -226,3 +229,28 @@ def test_a_corrupt_image_costs_that_image_not_the_study(tmp_path: Path) -> None:
     assert outcome.caveats == ("1 key image(s) could not be decoded and were not read",)
     alone = prepare(good.study_uid, list(broken.files), rules, load_config(None, environ={}), PROFILES["qwen2.5-vl"])
     assert alone.skipped.startswith("cannot decode any of the 1 key image(s)") and not alone.final_skip
+
+
+def test_attributes_a_sender_wrote_after_the_pixel_data_are_read(tmp_path: Path) -> None:
+    """Modality and Study Instance UID written after the pixel data (out of order, as some files are):
+    routing, the study's identity and imaging still find them (issue 17: the study failed)."""
+    study = write_cr_study(tmp_path / "cr", size=256)
+    ds = pydicom.dcmread(study.files[0])
+    late = pydicom.Dataset()
+    late.Modality, late.StudyInstanceUID = ds.Modality, ds.StudyInstanceUID
+    del ds.Modality, ds.StudyInstanceUID
+    encoded = []
+    for part in (ds, late):
+        buffer = io.BytesIO()
+        writer = pydicom.filebase.DicomFileLike(buffer)
+        writer.is_implicit_VR, writer.is_little_endian = False, True
+        pydicom.filewriter.write_dataset(writer, part)
+        encoded.append(buffer.getvalue())
+    path = tmp_path / "late.dcm"
+    path.write_bytes(file_meta(str(ds.SOPClassUID), str(ds.SOPInstanceUID), "1.2.840.10008.1.2.1", "SENDER")
+                     + b"".join(encoded))
+    assert "StudyInstanceUID" not in pydicom.dcmread(path, stop_before_pixels=True)  # what the node used to read
+    assert StudyIdentity.read(path, "").study_uid == study.study_uid
+    outcome = prepare(study.study_uid, [path], Router.from_file(REPO / "conf" / "routing.yaml"),
+                      load_config(None, environ={}), PROFILES["qwen2.5-vl"])
+    assert outcome.task is not None and outcome.task.domain == "chest_xray" and len(outcome.inputs) == 1

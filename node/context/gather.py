@@ -12,10 +12,9 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
 
-import pydicom
-
 from node.context.pacs import FoundStudy, PacsPriors
 from node.context.policy import ContextPolicy
+from node.dicom_files import read_attributes
 from node.ops.logging import get_logger, uid_hash
 from node.ops.metrics import Metrics
 from node.store import Store
@@ -55,7 +54,7 @@ class StudyIdentity:
     @classmethod
     def read(cls, path: Path, default_authority: str) -> StudyIdentity:
         """The identity in one instance's header."""
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+        ds = read_attributes(path, _HEADER_TAGS)
         patient_id = str(ds.get("PatientID", "") or "")
         numbers = [str(ds.get("AccessionNumber", "") or "")]
         for request in ds.get("RequestAttributesSequence", None) or []:

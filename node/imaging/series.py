@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pydicom
+
+from node.dicom_files import read_attributes
 
 VOLUME_MODALITIES = frozenset({"CT", "MR", "PT", "NM"})
 
@@ -35,7 +36,7 @@ class InstanceInfo:
     @classmethod
     def read(cls, path: Path) -> InstanceInfo:
         """Read the header of the instance at ``path``."""
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds = read_attributes(path)
         position = None
         if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds:
             orientation = np.asarray(ds.ImageOrientationPatient, dtype=float)
