@@ -85,7 +85,10 @@ class DicomConfig(_Section):
     allowed_calling_ae_titles: list[AeTitle] = Field(
         default_factory=list, description="Empty: any calling AE title is accepted."
     )
-    max_associations: int = Field(default=32, ge=1, le=1024)
+    max_associations: int = Field(default=32, ge=1, le=1024, description="Established associations at once; more "
+                                  "are rejected (transient, local limit). Connections still negotiating do not count.")
+    max_pending_connections: int = Field(default=64, ge=1, le=4096, description="Connections that have not completed "
+                                         "their association at once; more are closed on accept.")
     ignored_sop_classes: list[str] = Field(
         default_factory=lambda: list(DEFAULT_IGNORED_SOP_CLASSES), description="SOP classes acknowledged and let go: "
         "never stored, never a new version of their study (other systems' reports, presentation states, key "

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from node.localpeers import LOOPBACK
-from tests.conftest import echoscu
+from tests.conftest import echoscu, metric_value
 from tests.test_tls import make_pki
 
 
@@ -28,9 +28,9 @@ def _closed_by_peer(connection: socket.socket, within: float = 5.0) -> bool:
 
 
 def test_silent_and_half_open_connections_free_their_slots(make_node) -> None:
-    """Eight silent connections and four that sent half an A-ASSOCIATE-RQ fill every slot of a node
-    allowing four associations; within the association request time they are closed and the PACS
-    associates, although none of them was closed by its client."""
+    """Eight silent connections and four that sent half an A-ASSOCIATE-RQ, on a node allowing four
+    associations: the PACS associates at once (only established associations take a slot), and within
+    the association request time they are closed, although none of them was closed by its client."""
     node = make_node(dicom={"max_associations": 4, "association_request_seconds": 1})
     silent = [socket.create_connection((LOOPBACK, node.scp.port)) for _ in range(8)]
     half = []
@@ -39,9 +39,9 @@ def test_silent_and_half_open_connections_free_their_slots(make_node) -> None:
         connection.sendall(struct.pack(">BBI", 0x01, 0x00, 200) + b"\x00\x01")  # 6 of 206 bytes
         half.append(connection)
     try:
-        time.sleep(2.5)
-        echo = echoscu(node.scp.port)
+        echo = echoscu(node.scp.port)  # at once: silent connections hold no association slot
         assert echo.returncode == 0, echo.stdout + echo.stderr
+        time.sleep(2.5)
         assert all(_closed_by_peer(c) for c in silent + half)
     finally:
         for connection in silent + half:
@@ -63,3 +63,18 @@ def test_a_stalled_tls_handshake_blocks_no_other_client(make_node, tmp_path: Pat
         assert _closed_by_peer(stalled, within=6)
     finally:
         stalled.close()
+
+
+def test_connections_beyond_the_pending_cap_are_closed_at_once(make_node) -> None:
+    node = make_node(dicom={"max_pending_connections": 3, "association_request_seconds": 5})
+    held = [socket.create_connection((LOOPBACK, node.scp.port)) for _ in range(3)]
+    time.sleep(0.5)
+    extra = [socket.create_connection((LOOPBACK, node.scp.port)) for _ in range(3)]
+    try:
+        assert all(_closed_by_peer(c, within=2) for c in extra)  # closed on accept, not after 5 s
+        assert not any(_closed_by_peer(c, within=0.5) for c in held)
+        metrics = node.metrics.render().decode()
+        assert metric_value(metrics, "qoqnode_dicom_associations_rejected_total", 'reason="too_many_pending"') == 3
+    finally:
+        for connection in held + extra:
+            connection.close()

@@ -2,6 +2,10 @@
 A-ASSOCIATE-RQ, or never starts its TLS handshake, must not hold a slot or a thread for long; an idle
 association must cost next to no CPU.
 
+- **Slots for associations, not connections**: ``dicom.max_associations`` counts established
+  associations only (and the one being negotiated); connections still negotiating have their own cap,
+  ``dicom.max_pending_connections``, beyond which new connections are closed at once. So silent
+  connections cannot refuse the PACS, and cannot pile up threads either.
 - **Association request timer (ARTIM)**: from the TCP connection until the association is established,
   the connection's socket and pynetdicom's ARTIM timer allow ``association_request_seconds`` of
   silence; then the connection is closed and its slot freed. Once established, the socket allows
@@ -18,10 +22,13 @@ from __future__ import annotations
 
 import socket
 import ssl
+import threading
 import time
 import types
 from typing import Any
 
+from pynetdicom import AE
+from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -29,6 +36,39 @@ from pynetdicom.transport import ThreadedAssociationServer
 BUSY_POLL_SECONDS = 0.0001
 IDLE_POLL_SECONDS = 0.05
 QUIET_SECONDS = 0.25
+
+
+class EstablishedAssociationsAE(AE):
+    """pynetdicom's AE, whose association limit (checked as an A-ASSOCIATE-RQ is answered, against its
+    ``active_associations``) counts established associations and the one asking, not connections that
+    are still silent."""
+
+    @property
+    def active_associations(self) -> list[Association]:
+        """Established associations, and the association of the calling thread."""
+        here = threading.current_thread()
+        return [t for t in threading.enumerate()
+                if isinstance(t, Association) and (t.is_established or t is here)]
+
+
+def pending_connections() -> int:
+    """Accepted connections whose association is not established (yet)."""
+    return sum(1 for t in threading.enumerate()
+               if isinstance(t, Association) and t.is_acceptor and not t.is_established and t.is_alive())
+
+
+def cap_pending(server: ThreadedAssociationServer, cap: int, on_refused: Any) -> None:
+    """Close, at once, connections accepted while ``cap`` others are still negotiating."""
+    process = server.process_request
+
+    def process_request(self: ThreadedAssociationServer, request: Any, client_address: Any) -> None:
+        if pending_connections() >= cap:
+            on_refused()
+            self.shutdown_request(request)
+            return
+        process(request, client_address)
+
+    server.process_request = types.MethodType(process_request, server)  # type: ignore[method-assign]
 
 
 class _AdaptiveDul(DULServiceProvider):

@@ -69,7 +69,7 @@ class StorageScp:
         # pynetdicom's standard handlers decode and log every DIMSE message (identifiers
         # included) and cost ~0.5 ms per C-STORE; the node logs its own events instead.
         _config.LOG_HANDLER_LEVEL = "none"
-        ae = AE(ae_title=self._config.ae_title)
+        ae = hygiene.EstablishedAssociationsAE(ae_title=self._config.ae_title)
         ae.add_supported_context(Verification)
         ae.require_called_aet = True
         ae.require_calling_aet = list(self._config.allowed_calling_ae_titles)
@@ -110,6 +110,8 @@ class StorageScp:
         except OSError as exc:  # say which of the node's ports it is
             raise OSError(exc.errno, f"DICOM port {self._config.host}:{self._config.port} (dicom.host, dicom.port): "
                                      f"{exc.strerror}") from exc
+        hygiene.cap_pending(self._server, self._config.max_pending_connections,
+                            lambda: self._metrics.associations_rejected.labels("too_many_pending").inc())
         if tls is not None:  # the handshake on each connection's thread, within the association request time
             hygiene.handshake_in_connection_thread(self._server, tls, self._config.association_request_seconds)
         log.info(
