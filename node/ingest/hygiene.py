@@ -14,12 +14,13 @@ association must cost next to no CPU.
   the connection's own thread with the same timer, so a client that never sends its ClientHello
   delays nobody else.
 - **Idle CPU**: pynetdicom's DUL loop sleeps 0.1 ms between polls while data flows (the node's setting,
-  for throughput) and backs off to :data:`IDLE_POLL_SECONDS` once the association has been quiet for
-  :data:`QUIET_SECONDS`; the first PDU after a quiet spell waits at most that long.
+  for throughput); once the association has been quiet for :data:`QUIET_SECONDS` it waits on the
+  socket instead, up to :data:`IDLE_POLL_SECONDS`, and incoming data wakes it at once.
 """
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 import threading
@@ -34,7 +35,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 #: DUL poll interval while data flows, and once quiet.
 BUSY_POLL_SECONDS = 0.0001
-IDLE_POLL_SECONDS = 0.05
+IDLE_POLL_SECONDS = 0.5
 QUIET_SECONDS = 0.25
 
 
@@ -77,9 +78,20 @@ class _AdaptiveDul(DULServiceProvider):
 
     @property
     def _run_loop_delay(self) -> float:  # type: ignore[override]
+        """The sleep before the loop's next poll. Once quiet, the wait happens here instead: on the
+        socket, up to :data:`IDLE_POLL_SECONDS`, so incoming data ends it at once; no sleep follows."""
         # the idle timer restarts (time.time()) on every incoming PDU
         last = max(getattr(self, "_last_activity", 0.0), getattr(self._idle_timer, "_start_time", None) or 0.0)
-        return BUSY_POLL_SECONDS if time.time() - last < QUIET_SECONDS else IDLE_POLL_SECONDS
+        if time.time() - last < QUIET_SECONDS:
+            return BUSY_POLL_SECONDS
+        raw = getattr(self.socket, "socket", None)
+        if not isinstance(raw, socket.socket) or raw.fileno() < 0:
+            return IDLE_POLL_SECONDS
+        try:
+            select.select([raw], [], [], IDLE_POLL_SECONDS)
+        except (OSError, ValueError):  # closed meanwhile: the loop finds out itself
+            return IDLE_POLL_SECONDS
+        return 0.0
 
     @_run_loop_delay.setter
     def _run_loop_delay(self, _value: float) -> None:

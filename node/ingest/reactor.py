@@ -5,9 +5,10 @@ then polls the DIMSE message queue, so each C-STORE request waits on average ~0.
 1 ms) before its handler runs. This loop is the same loop, checks and order, except that it
 *waits on the queue* for up to that 1 ms instead: a request is served as soon as the DUL
 thread has reassembled it, and an association still wakes once a millisecond to check for
-release, abort, a dead DUL thread and the network timeout — once every 50 ms after a quarter of
-a second without a request, so that idle associations cost next to no CPU (128 idle ones used
-86 % of a core polling every millisecond; benchmarks/idle_associations.py).
+release, abort, a dead DUL thread and the network timeout — once every 250 ms after a quarter of
+a second without a request (a request still wakes it at once), so that idle associations cost next
+to no CPU (128 idle ones used 98 % of a core polling every millisecond;
+benchmarks/idle_associations.py).
 
 Measured on 300 CT slices over one association (docs/performance.md). It mirrors
 pynetdicom 3.0.x, which ``pyproject.toml`` pins; :func:`install` refuses other versions.
@@ -25,7 +26,7 @@ from pynetdicom.association import Association
 
 MIRRORED_MAJOR_MINOR = "3.0."
 _POLL_SECONDS = 0.001
-_IDLE_POLL_SECONDS = 0.05
+_IDLE_POLL_SECONDS = 0.25
 _QUIET_SECONDS = 0.25
 
 
