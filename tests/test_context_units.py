@@ -113,5 +113,5 @@ def test_retention_deletes_old_messages_with_their_orders_and_unused_priors(tmp_
     Retention(store, None, root / "results", metrics, retention_days=14).run_once(now)  # type: ignore[arg-type]
     assert store.clinical.order_for(key, ("ACC-OLD",)) is None and not old_file.exists()
     assert store.clinical.order_for(key, ("ACC-NEW",)) is not None and new_file.exists()
-    assert not prior_dir.exists() and store.clinical.known_study("1.2.3") is None
+    assert not prior_dir.exists() and not store.clinical.studies_of(key)
     store.close()

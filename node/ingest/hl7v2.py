@@ -29,10 +29,6 @@ class Hl7Message:
     escape: str = "\\"
     subcomponent: str = "&"
 
-    def all(self, name: str) -> list[tuple[str, ...]]:
-        """Every segment called ``name``, in order."""
-        return [segment for segment in self.segments if segment[0] == name]
-
     def first(self, name: str) -> tuple[str, ...] | None:
         """The first segment called ``name``."""
         return next((segment for segment in self.segments if segment[0] == name), None)

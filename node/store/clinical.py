@@ -279,13 +279,6 @@ class ClinicalStore:
                               " ORDER BY study_time DESC", (self._resolve(db, key),)).fetchall()
         return [KnownStudy(*row) for row in rows]
 
-    def known_study(self, study_uid: str) -> KnownStudy | None:
-        """What is known of one study."""
-        with self._database.reading() as db:
-            row = db.execute(f"SELECT {_STUDY_COLUMNS} FROM known_studies WHERE study_uid = ?",  # noqa: S608
-                             (study_uid,)).fetchone()
-        return KnownStudy(*row) if row else None
-
     def mark_used(self, study_uids: list[str], now: float) -> None:
         """Studies given to the model as context now (their retention counts from their last use)."""
         with self._database.transaction() as db:
