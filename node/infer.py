@@ -145,11 +145,11 @@ def _with_context(made: StudyInputs, context: PatientContext, profile: ModelProf
         if prior_images:
             images.extend(prior_images)
             priors.append(replace(prior, image_count=len(prior_images)))
-    signals, ecg = made.signals, context.ecg
-    if ecg is not None and profile.takes_time_series and not signals:
-        signals = _ecg_of(ecg)
-    ecg = ecg if signals and ecg is not None and not made.signals else None
-    return replace(made, images=tuple(images), signals=signals), replace(context.with_priors(priors), ecg=ecg)
+    signals, ecg = made.signals, None
+    if context.ecg is not None and profile.takes_time_series and not made.signals:
+        signals = _ecg_of(context.ecg)
+        ecg = context.ecg if signals else None
+    return replace(made, images=tuple(images), signals=signals), replace(context, priors=tuple(priors), ecg=ecg)
 
 
 def _ecg_of(study: RelatedStudy) -> tuple[SignalInput, ...]:

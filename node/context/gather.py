@@ -95,10 +95,6 @@ class PatientContext:
         """Whether any context goes with the study."""
         return bool(self.order or self.labs or self.priors or self.ecg)
 
-    def with_priors(self, priors: Sequence[RelatedStudy]) -> PatientContext:
-        """The same context with ``priors`` (those that gave the model images)."""
-        return replace(self, priors=tuple(priors))
-
 
 def _modalities(text: str) -> set[str]:
     return {m.strip().upper() for m in text.split(",") if m.strip()}
