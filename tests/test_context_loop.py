@@ -16,7 +16,7 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
 from node.config import DicomDestination
-from node.context.gather import ContextGatherer
+from node.context.gather import ContextGatherer, StudyIdentity
 from node.context.pacs import PacsPriors
 from node.egress.mllp import MllpClient
 from node.engine import GenerationSettings
@@ -103,6 +103,11 @@ def _sr_regions(sr) -> dict[str, int]:
             walk(item.get("ContentSequence", []))
     walk(sr.ContentSequence)
     return counts
+
+
+def _patient_key(study) -> str:
+    """The patient key of a study's first instance (no default authority)."""
+    return StudyIdentity.read(study.files[0], "").patient_key
 
 
 def _engine(port: int) -> dict:
@@ -245,6 +250,10 @@ def test_an_omni_model_gets_the_ecg_the_pacs_holds_as_signal(orthanc: Orthanc, t
                       "QOQNODE")
     gatherer = ContextGatherer(store, tmp_path / "node", "", pacs)
     router = Router.from_file(Path("conf/routing.yaml"))
+    # a VL model takes no ECG: the PACS's ECG is not even retrieved for it, and its prompt names none
+    plain = prepare(current.study_uid, list(current.files), router, config, PROFILES["qwen2.5-vl"], gatherer)
+    assert not plain.signals and "ECG" not in engine_request(plain, GenerationSettings()).prompt
+    assert ecg.study_uid not in {s.study_uid for s in store.clinical.studies_of(_patient_key(current))}
     outcome = prepare(current.study_uid, list(current.files), router, config, PROFILES["omni"], gatherer)
     assert outcome.context.ecg is not None and outcome.context.ecg.study_uid == ecg.study_uid
     [signal] = outcome.signals
@@ -252,9 +261,6 @@ def test_an_omni_model_gets_the_ecg_the_pacs_holds_as_signal(orthanc: Orthanc, t
     request = engine_request(outcome, GenerationSettings())
     assert len(request.time_series) == 1
     assert "ECG: the 12-lead ECG recorded 30 minutes before the study is given as the time series." in request.prompt
-    # a VL model is given no ECG (and so its prompt names none)
-    plain = prepare(current.study_uid, list(current.files), router, config, PROFILES["qwen2.5-vl"], gatherer)
-    assert not plain.signals and "ECG" not in engine_request(plain, GenerationSettings()).prompt
     store.close()
 
     engine = TransformersEngine(tiny_family_dir("omni"), device="cpu")

@@ -128,16 +128,17 @@ class ContextGatherer:
         labs = tuple(clinical.lab_results(identity.patient_key, policy.labs.loinc, at - policy.labs.hours * 3600, at)
                      ) if policy.labs else ()
         ecg_policy = policy.ecg if takes_ecg else None
+        prior_modalities = {m.upper() for m in policy.priors.modality} if policy.priors else set()
         if self._pacs is not None and (policy.priors or ecg_policy):
             days_back = max(policy.priors.days if policy.priors else 0, ecg_policy.hours / 24 if ecg_policy else 0)
             days_on = ecg_policy.hours / 24 if ecg_policy else 0
-            self._retrieve_from_pacs(identity, at - days_back * DAY, at + days_on * DAY, policy, now)
+            wanted = prior_modalities | ({"ECG"} if ecg_policy else set())  # an ECG only for a model that takes it
+            self._retrieve_from_pacs(identity, at - days_back * DAY, at + days_on * DAY, wanted, now)
         known = [s for s in clinical.studies_of(identity.patient_key) if s.study_uid != identity.study_uid]
         priors: list[RelatedStudy] = []
         if policy.priors:
-            wanted = {m.upper() for m in policy.priors.modality}
             earliest = at - policy.priors.days * DAY
-            candidates = [s for s in known if _modalities(s.modality) & wanted and s.study_time is not None
+            candidates = [s for s in known if _modalities(s.modality) & prior_modalities and s.study_time is not None
                           and earliest <= s.study_time < at]
             priors = [self._related(s) for s in candidates[: policy.priors.count]]
         ecg = None
@@ -158,13 +159,10 @@ class ContextGatherer:
         return RelatedStudy(study.study_uid, study.modality, study.study_time, study.description, files,
                             study.retrieved is not None)
 
-    def _retrieve_from_pacs(self, identity: StudyIdentity, since: float, until: float, policy: ContextPolicy,
+    def _retrieve_from_pacs(self, identity: StudyIdentity, since: float, until: float, wanted: set[str],
                             now: float) -> None:
-        """Retrieve the patient's studies the policy could use that the node does not know yet."""
+        """Retrieve the patient's studies of the ``wanted`` modalities that the node does not know yet."""
         assert self._pacs is not None
-        wanted = {m.upper() for m in policy.priors.modality} if policy.priors else set()
-        if policy.ecg:
-            wanted.add("ECG")
         try:
             found = self._pacs.find(identity.patient_id, date.fromtimestamp(since), date.fromtimestamp(until))
         except Exception as exc:  # the PACS is outside: whatever fails there costs the priors, never the read
