@@ -60,8 +60,9 @@ class Node:
                                  frozenset(config.dicom.ignored_sop_classes), config.dicom.max_instance_bytes,
                                  config.dicom.max_inflated_bytes)
         self.scp = StorageScp(config.dicom, self.receiver, self.assembler, self.metrics)
-        self.hl7 = Hl7Listener(config.hl7_listener, config.context.default_authority, self.store, root, self.metrics,
-                               on_context=self.pipeline.context_arrived) if config.hl7_listener.enabled else None
+        self.hl7 = Hl7Listener(config.hl7_listener, config.context.default_authority, self.store, self.spool,
+                               self.metrics, on_context=self.pipeline.context_arrived) \
+            if config.hl7_listener.enabled else None
         self.metrics.watch_state(self.store.studies_by_state, self.store.outbox_counts, root)
         self.ops = OpsServer(config.http.host, config.http.port, self.metrics.render, self.not_ready_reasons,
                              self.pipeline.load_finished)

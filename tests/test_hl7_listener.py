@@ -3,6 +3,7 @@ resends; a kill -9 right after an ACK loses nothing; no clinical context or iden
 
 from __future__ import annotations
 
+import json
 import socket
 import sqlite3
 import time
@@ -85,6 +86,7 @@ def test_messages_the_node_cannot_use_are_answered_ae_or_ar_with_the_reason(list
     if code == "AE":  # kept aside with its reason; an AR is the sender's to fix and is not kept
         [item] = quarantined
         assert reason in item.reason and Path(item.path).read_bytes() == payload
+        assert reason in json.loads(Path(item.path).with_suffix(".json").read_text())["detail"]  # the note
     else:
         assert not quarantined
 
@@ -144,3 +146,16 @@ def test_kill_9_after_an_ack_loses_nothing_and_no_log_names_the_patient(tmp_path
     with sqlite3.connect(tmp_path / "first" / "var" / "state.db") as db:  # identifiers are kept as keys only
         dump = "\n".join(db.iterdump())
     assert phi[0] not in dump and phi[1] not in dump
+
+
+def test_a_message_that_cannot_be_recorded_is_answered_ae_and_leaves_no_file(listening, monkeypatch) -> None:
+    """The database refuses the rows (full, locked): the sender is told to resend (AE) and the message file
+    just written is removed, so nothing half-kept stays."""
+    node = listening
+
+    def full(*_args, **_kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+    monkeypatch.setattr(node.store.clinical, "record_message", full)
+    ack = _exchange(node.hl7.port, order_message("ORD-9", "PAT-9", "ACC-9", "cough").encode())
+    assert _msa(ack)[1] == "AE" and "send it again later" in ack
+    assert not list((node.config.storage.root / "hl7").rglob("*.hl7"))

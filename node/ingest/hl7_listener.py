@@ -11,7 +11,6 @@ not allowed, or a message type the node does not take. No value of a message rea
 from __future__ import annotations
 
 import itertools
-import os
 import re
 import socket
 import socketserver
@@ -24,7 +23,7 @@ from pathlib import Path
 from node.config import Hl7ListenerConfig
 from node.ingest.hl7_inbound import UnsupportedMessage, interpret, message_type
 from node.ingest.hl7v2 import Hl7Error, Hl7Message, parse
-from node.ingest.spool import fsync_dir, write_atomically
+from node.ingest.spool import Spool, fsync_dir, write_atomically
 from node.ops.logging import get_logger
 from node.ops.metrics import Metrics
 from node.store import Store
@@ -46,13 +45,12 @@ def _safe(text: str, limit: int) -> str:
 class Hl7Listener:
     """Receives HL7 messages over MLLP and keeps them as the patients' context."""
 
-    def __init__(self, config: Hl7ListenerConfig, default_authority: str, store: Store, root: Path,
+    def __init__(self, config: Hl7ListenerConfig, default_authority: str, store: Store, spool: Spool,
                  metrics: Metrics, on_context: Callable[[], None] = lambda: None) -> None:
         self._config, self._authority, self._store, self._metrics = config, default_authority, store, metrics
-        self._on_context = on_context
-        self._messages_dir = root / "hl7"
-        self._quarantine_dir = root / "quarantine"
-        self._names = itertools.count()
+        self._spool, self._on_context = spool, on_context
+        self._messages_dir = spool.root / "hl7"
+        self._acks = itertools.count()
         self._slots = threading.BoundedSemaphore(config.max_connections)
         self._server: socketserver.ThreadingTCPServer | None = None
         self._thread: threading.Thread | None = None
@@ -87,11 +85,13 @@ class Hl7Listener:
             return self._ack(message, "AR", str(exc))
         except Hl7Error as exc:
             return self._refuse_unreadable(raw, message, str(exc), peer)
+        path = None
         try:
             path = self._keep(raw)
-            kept = self._store.clinical.record_message(inbound, str(path.relative_to(self._messages_dir.parent)),
-                                                       received_at)
-        except Exception as exc:  # disk or database: the sender keeps the message and resends
+            kept = self._store.clinical.record_message(inbound, str(path.relative_to(self._spool.root)), received_at)
+        except Exception as exc:  # disk or database: the sender keeps the message and resends; nothing half-kept
+            if path is not None:
+                path.unlink(missing_ok=True)
             self._count(kind, "failed")
             log.error("hl7.store_failed", message_type=kind, error=type(exc).__name__)
             return self._ack(message, "AE", "the message could not be stored now; send it again later")
@@ -108,25 +108,19 @@ class Hl7Listener:
         kind = message_type(message) if message is not None else "unreadable"
         self._count(kind, "error")
         try:
-            self._quarantine_dir.mkdir(parents=True, exist_ok=True)
-            path = self._quarantine_dir / f"{self._stem()}.hl7"
-            write_atomically(path, raw)
-            fsync_dir(self._quarantine_dir)
+            path = self._spool.quarantine((raw,), f"HL7: {reason}", {"detail": reason, "peer": peer}, suffix=".hl7")
             self._store.record_quarantine(str(path), f"HL7: {reason}", peer)
         except Exception as exc:  # the answer still says why; the sender keeps the message
             log.error("hl7.quarantine_failed", error=type(exc).__name__)
         log.warning("hl7.refused", reason=reason, message_type=kind[:16])
         return self._ack(message, "AE", reason)
 
-    def _stem(self) -> str:
-        return f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{next(self._names)}"
-
     def _keep(self, raw: bytes) -> Path:
         directory = self._messages_dir / time.strftime("%Y%m%d")
         if not directory.is_dir():
             directory.mkdir(parents=True, exist_ok=True)
             fsync_dir(directory.parent)
-        path = directory / f"{self._stem()}.hl7"
+        path = directory / f"{self._spool.unique_name()}.hl7"
         write_atomically(path, raw)
         fsync_dir(directory)
         return path
@@ -141,7 +135,7 @@ class Hl7Listener:
         version = field(12) if field(12) in ACK_VERSIONS else "2.5.1"
         event = _safe(field(9, 2), 3)
         now = datetime.now().astimezone().strftime("%Y%m%d%H%M%S%z")
-        control = "QACK" + f"{int(time.time() * 1000):x}{next(self._names):x}"[-16:]
+        control = "QACK" + f"{int(time.time() * 1000):x}{next(self._acks):x}"[-16:]
         segments = [
             "|".join(["MSH", "^~\\&", _safe(self._config.receiving_application, 180),
                       _safe(self._config.receiving_facility, 180), _safe(field(3), 180), _safe(field(4), 180), now,

@@ -165,10 +165,16 @@ class Spool:
                 self._known_dirs.discard(directory)
         return freed
 
-    def quarantine(self, parts: tuple[bytes, ...], reason: str, details: dict[str, str]) -> Path:
-        """Keep a refused object with a JSON note of why; returns the object's path."""
-        stem = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{next(self._names)}"
-        target = self.quarantine_dir / f"{stem}.dcm"
+    def unique_name(self) -> str:
+        """A file name stem no other write of this process or another shares: time, process, counter."""
+        return f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{next(self._names)}"
+
+    def quarantine(self, parts: tuple[bytes, ...], reason: str, details: dict[str, str],
+                   suffix: str = ".dcm") -> Path:
+        """Keep a refused object (a DICOM instance, an HL7 message: ``suffix``) with a JSON note of why;
+        returns the object's path."""
+        stem = self.unique_name()
+        target = self.quarantine_dir / f"{stem}{suffix}"
         note = json.dumps({"reason": reason, **details}, indent=2).encode()
         self._write_durably(self.quarantine_dir / f"{stem}.json", (note,))
         self._write_durably(target, parts)
