@@ -16,7 +16,7 @@ from node.egress.worker import make_workers
 from node.ingest.assembler import StudyAssembler
 from node.ingest.commits import GroupCommit
 from node.ingest.hl7_listener import Hl7Listener
-from node.ingest.receiver import Receiver, forget_torn_instances
+from node.ingest.receiver import ROOM_RECHECK_SECONDS, Receiver, forget_torn_instances
 from node.ingest.scp import StorageScp
 from node.ingest.spool import Spool
 from node.ops.http import OpsServer
@@ -79,7 +79,8 @@ class Node:
             reasons.append("DICOM listener is not accepting associations")
         if not self.receiver.has_room():  # the rule C-STORE answers by
             reasons.append(f"no room to store instances: free disk {shutil.disk_usage(self.config.storage.root).free} "
-                           "bytes against storage.min_free_bytes, or a write failed less than 30 s ago")
+                           f"bytes against storage.min_free_bytes, or a write failed less than "
+                           f"{ROOM_RECHECK_SECONDS:g} s ago")
         engine = self.pipeline.not_ready_reason()
         if engine:
             reasons.append(engine)

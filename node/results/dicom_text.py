@@ -14,6 +14,8 @@ import re
 
 from node.results.provenance import clip
 
+#: Characters no single-line value (LO, SH, PN) may hold: C0 and C1 controls, DEL, lone surrogates.
+NOT_IN_A_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 #: Characters LT/ST/UT may not hold: C0 controls but TAB (made a space), LF, FF, CR; DEL; C1; lone surrogates.
 _NOT_TEXT = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 #: Unicode line separators, read as line breaks.

@@ -17,6 +17,8 @@ from datetime import datetime
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from node.results.dicom_text import NOT_IN_A_LINE
+
 #: Attributes copied into the result objects, by VR. Those of type 2 in the result IODs are given an
 #: empty value when absent.
 _COPIED = {
@@ -27,14 +29,13 @@ _COPIED = {
 _TYPE_2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
            "AccessionNumber", "ReferringPhysicianName", "StudyID")
 _LENGTH = {"LO": 64, "SH": 16, "PN": 64}
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _SEX = frozenset({"M", "F", "O"})
 
 
 def _text(value: object, vr: str) -> str:
     """A single string value: no control characters, no backslash (a value separator), within the VR's
     length (a PN's component groups beyond the first are dropped)."""
-    text = _CONTROL.sub(" ", str(value)).replace("\\", " ")
+    text = NOT_IN_A_LINE.sub(" ", str(value)).replace("\\", " ")
     if vr == "PN":
         text = text.split("=")[0]
     return " ".join(text.split())[: _LENGTH[vr]].rstrip()

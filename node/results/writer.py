@@ -98,11 +98,12 @@ def _dicom_objects(outcome: StudyOutcome, key_paths: list[Path], sources: list[D
     assert outcome.findings is not None and outcome.task is not None
     task = outcome.task.domain
     # A box is placed only on an image: never in image coordinates on a waveform (an ECG shown as a plot).
-    findings = _on(outcome.findings, [ds for ds in sources if "PixelData" in ds])
+    pictures = [ds for ds in sources if "PixelData" in ds]
+    findings = _on(outcome.findings, pictures)
     own = [(path, ds) for path, ds in zip(key_paths, sources, strict=True)
            if str(ds.StudyInstanceUID) == outcome.study_uid]
     own_sources = [ds for _, ds in own]
-    images = [ds for ds in own_sources if "PixelData" in ds]
+    images = [ds for ds in pictures if str(ds.StudyInstanceUID) == outcome.study_uid]
     own_findings = _on(findings, images)
     segs = _shown_again("seg", lambda: [
         (f"seg-{number}.dcm", seg)
