@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from node.ingest.incoming import INFLATED_TWIN
 from node.ingest.part10 import IMPLEMENTATION_CLASS_UID, MalformedDataset, file_meta, read_header
 from tests.conftest import PYDICOM_TEST_FILES, dataset_bytes
 
@@ -40,9 +41,13 @@ def _existing(names: list[str]) -> list[str]:
 
 
 def _sample(name: str) -> tuple[bytes, str, pydicom.Dataset]:
+    """A file's dataset as the walker sees it (a deflated one inflated, as it is received) and its syntax."""
     path = PYDICOM_TEST_FILES / name
     ds = pydicom.dcmread(path)
-    return dataset_bytes(path), str(ds.file_meta.TransferSyntaxUID), ds
+    syntax = str(ds.file_meta.TransferSyntaxUID)
+    if syntax in INFLATED_TWIN:
+        return zlib.decompress(dataset_bytes(path), -zlib.MAX_WBITS), INFLATED_TWIN[syntax], ds
+    return dataset_bytes(path), syntax, ds
 
 
 @pytest.mark.parametrize("name", _existing(ENCODED_FILES))
@@ -73,14 +78,9 @@ def test_every_truncation_is_detected(name: str) -> None:
         read_header(data[:-1], syntax)
 
 
-def test_truncated_deflate_and_garbage_are_malformed() -> None:
-    data, syntax, _ = _sample("image_dfl.dcm")
-    with pytest.raises(MalformedDataset, match="deflated"):
-        read_header(data[: len(data) // 2], syntax)
+def test_an_invalid_vr_is_malformed() -> None:
     with pytest.raises(MalformedDataset):
         read_header(b"\x08\x00\x16\x00ZZ\x04\x00abcd", "1.2.840.10008.1.2.1")
-    with pytest.raises(MalformedDataset):
-        read_header(zlib.compress(b"not dicom"), syntax)
 
 
 def test_deeply_nested_sequences_are_refused_not_a_crash() -> None:
@@ -91,8 +91,7 @@ def test_deeply_nested_sequences_are_refused_not_a_crash() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=2000), st.sampled_from(["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2",
-                                                   "1.2.840.10008.1.2.1.99"]))
+@given(st.binary(max_size=2000), st.sampled_from(["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"]))
 def test_any_bytes_either_parse_or_raise_malformed(blob: bytes, syntax: str) -> None:
     with contextlib.suppress(MalformedDataset):  # anything else escaping would fail the test
         read_header(blob, syntax)

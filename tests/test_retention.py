@@ -70,9 +70,15 @@ def test_unfinished_studies_are_kept_and_zero_keeps_everything(make_node, tmp_pa
 
 def test_the_spool_makes_a_study_folder_again_when_retention_removed_it(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
-    first = spool.write("1.2.3", "1.2.3.4", (b"first",))
+
+    def keep(sop_instance_uid: str, data: bytes) -> Path:
+        received = spool.temporary_path()
+        received.write_bytes(data)
+        return spool.keep(received, "1.2.3", sop_instance_uid)
+
+    first = keep("1.2.3.4", b"first")
     assert spool.remove([first]) == 5 and not first.parent.exists()
-    again = spool.write("1.2.3", "1.2.3.5", (b"again",))  # the folder was known to the spool; it is made again
+    again = keep("1.2.3.5", b"again")  # the folder was known to the spool; it is made again
     assert again.read_bytes() == b"again"
-    other = spool.write("1.2.3", "1.2.3.6", (b"x",))
+    other = keep("1.2.3.6", b"x")
     assert spool.remove([again]) == 5 and other.parent.is_dir()  # a folder still holding files stays

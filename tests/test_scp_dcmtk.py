@@ -12,6 +12,7 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import tracemalloc
 import zlib
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from pynetdicom import AE, _config
 from pynetdicom.sop_class import Verification
 
 from node.app import Node
-from node.ingest import part10, spool
+from node.ingest import incoming, part10
+from node.ingest.incoming import INFLATED_TWIN
 from node.ingest.part10 import file_meta
 from node.ingest.receiver import MALFORMED, SOP_CLASS_MISMATCH, SOP_INSTANCE_MISMATCH, UID_CONFLICT
 from node.localpeers import LOOPBACK
@@ -49,6 +51,15 @@ ENCODED_FILES = [
     ("waveform_ecg.dcm", "-x="),  # 12-lead ECG waveform
     ("test-SR.dcm", "-x="),  # structured report
 ]
+
+
+def kept_as(source: Path) -> tuple[bytes, str]:
+    """What the node keeps of a file it is sent: its dataset and transfer syntax — a deflated dataset inflated,
+    in its undeflated twin, so that no read inflates it again."""
+    syntax = str(pydicom.dcmread(source, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+    if syntax in INFLATED_TWIN:
+        return zlib.decompress(dataset_bytes(source), -zlib.MAX_WBITS), INFLATED_TWIN[syntax]
+    return dataset_bytes(source), syntax
 
 
 def stored_path(node: Node, sop_instance_uid: str) -> Path:
@@ -87,7 +98,7 @@ def test_storescu_in_every_transfer_syntax(node: Node, name: str, propose: str) 
     result = storescu(node.scp.port, [source], propose)
     assert result.returncode == 0, result.stderr
     stored = pydicom.dcmread(stored_path(node, sent.SOPInstanceUID))
-    assert stored.file_meta.TransferSyntaxUID == sent.file_meta.TransferSyntaxUID
+    assert stored.file_meta.TransferSyntaxUID == kept_as(source)[1]
     # dcmtk re-encodes what it sends (fragment padding, trailing padding): compare the
     # elements here; the byte-for-byte test below covers the pixel data.
     for ds in (stored, sent):
@@ -102,9 +113,8 @@ def test_every_transfer_syntax_is_kept_byte_for_byte(node: Node, send_raw, name:
     assert send_raw(node.scp.port, [source]) == [0]
     sent = pydicom.dcmread(source, stop_before_pixels=True)
     stored = stored_path(node, sent.SOPInstanceUID)
-    assert dataset_bytes(stored) == dataset_bytes(source)
     stored_meta = pydicom.dcmread(stored, stop_before_pixels=True).file_meta
-    assert stored_meta.TransferSyntaxUID == sent.file_meta.TransferSyntaxUID
+    assert (dataset_bytes(stored), stored_meta.TransferSyntaxUID) == kept_as(source)
 
 
 def test_private_sop_class_is_accepted(node: Node, ct_study: SyntheticStudy, tmp_path: Path, send_raw) -> None:
@@ -413,23 +423,24 @@ def test_objects_the_node_does_not_read_are_acknowledged_and_let_go(make_node, c
     assert metric_value(node.metrics.render().decode(), "qoqnode_cstore_requests_total", 'outcome="ignored"') == 1
 
 
-def _deflated_file(path: Path, inflated_bytes: int) -> Path:
-    """A Part 10 file in Deflated Explicit VR Little Endian whose dataset inflates to ``inflated_bytes``
-    (most of it a run of zeros: a few kilobytes on the wire)."""
+def _padded_file(path: Path, payload_bytes: int, deflate: bool = False) -> Path:
+    """A Part 10 file of CT_small's identity whose dataset carries ``payload_bytes`` of zeros in a private
+    element: in Explicit VR Little Endian, or deflated (a few kilobytes on the wire)."""
     ct = pydicom.dcmread(PYDICOM_TEST_FILES / "CT_small.dcm")
     buffer = io.BytesIO()
     ds = pydicom.Dataset()
     for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality"):
         setattr(ds, keyword, getattr(ct, keyword))
-    ds.add_new(0x00091010, "OB", b"\x00" * inflated_bytes)
-    ds.add_new(0x00090010, "LO", "BOMB")
+    ds.add_new(0x00091010, "OB", b"\x00" * payload_bytes)
+    ds.add_new(0x00090010, "LO", "PADDING")
     encoded = pydicom.filebase.DicomFileLike(buffer)
     encoded.is_implicit_VR, encoded.is_little_endian = False, True
     pydicom.filewriter.write_dataset(encoded, ds)
-    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    deflated = compressor.compress(buffer.getvalue()) + compressor.flush()
-    path.write_bytes(file_meta(str(ct.SOPClassUID), str(ct.SOPInstanceUID), "1.2.840.10008.1.2.1.99", "BOMB")
-                     + deflated)
+    dataset, syntax = buffer.getvalue(), "1.2.840.10008.1.2.1"
+    if deflate:
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        dataset, syntax = compressor.compress(dataset) + compressor.flush(), "1.2.840.10008.1.2.1.99"
+    path.write_bytes(file_meta(str(ct.SOPClassUID), str(ct.SOPInstanceUID), syntax, "PADDING") + dataset)
     return path
 
 
@@ -439,7 +450,7 @@ def test_a_deflate_bomb_and_an_oversized_dataset_are_refused_without_taking_the_
     node never holds more than the limit), and noted in the quarantine; so is an encoded dataset over
     dicom.max_instance_bytes."""
     node = make_node(dicom={"max_inflated_bytes": 4_000_000, "max_instance_bytes": 100_000})
-    bomb = _deflated_file(tmp_path / "bomb.dcm", 50_000_000)
+    bomb = _padded_file(tmp_path / "bomb.dcm", 50_000_000, deflate=True)
     assert bomb.stat().st_size < 100_000  # small on the wire
     assert send_raw(node.scp.port, [bomb]) == [0xA700]
     assert send_raw(node.scp.port, [PYDICOM_TEST_FILES / "CT_small.dcm"]) == [0]  # 39 KB: under the limit
@@ -449,6 +460,32 @@ def test_a_deflate_bomb_and_an_oversized_dataset_are_refused_without_taking_the_
     assert reasons == ["too_large", "too_large"]
     metrics = node.metrics.render().decode()
     assert metric_value(metrics, "qoqnode_cstore_failures_total", 'reason="too_large"') == 2
+    assert not list((node.config.storage.root / "tmp").iterdir())
+
+
+def test_an_instance_is_received_into_its_file_not_into_memory(make_node, tmp_path: Path) -> None:
+    """Each P-DATA fragment goes to disk as it arrives: a 30 MB instance is stored byte for byte while the
+    node's allocations stay a fraction of its size (pynetdicom alone held it whole, and a copy); one over
+    dicom.max_instance_bytes is refused A700 as it passes the limit, noted in the quarantine without its bytes,
+    and nothing of it stays in tmp/."""
+    node = make_node(dicom={"max_instance_bytes": 40_000_000})
+    accepted = _padded_file(tmp_path / "accepted.dcm", 30_000_000)
+    over = _padded_file(tmp_path / "over.dcm", 48_000_000)
+    tracemalloc.start()
+    try:
+        stored = storescu(node.scp.port, [accepted])
+        refused = storescu(node.scp.port, [over])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert stored.returncode == 0 and "Received Store Response (Success)" in stored.stderr, stored.stderr
+    assert "Received Store Response (Refused: OutOfResources)" in refused.stderr, refused.stderr
+    assert peak < 8_000_000, f"{peak} bytes allocated while receiving"
+    uid = pydicom.dcmread(accepted, stop_before_pixels=True).SOPInstanceUID
+    assert dataset_bytes(stored_path(node, uid)) == dataset_bytes(accepted)
+    [note] = node.store.quarantined()
+    assert note.reason == "too_large" and Path(note.path).stat().st_size < 1000  # its File Meta only
+    assert not list((node.config.storage.root / "tmp").iterdir())
 
 
 def test_garbage_in_a_defined_length_item_and_file_meta_in_the_dataset_are_malformed() -> None:
@@ -478,12 +515,12 @@ def test_a_failing_disk_answers_a700_and_leaves_nothing_behind(make_node, send_r
     node = make_node()
     study = write_ct_study(tmp_path / "ct", slices=1, size=64)
     if failure == "write":
-        real = spool.os.writev
+        real = incoming._write_all
 
-        def full(fd, parts):
-            spool.os.writev = real  # one failure, then the disk has room again
+        def full(fd, data):
+            incoming._write_all = real  # one failure, then the disk has room again
             raise OSError(errno.ENOSPC, "No space left on device")
-        monkeypatch.setattr(spool.os, "writev", full)
+        monkeypatch.setattr(incoming, "_write_all", full)
     else:
         real_record = node.store.record_instances
 
@@ -493,6 +530,7 @@ def test_a_failing_disk_answers_a700_and_leaves_nothing_behind(make_node, send_r
         monkeypatch.setattr(node.store, "record_instances", full)
     assert send_raw(node.scp.port, list(study.files)) == [0xA700]
     assert not list((node.config.storage.root / "spool").rglob("*.dcm"))  # nothing half-written stays
+    assert not list((node.config.storage.root / "tmp").iterdir())
     assert node.store.studies() == []
     status, body = get(node, "/readyz")
     assert status == 503 and "no room to store instances" in body

@@ -7,9 +7,16 @@ from pathlib import Path
 from node.ingest.spool import Spool
 
 
-def test_new_instance_is_written_in_place(tmp_path: Path) -> None:
+def _received(spool: Spool, data: bytes) -> Path:
+    """A file as an instance is received: under the spool's tmp/."""
+    path = spool.temporary_path()
+    path.write_bytes(data)
+    return path
+
+
+def test_a_received_instance_is_moved_into_the_spool(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
-    path = spool.write("1.2.3", "1.2.3.4", (b"meta", b"dataset"))
+    path = spool.keep(_received(spool, b"metadataset"), "1.2.3", "1.2.3.4")
     spool.sync(path)
     assert path == tmp_path / "spool" / "1.2.3" / "1.2.3.4.dcm"
     assert path.read_bytes() == b"metadataset"
@@ -21,7 +28,7 @@ def test_partial_file_from_a_crash_is_replaced_whole(tmp_path: Path) -> None:
     torn = tmp_path / "spool" / "1.2.3" / "1.2.3.4.dcm"
     torn.parent.mkdir(parents=True)
     torn.write_bytes(b"half of an ins")  # written before a crash; never acknowledged
-    assert spool.write("1.2.3", "1.2.3.4", (b"whole ", b"instance")).read_bytes() == b"whole instance"
+    assert spool.keep(_received(spool, b"whole instance"), "1.2.3", "1.2.3.4").read_bytes() == b"whole instance"
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
@@ -38,3 +45,6 @@ def test_quarantine_keeps_the_object_and_the_reason(tmp_path: Path) -> None:
     kept = spool.quarantine((b"meta", b"bad"), "malformed", {"detail": "truncated"})
     assert kept.read_bytes() == b"metabad"
     assert '"reason": "malformed"' in kept.with_suffix(".json").read_text()
+    moved = spool.quarantine_file(_received(spool, b"metatoo-large"), "too_large", {"detail": "over"})
+    assert moved.read_bytes() == b"metatoo-large" and list((tmp_path / "tmp").iterdir()) == []
+    assert '"reason": "too_large"' in moved.with_suffix(".json").read_text()

@@ -111,8 +111,10 @@ def test_a_refused_instance_with_a_non_ascii_uid_is_still_quarantined(node, tmp_
     [path] = write_ct_study(tmp_path / "ct", slices=1, size=32).files
     ds = pydicom.dcmread(path)
     receiver = Receiver(node.store, node.spool, node.commits, node.metrics, 0)
-    outcome = receiver.receive(StoreRequest(dataset_bytes(path), str(ds.file_meta.TransferSyntaxUID),
-                                            str(ds.SOPClassUID), f"{ds.SOPInstanceUID}.é", "SENDER"))
+    command = (str(ds.SOPClassUID), f"{ds.SOPInstanceUID}.é")
+    received = receiver.open_incoming(*command, str(ds.file_meta.TransferSyntaxUID), "SENDER")
+    received.write(dataset_bytes(path))
+    outcome = receiver.receive(StoreRequest(received, *command, "SENDER"))
     assert outcome.status != 0
     [kept] = node.store.quarantined()
     assert kept.reason == "sop_instance_mismatch" and Path(kept.path).is_file()

@@ -11,7 +11,6 @@ data silently, so the node does this itself before it acknowledges anything.
 from __future__ import annotations
 
 import struct
-import zlib
 from dataclasses import dataclass
 
 from node.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
@@ -19,13 +18,6 @@ from node.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 #: Dataset encodings (PS3.5 Annex A): every other transfer syntax is explicit VR little endian.
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
-DEFLATED_DATASET_SYNTAXES = frozenset(
-    {
-        "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
-        "1.2.840.10008.1.2.4.95",  # JPIP Referenced Deflate
-        "1.2.840.10008.1.2.4.205",  # JPIP HTJ2K Referenced Deflate
-    }
-)
 
 _UNDEFINED = 0xFFFFFFFF
 _ITEM = (0xFFFE, 0xE000)
@@ -53,10 +45,6 @@ class MalformedDataset(ValueError):
     """The encoded dataset is not well-formed DICOM; the message says where."""
 
 
-class DatasetTooLarge(ValueError):
-    """The dataset inflates to more than the node takes (a deflate bomb, or simply too big)."""
-
-
 @dataclass(frozen=True)
 class DatasetHeader:
     """The top-level attributes ingest needs, read from the encoded dataset."""
@@ -72,7 +60,7 @@ class DatasetHeader:
 class _Walker:
     """Walks encoded data elements; collects the top-level header attributes."""
 
-    def __init__(self, data: bytes, little_endian: bool) -> None:
+    def __init__(self, data: bytes | memoryview, little_endian: bool) -> None:
         self.data = data
         self.order = "<" if little_endian else ">"
         self.found: dict[tuple[int, int], bytes] = {}
@@ -100,7 +88,7 @@ class _Walker:
                 (length,) = struct.unpack_from(self.order + "I", self.data, pos + 4)
                 vr, pos = None, pos + 8
             else:
-                vr = self.data[pos + 4 : pos + 6]
+                vr = bytes(self.data[pos + 4 : pos + 6])
                 if vr in _LONG_VRS:
                     if pos + 12 > limit:
                         raise MalformedDataset(f"truncated element header at byte {pos}")
@@ -122,7 +110,7 @@ class _Walker:
             if vr == b"SQ":  # a defined-length sequence: its items are walked too
                 self._items(pos, implicit, depth + 1, tag, pos + length, defined=True)
             elif depth == 0 and tag in _HEADER_TAGS:
-                self.found[tag] = self.data[pos : pos + length]
+                self.found[tag] = bytes(self.data[pos : pos + length])
             pos += length
         if in_item:
             raise MalformedDataset("item of undefined length has no delimiter (truncated)")
@@ -163,28 +151,12 @@ def _text(value: bytes | None) -> str:
     return (value or b"").decode("ascii", "replace").rstrip("\x00 ").strip()
 
 
-def _inflate(dataset: bytes, max_bytes: int) -> bytes:
-    """A deflated dataset inflated, never to more than ``max_bytes`` (the memory it may take)."""
-    try:
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        inflated = inflater.decompress(dataset, max_bytes + 1)
-    except zlib.error as exc:
-        raise MalformedDataset(f"deflated dataset does not inflate: {exc}") from exc
-    if len(inflated) > max_bytes or inflater.unconsumed_tail:
-        raise DatasetTooLarge(f"deflated dataset inflates to more than {max_bytes} bytes (dicom.max_inflated_bytes)")
-    if not inflater.eof:
-        raise MalformedDataset("deflated dataset is truncated")
-    return inflated
-
-
-def read_header(dataset: bytes, transfer_syntax_uid: str, max_inflated_bytes: int = 1 << 40) -> DatasetHeader:
+def read_header(dataset: bytes | memoryview, transfer_syntax_uid: str) -> DatasetHeader:
     """Check the encoded ``dataset`` is complete and read its identifying attributes.
 
-    Raises MalformedDataset when it is not well-formed in ``transfer_syntax_uid``, DatasetTooLarge when a
-    deflated dataset inflates to more than ``max_inflated_bytes``.
+    Raises MalformedDataset when it is not well-formed in ``transfer_syntax_uid`` (a deflated dataset is
+    inflated as it is received: :mod:`node.ingest.incoming`).
     """
-    if transfer_syntax_uid in DEFLATED_DATASET_SYNTAXES:
-        dataset = _inflate(dataset, max_inflated_bytes)
     walker = _Walker(dataset, little_endian=transfer_syntax_uid != EXPLICIT_VR_BIG_ENDIAN)
     try:
         walker.dataset(0, transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN, depth=0, in_item=False)

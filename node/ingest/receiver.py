@@ -23,7 +23,8 @@ from pydicom.uid import generate_uid
 
 from node.implementation import MANUFACTURER as NODE_MANUFACTURER
 from node.ingest.commits import GroupCommit
-from node.ingest.part10 import DatasetHeader, DatasetTooLarge, MalformedDataset, file_meta, read_header
+from node.ingest.incoming import IncomingDataset, IncomingLimits, stored_transfer_syntax
+from node.ingest.part10 import DatasetHeader, MalformedDataset, file_meta, read_header
 from node.ingest.spool import Spool
 from node.ops.logging import get_logger, uid_hash
 from node.ops.metrics import Metrics
@@ -53,10 +54,9 @@ _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
 @dataclass(frozen=True)
 class StoreRequest:
-    """One C-STORE request as it arrived: command UIDs, transfer syntax and encoded dataset."""
+    """One C-STORE request as it arrived: command UIDs, the calling AE and the dataset, received into a file."""
 
-    dataset: bytes
-    transfer_syntax_uid: str
+    incoming: IncomingDataset
     sop_class_uid: str
     sop_instance_uid: str
     calling_ae: str
@@ -91,6 +91,10 @@ def _check_same_study(stored: StoredFile, header: DatasetHeader) -> None:
     that reuses UIDs, whose second object must be kept aside for a person, not taken for a resend."""
     if stored.study_uid != header.study_uid:
         raise _Refusal(UID_CONFLICT, "uid_conflict", "SOP Instance UID is already stored in another study")
+
+
+#: The status of each refusal an incoming dataset can end in (:class:`~node.ingest.incoming.Refusal`).
+_INCOMING_REFUSAL_STATUS = {"too_large": OUT_OF_RESOURCES, "out_of_space": OUT_OF_RESOURCES, "malformed": MALFORMED}
 
 
 def forget_torn_instances(store: Store) -> int:
@@ -135,7 +139,7 @@ class Receiver:
                  min_free_bytes: int, ignored_sop_classes: frozenset[str] = frozenset(),
                  max_instance_bytes: int = 1 << 40, max_inflated_bytes: int = 1 << 40) -> None:
         self._store = store
-        self._max_instance_bytes, self._max_inflated_bytes = max_instance_bytes, max_inflated_bytes
+        self._limits = IncomingLimits(max_instance_bytes, max_inflated_bytes)
         self._storage_failed_at = -ROOM_RECHECK_SECONDS  # when a write last failed or was refused for space
         self._ignored = ignored_sop_classes
         self._spool = spool
@@ -144,10 +148,21 @@ class Receiver:
         self._min_free_bytes = min_free_bytes
         metrics.start_at_zero(metrics.cstore_failures, REFUSAL_REASONS)
 
+    def open_incoming(self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str,
+                      calling_ae: str) -> IncomingDataset:
+        """A C-STORE request's dataset to come, received into a file under the spool's ``tmp/`` (its File Meta
+        from the command's UIDs: a dataset that disagrees with them is refused) within the size limits and
+        the free-space watermark."""
+        meta = file_meta(_encodable(sop_class_uid), _encodable(sop_instance_uid),
+                         stored_transfer_syntax(transfer_syntax_uid), _encodable(calling_ae))
+        return IncomingDataset(self._spool.temporary_path(), meta, transfer_syntax_uid, self._limits,
+                               self._above_watermark)
+
     def receive(self, request: StoreRequest) -> StoreOutcome:
-        """Handle one C-STORE request; never raises."""
+        """Handle one C-STORE request whose dataset has all arrived; never raises. What of the dataset's
+        file is neither stored nor quarantined is removed."""
         started = time.perf_counter()
-        self._metrics.cstore_bytes.inc(len(request.dataset))
+        self._metrics.cstore_bytes.inc(request.incoming.received_bytes)
         try:
             outcome = self._receive(request)
         except _Refusal as refusal:
@@ -162,33 +177,43 @@ class Receiver:
             log.exception("cstore.internal_error", sop_instance=uid_hash(request.sop_instance_uid))
             self._metrics.cstore_failures.labels("internal_error").inc()
             outcome = StoreOutcome(INTERNAL_ERROR, "internal error; see the node's log")
+        finally:
+            request.incoming.discard()
         if outcome.status == SUCCESS:
             self._metrics.cstore_seconds.observe(time.perf_counter() - started)
         else:
             self._metrics.cstore_requests.labels("failed").inc()
         return outcome
 
-    def has_room(self, incoming: int = 0) -> bool:
-        """Whether ``incoming`` more bytes keep the spool above its watermark (C-STORE's rule, and
-        readiness's: with 0, and not ready either while a write failed or was refused for space less than
-        :data:`ROOM_RECHECK_SECONDS` ago and none has gone through since)."""
-        if incoming == 0 and time.monotonic() - self._storage_failed_at < ROOM_RECHECK_SECONDS:
+    def has_room(self) -> bool:
+        """Readiness: the spool is above its free-space watermark (the rule each C-STORE's dataset is received
+        by), and no write failed or was refused for space less than :data:`ROOM_RECHECK_SECONDS` ago without
+        one going through since."""
+        if time.monotonic() - self._storage_failed_at < ROOM_RECHECK_SECONDS:
             return False
-        return shutil.disk_usage(self._spool.root).free >= self._min_free_bytes + incoming
+        return self._above_watermark()
+
+    def _above_watermark(self) -> bool:
+        return shutil.disk_usage(self._spool.root).free >= self._min_free_bytes
+
+    def _header(self, incoming: IncomingDataset) -> DatasetHeader:
+        """The received dataset checked and its header read, or the reason it was not kept raised."""
+        incoming.close()
+        if incoming.error is not None:
+            raise incoming.error
+        if incoming.refusal is not None:
+            if incoming.refusal.reason == "out_of_space":
+                self._storage_failed_at = time.monotonic()
+            raise _Refusal(_INCOMING_REFUSAL_STATUS[incoming.refusal.reason], incoming.refusal.reason,
+                           incoming.refusal.detail)
+        with incoming.dataset() as dataset:
+            try:
+                return read_header(dataset, incoming.transfer_syntax_uid)
+            except MalformedDataset as exc:
+                raise _Refusal(MALFORMED, "malformed", f"malformed dataset: {exc}") from exc
 
     def _receive(self, request: StoreRequest) -> StoreOutcome:
-        if not self.has_room(len(request.dataset)):
-            self._storage_failed_at = time.monotonic()
-            raise _Refusal(OUT_OF_RESOURCES, "out_of_space", "storage below its free-space watermark")
-        if len(request.dataset) > self._max_instance_bytes:
-            raise _Refusal(OUT_OF_RESOURCES, "too_large",
-                           f"dataset of {len(request.dataset)} bytes is over dicom.max_instance_bytes")
-        try:
-            header = read_header(request.dataset, request.transfer_syntax_uid, self._max_inflated_bytes)
-        except MalformedDataset as exc:
-            raise _Refusal(MALFORMED, "malformed", f"malformed dataset: {exc}") from exc
-        except DatasetTooLarge as exc:
-            raise _Refusal(OUT_OF_RESOURCES, "too_large", str(exc)) from exc
+        header = self._header(request.incoming)
         _check(header, request)
         if header.manufacturer == NODE_MANUFACTURER:
             return self._own_result(header)
@@ -202,18 +227,17 @@ class Receiver:
                 return self._duplicate(header)
             log.warning("cstore.torn_copy_replaced", sop_instance=uid_hash(header.sop_instance_uid))
             self._store.forget_instances([header.sop_instance_uid])
-        meta = file_meta(header.sop_class_uid, header.sop_instance_uid, request.transfer_syntax_uid, request.calling_ae)
-        path = self._spool.write(header.study_uid, header.sop_instance_uid, (meta, request.dataset))
+        path = self._spool.keep(request.incoming.path, header.study_uid, header.sop_instance_uid)
         committed = self._commits.submit(
             InstanceRecord(
                 sop_instance_uid=header.sop_instance_uid,
                 study_uid=header.study_uid,
                 series_uid=header.series_uid,
                 sop_class_uid=header.sop_class_uid,
-                transfer_syntax_uid=request.transfer_syntax_uid,
+                transfer_syntax_uid=request.incoming.transfer_syntax_uid,
                 modality=header.modality,
                 path=str(path.relative_to(self._spool.root)),
-                size=len(meta) + len(request.dataset),
+                size=request.incoming.stored_bytes,
                 calling_ae=request.calling_ae,
                 received_at=time.time(),
             )
@@ -277,16 +301,15 @@ class Receiver:
         self._metrics.cstore_failures.labels(refusal.reason).inc()
         kept = None
         if refusal.reason != "out_of_space":  # with the disk full, nothing more is written
-            keep = len(request.dataset) <= QUARANTINE_BYTES_LIMIT
+            incoming = request.incoming
+            keep = incoming.kept and incoming.stored_bytes <= QUARANTINE_BYTES_LIMIT
+            details = {"detail": refusal.comment if keep else f"{refusal.comment}; its bytes are not kept",
+                       "calling_ae": request.calling_ae}
             try:
-                meta = file_meta(_encodable(request.sop_class_uid), _encodable(request.sop_instance_uid),
-                                 request.transfer_syntax_uid, _encodable(request.calling_ae))
-                kept = self._spool.quarantine(
-                    (meta, request.dataset) if keep else (meta,),
-                    refusal.reason,
-                    {"detail": refusal.comment if keep else f"{refusal.comment}; its bytes are not kept",
-                     "calling_ae": request.calling_ae},
-                )
+                if keep:
+                    kept = self._spool.quarantine_file(incoming.path, refusal.reason, details)
+                else:
+                    kept = self._spool.quarantine((incoming.meta,), refusal.reason, details)
                 self._store.record_quarantine(str(kept), refusal.reason, request.calling_ae)
             except Exception:
                 log.exception("quarantine.failed", reason=refusal.reason)

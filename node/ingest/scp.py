@@ -15,7 +15,7 @@ from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from node.config import DicomConfig, TlsConfig
-from node.ingest import hygiene, reactor
+from node.ingest import hygiene, incoming, reactor
 from node.ingest.assembler import StudyAssembler
 from node.ingest.receiver import SUCCESS, Receiver, StoreRequest
 from node.ops.logging import get_logger
@@ -160,6 +160,9 @@ class StorageScp:
         # Runs before the association's threads start: tune them here.
         hygiene.on_connection_open(event.assoc, self._config.association_request_seconds)
         reactor.install(event.assoc)
+        requestor = event.assoc.requestor
+        incoming.install(event.assoc, lambda sop_class, sop_instance, syntax: self._receiver.open_incoming(
+            sop_class, sop_instance, syntax, requestor.ae_title))
         peer = f"{event.address[0]}:{event.address[1]}"
         with self._lock:
             self._associations[id(event.assoc)] = _AssociationStats(peer=peer)
@@ -199,6 +202,8 @@ class StorageScp:
     def _on_connection_close(self, event: evt.Event) -> None:
         with self._lock:
             stats = self._associations.pop(id(event.assoc), None)
+        for unserved in incoming.unserved(event.assoc):  # a request cut off, or never served
+            unserved.discard()
         self._assembler.association_closed(id(event.assoc))
         if stats is None or not stats.established:
             return
@@ -219,18 +224,13 @@ class StorageScp:
 
     def _on_store(self, event: evt.Event) -> Dataset:
         request = event.request
-        dataset = event.encoded_dataset(include_meta=False)
-        outcome = self._receiver.receive(
-            StoreRequest(
-                dataset=dataset,
-                transfer_syntax_uid=str(event.context.transfer_syntax),
-                sop_class_uid=str(request.AffectedSOPClassUID),
-                sop_instance_uid=str(request.AffectedSOPInstanceUID),
-                calling_ae=event.assoc.requestor.ae_title,
-            )
-        )
+        sop_class, sop_instance = str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID)
+        calling_ae = event.assoc.requestor.ae_title
+        received = incoming.of_request(request) or self._receiver.open_incoming(  # (none: it came without one)
+            sop_class, sop_instance, str(event.context.transfer_syntax), calling_ae)
+        outcome = self._receiver.receive(StoreRequest(received, sop_class, sop_instance, calling_ae))
         stats = self._stats(event)
-        stats.received_bytes += len(dataset)
+        stats.received_bytes += received.received_bytes
         if outcome.study_uid is not None:
             self._assembler.carried_by(id(event.assoc), outcome.study_uid)
         if outcome.status == SUCCESS:

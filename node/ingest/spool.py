@@ -2,19 +2,17 @@
 
 Layout under ``storage.root``::
 
-    spool/<study UID>/<SOP instance UID>.dcm   accepted instances, as received
+    spool/<study UID>/<SOP instance UID>.dcm   accepted instances, as received (a deflated dataset inflated)
     quarantine/<time>-<n>.dcm (+ .json)         refused objects and why
-    tmp/                                        partial replacements (never read)
+    tmp/                                        instances being received (never read; swept at start)
 
-A new file is created in place (``O_EXCL``), written, fsynced, and its directory fsynced:
-on ext4 and XFS the file's fsync already commits its directory entry, so the second fsync
-is nearly free, and no rename is needed. A file that already exists (a partial file from a
-crash before the instance was acknowledged, or a concurrent writer) is replaced through
-``tmp/`` and an atomic rename, so a whole file is never overwritten in place. The state
-database, not the folder, says which files are acknowledged instances. Received instances are
-written in two steps, :meth:`Spool.write` then :meth:`Spool.sync`, so the receiver can commit the
-instance's row while the file is being synced; it answers only once both are done. Callers pass
-only validated UIDs as names.
+An instance is received into a file under ``tmp/`` (:mod:`node.ingest.incoming`) and, once accepted, moved
+into the spool (:meth:`Spool.keep`): under a new name at once (reserved with ``O_EXCL``, then renamed over the
+reservation); over a file already there (a partial file from a crash before the instance was acknowledged, or
+a concurrent writer) only after the received file is fsynced, so a whole file is never replaced by a partial
+one. The state database, not the folder, says which files are acknowledged instances. The receiver commits
+the instance's row while :meth:`Spool.sync` commits the file and its directory entry; it answers only once
+both are done. Callers pass only validated UIDs as names.
 """
 
 from __future__ import annotations
@@ -56,18 +54,15 @@ def write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _write_new_file(path: Path, parts: tuple[bytes, ...], sync: bool) -> None:
-    """Create ``path`` (it must not exist) and write ``parts``; fsync it when ``sync``."""
+def _write_new_file(path: Path, parts: tuple[bytes, ...]) -> None:
+    """Create ``path`` (it must not exist), write ``parts`` and fsync it."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     try:
-        written = os.writev(fd, parts)
-        for part in parts:  # writev may write less than asked; finish part by part
-            view = memoryview(part)[min(written, len(part)) :]
-            written = max(0, written - len(part))
+        for part in parts:
+            view = memoryview(part)
             while view:
                 view = view[os.write(fd, view) :]
-        if sync:
-            os.fsync(fd)
+        os.fsync(fd)
     except BaseException:  # a full disk, an I/O error: what was written of it goes
         os.close(fd)
         path.unlink(missing_ok=True)
@@ -98,23 +93,19 @@ class Spool:
             leftover.unlink()
         return len(leftovers)
 
-    def _write_in_place_or_replace(self, target: Path, parts: tuple[bytes, ...]) -> None:
-        """Write ``target`` new in place (not yet synced), or, where a file is already there,
-        replace it whole and durably through ``tmp/``."""
-        try:
-            _write_new_file(target, parts, sync=False)
-        except FileExistsError:
-            tmp = self._tmp_dir / f"{os.getpid()}-{threading.get_ident()}-{next(self._names)}"
-            _write_new_file(tmp, parts, sync=True)
-            try:
-                os.replace(tmp, target)
-            except OSError:
-                tmp.unlink(missing_ok=True)
-                raise
+    def temporary_path(self) -> Path:
+        """A new name under ``tmp/`` to receive a file into (swept at start: never read there)."""
+        return self._tmp_dir / self.unique_name()
 
-    def _write_durably(self, target: Path, parts: tuple[bytes, ...]) -> None:
-        self._write_in_place_or_replace(target, parts)
-        self.sync(target)
+    def _move_in(self, received: Path, target: Path) -> None:
+        """Move a received file to ``target``: under a new name at once; over a file already there (a partial
+        file from a crash before its instance was acknowledged, or a twin's) only once it is on disk itself,
+        so that a whole file is never replaced by a partial one."""
+        try:
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))  # the name is new: take it
+        except FileExistsError:
+            fsync_file(received)
+        os.replace(received, target)
 
     def _study_dir(self, study_uid: str) -> Path:
         directory = self.spool_dir / study_uid
@@ -126,16 +117,16 @@ class Spool:
                 self._known_dirs.add(directory)
         return directory
 
-    def write(self, study_uid: str, sop_instance_uid: str, parts: tuple[bytes, ...]) -> Path:
-        """Write an instance (its bytes in ``parts``) into the spool; returns its path. The file is on
-        disk once :meth:`sync` has returned."""
+    def keep(self, received: Path, study_uid: str, sop_instance_uid: str) -> Path:
+        """Move a received instance's file (written under :meth:`temporary_path`) into the spool; returns its
+        path. The file is on disk once :meth:`sync` has returned."""
         target = self._study_dir(study_uid) / f"{sop_instance_uid}.dcm"
         try:
-            self._write_in_place_or_replace(target, parts)
+            self._move_in(received, target)
         except FileNotFoundError:  # retention removed the study's folder just now: make it again
             self._forget_dir(target.parent)
             target = self._study_dir(study_uid) / f"{sop_instance_uid}.dcm"
-            self._write_in_place_or_replace(target, parts)
+            self._move_in(received, target)
         return target
 
     def sync(self, path: Path) -> None:
@@ -173,9 +164,23 @@ class Spool:
                    suffix: str = ".dcm") -> Path:
         """Keep a refused object (a DICOM instance, an HL7 message: ``suffix``) with a JSON note of why;
         returns the object's path."""
-        stem = self.unique_name()
-        target = self.quarantine_dir / f"{stem}{suffix}"
-        note = json.dumps({"reason": reason, **details}, indent=2).encode()
-        self._write_durably(self.quarantine_dir / f"{stem}.json", (note,))
-        self._write_durably(target, parts)
+        target = self._quarantine_note(reason, details, suffix)
+        _write_new_file(target, parts)
+        fsync_dir(self.quarantine_dir)
         return target
+
+    def quarantine_file(self, received: Path, reason: str, details: dict[str, str]) -> Path:
+        """Keep a refused instance's file (written under :meth:`temporary_path`) with a JSON note of why, moving
+        it; returns its path."""
+        target = self._quarantine_note(reason, details, ".dcm")
+        fsync_file(received)
+        os.replace(received, target)
+        fsync_dir(self.quarantine_dir)
+        return target
+
+    def _quarantine_note(self, reason: str, details: dict[str, str], suffix: str) -> Path:
+        """Write the JSON note of a refused object durably; returns the path the object is to take."""
+        stem = self.unique_name()
+        note = json.dumps({"reason": reason, **details}, indent=2).encode()
+        _write_new_file(self.quarantine_dir / f"{stem}.json", (note,))
+        return self.quarantine_dir / f"{stem}{suffix}"

@@ -1,0 +1,242 @@
+"""A C-STORE request's dataset, written to disk as its P-DATA fragments arrive: never whole in memory.
+
+pynetdicom assembles a C-STORE's dataset in memory before the handler sees it (a 655 MB instance took
+2.7 GB of the node's memory, and a size limit could only be checked once all of it was there). On the
+storage SCP's associations the DIMSE layer hands each data fragment to an :class:`IncomingDataset`
+instead: it writes the fragment to a file under ``storage.root/tmp/`` (a Part 10 file, the node's File Meta
+first), counts it, and — once the dataset passes ``dicom.max_instance_bytes``, the spool's free-space
+watermark or a disk error — removes what it wrote and only counts the rest, while the association goes on
+reading it (so the sender gets its answer, an A700 refusal, not a broken connection). A dataset in a deflated
+transfer syntax is inflated as it arrives, never to more than ``dicom.max_inflated_bytes``, and kept inflated
+in the undeflated twin of its transfer syntax: the same dataset, which no later read has to inflate again.
+
+The receiver then reads the file through a memory map, moves it into the spool or the quarantine, and
+removes what is left (:meth:`IncomingDataset.discard`). The hook (:func:`install`) is the one pynetdicom's own
+chunked reception writes through (a message's ``_data_set_file``), so it mirrors pynetdicom 3.0.x, as
+:mod:`node.ingest.reactor` does, which refuses other versions.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu_primitives import P_DATA
+
+#: Each deflated transfer syntax (PS3.5 Annex A.5, PS3.5 A.6) and its undeflated twin: the dataset is kept
+#: inflated, in the twin, so that it is inflated once, as it arrives.
+INFLATED_TWIN = {
+    "1.2.840.10008.1.2.1.99": "1.2.840.10008.1.2.1",  # Deflated Explicit VR LE -> Explicit VR LE
+    "1.2.840.10008.1.2.4.95": "1.2.840.10008.1.2.4.94",  # JPIP Referenced Deflate -> JPIP Referenced
+    "1.2.840.10008.1.2.4.205": "1.2.840.10008.1.2.4.204",  # JPIP HTJ2K Referenced Deflate -> ... Referenced
+}
+#: Output of one inflate step: a deflate bomb is counted (and stopped) in steps of this size.
+INFLATE_STEP_BYTES = 1 << 20
+#: The free-space watermark is looked at again each time this much more has been written.
+ROOM_CHECK_BYTES = 16 << 20
+
+
+def stored_transfer_syntax(transfer_syntax_uid: str) -> str:
+    """The transfer syntax a dataset received in ``transfer_syntax_uid`` is kept in."""
+    return INFLATED_TWIN.get(transfer_syntax_uid, transfer_syntax_uid)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why an incoming dataset was not kept: a :data:`~node.ingest.receiver.REFUSAL_REASONS` reason and a
+    detail without patient data."""
+
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class IncomingLimits:
+    """What one incoming dataset may take: encoded (as received) and, deflated, inflated."""
+
+    max_encoded_bytes: int
+    max_inflated_bytes: int
+
+
+class IncomingDataset:
+    """One C-STORE request's dataset, kept in a file as it arrives (see the module's text).
+
+    pynetdicom's DIMSE message writes each data fragment with :meth:`write` and flushes ``file``, and after the
+    handler closes it and unlinks ``name`` (the same protocol as its own chunked reception).
+    """
+
+    def __init__(self, path: Path, meta: bytes, transfer_syntax_uid: str, limits: IncomingLimits,
+                 has_room: Callable[[], bool]) -> None:
+        self.path = path
+        self.name = str(path)
+        self.file = self
+        self.meta = meta
+        self.received_syntax = transfer_syntax_uid
+        self.transfer_syntax_uid = stored_transfer_syntax(transfer_syntax_uid)
+        self.received_bytes = 0
+        self.stored_bytes = 0
+        self.refusal: Refusal | None = None
+        self.error: OSError | None = None
+        self._limits = limits
+        self._has_room = has_room
+        self._next_room_check = ROOM_CHECK_BYTES
+        self._inflater = zlib.decompressobj(-zlib.MAX_WBITS) if transfer_syntax_uid in INFLATED_TWIN else None
+        self._fd: int | None = None
+        if not has_room():
+            self.refusal = Refusal("out_of_space", "storage below its free-space watermark")
+            return
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            self._store(meta)
+        except OSError as exc:
+            self._fail(exc)
+
+    @property
+    def kept(self) -> bool:
+        """Whether the whole dataset is in the file (nothing refused, no disk error)."""
+        return self.refusal is None and self.error is None
+
+    def write(self, fragment: bytes) -> None:
+        """Take the next data fragment (pynetdicom's DUL thread); never raises."""
+        self.received_bytes += len(fragment)
+        if not self.kept:
+            return
+        if self.received_bytes > self._limits.max_encoded_bytes:
+            self._refuse(Refusal("too_large", f"dataset over {self._limits.max_encoded_bytes} bytes "
+                                              "(dicom.max_instance_bytes)"))
+            return
+        try:
+            if self._inflater is None:
+                self._store(fragment)
+            else:
+                self._inflate(fragment)
+        except OSError as exc:
+            self._fail(exc)
+
+    def flush(self) -> None:
+        """Nothing to flush: each fragment is written as it comes."""
+
+    def close(self) -> None:
+        """The last fragment is in: close the file; a deflated dataset must have ended. Idempotent."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        os.close(fd)
+        if self._inflater is not None and self.kept and not self._inflater.eof:
+            self._refuse(Refusal("malformed", "deflated dataset is truncated"))
+
+    def discard(self) -> None:
+        """Close, and remove the file if it is still there (it was neither kept nor quarantined)."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+    @contextmanager
+    def dataset(self) -> Iterator[memoryview]:
+        """The dataset kept (after the File Meta), memory-mapped read-only: no copy of it is made."""
+        with open(self.path, "rb") as file:
+            if self.stored_bytes == len(self.meta):  # an empty dataset: nothing to map
+                yield memoryview(b"")
+                return
+            with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapping:
+                view = memoryview(mapping)[len(self.meta):]
+                try:
+                    yield view
+                finally:
+                    view.release()
+
+    def _store(self, data: bytes) -> None:
+        assert self._fd is not None
+        _write_all(self._fd, data)
+        self.stored_bytes += len(data)
+        if self.stored_bytes >= self._next_room_check:
+            self._next_room_check = self.stored_bytes + ROOM_CHECK_BYTES
+            if not self._has_room():
+                self._refuse(Refusal("out_of_space", "storage below its free-space watermark"))
+
+    def _inflate(self, fragment: bytes) -> None:
+        assert self._inflater is not None
+        data = fragment
+        while self.kept:
+            try:
+                out = self._inflater.decompress(data, INFLATE_STEP_BYTES)
+            except zlib.error as exc:
+                self._refuse(Refusal("malformed", f"deflated dataset does not inflate: {exc}"))
+                return
+            if self.stored_bytes - len(self.meta) + len(out) > self._limits.max_inflated_bytes:
+                limit = self._limits.max_inflated_bytes
+                self._refuse(Refusal("too_large", f"deflated dataset inflates to more than {limit} bytes "
+                                                  "(dicom.max_inflated_bytes)"))
+                return
+            self._store(out)
+            data = self._inflater.unconsumed_tail
+            if not data and len(out) < INFLATE_STEP_BYTES:
+                return
+
+    def _refuse(self, refusal: Refusal) -> None:
+        """Stop keeping the dataset: what was written goes; the rest is only counted."""
+        self.refusal = refusal
+        self.discard()
+
+    def _fail(self, error: OSError) -> None:
+        """The disk failed us: what was written goes; the receiver answers A700."""
+        self.error = error
+        with suppress(OSError):
+            self.discard()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (a write may take less than it is given)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+#: Opens the :class:`IncomingDataset` of a C-STORE request: (SOP Class UID, SOP Instance UID, transfer syntax).
+Opener = Callable[[str, str, str], IncomingDataset]
+
+
+def install(association: Any, open_dataset: Opener) -> None:
+    """Make ``association`` (an acceptor, before it starts) hand each C-STORE request's data fragments to an
+    :class:`IncomingDataset` from ``open_dataset`` instead of assembling them in memory."""
+    dimse: DIMSEServiceProvider = association.dimse
+    receive = dimse.receive_primitive
+
+    def receive_primitive(primitive: P_DATA) -> None:
+        # One fragment at a time, so that a request's dataset goes to its file from the fragment after the
+        # last of its command set, even when both travel in one P-DATA-TF PDU.
+        for context_id, data in primitive.presentation_data_value_list:
+            one = P_DATA()
+            one.presentation_data_value_list = [[context_id, data]]
+            receive(one)
+            message = dimse.message
+            if isinstance(message, C_STORE_RQ) and message._data_set_file is None:  # its dataset follows
+                command = message.command_set
+                syntax = association._accepted_cx[message.context_id].transfer_syntax[0]
+                message._data_set_file = open_dataset(str(command.AffectedSOPClassUID or ""),
+                                                      str(command.AffectedSOPInstanceUID or ""), str(syntax))
+
+    dimse.receive_primitive = receive_primitive  # type: ignore[method-assign]
+
+
+def of_request(request: C_STORE) -> IncomingDataset | None:
+    """The :class:`IncomingDataset` that holds a C-STORE request's dataset (None: it came without one)."""
+    incoming = getattr(request, "_dataset_file", None)
+    return incoming if isinstance(incoming, IncomingDataset) else None
+
+
+def unserved(association: Any) -> list[IncomingDataset]:
+    """The datasets of ``association`` that no handler will take: the request still arriving, and those
+    received but not served when the association ended."""
+    dimse = association.dimse
+    pending = [getattr(dimse.message, "_data_set_file", None)]
+    pending += [getattr(primitive, "_dataset_file", None) for _, primitive in list(dimse.msg_queue.queue)]
+    return [incoming for incoming in pending if isinstance(incoming, IncomingDataset)]
