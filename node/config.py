@@ -97,8 +97,8 @@ class DicomConfig(_Section):
         default=0, ge=0, description="Largest P-DATA PDU the node accepts; 0 = no limit."
     )
     max_instance_bytes: int = Field(default=4_000_000_000, ge=1024, description="An encoded dataset longer than "
-                                    "this is refused (A700) and noted in the quarantine; checked as it arrives (it "
-                                    "goes to disk fragment by fragment, never whole into memory).")
+                                    "this is refused (A700) and noted in the quarantine; checked as it arrives (beyond "
+                                    "4 MiB it goes to disk fragment by fragment, never whole into memory).")
     max_inflated_bytes: int = Field(default=2_000_000_000, ge=1024, description="A deflated dataset inflating to "
                                     "more is refused (A700) as it inflates, on arrival, a MiB at a time; it is kept "
                                     "inflated, so no read inflates it again.")

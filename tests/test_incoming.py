@@ -13,7 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.ingest.incoming import INFLATE_STEP_BYTES, ROOM_CHECK_BYTES, IncomingDataset, IncomingLimits
+from node.ingest.incoming import (
+    INFLATE_STEP_BYTES,
+    ROOM_CHECK_BYTES,
+    SPILL_BYTES,
+    IncomingDataset,
+    IncomingLimits,
+)
 from tests.conftest import PYDICOM_TEST_FILES, dataset_bytes
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
@@ -32,30 +38,45 @@ def _fragments(data: bytes, size: int) -> list[bytes]:
     return [data[start:start + size] for start in range(0, len(data), size)]
 
 
-def test_each_fragment_goes_to_the_file_as_it_arrives(tmp_path: Path) -> None:
+def test_a_small_dataset_is_kept_in_memory(tmp_path: Path) -> None:
     incoming = _incoming(tmp_path)
     incoming.write(b"first ")
-    assert incoming.path.read_bytes() == META + b"first "  # on disk before the next fragment comes
     incoming.write(b"second")
     incoming.close()
     with incoming.dataset() as dataset:
         assert bytes(dataset) == b"first second"
-    assert (incoming.received_bytes, incoming.stored_bytes, incoming.kept) == (12, len(META) + 12, True)
+    assert incoming.received() == META + b"first second" and not incoming.path.exists()
+    assert (incoming.received_bytes, incoming.stored_bytes, incoming.spilled) == (12, len(META) + 12, False)
+
+
+def test_past_spill_bytes_each_fragment_goes_to_the_file_as_it_arrives(tmp_path: Path) -> None:
+    fragment = b"y" * (SPILL_BYTES // 3)
+    incoming = _incoming(tmp_path)
+    for _ in range(4):
+        incoming.write(fragment)
+    assert incoming.spilled and incoming.path.stat().st_size == len(META) + 4 * len(fragment)
+    incoming.write(b"last")
+    assert incoming.path.stat().st_size == len(META) + 4 * len(fragment) + 4  # on disk before the next comes
+    incoming.close()
+    assert incoming.received() == incoming.path
+    with incoming.dataset() as dataset:
+        assert len(dataset) == 4 * len(fragment) + 4 and bytes(dataset[-4:]) == b"last"
     incoming.discard()
     assert not incoming.path.exists()
 
 
 def test_past_max_instance_bytes_what_was_written_goes_at_once_and_the_rest_is_only_counted(tmp_path: Path) -> None:
-    incoming = _incoming(tmp_path, limits=IncomingLimits(max_encoded_bytes=1000, max_inflated_bytes=1 << 40))
-    incoming.write(b"x" * 600)
+    limit = 2 * SPILL_BYTES
+    incoming = _incoming(tmp_path, limits=IncomingLimits(max_encoded_bytes=limit, max_inflated_bytes=1 << 40))
+    incoming.write(b"x" * (limit // 2 + 1))
     assert incoming.path.exists()
-    incoming.write(b"x" * 600)
+    incoming.write(b"x" * (limit // 2 + 1))
     assert not incoming.path.exists()  # not at the end of the request: at the fragment that passed the limit
     assert incoming.refusal is not None and incoming.refusal.reason == "too_large"
     assert "dicom.max_instance_bytes" in incoming.refusal.detail
     incoming.write(b"x" * 600)
     incoming.close()
-    assert incoming.received_bytes == 1800 and not incoming.path.exists()
+    assert incoming.received_bytes == limit + 602 and not incoming.path.exists()
 
 
 def test_a_deflated_dataset_is_inflated_as_it_arrives_and_kept_in_its_undeflated_twin(tmp_path: Path) -> None:
@@ -83,7 +104,8 @@ def test_a_deflate_bomb_is_stopped_as_it_inflates_in_bounded_memory(tmp_path: Pa
     assert incoming.refusal is not None and incoming.refusal.reason == "too_large"
     assert "dicom.max_inflated_bytes" in incoming.refusal.detail
     assert not incoming.path.exists()
-    assert peak < 4 * INFLATE_STEP_BYTES  # inflated a step at a time, not to the limit, nor to 200 MB
+    # inflated a step at a time, held in memory up to SPILL_BYTES, then on disk: not to the limit, nor to 200 MB
+    assert peak < SPILL_BYTES + 4 * INFLATE_STEP_BYTES
 
 
 @pytest.mark.parametrize(("data", "detail"), [

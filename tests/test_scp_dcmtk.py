@@ -22,7 +22,7 @@ from pynetdicom import AE, _config
 from pynetdicom.sop_class import Verification
 
 from node.app import Node
-from node.ingest import incoming, part10
+from node.ingest import incoming, part10, spool
 from node.ingest.incoming import INFLATED_TWIN
 from node.ingest.part10 import file_meta
 from node.ingest.receiver import MALFORMED, SOP_CLASS_MISMATCH, SOP_INSTANCE_MISMATCH, UID_CONFLICT
@@ -464,8 +464,8 @@ def test_a_deflate_bomb_and_an_oversized_dataset_are_refused_without_taking_the_
 
 
 def test_an_instance_is_received_into_its_file_not_into_memory(make_node, tmp_path: Path) -> None:
-    """Each P-DATA fragment goes to disk as it arrives: a 30 MB instance is stored byte for byte while the
-    node's allocations stay a fraction of its size (pynetdicom alone held it whole, and a copy); one over
+    """Past SPILL_BYTES each P-DATA fragment goes to disk as it arrives: a 30 MB instance is stored byte for byte
+    while the node's allocations stay a fraction of its size (pynetdicom alone held it whole, and a copy); one over
     dicom.max_instance_bytes is refused A700 as it passes the limit, noted in the quarantine without its bytes,
     and nothing of it stays in tmp/."""
     node = make_node(dicom={"max_instance_bytes": 40_000_000})
@@ -480,7 +480,7 @@ def test_an_instance_is_received_into_its_file_not_into_memory(make_node, tmp_pa
         tracemalloc.stop()
     assert stored.returncode == 0 and "Received Store Response (Success)" in stored.stderr, stored.stderr
     assert "Received Store Response (Refused: OutOfResources)" in refused.stderr, refused.stderr
-    assert peak < 8_000_000, f"{peak} bytes allocated while receiving"
+    assert peak < incoming.SPILL_BYTES + 4_000_000, f"{peak} bytes allocated while receiving"
     uid = pydicom.dcmread(accepted, stop_before_pixels=True).SOPInstanceUID
     assert dataset_bytes(stored_path(node, uid)) == dataset_bytes(accepted)
     [note] = node.store.quarantined()
@@ -506,21 +506,23 @@ def test_garbage_in_a_defined_length_item_and_file_meta_in_the_dataset_are_malfo
         part10.read_header(meta_inside + header, explicit)
 
 
-@pytest.mark.parametrize("failure", ["write", "commit"])
+@pytest.mark.parametrize("failure", ["write", "write_while_receiving", "commit"])
 def test_a_failing_disk_answers_a700_and_leaves_nothing_behind(make_node, send_raw, monkeypatch, failure: str,
                                                                 tmp_path: Path) -> None:
-    """The disk fills as an instance is written (ENOSPC), or the database cannot commit its row: the
-    C-STORE is answered A700 (the sender retries; C213 told it to give up), neither file nor row stays,
-    and /readyz says why until a write succeeds again."""
+    """The disk fills as an instance is written (ENOSPC) — into the spool, or a large one into tmp/ as it
+    arrives — or the database cannot commit its row: the C-STORE is answered A700 (the sender retries; C213
+    told it to give up), neither file nor row stays, and /readyz says why until a write succeeds again."""
     node = make_node()
-    study = write_ct_study(tmp_path / "ct", slices=1, size=64)
-    if failure == "write":
-        real = incoming._write_all
+    study = write_ct_study(tmp_path / "ct", slices=1, size=2048 if failure == "write_while_receiving" else 64)
+    assert (study.files[0].stat().st_size > incoming.SPILL_BYTES) == (failure == "write_while_receiving")
+    if failure.startswith("write"):
+        module, name = (incoming, "_write_all") if failure == "write_while_receiving" else (spool, "_write_new_file")
+        real = getattr(module, name)
 
-        def full(fd, data):
-            incoming._write_all = real  # one failure, then the disk has room again
+        def full(*args, **kwargs):
+            setattr(module, name, real)  # one failure, then the disk has room again
             raise OSError(errno.ENOSPC, "No space left on device")
-        monkeypatch.setattr(incoming, "_write_all", full)
+        monkeypatch.setattr(module, name, full)
     else:
         real_record = node.store.record_instances
 

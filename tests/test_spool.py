@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from node.ingest.spool import Spool
 
 
@@ -23,12 +25,21 @@ def test_a_received_instance_is_moved_into_the_spool(tmp_path: Path) -> None:
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
-def test_partial_file_from_a_crash_is_replaced_whole(tmp_path: Path) -> None:
+def test_a_received_instance_held_in_memory_is_written_in_place(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    path = spool.keep(bytearray(b"metadataset"), "1.2.3", "1.2.3.4")
+    assert path == tmp_path / "spool" / "1.2.3" / "1.2.3.4.dcm" and path.read_bytes() == b"metadataset"
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_partial_file_from_a_crash_is_replaced_whole(tmp_path: Path, in_memory: bool) -> None:
     spool = Spool(tmp_path)
     torn = tmp_path / "spool" / "1.2.3" / "1.2.3.4.dcm"
     torn.parent.mkdir(parents=True)
     torn.write_bytes(b"half of an ins")  # written before a crash; never acknowledged
-    assert spool.keep(_received(spool, b"whole instance"), "1.2.3", "1.2.3.4").read_bytes() == b"whole instance"
+    received = bytearray(b"whole instance") if in_memory else _received(spool, b"whole instance")
+    assert spool.keep(received, "1.2.3", "1.2.3.4").read_bytes() == b"whole instance"
     assert list((tmp_path / "tmp").iterdir()) == []
 
 

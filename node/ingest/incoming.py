@@ -1,19 +1,22 @@
-"""A C-STORE request's dataset, written to disk as its P-DATA fragments arrive: never whole in memory.
+"""A C-STORE request's dataset, kept as its P-DATA fragments arrive: a large one goes to disk, never whole
+into memory.
 
 pynetdicom assembles a C-STORE's dataset in memory before the handler sees it (a 655 MB instance took
 2.7 GB of the node's memory, and a size limit could only be checked once all of it was there). On the
 storage SCP's associations the DIMSE layer hands each data fragment to an :class:`IncomingDataset`
-instead: it writes the fragment to a file under ``storage.root/tmp/`` (a Part 10 file, the node's File Meta
-first), counts it, and — once the dataset passes ``dicom.max_instance_bytes``, the spool's free-space
-watermark or a disk error — removes what it wrote and only counts the rest, while the association goes on
+instead: it keeps the fragment — in memory up to :data:`SPILL_BYTES` (then the dataset is stored with one
+write, as before), beyond that in a file under ``storage.root/tmp/`` (a Part 10 file, the node's File Meta
+first) — counts it, and once the dataset passes ``dicom.max_instance_bytes``, the spool's free-space
+watermark or a disk error, lets go of what it kept and only counts the rest, while the association goes on
 reading it (so the sender gets its answer, an A700 refusal, not a broken connection). A dataset in a deflated
 transfer syntax is inflated as it arrives, never to more than ``dicom.max_inflated_bytes``, and kept inflated
 in the undeflated twin of its transfer syntax: the same dataset, which no later read has to inflate again.
 
-The receiver then reads the file through a memory map, moves it into the spool or the quarantine, and
-removes what is left (:meth:`IncomingDataset.discard`). The hook (:func:`install`) is the one pynetdicom's own
-chunked reception writes through (a message's ``_data_set_file``), so it mirrors pynetdicom 3.0.x, as
-:mod:`node.ingest.reactor` does, which refuses other versions.
+The receiver then reads the dataset where it is (a file through a memory map), stores it in the spool or the
+quarantine — a file by renaming it — and lets go of what is left (:meth:`IncomingDataset.discard`). The hook
+(:func:`install`) is the one pynetdicom's own chunked reception writes through (a message's
+``_data_set_file``), so it mirrors pynetdicom 3.0.x, as :mod:`node.ingest.reactor` does, which refuses other
+versions.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ INFLATED_TWIN = {
 INFLATE_STEP_BYTES = 1 << 20
 #: The free-space watermark is looked at again each time this much more has been written.
 ROOM_CHECK_BYTES = 16 << 20
+#: A dataset is held in memory up to this size (one write where it is stored, as a typical CT or MR slice is),
+#: beyond it in a file: at most this much memory per association.
+SPILL_BYTES = 4 << 20
 
 
 def stored_transfer_syntax(transfer_syntax_uid: str) -> str:
@@ -68,7 +74,8 @@ class IncomingLimits:
 
 
 class IncomingDataset:
-    """One C-STORE request's dataset, kept in a file as it arrives (see the module's text).
+    """One C-STORE request's dataset, kept as it arrives (see the module's text): in memory up to
+    :data:`SPILL_BYTES`, beyond that in a file under ``tmp/``.
 
     pynetdicom's DIMSE message writes each data fragment with :meth:`write` and flushes ``file``, and after the
     handler closes it and unlinks ``name`` (the same protocol as its own chunked reception).
@@ -83,27 +90,33 @@ class IncomingDataset:
         self.received_syntax = transfer_syntax_uid
         self.transfer_syntax_uid = stored_transfer_syntax(transfer_syntax_uid)
         self.received_bytes = 0
-        self.stored_bytes = 0
         self.refusal: Refusal | None = None
         self.error: OSError | None = None
         self._limits = limits
         self._has_room = has_room
         self._next_room_check = ROOM_CHECK_BYTES
         self._inflater = zlib.decompressobj(-zlib.MAX_WBITS) if transfer_syntax_uid in INFLATED_TWIN else None
+        self._buffer: bytearray | None = bytearray(meta)  # None once spilled to the file, or let go
+        self._stored = len(meta)
         self._fd: int | None = None
+        self._closed = False
         if not has_room():
-            self.refusal = Refusal("out_of_space", "storage below its free-space watermark")
-            return
-        try:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-            self._store(meta)
-        except OSError as exc:
-            self._fail(exc)
+            self._refuse(Refusal("out_of_space", "storage below its free-space watermark"))
 
     @property
     def kept(self) -> bool:
-        """Whether the whole dataset is in the file (nothing refused, no disk error)."""
+        """Whether the whole dataset is kept (nothing refused, no disk error)."""
         return self.refusal is None and self.error is None
+
+    @property
+    def spilled(self) -> bool:
+        """Whether the dataset is in the file at :attr:`path` (past :data:`SPILL_BYTES`) rather than in memory."""
+        return self._buffer is None and self.kept
+
+    @property
+    def stored_bytes(self) -> int:
+        """The length of the Part 10 file the dataset makes: File Meta and dataset (inflated)."""
+        return self._stored
 
     def write(self, fragment: bytes) -> None:
         """Take the next data fragment (pynetdicom's DUL thread); never raises."""
@@ -123,42 +136,61 @@ class IncomingDataset:
             self._fail(exc)
 
     def flush(self) -> None:
-        """Nothing to flush: each fragment is written as it comes."""
+        """Nothing to flush: each fragment is kept as it comes."""
 
     def close(self) -> None:
         """The last fragment is in: close the file; a deflated dataset must have ended. Idempotent."""
-        if self._fd is None:
+        if self._closed:
             return
-        fd, self._fd = self._fd, None
-        os.close(fd)
+        self._closed = True
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
         if self._inflater is not None and self.kept and not self._inflater.eof:
             self._refuse(Refusal("malformed", "deflated dataset is truncated"))
 
     def discard(self) -> None:
-        """Close, and remove the file if it is still there (it was neither kept nor quarantined)."""
+        """Close and let go of what is kept: the memory, and the file if it is still there (it was neither
+        stored nor quarantined)."""
         self.close()
+        self._buffer = None
         self.path.unlink(missing_ok=True)
+
+    def received(self) -> Path | bytearray:
+        """The Part 10 file kept (File Meta and dataset): its path once :attr:`spilled`, else its bytes."""
+        assert self.kept, "nothing is kept"
+        return self.path if self._buffer is None else self._buffer
 
     @contextmanager
     def dataset(self) -> Iterator[memoryview]:
-        """The dataset kept (after the File Meta), memory-mapped read-only: no copy of it is made."""
-        with open(self.path, "rb") as file:
-            if self.stored_bytes == len(self.meta):  # an empty dataset: nothing to map
-                yield memoryview(b"")
-                return
-            with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapping:
-                view = memoryview(mapping)[len(self.meta):]
-                try:
-                    yield view
-                finally:
-                    view.release()
+        """The dataset kept (after the File Meta), in memory or memory-mapped read-only: no copy is made."""
+        if self._buffer is not None:
+            view = memoryview(self._buffer)[len(self.meta):]
+            try:
+                yield view
+            finally:
+                view.release()
+            return
+        with open(self.path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapping:
+            view = memoryview(mapping)[len(self.meta):]
+            try:
+                yield view
+            finally:
+                view.release()
 
     def _store(self, data: bytes) -> None:
-        assert self._fd is not None
-        _write_all(self._fd, data)
-        self.stored_bytes += len(data)
-        if self.stored_bytes >= self._next_room_check:
-            self._next_room_check = self.stored_bytes + ROOM_CHECK_BYTES
+        if self._buffer is not None:
+            self._buffer += data
+            if len(self._buffer) > SPILL_BYTES:  # too large for memory: to the file, and on from there
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+                _write_all(self._fd, self._buffer)
+                self._buffer = None
+        else:
+            assert self._fd is not None
+            _write_all(self._fd, data)
+        self._stored += len(data)
+        if self._stored >= self._next_room_check:
+            self._next_room_check = self._stored + ROOM_CHECK_BYTES
             if not self._has_room():
                 self._refuse(Refusal("out_of_space", "storage below its free-space watermark"))
 
@@ -171,7 +203,7 @@ class IncomingDataset:
             except zlib.error as exc:
                 self._refuse(Refusal("malformed", f"deflated dataset does not inflate: {exc}"))
                 return
-            if self.stored_bytes - len(self.meta) + len(out) > self._limits.max_inflated_bytes:
+            if self._stored - len(self.meta) + len(out) > self._limits.max_inflated_bytes:
                 limit = self._limits.max_inflated_bytes
                 self._refuse(Refusal("too_large", f"deflated dataset inflates to more than {limit} bytes "
                                                   "(dicom.max_inflated_bytes)"))
@@ -182,15 +214,23 @@ class IncomingDataset:
                 return
 
     def _refuse(self, refusal: Refusal) -> None:
-        """Stop keeping the dataset: what was written goes; the rest is only counted."""
+        """Stop keeping the dataset: what was kept goes; the rest is only counted."""
         self.refusal = refusal
-        self.discard()
+        self._let_go()
 
     def _fail(self, error: OSError) -> None:
-        """The disk failed us: what was written goes; the receiver answers A700."""
+        """The disk failed us: what was kept goes; the receiver answers A700."""
         self.error = error
         with suppress(OSError):
-            self.discard()
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """Drop what is kept so far (the request may still be arriving: later fragments are only counted)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+        self._buffer = None
+        self.path.unlink(missing_ok=True)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -227,7 +227,7 @@ class Receiver:
                 return self._duplicate(header)
             log.warning("cstore.torn_copy_replaced", sop_instance=uid_hash(header.sop_instance_uid))
             self._store.forget_instances([header.sop_instance_uid])
-        path = self._spool.keep(request.incoming.path, header.study_uid, header.sop_instance_uid)
+        path = self._spool.keep(request.incoming.received(), header.study_uid, header.sop_instance_uid)
         committed = self._commits.submit(
             InstanceRecord(
                 sop_instance_uid=header.sop_instance_uid,
@@ -306,10 +306,11 @@ class Receiver:
             details = {"detail": refusal.comment if keep else f"{refusal.comment}; its bytes are not kept",
                        "calling_ae": request.calling_ae}
             try:
-                if keep:
-                    kept = self._spool.quarantine_file(incoming.path, refusal.reason, details)
+                received = incoming.received() if keep else incoming.meta
+                if isinstance(received, Path):
+                    kept = self._spool.quarantine_file(received, refusal.reason, details)
                 else:
-                    kept = self._spool.quarantine((incoming.meta,), refusal.reason, details)
+                    kept = self._spool.quarantine((received,), refusal.reason, details)
                 self._store.record_quarantine(str(kept), refusal.reason, request.calling_ae)
             except Exception:
                 log.exception("quarantine.failed", reason=refusal.reason)

@@ -4,13 +4,16 @@ Layout under ``storage.root``::
 
     spool/<study UID>/<SOP instance UID>.dcm   accepted instances, as received (a deflated dataset inflated)
     quarantine/<time>-<n>.dcm (+ .json)         refused objects and why
-    tmp/                                        instances being received (never read; swept at start)
+    tmp/                                        large instances being received, partial replacements
+                                                (never read; swept at start)
 
-An instance is received into a file under ``tmp/`` (:mod:`node.ingest.incoming`) and, once accepted, moved
-into the spool (:meth:`Spool.keep`): under a new name at once (reserved with ``O_EXCL``, then renamed over the
-reservation); over a file already there (a partial file from a crash before the instance was acknowledged, or
-a concurrent writer) only after the received file is fsynced, so a whole file is never replaced by a partial
-one. The state database, not the folder, says which files are acknowledged instances. The receiver commits
+An instance is received in memory, or — a large one — into a file under ``tmp/`` (:mod:`node.ingest.incoming`),
+and, once accepted, stored in the spool (:meth:`Spool.keep`): a new file is created in place (``O_EXCL``) and
+written, a received file renamed there. A file already there (a partial file from a crash before the instance
+was acknowledged, or a concurrent writer) is replaced only by a file already on disk (written through ``tmp/``
+and fsynced, or the received file fsynced) and an atomic rename, so a whole file is never replaced by a partial
+one. On ext4 and XFS the file's fsync also commits its directory entry, so the directory's fsync is nearly
+free. The state database, not the folder, says which files are acknowledged instances. The receiver commits
 the instance's row while :meth:`Spool.sync` commits the file and its directory entry; it answers only once
 both are done. Callers pass only validated UIDs as names.
 """
@@ -54,15 +57,16 @@ def write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _write_new_file(path: Path, parts: tuple[bytes, ...]) -> None:
-    """Create ``path`` (it must not exist), write ``parts`` and fsync it."""
+def _write_new_file(path: Path, parts: tuple[bytes | bytearray, ...], sync: bool = True) -> None:
+    """Create ``path`` (it must not exist) and write ``parts``; fsync it when ``sync``."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     try:
         for part in parts:
             view = memoryview(part)
             while view:
                 view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     except BaseException:  # a full disk, an I/O error: what was written of it goes
         os.close(fd)
         path.unlink(missing_ok=True)
@@ -97,15 +101,25 @@ class Spool:
         """A new name under ``tmp/`` to receive a file into (swept at start: never read there)."""
         return self._tmp_dir / self.unique_name()
 
-    def _move_in(self, received: Path, target: Path) -> None:
-        """Move a received file to ``target``: under a new name at once; over a file already there (a partial
-        file from a crash before its instance was acknowledged, or a twin's) only once it is on disk itself,
-        so that a whole file is never replaced by a partial one."""
+    def _put(self, received: Path | bytearray, target: Path) -> None:
+        """Put a received instance at ``target`` — held in memory: written there; in a file: renamed there. Over
+        a file already there (a partial file from a crash before its instance was acknowledged, or a twin's)
+        only once it is on disk itself, so that a whole file is never replaced by a partial one."""
+        if isinstance(received, Path):
+            if target.exists():
+                fsync_file(received)
+            os.replace(received, target)
+            return
         try:
-            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))  # the name is new: take it
+            _write_new_file(target, (received,), sync=False)  # synced by :meth:`sync`, with its row's commit
         except FileExistsError:
-            fsync_file(received)
-        os.replace(received, target)
+            tmp = self.temporary_path()
+            _write_new_file(tmp, (received,))
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                tmp.unlink(missing_ok=True)
+                raise
 
     def _study_dir(self, study_uid: str) -> Path:
         directory = self.spool_dir / study_uid
@@ -117,16 +131,16 @@ class Spool:
                 self._known_dirs.add(directory)
         return directory
 
-    def keep(self, received: Path, study_uid: str, sop_instance_uid: str) -> Path:
-        """Move a received instance's file (written under :meth:`temporary_path`) into the spool; returns its
-        path. The file is on disk once :meth:`sync` has returned."""
+    def keep(self, received: Path | bytearray, study_uid: str, sop_instance_uid: str) -> Path:
+        """Store a received instance — a Part 10 file held in memory, or written under :meth:`temporary_path` —
+        in the spool; returns its path. The file is on disk once :meth:`sync` has returned."""
         target = self._study_dir(study_uid) / f"{sop_instance_uid}.dcm"
         try:
-            self._move_in(received, target)
+            self._put(received, target)
         except FileNotFoundError:  # retention removed the study's folder just now: make it again
             self._forget_dir(target.parent)
             target = self._study_dir(study_uid) / f"{sop_instance_uid}.dcm"
-            self._move_in(received, target)
+            self._put(received, target)
         return target
 
     def sync(self, path: Path) -> None:
@@ -160,7 +174,7 @@ class Spool:
         """A file name stem no other write of this process or another shares: time, process, counter."""
         return f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{next(self._names)}"
 
-    def quarantine(self, parts: tuple[bytes, ...], reason: str, details: dict[str, str],
+    def quarantine(self, parts: tuple[bytes | bytearray, ...], reason: str, details: dict[str, str],
                    suffix: str = ".dcm") -> Path:
         """Keep a refused object (a DICOM instance, an HL7 message: ``suffix``) with a JSON note of why;
         returns the object's path."""
