@@ -153,8 +153,7 @@ class IncomingDataset:
         """Close and let go of what is kept: the memory, and the file if it is still there (it was neither
         stored nor quarantined)."""
         self.close()
-        self._buffer = None
-        self.path.unlink(missing_ok=True)
+        self._let_go()
 
     def received(self) -> Path | bytearray:
         """The Part 10 file kept (File Meta and dataset): its path once :attr:`spilled`, else its bytes."""
@@ -251,8 +250,8 @@ def install(association: Any, open_dataset: Opener) -> None:
     receive = dimse.receive_primitive
 
     def receive_primitive(primitive: P_DATA) -> None:
-        # One fragment at a time, so that a request's dataset goes to its file from the fragment after the
-        # last of its command set, even when both travel in one P-DATA-TF PDU.
+        # One fragment at a time, so that a request's dataset goes to its IncomingDataset from the fragment
+        # after the last of its command set, even when both travel in one P-DATA-TF PDU.
         for context_id, data in primitive.presentation_data_value_list:
             one = P_DATA()
             one.presentation_data_value_list = [[context_id, data]]
