@@ -516,7 +516,7 @@ def test_a_failing_disk_answers_a700_and_leaves_nothing_behind(make_node, send_r
     study = write_ct_study(tmp_path / "ct", slices=1, size=2048 if failure == "write_while_receiving" else 64)
     assert (study.files[0].stat().st_size > incoming.SPILL_BYTES) == (failure == "write_while_receiving")
     if failure.startswith("write"):
-        module, name = (incoming, "_write_all") if failure == "write_while_receiving" else (spool, "_write_new_file")
+        module, name = (incoming, "write_all") if failure == "write_while_receiving" else (spool, "_write_new_file")
         real = getattr(module, name)
 
         def full(*args, **kwargs):

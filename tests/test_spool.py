@@ -53,9 +53,9 @@ def test_leftovers_in_tmp_are_swept_at_start(tmp_path: Path) -> None:
 
 def test_quarantine_keeps_the_object_and_the_reason(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
-    kept = spool.quarantine((b"meta", b"bad"), "malformed", {"detail": "truncated"})
+    kept = spool.quarantine(b"metabad", "malformed", {"detail": "truncated"})
     assert kept.read_bytes() == b"metabad"
     assert '"reason": "malformed"' in kept.with_suffix(".json").read_text()
-    moved = spool.quarantine_file(_received(spool, b"metatoo-large"), "too_large", {"detail": "over"})
+    moved = spool.quarantine(_received(spool, b"metatoo-large"), "too_large", {"detail": "over"})
     assert moved.read_bytes() == b"metatoo-large" and list((tmp_path / "tmp").iterdir()) == []
     assert '"reason": "too_large"' in moved.with_suffix(".json").read_text()

@@ -25,7 +25,7 @@ import mmap
 import os
 import zlib
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,8 @@ from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
+
+from node.ingest.spool import write_all
 
 #: Each deflated transfer syntax (PS3.5 Annex A.5, PS3.5 A.6) and its undeflated twin: the dataset is kept
 #: inflated, in the twin, so that it is inflated once, as it arrives.
@@ -97,7 +99,7 @@ class IncomingDataset:
         self._next_room_check = ROOM_CHECK_BYTES
         self._inflater = zlib.decompressobj(-zlib.MAX_WBITS) if transfer_syntax_uid in INFLATED_TWIN else None
         self._buffer: bytearray | None = bytearray(meta)  # None once spilled to the file, or let go
-        self._stored = len(meta)
+        self.stored_bytes = len(meta)  # the Part 10 file's length: File Meta and dataset (inflated)
         self._fd: int | None = None
         self._closed = False
         if not has_room():
@@ -112,11 +114,6 @@ class IncomingDataset:
     def spilled(self) -> bool:
         """Whether the dataset is in the file at :attr:`path` (past :data:`SPILL_BYTES`) rather than in memory."""
         return self._buffer is None and self.kept
-
-    @property
-    def stored_bytes(self) -> int:
-        """The length of the Part 10 file the dataset makes: File Meta and dataset (inflated)."""
-        return self._stored
 
     def write(self, fragment: bytes) -> None:
         """Take the next data fragment (pynetdicom's DUL thread); never raises."""
@@ -163,15 +160,12 @@ class IncomingDataset:
     @contextmanager
     def dataset(self) -> Iterator[memoryview]:
         """The dataset kept (after the File Meta), in memory or memory-mapped read-only: no copy is made."""
-        if self._buffer is not None:
-            view = memoryview(self._buffer)[len(self.meta):]
-            try:
-                yield view
-            finally:
-                view.release()
-            return
-        with open(self.path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapping:
-            view = memoryview(mapping)[len(self.meta):]
+        with ExitStack() as stack:
+            source: bytearray | mmap.mmap | None = self._buffer
+            if source is None:
+                file = stack.enter_context(open(self.path, "rb"))
+                source = stack.enter_context(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ))
+            view = memoryview(source)[len(self.meta):]
             try:
                 yield view
             finally:
@@ -182,14 +176,14 @@ class IncomingDataset:
             self._buffer += data
             if len(self._buffer) > SPILL_BYTES:  # too large for memory: to the file, and on from there
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-                _write_all(self._fd, self._buffer)
+                write_all(self._fd, self._buffer)
                 self._buffer = None
         else:
             assert self._fd is not None
-            _write_all(self._fd, data)
-        self._stored += len(data)
-        if self._stored >= self._next_room_check:
-            self._next_room_check = self._stored + ROOM_CHECK_BYTES
+            write_all(self._fd, data)
+        self.stored_bytes += len(data)
+        if self.stored_bytes >= self._next_room_check:
+            self._next_room_check = self.stored_bytes + ROOM_CHECK_BYTES
             if not self._has_room():
                 self._refuse(Refusal("out_of_space", "storage below its free-space watermark"))
 
@@ -202,7 +196,7 @@ class IncomingDataset:
             except zlib.error as exc:
                 self._refuse(Refusal("malformed", f"deflated dataset does not inflate: {exc}"))
                 return
-            if self._stored - len(self.meta) + len(out) > self._limits.max_inflated_bytes:
+            if self.stored_bytes - len(self.meta) + len(out) > self._limits.max_inflated_bytes:
                 limit = self._limits.max_inflated_bytes
                 self._refuse(Refusal("too_large", f"deflated dataset inflates to more than {limit} bytes "
                                                   "(dicom.max_inflated_bytes)"))
@@ -230,13 +224,6 @@ class IncomingDataset:
             os.close(fd)
         self._buffer = None
         self.path.unlink(missing_ok=True)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """Write all of ``data`` to ``fd`` (a write may take less than it is given)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 #: Opens the :class:`IncomingDataset` of a C-STORE request: (SOP Class UID, SOP Instance UID, transfer syntax).

@@ -306,11 +306,7 @@ class Receiver:
             details = {"detail": refusal.comment if keep else f"{refusal.comment}; its bytes are not kept",
                        "calling_ae": request.calling_ae}
             try:
-                received = incoming.received() if keep else incoming.meta
-                if isinstance(received, Path):
-                    kept = self._spool.quarantine_file(received, refusal.reason, details)
-                else:
-                    kept = self._spool.quarantine((received,), refusal.reason, details)
+                kept = self._spool.quarantine(incoming.received() if keep else incoming.meta, refusal.reason, details)
                 self._store.record_quarantine(str(kept), refusal.reason, request.calling_ae)
             except Exception:
                 log.exception("quarantine.failed", reason=refusal.reason)

@@ -57,14 +57,18 @@ def write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _write_new_file(path: Path, parts: tuple[bytes | bytearray, ...], sync: bool = True) -> None:
-    """Create ``path`` (it must not exist) and write ``parts``; fsync it when ``sync``."""
+def write_all(fd: int, data: bytes | bytearray) -> None:
+    """Write all of ``data`` to ``fd`` (a write may take less than it is given)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _write_new_file(path: Path, data: bytes | bytearray, sync: bool = True) -> None:
+    """Create ``path`` (it must not exist) and write ``data``; fsync it when ``sync``."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     try:
-        for part in parts:
-            view = memoryview(part)
-            while view:
-                view = view[os.write(fd, view) :]
+        write_all(fd, data)
         if sync:
             os.fsync(fd)
     except BaseException:  # a full disk, an I/O error: what was written of it goes
@@ -111,10 +115,10 @@ class Spool:
             os.replace(received, target)
             return
         try:
-            _write_new_file(target, (received,), sync=False)  # synced by :meth:`sync`, with its row's commit
+            _write_new_file(target, received, sync=False)  # synced by :meth:`sync`, with its row's commit
         except FileExistsError:
             tmp = self.temporary_path()
-            _write_new_file(tmp, (received,))
+            _write_new_file(tmp, received)
             try:
                 os.replace(tmp, target)
             except OSError:
@@ -174,21 +178,16 @@ class Spool:
         """A file name stem no other write of this process or another shares: time, process, counter."""
         return f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{next(self._names)}"
 
-    def quarantine(self, parts: tuple[bytes | bytearray, ...], reason: str, details: dict[str, str],
+    def quarantine(self, received: Path | bytes | bytearray, reason: str, details: dict[str, str],
                    suffix: str = ".dcm") -> Path:
-        """Keep a refused object (a DICOM instance, an HL7 message: ``suffix``) with a JSON note of why;
-        returns the object's path."""
+        """Keep a refused object (a DICOM instance, an HL7 message: ``suffix``) with a JSON note of why: its bytes,
+        written, or a file written under :meth:`temporary_path`, moved; returns the object's path."""
         target = self._quarantine_note(reason, details, suffix)
-        _write_new_file(target, parts)
-        fsync_dir(self.quarantine_dir)
-        return target
-
-    def quarantine_file(self, received: Path, reason: str, details: dict[str, str]) -> Path:
-        """Keep a refused instance's file (written under :meth:`temporary_path`) with a JSON note of why, moving
-        it; returns its path."""
-        target = self._quarantine_note(reason, details, ".dcm")
-        fsync_file(received)
-        os.replace(received, target)
+        if isinstance(received, Path):
+            fsync_file(received)
+            os.replace(received, target)
+        else:
+            _write_new_file(target, received)
         fsync_dir(self.quarantine_dir)
         return target
 
@@ -196,5 +195,5 @@ class Spool:
         """Write the JSON note of a refused object durably; returns the path the object is to take."""
         stem = self.unique_name()
         note = json.dumps({"reason": reason, **details}, indent=2).encode()
-        _write_new_file(self.quarantine_dir / f"{stem}.json", (note,))
+        _write_new_file(self.quarantine_dir / f"{stem}.json", note)
         return self.quarantine_dir / f"{stem}{suffix}"
