@@ -33,12 +33,13 @@ from typing import Any
 import torch
 import transformers
 
+from node.chain import prepare_study
 from node.config import EngineConfig, TensorRtLlmOptions, TransformersOptions, load_config
 from node.engine import EngineRequest, GenerationSettings
 from node.engine.profiles import PROFILES
 from node.engine.shapes import QWEN25_VL_7B_TEXT, QWEN25_VL_7B_VISION
 from node.engine.tiny import build_tiny_checkpoint
-from node.infer import engine_request, prepare
+from node.reading import engine_request
 from node.routing import Router
 from node.synthetic import write_cr_study
 
@@ -85,8 +86,8 @@ def workload(workdir: Path, config: EngineConfig) -> EngineRequest:
     """One chest radiograph study, imaged, routed and prompted the way the node does."""
     study = write_cr_study(workdir / "cr", size=2048)
     node_config = load_config(None, environ={"QOQ_NODE__ROUTING__RULES": str(REPO / "conf" / "routing.yaml")})
-    outcome = prepare(study.study_uid, list(study.files), Router.from_file(REPO / "conf" / "routing.yaml"),
-                      node_config, PROFILES["qwen2.5-vl"])
+    outcome = prepare_study(study.study_uid, list(study.files), Router.from_file(REPO / "conf" / "routing.yaml"),
+                      node_config.imaging, PROFILES["qwen2.5-vl"])
     return engine_request(outcome, GenerationSettings())
 
 

@@ -1,8 +1,10 @@
 """Wires the stages together and owns their lifecycles: start, drain, stop.
 
-Ingest (SCP → spool → store) → assembler (stable studies) → pipeline (read, results, outbox)
-→ one outbox worker per destination (PACS, EHR). Each hand-over is a state change in the store,
-so a restart picks up wherever the previous run stood.
+Ingest (SCP → spool → store) → assembler (stable studies) → scheduler (route → gather → image →
+read → results → queue) → one outbox worker per destination (PACS, EHR). Each hand-over is a state
+change in the store, so a restart picks up wherever the previous run stood. Every part is built here,
+once; ``qoq-node infer`` and ``engine serve`` use the same builders (:func:`build_router`,
+:func:`build_gatherer`, :func:`node.engine_host.build_engine`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import threading
 
 from node import __version__
 from node.config import NodeConfig
+from node.context.gather import ContextGatherer
+from node.context.pacs import PacsPriors
 from node.egress.worker import make_workers
+from node.engine_host import EngineHost
 from node.ingest.assembler import StudyAssembler
 from node.ingest.commits import GroupCommit
 from node.ingest.hl7_listener import Hl7Listener
@@ -22,8 +27,9 @@ from node.ingest.spool import Spool
 from node.ops.http import OpsServer
 from node.ops.logging import get_logger
 from node.ops.metrics import Metrics
-from node.pipeline import Pipeline
 from node.retention import Retention
+from node.routing import Router
+from node.scheduler import Scheduler
 from node.store import STUDY_STATES, Store
 
 log = get_logger("app")
@@ -36,8 +42,20 @@ def open_store(config: NodeConfig) -> Store:
     return Store(config.storage.root / STATE_DB_NAME)
 
 
+def build_router(config: NodeConfig) -> Router:
+    """The routing rules ``routing.rules`` names."""
+    return Router.from_file(config.routing.rules)
+
+
+def build_gatherer(config: NodeConfig, store: Store, metrics: Metrics | None = None) -> ContextGatherer:
+    """The context gatherer over ``store``, asking the PACS ``context.pacs`` names when it names one."""
+    pacs = next((PacsPriors(d, config.dicom.ae_title) for d in config.destinations.dicom
+                 if d.name == config.context.pacs), None)
+    return ContextGatherer(store, config.storage.root, config.context.default_authority, pacs, metrics)
+
+
 class Node:
-    """One running node: the SCP, the assembler, the pipeline, the outbox workers and the operations
+    """One running node: the SCP, the assembler, the scheduler, the outbox workers and the operations
     endpoint."""
 
     def __init__(self, config: NodeConfig) -> None:
@@ -50,10 +68,12 @@ class Node:
         self.spool = Spool(root)
         self.torn_instances_forgotten = forget_torn_instances(self.store)
         self.workers = make_workers(config.destinations, config.dicom.ae_title, self.store, self.metrics)
-        self.pipeline = Pipeline(config, self.store, self.metrics, on_queued=self._wake_workers)
+        self.engine = EngineHost(config, self.metrics)
+        self.scheduler = Scheduler(config, self.store, self.metrics, self.engine, build_router(config),
+                                   build_gatherer(config, self.store, self.metrics), on_queued=self._wake_workers)
         self.assembler = StudyAssembler(self.store, self.metrics, config.study.stable_seconds,
-                                        on_stable=self.pipeline.wake)
-        self.retention = Retention(self.store, self.spool, self.pipeline.results_root, self.metrics,
+                                        on_stable=self.scheduler.wake)
+        self.retention = Retention(self.store, self.spool, self.scheduler.results_root, self.metrics,
                                    config.storage.retention_days)
         self.commits = GroupCommit(self.store)
         self.receiver = Receiver(self.store, self.spool, self.commits, self.metrics, config.storage.min_free_bytes,
@@ -61,11 +81,11 @@ class Node:
                                  config.dicom.max_inflated_bytes)
         self.scp = StorageScp(config.dicom, self.receiver, self.assembler, self.metrics)
         self.hl7 = Hl7Listener(config.hl7_listener, config.context.default_authority, self.store, self.spool,
-                               self.metrics, on_context=self.pipeline.context_arrived) \
+                               self.metrics, on_context=self.scheduler.context_arrived) \
             if config.hl7_listener.enabled else None
         self.metrics.watch_state(self.store.studies_by_state, self.store.outbox_counts, root)
         self.ops = OpsServer(config.http.host, config.http.port, self.metrics.render, self.not_ready_reasons,
-                             self.pipeline.load_finished)
+                             self.engine.load_finished)
         self._stopped = threading.Event()
 
     def _wake_workers(self) -> None:
@@ -81,7 +101,7 @@ class Node:
             reasons.append(f"no room to store instances: free disk {shutil.disk_usage(self.config.storage.root).free} "
                            f"bytes against storage.min_free_bytes, or a write failed less than "
                            f"{ROOM_RECHECK_SECONDS:g} s ago")
-        engine = self.pipeline.not_ready_reason()
+        engine = self.engine.not_ready_reason()
         if engine:
             reasons.append(engine)
         return reasons
@@ -91,7 +111,7 @@ class Node:
         self.ops.start()
         for worker in self.workers:
             worker.start()
-        self.pipeline.start()
+        self.scheduler.start()
         self.assembler.start()
         self.scp.start()
         if self.hl7 is not None:
@@ -115,7 +135,7 @@ class Node:
         self.commits.stop()
         self.assembler.stop()
         self.assembler.sweep()
-        self.pipeline.stop()
+        self.scheduler.stop()
         self.retention.stop()
         for worker in self.workers:
             worker.stop()

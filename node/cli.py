@@ -6,7 +6,6 @@ import argparse
 import json
 import signal
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -166,120 +165,25 @@ def cmd_context(args: argparse.Namespace) -> int:
     return 0
 
 
-def _context_text(outcome) -> str:
-    """The context paragraph the prompt of a prepared study holds."""
-    from node.context.text import context_text
-
-    return context_text(outcome.context, outcome.current_images, outcome.modality, bool(outcome.signals))
-
-
-def _outcome_json(outcome) -> dict:
-    findings = outcome.findings
-    return {
-        "study_uid": outcome.study_uid,
-        "files": len(outcome.files),
-        "domain": outcome.task.domain if outcome.task else None,
-        "skipped": outcome.skipped or None,
-        "model": outcome.model or None,
-        "test_result": outcome.is_test_result,
-        "task": outcome.task.name if outcome.task else None,
-        "caveats": list(outcome.caveats),
-        "inputs": [m.describe() for m in outcome.inputs] + [s.describe() for s in outcome.signals],
-        "context": _context_text(outcome) or None,
-        "labels": list(findings.labels) if findings else [],
-        "boxes": [
-            {"label": box.label, "model": asdict(box.model), "source": asdict(box.source)}
-            for box in (findings.boxes if findings else ())
-        ],
-        "reasoning": findings.reasoning if findings else "",
-        "warnings": list(findings.warnings) if findings else [],
-        "raw_text": findings.raw_text if findings else "",
-    }
-
-
-def _print_outcome(outcome) -> None:
-    print(f"study {outcome.study_uid} ({len(outcome.files)} files)")
-    if outcome.skipped:
-        print(f"  skipped: {outcome.skipped}")
-        return
-    findings = outcome.findings
-    banner = "  ** TEST RESULT — not a clinical model output **" if outcome.is_test_result else ""
-    print(f"  domain: {outcome.task.domain} (task {outcome.task.name}); model: {outcome.model}{banner}")
-    print("  AI result — research use only, not for diagnosis")
-    for caveat in outcome.caveats:
-        print(f"  caveat: {caveat}")
-    for model_input in outcome.inputs:
-        described = model_input.describe()
-        print(f"  input: image {'×'.join(map(str, described['source_pixels']))} → nearest "
-              f"{'×'.join(map(str, described['pre_resize']['pixels']))} → grid "
-              f"{'×'.join(map(str, described['processor_grid']['pixels']))}")
-    for series in outcome.signals:
-        print(f"  input: time-series {series.shape_text}")
-    for line in _context_text(outcome).split("\n")[1:]:
-        print(f"  context: {line}")
-    print(f"  answer: {', '.join(findings.labels) or '(none)'}")
-    for box in findings.boxes:
-        s = box.source
-        print(f"  box '{box.label}': instance {s.frame.sop_instance_uid} frame {s.frame.frame}, "
-              f"columns {s.column_min:.1f}-{s.column_max:.1f}, rows {s.row_min:.1f}-{s.row_max:.1f}")
-    for warning in findings.warnings:
-        print(f"  warning: {warning}")
-
-
-@contextmanager
-def _offline_context(path: Path | None, config: NodeConfig) -> Iterator:
-    """A context gatherer over the orders and lab results of an HL7 file, kept in a scratch store
-    (None without a file)."""
-    from node.context.gather import ContextGatherer
-    from node.context.overview import load_messages
-
-    if path is None:
-        yield None
-        return
-    with tempfile.TemporaryDirectory(prefix="qoq-context-") as scratch:
-        store = Store(Path(scratch) / "state.db")
-        try:
-            for problem in load_messages(store, path, config.context.default_authority):
-                print(f"qoq-node: {problem}", file=sys.stderr)
-            yield ContextGatherer(store, Path(scratch), config.context.default_authority)
-        finally:
-            store.close()
-
-
 def cmd_infer(args: argparse.Namespace) -> int:
-    """Run routing → imaging → engine → findings on DICOM files, offline."""
-    from node.engine.factory import engine_profile, make_engine
-    from node.infer import group_by_study, infer, prepare
-    from node.results.hl7 import Hl7Party
-    from node.results.writer import write_results
-    from node.routing import Router
+    """Run the node's chain (route → gather → image → read → results) on DICOM files, offline."""
+    from node.offline import infer_files, outcome_json, print_outcome, write_offline_results
+    from node.reading import Read
 
     config = _load(args)
     configure_logging(config.log.level, config.log.format)
-    router = Router.from_file(config.routing.rules)
-    studies, problems = group_by_study(args.paths)
-    for problem in problems:
-        print(f"qoq-node: {problem}", file=sys.stderr)
-    profile = engine_profile(config.engine)
-    with _offline_context(args.context, config) as gatherer:
-        prepared = [prepare(uid, files, router, config, profile, gatherer) for uid, files in studies.items()]
-    engine = make_engine(config.engine)
-    outcomes = infer(prepared, engine, config)
+    outcomes, found = infer_files(config, args.paths, args.context)
     if args.json:
-        print(json.dumps([_outcome_json(outcome) for outcome in outcomes], indent=2))
+        print(json.dumps([outcome_json(outcome) for outcome in outcomes], indent=2))
     else:
         for outcome in outcomes:
-            _print_outcome(outcome)
+            print_outcome(outcome)
     if args.out is not None:
         for outcome in outcomes:
-            written = write_results(outcome, args.out / outcome.study_uid, {"oru": Hl7Party()},
-                                    config.results.secondary_capture, critical_labels=config.results.critical_labels)
-            for path in written.files if written else ():
-                print(f"wrote {path}", file=sys.stderr)
-            for kind, error in written.omitted if written else ():
-                print(f"qoq-node: no {kind} for study {outcome.study_uid}: {type(error).__name__}: {error}",
-                      file=sys.stderr)
-    return 0 if studies else 1
+            if isinstance(outcome, Read):
+                write_offline_results(outcome, args.out, config)
+    failed = any(isinstance(outcome, tuple) for outcome in outcomes)
+    return 0 if found and not failed else 1
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
@@ -326,15 +230,15 @@ def cmd_model_tiny(args: argparse.Namespace) -> int:
 
 def cmd_engine_serve(args: argparse.Namespace) -> int:
     """Serve the configured engine over an OpenAI-compatible API until SIGTERM or SIGINT."""
-    from node.engine.factory import make_engine, resolve_model
     from node.engine.openai_server import EngineServer
+    from node.engine_host import build_engine
 
     config = _load(args)
     configure_logging(config.log.level, config.log.format)
     if config.engine.backend == "openai":
         raise EngineLoadError("engine serve runs a local engine: set engine.backend to transformers, "
                               "tensorrt-llm or replay")
-    engine = make_engine(resolve_model(config.engine, config.storage.root))
+    engine = build_engine(config, test_model_when_unset=True).engine
     server = EngineServer(args.host, args.port, engine, args.served_model, args.max_batch)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())

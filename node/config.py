@@ -18,13 +18,15 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from node.errors import NodeError
+
 ENV_PREFIX = "QOQ_NODE__"
 
 AE_TITLE_PATTERN = r"^[\x20-\x5b\x5d-\x7e]{1,16}$"  # PS3.5 AE VR: no backslash, no control chars
 _AE_TITLE = re.compile(AE_TITLE_PATTERN)
 
 
-class ConfigError(Exception):
+class ConfigError(NodeError):
     """The configuration cannot be used; the message names the bad key and why."""
 
 
@@ -270,7 +272,8 @@ class PipelineConfig(_Section):
     batch_size: int = Field(default=4, ge=1, le=64, description="Studies given to the engine in one batch.")
     imaging_workers: int = Field(default=2, ge=1, le=64, description="Threads decoding and resizing images.")
     max_attempts: int = Field(default=3, ge=1, le=100, description="Tries per study before it is parked as failed.")
-    retry_seconds: float = Field(default=30.0, ge=0, description="Wait before a failed study is tried again.")
+    retry_seconds: float = Field(default=30.0, ge=0, description="Wait before a failed study is tried again, "
+                                 "doubling with each further try.")
     batches_in_flight: int = Field(
         default=1, ge=1, le=16, description="Engine batches running at once. Above 1 for engines that batch in "
         "flight themselves (tensorrt-llm, openai): new studies join while earlier ones are still generating.")
@@ -373,6 +376,12 @@ class ContextConfig(_Section):
     default_authority: str = Field(
         default="", description="The assigning authority of patient identifiers that name none (DICOM Issuer of "
         "Patient ID absent, PID-3.4 empty), so both sides key the same patient.")
+    gather_workers: int = Field(
+        default=2, ge=1, le=32, description="Threads gathering studies' context (store, PACS queries and "
+        "retrievals), apart from the imaging threads, so a slow PACS never holds up image decoding.")
+    gather_seconds: float = Field(
+        default=120.0, gt=0, description="How long a study's context may take to gather; past it the study is read "
+        "with what the node already holds (the PACS costs the priors, never the read).")
 
 
 class NodeConfig(_Section):

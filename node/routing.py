@@ -10,6 +10,7 @@ a domain can hold several training questions (chest CT angiography, head CT, ...
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -20,12 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from node.context.policy import ContextPolicy
 from node.dicom_files import read_attributes
 from node.engine.prompt import question_text
+from node.errors import NodeError
 
 #: QoQ-Med's nine clinical domains.
 DOMAINS = ("chest_xray", "ct", "mri", "ultrasound", "mammography", "dermatology", "fundus", "pathology", "ecg")
 
 
-class RoutingError(ValueError):
+class RoutingError(NodeError):
     """The routing rules cannot be used; the message names the problem."""
 
 
@@ -172,3 +174,52 @@ class Router:
         # Series descriptions are free text and may carry identity: the reason names only codes.
         return f"no routing rule matches modality '{header.modality}', body part '{header.body_part}'"
 
+
+
+@dataclass(frozen=True)
+class Routed:
+    """A study with its task: what the next stages read and ask."""
+
+    study_uid: str
+    files: tuple[Path, ...]
+    task: Task
+    modality: str  # of the instance the study was routed by
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A study the node does not read, and why (names codes and limits, never the patient). Settled at
+    once: reading it again gives the same answer."""
+
+    study_uid: str
+    files: tuple[Path, ...]
+    reason: str
+    stage: str  # the stage that skipped it: routing or imaging
+
+
+#: Modalities of instances that are not images or waveforms (reports, presentation states, key objects,
+#: segmentations, registrations, documents): a study is not routed by them.
+NOT_READ_MODALITIES = frozenset({"SR", "PR", "KO", "SEG", "REG", "DOC", "RWV", "PLAN", "FID"})
+
+
+def routing_header(files: Sequence[Path]) -> StudyHeader:
+    """The routing attributes of the study's first image or waveform instance, in arrival order (a dose
+    report or another system's SR that arrived first does not decide the study's task); the first
+    instance's when the study has none."""
+    first = None
+    for header in (StudyHeader.read(path) for path in files):
+        if header.modality.strip().upper() not in NOT_READ_MODALITIES:
+            return header
+        first = first or header
+    if first is None:
+        raise ValueError("a study has at least one file")
+    return first
+
+
+def route(study_uid: str, files: Sequence[Path], router: Router) -> Routed | Skipped:
+    """The routing stage: a study's files → its task, or why it has none."""
+    header = routing_header(files)
+    task = router.route(header)
+    if isinstance(task, str):
+        return Skipped(study_uid, tuple(files), task, "routing")
+    return Routed(study_uid, tuple(files), task, header.modality)

@@ -15,6 +15,7 @@ import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
+from node.chain import prepare_study
 from node.config import DicomDestination
 from node.context.gather import ContextGatherer, StudyIdentity
 from node.context.pacs import PacsPriors
@@ -24,12 +25,12 @@ from node.engine.openai_server import EngineServer
 from node.engine.profiles import PROFILES
 from node.engine.replay import ReplayEngine
 from node.engine.transformers_backend import TransformersEngine
-from node.infer import engine_request, infer, prepare
 from node.localpeers import LOOPBACK, MllpListener, Orthanc
-from node.pipeline import WAITING_FOR_ORDER
+from node.reading import engine_request, read_batch
 from node.results.hl7 import Hl7Party
 from node.results.writer import write_results
 from node.routing import Router
+from node.scheduler import WAITING_FOR_ORDER
 from node.store import COMPLETE, Store
 from node.synthetic import boxed_response, restamp, write_cr_study, write_ecg_study
 from node.synthetic_hl7 import LabValue, lab_message, merge_message, order_message
@@ -251,10 +252,11 @@ def test_an_omni_model_gets_the_ecg_the_pacs_holds_as_signal(orthanc: Orthanc, t
     gatherer = ContextGatherer(store, tmp_path / "node", "", pacs)
     router = Router.from_file(Path("conf/routing.yaml"))
     # a VL model takes no ECG: the PACS's ECG is not even retrieved for it, and its prompt names none
-    plain = prepare(current.study_uid, list(current.files), router, config, PROFILES["qwen2.5-vl"], gatherer)
+    plain = prepare_study(current.study_uid, list(current.files), router, config.imaging, PROFILES["qwen2.5-vl"],
+                          gatherer)
     assert not plain.signals and "ECG" not in engine_request(plain, GenerationSettings()).prompt
     assert ecg.study_uid not in {s.study_uid for s in store.clinical.studies_of(_patient_key(current))}
-    outcome = prepare(current.study_uid, list(current.files), router, config, PROFILES["omni"], gatherer)
+    outcome = prepare_study(current.study_uid, list(current.files), router, config.imaging, PROFILES["omni"], gatherer)
     assert outcome.context.ecg is not None and outcome.context.ecg.study_uid == ecg.study_uid
     [signal] = outcome.signals
     assert signal.signal.shape == (8, 2500) and np.abs(signal.signal).max() > 0
@@ -264,8 +266,7 @@ def test_an_omni_model_gets_the_ecg_the_pacs_holds_as_signal(orthanc: Orthanc, t
     store.close()
 
     engine = TransformersEngine(tiny_family_dir("omni"), device="cpu")
-    [read] = infer([outcome], engine, config.model_copy(update={"engine": config.engine.model_copy(
-        update={"max_new_tokens": 8})}))
+    [read] = read_batch([outcome], engine, GenerationSettings(max_new_tokens=8))
     assert read.findings is not None and read.model
     written = write_results(read, tmp_path / "out", {"oru": Hl7Party()})
     sr = pydicom.dcmread(tmp_path / "out" / "sr.dcm")

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 from scipy.signal import resample
 
+from node.chain import prepare_study
 from node.config import load_config
 from node.engine import EngineRequest, GenerationSettings
 from node.engine.chat import user_turn
@@ -28,7 +29,7 @@ from node.imaging.decode import DecodedFrame
 from node.imaging.ecg_signal import fourier_resample
 from node.imaging.geometry import FrameRef
 from node.imaging.inputs import NO_ECG_INPUT, study_inputs, to_model_input
-from node.infer import infer, prepare
+from node.reading import read_batch
 from node.routing import Router
 from node.store import StudySummary
 from node.synthetic import ECG_LEADS, ecg_lead_signal, write_cr_study, write_ct_study, write_ecg_study
@@ -215,14 +216,14 @@ def test_omni_receives_the_trained_signal_from_a_dicom_waveform(rate_hz: float, 
     received = []
     hook = engine.model.time_series_encoder.register_forward_pre_hook(lambda _, args: received.append(args[0]))
     try:
-        prepared = prepare(study.study_uid, list(study.files), ROUTING, config, engine.profile)
-        [outcome] = infer([prepared], engine, config)
+        prepared = prepare_study(study.study_uid, list(study.files), ROUTING, config.imaging, engine.profile)
+        [outcome] = read_batch([prepared], engine, GenerationSettings(config.engine.max_new_tokens))
     finally:
         hook.remove()
     [signal] = received
     assert tuple(signal.shape) == (1, 8, 2500) and signal.dtype.is_floating_point
     assert np.allclose(signal[0].numpy(), reference_omni_signal(rate_hz, seconds), atol=1e-4)
-    assert outcome.task.domain == "ecg" and outcome.findings is not None and not outcome.inputs
+    assert outcome.prepared.task.domain == "ecg" and outcome.findings is not None and not outcome.prepared.inputs
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -234,10 +235,10 @@ def test_each_family_loads_and_reads_a_study(family: str, tmp_path: Path, tiny_f
     cr = write_cr_study(tmp_path / "cr", size=600)
     config = load_config(None, environ={"QOQ_NODE__ENGINE__MAX_NEW_TOKENS": "6"})
     engine = TransformersEngine(directory, device="cpu")
-    prepared = prepare(cr.study_uid, list(cr.files), ROUTING, config, engine.profile)
-    [outcome] = infer([prepared], engine, config)
-    assert outcome.task.name == "chest_xray" and outcome.findings is not None and f" {family} " in outcome.model
-    [made] = outcome.inputs
+    prepared = prepare_study(cr.study_uid, list(cr.files), ROUTING, config.imaging, engine.profile)
+    [outcome] = read_batch([prepared], engine, GenerationSettings(config.engine.max_new_tokens))
+    assert outcome.prepared.task.name == "chest_xray" and f" {family} " in outcome.model
+    [made] = outcome.prepared.inputs
     assert made.image.size == (600, 600) and made.geometry.grid == engine.profile.grid_size(600, 600)
 
 

@@ -12,9 +12,13 @@ from pathlib import Path
 
 import pydicom
 
+from node.context.pacs import PacsError
+from node.engine.errors import EngineUnavailable
+from node.errors import is_permanent, reason
 from node.imaging.decode import ImagingError
+from node.ingest.hl7v2 import Hl7Error
+from node.ingest.part10 import MalformedDataset
 from node.localpeers import NodeProcess
-from node.ops.errors import is_permanent, reason
 from node.synthetic import restamp, write_cr_study, write_file
 from tests.conftest import dciodvfy_errors, storescu, wait_for
 
@@ -73,11 +77,12 @@ def test_malformed_sources_are_read_and_nothing_of_the_patient_is_written_out(tm
     assert all(line.startswith("{") for line in node.log_path.read_text().splitlines())  # JSON lines only
 
 
-def test_reasons_keep_only_the_node_s_own_messages_and_data_faults_are_permanent() -> None:
+def test_reasons_keep_only_the_node_s_own_messages_and_only_data_faults_are_permanent() -> None:
     library = ValueError("Unable to convert '1923-04-05' to 'DA' object")
     assert "1923" not in reason(library) and reason(library).startswith("ValueError")
     assert reason(ImagingError("cannot decode x.dcm: ValueError")) == "ImagingError: cannot decode x.dcm: ValueError"
-    assert is_permanent(library) and is_permanent(ImagingError("x")) and is_permanent(KeyError("PatientID"))
+    assert is_permanent(ImagingError("x")) and is_permanent(MalformedDataset("x")) and is_permanent(Hl7Error("x"))
     for transient in (OSError(28, "No space left on device"), sqlite3.OperationalError("database is locked"),
-                      TimeoutError(), ConnectionResetError()):
-        assert not is_permanent(transient), transient  # the moment's fault: retried
+                      TimeoutError(), ConnectionResetError(), EngineUnavailable("x"), PacsError("x"),
+                      library, KeyError("PatientID"), RuntimeError("a bug")):
+        assert not is_permanent(transient), transient  # the moment's fault, or a surprise: retried

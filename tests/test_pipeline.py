@@ -193,6 +193,27 @@ def test_a_study_that_cannot_be_read_is_parked_as_failed_at_once(make_node, tmp_
     wait_for(lambda: _state(node, good.study_uid) == COMPLETE, timeout=30)
 
 
+def test_an_unexpected_error_in_results_is_retried_then_failed_with_its_type(make_node, tmp_path: Path,
+                                                                           monkeypatch) -> None:
+    """A bug in a results builder (a RuntimeError that quotes a value) is not the data's fault: the study is
+    tried ``pipeline.max_attempts`` times, then failed with the error's type and none of its message."""
+    import node.scheduler
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("QUAGGAMARE")
+
+    monkeypatch.setattr(node.scheduler, "write_results", broken)
+    ct = write_ct_study(tmp_path / "ct", slices=1, size=64)
+    node = make_node(pipeline={"max_attempts": 3, "retry_seconds": 0.05})
+    assert storescu(node.scp.port, [ct.files[0]]).returncode == 0
+    wait_for(lambda: _state(node, ct.study_uid) == FAILED, timeout=60)
+    [study] = node.store.studies()
+    assert study.attempts == 3  # retried, not settled at once
+    assert study.detail.startswith("results failed: RuntimeError") and "QUAGGAMARE" not in study.detail
+    metrics = node.metrics.render().decode()
+    assert metric_value(metrics, "qoqnode_pipeline_failures_total", 'stage="results"') == 3
+
+
 def test_late_instances_make_a_new_result_that_supersedes_the_first(orthanc: Orthanc, make_node,
                                                                     tmp_path: Path) -> None:
     ct = write_ct_study(tmp_path / "ct", slices=3, size=64)

@@ -7,7 +7,6 @@ import copy
 import re
 import subprocess
 import sys
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,11 +18,12 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 from pydicom.uid import generate_uid
 
+from node.chain import prepare_study
 from node.engine.profiles import PROFILES
 from node.findings import Findings, LocatedBox, ModelBox, locate, parse_output
 from node.imaging.geometry import FrameRef, SourceBox
-from node.infer import prepare
 from node.localpeers import Orthanc, http_json
+from node.reading import read_from_text
 from node.results.gsps import build_presentation_state
 from node.results.hl7 import Hl7Party, build_oru, control_id
 from node.results.provenance import RESEARCH_LABEL, Provenance, device_uid
@@ -674,22 +674,19 @@ def test_the_sr_references_each_boxs_seg_segment(tmp_path: Path) -> None:
 def _written_cr(tmp_path: Path, secondary_capture: bool | str = False):
     """A chest CR read through the node's own routing and imaging, with a recorded answer boxing its lesion,
     and its results written to ``tmp_path / "out"``: the ResultSet."""
-    from dataclasses import replace
-
+    from node.chain import prepare_study
     from node.config import load_config
-    from node.infer import prepare
     from node.results.writer import write_results
     from node.routing import Router
     from node.synthetic import boxed_response
 
     rules = Path(__file__).parent.parent / "conf" / "routing.yaml"
     cr = write_cr_study(tmp_path / "cr", size=512)
-    outcome = prepare(cr.study_uid, list(cr.files), Router.from_file(rules), load_config(None, environ={}),
+    outcome = prepare_study(cr.study_uid, list(cr.files), Router.from_file(rules),
+                            load_config(None, environ={}).imaging,
                       PROFILES["qwen2.5-vl"])
-    findings = locate(parse_output(boxed_response(pydicom.dcmread(cr.files[0]), "Mass")),
-                      [m.geometry for m in outcome.inputs])
-    return write_results(replace(outcome, findings=findings, model="replay", is_test_result=True), tmp_path / "out",
-                         {}, secondary_capture=secondary_capture)
+    read = read_from_text(outcome, boxed_response(pydicom.dcmread(cr.files[0]), "Mass"), "replay", True)
+    return write_results(read, tmp_path / "out", {}, secondary_capture=secondary_capture)
 
 
 #: Model outputs that once broke objects or lost the answer (issue 17): each still gives valid objects,
@@ -716,7 +713,8 @@ def _unescape_raw(value: str) -> str:
 def test_hostile_model_output_gives_valid_objects_and_keeps_the_answer(tmp_path: Path, name: str) -> None:
     study = write_cr_study(tmp_path / "cr", size=256)
     config = node_config(tmp_path / "node")
-    outcome = prepare(study.study_uid, list(study.files), Router.from_file(Path("conf/routing.yaml")), config,
+    outcome = prepare_study(study.study_uid, list(study.files), Router.from_file(Path("conf/routing.yaml")),
+                            config.imaging,
                       PROFILES["qwen2.5-vl"])
     [model_input] = outcome.inputs
     frame = model_input.geometry.placements[0].source
@@ -724,9 +722,8 @@ def test_hostile_model_output_gives_valid_objects_and_keeps_the_answer(tmp_path:
     box = f'```json\n[{{"bbox_2d": [{x1}, {y1}, {x2}, {y2}], "label": "mass"}}]\n```'
     text = HOSTILE_OUTPUTS[name].format(box=box, box_label_backslash=box.replace('"mass"', '"mass\\\\\\\nodule"'))
     findings = locate(parse_output(text), [model_input.geometry])
-    outcome = replace(outcome, findings=findings, model="replay (TEST)", is_test_result=True)
-    written = write_results(outcome, tmp_path / "out", {"ehr": Hl7Party()})
-    assert written is not None and not written.omitted, written.omitted if written else None
+    written = write_results(read_from_text(outcome, text, "replay (TEST)", True), tmp_path / "out", {"ehr": Hl7Party()})
+    assert not written.omitted, written.omitted
     assert findings.labels[0].startswith("Mass") and len(findings.boxes) == 1
     for item in written.dicom:
         assert dciodvfy_errors(item.path) == [], item.path.name
@@ -752,7 +749,8 @@ def test_a_series_of_mixed_sizes_gets_a_presentation_state_per_size(tmp_path: Pa
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.InstanceNumber = first.StudyInstanceUID, first.SeriesInstanceUID, 2
     write_file(ds, small.files[0])
     files = [big.files[0], small.files[0]]
-    outcome = prepare(big.study_uid, files, Router.from_file(Path("conf/routing.yaml")), node_config(tmp_path / "n"),
+    outcome = prepare_study(big.study_uid, files, Router.from_file(Path("conf/routing.yaml")),
+                            node_config(tmp_path / "n").imaging,
                       PROFILES["qwen2.5-vl"])
     assert len(outcome.inputs) == 2
     boxes = []
@@ -761,10 +759,8 @@ def test_a_series_of_mixed_sizes_gets_a_presentation_state_per_size(tmp_path: Pa
         x1, y1, x2, y2 = model_input.geometry.box_to_model(SourceBox(frame, 40, 40, 90, 90))
         boxes.append(f'{{"bbox_2d": [{x1}, {y1}, {x2}, {y2}], "label": "mass", "image": {index}}}')
     text = f"<think>r</think>```json\n[{', '.join(boxes)}]\n```\\boxed{{Mass}}"
-    findings = locate(parse_output(text), [m.geometry for m in outcome.inputs])
-    written = write_results(replace(outcome, findings=findings, model="replay (TEST)", is_test_result=True),
-                            tmp_path / "out", {})
-    assert written is not None and not written.omitted
+    written = write_results(read_from_text(outcome, text, "replay (TEST)", True), tmp_path / "out", {})
+    assert not written.omitted
     states = sorted(p for p in written.files if p.name.startswith("gsps"))
     assert [p.name for p in states] == ["gsps-2.dcm", "gsps.dcm"]
     referenced = set()

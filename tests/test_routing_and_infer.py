@@ -15,14 +15,16 @@ import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
+from node.chain import prepare_study
 from node.config import load_config
 from node.context.gather import StudyIdentity
 from node.engine.profiles import PROFILES
+from node.imaging.decode import ImagingError
 from node.imaging.geometry import FrameRef, SourceBox
 from node.imaging.inputs import ECG_AS_IMAGE_CAVEAT, NO_ECG_INPUT
-from node.infer import prepare
+from node.imaging.prepared import Prepared
 from node.ingest.part10 import file_meta
-from node.routing import DOMAINS, Router, RoutingError, StudyHeader
+from node.routing import DOMAINS, Router, RoutingError, Skipped, StudyHeader
 from node.synthetic import restamp, write_cr_study, write_ct_study, write_ecg_study, write_file
 from tests.conftest import PYDICOM_TEST_FILES, dciodvfy_errors, model_geometry
 
@@ -206,10 +208,10 @@ def test_a_report_that_arrives_first_does_not_decide_the_task(tmp_path: Path) ->
     config = load_config(None, environ={})
     rules = Router.from_file(REPO / "conf" / "routing.yaml")
     files = [PYDICOM_TEST_FILES / "test-SR.dcm", *study.files]
-    outcome = prepare(study.study_uid, files, rules, config, PROFILES["qwen2.5-vl"])
-    assert outcome.task is not None and outcome.task.domain == "ct", outcome.skipped
-    alone = prepare(study.study_uid, files[:1], rules, config, PROFILES["qwen2.5-vl"])
-    assert alone.task is None and "modality 'SR'" in alone.skipped  # a report alone is still no task
+    outcome = prepare_study(study.study_uid, files, rules, config.imaging, PROFILES["qwen2.5-vl"])
+    assert isinstance(outcome, Prepared) and outcome.task.domain == "ct", outcome
+    alone = prepare_study(study.study_uid, files[:1], rules, config.imaging, PROFILES["qwen2.5-vl"])
+    assert isinstance(alone, Skipped) and "modality 'SR'" in alone.reason  # a report alone is still no task
 
 
 def test_a_corrupt_image_costs_that_image_not_the_study(tmp_path: Path) -> None:
@@ -222,13 +224,15 @@ def test_a_corrupt_image_costs_that_image_not_the_study(tmp_path: Path) -> None:
     ds.PixelData = ds.PixelData[: len(ds.PixelData) // 3]
     write_file(ds, broken.files[0])
     rules = Router.from_file(REPO / "conf" / "routing.yaml")
-    outcome = prepare(good.study_uid, [*good.files, *broken.files], rules, load_config(None, environ={}),
+    outcome = prepare_study(good.study_uid, [*good.files, *broken.files], rules, load_config(None, environ={}).imaging,
                       PROFILES["qwen2.5-vl"])
-    assert not outcome.skipped and len(outcome.inputs) == 1
+    assert isinstance(outcome, Prepared) and len(outcome.inputs) == 1
     assert outcome.inputs[0].path == good.files[0]
     assert outcome.caveats == ("1 key image(s) could not be decoded and were not read",)
-    alone = prepare(good.study_uid, list(broken.files), rules, load_config(None, environ={}), PROFILES["qwen2.5-vl"])
-    assert alone.skipped.startswith("cannot decode any of the 1 key image(s)") and not alone.final_skip
+    with pytest.raises(ImagingError, match=r"^cannot decode any of the 1 key image\(s\)") as failed:
+        prepare_study(good.study_uid, list(broken.files), rules, load_config(None, environ={}).imaging,
+                      PROFILES["qwen2.5-vl"])
+    assert failed.value.permanent  # the data is at fault: failed at once, never retried
 
 
 def test_attributes_a_sender_wrote_after_the_pixel_data_are_read(tmp_path: Path) -> None:
@@ -251,6 +255,6 @@ def test_attributes_a_sender_wrote_after_the_pixel_data_are_read(tmp_path: Path)
                      + b"".join(encoded))
     assert "StudyInstanceUID" not in pydicom.dcmread(path, stop_before_pixels=True)  # what the node used to read
     assert StudyIdentity.read(path, "").study_uid == study.study_uid
-    outcome = prepare(study.study_uid, [path], Router.from_file(REPO / "conf" / "routing.yaml"),
-                      load_config(None, environ={}), PROFILES["qwen2.5-vl"])
-    assert outcome.task is not None and outcome.task.domain == "chest_xray" and len(outcome.inputs) == 1
+    outcome = prepare_study(study.study_uid, [path], Router.from_file(REPO / "conf" / "routing.yaml"),
+                      load_config(None, environ={}).imaging, PROFILES["qwen2.5-vl"])
+    assert isinstance(outcome, Prepared) and outcome.task.domain == "chest_xray" and len(outcome.inputs) == 1

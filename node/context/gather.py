@@ -117,8 +117,10 @@ class ContextGatherer:
                 identity.modality, identity.study_time, identity.description, None), now)
         return identity
 
-    def gather(self, identity: StudyIdentity, policy: ContextPolicy, takes_ecg: bool, now: float) -> PatientContext:
-        """The context ``policy`` asks for (an ECG only when the model takes one)."""
+    def gather(self, identity: StudyIdentity, policy: ContextPolicy, takes_ecg: bool, now: float,
+               ask_pacs: bool = True) -> PatientContext:
+        """The context ``policy`` asks for (an ECG only when the model takes one); with ``ask_pacs`` False,
+        only what the node holds (the PACS is not asked)."""
         at = identity.study_time if identity.study_time is not None else now
         context = PatientContext(identity.study_time, order_wanted=policy.order)
         if not identity.patient_key or not policy.wants_anything:
@@ -129,7 +131,7 @@ class ContextGatherer:
                      ) if policy.labs else ()
         ecg_policy = policy.ecg if takes_ecg else None
         prior_modalities = {m.upper() for m in policy.priors.modality} if policy.priors else set()
-        if self._pacs is not None and (policy.priors or ecg_policy):
+        if ask_pacs and self._pacs is not None and (policy.priors or ecg_policy):
             days_back = max(policy.priors.days if policy.priors else 0, ecg_policy.hours / 24 if ecg_policy else 0)
             days_on = ecg_policy.hours / 24 if ecg_policy else 0
             wanted = prior_modalities | ({"ECG"} if ecg_policy else set())  # an ECG only for a model that takes it
@@ -166,7 +168,7 @@ class ContextGatherer:
         try:
             found = self._pacs.find(identity.patient_id, date.fromtimestamp(since), date.fromtimestamp(until))
         except Exception as exc:  # the PACS is outside: whatever fails there costs the priors, never the read
-            self._failed("find", identity, exc)
+            self._failed("find", identity.study_uid, exc)
             return
         known = {s.study_uid for s in self._store.clinical.studies_of(identity.patient_key)}
         for study in found:
@@ -180,7 +182,7 @@ class ContextGatherer:
         try:
             files = self._pacs.retrieve(study.study_uid, self._root / folder)
         except Exception as exc:  # as above; a half-retrieved study is not recorded, and is tried again later
-            self._failed("retrieve", identity, exc)
+            self._failed("retrieve", identity.study_uid, exc)
             return
         if not files:
             return
@@ -192,7 +194,11 @@ class ContextGatherer:
         log.info("context.prior_retrieved", study=uid_hash(identity.study_uid), prior=uid_hash(study.study_uid),
                  instances=len(files))
 
-    def _failed(self, step: str, identity: StudyIdentity, exc: Exception) -> None:
+    def pacs_timed_out(self, study_uid: str) -> None:
+        """Count and log a study whose gathering outlasted its time (``context.gather_seconds``)."""
+        self._failed("timeout", study_uid, TimeoutError())
+
+    def _failed(self, step: str, study_uid: str, exc: Exception) -> None:
         if self._metrics is not None:
             self._metrics.prior_retrieval_failures.labels(step).inc()
-        log.warning("context.pacs_failed", step=step, study=uid_hash(identity.study_uid), error=type(exc).__name__)
+        log.warning("context.pacs_failed", step=step, study=uid_hash(study_uid), error=type(exc).__name__)

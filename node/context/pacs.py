@@ -31,6 +31,7 @@ from pynetdicom.sop_class import (
 
 from node.config import DicomDestination
 from node.egress.dicom import client_tls_context
+from node.errors import TransientError
 from node.ingest.spool import fsync_dir, write_atomically
 
 #: The storage classes a prior can be retrieved in (the node reads these; others are not asked for).
@@ -41,7 +42,7 @@ RETRIEVABLE = (ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresen
 _SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 
 
-class PacsError(RuntimeError):
+class PacsError(TransientError):
     """A query or retrieval failed; the message names the step and the status, no patient data."""
 
 

@@ -36,6 +36,7 @@ from node.engine import EngineRequest, EngineResult
 from node.engine.chat import require_inputs_fit, user_turn
 from node.engine.errors import EngineLoadError, EngineUnavailable
 from node.engine.profiles import ModelProfile
+from node.errors import NodeError
 from node.ops.logging import get_logger
 
 log = get_logger("engine.openai")
@@ -70,7 +71,7 @@ def is_test_answer(answer: dict[str, Any]) -> bool:
     return isinstance(extension, dict) and extension.get("is_test_result") is True
 
 
-class ServerError(Exception):
+class ServerError(NodeError):
     """An answer from the server that is not a completion; ``retryable`` says whether to try again."""
 
     def __init__(self, message: str, retryable: bool, retry_after: float | None = None) -> None:

@@ -27,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from node.engine import Engine, EngineRequest, EngineResult, GenerationSettings
 from node.engine.openai_backend import EXTENSION_FIELD
 from node.engine.prompt import IMAGE_MARKER
+from node.errors import DataError
 from node.ops.logging import get_logger
 
 log = get_logger("engine.serve")
@@ -35,7 +36,7 @@ DEFAULT_MAX_TOKENS = 1024
 MAX_BODY_BYTES = 256 * 1024 * 1024
 
 
-class BadRequest(ValueError):
+class BadRequest(DataError):
     """The request cannot be served; the message goes back to the client."""
 
 

@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from node.engine import EngineRequest, EngineResult
+from node.errors import NodeError
 
 MODEL_IDENTITY = "replay (recorded responses; TEST RESULT, not a model output)"
 
 
-class ReplayError(ValueError):
+class ReplayError(NodeError):
     """The responses file cannot be used; the message says why."""
 
 

@@ -18,6 +18,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
+from node.errors import DataError
 from node.imaging.geometry import FrameRef
 
 #: Default windows (centre, width) in modality units, by name, for images without their own.
@@ -31,7 +32,7 @@ DEFAULT_WINDOWS: dict[str, tuple[float, float]] = {
 }
 
 
-class ImagingError(ValueError):
+class ImagingError(DataError):
     """An instance cannot be turned into an image; the message says why."""
 
 

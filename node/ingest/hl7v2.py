@@ -11,8 +11,10 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from node.errors import DataError
 
-class Hl7Error(ValueError):
+
+class Hl7Error(DataError):
     """The message cannot be read; the reason names what is wrong, never a value of the message."""
 
 

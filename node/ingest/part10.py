@@ -13,6 +13,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from node.errors import DataError
 from node.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 #: Dataset encodings (PS3.5 Annex A): every other transfer syntax is explicit VR little endian.
@@ -41,7 +42,7 @@ _HEADER_TAGS = frozenset({SOP_CLASS_UID, SOP_INSTANCE_UID, MODALITY, MANUFACTURE
                           SERIES_INSTANCE_UID})
 
 
-class MalformedDataset(ValueError):
+class MalformedDataset(DataError):
     """The encoded dataset is not well-formed DICOM; the message says where."""
 
 

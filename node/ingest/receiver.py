@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pydicom.uid import generate_uid
 
+from node.errors import NodeError
 from node.implementation import MANUFACTURER as NODE_MANUFACTURER
 from node.ingest.commits import GroupCommit
 from node.ingest.incoming import IncomingDataset, IncomingLimits, stored_transfer_syntax
@@ -71,7 +72,7 @@ class StoreOutcome:
     study_uid: str | None = None
 
 
-class _Refusal(Exception):
+class _Refusal(NodeError):
     def __init__(self, status: int, reason: str, comment: str) -> None:
         assert reason in REFUSAL_REASONS, reason
         super().__init__(comment)

@@ -21,9 +21,10 @@ from pydicom.dataset import Dataset
 from node.context.text import GivenContext, context_text, input_lines
 from node.findings import Findings
 from node.imaging.decode import iter_frames
+from node.imaging.prepared import Prepared
 from node.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from node.infer import StudyOutcome
 from node.ingest.spool import fsync_dir, write_atomically
+from node.reading import Read
 from node.results.gsps import build_presentation_state, presentation_groups
 from node.results.hl7 import Hl7Party, build_oru, control_id
 from node.results.kos import build_kos
@@ -88,22 +89,21 @@ def _on(findings: Findings, images: Sequence[Dataset]) -> Findings:
     return replace(findings, boxes=tuple(box for box in findings.boxes if box.source.frame.sop_instance_uid in uids))
 
 
-def _dicom_objects(outcome: StudyOutcome, key_paths: list[Path], sources: list[Dataset], provenance: Provenance,
+def _dicom_objects(read: Read, key_paths: list[Path], sources: list[Dataset], provenance: Provenance,
                    study_version: int, secondary_capture: bool | str, previous: Sequence[Dataset],
                    given: GivenContext, omitted: list[tuple[str, Exception]]) -> list[tuple[str, Dataset]]:
     """(file name, dataset) of the SR, SEGs, presentation state and optional SCs over the key images
     (``sources``: the instances at ``key_paths``, read). The SR covers every input (a prior's image, an
     ECG of another study); the SEG, presentation state, KOS and SCs only the study's own images, as they
     belong to its study."""
-    assert outcome.findings is not None and outcome.task is not None
-    task = outcome.task.domain
+    study_uid, task = read.prepared.study_uid, read.prepared.task.domain
     # A box is placed only on an image: never in image coordinates on a waveform (an ECG shown as a plot).
     pictures = [ds for ds in sources if "PixelData" in ds]
-    findings = _on(outcome.findings, pictures)
+    findings = _on(read.findings, pictures)
     own = [(path, ds) for path, ds in zip(key_paths, sources, strict=True)
-           if str(ds.StudyInstanceUID) == outcome.study_uid]
+           if str(ds.StudyInstanceUID) == study_uid]
     own_sources = [ds for _, ds in own]
-    images = [ds for ds in pictures if str(ds.StudyInstanceUID) == outcome.study_uid]
+    images = [ds for ds in pictures if str(ds.StudyInstanceUID) == study_uid]
     own_findings = _on(findings, images)
     segs = _shown_again("seg", lambda: [
         (f"seg-{number}.dcm", seg)
@@ -112,9 +112,9 @@ def _dicom_objects(outcome: StudyOutcome, key_paths: list[Path], sources: list[D
     segments = {str(segment.TrackingUID): SegmentReference(str(seg.SeriesInstanceUID), str(seg.SOPClassUID),
                                                            str(seg.SOPInstanceUID), int(segment.SegmentNumber))
                 for _, seg in segs for segment in seg.SegmentSequence}
-    objects = [(SR_FILE, build_sr(findings, sources, provenance, study_version, task, previous, outcome.analysed_at,
+    objects = [(SR_FILE, build_sr(findings, sources, provenance, study_version, task, previous, read.analysed_at,
                                   segments, given)), *segs]
-    window = next((m.window for m in outcome.inputs if m.window is not None), None)
+    window = next((m.window for m in read.prepared.inputs if m.window is not None), None)
     for number, group in enumerate(presentation_groups(images), start=1):  # one per kind and size of image
         name = ("csps" if int(group[0].get("SamplesPerPixel", 1)) > 1 else "gsps") + \
             (f"-{number}" if number > 1 else "") + ".dcm"
@@ -126,31 +126,30 @@ def _dicom_objects(outcome: StudyOutcome, key_paths: list[Path], sources: list[D
                                                                         study_version, task))], omitted)
     if secondary_capture:
         objects += _shown_again("sc", lambda: _secondary_captures(
-            outcome, own_findings, [path for path, _ in own], own_sources, provenance, study_version, task,
+            read.prepared, own_findings, [path for path, _ in own], own_sources, provenance, study_version, task,
             secondary_capture), omitted)
     return objects
 
 
-def report_context(outcome: StudyOutcome) -> GivenContext:
+def report_context(prepared: Prepared) -> GivenContext:
     """What the study's results say the model was given with it."""
-    ecg_given = bool(outcome.signals)
-    return GivenContext(context_text(outcome.context, outcome.current_images, outcome.modality, ecg_given),
-                        outcome.context.labs,
-                        input_lines(outcome.context, outcome.study_uid, outcome.modality, ecg_given))
+    ecg_given, modality = bool(prepared.signals), prepared.routed.modality
+    return GivenContext(context_text(prepared.context, prepared.current_images, modality, ecg_given),
+                        prepared.context.labs, input_lines(prepared.context, prepared.study_uid, modality, ecg_given))
 
 
-def _key_paths(outcome: StudyOutcome) -> list[Path]:
+def _key_paths(prepared: Prepared) -> list[Path]:
     """The instances the model was given, images first, each once."""
-    return list(dict.fromkeys([model_input.path for model_input in outcome.inputs]
-                              + [signal.path for signal in outcome.signals]))
+    return list(dict.fromkeys([model_input.path for model_input in prepared.inputs]
+                              + [signal.path for signal in prepared.signals]))
 
 
-def _secondary_captures(outcome: StudyOutcome, findings: Findings, key_paths: list[Path], sources: list[Dataset],
+def _secondary_captures(prepared: Prepared, findings: Findings, key_paths: list[Path], sources: list[Dataset],
                         provenance: Provenance, study_version: int, task: str,
                         which: bool | str) -> list[tuple[str, Dataset]]:
     """One burned-in SC per key frame (``which``: "projection" — only of images without patient
     geometry — or every one)."""
-    key_frames = {(p.source.sop_instance_uid, p.source.frame) for m in outcome.inputs for p in m.geometry.placements}
+    key_frames = {(p.source.sop_instance_uid, p.source.frame) for m in prepared.inputs for p in m.geometry.placements}
     captures = []
     for path, ds in zip(key_paths, sources, strict=True):
         if "PixelData" not in ds or (which == "projection" and "FrameOfReferenceUID" in ds):
@@ -163,41 +162,38 @@ def _secondary_captures(outcome: StudyOutcome, findings: Findings, key_paths: li
 
 
 def write_results(
-    outcome: StudyOutcome,
+    read: Read,
     directory: Path,
     parties: Mapping[str, Hl7Party],
     secondary_capture: bool | str = False,
     study_version: int = 1,
     previous_sr: Dataset | None = None,
     critical_labels: Sequence[str] = (),
-) -> ResultSet | None:
+) -> ResultSet:
     """Write a read study's results into ``directory``: the SR, SEG and presentation state (GSPS,
     or CSPS for colour images) over its key images, optionally burned-in SCs, and one ORU^R01 per
-    HL7 party (``<name>.hl7``). ``previous_sr``: the report of the study version this one supersedes.
-    None when the study was not read (skipped)."""
-    if outcome.findings is None or not outcome.readable:
-        return None
-    assert outcome.task is not None
-    provenance = Provenance(outcome.model, outcome.is_test_result, caveats=outcome.caveats)
+    HL7 party (``<name>.hl7``). ``previous_sr``: the report of the study version this one supersedes."""
+    prepared = read.prepared
+    provenance = Provenance(read.model, read.is_test_result, caveats=prepared.caveats)
     directory.mkdir(parents=True, exist_ok=True)
     omitted: list[tuple[str, Exception]] = []
-    key_paths = _key_paths(outcome)
+    key_paths = _key_paths(prepared)
     sources = [pydicom.dcmread(path) for path in key_paths]
     for source in sources:  # what the objects copy from them is made valid first (never copied invalid)
         repair_header(source)
-    given = report_context(outcome)
-    objects = _dicom_objects(outcome, key_paths, sources, provenance, study_version, secondary_capture,
+    given = report_context(prepared)
+    objects = _dicom_objects(read, key_paths, sources, provenance, study_version, secondary_capture,
                              [previous_sr] if previous_sr is not None else [], given, omitted)
     written = []
     for name, dataset in objects:
         write_atomically(directory / name, _dataset_bytes(dataset))
         written.append(WrittenObject(directory / name, str(dataset.SOPInstanceUID)))
     sr = dict(objects)[SR_FILE]
-    key = result_key(outcome.study_uid, study_version, outcome.task.domain)
+    key = result_key(prepared.study_uid, study_version, prepared.task.domain)
     header = sources[0]  # patient, order, study
     messages = {}
     for name, party in parties.items():
-        oru = build_oru(outcome.findings, header, provenance, party, key, sr_sop_instance_uid=str(sr.SOPInstanceUID),
+        oru = build_oru(read.findings, header, provenance, party, key, sr_sop_instance_uid=str(sr.SOPInstanceUID),
                         corrects_earlier=previous_sr is not None, critical_labels=critical_labels,
                         inputs=given.inputs if given.any else ())
         path = directory / f"{name}.hl7"

@@ -16,7 +16,6 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,7 @@ from pydicom.uid import (
 )
 from scipy import ndimage
 
+from node.chain import prepare_study
 from node.config import load_config
 from node.context.gather import ContextGatherer, StudyIdentity
 from node.engine.profiles import PROFILES
@@ -40,8 +40,9 @@ from node.findings import locate, parse_output
 from node.imaging.decode import iter_frames
 from node.imaging.geometry import SourceBox
 from node.imaging.inputs import ModelInput
-from node.infer import prepare
+from node.imaging.prepared import Prepared
 from node.localpeers import Orthanc
+from node.reading import read_from_text
 from node.results.hl7 import Hl7Party
 from node.results.writer import write_results
 from node.routing import Router, StudyHeader
@@ -146,15 +147,15 @@ def _boxed_answer(key: ModelInput, label: str) -> str:
 def _results(study: SyntheticStudy, out: Path) -> list[Path]:
     """What the node makes of ``study`` with a recorded answer boxing the lesion of the image it reads."""
     config = load_config(None, environ={"QOQ_NODE__ROUTING__RULES": str(RULES)})
-    outcome = prepare(study.study_uid, list(study.files), Router.from_file(RULES), config, PROFILES["qwen2.5-vl"])
-    assert outcome.task is not None and outcome.inputs, outcome.skipped
+    outcome = prepare_study(study.study_uid, list(study.files), Router.from_file(RULES), config.imaging,
+                            PROFILES["qwen2.5-vl"])
+    assert isinstance(outcome, Prepared) and outcome.inputs, outcome
     [key] = outcome.inputs
     text = _boxed_answer(key, LABELS[outcome.task.domain])
     findings = locate(parse_output(text), [m.geometry for m in outcome.inputs])
     assert findings.boxes, findings.warnings
-    outcome = replace(outcome, findings=findings, model="replay (recorded responses; TEST)", is_test_result=True)
-    written = write_results(outcome, out, {"oru": Hl7Party()}, secondary_capture=True)
-    assert written is not None
+    read = read_from_text(outcome, text, "replay (recorded responses; TEST)", True)
+    written = write_results(read, out, {"oru": Hl7Party()}, secondary_capture=True)
     return [item.path for item in written.dicom]
 
 
@@ -313,7 +314,7 @@ def _results_with_prior(current: SyntheticStudy, prior: SyntheticStudy, out: Pat
                                              identity.study_time - 30 * 86400, "", f"context/{prior.study_uid}"),
                                   time.time())
         config = load_config(None, environ={"QOQ_NODE__ROUTING__RULES": str(RULES)})
-        outcome = prepare(current.study_uid, list(current.files), Router.from_file(RULES), config,
+        outcome = prepare_study(current.study_uid, list(current.files), Router.from_file(RULES), config.imaging,
                           PROFILES["qwen2.5-vl"], ContextGatherer(store, root, ""))
     finally:
         store.close()
@@ -323,9 +324,8 @@ def _results_with_prior(current: SyntheticStudy, prior: SyntheticStudy, out: Pat
     text = now.replace("}]\n```", "}, " + on_prior + "]\n```")
     findings = locate(parse_output(text), [m.geometry for m in outcome.inputs])
     assert len(findings.boxes) == 2, findings.warnings
-    outcome = replace(outcome, findings=findings, model="replay (recorded responses; TEST)", is_test_result=True)
-    written = write_results(outcome, out, {"oru": Hl7Party()}, secondary_capture=True)
-    assert written is not None
+    read = read_from_text(outcome, text, "replay (recorded responses; TEST)", True)
+    written = write_results(read, out, {"oru": Hl7Party()}, secondary_capture=True)
     return [item.path for item in written.dicom]
 
 

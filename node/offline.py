@@ -1,0 +1,161 @@
+"""``qoq-node infer``: the node's chain on DICOM files, offline — route → gather → image → read → results.
+
+Files are grouped by study. A study that cannot be read is reported with its reason and the others go on;
+the command exits non-zero when any study failed or no study was found.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from pydicom.errors import InvalidDicomError
+
+from node.app import build_router
+from node.chain import prepare_study
+from node.config import NodeConfig
+from node.context.gather import ContextGatherer
+from node.context.overview import load_messages
+from node.dicom_files import read_attributes
+from node.engine import GenerationSettings
+from node.engine_host import build_engine
+from node.errors import NodeError, reason
+from node.imaging.prepared import Prepared
+from node.reading import Read, prompt_context, read_batch
+from node.results.hl7 import Hl7Party
+from node.results.writer import write_results
+from node.routing import Skipped
+from node.store import Store
+
+#: One study's end offline: read, skipped, or (study UID, why it failed).
+Outcome = Read | Skipped | tuple[str, str]
+
+
+def group_by_study(paths: Iterable[Path]) -> tuple[dict[str, list[Path]], list[str]]:
+    """Files (folders searched recursively) grouped by Study Instance UID; and what was not DICOM."""
+    studies: dict[str, list[Path]] = defaultdict(list)
+    problems = []
+    for path in paths:
+        for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+            try:
+                ds = read_attributes(file, ["StudyInstanceUID"])
+                studies[str(ds.StudyInstanceUID)].append(file)
+            except (InvalidDicomError, AttributeError, OSError) as exc:
+                problems.append(f"{file}: not a readable DICOM instance ({type(exc).__name__})")
+    return dict(studies), problems
+
+
+@contextmanager
+def offline_context(path: Path | None, config: NodeConfig) -> Iterator[ContextGatherer | None]:
+    """A context gatherer over the orders and lab results of an HL7 file, kept in a scratch store
+    (None without a file)."""
+    if path is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="qoq-context-") as scratch:
+        store = Store(Path(scratch) / "state.db")
+        try:
+            for problem in load_messages(store, path, config.context.default_authority):
+                print(f"qoq-node: {problem}", file=sys.stderr)
+            yield ContextGatherer(store, Path(scratch), config.context.default_authority)
+        finally:
+            store.close()
+
+
+def infer_files(config: NodeConfig, paths: Iterable[Path], context: Path | None) -> tuple[list[Outcome], bool]:
+    """Every study in ``paths`` through the chain; and whether any files were DICOM studies."""
+    router = build_router(config)
+    studies, problems = group_by_study(paths)
+    for problem in problems:
+        print(f"qoq-node: {problem}", file=sys.stderr)
+    loaded = build_engine(config, test_model_when_unset=False)
+    prepared: list[Prepared | Skipped | tuple[str, str]] = []
+    with offline_context(context, config) as gatherer:
+        for uid, files in studies.items():
+            try:
+                prepared.append(prepare_study(uid, files, router, config.imaging, loaded.profile, gatherer))
+            except NodeError as exc:  # a data fault: this study is reported, the others go on
+                prepared.append((uid, reason(exc)))
+    settings = GenerationSettings(max_new_tokens=config.engine.max_new_tokens, temperature=config.engine.temperature)
+    reads = iter(read_batch([p for p in prepared if isinstance(p, Prepared)], loaded.engine, settings))
+    return [next(reads) if isinstance(p, Prepared) else p for p in prepared], bool(studies)
+
+
+def outcome_json(outcome: Outcome) -> dict[str, Any]:
+    """One study's end for ``infer --json``: the same keys for a read, a skipped and a failed study."""
+    empty: dict[str, Any] = {"domain": None, "skipped": None, "error": None, "model": None, "test_result": False,
+                             "task": None, "caveats": [], "inputs": [], "context": None, "labels": [], "boxes": [],
+                             "reasoning": "", "warnings": [], "raw_text": ""}
+    if isinstance(outcome, tuple):
+        return {"study_uid": outcome[0], "files": None, **empty, "error": outcome[1]}
+    if isinstance(outcome, Skipped):
+        return {"study_uid": outcome.study_uid, "files": len(outcome.files), **empty, "skipped": outcome.reason}
+    prepared, findings = outcome.prepared, outcome.findings
+    return {
+        "study_uid": prepared.study_uid,
+        "files": len(prepared.files),
+        **empty,
+        "domain": prepared.task.domain,
+        "model": outcome.model,
+        "test_result": outcome.is_test_result,
+        "task": prepared.task.name,
+        "caveats": list(prepared.caveats),
+        "inputs": [m.describe() for m in prepared.inputs] + [s.describe() for s in prepared.signals],
+        "context": prompt_context(prepared) or None,
+        "labels": list(findings.labels),
+        "boxes": [{"label": box.label, "model": asdict(box.model), "source": asdict(box.source)}
+                  for box in findings.boxes],
+        "reasoning": findings.reasoning,
+        "warnings": list(findings.warnings),
+        "raw_text": findings.raw_text,
+    }
+
+
+def print_outcome(outcome: Outcome) -> None:
+    """One study's end for people."""
+    if isinstance(outcome, tuple):
+        print(f"study {outcome[0]}\n  failed: {outcome[1]}")
+        return
+    if isinstance(outcome, Skipped):
+        print(f"study {outcome.study_uid} ({len(outcome.files)} files)\n  skipped: {outcome.reason}")
+        return
+    prepared, findings = outcome.prepared, outcome.findings
+    print(f"study {prepared.study_uid} ({len(prepared.files)} files)")
+    banner = "  ** TEST RESULT — not a clinical model output **" if outcome.is_test_result else ""
+    print(f"  domain: {prepared.task.domain} (task {prepared.task.name}); model: {outcome.model}{banner}")
+    print("  AI result — research use only, not for diagnosis")
+    for caveat in prepared.caveats:
+        print(f"  caveat: {caveat}")
+    for model_input in prepared.inputs:
+        described = model_input.describe()
+        print(f"  input: image {'×'.join(map(str, described['source_pixels']))} → nearest "
+              f"{'×'.join(map(str, described['pre_resize']['pixels']))} → grid "
+              f"{'×'.join(map(str, described['processor_grid']['pixels']))}")
+    for series in prepared.signals:
+        print(f"  input: time-series {series.shape_text}")
+    for line in prompt_context(prepared).split("\n")[1:]:
+        print(f"  context: {line}")
+    print(f"  answer: {', '.join(findings.labels) or '(none)'}")
+    for box in findings.boxes:
+        s = box.source
+        print(f"  box '{box.label}': instance {s.frame.sop_instance_uid} frame {s.frame.frame}, "
+              f"columns {s.column_min:.1f}-{s.column_max:.1f}, rows {s.row_min:.1f}-{s.row_max:.1f}")
+    for warning in findings.warnings:
+        print(f"  warning: {warning}")
+
+
+def write_offline_results(outcome: Read, out: Path, config: NodeConfig) -> None:
+    """A read study's result objects and ORU under ``out/<study UID>/``, each named on stderr."""
+    study_uid = outcome.prepared.study_uid
+    written = write_results(outcome, out / study_uid, {"oru": Hl7Party()}, config.results.secondary_capture,
+                            critical_labels=config.results.critical_labels)
+    for path in written.files:
+        print(f"wrote {path}", file=sys.stderr)
+    for kind, error in written.omitted:
+        print(f"qoq-node: no {kind} for study {study_uid}: {type(error).__name__}: {error}", file=sys.stderr)
