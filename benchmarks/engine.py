@@ -35,10 +35,10 @@ import transformers
 
 from node.config import EngineConfig, TensorRtLlmOptions, TransformersOptions, load_config
 from node.engine import EngineRequest, GenerationSettings
-from node.engine.profiles import PROFILES
 from node.engine.shapes import QWEN25_VL_7B_TEXT, QWEN25_VL_7B_VISION
 from node.engine.tiny import build_tiny_checkpoint
 from node.infer import engine_request, prepare
+from node.model.profiles import PROFILES
 from node.routing import Router
 from node.synthetic import write_cr_study
 

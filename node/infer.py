@@ -19,12 +19,12 @@ from node.context.gather import ContextGatherer, PatientContext, RelatedStudy
 from node.context.text import context_text
 from node.dicom_files import read_attributes
 from node.engine import Engine, EngineRequest, GenerationSettings
-from node.engine.profiles import ModelProfile
 from node.engine.prompt import build_prompt
 from node.findings import Findings, locate, parse_output
 from node.imaging.decode import ImagingError
 from node.imaging.ecg_signal import SignalInput, ecg_signal
 from node.imaging.inputs import ModelInput, NotForModel, StudyInputs, study_inputs
+from node.model.profiles import ModelProfile
 from node.ops.logging import get_logger, uid_hash
 from node.routing import DomainSpec, Router, StudyHeader, Task
 

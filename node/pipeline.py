@@ -26,8 +26,8 @@ from node.context.pacs import PacsPriors
 from node.engine import Engine, EngineRequest, EngineResult
 from node.engine.errors import EngineLoadError, EngineUnavailable
 from node.engine.factory import engine_profile, make_engine, resolve_model
-from node.engine.profiles import ModelProfile
 from node.infer import StudyOutcome, infer, prepare
+from node.model.profiles import ModelProfile
 from node.ops.errors import is_permanent, reason
 from node.ops.logging import get_logger, uid_hash
 from node.ops.metrics import Metrics

@@ -19,11 +19,11 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 from pydicom.uid import generate_uid
 
-from node.engine.profiles import PROFILES
 from node.findings import Findings, LocatedBox, ModelBox, locate, parse_output
 from node.imaging.geometry import FrameRef, SourceBox
 from node.infer import prepare
 from node.localpeers import Orthanc, http_json
+from node.model.profiles import PROFILES
 from node.results.gsps import build_presentation_state
 from node.results.hl7 import Hl7Party, build_oru, control_id
 from node.results.provenance import RESEARCH_LABEL, Provenance, device_uid

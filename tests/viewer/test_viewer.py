@@ -35,13 +35,13 @@ from scipy import ndimage
 
 from node.config import load_config
 from node.context.gather import ContextGatherer, StudyIdentity
-from node.engine.profiles import PROFILES
 from node.findings import locate, parse_output
 from node.imaging.decode import iter_frames
 from node.imaging.geometry import SourceBox
 from node.imaging.inputs import ModelInput
 from node.infer import prepare
 from node.localpeers import Orthanc
+from node.model.profiles import PROFILES
 from node.results.hl7 import Hl7Party
 from node.results.writer import write_results
 from node.routing import Router, StudyHeader
