@@ -36,9 +36,9 @@ import transformers
 from node.chain import prepare_study
 from node.config import EngineConfig, TensorRtLlmOptions, TransformersOptions, load_config
 from node.engine import EngineRequest, GenerationSettings
-from node.engine.profiles import PROFILES
 from node.engine.shapes import QWEN25_VL_7B_TEXT, QWEN25_VL_7B_VISION
 from node.engine.tiny import build_tiny_checkpoint
+from node.model.profiles import PROFILES
 from node.reading import engine_request
 from node.routing import Router
 from node.synthetic import write_cr_study

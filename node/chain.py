@@ -12,8 +12,8 @@ from pathlib import Path
 from node.config import ImagingConfig
 from node.context.gather import ContextGatherer
 from node.context.gathered import gather
-from node.engine.profiles import ModelProfile
 from node.imaging.prepared import Prepared, prepare
+from node.model.profiles import ModelProfile
 from node.routing import Router, Skipped, route
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from node import __version__
 from node.config import ConfigError, NodeConfig, load_config
 from node.engine.errors import EngineLoadError
-from node.engine.profiles import FAMILIES
 from node.engine.replay import ReplayError
+from node.model.profiles import FAMILIES
 from node.ops.logging import configure_logging
 from node.routing import RoutingError
 from node.store import QuarantinedObject, Store

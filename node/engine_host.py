@@ -16,7 +16,7 @@ from node.config import NodeConfig
 from node.engine import Engine, EngineRequest, EngineResult
 from node.engine.errors import EngineLoadError
 from node.engine.factory import engine_profile, make_engine, resolve_model
-from node.engine.profiles import ModelProfile
+from node.model.profiles import ModelProfile
 from node.ops.logging import get_logger
 from node.ops.metrics import Metrics
 

@@ -21,8 +21,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from node.engine.profiles import PROFILES, ModelProfile
 from node.imaging.geometry import FrameRef, Geometry, SourceBox
+from node.model.profiles import PROFILES, ModelProfile
 
 #: Stored value of the phantoms' body; the lesion is brighter (CT: 300 HU denser than water).
 BODY_LEVEL = 1024

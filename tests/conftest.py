@@ -17,9 +17,9 @@ import pytest
 
 from node.app import Node
 from node.config import NodeConfig, load_config
-from node.engine.profiles import PROFILES
 from node.imaging.geometry import FrameRef, Geometry
 from node.localpeers import LOOPBACK, Orthanc, replay_settings
+from node.model.profiles import PROFILES
 from node.ops.logging import configure_logging
 from node.synthetic import SyntheticStudy, write_ct_study
 

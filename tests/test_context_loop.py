@@ -22,10 +22,10 @@ from node.context.pacs import PacsPriors
 from node.egress.mllp import MllpClient
 from node.engine import GenerationSettings
 from node.engine.openai_server import EngineServer
-from node.engine.profiles import PROFILES
 from node.engine.replay import ReplayEngine
 from node.engine.transformers_backend import TransformersEngine
 from node.localpeers import LOOPBACK, MllpListener, Orthanc
+from node.model.profiles import PROFILES
 from node.reading import engine_request, read_batch
 from node.results.hl7 import Hl7Party
 from node.results.writer import write_results

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from node.imaging.geometry import FrameRef, Geometry, Placement, SourceBox, smart_resize
+from node.imaging.geometry import FrameRef, Geometry, Placement, SourceBox
+from node.model.resize import smart_resize
 
 MIN_PIXELS, MAX_PIXELS = 200_704, 1_003_520  # 256·28·28 … 1280·28·28
 FACTOR = 28  # Qwen2.5-VL: patch 14 × merge 2

@@ -19,10 +19,10 @@ from hl7apy.parser import parse_message
 from pydicom.uid import generate_uid
 
 from node.chain import prepare_study
-from node.engine.profiles import PROFILES
 from node.findings import Findings, LocatedBox, ModelBox, locate, parse_output
 from node.imaging.geometry import FrameRef, SourceBox
 from node.localpeers import Orthanc, http_json
+from node.model.profiles import PROFILES
 from node.reading import read_from_text
 from node.results.gsps import build_presentation_state
 from node.results.hl7 import Hl7Party, build_oru, control_id

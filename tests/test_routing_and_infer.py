@@ -18,12 +18,12 @@ from hl7apy.parser import parse_message
 from node.chain import prepare_study
 from node.config import load_config
 from node.context.gather import StudyIdentity
-from node.engine.profiles import PROFILES
 from node.imaging.decode import ImagingError
 from node.imaging.geometry import FrameRef, SourceBox
 from node.imaging.inputs import ECG_AS_IMAGE_CAVEAT, NO_ECG_INPUT
 from node.imaging.prepared import Prepared
 from node.ingest.part10 import file_meta
+from node.model.profiles import PROFILES
 from node.routing import DOMAINS, Router, RoutingError, Skipped, StudyHeader
 from node.synthetic import restamp, write_cr_study, write_ct_study, write_ecg_study, write_file
 from tests.conftest import PYDICOM_TEST_FILES, dciodvfy_errors, model_geometry

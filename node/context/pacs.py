@@ -30,9 +30,9 @@ from pynetdicom.sop_class import (
 )
 
 from node.config import DicomDestination
+from node.durable import fsync_dir, write_atomically
 from node.egress.dicom import client_tls_context
 from node.errors import TransientError
-from node.ingest.spool import fsync_dir, write_atomically
 
 #: The storage classes a prior can be retrieved in (the node reads these; others are not asked for).
 RETRIEVABLE = (ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation, CTImageStorage,

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from node.config import EngineConfig
 from node.engine import Engine
+from node.engine.checkpoint import checkpoint_profile
 from node.engine.errors import EngineLoadError
-from node.engine.profiles import ModelProfile, checkpoint_profile
 from node.engine.replay import ReplayEngine
+from node.model.profiles import ModelProfile
 from node.ops.logging import get_logger
 
 log = get_logger("engine")

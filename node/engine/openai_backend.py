@@ -35,8 +35,8 @@ from node.config import EngineConfig
 from node.engine import EngineRequest, EngineResult
 from node.engine.chat import require_inputs_fit, user_turn
 from node.engine.errors import EngineLoadError, EngineUnavailable
-from node.engine.profiles import ModelProfile
 from node.errors import NodeError
+from node.model.profiles import ModelProfile
 from node.ops.logging import get_logger
 
 log = get_logger("engine.openai")

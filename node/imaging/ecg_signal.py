@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from node.engine.profiles import ECG_LEADS, ECG_RATE_HZ, ECG_SAMPLES
 from node.imaging.decode import ImagingError
 from node.imaging.waveform import read_waveform
+from node.model.ecg import ECG_LEADS, ECG_RATE_HZ, ECG_SAMPLES
 
 
 @dataclass(frozen=True)

@@ -6,35 +6,12 @@ each *placed* in it (resized, and for a montage offset); boxes the model reports
 pixels are mapped back through the placement they fall in. Everything here is pure and
 invertible. A model input records two sizes: the image the model gets (after the training's
 pre-resize: the frame its boxes are in) and the grid the processor rounds it to
-(:func:`smart_resize`, Qwen-VL's own rule, with the family's grid factor).
+(:func:`node.model.resize.smart_resize`, Qwen-VL's own rule, with the family's grid factor).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-
-MAX_ASPECT_RATIO = 200
-
-
-def smart_resize(height: int, width: int, min_pixels: int, max_pixels: int, factor: int) -> tuple[int, int]:
-    """Qwen-VL's resize rule: (height, width) rounded to multiples of ``factor``, scaled into
-    ``[min_pixels, max_pixels]`` keeping the aspect ratio as closely as the rounding allows."""
-    if height <= 0 or width <= 0:
-        raise ValueError(f"image size must be positive, got {height}×{width}")
-    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
-        raise ValueError(f"aspect ratio above {MAX_ASPECT_RATIO}: {height}×{width}")
-    h_bar = round(height / factor) * factor
-    w_bar = round(width / factor) * factor
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
 
 
 @dataclass(frozen=True)

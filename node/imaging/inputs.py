@@ -17,13 +17,13 @@ from typing import Any
 
 from PIL import Image
 
-from node.engine.profiles import ModelProfile
 from node.imaging.clahe import clahe
 from node.imaging.decode import DecodedFrame, ImagingError, iter_frames
 from node.imaging.ecg import render_ecg
 from node.imaging.ecg_signal import SignalInput, ecg_signal
 from node.imaging.geometry import Geometry
 from node.imaging.series import InstanceInfo, select_key_frames
+from node.model.profiles import ModelProfile
 
 #: Why an ECG study is not read by a model that takes no ECG.
 NO_ECG_INPUT = "the mounted model takes no ECG"

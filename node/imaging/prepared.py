@@ -13,10 +13,10 @@ from pathlib import Path
 from node.config import ImagingConfig
 from node.context.gather import PatientContext, RelatedStudy
 from node.context.gathered import Gathered
-from node.engine.profiles import ModelProfile
 from node.imaging.decode import ImagingError
 from node.imaging.ecg_signal import SignalInput, ecg_signal
 from node.imaging.inputs import ModelInput, NotForModel, StudyInputs, study_inputs
+from node.model.profiles import ModelProfile
 from node.ops.logging import get_logger, uid_hash
 from node.routing import Routed, Skipped, Task
 

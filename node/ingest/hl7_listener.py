@@ -21,9 +21,10 @@ from datetime import datetime
 from pathlib import Path
 
 from node.config import Hl7ListenerConfig
+from node.durable import fsync_dir, write_atomically
 from node.ingest.hl7_inbound import UnsupportedMessage, interpret, message_type
 from node.ingest.hl7v2 import Hl7Error, Hl7Message, parse
-from node.ingest.spool import Spool, fsync_dir, write_atomically
+from node.ingest.spool import Spool
 from node.ops.logging import get_logger
 from node.ops.metrics import Metrics
 from node.store import Store

@@ -35,7 +35,7 @@ from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
-from node.ingest.spool import write_all
+from node.durable import write_all
 
 #: Each deflated transfer syntax (PS3.5 Annex A.5, PS3.5 A.6) and its undeflated twin: the dataset is kept
 #: inflated, in the twin, so that it is inflated once, as it arrives.

@@ -19,11 +19,11 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from node.context.text import GivenContext, context_text, input_lines
+from node.durable import fsync_dir, write_atomically
 from node.findings import Findings
 from node.imaging.decode import iter_frames
 from node.imaging.prepared import Prepared
 from node.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from node.ingest.spool import fsync_dir, write_atomically
 from node.reading import Read
 from node.results.gsps import build_presentation_state, presentation_groups
 from node.results.hl7 import Hl7Party, build_oru, control_id

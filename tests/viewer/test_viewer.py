@@ -35,13 +35,13 @@ from scipy import ndimage
 from node.chain import prepare_study
 from node.config import load_config
 from node.context.gather import ContextGatherer, StudyIdentity
-from node.engine.profiles import PROFILES
 from node.findings import locate, parse_output
 from node.imaging.decode import iter_frames
 from node.imaging.geometry import SourceBox
 from node.imaging.inputs import ModelInput
 from node.imaging.prepared import Prepared
 from node.localpeers import Orthanc
+from node.model.profiles import PROFILES
 from node.reading import read_from_text
 from node.results.hl7 import Hl7Party
 from node.results.writer import write_results

@@ -1,0 +1,204 @@
+"""The shape of ``node/``: no import cycles between its parts, no stage importing a later one, the
+ground floor importing nothing above it, and no module over 300 lines.
+
+Imports are read from the code with :mod:`ast`: every ``import`` and ``from … import``, lazy ones
+inside functions included, except those under ``if TYPE_CHECKING:`` (they never run). A *unit* is a
+subpackage ``node/X/`` or a top-level module ``node/X.py``; imports inside one unit are its own affair.
+The allow-lists below name what is known and not yet fixed; each entry says why it is there, and a
+test fails when an entry no longer applies, so the lists only shrink.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "node"
+
+#: The stages in the order a study goes through them; a stage imports only earlier ones (and the ground).
+STAGES = ("routing", "context", "imaging", "engine", "findings", "results", "egress")
+#: The ground floor: anyone may import it; it imports only itself.
+GROUND = ("config", "errors", "durable", "ops", "store", "model", "dicom_files", "implementation")
+
+#: Import cycles not yet broken, each as its units (in the order the cycle runs, starting at the first
+#: in sorted order). Remove an entry when its cycle goes; a new cycle fails the test.
+KNOWN_CYCLES: dict[str, tuple[str, ...]] = {
+    # routing.py imports context.policy.ContextPolicy (a task's context policy is part of its rule);
+    # context/overview.py (the `qoq-node context` command) imports routing.Router and StudyHeader.
+    "context <-> routing": ("context", "routing"),
+}
+
+#: Imports from a stage to a later one not yet removed, as (importer, imported) units. Remove an entry
+#: when its import goes; a new one fails the test.
+KNOWN_LATER_STAGE_IMPORTS: dict[tuple[str, str], str] = {
+    ("routing", "context"): "routing.py: context.policy.ContextPolicy, the context a task asks for",
+    ("routing", "engine"): "routing.py: engine.prompt.question_text, a task's question as trained",
+    ("context", "egress"): "context/pacs.py: egress.dicom.client_tls_context for C-FIND/C-GET to the PACS",
+}
+
+MAX_LINES = 300
+#: Modules over MAX_LINES today, to be split; remove an entry once its module is within the limit.
+OVERSIZED = {
+    "node/cli.py",
+    "node/config.py",
+    "node/ingest/receiver.py",
+    "node/localpeers.py",
+    "node/pipeline.py",
+    "node/store/clinical.py",
+    "node/store/studies.py",
+}
+
+
+def _unit(path: Path) -> str | None:
+    """The unit a file of the package belongs to (None for ``node/__init__.py``)."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    if parts == ("__init__",):
+        return None
+    return parts[0]
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    """Whether an ``if`` tests ``TYPE_CHECKING`` (bare or as ``typing.TYPE_CHECKING``)."""
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _import_statements(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Every import statement in ``tree``, at any depth, except in the body of ``if TYPE_CHECKING:``."""
+    for child in ast.iter_child_nodes(tree):
+        if isinstance(child, ast.If) and _is_type_checking(child.test):
+            for statement in child.orelse:
+                yield from _import_statements(ast.Module(body=[statement], type_ignores=[]))
+        elif isinstance(child, ast.Import | ast.ImportFrom):
+            yield child
+        else:
+            yield from _import_statements(child)
+
+
+def _imported_modules(path: Path, statement: ast.Import | ast.ImportFrom) -> Iterator[str]:
+    """The dotted names a statement imports (``from a import b`` gives ``a`` and ``a.b``, since ``b``
+    may be a module); relative imports resolved against ``path``'s package."""
+    if isinstance(statement, ast.Import):
+        yield from (alias.name for alias in statement.names)
+        return
+    module = statement.module or ""
+    if statement.level:
+        package = ("node", *path.relative_to(PACKAGE).parent.parts)
+        base = package[: len(package) - statement.level + 1]
+        module = ".".join(base + ((module,) if module else ()))
+    yield module
+    yield from (f"{module}.{alias.name}" for alias in statement.names)
+
+
+def import_graph() -> dict[tuple[str, str], set[str]]:
+    """(importer unit, imported unit) → the files (relative to the repository) making that import."""
+    units = {unit for path in PACKAGE.rglob("*.py") if (unit := _unit(path))}
+    edges: dict[tuple[str, str], set[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        importer = _unit(path)
+        for statement in _import_statements(ast.parse(path.read_text(), filename=str(path))):
+            for name in _imported_modules(path, statement):
+                parts = name.split(".")
+                if len(parts) < 2 or parts[0] != "node" or parts[1] not in units or parts[1] == importer:
+                    continue
+                if importer is not None:
+                    edges.setdefault((importer, parts[1]), set()).add(str(path.relative_to(PACKAGE.parent)))
+    return edges
+
+
+def cycles(edges: dict[tuple[str, str], set[str]]) -> set[tuple[str, ...]]:
+    """Every elementary cycle of the graph, each starting at its first unit in sorted order."""
+    successors: dict[str, set[str]] = {}
+    for importer, imported in edges:
+        successors.setdefault(importer, set()).add(imported)
+    found: set[tuple[str, ...]] = set()
+    for start in sorted(successors):
+        paths = [(start,)]
+        while paths:
+            path = paths.pop()
+            for following in successors.get(path[-1], ()):
+                if following == start:
+                    found.add(path)
+                elif following > start and following not in path:
+                    paths.append((*path, following))
+    return found
+
+
+def _describe(cycle: tuple[str, ...], edges: dict[tuple[str, str], set[str]]) -> str:
+    """A cycle with the files making each of its imports."""
+    steps = zip(cycle, cycle[1:] + cycle[:1], strict=True)
+    return " -> ".join(cycle + cycle[:1]) + "\n" + "\n".join(
+        f"    {importer} -> {imported}: {', '.join(sorted(edges[importer, imported]))}"
+        for importer, imported in steps)
+
+
+def test_the_graph_sees_lazy_imports_and_skips_type_checking_ones(tmp_path: Path) -> None:
+    source = ("from typing import TYPE_CHECKING\nimport node.a\nif TYPE_CHECKING:\n    from node.b import B\n"
+              "else:\n    import node.c\ndef f():\n    from node.d import e\n    from . import g\n")
+    tree = ast.parse(source)
+    names = [name for statement in _import_statements(tree)
+             for name in _imported_modules(PACKAGE / "engine" / "x.py", statement)]
+    assert names == ["typing", "typing.TYPE_CHECKING", "node.a", "node.c", "node.d", "node.d.e",
+                     "node.engine", "node.engine.g"]
+
+
+def test_the_cycle_finder_finds_every_cycle() -> None:
+    edges = {("a", "b"): set(), ("b", "a"): set(), ("b", "c"): set(), ("c", "a"): set(), ("c", "d"): set()}
+    assert cycles(edges) == {("a", "b"), ("a", "b", "c")}
+
+
+def test_no_new_import_cycle() -> None:
+    edges = import_graph()
+    new = cycles(edges) - set(KNOWN_CYCLES.values())
+    assert not new, "import cycles between node's parts:\n" + "\n".join(_describe(c, edges) for c in sorted(new))
+
+
+def test_every_known_cycle_is_still_there() -> None:
+    gone = {name for name, cycle in KNOWN_CYCLES.items() if cycle not in cycles(import_graph())}
+    assert not gone, f"these cycles are gone: remove them from KNOWN_CYCLES: {sorted(gone)}"
+
+
+def _later_stage_imports(edges: dict[tuple[str, str], set[str]]) -> set[tuple[str, str]]:
+    """(importer, imported) where both are stages and the imported one comes later."""
+    return {(importer, imported) for importer, imported in edges
+            if importer in STAGES and imported in STAGES and STAGES.index(imported) > STAGES.index(importer)}
+
+
+def test_no_stage_imports_a_later_one() -> None:
+    edges = import_graph()
+    new = _later_stage_imports(edges) - set(KNOWN_LATER_STAGE_IMPORTS)
+    assert not new, "stages importing later ones:\n" + "\n".join(
+        f"    {importer} -> {imported}: {', '.join(sorted(edges[importer, imported]))}"
+        for importer, imported in sorted(new))
+
+
+def test_every_known_later_stage_import_is_still_there() -> None:
+    gone = set(KNOWN_LATER_STAGE_IMPORTS) - _later_stage_imports(import_graph())
+    assert not gone, f"these imports are gone: remove them from KNOWN_LATER_STAGE_IMPORTS: {sorted(gone)}"
+
+
+def test_the_ground_imports_only_the_ground() -> None:
+    edges = import_graph()
+    upward = sorted((importer, imported) for importer, imported in edges
+                    if importer in GROUND and imported not in GROUND)
+    assert not upward, "the ground floor importing above it:\n" + "\n".join(
+        f"    {importer} -> {imported}: {', '.join(sorted(edges[importer, imported]))}"
+        for importer, imported in upward)
+
+
+def _lines(path: Path) -> int:
+    return len(path.read_text().splitlines())
+
+
+def test_no_new_module_over_300_lines() -> None:
+    over = {str(path.relative_to(PACKAGE.parent)): _lines(path) for path in PACKAGE.rglob("*.py")
+            if _lines(path) > MAX_LINES}
+    new = {name: lines for name, lines in over.items() if name not in OVERSIZED}
+    assert not new, f"modules over {MAX_LINES} lines (split them): {new}"
+
+
+def test_every_oversized_module_is_still_oversized() -> None:
+    fixed = sorted(name for name in OVERSIZED
+                   if not (PACKAGE.parent / name).is_file() or _lines(PACKAGE.parent / name) <= MAX_LINES)
+    assert not fixed, f"within {MAX_LINES} lines now or gone: remove them from OVERSIZED: {fixed}"
