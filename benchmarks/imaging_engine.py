@@ -25,7 +25,7 @@ import transformers
 from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
 
 from node.engine import EngineRequest, GenerationSettings
-from node.engine.prompt import build_prompt
+from node.model.prompt import build_prompt
 from node.engine.tiny import build_tiny_checkpoint
 from node.engine.transformers_backend import TransformersEngine
 from node.imaging.inputs import study_inputs

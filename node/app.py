@@ -73,7 +73,7 @@ class Node:
                                    build_gatherer(config, self.store, self.metrics), on_queued=self._wake_workers)
         self.assembler = StudyAssembler(self.store, self.metrics, config.study.stable_seconds,
                                         on_stable=self.scheduler.wake)
-        self.retention = Retention(self.store, self.spool, self.scheduler.results_root, self.metrics,
+        self.retention = Retention(self.store, self.spool, self.scheduler.results.root, self.metrics,
                                    config.storage.retention_days)
         self.commits = GroupCommit(self.store)
         self.receiver = Receiver(self.store, self.spool, self.commits, self.metrics, config.storage.min_free_bytes,

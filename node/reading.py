@@ -13,9 +13,9 @@ from datetime import datetime
 
 from node.context.text import context_text
 from node.engine import Engine, EngineRequest, GenerationSettings
-from node.engine.prompt import build_prompt
 from node.findings import Findings, locate, parse_output
 from node.imaging.prepared import Prepared
+from node.model.prompt import build_prompt
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from node.context.policy import ContextPolicy
 from node.dicom_files import read_attributes
-from node.engine.prompt import question_text
 from node.errors import NodeError
+from node.model.prompt import question_text
 
 #: QoQ-Med's nine clinical domains.
 DOMAINS = ("chest_xray", "ct", "mri", "ultrasound", "mammography", "dermatology", "fundus", "pathology", "ecg")
@@ -36,6 +35,42 @@ class _Strict(BaseModel):
 
 
 Window = Literal["soft_tissue", "lung", "brain", "bone", "ctpa"]
+
+
+# --- what context a task gathers, and within what window (a task's ``context`` key) ---
+class LabPolicy(_Strict):
+    """Laboratory results by code (LOINC), the latest of each within ``hours`` before the study."""
+
+    loinc: tuple[str, ...] = Field(min_length=1)
+    hours: float = Field(default=48.0, gt=0)
+
+
+class PriorPolicy(_Strict):
+    """The most recent ``count`` earlier studies of these modalities within ``days`` before the study."""
+
+    modality: tuple[str, ...] = Field(min_length=1)
+    days: float = Field(default=365.0, gt=0)
+    count: int = Field(default=1, ge=1, le=3)
+
+
+class EcgPolicy(_Strict):
+    """A 12-lead ECG within ``hours`` of the study (before or after), for a model that takes the signal."""
+
+    hours: float = Field(default=24.0, gt=0)
+
+
+class ContextPolicy(_Strict):
+    """Which context goes with a task's studies; nothing unless asked for."""
+
+    order: bool = Field(default=False, description="The order's reason for exam and clinical information.")
+    labs: LabPolicy | None = None
+    priors: PriorPolicy | None = None
+    ecg: EcgPolicy | None = None
+
+    @property
+    def wants_anything(self) -> bool:
+        """Whether the task gathers any context."""
+        return self.order or any((self.labs, self.priors, self.ecg))
 
 
 class DomainSpec(_Strict):

@@ -1,16 +1,11 @@
-"""The scheduler: stable studies through the stages, in batches, with slots, order waits and retries.
+"""The scheduler: stable studies in batches through route → gather (context pool, bounded in time) →
+image (imaging pool) → read (an engine thread, up to ``pipeline.batches_in_flight``) → results → queue.
 
-One thread takes stable studies from the store in batches (so a GPU backend can batch across studies)
-and runs each through the stages: route → gather (the context pool, bounded in time) → image (the
-imaging pool) → read (one engine batch, on an engine thread, up to ``pipeline.batches_in_flight`` at
-once) → results → queue, in the same transaction that marks the study queued. Every step's outcome is a
-state change in the store: a crash at any point leaves the study stable and it is read again after the
-restart (deterministic UIDs make the second read's objects the same objects).
-
-A failure is settled by what it says of itself (:mod:`node.errors`): the data at fault (an undecodable
-image) fails the study at once; anything else — the disk, the database, a bug — is retried
-``pipeline.max_attempts`` times, waiting ``pipeline.retry_seconds`` doubled at each try, then failed
-with its type. An engine that cannot be reached costs no attempt: the studies wait (:class:`EngineHost`).
+Every step's outcome is a state change in the store, so a crash leaves the study stable and it is read
+again (deterministic UIDs make the same objects). A failure is settled by what it says of itself
+(:mod:`node.errors`): a data fault fails the study at once; anything else is retried
+``pipeline.max_attempts`` times, ``pipeline.retry_seconds`` doubled per try, then failed with its type.
+An unreachable engine costs no attempt: the studies wait (:class:`EngineHost`).
 """
 
 from __future__ import annotations
@@ -20,10 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import pydicom
 
 from node.config import NodeConfig
 from node.context.gather import ContextGatherer
@@ -37,8 +29,9 @@ from node.imaging.prepared import Prepared, prepare
 from node.ops.logging import get_logger, uid_hash
 from node.ops.metrics import Metrics
 from node.reading import Read, read_batch
+from node.results.folder import ResultsFolder
 from node.results.hl7 import critical
-from node.results.writer import SR_FILE, write_results
+from node.results.writer import write_results
 from node.routing import Router, Skipped, route
 from node.store import COMPLETE, FAILED, QUEUED, StableStudy, Store
 
@@ -46,7 +39,6 @@ log = get_logger("scheduler")
 
 #: The detail of a stable study waiting for its order (``context.order_wait_seconds``).
 WAITING_FOR_ORDER = "waiting for its order (context.order_wait_seconds)"
-
 IDLE_POLL_SECONDS = 0.5
 
 #: What each stage's failure is called in a study's detail (a data fault's own message says it better).
@@ -83,7 +75,7 @@ class Scheduler:
         self.config = config
         self._store, self._metrics, self._host, self._on_queued = store, metrics, host, on_queued
         self._router, self._gatherer = router, gatherer
-        self.results_root = config.storage.root / "results"
+        self.results = ResultsFolder(config.storage.root / "results")
         self._parties = hl7_parties(config.destinations)
         self._settings = GenerationSettings(max_new_tokens=config.engine.max_new_tokens,
                                             temperature=config.engine.temperature)
@@ -230,8 +222,9 @@ class Scheduler:
 
     def _queue(self, study: StableStudy, read: Read) -> None:
         """The results stage, then the queue stage, in one transaction with the study's state."""
-        result = write_results(read, self.study_results_dir(study.study_uid, study.version), self._parties,
-                               self.config.results.secondary_capture, study.version, self._previous_sr(study),
+        result = write_results(read, self.results.study_version(study.study_uid, study.version), self._parties,
+                               self.config.results.secondary_capture, study.version,
+                               self.results.previous_sr(study.study_uid, study.version),
                                self.config.results.critical_labels)
         if critical(read.findings, self.config.results.critical_labels):
             self._metrics.critical_findings.inc()
@@ -251,18 +244,6 @@ class Scheduler:
                  domain=read.prepared.task.domain, boxes=len(read.findings.boxes), objects=len(result.dicom),
                  test_result=read.is_test_result)
         self._on_queued()
-
-    def _previous_sr(self, study: StableStudy) -> pydicom.Dataset | None:
-        """The report of the latest earlier version of this study, which the new one supersedes."""
-        for version in range(study.version - 1, 0, -1):
-            path = self.study_results_dir(study.study_uid, version) / SR_FILE
-            if path.is_file():
-                return pydicom.dcmread(path)
-        return None
-
-    def study_results_dir(self, study_uid: str, version: int) -> Path:
-        """Where the results of one study version are written."""
-        return self.results_root / study_uid / f"v{version}"
 
     def _fail(self, study: StableStudy, stage: str, exc: Exception) -> None:
         """Record a failed read: settled at once when the data is at fault (the next try would fail the

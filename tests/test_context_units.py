@@ -8,9 +8,9 @@ from pathlib import Path
 
 from node.context.gather import PatientContext, RelatedStudy
 from node.context.text import context_text, interval
-from node.engine.prompt import FORMAT_INSTRUCTION, IMAGE_MARKER, MIDDLE_CUT, TEXT_BUDGET, build_prompt, clip_middle
 from node.ingest.hl7_inbound import interpret
 from node.ingest.hl7v2 import parse, timestamp
+from node.model.prompt import FORMAT_INSTRUCTION, IMAGE_MARKER, MIDDLE_CUT, TEXT_BUDGET, build_prompt, clip_middle
 from node.ops.metrics import Metrics
 from node.retention import Retention
 from node.store import Store

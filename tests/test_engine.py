@@ -17,13 +17,13 @@ from node.config import EngineConfig, load_config
 from node.engine import EngineRequest, GenerationSettings
 from node.engine.errors import EngineLoadError
 from node.engine.factory import make_engine
-from node.engine.prompt import build_prompt, question_text
 from node.engine.replay import MODEL_IDENTITY, ReplayEngine, ReplayError
 from node.engine.tiny import build_tiny_checkpoint
 from node.engine.transformers_backend import TransformersEngine
 from node.findings import locate, parse_output
 from node.imaging.geometry import FrameRef, Geometry, SourceBox
 from node.model.profiles import PROFILES
+from node.model.prompt import build_prompt, question_text
 from node.synthetic import write_ct_study
 
 QWEN25 = PROFILES["qwen2.5-vl"]

@@ -22,7 +22,6 @@ from node.config import load_config
 from node.engine import EngineRequest, GenerationSettings
 from node.engine.chat import user_turn
 from node.engine.checkpoint import detect_family
-from node.engine.prompt import build_prompt
 from node.engine.transformers_backend import TransformersEngine
 from node.imaging.clahe import clahe
 from node.imaging.decode import DecodedFrame
@@ -30,6 +29,7 @@ from node.imaging.ecg_signal import fourier_resample
 from node.imaging.geometry import FrameRef
 from node.imaging.inputs import NO_ECG_INPUT, study_inputs, to_model_input
 from node.model.profiles import PROFILES
+from node.model.prompt import build_prompt
 from node.reading import read_batch
 from node.routing import Router
 from node.store import StudySummary

@@ -12,8 +12,8 @@ from node.config import TransformersOptions
 from node.engine import EngineRequest, GenerationSettings
 from node.engine.engine_cache import model_fingerprint
 from node.engine.onnx_vision import GRAPH_LAYOUT, ExportableTower, OnnxVisionTower, tower_inputs, window_layout
-from node.engine.prompt import build_prompt
 from node.engine.transformers_backend import TransformersEngine
+from node.model.prompt import build_prompt
 
 
 def _requests() -> list[EngineRequest]:

@@ -25,12 +25,12 @@ from node.engine.errors import EngineLoadError, EngineUnavailable
 from node.engine.factory import make_engine
 from node.engine.openai_backend import OpenAIEngine, png_data_url
 from node.engine.openai_server import EngineServer, decode_data_url
-from node.engine.prompt import build_prompt, question_text
 from node.engine.replay import ReplayEngine
 from node.engine.tiny import TINY_MODEL_NAME
 from node.engine.transformers_backend import TransformersEngine
 from node.localpeers import LOOPBACK, free_port, http_json
 from node.model.profiles import PROFILES
+from node.model.prompt import build_prompt, question_text
 from node.synthetic import boxed_response, write_cr_study
 from tests.conftest import get, metric_value, storescu, wait_for
 from tests.test_pipeline import _assert_on_lesion, _sr_box

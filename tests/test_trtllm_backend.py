@@ -21,8 +21,8 @@ from node.engine.engine_cache import cache_entry, cache_key, write_manifest
 from node.engine.errors import EngineLoadError
 from node.engine.factory import make_engine
 from node.engine.prepare import calibration_requests, prepare
-from node.engine.prompt import IMAGE_MARKER, build_prompt
 from node.engine.tiny import TINY_MODEL_NAME, build_tiny_checkpoint
+from node.model.prompt import IMAGE_MARKER, build_prompt
 
 GPU = "NVIDIA H100 80GB HBM3"
 PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"

@@ -13,10 +13,10 @@ from datetime import date, datetime
 from pathlib import Path
 
 from node.context.pacs import FoundStudy, PacsPriors
-from node.context.policy import ContextPolicy
 from node.dicom_files import read_attributes
 from node.ops.logging import get_logger, uid_hash
 from node.ops.metrics import Metrics
+from node.routing import ContextPolicy
 from node.store import Store
 from node.store.clinical import KnownStudy, LabResult, Order, patient_key
 

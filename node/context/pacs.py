@@ -31,8 +31,8 @@ from pynetdicom.sop_class import (
 
 from node.config import DicomDestination
 from node.durable import fsync_dir, write_atomically
-from node.egress.dicom import client_tls_context
 from node.errors import TransientError
+from node.tls import client_tls_context
 
 #: The storage classes a prior can be retrieved in (the node reads these; others are not asked for).
 RETRIEVABLE = (ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation, CTImageStorage,

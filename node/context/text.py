@@ -1,7 +1,7 @@
 """The patient's context in the prompt, in plain clinical language: the reason for the exam and the
 clinical information of the order, each laboratory result with its value, unit, flag and how long
 before the study it was taken, which image is the prior and of when, and the ECG given as signal.
-Training put clinical text inline in the question (QOQMED.md); :func:`node.engine.prompt.build_prompt`
+Training put clinical text inline in the question (QOQMED.md); :func:`node.model.prompt.build_prompt`
 clips it to the trained budget."""
 
 from __future__ import annotations

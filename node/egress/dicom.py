@@ -8,7 +8,6 @@ and any other failure, are permanent: the object goes to the dead letters, never
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ from pynetdicom.sop_class import Verification
 
 from node.config import ClientTlsConfig
 from node.egress.mllp import Delivery
+from node.tls import client_tls_context
 
 
 @dataclass(frozen=True)
@@ -40,15 +40,6 @@ def classify_status(status: int) -> tuple[Delivery, str]:
     if 0xA700 <= status <= 0xA7FF:
         return Delivery.RETRY, f"refused: out of resources (0x{status:04X})"
     return Delivery.REJECTED, f"failed with status 0x{status:04X}"
-
-
-def client_tls_context(tls: ClientTlsConfig) -> ssl.SSLContext:
-    """TLS towards a PACS: its certificate verified (against ``ca``, else the system store), and
-    our client certificate presented when configured."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca) if tls.ca else None)
-    if tls.certificate is not None and tls.private_key is not None:
-        context.load_cert_chain(str(tls.certificate), str(tls.private_key))
-    return context
 
 
 class DicomSender:

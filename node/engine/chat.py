@@ -10,8 +10,8 @@ from typing import Any
 from PIL import Image
 
 from node.engine import EngineRequest
-from node.engine.prompt import IMAGE_MARKER
 from node.model.profiles import ModelProfile
+from node.model.prompt import IMAGE_MARKER
 
 TIME_SERIES_ITEM = {"type": "time-series"}
 

@@ -26,8 +26,8 @@ from PIL import Image, UnidentifiedImageError
 
 from node.engine import Engine, EngineRequest, EngineResult, GenerationSettings
 from node.engine.openai_backend import EXTENSION_FIELD
-from node.engine.prompt import IMAGE_MARKER
 from node.errors import DataError
+from node.model.prompt import IMAGE_MARKER
 from node.ops.logging import get_logger
 
 log = get_logger("engine.serve")

@@ -21,7 +21,7 @@ from node.engine import EngineRequest, trtllm_backend
 from node.engine.checkpoint import chat_prompt, load_processor, open_checkpoint
 from node.engine.engine_cache import cache_entry, is_complete, model_fingerprint, write_manifest
 from node.engine.errors import EngineLoadError
-from node.engine.prompt import build_prompt
+from node.model.prompt import build_prompt
 
 CALIBRATION_STUDIES = 16
 

@@ -17,8 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from node.engine.prompt import build_prompt, question_text
 from node.model.profiles import PROFILES, Family
+from node.model.prompt import build_prompt, question_text
 
 TINY_MODEL_NAME = "qoq-node-tiny-random"
 #: Written into the config so every output of this model is recognisable as a test model.

@@ -30,7 +30,7 @@ from node.engine.chat import require_inputs_fit
 from node.engine.checkpoint import Checkpoint, chat_prompt, load_processor, open_checkpoint
 from node.engine.engine_cache import prepared_checkpoint
 from node.engine.errors import EngineLoadError
-from node.engine.prompt import build_prompt
+from node.model.prompt import build_prompt
 from node.ops.logging import get_logger
 
 log = get_logger("engine.trtllm")
