@@ -36,6 +36,7 @@ from node.engine import EngineRequest, EngineResult
 from node.engine.chat import require_inputs_fit, user_turn
 from node.engine.errors import EngineLoadError, EngineUnavailable
 from node.engine.profiles import ModelProfile
+from node.ops.errors import clip_detail
 from node.ops.logging import get_logger
 
 log = get_logger("engine.openai")
@@ -213,6 +214,6 @@ def _error_message(error: urllib.error.HTTPError) -> str:
         return error.reason or ""
     try:
         detail = json.loads(raw)["error"]
-        return str(detail.get("message", detail) if isinstance(detail, dict) else detail)[:500]
+        return clip_detail(str(detail.get("message", detail) if isinstance(detail, dict) else detail))
     except (ValueError, KeyError, TypeError):
         return raw[:200].decode("utf-8", "replace")

@@ -28,3 +28,13 @@ def is_permanent(exc: BaseException) -> bool:
     """Whether the failure comes from the data (it recurs on every try) rather than from the moment
     (disk, database, network: worth retrying)."""
     return isinstance(exc, PERMANENT) and not isinstance(exc, OSError | TimeoutError)
+
+
+#: The most characters of a reason or detail that are kept (in a study's detail, an outbox item's last
+#: error, a log line's library message): enough to say what happened, never a whole dump.
+DETAIL_CHARS = 500
+
+
+def clip_detail(text: str) -> str:
+    """A reason or detail cut to :data:`DETAIL_CHARS` characters, as it is kept."""
+    return text[:DETAIL_CHARS]
