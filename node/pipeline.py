@@ -34,12 +34,9 @@ from node.ops.metrics import Metrics
 from node.results.hl7 import Hl7Party, critical
 from node.results.writer import SR_FILE, ResultSet, write_results
 from node.routing import Router
-from node.store import COMPLETE, FAILED, QUEUED, QueuedItem, StableStudy, Store
+from node.store import COMPLETE, FAILED, QUEUED, Postponement, QueuedItem, StableStudy, Store
 
 log = get_logger("pipeline")
-
-#: The detail of a stable study waiting for its order (``context.order_wait_seconds``).
-WAITING_FOR_ORDER = "waiting for its order (context.order_wait_seconds)"
 
 IDLE_POLL_SECONDS = 0.5
 #: While the engine cannot be reached, the pipeline waits this long, doubling up to the cap.
@@ -153,7 +150,7 @@ class Pipeline:
         try:
             with self._lock:
                 busy = set(self._in_flight)
-            candidates = self._store.stable_studies(now, self.config.pipeline.batch_size + len(busy))
+            candidates = self._store.studies.stable(now, self.config.pipeline.batch_size + len(busy))
             due = [s for s in candidates if (s.study_uid, s.version) not in busy][: self.config.pipeline.batch_size]
             to_read = self._prepare_batch(due)
             if to_read:
@@ -175,7 +172,7 @@ class Pipeline:
             if isinstance(outcome, Exception):
                 self._fail(study, "imaging", f"cannot prepare the study: {reason(outcome)}", is_permanent(outcome))
             elif outcome.final_skip:
-                self._store.skip_study(study.study_uid, study.version, outcome.skipped, time.time())
+                self._store.studies.skip(study.study_uid, study.version, outcome.skipped, time.time())
                 self._metrics.study_transitions.labels("skipped").inc()
             elif outcome.skipped:  # an image that cannot be decoded: it will not decode on the next try either
                 self._fail(study, "imaging", outcome.skipped, permanent=True)
@@ -190,13 +187,13 @@ class Pipeline:
         until = study.stable_at + self.config.context.order_wait_seconds
         if outcome.context.order is not None or not outcome.context.order_wanted or time.time() >= until:
             return False
-        if self._store.postpone(study.study_uid, study.version, until, WAITING_FOR_ORDER):
+        if self._store.studies.postpone(study.study_uid, study.version, until, Postponement.ORDER):
             log.info("study.waiting_for_order", study=uid_hash(study.study_uid), seconds=round(until - time.time()))
         return True
 
     def context_arrived(self) -> None:
         """An HL7 message was kept: studies waiting for their order look again now."""
-        if self._store.release_postponed(WAITING_FOR_ORDER, time.time()):
+        if self._store.studies.release_postponed(Postponement.ORDER, time.time()):
             self._wake.set()
 
     def _read_batch(self, studies: list[StableStudy], prepared: list[StudyOutcome]) -> None:
@@ -214,8 +211,8 @@ class Pipeline:
     def _prepare(self, study: StableStudy) -> StudyOutcome | Exception:
         try:
             assert self._profile is not None  # studies are prepared only once the engine is loaded
-            return prepare(study.study_uid, self._store.study_files(study.study_uid), self._router, self.config,
-                           self._profile, self._gatherer)
+            return prepare(study.study_uid, self._store.instances.study_files(study.study_uid), self._router,
+                           self.config, self._profile, self._gatherer)
         except Exception as exc:  # an unreadable file must not stop the other studies
             log.error("study.prepare_failed", study=uid_hash(study.study_uid), exc_info=exc)
             return exc
@@ -275,7 +272,7 @@ class Pipeline:
                         error=type(error).__name__)
         now = time.time()
         items = self._items(result)
-        if not self._store.queue_results(study.study_uid, study.version, items, now):
+        if not self._store.studies.queue_results(study.study_uid, study.version, items, now):
             log.info("study.superseded", study=uid_hash(study.study_uid), version=study.version)
             return
         # with nowhere to deliver, the study is complete at once: that transition is counted too
@@ -296,7 +293,7 @@ class Pipeline:
         """Record a failed read: retried, unless ``permanent`` (the data, not the moment, is at fault: the
         next try would fail the same way) or the tries are used up; then parked as failed."""
         self._metrics.pipeline_failures.labels(stage).inc()
-        state = self._store.fail_attempt(study.study_uid, study.version, why, time.time(),
+        state = self._store.studies.fail_attempt(study.study_uid, study.version, why, time.time(),
                                          1 if permanent else self.config.pipeline.max_attempts,
                                          self.config.pipeline.retry_seconds)
         # The reason may name files (and so patients): it goes to the store, not to the log.
