@@ -46,7 +46,7 @@ def _run_once(node: NodeProcess, study: SyntheticStudy) -> float:
     while time.monotonic() < deadline:
         store = Store(node.root / "var" / "state.db")
         try:
-            summary = next((s for s in store.studies() if s.study_uid == study.study_uid), None)
+            summary = next((s for s in store.studies.summaries() if s.study_uid == study.study_uid), None)
         finally:
             store.close()
         if summary is not None and summary.state == COMPLETE:

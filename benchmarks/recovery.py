@@ -25,7 +25,7 @@ from node.synthetic import write_cr_study
 def _read(root: Path, study_uid: str) -> tuple[str, list[OutboxItem]]:
     store = Store(root / "var" / "state.db")
     try:
-        return next((s.state for s in store.studies() if s.study_uid == study_uid), ""), store.outbox()
+        return next((s.state for s in store.studies.summaries() if s.study_uid == study_uid), ""), store.outbox.items()
     finally:
         store.close()
 

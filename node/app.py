@@ -83,7 +83,7 @@ class Node:
         self.hl7 = Hl7Listener(config.hl7_listener, config.context.default_authority, self.store, self.spool,
                                self.metrics, on_context=self.scheduler.context_arrived) \
             if config.hl7_listener.enabled else None
-        self.metrics.watch_state(self.store.studies_by_state, self.store.outbox_counts, root)
+        self.metrics.watch_state(self.store.studies.counts, self.store.outbox.counts, root)
         self.ops = OpsServer(config.http.host, config.http.port, self.metrics.render, self.not_ready_reasons,
                              self.engine.load_finished)
         self._stopped = threading.Event()

@@ -120,7 +120,7 @@ def _opened_store(args: argparse.Namespace) -> Iterator[Store]:
 def cmd_studies(args: argparse.Namespace) -> int:
     """List studies with their state (UIDs and counts only, no patient identity)."""
     with _opened_store(args) as store:
-        studies = store.studies()
+        studies = store.studies.summaries()
     if args.json:
         print(json.dumps([asdict(study) for study in studies], indent=2))
         return 0
@@ -143,7 +143,7 @@ def _refusal_detail(quarantined: QuarantinedObject) -> str:
 def cmd_quarantine(args: argparse.Namespace) -> int:
     """List the objects the node refused and kept aside, with why and who sent them."""
     with _opened_store(args) as store:
-        kept = [{**asdict(q), "detail": _refusal_detail(q)} for q in store.quarantined()]
+        kept = [{**asdict(q), "detail": _refusal_detail(q)} for q in store.quarantine.items()]
     if args.json:
         print(json.dumps(kept, indent=2))
         return 0
@@ -192,7 +192,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
     with _opened_store(args) as store:
         if args.action == "list":
-            items = store.outbox(args.state)
+            items = store.outbox.items(args.state)
             if args.json:
                 print(json.dumps([asdict(item) for item in items], indent=2))
             else:
@@ -205,7 +205,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             if args.action == "retry" and args.id is None:
                 print("qoq-node: outbox retry needs an ID (or use retry-all)", file=sys.stderr)
                 return 1
-            count = store.retry(time.time(), args.id if args.action == "retry" else None)
+            count = store.outbox.retry(time.time(), args.id if args.action == "retry" else None)
             print(f"{count} outbox item(s) due now")
             if args.action == "retry" and count == 0:
                 return 1

@@ -99,7 +99,7 @@ def _wait_final(store_path: Path, study_uids: list[str], timeout: float) -> dict
     while True:
         store = Store(store_path)
         try:
-            states = {s.study_uid: s.state for s in store.studies()}
+            states = {s.study_uid: s.state for s in store.studies.summaries()}
         finally:
             store.close()
         if all(states.get(uid) in FINAL_STATES for uid in study_uids) or time.monotonic() > deadline:

@@ -45,3 +45,12 @@ def is_permanent(exc: BaseException) -> bool:
     """Whether the failure will recur on every try: only a node error that says so. An unexpected
     exception (a library's, a bug) is retried before it is settled."""
     return isinstance(exc, NodeError) and exc.permanent
+
+
+#: How much of a reason or detail is kept (the studies' and the outbox's detail, a log's library message).
+DETAIL_CHARS = 500
+
+
+def clip_detail(text: str) -> str:
+    """A reason or detail cut to :data:`DETAIL_CHARS` characters, as it is kept."""
+    return text[:DETAIL_CHARS]

@@ -43,15 +43,15 @@ class Retention:
             return 0
         before = (time.time() if now is None else now) - self._retention_seconds
         purged = 0
-        while not self._stop.is_set() and (expired := self._store.expired_studies(before)):
+        while not self._stop.is_set() and (expired := self._store.retention.expired_studies(before)):
             for study_uid in expired:
                 purged += self._purge(study_uid, before)
             if len(expired) < 100:
                 break
-        for item_id, path in self._store.expired_quarantine(before):
+        for item_id, path in self._store.quarantine.expired(before):
             for kept in (path, path.with_suffix(".json")):
                 kept.unlink(missing_ok=True)
-            self._store.forget_quarantined(item_id)
+            self._store.quarantine.forget(item_id)
             self._metrics.retention_purged.labels("quarantine").inc()
         self._purge_context(before)
         return purged
@@ -76,7 +76,7 @@ class Retention:
             freed = self._spool.remove(paths)
             shutil.rmtree(self._results_root / study_uid, ignore_errors=True)
 
-        files = self._store.purge_study(study_uid, before, remove)
+        files = self._store.retention.purge_study(study_uid, before, remove)
         if files is None:
             return 0
         self._metrics.retention_purged.labels("study").inc()

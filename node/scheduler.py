@@ -33,12 +33,10 @@ from node.results.folder import ResultsFolder
 from node.results.hl7 import critical
 from node.results.writer import write_results
 from node.routing import Router, Skipped, route
-from node.store import COMPLETE, FAILED, QUEUED, StableStudy, Store
+from node.store import COMPLETE, FAILED, QUEUED, Postponement, StableStudy, Store
 
 log = get_logger("scheduler")
 
-#: The detail of a stable study waiting for its order (``context.order_wait_seconds``).
-WAITING_FOR_ORDER = "waiting for its order (context.order_wait_seconds)"
 IDLE_POLL_SECONDS = 0.5
 
 #: What each stage's failure is called in a study's detail (a data fault's own message says it better).
@@ -103,7 +101,7 @@ class Scheduler:
         try:
             with self._lock:
                 busy = set(self._in_flight)
-            candidates = self._store.stable_studies(now, self.config.pipeline.batch_size + len(busy))
+            candidates = self._store.studies.stable(now, self.config.pipeline.batch_size + len(busy))
             due = [s for s in candidates if (s.study_uid, s.version) not in busy][: self.config.pipeline.batch_size]
             to_read = self._prepare_batch(due)
             if to_read:
@@ -133,7 +131,7 @@ class Scheduler:
         """Each study routed, then its context gathered on the context pool within ``context.gather_seconds``;
         a study whose gathering outlasts it is read with what the node holds (no PACS)."""
         takes_ecg = self._host.loaded is not None and self._host.loaded.profile.takes_time_series
-        routed = [guarded("routing", lambda s: route(s.study_uid, self._store.study_files(s.study_uid),
+        routed = [guarded("routing", lambda s: route(s.study_uid, self._store.instances.study_files(s.study_uid),
                                                      self._router))(s) for s in due]
         futures: dict[int, Future] = {
             index: self._context_pool.submit(guarded("context", lambda r: gather(r, self._gatherer, takes_ecg)), r)
@@ -159,7 +157,7 @@ class Scheduler:
     def _settled(self, study: StableStudy, outcome: object) -> bool:
         """False when ``outcome`` ends the study's read here (skipped, or failed); True to go on."""
         if isinstance(outcome, Skipped):
-            self._store.skip_study(study.study_uid, study.version, outcome.reason, time.time())
+            self._store.studies.skip(study.study_uid, study.version, outcome.reason, time.time())
             self._metrics.study_transitions.labels("skipped").inc()
             return False
         if isinstance(outcome, StageFailed):
@@ -177,13 +175,13 @@ class Scheduler:
         context = gathered.context
         if context.order is not None or not context.order_wanted or time.time() >= until:
             return False
-        if self._store.postpone(study.study_uid, study.version, until, WAITING_FOR_ORDER):
+        if self._store.studies.postpone(study.study_uid, study.version, until, Postponement.ORDER):
             log.info("study.waiting_for_order", study=uid_hash(study.study_uid), seconds=round(until - time.time()))
         return True
 
     def context_arrived(self) -> None:
         """An HL7 message was kept: studies waiting for their order look again now."""
-        if self._store.release_postponed(WAITING_FOR_ORDER, time.time()):
+        if self._store.studies.release_postponed(Postponement.ORDER, time.time()):
             self._wake.set()
 
     # --- reading ---------------------------------------------------------------------------------
@@ -234,7 +232,7 @@ class Scheduler:
                         error=type(error).__name__)
         now = time.time()
         items = queued_items(result, self.config.destinations)
-        if not self._store.queue_results(study.study_uid, study.version, items, now):
+        if not self._store.studies.queue_results(study.study_uid, study.version, items, now):
             log.info("study.superseded", study=uid_hash(study.study_uid), version=study.version)
             return
         # with nowhere to deliver, the study is complete at once: that transition is counted too
@@ -252,7 +250,7 @@ class Scheduler:
         permanent = is_permanent(exc)
         why = str(exc) if permanent and isinstance(exc, NodeError) else f"{FAILED_IN[stage]}: {reason(exc)}"
         self._metrics.pipeline_failures.labels(stage).inc()
-        state = self._store.fail_attempt(study.study_uid, study.version, why, time.time(),
+        state = self._store.studies.fail_attempt(study.study_uid, study.version, why, time.time(),
                                          1 if permanent else self.config.pipeline.max_attempts,
                                          self.config.pipeline.retry_seconds * 2 ** study.attempts)
         # The reason may name files (and so patients): it goes to the store, not to the log.

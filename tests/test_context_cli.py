@@ -64,7 +64,7 @@ def test_the_context_command_shows_the_patient_and_the_study(make_node, tmp_path
     assert "|AA|" in _exchange(node.hl7.port, lab_message("L1", "SHOW-1", [TROPONIN]).encode())
     study = restamp(write_cr_study(tmp_path / "cr", size=256), PatientID="SHOW-1", AccessionNumber="ACC-SHOW")
     assert storescu(node.scp.port, list(study.files)).returncode == 0
-    wait_for(lambda: any(s.state == "complete" for s in node.store.studies()), timeout=30)
+    wait_for(lambda: any(s.state == "complete" for s in node.store.studies.summaries()), timeout=30)
     config = tmp_path / "node.yaml"
     config.write_text(f"storage: {{root: {node.config.storage.root}}}\ncontext: {{default_authority: HOSP}}\n")
     key = patient_key("SHOW-1", "HOSP")

@@ -30,8 +30,7 @@ from node.reading import engine_request, read_batch
 from node.results.hl7 import Hl7Party
 from node.results.writer import write_results
 from node.routing import Router
-from node.scheduler import WAITING_FOR_ORDER
-from node.store import COMPLETE, Store
+from node.store import COMPLETE, POSTPONEMENT_DETAIL, Postponement, Store
 from node.synthetic import boxed_response, restamp, write_cr_study, write_ecg_study
 from node.synthetic_hl7 import LabValue, lab_message, merge_message, order_message
 from tests.conftest import dciodvfy_errors, metric_value, node_config, storescu, wait_for
@@ -120,7 +119,7 @@ def _listener() -> dict:
 
 
 def _state(node, study_uid: str) -> tuple[str, str]:
-    return next(((s.state, s.detail) for s in node.store.studies() if s.study_uid == study_uid), ("", ""))
+    return next(((s.state, s.detail) for s in node.store.studies.summaries() if s.study_uid == study_uid), ("", ""))
 
 
 def test_the_whole_patient_goes_with_the_study(orthanc: Orthanc, make_node, recording, tmp_path: Path) -> None:
@@ -198,7 +197,7 @@ def test_the_whole_patient_goes_with_the_study(orthanc: Orthanc, make_node, reco
     assert metric_value(text, "qoqnode_context_priors_retrieved_total") == 1
     assert metric_value(text, "qoqnode_hl7_messages_received_total", 'outcome="accepted",type="ORU^R01"') == 2
     # the prior is kept apart: never a study of the node's own to read
-    assert prior.study_uid not in {s.study_uid for s in node.store.studies()}
+    assert prior.study_uid not in {s.study_uid for s in node.store.studies.summaries()}
 
 
 def test_a_study_waits_for_its_order_and_reads_it_when_it_comes(make_node, recording, tmp_path: Path) -> None:
@@ -212,7 +211,7 @@ def test_a_study_waits_for_its_order_and_reads_it_when_it_comes(make_node, recor
     assert _send(node.hl7.port, merge_message("MRG1", "NEW-ID", "OLD-ID")) == "AA"
     study = _cr(tmp_path / "cr", "NEW-ID", "ACC-LATE", "20260101")
     assert storescu(node.scp.port, list(study.files)).returncode == 0
-    wait_for(lambda: _state(node, study.study_uid) == ("stable", WAITING_FOR_ORDER), timeout=30)
+    wait_for(lambda: _state(node, study.study_uid) == ("stable", POSTPONEMENT_DETAIL[Postponement.ORDER]), timeout=30)
     assert not engine.requests
     started = time.monotonic()
     assert _send(node.hl7.port, order_message("ORD1", "NEW-ID", "ACC-LATE", "suspected pneumothorax")) == "AA"

@@ -69,7 +69,7 @@ def test_every_real_world_file_is_answered_and_ends_in_a_clear_state(make_node, 
     gaps = {path.name: f"0x{status:04X}" for path, status in answers.items()
             if status and path in in_pacs and status not in POLICY}
     assert not gaps, f"Orthanc accepts, the node refuses: {gaps}"
-    wait_for(lambda: all(s.state in {COMPLETE, SKIPPED, FAILED} for s in node.store.studies()), timeout=600,
+    wait_for(lambda: all(s.state in {COMPLETE, SKIPPED, FAILED} for s in node.store.studies.summaries()), timeout=600,
              interval=1)
-    studies = node.store.studies()
+    studies = node.store.studies.summaries()
     assert studies and all(s.detail for s in studies if s.state in {SKIPPED, FAILED})  # each says why

@@ -358,7 +358,7 @@ def test_every_metric_of_the_alerts_and_dashboard_is_exported(orthanc: Orthanc, 
                        capture_output=True)
         subprocess.run(["storescu", "-aec", "WRONG", LOOPBACK, str(node.scp.port), str(cr.files[0])],
                        capture_output=True)  # a rejected association, so that series exists too
-        wait_for(lambda: node.store.studies()[0].state == "complete", timeout=30)
+        wait_for(lambda: node.store.studies.summaries()[0].state == "complete", timeout=30)
         status, exported_text = get(node, "/metrics")
     exported = _exported_series(exported_text)
     rule = by_kind(render(VALUE_SETS["monitoring"]), "PrometheusRule")

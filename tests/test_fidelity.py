@@ -255,8 +255,8 @@ def test_a_vl_model_is_given_no_ecg_signal(tiny_engine) -> None:
 
 def _read_by_the_node(node, files: list[Path]) -> StudySummary:
     assert storescu(node.scp.port, files).returncode == 0
-    return wait_for(lambda: next((s for s in node.store.studies() if s.state in ("complete", "skipped", "failed")),
-                                 None), timeout=90)
+    return wait_for(lambda: next((s for s in node.store.studies.summaries()
+                                  if s.state in ("complete", "skipped", "failed")), None), timeout=90)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -21,13 +21,13 @@ def _record(sop: str, study: str = "1.2.3") -> InstanceRecord:
 def _counting_transactions(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Record the size of every batch the store commits."""
     batches: list[int] = []
-    record_instances = store.record_instances
+    record_instances = store.instances.record
 
     def counted(records: list[InstanceRecord]):
         batches.append(len(records))
         return record_instances(records)
 
-    monkeypatch.setattr(store, "record_instances", counted)
+    monkeypatch.setattr(store.instances, "record", counted)
     return batches
 
 
@@ -36,7 +36,7 @@ def test_rows_that_arrive_while_a_commit_runs_share_the_next_one(tmp_path: Path,
     store = Store(tmp_path / "state.db")
     batches = _counting_transactions(store, monkeypatch)
     commits = GroupCommit(store)
-    with store._lock:  # the database is busy: the first row's commit waits, the rest queue up behind it
+    with store.database.lock:  # the database is busy: the first row's commit waits, the rest queue up behind it
         first = commits.submit(_record("1.0"))
         while not batches:
             threading.Event().wait(0.001)
@@ -45,7 +45,7 @@ def test_rows_that_arrive_while_a_commit_runs_share_the_next_one(tmp_path: Path,
     assert batches == [1, 9]
     assert all(update.stored for update in updates)
     assert [update.new_version for update in updates] == [True] + [False] * 9  # in order, within one study
-    assert [s.instances for s in store.studies()] == [10]
+    assert [s.instances for s in store.studies.summaries()] == [10]
     commits.stop()
 
 
@@ -78,7 +78,7 @@ def test_stop_commits_what_was_submitted_and_refuses_more(tmp_path: Path) -> Non
 
 def test_forget_instances_drops_a_study_left_empty(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
-    store.record_instances([_record("1.1"), _record("1.2"), _record("2.1", study="2.3")])
-    store.forget_instances(["1.1", "2.1"])
-    assert [(s.study_uid, s.instances) for s in store.studies()] == [("1.2.3", 1)]
-    assert store.stored_instance("1.2").size == 10 and store.stored_instance("1.1") is None
+    store.instances.record([_record("1.1"), _record("1.2"), _record("2.1", study="2.3")])
+    store.instances.forget(["1.1", "2.1"])
+    assert [(s.study_uid, s.instances) for s in store.studies.summaries()] == [("1.2.3", 1)]
+    assert store.instances.stored("1.2").size == 10 and store.instances.stored("1.1") is None

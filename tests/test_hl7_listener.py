@@ -82,7 +82,7 @@ def test_messages_the_node_cannot_use_are_answered_ae_or_ar_with_the_reason(list
     _strict(ack)
     assert _msa(ack)[1] == code
     assert reason in ack
-    quarantined = [q for q in node.store.quarantined() if q.reason.startswith("HL7:")]
+    quarantined = [q for q in node.store.quarantine.items() if q.reason.startswith("HL7:")]
     if code == "AE":  # kept aside with its reason; an AR is the sender's to fix and is not kept
         [item] = quarantined
         assert reason in item.reason and Path(item.path).read_bytes() == payload

@@ -29,26 +29,26 @@ def test_next_state() -> None:
 
 def test_outbox_lifecycle_survives_a_restart(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
-    assert store.enqueue("pacs", "dicom", "1.2.3.1", "results/sr.dcm", "1.2.3", now=10)
-    assert not store.enqueue("pacs", "dicom", "1.2.3.1", "results/sr.dcm", "1.2.3", now=11)  # same key: once
-    assert store.enqueue("ehr", "hl7", "QOQ1", "results/oru.hl7", "1.2.3", now=12)
-    [item] = store.due("pacs", now=10)
-    store.record_attempt(item.id, PENDING, "association failed", now=10, next_attempt_at=20)
-    assert store.due("pacs", now=15) == []  # backing off: not due yet
-    assert [i.key for i in store.due("ehr", now=15)] == ["QOQ1"]  # one dead destination blocks no other
+    assert store.outbox.enqueue("pacs", "dicom", "1.2.3.1", "results/sr.dcm", "1.2.3", now=10)
+    assert not store.outbox.enqueue("pacs", "dicom", "1.2.3.1", "results/sr.dcm", "1.2.3", now=11)  # same key: once
+    assert store.outbox.enqueue("ehr", "hl7", "QOQ1", "results/oru.hl7", "1.2.3", now=12)
+    [item] = store.outbox.due("pacs", now=10)
+    store.outbox.record_attempt(item.id, PENDING, "association failed", now=10, next_attempt_at=20)
+    assert store.outbox.due("pacs", now=15) == []  # backing off: not due yet
+    assert [i.key for i in store.outbox.due("ehr", now=15)] == ["QOQ1"]  # one dead destination blocks no other
     store.close()
     reopened = Store(tmp_path / "state.db")
-    [again] = reopened.due("pacs", now=20)
+    [again] = reopened.outbox.due("pacs", now=20)
     assert (again.attempts, again.last_error) == (1, "association failed")
-    reopened.record_attempt(again.id, DEAD, "failed with status 0xC211", now=20, next_attempt_at=20)
-    [dead] = reopened.outbox(DEAD)
+    reopened.outbox.record_attempt(again.id, DEAD, "failed with status 0xC211", now=20, next_attempt_at=20)
+    [dead] = reopened.outbox.items(DEAD)
     assert dead.key == "1.2.3.1"
-    assert reopened.retry(now=30, item_id=dead.id) == 1  # an operator retries it
-    assert [i.key for i in reopened.due("pacs", now=30)] == ["1.2.3.1"]
-    [ehr_item] = reopened.due("ehr", now=30)
-    reopened.record_attempt(ehr_item.id, SENT, "", now=31, next_attempt_at=31)
-    assert reopened.retry(now=40) == 1  # retry-all leaves delivered items alone
-    assert {i.state for i in reopened.outbox()} == {PENDING, SENT}
+    assert reopened.outbox.retry(now=30, item_id=dead.id) == 1  # an operator retries it
+    assert [i.key for i in reopened.outbox.due("pacs", now=30)] == ["1.2.3.1"]
+    [ehr_item] = reopened.outbox.due("ehr", now=30)
+    reopened.outbox.record_attempt(ehr_item.id, SENT, "", now=31, next_attempt_at=31)
+    assert reopened.outbox.retry(now=40) == 1  # retry-all leaves delivered items alone
+    assert {i.state for i in reopened.outbox.items()} == {PENDING, SENT}
 
 
 def test_outbox_command_lists_and_retries(tmp_path: Path) -> None:
@@ -58,9 +58,9 @@ def test_outbox_command_lists_and_retries(tmp_path: Path) -> None:
     import sys
 
     store = Store(tmp_path / "state.db")
-    store.enqueue("pacs", "dicom", "1.2.3.1", "results/sr.dcm", "1.2.3", now=10)
-    [item] = store.due("pacs", now=10)
-    store.record_attempt(item.id, DEAD, "failed with status 0xC211", now=10, next_attempt_at=10)
+    store.outbox.enqueue("pacs", "dicom", "1.2.3.1", "results/sr.dcm", "1.2.3", now=10)
+    [item] = store.outbox.due("pacs", now=10)
+    store.outbox.record_attempt(item.id, DEAD, "failed with status 0xC211", now=10, next_attempt_at=10)
     store.close()
     env = {**os.environ, "QOQ_NODE__STORAGE__ROOT": str(tmp_path)}
 

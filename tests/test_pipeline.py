@@ -56,7 +56,7 @@ def _cr_read_through(orthanc: Orthanc, make_node, tmp_path: Path, ehr: MllpListe
 
 
 def _state(node, study_uid: str) -> str:
-    return next((s.state for s in node.store.studies() if s.study_uid == study_uid), "")
+    return next((s.state for s in node.store.studies.summaries() if s.study_uid == study_uid), "")
 
 
 def _results_in_pacs(orthanc: Orthanc, study_uid: str) -> dict[str, list[pydicom.Dataset]]:
@@ -143,13 +143,14 @@ def test_outages_naks_and_silence_are_retried_and_rejections_dead_lettered(make_
         subprocess.run(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.scp.port), *map(str, ct.files)], check=True,
                        capture_output=True)
         # PACS down: its items wait and are retried; the EHRs are not held up by it.
-        wait_for(lambda: [i for i in node.store.outbox() if i.destination == "pacs" and i.attempts >= 2], timeout=30)
+        wait_for(lambda: [i for i in node.store.outbox.items() if i.destination == "pacs" and i.attempts >= 2],
+                 timeout=30)
         wait_for(lambda: len(flaky.received) == 3 and len(silent.received) == 2, timeout=30)
         with Orthanc(tmp_path / "pacs", dicom_port=pacs_port) as pacs:
-            wait_for(lambda: all(i.state != "pending" for i in node.store.outbox()), timeout=30)
+            wait_for(lambda: all(i.state != "pending" for i in node.store.outbox.items()), timeout=30)
             found = _results_in_pacs(pacs, ct.study_uid)
             assert {kind: len(objects) for kind, objects in found.items()} == {"SR": 1, "SEG": 1, "PR": 1, "KO": 1}
-        items = {i.destination: i for i in node.store.outbox() if i.kind == "hl7"}
+        items = {i.destination: i for i in node.store.outbox.items() if i.kind == "hl7"}
         assert (items["flaky"].state, items["flaky"].attempts) == (SENT, 3)  # AE, AE, AA: delivered once accepted
         assert (items["silent"].state, items["silent"].attempts) == (SENT, 2)  # no ACK in time, then AA
         assert len(set(flaky.received)) == 1  # the same message (same MSH-10) every time
@@ -181,7 +182,7 @@ def test_a_study_that_cannot_be_read_is_parked_as_failed_at_once(make_node, tmp_
     subprocess.run(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.scp.port), str(ct.files[0])], check=True,
                    capture_output=True)
     wait_for(lambda: _state(node, ct.study_uid) == FAILED, timeout=30)
-    [study] = node.store.studies()
+    [study] = node.store.studies.summaries()
     assert study.attempts == 1 and study.detail.startswith("cannot decode")  # why it failed, for the operator
     metrics = node.metrics.render().decode()
     assert metric_value(metrics, "qoqnode_pipeline_failures_total", 'stage="imaging"') == 1
@@ -207,7 +208,7 @@ def test_an_unexpected_error_in_results_is_retried_then_failed_with_its_type(mak
     node = make_node(pipeline={"max_attempts": 3, "retry_seconds": 0.05})
     assert storescu(node.scp.port, [ct.files[0]]).returncode == 0
     wait_for(lambda: _state(node, ct.study_uid) == FAILED, timeout=60)
-    [study] = node.store.studies()
+    [study] = node.store.studies.summaries()
     assert study.attempts == 3  # retried, not settled at once
     assert study.detail.startswith("results failed: RuntimeError") and "QUAGGAMARE" not in study.detail
     metrics = node.metrics.render().decode()
@@ -224,7 +225,8 @@ def test_late_instances_make_a_new_result_that_supersedes_the_first(orthanc: Ort
         subprocess.run([*store, *map(str, ct.files[:2])], check=True, capture_output=True)
         wait_for(lambda: _state(node, ct.study_uid) == COMPLETE, timeout=30)
         subprocess.run([*store, str(ct.files[2])], check=True, capture_output=True)  # a late slice
-        wait_for(lambda: node.store.studies()[0].version == 2 and _state(node, ct.study_uid) == COMPLETE, timeout=30)
+        wait_for(lambda: node.store.studies.summaries()[0].version == 2 and _state(node, ct.study_uid) == COMPLETE,
+                 timeout=30)
         found = _results_in_pacs(orthanc, ct.study_uid)
         assert len(found["SR"]) == 2
         first, second = sorted(found["SR"], key=lambda sr: "PredecessorDocumentsSequence" in sr)
@@ -319,7 +321,7 @@ def test_a_pacs_that_sends_the_whole_study_back_makes_no_loop(make_node, orthanc
                                       'outcome="own_result"') == 3 * sum(len(v) for v in _results_in_pacs(
                                           orthanc, cr.study_uid).values()), timeout=30)
         time.sleep(2.5)  # past stable_seconds: a new version would have been read by now
-        [study] = [s for s in node.store.studies() if s.study_uid == cr.study_uid]
+        [study] = [s for s in node.store.studies.summaries() if s.study_uid == cr.study_uid]
         assert (study.version, study.state) == (1, COMPLETE)
         assert len(ehr.received) == 1
         assert metric_value(node.metrics.render().decode(), "qoqnode_cstore_requests_total",
@@ -347,8 +349,8 @@ def test_results_go_within_seconds_of_a_destination_coming_back(make_node, tmp_p
     node = make_node(destinations={"hl7": [{"name": "ehr", "host": LOOPBACK, "port": port, "timeout_seconds": 1}],
                                    "retry_base_seconds": 60, "retry_cap_seconds": 300, "probe_seconds": 0.5})
     assert storescu(node.scp.port, list(cr.files)).returncode == 0
-    wait_for(lambda: any(item.attempts >= 1 for item in node.store.outbox()), timeout=60)
-    [waiting] = node.store.outbox()
+    wait_for(lambda: any(item.attempts >= 1 for item in node.store.outbox.items()), timeout=60)
+    [waiting] = node.store.outbox.items()
     assert waiting.state == "pending" and waiting.next_attempt_at - time.time() > 20  # the backoff alone: ~a minute
     with MllpListener(port=port) as ehr:
         back = time.monotonic()

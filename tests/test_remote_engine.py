@@ -289,13 +289,13 @@ def test_a_node_waits_for_its_engine_server_and_reads_the_study_when_it_comes(ma
                              "retries": 0, "timeout_s": 10})
     assert storescu(node.scp.port, list(study.files)).returncode == 0
     wait_for(lambda: metric_value(node.metrics.render().decode(), "qoqnode_engine_available") == 0, timeout=30)
-    [summary] = node.store.studies()
+    [summary] = node.store.studies.summaries()
     assert summary.state == "stable" and summary.attempts == 0
     assert get(node, "/readyz")[0] == 200  # the node still receives: the PACS can keep sending
     replay = ReplayEngine({"*": boxed_response(source, "Mass")})
     server = _serve(replay, port)
     try:
-        wait_for(lambda: node.store.studies()[0].state in {"queued", "complete"}, timeout=60)
+        wait_for(lambda: node.store.studies.summaries()[0].state in {"queued", "complete"}, timeout=60)
     finally:
         server.shutdown()
         server.server_close()
@@ -354,10 +354,10 @@ def test_batches_in_flight_let_new_studies_join_while_others_generate(make_node,
                          pipeline={"batch_size": 1, "batches_in_flight": batches_in_flight})
         studies = [write_cr_study(tmp_path / f"cr{i}", size=512) for i in range(3)]
         assert storescu(node.scp.port, [f for s in studies for f in s.files]).returncode == 0
-        wait_for(lambda: len(node.store.studies()) == 3
-                 and all(s.state in {"queued", "complete"} for s in node.store.studies()), timeout=60)
+        wait_for(lambda: len(node.store.studies.summaries()) == 3
+                 and all(s.state in {"queued", "complete"} for s in node.store.studies.summaries()), timeout=60)
     finally:
         server.shutdown()
         server.server_close()
     assert handler.most[0] == batches_in_flight
-    assert all(s.attempts == 0 for s in node.store.studies())  # each read once, none retried
+    assert all(s.attempts == 0 for s in node.store.studies.summaries())  # each read once, none retried

@@ -18,7 +18,7 @@ DAY = 86_400.0
 
 
 def _state(node, study_uid: str) -> str:
-    return next((s.state for s in node.store.studies() if s.study_uid == study_uid), "")
+    return next((s.state for s in node.store.studies.summaries() if s.study_uid == study_uid), "")
 
 
 def test_finished_studies_are_purged_after_retention_and_can_be_received_again(make_node, tmp_path: Path) -> None:
@@ -35,13 +35,14 @@ def test_finished_studies_are_purged_after_retention_and_can_be_received_again(m
     root = node.config.storage.root
     spooled = root / "spool" / study.study_uid
     results = root / "results" / study.study_uid
-    assert spooled.is_dir() and results.is_dir() and len(node.store.quarantined()) == 1
+    assert spooled.is_dir() and results.is_dir() and len(node.store.quarantine.items()) == 1
 
     assert node.retention.run_once(now=time.time() + 13 * DAY) == 0  # not yet
     assert spooled.is_dir()
     assert node.retention.run_once(now=time.time() + 15 * DAY) == 1
     assert not spooled.exists() and not results.exists()
-    assert node.store.studies() == [] and node.store.outbox() == [] and node.store.quarantined() == []
+    assert node.store.studies.summaries() == [] and node.store.outbox.items() == []
+    assert node.store.quarantine.items() == []
     assert not list((root / "quarantine").iterdir())
     metrics = node.metrics.render().decode()
     assert metric_value(metrics, "qoqnode_retention_purged_total", 'kind="study"') == 1
@@ -65,7 +66,7 @@ def test_unfinished_studies_are_kept_and_zero_keeps_everything(make_node, tmp_pa
     assert storescu(forever.scp.port, list(study.files)).returncode == 0
     wait_for(lambda: _state(forever, study.study_uid) == COMPLETE)
     assert forever.retention.run_once(now=time.time() + 365 * DAY) == 0
-    assert len(forever.store.studies()) == 1
+    assert len(forever.store.studies.summaries()) == 1
 
 
 def test_the_spool_makes_a_study_folder_again_when_retention_removed_it(tmp_path: Path) -> None:

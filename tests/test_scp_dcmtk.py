@@ -82,7 +82,7 @@ def test_multi_series_study_is_stored_byte_for_byte_and_becomes_stable(node: Nod
         stored = pydicom.dcmread(stored_path(node, uid))
         assert stored == pydicom.dcmread(source)
         assert stored.file_meta.SourceApplicationEntityTitle == "STORESCU"
-    study = wait_for(lambda: [s for s in node.store.studies() if s.state != RECEIVING])[0]
+    study = wait_for(lambda: [s for s in node.store.studies.summaries() if s.state != RECEIVING])[0]
     assert (study.study_uid, study.instances, study.series, study.modalities) == (
         ct_study.study_uid, 10, 2, "CT")
     metrics = node.metrics.render().decode()
@@ -225,7 +225,7 @@ def test_bad_instances_get_failure_statuses_quarantine_and_the_association_goes_
     kept = sorted((node.config.storage.root / "quarantine").glob("*.dcm"))
     truncated = dataset_bytes(broken["truncated"])  # pynetdicom pads an odd length with one byte
     assert any(dataset_bytes(p).startswith(truncated) for p in kept)  # nothing lost
-    assert len(node.store.quarantined()) == 5
+    assert len(node.store.quarantine.items()) == 5
     metrics = node.metrics.render().decode()
     assert metric_value(metrics, "qoqnode_cstore_failures_total", 'reason="malformed"') == 2
     assert echoscu(node.scp.port).returncode == 0
@@ -237,7 +237,7 @@ def test_duplicate_is_acknowledged_and_stored_once(node: Node, ct_study: Synthet
     again = storescu(node.scp.port, files)
     assert again.returncode == 0
     assert again.stderr.count("Received Store Response (Success)") == 3
-    assert sum(s.instances for s in node.store.studies()) == 3
+    assert sum(s.instances for s in node.store.studies.summaries()) == 3
     metrics = node.metrics.render().decode()
     assert metric_value(metrics, "qoqnode_cstore_requests_total", 'outcome="duplicate"') == 3
 
@@ -255,7 +255,7 @@ def _assert_refused_as_uid_conflict(node: Node, statuses: list[int], first: Synt
     assert statuses == [UID_CONFLICT]
     [note] = (node.config.storage.root / "quarantine").glob("*.json")
     assert json.loads(note.read_text())["reason"] == "uid_conflict"  # kept for a person to look at
-    assert [s.study_uid for s in node.store.studies()] == [first.study_uid]
+    assert [s.study_uid for s in node.store.studies.summaries()] == [first.study_uid]
     assert [p.parent.name for p in (node.config.storage.root / "spool").glob("*/*.dcm")] == [first.study_uid]
     assert metric_value(node.metrics.render().decode(), "qoqnode_cstore_failures_total",
                         'reason="uid_conflict"') == 1
@@ -280,13 +280,13 @@ def test_a_reused_sop_instance_uid_racing_its_twin_is_refused_and_its_file_remov
     """Both copies pass the duplicate look-up before either is committed (two associations at once):
     the one committed second learns it from the commit and must not leave its file in the spool."""
     assert storescu(node.scp.port, [ct_study.files[0]]).returncode == 0
-    look_up = node.store.stored_instance
+    look_up = node.store.instances.stored
 
     def not_yet_committed(uid: str):
-        monkeypatch.setattr(node.store, "stored_instance", look_up)
+        monkeypatch.setattr(node.store.instances, "stored", look_up)
         return None
 
-    monkeypatch.setattr(node.store, "stored_instance", not_yet_committed)
+    monkeypatch.setattr(node.store.instances, "stored", not_yet_committed)
     statuses = send_raw(node.scp.port, [_in_another_study(ct_study.files[0], tmp_path)])
     _assert_refused_as_uid_conflict(node, statuses, ct_study)
 
@@ -296,7 +296,7 @@ def test_full_disk_answers_out_of_resources_and_keeps_serving(make_node, ct_stud
     result = storescu(node.scp.port, [ct_study.files[0]])
     assert "Received Store Response (Refused: OutOfResources)" in result.stderr
     assert list((node.config.storage.root / "spool").iterdir()) == []  # nothing half-written
-    assert node.store.studies() == []
+    assert node.store.studies.summaries() == []
     assert echoscu(node.scp.port).returncode == 0
     status, body = get(node, "/readyz")
     assert status == 503 and "min_free_bytes" in body
@@ -311,12 +311,12 @@ def test_storage_error_answers_out_of_resources_and_a_resend_succeeds(
     blocker.write_bytes(b"")  # a file where the study's folder must go: every write fails
     failed = storescu(node.scp.port, [ct_study.files[0]])
     assert "Received Store Response (Refused: OutOfResources)" in failed.stderr
-    assert node.store.studies() == []
+    assert node.store.studies.summaries() == []
     assert metric_value(node.metrics.render().decode(), "qoqnode_cstore_failures_total",
                         'reason="storage_error"') == 1
     blocker.unlink()  # the disk recovers; the sender retries
     assert storescu(node.scp.port, [ct_study.files[0]]).returncode == 0
-    assert [s.instances for s in node.store.studies()] == [1]
+    assert [s.instances for s in node.store.studies.summaries()] == [1]
 
 
 def test_http_endpoints(node: Node) -> None:
@@ -340,8 +340,8 @@ def test_parallel_associations(node: Node, tmp_path: Path) -> None:
     processes = [subprocess.Popen(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.scp.port), *map(str, g)],
                                   stderr=subprocess.PIPE) for g in groups]
     assert [p.wait(120) for p in processes] == [0, 0, 0, 0]
-    wait_for(lambda: node.store.studies() and node.store.studies()[0].state != RECEIVING)
-    assert node.store.studies()[0].instances == 24
+    wait_for(lambda: node.store.studies.summaries() and node.store.studies.summaries()[0].state != RECEIVING)
+    assert node.store.studies.summaries()[0].instances == 24
 
 
 def _node_command(node: Node, *arguments: str) -> subprocess.CompletedProcess:
@@ -375,7 +375,7 @@ def test_a_torn_copy_of_a_stored_instance_is_replaced_by_the_resend(node: Node, 
     resent = storescu(node.scp.port, [source])
     assert "Received Store Response (Success)" in resent.stderr
     assert stored_path(node, uid).read_bytes() == whole
-    assert [s.instances for s in node.store.studies()] == [1]
+    assert [s.instances for s in node.store.studies.summaries()] == [1]
     assert metric_value(node.metrics.render().decode(), "qoqnode_cstore_requests_total", 'outcome="duplicate"') == 0
 
 
@@ -391,9 +391,9 @@ def test_a_file_that_cannot_be_synced_is_refused_and_not_recorded(
     monkeypatch.setattr(node.spool, "sync", failing_once)
     failed = storescu(node.scp.port, [ct_study.files[0]])
     assert "Received Store Response (Refused: OutOfResources)" in failed.stderr
-    assert node.store.studies() == []  # the row committed meanwhile was taken back
+    assert node.store.studies.summaries() == []  # the row committed meanwhile was taken back
     assert storescu(node.scp.port, [ct_study.files[0]]).returncode == 0
-    assert [s.instances for s in node.store.studies()] == [1]
+    assert [s.instances for s in node.store.studies.summaries()] == [1]
 
 
 def test_rows_of_torn_files_are_dropped_at_start(make_node, ct_study: SyntheticStudy) -> None:
@@ -406,7 +406,7 @@ def test_rows_of_torn_files_are_dropped_at_start(make_node, ct_study: SyntheticS
     torn.write_bytes(torn.read_bytes()[:100])
     again = Node(first.config)
     assert again.torn_instances_forgotten == 1
-    assert again.store.stored_instance(torn_uid) is None and again.store.stored_instance(kept_uid) is not None
+    assert again.store.instances.stored(torn_uid) is None and again.store.instances.stored(kept_uid) is not None
     again.commits.stop()
     again.store.close()
 
@@ -418,8 +418,8 @@ def test_objects_the_node_does_not_read_are_acknowledged_and_let_go(make_node, c
     report = PYDICOM_TEST_FILES / "test-SR.dcm"
     assert storescu(node.scp.port, [report]).returncode == 0
     assert storescu(node.scp.port, list(ct_study.files[:2])).returncode == 0
-    assert {s.study_uid for s in node.store.studies()} == {ct_study.study_uid}
-    assert node.store.stored_instance(str(pydicom.dcmread(report, stop_before_pixels=True).SOPInstanceUID)) is None
+    assert {s.study_uid for s in node.store.studies.summaries()} == {ct_study.study_uid}
+    assert node.store.instances.stored(str(pydicom.dcmread(report, stop_before_pixels=True).SOPInstanceUID)) is None
     assert metric_value(node.metrics.render().decode(), "qoqnode_cstore_requests_total", 'outcome="ignored"') == 1
 
 
@@ -456,7 +456,7 @@ def test_a_deflate_bomb_and_an_oversized_dataset_are_refused_without_taking_the_
     assert send_raw(node.scp.port, [PYDICOM_TEST_FILES / "CT_small.dcm"]) == [0]  # 39 KB: under the limit
     big = write_ct_study(tmp_path / "big", slices=1, size=512)  # 512 KB of pixels
     assert send_raw(node.scp.port, list(big.files)) == [0xA700]
-    reasons = [q.reason for q in node.store.quarantined()]
+    reasons = [q.reason for q in node.store.quarantine.items()]
     assert reasons == ["too_large", "too_large"]
     metrics = node.metrics.render().decode()
     assert metric_value(metrics, "qoqnode_cstore_failures_total", 'reason="too_large"') == 2
@@ -483,7 +483,7 @@ def test_an_instance_is_received_into_its_file_not_into_memory(make_node, tmp_pa
     assert peak < incoming.SPILL_BYTES + 4_000_000, f"{peak} bytes allocated while receiving"
     uid = pydicom.dcmread(accepted, stop_before_pixels=True).SOPInstanceUID
     assert dataset_bytes(stored_path(node, uid)) == dataset_bytes(accepted)
-    [note] = node.store.quarantined()
+    [note] = node.store.quarantine.items()
     assert note.reason == "too_large" and Path(note.path).stat().st_size < 1000  # its File Meta only
     assert not list((node.config.storage.root / "tmp").iterdir())
 
@@ -524,16 +524,16 @@ def test_a_failing_disk_answers_a700_and_leaves_nothing_behind(make_node, send_r
             raise OSError(errno.ENOSPC, "No space left on device")
         monkeypatch.setattr(module, name, full)
     else:
-        real_record = node.store.record_instances
+        real_record = node.store.instances.record
 
         def full(records):
-            node.store.record_instances = real_record
+            node.store.instances.record = real_record
             raise sqlite3.OperationalError("database or disk is full")
-        monkeypatch.setattr(node.store, "record_instances", full)
+        monkeypatch.setattr(node.store.instances, "record", full)
     assert send_raw(node.scp.port, list(study.files)) == [0xA700]
     assert not list((node.config.storage.root / "spool").rglob("*.dcm"))  # nothing half-written stays
     assert not list((node.config.storage.root / "tmp").iterdir())
-    assert node.store.studies() == []
+    assert node.store.studies.summaries() == []
     status, body = get(node, "/readyz")
     assert status == 503 and "no room to store instances" in body
     assert send_raw(node.scp.port, list(study.files)) == [0]  # the sender's retry is stored

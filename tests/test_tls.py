@@ -81,7 +81,7 @@ def test_tls_with_client_certificates(make_node, tmp_path: Path, ct_study: Synth
     assert echo.returncode == 0, echo.stderr
     store = storescu(node.scp.port, list(ct_study.files[:2]), *client)
     assert store.returncode == 0, store.stderr
-    assert sum(s.instances for s in node.store.studies()) == 2
+    assert sum(s.instances for s in node.store.studies.summaries()) == 2
     # No client certificate: the handshake fails, nothing is stored.
     anonymous = echoscu(node.scp.port, "--anonymous-tls", "+cf", str(pki["ca"]))
     assert anonymous.returncode != 0
@@ -111,7 +111,7 @@ def test_results_go_to_a_tls_pacs_that_verifies_the_node(make_node, tmp_path: Pa
     tls = ClientTlsConfig(enabled=True, ca=pki["ca"], certificate=pki["client_cert"], private_key=pki["client_key"])
     [sent] = DicomSender("QOQNODE", "QOQNODE", LOOPBACK, pacs.scp.port, 5, tls).send([dataset])
     assert sent.delivery is Delivery.ACCEPTED, sent.detail
-    assert pacs.store.stored_instance(dataset.SOPInstanceUID) is not None
+    assert pacs.store.instances.stored(dataset.SOPInstanceUID) is not None
     anonymous = ClientTlsConfig(enabled=True, ca=pki["ca"])  # no client certificate: the PACS refuses
     [refused] = DicomSender("QOQNODE", "QOQNODE", LOOPBACK, pacs.scp.port, 5, anonymous).send([dataset])
     assert refused.delivery is Delivery.RETRY

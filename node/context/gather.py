@@ -157,7 +157,7 @@ class ContextGatherer:
         if study.retrieved is not None:
             files = tuple(sorted((self._root / study.retrieved).glob("*.dcm")))
         else:
-            files = tuple(self._store.study_files(study.study_uid))
+            files = tuple(self._store.instances.study_files(study.study_uid))
         return RelatedStudy(study.study_uid, study.modality, study.study_time, study.description, files,
                             study.retrieved is not None)
 

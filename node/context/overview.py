@@ -40,7 +40,7 @@ def describe_patient(store: Store, key: str) -> list[str]:
 def describe_study(store: Store, config: NodeConfig, study_uid: str) -> list[str]:
     """What would go with a study the node holds (its task's policy applied to what is kept now; the PACS
     is not queried)."""
-    files = store.study_files(study_uid)
+    files = store.instances.study_files(study_uid)
     if not files:
         return [f"study {study_uid}: the node holds no such study"]
     routed = Router.from_file(config.routing.rules).route(StudyHeader.read(files[0]))

@@ -110,7 +110,7 @@ class DestinationWorker:
     def drain_once(self, now: float | None = None) -> int:
         """Send every item that is due now; returns how many were attempted."""
         now = time.time() if now is None else now
-        items = self._store.due(self.name, now)
+        items = self._store.outbox.due(self.name, now)
         if not items:
             return 0
         attempts = self._send(items)
@@ -125,7 +125,7 @@ class DestinationWorker:
                 delivery = Delivery.REJECTED  # retried long enough: a dead letter an operator can revive
             state, next_at = next_state(delivery, made, finished, self._policy.retry_base_seconds,
                                         self._policy.retry_cap_seconds, self._rng)
-            self._store.record_attempt(item.id, state, attempt.detail, finished, next_at)
+            self._store.outbox.record_attempt(item.id, state, attempt.detail, finished, next_at)
             self._metrics.outbox_attempts.labels(self.name, attempt.delivery.value).inc()
             if state == DEAD or attempt.delivery is not Delivery.ACCEPTED:
                 log.warning("outbox.attempt_failed", destination=self.name, kind=item.kind, item=item.id,
@@ -137,7 +137,7 @@ class DestinationWorker:
         return len(items)
 
     def _settle(self, study_uid: str, now: float) -> None:
-        settled = self._store.settle(study_uid, now)
+        settled = self._store.studies.settle(study_uid, now)
         if settled is None:
             return
         if settled.state == COMPLETE:
@@ -156,12 +156,12 @@ class DestinationWorker:
         now = time.time() if now is None else now
         if self._probe is None or now - self._probed_at < self._policy.probe_seconds:
             return 0
-        if not self._store.waiting(self.name, now):
+        if not self._store.outbox.waiting(self.name, now):
             return 0
         self._probed_at = now
         if not self._probe():
             return 0
-        released = self._store.release_destination(self.name, time.time())
+        released = self._store.outbox.release_destination(self.name, time.time())
         if released:
             log.info("outbox.destination_answers", destination=self.name, released=released)
         return released

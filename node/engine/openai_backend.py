@@ -35,7 +35,7 @@ from node.config import EngineConfig
 from node.engine import EngineRequest, EngineResult
 from node.engine.chat import require_inputs_fit, user_turn
 from node.engine.errors import EngineLoadError, EngineUnavailable
-from node.errors import NodeError
+from node.errors import NodeError, clip_detail
 from node.model.profiles import ModelProfile
 from node.ops.logging import get_logger
 
@@ -214,6 +214,6 @@ def _error_message(error: urllib.error.HTTPError) -> str:
         return error.reason or ""
     try:
         detail = json.loads(raw)["error"]
-        return str(detail.get("message", detail) if isinstance(detail, dict) else detail)[:500]
+        return clip_detail(str(detail.get("message", detail) if isinstance(detail, dict) else detail))
     except (ValueError, KeyError, TypeError):
         return raw[:200].decode("utf-8", "replace")

@@ -57,10 +57,10 @@ class StudyAssembler:
         """Mark every study that is due stable; returns their UIDs."""
         now = time.time() if now is None else now
         stabilised = []
-        for study_uid, version, last_received in self._store.receiving_studies():
+        for study_uid, version, last_received in self._store.studies.receiving():
             if now - last_received < self._stable_seconds or self._is_carried(study_uid):
                 continue
-            if self._store.mark_stable(study_uid, last_received, now):
+            if self._store.studies.mark_stable(study_uid, last_received, now):
                 stabilised.append(study_uid)
                 self._metrics.study_transitions.labels("stable").inc()
                 log.info(

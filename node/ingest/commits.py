@@ -68,7 +68,7 @@ class GroupCommit:
         if not batch:
             return
         try:
-            updates = self._store.record_instances([record for record, _ in batch])
+            updates = self._store.instances.record([record for record, _ in batch])
         except Exception as exc:  # every waiting receiver answers with its own failure status
             log.exception("ingest.commit_failed", rows=len(batch))
             for _, future in batch:

@@ -110,7 +110,7 @@ class Hl7Listener:
         self._count(kind, "error")
         try:
             path = self._spool.quarantine(raw, f"HL7: {reason}", {"detail": reason, "peer": peer}, suffix=".hl7")
-            self._store.record_quarantine(str(path), f"HL7: {reason}", peer)
+            self._store.quarantine.record(str(path), f"HL7: {reason}", peer)
         except Exception as exc:  # the answer still says why; the sender keeps the message
             log.error("hl7.quarantine_failed", error=type(exc).__name__)
         log.warning("hl7.refused", reason=reason, message_type=kind[:16])

@@ -102,9 +102,9 @@ def forget_torn_instances(store: Store) -> int:
     """Drop the rows of receiving studies' instances whose file is missing or short: a crash cut
     the file's write short, so Success never went out and the sender still holds the instance.
     Returns how many were dropped."""
-    torn = [stored.sop_instance_uid for stored in store.receiving_files() if not _is_whole(stored)]
+    torn = [stored.sop_instance_uid for stored in store.instances.receiving_files() if not _is_whole(stored)]
     if torn:
-        store.forget_instances(torn)
+        store.instances.forget(torn)
         log.warning("ingest.torn_instances_forgotten", instances=len(torn))
     return len(torn)
 
@@ -220,14 +220,14 @@ class Receiver:
             return self._own_result(header)
         if header.sop_class_uid in self._ignored:
             return self._ignored_class(header)
-        stored = self._store.stored_instance(header.sop_instance_uid)
+        stored = self._store.instances.stored(header.sop_instance_uid)
         if stored is not None:
             _check_same_study(stored, header)
             if _is_whole(stored):
                 self._spool.sync(stored.path)  # a twin may still be syncing it: acknowledge it on disk only
                 return self._duplicate(header)
             log.warning("cstore.torn_copy_replaced", sop_instance=uid_hash(header.sop_instance_uid))
-            self._store.forget_instances([header.sop_instance_uid])
+            self._store.instances.forget([header.sop_instance_uid])
         path = self._spool.keep(request.incoming.received(), header.study_uid, header.sop_instance_uid)
         committed = self._commits.submit(
             InstanceRecord(
@@ -263,14 +263,14 @@ class Receiver:
         """The file could not be synced or its row committed: the instance is not acknowledged, so neither
         its row nor its file stays (unless a twin received at the same time owns them)."""
         if committed.exception() is None and committed.result().stored:  # (an exception: no row was made)
-            self._store.forget_instances([sop_instance_uid])
-        if self._store.stored_instance(sop_instance_uid) is None:
+            self._store.instances.forget([sop_instance_uid])
+        if self._store.instances.stored(sop_instance_uid) is None:
             self._spool.remove([path])
 
     def _drop_if_in_another_study(self, header: DatasetHeader, written: Path) -> None:
         """Refuse a twin that was recorded first under another study, removing the file just written
         for this one (the refusal keeps the request's bytes in the quarantine)."""
-        stored = self._store.stored_instance(header.sop_instance_uid)
+        stored = self._store.instances.stored(header.sop_instance_uid)
         if stored is None:
             return
         try:
@@ -308,7 +308,7 @@ class Receiver:
                        "calling_ae": request.calling_ae}
             try:
                 kept = self._spool.quarantine(incoming.received() if keep else incoming.meta, refusal.reason, details)
-                self._store.record_quarantine(str(kept), refusal.reason, request.calling_ae)
+                self._store.quarantine.record(str(kept), refusal.reason, request.calling_ae)
             except Exception:
                 log.exception("quarantine.failed", reason=refusal.reason)
         log.warning(

@@ -23,6 +23,8 @@ from typing import Any
 import pydicom.config
 import structlog
 
+from node.errors import clip_detail
+
 #: Event keys that may carry patient identity; their values are replaced before output.
 PHI_KEYS = frozenset(
     {
@@ -86,7 +88,7 @@ class _JsonLines(logging.Handler):
                                  "level": record.levelname.lower(),
                                  "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat()}
         if record.name.startswith(TEXT_KEPT_FROM):
-            event["message"] = record.getMessage()[:500]
+            event["message"] = clip_detail(record.getMessage())
         if record.exc_info:
             event["exception"] = _exception_fields(record.exc_info)
         try:

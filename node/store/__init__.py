@@ -1,34 +1,58 @@
-"""The state database: studies, instances, deliveries, quarantine (:mod:`node.store.studies`) and the
-clinical context (:mod:`node.store.clinical`), one module per concern over one connection
-(:mod:`node.store.database`). All stages talk to state through :class:`Store`."""
+"""The state database: one :class:`~node.store.database.Database` (connection and lock) and one module
+per concern over it — :mod:`~node.store.instances`, :mod:`~node.store.studies` (the study state
+machine), :mod:`~node.store.outbox`, :mod:`~node.store.quarantine`, :mod:`~node.store.retention` and
+:mod:`~node.store.clinical`; :mod:`~node.store.schema` makes the tables. All stages talk to state
+through a :class:`Store` and its concerns (``store.studies.settle(...)``)."""
 
+from pathlib import Path
+
+from node.store import schema
+from node.store.clinical import ClinicalStore
+from node.store.database import Database
+from node.store.instances import InstanceRecord, Instances, StoredFile, StudyUpdate
+from node.store.outbox import Outbox, OutboxItem, OutboxState, QueuedItem
+from node.store.quarantine import Quarantine, QuarantinedObject
+from node.store.retention import Expiry
 from node.store.studies import (
-    COMPLETE,
-    DEAD,
-    FAILED,
     FINISHED,
-    PENDING,
-    QUEUED,
-    RECEIVING,
-    SENT,
-    SKIPPED,
-    STABLE,
-    STUDY_STATES,
-    UNDELIVERED,
-    InstanceRecord,
-    OutboxItem,
-    QuarantinedObject,
-    QueuedItem,
+    POSTPONEMENT_DETAIL,
+    Postponement,
     Settled,
     StableStudy,
-    Store,
-    StoredFile,
+    Studies,
+    StudyState,
     StudySummary,
-    StudyUpdate,
 )
 
+#: The states by their short names, as the stages and tests compare them.
+RECEIVING, STABLE, QUEUED, COMPLETE, SKIPPED, FAILED, UNDELIVERED = StudyState
+STUDY_STATES = tuple(StudyState)
+PENDING, SENT, DEAD = OutboxState
+
+
+class Store:
+    """The node's state database: it opens the one :class:`Database` and holds a part per concern."""
+
+    def __init__(self, path: Path) -> None:
+        self.database = Database(path)
+        with self.database.reading() as connection:
+            schema.create(connection)
+        self.instances = Instances(self.database)
+        self.studies = Studies(self.database)
+        self.outbox = Outbox(self.database)
+        self.quarantine = Quarantine(self.database)
+        self.retention = Expiry(self.database)
+        #: Orders, lab results, patients and retrieved priors: the clinical context.
+        self.clinical = ClinicalStore(self.database)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.database.close()
+
+
 __all__ = [
-    "COMPLETE", "DEAD", "FAILED", "FINISHED", "PENDING", "QUEUED", "RECEIVING", "SENT", "SKIPPED", "STABLE",
-    "STUDY_STATES", "UNDELIVERED", "InstanceRecord", "OutboxItem", "QuarantinedObject", "QueuedItem", "Settled",
-    "StableStudy", "Store", "StoredFile", "StudySummary", "StudyUpdate",
+    "COMPLETE", "DEAD", "FAILED", "FINISHED", "PENDING", "POSTPONEMENT_DETAIL", "QUEUED", "RECEIVING", "SENT",
+    "SKIPPED", "STABLE", "STUDY_STATES", "UNDELIVERED", "InstanceRecord", "OutboxItem", "OutboxState", "Postponement",
+    "QuarantinedObject", "QueuedItem", "Settled", "StableStudy", "Store", "StoredFile", "StudyState", "StudySummary",
+    "StudyUpdate",
 ]

@@ -16,64 +16,6 @@ from pathlib import Path
 
 from node.store.database import Database
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS hl7_messages (
-    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
-    control_id          TEXT NOT NULL,
-    message_type        TEXT NOT NULL,
-    sending_application TEXT NOT NULL,
-    patient_key         TEXT NOT NULL,
-    path                TEXT NOT NULL,
-    received_at         REAL NOT NULL,
-    UNIQUE (sending_application, control_id)
-);
-CREATE TABLE IF NOT EXISTS orders (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
-    message_id    INTEGER NOT NULL REFERENCES hl7_messages (id) ON DELETE CASCADE,
-    patient_key   TEXT NOT NULL,
-    placer        TEXT NOT NULL,
-    filler        TEXT NOT NULL,
-    accession     TEXT NOT NULL,
-    procedure     TEXT NOT NULL,
-    reason        TEXT NOT NULL,
-    clinical_info TEXT NOT NULL,
-    priority      TEXT NOT NULL,
-    ordered_at    REAL,
-    received_at   REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS orders_by_patient ON orders (patient_key);
-CREATE TABLE IF NOT EXISTS lab_results (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    message_id      INTEGER NOT NULL REFERENCES hl7_messages (id) ON DELETE CASCADE,
-    patient_key     TEXT NOT NULL,
-    code            TEXT NOT NULL,
-    coding_system   TEXT NOT NULL,
-    name            TEXT NOT NULL,
-    value           TEXT NOT NULL,
-    unit            TEXT NOT NULL,
-    reference_range TEXT NOT NULL,
-    flag            TEXT NOT NULL,
-    observed_at     REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS lab_results_by_patient ON lab_results (patient_key, code);
-CREATE TABLE IF NOT EXISTS patient_merges (
-    merged_key   TEXT PRIMARY KEY,
-    surviving_key TEXT NOT NULL,
-    merged_at    REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS known_studies (
-    study_uid   TEXT PRIMARY KEY,
-    patient_key TEXT NOT NULL,
-    accession   TEXT NOT NULL,
-    modality    TEXT NOT NULL,
-    study_time  REAL,
-    description TEXT NOT NULL,
-    retrieved   TEXT,
-    used_at     REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS known_studies_by_patient ON known_studies (patient_key);
-"""
-
 #: The columns each record type is read from, in its fields' order.
 _ORDER_COLUMNS = ("patient_key, placer, filler, accession, procedure, reason, clinical_info, priority, ordered_at,"
                   " received_at")
@@ -179,12 +121,10 @@ class StoredMessage:
 
 
 class ClinicalStore:
-    """The clinical context's tables, on the state database's one connection."""
+    """The clinical context's tables (made by :mod:`node.store.schema`), on the state database's one connection."""
 
     def __init__(self, database: Database) -> None:
         self._database = database
-        with database.reading() as db:
-            db.executescript(_SCHEMA)
 
     @staticmethod
     def _resolve(db: sqlite3.Connection, key: str) -> str:
@@ -233,7 +173,8 @@ class ClinicalStore:
             db.execute(f"UPDATE {table} SET patient_key = ? WHERE patient_key = ?",  # noqa: S608
                        (surviving, merge.merged_key))
         db.execute("UPDATE patient_merges SET surviving_key = ? WHERE surviving_key = ?", (surviving, merge.merged_key))
-        db.execute("INSERT OR REPLACE INTO patient_merges VALUES (?, ?, ?)", (merge.merged_key, surviving, at))
+        db.execute("INSERT OR REPLACE INTO patient_merges (merged_key, surviving_key, merged_at) VALUES (?, ?, ?)",
+                   (merge.merged_key, surviving, at))
 
     def order_for(self, key: str, numbers: tuple[str, ...]) -> Order | None:
         """The latest order of the patient whose accession, placer or filler number is one of ``numbers``."""
@@ -265,7 +206,8 @@ class ClinicalStore:
         """Remember a study of a patient (received or retrieved), or refresh what is known of it."""
         with self._database.transaction() as db:
             db.execute(
-                "INSERT INTO known_studies VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (study_uid) DO UPDATE SET"
+                f"INSERT INTO known_studies ({_STUDY_COLUMNS}, used_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+                " ON CONFLICT (study_uid) DO UPDATE SET"
                 " patient_key = excluded.patient_key, accession = excluded.accession, modality = excluded.modality,"
                 " study_time = excluded.study_time, description = excluded.description,"
                 " retrieved = COALESCE(known_studies.retrieved, excluded.retrieved), used_at = excluded.used_at",

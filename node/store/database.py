@@ -2,8 +2,8 @@
 
 WAL mode with ``synchronous=FULL`` (every commit is on disk before it returns). The threads of one
 process share the connection behind the lock; other processes (the CLI) open their own and read
-concurrently. Each concern (studies and deliveries, clinical context) keeps its own tables and
-queries in its own module and talks to SQLite through this one :class:`Database`.
+concurrently. Each concern (instances, studies, outbox, quarantine, retention, clinical context) keeps
+its queries in its own module and talks to SQLite through this one :class:`Database`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,42 @@
+"""Finished studies past the retention period: which they are, and forgetting one (its files, results
+and rows) while no instance of it can be recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from node.store.database import Database
+from node.store.studies import FINISHED
+
+
+class Expiry:
+    """Finished studies (complete or skipped) and their purge."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    def expired_studies(self, before: float, limit: int = 100) -> list[str]:
+        """Finished studies (complete or skipped) whose state last changed before ``before``."""
+        marks = ",".join("?" * len(FINISHED))
+        with self._database.reading() as db:
+            rows = db.execute(
+                f"SELECT study_uid FROM studies WHERE state IN ({marks}) AND state_changed_at < ? "  # noqa: S608
+                "ORDER BY state_changed_at LIMIT ?", (*FINISHED, before, limit)).fetchall()
+        return [row[0] for row in rows]
+
+    def purge_study(self, study_uid: str, before: float, remove: Callable[[list[Path]], None]) -> int | None:
+        """Forget a finished study: ``remove`` is given its instance files (it deletes them and the
+        results) while no instance can be recorded, then its rows go. None when the study is no longer
+        finished and expired (an instance arrived): it is kept. Returns how many instance files it had."""
+        with self._database.transaction() as db:
+            row = db.execute("SELECT state, state_changed_at FROM studies WHERE study_uid = ?",
+                             (study_uid,)).fetchone()
+            if row is None or row[0] not in FINISHED or row[1] >= before:
+                return None
+            paths = [self._database.root / path for (path,) in
+                     db.execute("SELECT path FROM instances WHERE study_uid = ?", (study_uid,))]
+            remove(paths)
+            for table in ("outbox", "instances", "studies"):
+                db.execute(f"DELETE FROM {table} WHERE study_uid = ?", (study_uid,))  # noqa: S608
+        return len(paths)

@@ -1,0 +1,151 @@
+"""The state database's tables, and the migration of a database written by an older node.
+
+Every concern module (:mod:`~node.store.instances`, :mod:`~node.store.studies`, :mod:`~node.store.outbox`,
+:mod:`~node.store.quarantine`, :mod:`~node.store.retention`, :mod:`~node.store.clinical`) reads and writes
+these tables; :func:`create` makes them (and brings an older database up to them) when the store opens.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from node.store.studies import POSTPONEMENT_DETAIL, StudyState
+
+#: 3: the clinical context's tables; 4: ``studies.postponed_for`` (why a stable study waits, as a code).
+SCHEMA_VERSION = 4
+
+_RECEIVED = """
+CREATE TABLE IF NOT EXISTS studies (
+    study_uid        TEXT PRIMARY KEY,
+    version          INTEGER NOT NULL,
+    state            TEXT NOT NULL,
+    first_received   REAL NOT NULL,
+    last_received    REAL NOT NULL,
+    state_changed_at REAL NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_try_at      REAL NOT NULL DEFAULT 0,
+    detail           TEXT NOT NULL DEFAULT '',
+    postponed_for    TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS studies_by_state ON studies (state);
+CREATE TABLE IF NOT EXISTS instances (
+    sop_instance_uid    TEXT PRIMARY KEY,
+    study_uid           TEXT NOT NULL REFERENCES studies (study_uid),
+    study_version       INTEGER NOT NULL,
+    series_uid          TEXT NOT NULL,
+    sop_class_uid       TEXT NOT NULL,
+    transfer_syntax_uid TEXT NOT NULL,
+    modality            TEXT NOT NULL,
+    path                TEXT NOT NULL,
+    size                INTEGER NOT NULL,
+    calling_ae          TEXT NOT NULL,
+    received_at         REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_by_study ON instances (study_uid);
+CREATE TABLE IF NOT EXISTS outbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    destination     TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    key             TEXT NOT NULL,
+    payload_path    TEXT NOT NULL,
+    study_uid       TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    last_error      TEXT NOT NULL,
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL,
+    UNIQUE (destination, key)
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (destination, state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    path        TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    calling_ae  TEXT NOT NULL,
+    received_at REAL NOT NULL
+);
+"""
+
+_CLINICAL = """
+CREATE TABLE IF NOT EXISTS hl7_messages (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    control_id          TEXT NOT NULL,
+    message_type        TEXT NOT NULL,
+    sending_application TEXT NOT NULL,
+    patient_key         TEXT NOT NULL,
+    path                TEXT NOT NULL,
+    received_at         REAL NOT NULL,
+    UNIQUE (sending_application, control_id)
+);
+CREATE TABLE IF NOT EXISTS orders (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id    INTEGER NOT NULL REFERENCES hl7_messages (id) ON DELETE CASCADE,
+    patient_key   TEXT NOT NULL,
+    placer        TEXT NOT NULL,
+    filler        TEXT NOT NULL,
+    accession     TEXT NOT NULL,
+    procedure     TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    clinical_info TEXT NOT NULL,
+    priority      TEXT NOT NULL,
+    ordered_at    REAL,
+    received_at   REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS orders_by_patient ON orders (patient_key);
+CREATE TABLE IF NOT EXISTS lab_results (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id      INTEGER NOT NULL REFERENCES hl7_messages (id) ON DELETE CASCADE,
+    patient_key     TEXT NOT NULL,
+    code            TEXT NOT NULL,
+    coding_system   TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    value           TEXT NOT NULL,
+    unit            TEXT NOT NULL,
+    reference_range TEXT NOT NULL,
+    flag            TEXT NOT NULL,
+    observed_at     REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lab_results_by_patient ON lab_results (patient_key, code);
+CREATE TABLE IF NOT EXISTS patient_merges (
+    merged_key   TEXT PRIMARY KEY,
+    surviving_key TEXT NOT NULL,
+    merged_at    REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS known_studies (
+    study_uid   TEXT PRIMARY KEY,
+    patient_key TEXT NOT NULL,
+    accession   TEXT NOT NULL,
+    modality    TEXT NOT NULL,
+    study_time  REAL,
+    description TEXT NOT NULL,
+    retrieved   TEXT,
+    used_at     REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS known_studies_by_patient ON known_studies (patient_key);
+"""
+
+#: Columns added to ``studies`` since schema 1 (ingest only), with their definitions, in the order added.
+_ADDED_STUDY_COLUMNS = (("attempts", "INTEGER NOT NULL DEFAULT 0"), ("next_try_at", "REAL NOT NULL DEFAULT 0"),
+                        ("detail", "TEXT NOT NULL DEFAULT ''"), ("postponed_for", "TEXT NOT NULL DEFAULT ''"))
+
+
+def create(connection: sqlite3.Connection) -> None:
+    """Make every table (those there are kept), bring an older database up to this schema, and stamp
+    its version."""
+    connection.executescript(_RECEIVED)
+    _migrate(connection)
+    connection.executescript(_CLINICAL)
+    connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    """Add the columns an older node did not write. A study an older node postponed was known by its
+    detail's sentence: it gets the code of that sentence, so it is still released when what it waits for comes."""
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(studies)")}
+    for column, definition in _ADDED_STUDY_COLUMNS:
+        if column not in columns:
+            connection.execute(f"ALTER TABLE studies ADD COLUMN {column} {definition}")
+    if "postponed_for" not in columns:  # schema 3 and older
+        connection.executemany("UPDATE studies SET postponed_for = ? WHERE state = ? AND detail = ?",
+                               [(code, StudyState.STABLE, detail) for code, detail in POSTPONEMENT_DETAIL.items()])
