@@ -11,7 +11,7 @@ import shutil
 import threading
 
 from node import __version__
-from node.config import NodeConfig
+from node.config import NodeConfig, require_usable
 from node.egress.worker import make_workers
 from node.ingest.assembler import StudyAssembler
 from node.ingest.commits import GroupCommit
@@ -41,7 +41,7 @@ class Node:
     endpoint."""
 
     def __init__(self, config: NodeConfig) -> None:
-        self.config = config
+        self.config = require_usable(config)  # the files and variables it names are there
         root = config.storage.root
         root.mkdir(parents=True, exist_ok=True)
         self.metrics = Metrics()

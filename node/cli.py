@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from node import __version__
-from node.config import ConfigError, NodeConfig, load_config
+from node.config import ConfigError, NodeConfig, load_config, require_usable
 from node.engine.errors import EngineLoadError
 from node.engine.profiles import FAMILIES
 from node.engine.replay import ReplayError
@@ -28,11 +28,17 @@ def _load(args: argparse.Namespace) -> NodeConfig:
     return load_config(args.config)
 
 
+def _load_usable(args: argparse.Namespace) -> NodeConfig:
+    """The configuration, refused when a file or variable it names is missing (commands that run it)."""
+    return require_usable(_load(args))
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    """Validate the configuration (and the routing rules it names) and say what it resolves to."""
+    """Validate the configuration (the files and variables it names, the routing rules) and say what it
+    resolves to."""
     from node.routing import Router
 
-    config = _load(args)
+    config = _load_usable(args)
     Router.from_file(config.routing.rules)
     print(f"configuration OK: AE {config.dicom.ae_title} on {config.dicom.host}:{config.dicom.port}, "
           f"storage {config.storage.root}, metrics on {config.http.host}:{config.http.port}")
@@ -50,7 +56,7 @@ def _model_status(config: NodeConfig) -> str:
     if engine.backend == "replay":
         where = f"replay backend (recorded responses, test only), inputs made for {engine.family}"
     elif engine.backend == "openai":
-        where = f"openai backend, server {engine.url} serving '{engine.served_model}'"
+        where = f"openai backend, server {engine.openai.url} serving '{engine.openai.served_model}'"
     elif engine.model is None:
         where = "no model configured: the tiny random TEST model, built on first start"
     else:
@@ -64,12 +70,13 @@ def _engine_server_status(config: NodeConfig) -> str:
     from node.engine.factory import make_engine
     from node.engine.openai_backend import ServerError
 
-    engine = make_engine(config.engine.model_copy(update={"retries": 0}))  # refuses a server serving another model
+    once = config.engine.openai.model_copy(update={"retries": 0})
+    engine = make_engine(config.engine.model_copy(update={"openai": once}))  # refuses a server serving another model
     try:
         engine.served_models()
     except ServerError as exc:
         return f"engine server NOT reachable now ({exc}); the node will start and studies will wait for it"
-    return f"engine server OK: {config.engine.url} serves '{config.engine.served_model}'"
+    return f"engine server OK: {config.engine.openai.url} serves '{config.engine.openai.served_model}'"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -254,7 +261,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from node.results.writer import write_results
     from node.routing import Router
 
-    config = _load(args)
+    config = _load_usable(args)
     configure_logging(config.log.level, config.log.format)
     router = Router.from_file(config.routing.rules)
     studies, problems = group_by_study(args.paths)
@@ -329,7 +336,7 @@ def cmd_engine_serve(args: argparse.Namespace) -> int:
     from node.engine.factory import make_engine, resolve_model
     from node.engine.openai_server import EngineServer
 
-    config = _load(args)
+    config = _load_usable(args)
     configure_logging(config.log.level, config.log.format)
     if config.engine.backend == "openai":
         raise EngineLoadError("engine serve runs a local engine: set engine.backend to transformers, "

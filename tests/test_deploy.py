@@ -53,7 +53,8 @@ VALUE_SETS = {
         "model": {"existingClaim": "qoq-med-weights", "subPath": "QoQ-Med-VL-32B"},
         "gpu": {"count": 0},
         "engineServer": {"enabled": True, "replicas": 3, "gpusPerReplica": 2, "extraArgs": ["--max_seq_len=8192"]},
-        "config": {"pipeline": {"batch_size": 16, "batches_in_flight": 4}, "engine": {"max_concurrency": 64}},
+        "config": {"pipeline": {"batch_size": 16, "batches_in_flight": 4},
+                   "engine": {"openai": {"max_concurrency": 64}}},
     },
 }
 
@@ -121,9 +122,9 @@ def test_scale_out_runs_trtllm_serve_on_gpu_pods_and_points_the_node_at_them() -
     [service] = [o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "qoq-qoq-node-engine"]
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     engine = node_yaml(objects)["engine"]
-    assert (engine["backend"], engine["url"], engine["served_model"]) == (
+    assert (engine["backend"], engine["openai"]["url"], engine["openai"]["served_model"]) == (
         "openai", "http://qoq-qoq-node-engine:8000/v1", "QoQ-Med-VL-32B")
-    assert engine["max_concurrency"] == 64 and node_yaml(objects)["pipeline"]["batches_in_flight"] == 4
+    assert engine["openai"]["max_concurrency"] == 64 and node_yaml(objects)["pipeline"]["batches_in_flight"] == 4
     assert engine["cache_dir"] == "/var/lib/qoq-node/engine-cache"  # on the data volume: /models is read-only
     [node] = by_kind(objects, "StatefulSet")["spec"]["template"]["spec"]["containers"]
     assert "nvidia.com/gpu" not in node["resources"].get("limits", {})
@@ -143,7 +144,7 @@ def test_a_served_model_name_goes_to_trtllm_serve_and_to_the_node() -> None:
     objects = render(values)
     [container] = by_kind(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
     assert container["args"][3] == "--served-model-name=qoq-med"  # TensorRT-LLM 1.3.0rc7 or later
-    assert node_yaml(objects)["engine"]["served_model"] == "qoq-med"
+    assert node_yaml(objects)["engine"]["openai"]["served_model"] == "qoq-med"
 
 
 def test_statefulset_is_hardened_keeps_its_data_and_sees_the_gpu() -> None:
