@@ -92,11 +92,12 @@ def _renamed(value: Any, at: tuple[str, ...] = ()) -> list[tuple[str, str]]:
 
 
 def _renamed_problems(file_data: dict[str, Any], source: str, overrides: list[_Override]) -> list[str]:
+    """One message per renamed key the file or a variable uses, naming the new key (and its variable)."""
     problems = [f"{source}: {old} was renamed {new}" for old, new in _renamed(file_data)]
     for override in overrides:
-        problems += [f"{override.variable}: {old} was renamed {new} "
-                     f"({ENV_PREFIX}{new.upper().replace('.', '__')})" for old, new in _renamed(override.value,
-                                                                                                 override.keys)]
+        for old, new in _renamed(override.value, override.keys):
+            variable = ENV_PREFIX + new.upper().replace(".", "__")
+            problems.append(f"{override.variable}: {old} was renamed {new} ({variable})")
     return problems
 
 
