@@ -130,8 +130,9 @@ def _loopback_openai(engine) -> Any:
 
     server = EngineServer("127.0.0.1", 0, engine, "qoq-med", max_batch=64)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return OpenAIEngine(EngineConfig(backend="openai", url=f"http://127.0.0.1:{server.port}/v1",
-                                     served_model="qoq-med", max_concurrency=64, timeout_s=3600),
+    return OpenAIEngine(EngineConfig(backend="openai", openai={"url": f"http://127.0.0.1:{server.port}/v1",
+                                                               "served_model": "qoq-med", "max_concurrency": 64,
+                                                               "timeout_seconds": 3600}),
                         PROFILES["qwen2.5-vl"])
 
 

@@ -13,7 +13,7 @@ import shutil
 import threading
 
 from node import __version__
-from node.config import NodeConfig
+from node.config import NodeConfig, require_usable
 from node.context.gather import ContextGatherer
 from node.context.pacs import PacsPriors
 from node.egress.worker import make_workers
@@ -59,7 +59,7 @@ class Node:
     endpoint."""
 
     def __init__(self, config: NodeConfig) -> None:
-        self.config = config
+        self.config = require_usable(config)  # the files and variables it names are there
         root = config.storage.root
         root.mkdir(parents=True, exist_ok=True)
         self.metrics = Metrics()

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from node import __version__
-from node.config import ConfigError, NodeConfig, load_config
+from node.config import ConfigError, NodeConfig, load_config, require_usable
 from node.engine.errors import EngineLoadError
 from node.engine.replay import ReplayError
 from node.model.profiles import FAMILIES
@@ -27,11 +27,17 @@ def _load(args: argparse.Namespace) -> NodeConfig:
     return load_config(args.config)
 
 
+def _load_usable(args: argparse.Namespace) -> NodeConfig:
+    """The configuration, refused when a file or variable it names is missing (commands that run it)."""
+    return require_usable(_load(args))
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    """Validate the configuration (and the routing rules it names) and say what it resolves to."""
+    """Validate the configuration (the files and variables it names, the routing rules) and say what it
+    resolves to."""
     from node.routing import Router
 
-    config = _load(args)
+    config = _load_usable(args)
     Router.from_file(config.routing.rules)
     print(f"configuration OK: AE {config.dicom.ae_title} on {config.dicom.host}:{config.dicom.port}, "
           f"storage {config.storage.root}, metrics on {config.http.host}:{config.http.port}")
@@ -49,7 +55,7 @@ def _model_status(config: NodeConfig) -> str:
     if engine.backend == "replay":
         where = f"replay backend (recorded responses, test only), inputs made for {engine.family}"
     elif engine.backend == "openai":
-        where = f"openai backend, server {engine.url} serving '{engine.served_model}'"
+        where = f"openai backend, server {engine.openai.url} serving '{engine.openai.served_model}'"
     elif engine.model is None:
         where = "no model configured: the tiny random TEST model, built on first start"
     else:
@@ -63,12 +69,13 @@ def _engine_server_status(config: NodeConfig) -> str:
     from node.engine.factory import make_engine
     from node.engine.openai_backend import ServerError
 
-    engine = make_engine(config.engine.model_copy(update={"retries": 0}))  # refuses a server serving another model
+    once = config.engine.openai.model_copy(update={"retries": 0})
+    engine = make_engine(config.engine.model_copy(update={"openai": once}))  # refuses a server serving another model
     try:
         engine.served_models()
     except ServerError as exc:
         return f"engine server NOT reachable now ({exc}); the node will start and studies will wait for it"
-    return f"engine server OK: {config.engine.url} serves '{config.engine.served_model}'"
+    return f"engine server OK: {config.engine.openai.url} serves '{config.engine.openai.served_model}'"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -170,7 +177,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from node.offline import infer_files, outcome_json, print_outcome, write_offline_results
     from node.reading import Read
 
-    config = _load(args)
+    config = _load_usable(args)
     configure_logging(config.log.level, config.log.format)
     outcomes, found = infer_files(config, args.paths, args.context)
     if args.json:
@@ -233,7 +240,7 @@ def cmd_engine_serve(args: argparse.Namespace) -> int:
     from node.engine.openai_server import EngineServer
     from node.engine_host import build_engine
 
-    config = _load(args)
+    config = _load_usable(args)
     configure_logging(config.log.level, config.log.format)
     if config.engine.backend == "openai":
         raise EngineLoadError("engine serve runs a local engine: set engine.backend to transformers, "

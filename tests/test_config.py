@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from node.config import ConfigError, NodeConfig, load_config
+from node.app import Node
+from node.config import RENAMED_KEYS, ConfigError, NodeConfig, config_problems, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "conf" / "node.yaml"
@@ -79,13 +81,89 @@ def test_bad_values_name_the_key(environ: dict[str, str], message: str) -> None:
         load_config(SHIPPED, environ=environ)
 
 
-def test_tls_files_must_exist(tmp_path: Path) -> None:
+def test_files_are_checked_by_config_problems_not_by_loading(tmp_path: Path) -> None:
+    """The models never read the disk or the environment: a configuration naming files that are not there
+    loads (``qoq-node studies`` works anywhere); ``config_problems`` names each, and the node's start refuses it."""
+    missing = tmp_path / "missing"
+    config = load_config(None, environ={
+        "QOQ_NODE__DICOM__TLS__ENABLED": "true",
+        "QOQ_NODE__DICOM__TLS__CERTIFICATE": str(SHIPPED),
+        "QOQ_NODE__DICOM__TLS__PRIVATE_KEY": str(missing / "node.key"),
+        "QOQ_NODE__DESTINATIONS__DICOM": f"[{{name: pacs, ae_title: PACS, host: h, port: 104, "
+                                         f"tls: {{enabled: true, ca: {missing / 'ca.pem'}}}}}]",
+        "QOQ_NODE__ENGINE__BACKEND": "openai",
+        "QOQ_NODE__ENGINE__OPENAI": "{url: 'http://x:1/v1', served_model: m, api_key_env: QOQ_TEST_UNSET_KEY}",
+        "QOQ_NODE__ENGINE__REPLAY_RESPONSES": str(missing / "replay.json"),
+    })
+    assert config_problems(config, environ={}) == [
+        f"dicom.tls: private_key {missing / 'node.key'} is not a readable file",
+        f"destinations.dicom.0.tls: ca {missing / 'ca.pem'} is not a readable file",
+        f"engine: replay_responses {missing / 'replay.json'} is not a readable file",
+        "engine.openai: api_key_env names QOQ_TEST_UNSET_KEY, which is not set in the environment",
+    ]
+    assert config_problems(config, environ={"QOQ_TEST_UNSET_KEY": "k"})[-1].startswith("engine: replay_responses")
     with pytest.raises(ConfigError, match=r"private_key .* is not a readable file"):
-        load_config(None, environ={
-            "QOQ_NODE__DICOM__TLS__ENABLED": "true",
-            "QOQ_NODE__DICOM__TLS__CERTIFICATE": str(SHIPPED),
-            "QOQ_NODE__DICOM__TLS__PRIVATE_KEY": str(tmp_path / "missing.key"),
-        })
+        Node(config)
+    assert config_problems(load_config(SHIPPED, environ={})) == []
+
+
+def test_check_and_serve_report_missing_files(tmp_path: Path) -> None:
+    node_yaml = tmp_path / "node.yaml"
+    node_yaml.write_text(f"storage: {{root: {tmp_path / 'var'}}}\n"
+                         f"routing: {{rules: {REPO / 'conf' / 'routing.yaml'}}}\n"
+                         "dicom: {tls: {enabled: true, certificate: node.pem, private_key: node.key}}\n")
+    for command in (["check"], ["serve"]):
+        run = subprocess.run([sys.executable, "-m", "node", *command, "--config", str(node_yaml)],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 1, run.stderr
+        assert f"dicom.tls: certificate {tmp_path / 'node.pem'} is not a readable file; " \
+               f"dicom.tls: private_key {tmp_path / 'node.key'} is not a readable file" in run.stderr
+    assert not (tmp_path / "var").exists()  # refused before anything was made
+
+
+@pytest.mark.parametrize(("old", "new"), list(RENAMED_KEYS.items()))
+def test_renamed_keys_are_refused_with_the_new_name(tmp_path: Path, old: str, new: str) -> None:
+    section, key = old.split(".")
+    node_yaml = tmp_path / "node.yaml"
+    node_yaml.write_text(f"{section}:\n  {key}: 1\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{node_yaml}: {old} was renamed {new}")):
+        load_config(node_yaml, environ={})
+    variable = f"QOQ_NODE__{section.upper()}__{key.upper()}"
+    with pytest.raises(ConfigError, match=re.escape(
+            f"{variable}: {old} was renamed {new} (QOQ_NODE__{new.upper().replace('.', '__')})")):
+        load_config(None, environ={variable: "1"})
+    with pytest.raises(ConfigError, match=re.escape(f"QOQ_NODE__{section.upper()}: {old} was renamed {new}")):
+        load_config(None, environ={f"QOQ_NODE__{section.upper()}": f"{{{key}: 1}}"})
+
+
+def test_timeout_is_named_in_seconds() -> None:
+    with pytest.raises(ConfigError, match=re.escape(
+            "QOQ_NODE__ENGINE__TIMEOUT_S: engine.timeout_s was renamed engine.openai.timeout_seconds")):
+        load_config(None, environ={"QOQ_NODE__ENGINE__TIMEOUT_S": "30"})
+    config = load_config(None, environ={"QOQ_NODE__ENGINE__OPENAI__TIMEOUT_SECONDS": "30"})
+    assert config.engine.openai.timeout_seconds == 30
+
+
+def test_a_bad_environment_variable_is_blamed_on_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(SHIPPED, environ={"QOQ_NODE__DICOM__PORT": "abc"})
+    assert str(raised.value).startswith("QOQ_NODE__DICOM__PORT: dicom.port: ")
+    assert str(SHIPPED) not in str(raised.value)
+    with pytest.raises(ConfigError, match=r"^QOQ_NODE__DICOM: dicom\.port: "):
+        load_config(SHIPPED, environ={"QOQ_NODE__DICOM": "{port: abc}"})
+    with pytest.raises(ConfigError, match=r"^QOQ_NODE__DICOM__PORT is not valid YAML"):
+        load_config(SHIPPED, environ={"QOQ_NODE__DICOM__PORT": "[unclosed"})
+    # the file's own mistakes stay the file's; a check over keys both set names both
+    bad = tmp_path / "node.yaml"
+    bad.write_text("dicom: {port: abc}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(bad, environ={"QOQ_NODE__HTTP__PORT": "70000"})
+    assert str(raised.value).split("; ") == [
+        f"{bad}: dicom.port: Input should be a valid integer, unable to parse string as an integer",
+        "QOQ_NODE__HTTP__PORT: http.port: Input should be less than or equal to 65535"]
+    with pytest.raises(ConfigError, match=re.escape(
+            f"{SHIPPED} with QOQ_NODE__DICOM__TLS__ENABLED: dicom.tls: certificate is required")):
+        load_config(SHIPPED, environ={"QOQ_NODE__DICOM__TLS__ENABLED": "true"})
 
 
 def test_yaml_errors_are_reported(tmp_path: Path) -> None:

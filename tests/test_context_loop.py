@@ -111,7 +111,8 @@ def _patient_key(study) -> str:
 
 
 def _engine(port: int) -> dict:
-    return {"backend": "openai", "url": f"http://{LOOPBACK}:{port}/v1", "served_model": "qoq-med", "retries": 0}
+    return {"backend": "openai",
+            "openai": {"url": f"http://{LOOPBACK}:{port}/v1", "served_model": "qoq-med", "retries": 0}}
 
 
 def _listener() -> dict:

@@ -19,7 +19,7 @@ import pydicom
 import pytest
 from PIL import Image
 
-from node.config import EngineConfig
+from node.config import ConfigError, EngineConfig, NodeConfig, config_problems, require_usable
 from node.engine import EngineRequest, GenerationSettings
 from node.engine.errors import EngineLoadError, EngineUnavailable
 from node.engine.factory import make_engine
@@ -52,9 +52,13 @@ def served_tiny(tiny_engine: TransformersEngine) -> Iterator[EngineServer]:
     server.server_close()
 
 
+def _openai(url: str, served_model: str, **settings) -> EngineConfig:
+    """An openai backend config for the server at ``url`` serving ``served_model``."""
+    return EngineConfig(backend="openai", openai={"url": url, "served_model": served_model, **settings})
+
+
 def _client(port: int, **settings) -> OpenAIEngine:
-    config = EngineConfig(backend="openai", url=f"http://{LOOPBACK}:{port}/v1", served_model="qoq-med",
-                          **{"timeout_s": 60, "retries": 0, **settings})
+    config = _openai(f"http://{LOOPBACK}:{port}/v1", "qoq-med", **{"timeout_seconds": 60, "retries": 0, **settings})
     return OpenAIEngine(config, PROFILES["qwen2.5-vl"])
 
 
@@ -200,16 +204,19 @@ def test_a_server_that_resized_the_images_is_caught(flaky) -> None:
 
 
 def test_configuration_mistakes_are_named(served_tiny: EngineServer, monkeypatch) -> None:
-    config = EngineConfig(backend="openai", url=f"http://{LOOPBACK}:{served_tiny.port}/v1", served_model="qoq-32b")
+    config = _openai(f"http://{LOOPBACK}:{served_tiny.port}/v1", "qoq-32b")
     with pytest.raises(EngineLoadError, match=r"does not serve 'qoq-32b' \(it serves: qoq-med\)"):
         make_engine(config)
-    with pytest.raises(ValueError, match="url and served_model required"):
+    with pytest.raises(ValueError, match=r"openai\.url and openai\.served_model required"):
         EngineConfig(backend="openai")
-    with pytest.raises(ValueError, match="QOQ_TEST_KEY, which is not set"):
-        EngineConfig(backend="openai", url="http://x:1/v1", served_model="m", api_key_env="QOQ_TEST_KEY")
+    keyless = NodeConfig(engine=_openai("http://x:1/v1", "m", api_key_env="QOQ_TEST_KEY"))  # loads: no env read
+    assert config_problems(keyless, environ={}) == [
+        "engine.openai: api_key_env names QOQ_TEST_KEY, which is not set in the environment"]
+    with pytest.raises(ConfigError, match="QOQ_TEST_KEY, which is not set"):
+        require_usable(keyless, environ={})
     monkeypatch.setenv("QOQ_TEST_KEY", "secret")
-    unreachable = EngineConfig(backend="openai", url=f"http://{LOOPBACK}:{free_port()}/v1", served_model="m",
-                               api_key_env="QOQ_TEST_KEY", retries=0)
+    assert config_problems(keyless) == []
+    unreachable = _openai(f"http://{LOOPBACK}:{free_port()}/v1", "m", api_key_env="QOQ_TEST_KEY", retries=0)
     engine = make_engine(unreachable)  # a server that is not up yet does not stop the node from starting
     with pytest.raises(EngineUnavailable, match="cannot reach"):
         engine.generate([REQUEST])
@@ -230,8 +237,7 @@ def test_the_api_key_is_sent_as_a_bearer_token(monkeypatch) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         monkeypatch.setenv("QOQ_TEST_KEY", "s3cret")
-        config = EngineConfig(backend="openai", url=f"http://{LOOPBACK}:{server.server_address[1]}/v1",
-                              served_model="qoq-med", api_key_env="QOQ_TEST_KEY")
+        config = _openai(f"http://{LOOPBACK}:{server.server_address[1]}/v1", "qoq-med", api_key_env="QOQ_TEST_KEY")
         make_engine(config).generate([REQUEST])
     finally:
         server.shutdown()
@@ -242,7 +248,8 @@ def test_the_api_key_is_sent_as_a_bearer_token(monkeypatch) -> None:
 def test_check_says_whether_the_engine_server_answers(served_tiny: EngineServer, tmp_path: Path) -> None:
     def check(port: int, served: str = "qoq-med") -> subprocess.CompletedProcess:
         config = tmp_path / "node.yaml"
-        config.write_text(f"engine: {{backend: openai, url: 'http://{LOOPBACK}:{port}/v1', served_model: {served}}}\n")
+        config.write_text(f"engine: {{backend: openai, openai: {{url: 'http://{LOOPBACK}:{port}/v1', "
+                          f"served_model: {served}}}}}\n")
         return subprocess.run([sys.executable, "-m", "node", "check", "--config", str(config)], capture_output=True,
                               text=True, timeout=60)
 
@@ -285,8 +292,9 @@ def test_a_node_waits_for_its_engine_server_and_reads_the_study_when_it_comes(ma
     study = write_cr_study(tmp_path / "cr", size=512)
     source = pydicom.dcmread(study.files[0])
     port = free_port()
-    node = make_node(engine={"backend": "openai", "url": f"http://{LOOPBACK}:{port}/v1", "served_model": "qoq-med",
-                             "retries": 0, "timeout_s": 10})
+    node = make_node(engine={"backend": "openai", "openai": {"url": f"http://{LOOPBACK}:{port}/v1",
+                                                             "served_model": "qoq-med", "retries": 0,
+                                                             "timeout_seconds": 10}})
     assert storescu(node.scp.port, list(study.files)).returncode == 0
     wait_for(lambda: metric_value(node.metrics.render().decode(), "qoqnode_engine_available") == 0, timeout=30)
     [summary] = node.store.studies.summaries()
@@ -349,8 +357,9 @@ def test_batches_in_flight_let_new_studies_join_while_others_generate(make_node,
     server = ThreadingHTTPServer((LOOPBACK, 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        node = make_node(engine={"backend": "openai", "url": f"http://{LOOPBACK}:{server.server_address[1]}/v1",
-                                 "served_model": "qoq-med", "max_concurrency": 4},
+        node = make_node(engine={"backend": "openai", "openai": {
+                             "url": f"http://{LOOPBACK}:{server.server_address[1]}/v1", "served_model": "qoq-med",
+                             "max_concurrency": 4}},
                          pipeline={"batch_size": 1, "batches_in_flight": batches_in_flight})
         studies = [write_cr_study(tmp_path / f"cr{i}", size=512) for i in range(3)]
         assert storescu(node.scp.port, [f for s in studies for f in s.files]).returncode == 0

@@ -59,8 +59,8 @@ def make_engine(config: EngineConfig) -> Engine:
     if config.backend == "openai":
         from node.engine.openai_backend import OpenAIEngine
 
-        return OpenAIEngine(config, engine_profile(config),
-                            api_key=os.environ.get(config.api_key_env) if config.api_key_env else None)
+        key_env = config.openai.api_key_env
+        return OpenAIEngine(config, engine_profile(config), api_key=os.environ.get(key_env) if key_env else None)
     if config.model is None:
         raise EngineLoadError("engine.model is not set: point it at the QoQ-Med weights, "
                               "or build a test model with 'qoq-node model tiny DIR'")

@@ -9,7 +9,7 @@ tokens of that grid (``engine.family`` says whose): a server that shrank the ima
 refused, since its boxes would not be in the node's coordinates. An ECG signal cannot be carried by
 the chat-completions API: ECG studies for Omni need a local backend.
 
-Requests run concurrently up to ``max_concurrency``; a request the server could not answer
+Requests run concurrently up to ``engine.openai.max_concurrency``; a request the server could not answer
 (connection refused, timeout, 429, 5xx) is retried with backoff, and when the retries are spent
 the batch raises :class:`~node.engine.errors.EngineUnavailable`, which leaves the studies waiting
 rather than failing them. A 4xx answer is the request's own fault and fails it with the server's
@@ -83,13 +83,14 @@ class OpenAIEngine:
     """A client of an OpenAI-compatible server serving QoQ-Med."""
 
     def __init__(self, config: EngineConfig, profile: ModelProfile, api_key: str | None = None) -> None:
-        assert config.url is not None and config.served_model is not None  # the config validator guarantees it
+        options = config.openai
+        assert options.url is not None and options.served_model is not None  # the config validator guarantees it
         self.profile = profile
-        self._root = config.url.rstrip("/")
-        self._served_model = config.served_model
-        self._timeout, self._retries = config.timeout_s, config.retries
+        self._root = options.url.rstrip("/")
+        self._served_model = options.served_model
+        self._timeout, self._retries = options.timeout_seconds, options.retries
         self._api_key = api_key
-        self._pool = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="openai")
+        self._pool = ThreadPoolExecutor(options.max_concurrency, thread_name_prefix="openai")
         self._server = urllib.parse.urlsplit(self._root).netloc
         self._check_model_served()
 
@@ -135,8 +136,8 @@ class OpenAIEngine:
             log.warning("engine.server_unreachable", server=self._server, error=str(exc))
             return
         if self._served_model not in names:
-            raise EngineLoadError(f"the server at {self._root} does not serve '{self._served_model}' "
-                                  f"(it serves: {', '.join(map(str, names)) or 'nothing'}); fix engine.served_model")
+            raise EngineLoadError(f"the server at {self._root} does not serve '{self._served_model}' (it serves: "
+                                  f"{', '.join(map(str, names)) or 'nothing'}); fix engine.openai.served_model")
 
     # --- generation ----------------------------------------------------------------------------
 
@@ -198,7 +199,7 @@ class OpenAIEngine:
         )
 
     def generate(self, requests: Sequence[EngineRequest]) -> list[EngineResult]:
-        """Send every request (``max_concurrency`` at a time); results in request order."""
+        """Send every request (``openai.max_concurrency`` at a time); results in request order."""
         require_inputs_fit(requests, self.profile)
         if any(request.time_series for request in requests):
             raise ValueError("the openai backend cannot send an ECG signal (the chat-completions API has no "

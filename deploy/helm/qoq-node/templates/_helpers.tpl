@@ -74,7 +74,8 @@ name (what trtllm-serve lists for a local checkpoint when it is given no name). 
 {{- $_ := set (get $managed "engine") "model" (include "qoq-node.modelPath" .) -}}
 {{- end -}}
 {{- if .Values.engineServer.enabled -}}
-{{- $engine := dict "backend" "openai" "url" (printf "http://%s:%d/v1" (include "qoq-node.engineName" .) (int .Values.engineServer.port)) "served_model" (include "qoq-node.servedModel" .) -}}
+{{- $openai := dict "url" (printf "http://%s:%d/v1" (include "qoq-node.engineName" .) (int .Values.engineServer.port)) "served_model" (include "qoq-node.servedModel" .) -}}
+{{- $engine := dict "backend" "openai" "openai" $openai -}}
 {{- $_ := set $managed "engine" (mustMergeOverwrite (get $managed "engine") $engine) -}}
 {{- end -}}
 {{- toYaml (mustMergeOverwrite (deepCopy .Values.config) $managed) -}}

@@ -1,0 +1,47 @@
+"""The whole configuration: every section, and the checks that span sections."""
+
+from __future__ import annotations
+
+from pydantic import model_validator
+
+from node.config.base import Section
+from node.config.delivery import DestinationsConfig
+from node.config.dicom import DicomConfig
+from node.config.engine import EngineConfig
+from node.config.sections import (
+    ContextConfig,
+    Hl7ListenerConfig,
+    HttpConfig,
+    ImagingConfig,
+    LogConfig,
+    PipelineConfig,
+    ResultsConfig,
+    RoutingConfig,
+    StorageConfig,
+    StudyConfig,
+)
+
+
+class NodeConfig(Section):
+    """The whole node configuration (``conf/node.yaml``)."""
+
+    dicom: DicomConfig = DicomConfig()
+    storage: StorageConfig = StorageConfig()
+    study: StudyConfig = StudyConfig()
+    http: HttpConfig = HttpConfig()
+    log: LogConfig = LogConfig()
+    routing: RoutingConfig = RoutingConfig()
+    imaging: ImagingConfig = ImagingConfig()
+    engine: EngineConfig = EngineConfig()
+    results: ResultsConfig = ResultsConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    destinations: DestinationsConfig = DestinationsConfig()
+    hl7_listener: Hl7ListenerConfig = Hl7ListenerConfig()
+    context: ContextConfig = ContextConfig()
+
+    @model_validator(mode="after")
+    def _context_pacs_is_a_destination(self) -> NodeConfig:
+        names = [d.name for d in self.destinations.dicom]
+        if self.context.pacs is not None and self.context.pacs not in names:
+            raise ValueError(f"context.pacs names {self.context.pacs!r}, which is not a destinations.dicom entry")
+        return self
