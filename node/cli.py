@@ -75,6 +75,7 @@ def _engine_server_status(config: NodeConfig) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the node until SIGTERM or SIGINT, then drain and stop."""
     from node.app import Node
+    from node.ingest.pynetdicom_patches import UntestedPynetdicom
 
     config = _load(args)
     configure_logging(config.log.level, config.log.format)
@@ -88,7 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     try:
         node.start()
-    except OSError as exc:
+    except (OSError, UntestedPynetdicom) as exc:  # a port taken, or a pynetdicom the node was not tested with
         print(f"qoq-node: cannot start: {exc}", file=sys.stderr)
         node.stop(drain_seconds=0)
         return 1
