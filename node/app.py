@@ -18,6 +18,7 @@ from node.context.gather import ContextGatherer
 from node.context.pacs import PacsPriors
 from node.egress.worker import make_workers
 from node.engine_host import EngineHost
+from node.ingest import pynetdicom_patches
 from node.ingest.assembler import StudyAssembler
 from node.ingest.commits import GroupCommit
 from node.ingest.hl7_listener import Hl7Listener
@@ -107,7 +108,9 @@ class Node:
         return reasons
 
     def start(self) -> None:
-        """Start every stage; returns once the node is serving."""
+        """Start every stage; returns once the node is serving. Refuses (:class:`UntestedPynetdicom`) a
+        pynetdicom the node's patches of it were not tested with."""
+        pynetdicom_patches.prepare()
         self.ops.start()
         for worker in self.workers:
             worker.start()

@@ -17,6 +17,7 @@ from node import __version__
 from node.config import ConfigError, NodeConfig, load_config, require_usable
 from node.engine.errors import EngineLoadError
 from node.engine.replay import ReplayError
+from node.errors import NodeError
 from node.model.profiles import FAMILIES
 from node.ops.logging import configure_logging
 from node.routing import RoutingError
@@ -94,7 +95,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     try:
         node.start()
-    except OSError as exc:
+    except (OSError, NodeError) as exc:  # a port taken, or a pynetdicom the node was not tested with
         print(f"qoq-node: cannot start: {exc}", file=sys.stderr)
         node.stop(drain_seconds=0)
         return 1

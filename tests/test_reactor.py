@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import pynetdicom
-import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
 from node.app import Node
-from node.ingest import reactor
 from node.localpeers import LOOPBACK
 from tests.conftest import wait_for
 
@@ -40,8 +37,3 @@ def test_release_abort_and_idle_timeout_each_end_the_association(make_node) -> N
     metrics = node.metrics.render().decode()
     assert "qoqnode_dicom_associations_open 0.0" in metrics
 
-
-def test_refuses_a_pynetdicom_it_does_not_mirror(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pynetdicom, "__version__", "3.1.0")
-    with pytest.raises(RuntimeError, match=r"mirrors pynetdicom 3\.0"):
-        reactor.install(object())

@@ -14,9 +14,8 @@ in the undeflated twin of its transfer syntax: the same dataset, which no later 
 
 The receiver then reads the dataset where it is (a file through a memory map), stores it in the spool or the
 quarantine — a file by renaming it — and lets go of what is left (:meth:`IncomingDataset.discard`). The hook
-(:func:`install`) is the one pynetdicom's own chunked reception writes through (a message's
-``_data_set_file``), so it mirrors pynetdicom 3.0.x, as :mod:`node.ingest.reactor` does, which refuses other
-versions.
+(:func:`install`) is the one pynetdicom's own chunked reception writes through: the seam
+:mod:`node.ingest.pynetdicom_patches.dimse`.
 """
 
 from __future__ import annotations
@@ -28,14 +27,12 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from pynetdicom.dimse import DIMSEServiceProvider
-from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.pdu_primitives import P_DATA
 
 from node.durable import write_all
+from node.ingest.pynetdicom_patches import dimse
 
 #: Each deflated transfer syntax (PS3.5 Annex A.5, PS3.5 A.6) and its undeflated twin: the dataset is kept
 #: inflated, in the twin, so that it is inflated once, as it arrives.
@@ -230,39 +227,19 @@ class IncomingDataset:
 Opener = Callable[[str, str, str], IncomingDataset]
 
 
-def install(association: Any, open_dataset: Opener) -> None:
+def install(association: Association, open_dataset: Opener) -> None:
     """Make ``association`` (an acceptor, before it starts) hand each C-STORE request's data fragments to an
     :class:`IncomingDataset` from ``open_dataset`` instead of assembling them in memory."""
-    dimse: DIMSEServiceProvider = association.dimse
-    receive = dimse.receive_primitive
-
-    def receive_primitive(primitive: P_DATA) -> None:
-        # One fragment at a time, so that a request's dataset goes to its IncomingDataset from the fragment
-        # after the last of its command set, even when both travel in one P-DATA-TF PDU.
-        for context_id, data in primitive.presentation_data_value_list:
-            one = P_DATA()
-            one.presentation_data_value_list = [[context_id, data]]
-            receive(one)
-            message = dimse.message
-            if isinstance(message, C_STORE_RQ) and message._data_set_file is None:  # its dataset follows
-                command = message.command_set
-                syntax = association._accepted_cx[message.context_id].transfer_syntax[0]
-                message._data_set_file = open_dataset(str(command.AffectedSOPClassUID or ""),
-                                                      str(command.AffectedSOPInstanceUID or ""), str(syntax))
-
-    dimse.receive_primitive = receive_primitive  # type: ignore[method-assign]
+    dimse.hand_fragments(association, open_dataset)
 
 
 def of_request(request: C_STORE) -> IncomingDataset | None:
     """The :class:`IncomingDataset` that holds a C-STORE request's dataset (None: it came without one)."""
-    incoming = getattr(request, "_dataset_file", None)
+    incoming = dimse.file_of(request)
     return incoming if isinstance(incoming, IncomingDataset) else None
 
 
-def unserved(association: Any) -> list[IncomingDataset]:
+def unserved(association: Association) -> list[IncomingDataset]:
     """The datasets of ``association`` that no handler will take: the request still arriving, and those
     received but not served when the association ended."""
-    dimse = association.dimse
-    pending = [getattr(dimse.message, "_data_set_file", None)]
-    pending += [getattr(primitive, "_dataset_file", None) for _, primitive in list(dimse.msg_queue.queue)]
-    return [incoming for incoming in pending if isinstance(incoming, IncomingDataset)]
+    return [incoming for incoming in dimse.pending_files(association) if isinstance(incoming, IncomingDataset)]

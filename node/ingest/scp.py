@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -62,14 +62,8 @@ class StorageScp:
         self._ae = self._make_ae()
 
     def _make_ae(self) -> AE:
-        # Accept every storage SOP class (standard, retired, private) in the first transfer
-        # syntax the peer proposes: the node stores what it is sent, byte for byte. It also
-        # spares each association a deep copy of 170 x 45 supported contexts (~0.1 s).
-        _config.UNRESTRICTED_STORAGE_SERVICE = True
-        # pynetdicom's standard handlers decode and log every DIMSE message (identifiers
-        # included) and cost ~0.5 ms per C-STORE; the node logs its own events instead.
-        _config.LOG_HANDLER_LEVEL = "none"
-        ae = hygiene.EstablishedAssociationsAE(ae_title=self._config.ae_title)
+        # Every storage SOP class is accepted (pynetdicom_patches.configure_process, as the node starts).
+        ae = hygiene.application_entity(self._config.ae_title)
         ae.add_supported_context(Verification)
         ae.require_called_aet = True
         ae.require_calling_aet = list(self._config.allowed_calling_ae_titles)

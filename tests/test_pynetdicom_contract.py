@@ -1,0 +1,172 @@
+"""The node's seams into pynetdicom's internals (node/ingest/pynetdicom_patches/) against the installed
+pynetdicom: one contract per seam, failing when pynetdicom changes what the seam reaches into, and the gate that
+refuses a pynetdicom the seams were not tested with."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import os
+import queue
+import socketserver
+import subprocess
+import sys
+import tomllib
+import types
+from pathlib import Path
+
+import pynetdicom
+import pytest
+from pynetdicom import AE, _config
+from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.timer import Timer
+from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
+
+from node.ingest import pynetdicom_patches
+from node.ingest.pynetdicom_patches import ae, association, dimse, dul, transport
+from node.localpeers import LOOPBACK
+from tests.conftest import NO_FINDINGS
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _resolve(name: str) -> object:
+    """The object a dotted name names: the longest importable module, then attributes."""
+    parts = name.split(".")
+    for split in range(len(parts), 0, -1):
+        try:
+            found: object = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for attribute in parts[split:]:
+            found = getattr(found, attribute)
+        return found
+    raise LookupError(name)
+
+
+def _source(name: str) -> str:
+    return inspect.getsource(_resolve(name))  # type: ignore[arg-type]
+
+
+def _assert_relies_on(seam: types.ModuleType) -> None:
+    """Every pynetdicom function ``seam`` was written against has the source it had then."""
+    assert seam.RELIES_ON
+    for name, digest in seam.RELIES_ON.items():
+        found = hashlib.sha256(_source(name).encode()).hexdigest()[:len(digest)]
+        assert found == digest, (f"pynetdicom {pynetdicom.__version__} changed {name}, which {seam.__name__} "
+                                 "reaches into: review the seam against it, then record its new digest")
+
+
+def _parameters(function: object) -> list[str]:
+    return list(inspect.signature(function).parameters)  # type: ignore[arg-type]
+
+
+def test_ae_seam_the_association_limit_counts_active_associations() -> None:
+    _assert_relies_on(ae)
+    assert isinstance(inspect.getattr_static(AE, "active_associations"), property)
+    assert "self.assoc.ae.active_associations" in _source("pynetdicom.acse.ACSE._negotiate_as_acceptor")
+    counting = ae.CountingAE("CONTRACT", lambda: [])
+    assert counting.active_associations == [] and counting.ae_title == "CONTRACT"
+
+
+def test_transport_seam_accept_then_a_thread_per_connection() -> None:
+    _assert_relies_on(transport)
+    # process_request runs on the accept thread and starts the connection's thread, which runs finish_request
+    assert ThreadedAssociationServer.process_request is socketserver.ThreadingMixIn.process_request
+    assert _parameters(ThreadedAssociationServer.process_request) == ["self", "request", "client_address"]
+    assert _parameters(ThreadedAssociationServer.finish_request) == ["self", "request", "client_address"]
+    assert "self.finish_request(request, client_address)" in _source(
+        "pynetdicom.transport.ThreadedAssociationServer.process_request_thread")
+    assert "self.ssl_context.wrap_socket(" in _source("pynetdicom.transport.AssociationServer.get_request")
+    assert isinstance(inspect.getattr_static(ThreadedAssociationServer, "ssl_context"), property)
+    assert callable(ThreadedAssociationServer.shutdown_request)
+
+
+def test_dul_seam_poll_interval_timers_and_socket() -> None:
+    _assert_relies_on(dul)
+    loop = _source("pynetdicom.dul.DULServiceProvider.run_reactor")
+    assert "time.sleep(self._run_loop_delay)" in loop
+    assert "if self._process_recv_primitive():" in loop and "self._idle_timer.restart()" in loop
+    init = _source("pynetdicom.dul.DULServiceProvider.__init__")
+    assert "self._run_loop_delay = " in init and "self._idle_timer = Timer(" in init
+    assert "self.artim_timer = Timer(" in init and "self.socket" in init
+    assert _parameters(DULServiceProvider._process_recv_primitive) == ["self"]
+    timer = Timer(1)
+    timer.start()
+    assert isinstance(timer._start_time, float)
+    timer.timeout = 2  # the request timer's timeout is settable
+    assert "self.socket: socket.socket | None" in inspect.getsource(AssociationSocket.__init__)
+
+
+def test_association_seam_the_reactor_copy_mirrors_pynetdicoms() -> None:
+    _assert_relies_on(association)  # the copy in association.py follows this source of _run_reactor
+    assert "self._run_reactor()" in _source("pynetdicom.association.Association.run_reactor")
+    acceptor = Association(AE(), "acceptor")
+    for name in ("_is_paused", "_kill", "_reactor_checkpoint", "_serve_request", "is_established", "is_released",
+                 "is_aborted", "network_timeout_response", "kill", "release", "abort"):
+        assert hasattr(acceptor, name), name
+    assert isinstance(acceptor.dimse.msg_queue, queue.Queue)
+    for name in ("is_release_requested", "send_release", "is_aborted"):
+        assert callable(getattr(acceptor.acse, name)), name
+    for name in ("receive_pdu", "is_alive", "idle_timer_expired"):
+        assert callable(getattr(acceptor.dul, name)), name
+
+
+def test_dimse_seam_a_c_store_dataset_goes_to_the_message_file() -> None:
+    _assert_relies_on(dimse)
+    assert _parameters(_resolve("pynetdicom.dimse.DIMSEServiceProvider.receive_primitive")) == ["self", "primitive"]
+    assert "self.message.decode_msg(primitive, self.assoc)" in _source(
+        "pynetdicom.dimse.DIMSEServiceProvider.receive_primitive")
+    decode = _source("pynetdicom.dimse_messages.DIMSEMessage.decode_msg")
+    assert "if self._data_set_file:" in decode
+    assert "self._data_set_file.write(data[1:])" in decode and "self._data_set_file.file.flush()" in decode
+    assert "primitive._dataset_file = self._data_set_file" in _source(
+        "pynetdicom.dimse_messages.DIMSEMessage.message_to_primitive")
+    store = _source("pynetdicom.service_class.StorageServiceClass.SCP")
+    assert "req._dataset_file.close()" in store and "os.unlink(req._dataset_file.name)" in store
+    acceptor = Association(AE(), "acceptor")
+    assert acceptor.dimse.message is None and isinstance(acceptor._accepted_cx, dict)
+    fragment = P_DATA()
+    fragment.presentation_data_value_list = [[1, b"\x00"]]
+    assert fragment.presentation_data_value_list == [[1, b"\x00"]]
+
+
+def test_gate_refuses_an_untested_pynetdicom(monkeypatch: pytest.MonkeyPatch) -> None:
+    pynetdicom_patches.check_version()  # the installed one is tested
+    for untested in ("3.1.0", "3.0.3", "2.0.2", "4.0.0", "unknown"):
+        with pytest.raises(pynetdicom_patches.UntestedPynetdicom,
+                           match=rf"pynetdicom {untested} is installed.*tested with pynetdicom >=3\.0\.4,<3\.1"):
+            pynetdicom_patches.check_version(untested)
+    monkeypatch.setattr(pynetdicom, "__version__", "3.1.0")
+    with pytest.raises(pynetdicom_patches.UntestedPynetdicom, match=r"pynetdicom 3\.1\.0 is installed"):
+        pynetdicom_patches.prepare()
+
+
+def test_the_gate_tests_the_range_pyproject_pins() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    pinned = [d.split("#")[0].replace(" ", "") for d in project["dependencies"] if d.startswith("pynetdicom")]
+    assert pinned == [f"pynetdicom{pynetdicom_patches.TESTED_RANGE}"]
+
+
+def test_process_settings_are_set_once_idempotently() -> None:
+    pynetdicom_patches.configure_process()
+    pynetdicom_patches.configure_process()
+    assert _config.UNRESTRICTED_STORAGE_SERVICE is True and _config.LOG_HANDLER_LEVEL == "none"
+
+
+def test_serve_refuses_to_start_on_an_untested_pynetdicom(tmp_path: Path) -> None:
+    replay = tmp_path / "replay.json"
+    replay.write_text(json.dumps(NO_FINDINGS))
+    env = {**os.environ, "QOQ_NODE__STORAGE__ROOT": str(tmp_path / "var"), "QOQ_NODE__DICOM__HOST": LOOPBACK,
+           "QOQ_NODE__HTTP__HOST": LOOPBACK, "QOQ_NODE__DICOM__PORT": "0", "QOQ_NODE__HTTP__PORT": "0",
+           "QOQ_NODE__STORAGE__MIN_FREE_BYTES": "0", "QOQ_NODE__ENGINE__BACKEND": "replay",
+           "QOQ_NODE__ENGINE__REPLAY_RESPONSES": str(replay)}
+    serve = ("import sys, pynetdicom; pynetdicom.__version__ = '3.1.0'; from node.cli import main; "
+             "sys.exit(main(['serve']))")
+    run = subprocess.run([sys.executable, "-c", serve], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 1
+    assert "cannot start: pynetdicom 3.1.0 is installed" in run.stderr and ">=3.0.4,<3.1" in run.stderr
