@@ -126,7 +126,9 @@ def _opened_store(args: argparse.Namespace) -> Iterator[Store]:
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
-    """List studies with their state (UIDs and counts only, no patient identity)."""
+    """List studies with their state (UIDs and counts only, no patient identity), or read failed ones again."""
+    if args.action == "retry":
+        return _retry_failed_studies(args)
     with _opened_store(args) as store:
         studies = store.studies.summaries()
     if args.json:
@@ -138,6 +140,22 @@ def cmd_studies(args: argparse.Namespace) -> int:
         print(f"{s.study_uid:<64}  {s.version:>3}  {s.state:<11} {s.instances:>5} {s.series:>4}  "
               f"{s.modalities:<8} {_iso(s.last_received):<25} {s.attempts:>5}  {s.detail}")
     return 0
+
+
+def _retry_failed_studies(args: argparse.Namespace) -> int:
+    """Failed studies (named, or ``--failed``: every one) back to stable, to be read again at once."""
+    import time
+
+    if bool(args.uids) == args.failed:
+        print("qoq-node: studies retry takes study UIDs or --failed (not both)", file=sys.stderr)
+        return 1
+    with _opened_store(args) as store:
+        moved = store.studies.retry_failed(time.time(), args.uids or None)
+    for uid in args.uids:
+        if uid not in moved:
+            print(f"qoq-node: study {uid} is not failed: left as it is", file=sys.stderr)
+    print(f"{len(moved)} failed study(ies) will be read again")
+    return 0 if moved else 1
 
 
 def _refusal_detail(quarantined: QuarantinedObject) -> str:
@@ -285,8 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--drain-seconds", type=float, default=30.0,
                        help="on SIGTERM, how long open associations may take to finish (default 30)")
     _add_command(commands, "check", cmd_check, "Validate the configuration; exit 1 with the reason if it is bad.")
-    studies = _add_command(commands, "studies", cmd_studies, "List received studies and their state.")
-    studies.add_argument("--json", action="store_true", help="machine-readable output")
+    studies = _add_command(commands, "studies", cmd_studies,
+                           "List received studies and their state, or read failed studies again (retry).")
+    studies.add_argument("action", nargs="?", choices=["list", "retry"], default="list")
+    studies.add_argument("uids", nargs="*", help="the failed studies to read again (retry)")
+    studies.add_argument("--failed", action="store_true", help="retry every failed study")
+    studies.add_argument("--json", action="store_true", help="machine-readable output (list)")
     quarantine = _add_command(commands, "quarantine", cmd_quarantine,
                               "List the objects refused on C-STORE and kept aside, with the reason.")
     quarantine.add_argument("--json", action="store_true", help="machine-readable output")

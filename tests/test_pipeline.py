@@ -213,6 +213,16 @@ def test_an_unexpected_error_in_results_is_retried_then_failed_with_its_type(mak
     assert study.detail.startswith("results failed: RuntimeError") and "QUAGGAMARE" not in study.detail
     metrics = node.metrics.render().decode()
     assert metric_value(metrics, "qoqnode_pipeline_failures_total", 'stage="results"') == 3
+    # Once the bug is fixed, the operator reads the failed study again: it completes.
+    monkeypatch.undo()
+    cli = [sys.executable, "-m", "node", "studies", "retry"]
+    env = {"QOQ_NODE__STORAGE__ROOT": str(node.config.storage.root)}
+    unknown = subprocess.run([*cli, "1.2.3.4"], capture_output=True, text=True, env=env, timeout=120)
+    assert unknown.returncode == 1 and "1.2.3.4 is not failed" in unknown.stderr
+    again = subprocess.run([*cli, ct.study_uid], capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0 and "1 failed study(ies) will be read again" in again.stdout, again.stderr
+    node.scheduler.wake()
+    wait_for(lambda: _state(node, ct.study_uid) == COMPLETE, timeout=60)
 
 
 def test_late_instances_make_a_new_result_that_supersedes_the_first(orthanc: Orthanc, make_node,

@@ -9,6 +9,7 @@ instance makes any of them receiving again, as a new version (:func:`receive`).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -206,6 +207,19 @@ class Studies:
                 (clip_detail(reason), now + retry_seconds, study_uid),
             )
             return StudyState.STABLE
+
+    def retry_failed(self, now: float, study_uids: Sequence[str] | None = None) -> list[str]:
+        """Make failed studies (those named, or every one) stable again with their tries reset, to be read
+        at once (after a fix or an upgrade); the UIDs of those it moved."""
+        with self._database.transaction() as db:
+            failed = [row[0] for row in db.execute("SELECT study_uid FROM studies WHERE state = ?",
+                                                   (StudyState.FAILED,))]
+            chosen = [uid for uid in failed if study_uids is None or uid in set(study_uids)]
+            db.executemany(
+                "UPDATE studies SET state = ?, attempts = 0, detail = '', postponed_for = '', state_changed_at = ?,"
+                " next_try_at = ? WHERE study_uid = ? AND state = ?",
+                [(StudyState.STABLE, now, now, uid, StudyState.FAILED) for uid in chosen])
+        return chosen
 
     def settle(self, study_uid: str, now: float) -> Settled | None:
         """After a delivery attempt: a queued (or undelivered) study with nothing pending any more
