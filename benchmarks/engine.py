@@ -40,7 +40,7 @@ from node.engine.shapes import QWEN25_VL_7B_TEXT, QWEN25_VL_7B_VISION
 from node.engine.tiny import build_tiny_checkpoint
 from node.infer import engine_request, prepare
 from node.routing import Router
-from node.synthetic import write_cr_study
+from node.testing.synthetic import write_cr_study
 
 REPO = Path(__file__).resolve().parents[1]
 #: HBM bandwidth (bytes/s) by GPU name fragment; --hbm-tbps overrides.

@@ -30,7 +30,7 @@ from node.engine.prompt import build_prompt
 from node.engine.tiny import build_tiny_checkpoint
 from node.engine.transformers_backend import TransformersEngine
 from node.imaging.inputs import study_inputs
-from node.synthetic import write_ct_study, write_file
+from node.testing.synthetic import write_ct_study, write_file
 
 PROFILE = PROFILES["qwen2.5-vl"]
 

@@ -19,9 +19,11 @@ from node.app import Node
 from node.config import NodeConfig, load_config
 from node.engine.profiles import PROFILES
 from node.imaging.geometry import FrameRef, Geometry
-from node.localpeers import LOOPBACK, Orthanc, replay_settings
 from node.ops.logging import configure_logging
-from node.synthetic import SyntheticStudy, write_ct_study
+from node.testing.loopback import LOOPBACK
+from node.testing.node_process import replay_settings
+from node.testing.pacs import Orthanc
+from node.testing.synthetic import SyntheticStudy, write_ct_study
 
 if TYPE_CHECKING:
     from node.engine.transformers_backend import TransformersEngine

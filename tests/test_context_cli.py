@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pydicom
 
-from node.localpeers import LOOPBACK
 from node.store.clinical import patient_key
-from node.synthetic import restamp, write_cr_study
-from node.synthetic_hl7 import LabValue, lab_message, order_message
+from node.testing.loopback import LOOPBACK
+from node.testing.synthetic import restamp, write_cr_study
+from node.testing.synthetic_hl7 import LabValue, lab_message, order_message
 from tests.conftest import storescu, wait_for
 from tests.test_hl7_listener import _exchange
 

@@ -25,14 +25,16 @@ from node.engine.profiles import PROFILES
 from node.engine.replay import ReplayEngine
 from node.engine.transformers_backend import TransformersEngine
 from node.infer import engine_request, infer, prepare
-from node.localpeers import LOOPBACK, MllpListener, Orthanc
 from node.pipeline import WAITING_FOR_ORDER
 from node.results.hl7 import Hl7Party
 from node.results.writer import write_results
 from node.routing import Router
 from node.store import COMPLETE, Store
-from node.synthetic import boxed_response, restamp, write_cr_study, write_ecg_study
-from node.synthetic_hl7 import LabValue, lab_message, merge_message, order_message
+from node.testing.ehr import MllpListener
+from node.testing.loopback import LOOPBACK
+from node.testing.pacs import Orthanc
+from node.testing.synthetic import boxed_response, restamp, write_cr_study, write_ecg_study
+from node.testing.synthetic_hl7 import LabValue, lab_message, merge_message, order_message
 from tests.conftest import dciodvfy_errors, metric_value, node_config, storescu, wait_for
 
 TROPONIN = LabValue("10839-9", "Troponin I", "0.9", "ng/mL", "0-0.04", "H", "20260101100000")

@@ -18,8 +18,10 @@ import pytest
 import yaml
 
 from node.config import NodeConfig, load_config
-from node.localpeers import LOOPBACK, MllpListener, Orthanc
-from node.synthetic import boxed_response, write_cr_study
+from node.testing.ehr import MllpListener
+from node.testing.loopback import LOOPBACK
+from node.testing.pacs import Orthanc
+from node.testing.synthetic import boxed_response, write_cr_study
 from tests.conftest import get, wait_for
 
 REPO = Path(__file__).resolve().parents[1]

@@ -24,7 +24,7 @@ from node.engine.tiny import build_tiny_checkpoint
 from node.engine.transformers_backend import TransformersEngine
 from node.findings import locate, parse_output
 from node.imaging.geometry import FrameRef, Geometry, SourceBox
-from node.synthetic import write_ct_study
+from node.testing.synthetic import write_ct_study
 
 QWEN25 = PROFILES["qwen2.5-vl"]
 

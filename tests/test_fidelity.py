@@ -31,7 +31,7 @@ from node.imaging.inputs import NO_ECG_INPUT, study_inputs, to_model_input
 from node.infer import infer, prepare
 from node.routing import Router
 from node.store import StudySummary
-from node.synthetic import ECG_LEADS, ecg_lead_signal, write_cr_study, write_ct_study, write_ecg_study
+from node.testing.synthetic import ECG_LEADS, ecg_lead_signal, write_cr_study, write_ct_study, write_ecg_study
 from tests.conftest import dciodvfy_errors, storescu, wait_for
 from tests.test_results import dsr2xml_errors, sr_value_types
 

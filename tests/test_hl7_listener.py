@@ -14,11 +14,12 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
 from node.egress.mllp import END, START
-from node.localpeers import LOOPBACK, NodeProcess, free_port
 from node.store import Store
 from node.store.clinical import patient_key
-from node.synthetic import restamp, write_cr_study
-from node.synthetic_hl7 import LabValue, lab_message, merge_message, order_message
+from node.testing.loopback import LOOPBACK, free_port
+from node.testing.node_process import NodeProcess
+from node.testing.synthetic import restamp, write_cr_study
+from node.testing.synthetic_hl7 import LabValue, lab_message, merge_message, order_message
 from tests.conftest import metric_value, storescu, wait_for
 
 

@@ -9,7 +9,7 @@ import struct
 import time
 from pathlib import Path
 
-from node.localpeers import LOOPBACK
+from node.testing.loopback import LOOPBACK
 from tests.conftest import echoscu, metric_value
 from tests.test_tls import make_pki
 

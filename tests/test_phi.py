@@ -13,9 +13,9 @@ from pathlib import Path
 import pydicom
 
 from node.imaging.decode import ImagingError
-from node.localpeers import NodeProcess
 from node.ops.errors import is_permanent, reason
-from node.synthetic import restamp, write_cr_study, write_file
+from node.testing.node_process import NodeProcess
+from node.testing.synthetic import restamp, write_cr_study, write_file
 from tests.conftest import dciodvfy_errors, storescu, wait_for
 
 REPO = Path(__file__).resolve().parents[1]

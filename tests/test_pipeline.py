@@ -16,9 +16,18 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
 from node.imaging.geometry import FrameRef, SourceBox
-from node.localpeers import LOOPBACK, MllpListener, Orthanc, free_port
 from node.store import COMPLETE, DEAD, FAILED, SENT, UNDELIVERED
-from node.synthetic import SyntheticStudy, boxed_response, lesion_box, write_cr_study, write_ct_study, write_file
+from node.testing.ehr import MllpListener
+from node.testing.loopback import LOOPBACK, free_port
+from node.testing.pacs import Orthanc
+from node.testing.synthetic import (
+    SyntheticStudy,
+    boxed_response,
+    lesion_box,
+    write_cr_study,
+    write_ct_study,
+    write_file,
+)
 from tests.conftest import get, metric_value, model_geometry, storescu, wait_for
 
 

@@ -15,8 +15,10 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from node.localpeers import LOOPBACK, NodeProcess, Orthanc, http_json
-from node.synthetic import write_ct_study
+from node.testing.loopback import LOOPBACK, http_json
+from node.testing.node_process import NodeProcess
+from node.testing.pacs import Orthanc
+from node.testing.synthetic import write_ct_study
 from tests.conftest import DCMTK_ENV, NO_FINDINGS, dataset_bytes, metric_value, wait_for
 
 

@@ -9,7 +9,7 @@ from pynetdicom.sop_class import Verification
 
 from node.app import Node
 from node.ingest import reactor
-from node.localpeers import LOOPBACK
+from node.testing.loopback import LOOPBACK
 from tests.conftest import wait_for
 
 

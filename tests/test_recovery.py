@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pydicom
 
-from node.localpeers import LOOPBACK, MllpListener, NodeProcess, Orthanc
-from node.synthetic import write_ct_study
+from node.testing.ehr import MllpListener
+from node.testing.loopback import LOOPBACK
+from node.testing.node_process import NodeProcess
+from node.testing.pacs import Orthanc
+from node.testing.synthetic import write_ct_study
 from tests.conftest import DCMTK_ENV, metric_value, wait_for
 
 

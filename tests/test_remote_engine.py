@@ -30,8 +30,8 @@ from node.engine.prompt import build_prompt, question_text
 from node.engine.replay import ReplayEngine
 from node.engine.tiny import TINY_MODEL_NAME
 from node.engine.transformers_backend import TransformersEngine
-from node.localpeers import LOOPBACK, free_port, http_json
-from node.synthetic import boxed_response, write_cr_study
+from node.testing.loopback import LOOPBACK, free_port, http_json
+from node.testing.synthetic import boxed_response, write_cr_study
 from tests.conftest import get, metric_value, storescu, wait_for
 from tests.test_pipeline import _assert_on_lesion, _sr_box
 

@@ -23,7 +23,6 @@ from node.engine.profiles import PROFILES
 from node.findings import Findings, LocatedBox, ModelBox, locate, parse_output
 from node.imaging.geometry import FrameRef, SourceBox
 from node.infer import prepare
-from node.localpeers import Orthanc, http_json
 from node.results.gsps import build_presentation_state
 from node.results.hl7 import Hl7Party, build_oru, control_id
 from node.results.provenance import RESEARCH_LABEL, Provenance, device_uid
@@ -31,7 +30,9 @@ from node.results.seg import build_segs
 from node.results.sr import build_sr
 from node.results.writer import write_results
 from node.routing import Router
-from node.synthetic import write_cr_study, write_ct_study, write_file
+from node.testing.loopback import http_json
+from node.testing.pacs import Orthanc
+from node.testing.synthetic import write_cr_study, write_ct_study, write_file
 from tests.conftest import PYDICOM_TEST_FILES, dciodvfy_errors, model_geometry, node_config
 
 PROVENANCE = Provenance("replay (recorded responses; TEST RESULT, not a model output)", True)
@@ -680,7 +681,7 @@ def _written_cr(tmp_path: Path, secondary_capture: bool | str = False):
     from node.infer import prepare
     from node.results.writer import write_results
     from node.routing import Router
-    from node.synthetic import boxed_response
+    from node.testing.synthetic import boxed_response
 
     rules = Path(__file__).parent.parent / "conf" / "routing.yaml"
     cr = write_cr_study(tmp_path / "cr", size=512)

@@ -11,7 +11,7 @@ from pydicom.uid import generate_uid
 
 from node.ingest.spool import Spool
 from node.store import COMPLETE
-from node.synthetic import write_cr_study
+from node.testing.synthetic import write_cr_study
 from tests.conftest import metric_value, storescu, wait_for
 
 DAY = 86_400.0

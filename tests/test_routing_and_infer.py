@@ -23,7 +23,7 @@ from node.imaging.inputs import ECG_AS_IMAGE_CAVEAT, NO_ECG_INPUT
 from node.infer import prepare
 from node.ingest.part10 import file_meta
 from node.routing import DOMAINS, Router, RoutingError, StudyHeader
-from node.synthetic import restamp, write_cr_study, write_ct_study, write_ecg_study, write_file
+from node.testing.synthetic import restamp, write_cr_study, write_ct_study, write_ecg_study, write_file
 from tests.conftest import PYDICOM_TEST_FILES, dciodvfy_errors, model_geometry
 
 REPO = Path(__file__).resolve().parents[1]

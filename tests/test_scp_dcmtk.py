@@ -26,9 +26,9 @@ from node.ingest import incoming, part10, spool
 from node.ingest.incoming import INFLATED_TWIN
 from node.ingest.part10 import file_meta
 from node.ingest.receiver import MALFORMED, SOP_CLASS_MISMATCH, SOP_INSTANCE_MISMATCH, UID_CONFLICT
-from node.localpeers import LOOPBACK
 from node.store import RECEIVING
-from node.synthetic import SyntheticStudy, write_ct_study
+from node.testing.loopback import LOOPBACK
+from node.testing.synthetic import SyntheticStudy, write_ct_study
 from tests.conftest import PYDICOM_TEST_FILES, dataset_bytes, echoscu, get, metric_value, storescu, wait_for
 
 

@@ -16,8 +16,8 @@ from pydicom.uid import generate_uid
 from node.config import ClientTlsConfig
 from node.egress.dicom import DicomSender
 from node.egress.mllp import Delivery
-from node.localpeers import LOOPBACK
-from node.synthetic import SyntheticStudy, write_ct_study
+from node.testing.loopback import LOOPBACK
+from node.testing.synthetic import SyntheticStudy, write_ct_study
 from tests.conftest import echoscu, storescu
 
 

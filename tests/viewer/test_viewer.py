@@ -41,13 +41,13 @@ from node.imaging.decode import iter_frames
 from node.imaging.geometry import SourceBox
 from node.imaging.inputs import ModelInput
 from node.infer import prepare
-from node.localpeers import Orthanc
 from node.results.hl7 import Hl7Party
 from node.results.writer import write_results
 from node.routing import Router, StudyHeader
 from node.store import Store
 from node.store.clinical import KnownStudy
-from node.synthetic import SyntheticStudy, write_cr_study, write_ct_study, write_file
+from node.testing.pacs import Orthanc
+from node.testing.synthetic import SyntheticStudy, write_cr_study, write_ct_study, write_file
 from tests.viewer.ohif import CHROMIUM, CHROMIUM_ARGS, REPO, ViewerServer, ohif_dist
 
 ARTIFACTS = Path(os.environ.get("QOQ_TEST_ARTIFACTS", REPO / ".cache" / "test-artifacts")) / "viewer"
