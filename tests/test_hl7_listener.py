@@ -13,7 +13,7 @@ import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
-from node.egress.mllp import END, START
+from node.mllp import END, START, MllpReader
 from node.store import Store
 from node.store.clinical import patient_key
 from node.testing.loopback import LOOPBACK, free_port
@@ -27,12 +27,9 @@ def _exchange(port: int, payload: bytes) -> str:
     """Send raw bytes framed as MLLP; the ACK text."""
     with socket.create_connection((LOOPBACK, port), timeout=10) as connection:
         connection.sendall(START + payload + END)
-        data = b""
-        while END not in data:
-            chunk = connection.recv(65536)
-            assert chunk, "the listener closed without answering"
-            data += chunk
-    return data[data.find(START) + 1 : data.find(END)].decode()
+        ack = MllpReader(connection.recv, 1_000_000).read()
+    assert ack is not None, "the listener closed without answering"
+    return ack.decode()
 
 
 def _msa(ack: str) -> list[str]:
@@ -109,6 +106,17 @@ def test_a_message_longer_than_the_limit_is_answered_ae(make_node) -> None:
     node = make_node(hl7_listener={"enabled": True, "host": LOOPBACK, "port": 0, "max_message_bytes": 2048})
     ack = _exchange(node.hl7.port, order_message("BIG", "PAT-1", "ACC", "x" * 4000).encode())
     assert _msa(ack)[1] == "AE" and "too long" in ack
+
+
+def test_a_stream_without_an_end_past_the_limit_is_answered_ae_and_closed(make_node) -> None:
+    """More than max_message_bytes and no end mark in sight: one AE, then the listener hangs up."""
+    node = make_node(hl7_listener={"enabled": True, "host": LOOPBACK, "port": 0, "max_message_bytes": 2048})
+    with socket.create_connection((LOOPBACK, node.hl7.port), timeout=10) as connection:
+        connection.sendall(START + b"MSH|" + b"x" * 4000)
+        reader = MllpReader(connection.recv, 1_000_000)
+        ack = reader.read()
+        assert ack is not None and _msa(ack.decode())[1] == "AE" and b"too long" in ack
+        assert reader.read() is None  # the listener closed the connection
 
 
 def test_kill_9_after_an_ack_loses_nothing_and_no_log_names_the_patient(tmp_path: Path) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import socket
 import threading
 
-from node.egress.mllp import END, START
+from node.mllp import MessageTooLong, MllpReader, frame
 from node.testing.loopback import LOOPBACK
+
+#: The longest message the EHR takes (a longer one closes the connection).
+MAX_MESSAGE_BYTES = 16 * 2**20
 
 
 class MllpListener:
@@ -33,19 +36,15 @@ class MllpListener:
                 continue
             with connection:
                 connection.settimeout(5)
-                buffer = b""
+                reader = MllpReader(connection.recv, MAX_MESSAGE_BYTES)
                 while not self._stop.is_set():
                     try:
-                        chunk = connection.recv(65536)
-                    except (TimeoutError, OSError):
+                        raw = reader.read()
+                    except (TimeoutError, OSError, MessageTooLong):
                         break
-                    if not chunk:
+                    if raw is None:
                         break
-                    buffer += chunk
-                    if END not in buffer:
-                        continue
-                    message = buffer[buffer.find(START) + 1 : buffer.find(END)].decode("utf-8", "replace")
-                    buffer = b""
+                    message = raw.decode("utf-8", "replace")
                     self.received.append(message)
                     behaviour = self.behaviours.pop(0) if self.behaviours else "AA"
                     if behaviour == "close":
@@ -56,7 +55,7 @@ class MllpListener:
                     code = "AA" if behaviour == "wrong-id" else behaviour
                     ack = f"MSH|^~\\&|EHR|HOSPITAL|QOQNODE|RADIOLOGY|20260101||ACK|A{len(self.received)}|P|2.5.1\r" \
                           f"MSA|{code}|{control_id}"
-                    connection.sendall(START + ack.encode() + END)
+                    connection.sendall(frame(ack))
 
     def close(self) -> None:
         """Stop listening."""
