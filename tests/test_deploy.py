@@ -258,6 +258,7 @@ def _rules(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.usefixtures("promtool")
 def test_alert_rules_pass_promtool_and_fire_when_they_should(tmp_path: Path) -> None:
     rules = _rules(tmp_path)
     check = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True, text=True)
@@ -347,6 +348,7 @@ def _metric_names(text: str) -> set[str]:
     return set(re.findall(r"\bqoqnode_[a-z0-9_]+", text))
 
 
+@pytest.mark.usefixtures("dcmtk")
 def test_every_metric_of_the_alerts_and_dashboard_is_exported(orthanc: Orthanc, make_node, tmp_path: Path) -> None:
     """Run a real node through a study (so every labelled series exists), then compare."""
     cr = write_cr_study(tmp_path / "cr", size=256)

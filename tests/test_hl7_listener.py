@@ -20,7 +20,7 @@ from node.testing.loopback import LOOPBACK, free_port
 from node.testing.node_process import NodeProcess
 from node.testing.synthetic import restamp, write_cr_study
 from node.testing.synthetic_hl7 import LabValue, lab_message, merge_message, order_message
-from tests.conftest import metric_value, storescu, wait_for
+from tests.conftest import metric_value, wait_for
 
 
 def _exchange(port: int, payload: bytes) -> str:
@@ -119,7 +119,7 @@ def test_a_stream_without_an_end_past_the_limit_is_answered_ae_and_closed(make_n
         assert reader.read() is None  # the listener closed the connection
 
 
-def test_kill_9_after_an_ack_loses_nothing_and_no_log_names_the_patient(tmp_path: Path) -> None:
+def test_kill_9_after_an_ack_loses_nothing_and_no_log_names_the_patient(tmp_path: Path, storescu) -> None:
     """The order, the lab and the study are kept across a kill -9 right after their ACKs; no log line
     carries the patient's identifier, name, the order's reason or a lab value."""
     hl7_port = free_port()

@@ -170,7 +170,8 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def viewer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Orthanc, ViewerServer]]:
+def viewer(orthanc_installed: None,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Orthanc, ViewerServer]]:
     """Orthanc with DICOMweb, and OHIF in front of it on one origin."""
     with Orthanc(tmp_path_factory.mktemp("viewer-pacs"), dicomweb=True) as pacs, \
             ViewerServer(pacs.url, ohif_dist()) as server:
