@@ -25,9 +25,12 @@ from pathlib import Path
 
 import pydicom
 
-from node.localpeers import LOOPBACK, MllpListener, NodeProcess, Orthanc
 from node.store import COMPLETE, Store
-from node.synthetic import SyntheticStudy, boxed_response, write_cr_study, write_ct_study
+from node.testing.ehr import MllpListener
+from node.testing.loopback import LOOPBACK
+from node.testing.node_process import NodeProcess
+from node.testing.pacs import Orthanc
+from node.testing.synthetic import SyntheticStudy, boxed_response, write_cr_study, write_ct_study
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 STABLE_SECONDS = 1.0

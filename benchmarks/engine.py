@@ -41,7 +41,7 @@ from node.engine.tiny import build_tiny_checkpoint
 from node.model.profiles import PROFILES
 from node.reading import engine_request
 from node.routing import Router
-from node.synthetic import write_cr_study
+from node.testing.synthetic import write_cr_study
 
 REPO = Path(__file__).resolve().parents[1]
 #: HBM bandwidth (bytes/s) by GPU name fragment; --hbm-tbps overrides.

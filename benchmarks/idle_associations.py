@@ -20,7 +20,8 @@ from pathlib import Path
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
-from node.localpeers import LOOPBACK, NodeProcess
+from node.testing.loopback import LOOPBACK
+from node.testing.node_process import NodeProcess
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -25,12 +25,12 @@ import transformers
 from pydicom.uid import DigitalXRayImageStorageForPresentation, generate_uid
 
 from node.engine import EngineRequest, GenerationSettings
-from node.model.prompt import build_prompt
 from node.engine.tiny import build_tiny_checkpoint
 from node.engine.transformers_backend import TransformersEngine
 from node.imaging.inputs import study_inputs
 from node.model.profiles import PROFILES
-from node.synthetic import write_ct_study, write_file
+from node.model.prompt import build_prompt
+from node.testing.synthetic import write_ct_study, write_file
 
 PROFILE = PROFILES["qwen2.5-vl"]
 

@@ -20,8 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from node.localpeers import LOOPBACK, NodeProcess, Orthanc
-from node.synthetic import write_ct_study
+from node.testing.loopback import LOOPBACK
+from node.testing.node_process import NodeProcess
+from node.testing.pacs import Orthanc
+from node.testing.synthetic import write_ct_study
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from benchmarks.ingest import send
-from node.localpeers import NodeProcess
-from node.synthetic import write_ct_study
+from node.testing.node_process import NodeProcess
+from node.testing.synthetic import write_ct_study
 
 
 def cpu_seconds(pid: int) -> float:

@@ -22,7 +22,8 @@ from pathlib import Path
 import pydicom
 
 from node.ingest.part10 import file_meta
-from node.localpeers import LOOPBACK, NodeProcess
+from node.testing.loopback import LOOPBACK
+from node.testing.node_process import NodeProcess
 
 EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
 DEFLATED_EXPLICIT_VR_LE = "1.2.840.10008.1.2.1.99"

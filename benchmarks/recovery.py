@@ -17,9 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from node.localpeers import LOOPBACK, MllpListener, NodeProcess, free_port
 from node.store import COMPLETE, OutboxItem, Store
-from node.synthetic import write_cr_study
+from node.testing.ehr import MllpListener
+from node.testing.loopback import LOOPBACK, free_port
+from node.testing.node_process import NodeProcess
+from node.testing.synthetic import write_cr_study
 
 
 def _read(root: Path, study_uid: str) -> tuple[str, list[OutboxItem]]:

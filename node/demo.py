@@ -24,11 +24,14 @@ import pydicom
 
 from node.egress.dicom import DicomSender
 from node.egress.mllp import MllpClient
-from node.localpeers import LOOPBACK, FolderPacs, MllpListener, NodeProcess, Orthanc, free_port
 from node.results.sr import CONTEXT
 from node.store import COMPLETE, FAILED, SKIPPED, UNDELIVERED, Store
-from node.synthetic import SyntheticStudy, boxed_response, restamp, write_cr_study, write_ct_study
-from node.synthetic_hl7 import LabValue, lab_message, order_message
+from node.testing.ehr import MllpListener
+from node.testing.loopback import LOOPBACK, free_port
+from node.testing.node_process import NodeProcess
+from node.testing.pacs import FolderPacs, Orthanc
+from node.testing.synthetic import SyntheticStudy, boxed_response, restamp, write_cr_study, write_ct_study
+from node.testing.synthetic_hl7 import LabValue, lab_message, order_message
 
 RESULT_MODALITIES = {"SR": "structured report (TID 1500)", "SEG": "segmentation", "PR": "presentation state",
                      "OT": "key image, boxes burned in (SC)", "KO": "key object selection (key images)"}

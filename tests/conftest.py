@@ -1,4 +1,5 @@
-"""Shared fixtures: an in-process node, a node process, a real Orthanc, synthetic studies, dcmtk."""
+"""Shared fixtures: an in-process node, a real Orthanc, synthetic studies, the peers (dcmtk, dicom3tools,
+promtool) and the test lanes they decide (``unit``, ``peers``, ``viewer``)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ import pytest
 from node.app import Node
 from node.config import NodeConfig, load_config
 from node.imaging.geometry import FrameRef, Geometry
-from node.localpeers import LOOPBACK, Orthanc, replay_settings
 from node.model.profiles import PROFILES
 from node.ops.logging import configure_logging
-from node.synthetic import SyntheticStudy, write_ct_study
+from node.testing.loopback import LOOPBACK
+from node.testing.node_process import replay_settings
+from node.testing.pacs import Orthanc
+from node.testing.synthetic import SyntheticStudy, write_ct_study
 
 if TYPE_CHECKING:
     from node.engine.transformers_backend import TransformersEngine
@@ -32,12 +35,68 @@ DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 configure_logging("INFO", "json")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """The real peers are required, never skipped: say so up front if one is missing."""
-    peers = ("storescu", "echoscu", "Orthanc", "dciodvfy", "promtool")
-    missing = [tool for tool in peers if shutil.which(tool) is None]
+#: The peer fixtures: the programs each needs and the package that brings them. A test that uses one
+#: (itself or through another fixture) is marked ``peers`` (see ``pytest_collection_modifyitems``). A
+#: peer is required, never skipped: its fixture fails when it is missing.
+PEERS = {
+    "dcmtk": (("storescu", "echoscu", "dcmdump", "dsr2xml"), "apt-get install dcmtk"),
+    "orthanc_installed": (("Orthanc",), "apt-get install orthanc orthanc-dicomweb"),
+    "dicom3tools": (("dciodvfy",), "apt-get install dicom3tools"),
+    "promtool": (("promtool",), "apt-get install prometheus"),
+}
+
+
+def _require(peer: str) -> None:
+    programs, install = PEERS[peer]
+    missing = [program for program in programs if shutil.which(program) is None]
     if missing:
-        raise pytest.UsageError(f"missing peers {missing}: apt-get install dcmtk orthanc dicom3tools prometheus")
+        pytest.fail(f"{', '.join(missing)} not found on PATH: {install}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def dcmtk() -> None:
+    """dcmtk's command-line tools (storescu, echoscu, dcmdump, dsr2xml)."""
+    _require("dcmtk")
+
+
+@pytest.fixture(scope="session")
+def orthanc_installed() -> None:
+    """Orthanc, for tests that start their own."""
+    _require("orthanc_installed")
+
+
+@pytest.fixture(scope="session")
+def dicom3tools() -> None:
+    """dicom3tools' dciodvfy."""
+    _require("dicom3tools")
+
+
+@pytest.fixture(scope="session")
+def promtool() -> None:
+    """Prometheus's promtool."""
+    _require("promtool")
+
+
+#: Fixtures that take minutes on a CPU: the tiny random checkpoint (torch, transformers), a wheelhouse.
+SLOW = {"tiny_dir", "wheelhouse"}
+#: The lanes (registered in pyproject.toml); a test in none of these is ``unit``.
+LANES = ("peers", "viewer", "slow")
+VIEWER_TESTS = Path(__file__).parent / "viewer"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put each test in its lanes: ``viewer`` under tests/viewer/, ``peers`` when it uses a peer fixture,
+    ``slow`` when it uses a slow one (itself or through another fixture), else ``unit``."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if item.path.is_relative_to(VIEWER_TESTS):
+            item.add_marker(pytest.mark.viewer)
+        if PEERS.keys() & fixtures:
+            item.add_marker(pytest.mark.peers)
+        if SLOW & fixtures:
+            item.add_marker(pytest.mark.slow)
+        if not any(item.get_closest_marker(lane) for lane in LANES):
+            item.add_marker(pytest.mark.unit)
 
 
 #: What the test nodes' replay engine answers unless a test says otherwise: no boxes, no answer.
@@ -117,7 +176,7 @@ def node(make_node) -> Node:
 
 
 @pytest.fixture(scope="session")
-def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
+def orthanc(orthanc_installed: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
     """A real Orthanc for the session; tests register the node as a modality through REST."""
     with Orthanc(tmp_path_factory.mktemp("orthanc")) as server:
         yield server
@@ -129,7 +188,7 @@ def ct_study(tmp_path_factory: pytest.TempPathFactory) -> SyntheticStudy:
     return write_ct_study(tmp_path_factory.mktemp("ct"), slices=5, series=2, size=64)
 
 
-def storescu(port: int, files: list[Path], *options: str, called_ae: str = "QOQNODE") -> subprocess.CompletedProcess:
+def _storescu(port: int, files: list[Path], *options: str, called_ae: str = "QOQNODE") -> subprocess.CompletedProcess:
     """Run dcmtk storescu against the node; returns the completed process (never raises)."""
     return subprocess.run(
         ["storescu", "-v", *options, "-aec", called_ae, LOOPBACK, str(port), *map(str, files)],
@@ -137,12 +196,24 @@ def storescu(port: int, files: list[Path], *options: str, called_ae: str = "QOQN
     )
 
 
-def echoscu(port: int, *options: str, called_ae: str = "QOQNODE") -> subprocess.CompletedProcess:
+def _echoscu(port: int, *options: str, called_ae: str = "QOQNODE") -> subprocess.CompletedProcess:
     """Run dcmtk echoscu against the node."""
     return subprocess.run(
         ["echoscu", "-v", *options, "-aec", called_ae, LOOPBACK, str(port)],
         capture_output=True, text=True, env=DCMTK_ENV, timeout=60,
     )
+
+
+@pytest.fixture(scope="session")
+def storescu(dcmtk: None):
+    """``storescu(port, files, *options, called_ae=...)``: dcmtk's storescu against a node."""
+    return _storescu
+
+
+@pytest.fixture(scope="session")
+def echoscu(dcmtk: None):
+    """``echoscu(port, *options, called_ae=...)``: dcmtk's echoscu against a node."""
+    return _echoscu
 
 
 def dataset_bytes(path: Path) -> bytes:
@@ -153,10 +224,16 @@ def dataset_bytes(path: Path) -> bytes:
     return raw[132 + 12 + meta_length :]
 
 
-def dciodvfy_errors(path: Path) -> list[str]:
+def _dciodvfy_errors(path: Path) -> list[str]:
     """The ``Error`` lines dicom3tools' dciodvfy prints for a DICOM file (warnings ignored)."""
     report = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
     return [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
+
+
+@pytest.fixture(scope="session")
+def dciodvfy_errors(dicom3tools: None):
+    """``dciodvfy_errors(path)``: the ``Error`` lines dciodvfy prints for a DICOM file."""
+    return _dciodvfy_errors
 
 
 def wait_for(predicate, timeout: float = 15.0, interval: float = 0.1):

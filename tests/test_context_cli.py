@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pydicom
 
-from node.localpeers import LOOPBACK
 from node.store.clinical import patient_key
-from node.synthetic import restamp, write_cr_study
-from node.synthetic_hl7 import LabValue, lab_message, order_message
-from tests.conftest import storescu, wait_for
+from node.testing.loopback import LOOPBACK
+from node.testing.synthetic import restamp, write_cr_study
+from node.testing.synthetic_hl7 import LabValue, lab_message, order_message
+from tests.conftest import wait_for
 from tests.test_hl7_listener import _exchange
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def test_infer_takes_orders_and_labs_from_an_hl7_file(tmp_path: Path) -> None:
     assert "AI-INPUT" in oru and study.study_uid in oru
 
 
-def test_the_context_command_shows_the_patient_and_the_study(make_node, tmp_path: Path) -> None:
+def test_the_context_command_shows_the_patient_and_the_study(make_node, tmp_path: Path, storescu) -> None:
     node = make_node(hl7_listener={"enabled": True, "host": LOOPBACK, "port": 0},
                      context={"default_authority": "HOSP"})
     assert "|AA|" in _exchange(node.hl7.port, order_message("O1", "SHOW-1", "ACC-SHOW", "haemoptysis").encode())

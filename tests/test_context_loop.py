@@ -24,16 +24,18 @@ from node.engine import GenerationSettings
 from node.engine.openai_server import EngineServer
 from node.engine.replay import ReplayEngine
 from node.engine.transformers_backend import TransformersEngine
-from node.localpeers import LOOPBACK, MllpListener, Orthanc
 from node.model.profiles import PROFILES
 from node.reading import engine_request, read_batch
 from node.results.hl7 import Hl7Party
 from node.results.writer import write_results
 from node.routing import Router
 from node.store import COMPLETE, POSTPONEMENT_DETAIL, Postponement, Store
-from node.synthetic import boxed_response, restamp, write_cr_study, write_ecg_study
-from node.synthetic_hl7 import LabValue, lab_message, merge_message, order_message
-from tests.conftest import dciodvfy_errors, metric_value, node_config, storescu, wait_for
+from node.testing.ehr import MllpListener
+from node.testing.loopback import LOOPBACK
+from node.testing.pacs import Orthanc
+from node.testing.synthetic import boxed_response, restamp, write_cr_study, write_ecg_study
+from node.testing.synthetic_hl7 import LabValue, lab_message, merge_message, order_message
+from tests.conftest import metric_value, node_config, wait_for
 
 TROPONIN = LabValue("10839-9", "Troponin I", "0.9", "ng/mL", "0-0.04", "H", "20260101100000")
 BNP = LabValue("30934-4", "BNP", "912", "pg/mL", "0-100", "H", "20260101100000")
@@ -123,7 +125,8 @@ def _state(node, study_uid: str) -> tuple[str, str]:
     return next(((s.state, s.detail) for s in node.store.studies.summaries() if s.study_uid == study_uid), ("", ""))
 
 
-def test_the_whole_patient_goes_with_the_study(orthanc: Orthanc, make_node, recording, tmp_path: Path) -> None:
+def test_the_whole_patient_goes_with_the_study(orthanc: Orthanc, make_node, recording, tmp_path: Path,
+                                               dciodvfy_errors) -> None:
     """Orthanc holds a prior chest radiograph; an order and a troponin arrive over MLLP (and a BNP of
     another patient); Orthanc sends the new radiograph. The request carries both radiographs (the study's
     first), the reason and the troponin with unit, flag and timing; the SR in Orthanc references the prior;
@@ -201,7 +204,7 @@ def test_the_whole_patient_goes_with_the_study(orthanc: Orthanc, make_node, reco
     assert prior.study_uid not in {s.study_uid for s in node.store.studies.summaries()}
 
 
-def test_a_study_waits_for_its_order_and_reads_it_when_it_comes(make_node, recording, tmp_path: Path) -> None:
+def test_a_study_waits_for_its_order_and_reads_it_when_it_comes(make_node, recording, tmp_path: Path, storescu) -> None:
     """The radiograph comes before its order: it waits (well within context.order_wait_seconds) and is read
     with the order as soon as the order arrives. A lab sent under the patient's old identifier follows
     the A40 merge to the new one."""
@@ -223,7 +226,7 @@ def test_a_study_waits_for_its_order_and_reads_it_when_it_comes(make_node, recor
     assert "Troponin I" in request.prompt  # the merged patient's lab
 
 
-def test_a_study_whose_order_never_comes_is_read_without_it(make_node, recording, tmp_path: Path) -> None:
+def test_a_study_whose_order_never_comes_is_read_without_it(make_node, recording, tmp_path: Path, storescu) -> None:
     engine, engine_port = recording
     node = make_node(engine=_engine(engine_port), hl7_listener=_listener(), context={"order_wait_seconds": 2})
     study = _cr(tmp_path / "cr", "LONELY-1", "ACC-NONE", "20260101")
@@ -236,7 +239,7 @@ def test_a_study_whose_order_never_comes_is_read_without_it(make_node, recording
 
 
 def test_an_omni_model_gets_the_ecg_the_pacs_holds_as_signal(orthanc: Orthanc, tmp_path: Path,
-                                                             tiny_family_dir) -> None:
+                                                             tiny_family_dir, dciodvfy_errors) -> None:
     """For the Omni family the ECG recorded near the radiograph, found in Orthanc and retrieved with
     C-GET, goes with the radiograph as the time series; the prompt says so; the tiny Omni model reads
     both; the SR references the ECG (a waveform of another study) and the ORU names it."""

@@ -15,7 +15,7 @@ from node.ops.metrics import Metrics
 from node.retention import Retention
 from node.store import Store
 from node.store.clinical import InboundMessage, KnownStudy, LabResult, Merge, Order, patient_key
-from node.synthetic_hl7 import order_message
+from node.testing.synthetic_hl7 import order_message
 
 HOUR = 3600.0
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pydicom
 from pynetdicom import AE
 
-from node.localpeers import LOOPBACK, Orthanc
 from node.store import COMPLETE, FAILED, SKIPPED
+from node.testing.loopback import LOOPBACK
+from node.testing.pacs import Orthanc
 from tests.conftest import PYDICOM_TEST_FILES, wait_for
 
 DICOM3TOOLS_EXAMPLES = Path("/usr/share/doc/dicom3tools/examples")

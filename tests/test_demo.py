@@ -12,6 +12,7 @@ import pytest
 from node import demo
 
 
+@pytest.mark.usefixtures("orthanc_installed")
 def test_demo_with_orthanc_shows_every_result_in_the_pacs_and_the_ehr(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-m", "node", "demo", "--workdir", str(tmp_path)], capture_output=True,
                          text=True, timeout=300)

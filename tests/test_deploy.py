@@ -18,8 +18,10 @@ import pytest
 import yaml
 
 from node.config import NodeConfig, load_config
-from node.localpeers import LOOPBACK, MllpListener, Orthanc
-from node.synthetic import boxed_response, write_cr_study
+from node.testing.ehr import MllpListener
+from node.testing.loopback import LOOPBACK
+from node.testing.pacs import Orthanc
+from node.testing.synthetic import boxed_response, write_cr_study
 from tests.conftest import get, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -251,6 +253,7 @@ def _rules(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.usefixtures("promtool")
 def test_alert_rules_pass_promtool_and_fire_when_they_should(tmp_path: Path) -> None:
     rules = _rules(tmp_path)
     check = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True, text=True)
@@ -340,6 +343,7 @@ def _metric_names(text: str) -> set[str]:
     return set(re.findall(r"\bqoqnode_[a-z0-9_]+", text))
 
 
+@pytest.mark.usefixtures("dcmtk")
 def test_every_metric_of_the_alerts_and_dashboard_is_exported(orthanc: Orthanc, make_node, tmp_path: Path) -> None:
     """Run a real node through a study (so every labelled series exists), then compare."""
     cr = write_cr_study(tmp_path / "cr", size=256)

@@ -12,11 +12,12 @@ from node.egress.dicom import DicomSender, classify_status
 from node.egress.mllp import Delivery
 from node.findings import locate, parse_output
 from node.imaging.geometry import FrameRef, SourceBox
-from node.localpeers import LOOPBACK, Orthanc, free_port, http_json
 from node.results.gsps import build_presentation_state
 from node.results.provenance import Provenance
 from node.results.sr import build_sr
-from node.synthetic import write_ct_study
+from node.testing.loopback import LOOPBACK, free_port, http_json
+from node.testing.pacs import Orthanc
+from node.testing.synthetic import write_ct_study
 from tests.conftest import model_geometry
 
 PROVENANCE = Provenance("replay (TEST)", True)

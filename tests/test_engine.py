@@ -24,7 +24,7 @@ from node.findings import locate, parse_output
 from node.imaging.geometry import FrameRef, Geometry, SourceBox
 from node.model.profiles import PROFILES
 from node.model.prompt import build_prompt, question_text
-from node.synthetic import write_ct_study
+from node.testing.synthetic import write_ct_study
 
 QWEN25 = PROFILES["qwen2.5-vl"]
 

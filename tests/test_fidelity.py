@@ -33,8 +33,8 @@ from node.model.prompt import build_prompt
 from node.reading import read_batch
 from node.routing import Router
 from node.store import StudySummary
-from node.synthetic import ECG_LEADS, ecg_lead_signal, write_cr_study, write_ct_study, write_ecg_study
-from tests.conftest import dciodvfy_errors, storescu, wait_for
+from node.testing.synthetic import ECG_LEADS, ecg_lead_signal, write_cr_study, write_ct_study, write_ecg_study
+from tests.conftest import wait_for
 from tests.test_results import dsr2xml_errors, sr_value_types
 
 FAMILIES = tuple(PROFILES)
@@ -253,20 +253,22 @@ def test_a_vl_model_is_given_no_ecg_signal(tiny_engine) -> None:
 # --- through the running node --------------------------------------------------------------------------
 
 
-def _read_by_the_node(node, files: list[Path]) -> StudySummary:
+def _read_by_the_node(storescu, node, files: list[Path]) -> StudySummary:
     assert storescu(node.scp.port, files).returncode == 0
     return wait_for(lambda: next((s for s in node.store.studies.summaries()
                                   if s.state in ("complete", "skipped", "failed")), None), timeout=90)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_the_node_reads_studies_with_each_family(family: str, make_node, tmp_path: Path, tiny_family_dir) -> None:
+@pytest.mark.usefixtures("dcmtk")
+def test_the_node_reads_studies_with_each_family(family: str, make_node, tmp_path: Path, tiny_family_dir,
+                                                 storescu, dciodvfy_errors) -> None:
     """``serve`` with each family's checkpoint: a chest CR for all; for Omni an ECG, whose report references
     the waveform and holds no image coordinates (and no SEG or presentation state is made)."""
     node = make_node(engine={"backend": "transformers", "model": tiny_family_dir(family), "device": "cpu",
                              "max_new_tokens": 8})
     study = write_ecg_study(tmp_path / "ecg", rate_hz=250.0) if family == "omni" else write_cr_study(tmp_path / "cr")
-    summary = _read_by_the_node(node, list(study.files))
+    summary = _read_by_the_node(storescu, node, list(study.files))
     assert summary.state == "complete", summary.detail
     [version] = (node.config.storage.root / "results" / study.study_uid).iterdir()
     sr = pydicom.dcmread(version / "sr.dcm")
@@ -285,15 +287,16 @@ def _texts(items) -> list[str]:
             for text in [str(item.get("TextValue", "")), *_texts(item.get("ContentSequence", []))]]
 
 
-def test_an_ecg_study_is_settled_as_skipped_when_the_model_takes_no_ecg(node, tmp_path: Path) -> None:
+def test_an_ecg_study_is_settled_as_skipped_when_the_model_takes_no_ecg(node, tmp_path: Path, storescu) -> None:
     """The replay node mounts no model of its own, so its inputs are made for qwen2.5-vl: no ECG. The skip is
     final at once (it would recur), with its reason — never a failure retried three times."""
     study = write_ecg_study(tmp_path / "ecg")
-    summary = _read_by_the_node(node, list(study.files))
+    summary = _read_by_the_node(storescu, node, list(study.files))
     assert (summary.state, summary.detail, summary.attempts) == ("skipped", NO_ECG_INPUT, 0)
 
 
 
+@pytest.mark.slow
 def test_model_tiny_builds_each_family_and_check_names_it(tmp_path: Path) -> None:
     """``qoq-node model tiny --family omni`` ships its own modelling code; ``check`` says what is mounted."""
     import subprocess

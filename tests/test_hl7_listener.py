@@ -13,25 +13,23 @@ import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
-from node.egress.mllp import END, START
-from node.localpeers import LOOPBACK, NodeProcess, free_port
+from node.mllp import END, START, MllpReader
 from node.store import Store
 from node.store.clinical import patient_key
-from node.synthetic import restamp, write_cr_study
-from node.synthetic_hl7 import LabValue, lab_message, merge_message, order_message
-from tests.conftest import metric_value, storescu, wait_for
+from node.testing.loopback import LOOPBACK, free_port
+from node.testing.node_process import NodeProcess
+from node.testing.synthetic import restamp, write_cr_study
+from node.testing.synthetic_hl7 import LabValue, lab_message, merge_message, order_message
+from tests.conftest import metric_value, wait_for
 
 
 def _exchange(port: int, payload: bytes) -> str:
     """Send raw bytes framed as MLLP; the ACK text."""
     with socket.create_connection((LOOPBACK, port), timeout=10) as connection:
         connection.sendall(START + payload + END)
-        data = b""
-        while END not in data:
-            chunk = connection.recv(65536)
-            assert chunk, "the listener closed without answering"
-            data += chunk
-    return data[data.find(START) + 1 : data.find(END)].decode()
+        ack = MllpReader(connection.recv, 1_000_000).read()
+    assert ack is not None, "the listener closed without answering"
+    return ack.decode()
 
 
 def _msa(ack: str) -> list[str]:
@@ -110,7 +108,18 @@ def test_a_message_longer_than_the_limit_is_answered_ae(make_node) -> None:
     assert _msa(ack)[1] == "AE" and "too long" in ack
 
 
-def test_kill_9_after_an_ack_loses_nothing_and_no_log_names_the_patient(tmp_path: Path) -> None:
+def test_a_stream_without_an_end_past_the_limit_is_answered_ae_and_closed(make_node) -> None:
+    """More than max_message_bytes and no end mark in sight: one AE, then the listener hangs up."""
+    node = make_node(hl7_listener={"enabled": True, "host": LOOPBACK, "port": 0, "max_message_bytes": 2048})
+    with socket.create_connection((LOOPBACK, node.hl7.port), timeout=10) as connection:
+        connection.sendall(START + b"MSH|" + b"x" * 4000)
+        reader = MllpReader(connection.recv, 1_000_000)
+        ack = reader.read()
+        assert ack is not None and _msa(ack.decode())[1] == "AE" and b"too long" in ack
+        assert reader.read() is None  # the listener closed the connection
+
+
+def test_kill_9_after_an_ack_loses_nothing_and_no_log_names_the_patient(tmp_path: Path, storescu) -> None:
     """The order, the lab and the study are kept across a kill -9 right after their ACKs; no log line
     carries the patient's identifier, name, the order's reason or a lab value."""
     hl7_port = free_port()

@@ -9,8 +9,8 @@ import struct
 import time
 from pathlib import Path
 
-from node.localpeers import LOOPBACK
-from tests.conftest import echoscu, metric_value
+from node.testing.loopback import LOOPBACK
+from tests.conftest import metric_value
 from tests.test_tls import make_pki
 
 
@@ -27,7 +27,7 @@ def _closed_by_peer(connection: socket.socket, within: float = 5.0) -> bool:
         return False
 
 
-def test_silent_and_half_open_connections_free_their_slots(make_node) -> None:
+def test_silent_and_half_open_connections_free_their_slots(make_node, echoscu) -> None:
     """Eight silent connections and four that sent half an A-ASSOCIATE-RQ, on a node allowing four
     associations: the PACS associates at once (only established associations take a slot), and within
     the association request time they are closed, although none of them was closed by its client."""
@@ -48,7 +48,7 @@ def test_silent_and_half_open_connections_free_their_slots(make_node) -> None:
             connection.close()
 
 
-def test_a_stalled_tls_handshake_blocks_no_other_client(make_node, tmp_path: Path) -> None:
+def test_a_stalled_tls_handshake_blocks_no_other_client(make_node, tmp_path: Path, echoscu) -> None:
     """A TCP connection to the TLS port that never starts its handshake: another client's handshake and
     association go through at once, and the stalled one is closed after the association request time."""
     pki = make_pki(tmp_path)

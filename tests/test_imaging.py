@@ -15,7 +15,7 @@ from node.imaging.ecg import render_ecg
 from node.imaging.inputs import ECG_AS_IMAGE_CAVEAT, NO_ECG_INPUT, NotForModel, study_inputs
 from node.imaging.series import InstanceInfo, evenly_spaced, select_key_frames
 from node.model.profiles import PROFILES
-from node.synthetic import write_ct_study, write_file
+from node.testing.synthetic import write_ct_study, write_file
 from tests.conftest import PYDICOM_TEST_FILES
 
 QWEN25 = PROFILES["qwen2.5-vl"]

@@ -26,7 +26,6 @@ MAX_LINES = 300
 OVERSIZED = {
     "node/cli.py",
     "node/ingest/receiver.py",
-    "node/localpeers.py",
 }
 
 

@@ -10,7 +10,8 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
 from node.egress.mllp import Delivery, MllpClient, classify_ack
-from node.localpeers import LOOPBACK, MllpListener
+from node.testing.ehr import MllpListener
+from node.testing.loopback import LOOPBACK
 
 MESSAGE = ("MSH|^~\\&|QOQNODE|RADIOLOGY|EHR|HOSPITAL|20260101120000||ORU^R01^ORU_R01|QOQ123|P|2.5.1\r"
            "PID|1||SYN-0001||SYNTHETIC^PATIENT\r"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from node.synthetic import write_cr_study
+from node.testing.synthetic import write_cr_study
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "deploy" / "offline"))
@@ -114,6 +114,7 @@ def test_the_node_installs_offline_next_to_the_hosts_torch_and_runs(wheelhouse: 
     assert outcome["inputs"][0]["pre_resize"]["method"] == "nearest"
 
 
+@pytest.mark.slow
 def test_the_gpu_benchmark_runs_end_to_end_as_a_dry_run(tmp_path: Path) -> None:
     """``python -m benchmarks.gpu --dry-run``: every step on the tiny shape on the CPU, the report written,
     and the compile row skipped with its reason because it would not fit the budget."""

@@ -12,9 +12,9 @@ import urllib.request
 
 import pytest
 
-from node.localpeers import LOOPBACK
 from node.ops import http
 from node.ops.http import OpsServer
+from node.testing.loopback import LOOPBACK
 
 
 @pytest.fixture

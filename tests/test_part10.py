@@ -97,6 +97,7 @@ def test_any_bytes_either_parse_or_raise_malformed(blob: bytes, syntax: str) -> 
         read_header(blob, syntax)
 
 
+@pytest.mark.usefixtures("dcmtk")
 def test_file_meta_makes_a_valid_part10_file(tmp_path: Path) -> None:
     data, syntax, ds = _sample("MR_small_jp2klossless.dcm")
     path = tmp_path / "x.dcm"

@@ -18,9 +18,9 @@ from node.errors import is_permanent, reason
 from node.imaging.decode import ImagingError
 from node.ingest.hl7v2 import Hl7Error
 from node.ingest.part10 import MalformedDataset
-from node.localpeers import NodeProcess
-from node.synthetic import restamp, write_cr_study, write_file
-from tests.conftest import dciodvfy_errors, storescu, wait_for
+from node.testing.node_process import NodeProcess
+from node.testing.synthetic import restamp, write_cr_study, write_file
+from tests.conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 #: Distinctive values, one per patient/study attribute, so a grep finds any of them anywhere.
@@ -36,7 +36,8 @@ def _studies(node: NodeProcess, *options: str) -> str:
     return run.stdout
 
 
-def test_malformed_sources_are_read_and_nothing_of_the_patient_is_written_out(tmp_path: Path) -> None:
+def test_malformed_sources_are_read_and_nothing_of_the_patient_is_written_out(tmp_path: Path, storescu,
+                                                                              dciodvfy_errors) -> None:
     """Three studies: every attribute distinctive and the birth date in ISO form, the name with control
     characters and 10 KB long; one without a Patient ID; one whose pixel data are cut short. The
     first two complete with valid objects; the third fails at once (no retries) with a reason naming

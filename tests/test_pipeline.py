@@ -12,14 +12,24 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
 from node.imaging.geometry import FrameRef, SourceBox
-from node.localpeers import LOOPBACK, MllpListener, Orthanc, free_port
 from node.store import COMPLETE, DEAD, FAILED, SENT, UNDELIVERED
-from node.synthetic import SyntheticStudy, boxed_response, lesion_box, write_cr_study, write_ct_study, write_file
-from tests.conftest import get, metric_value, model_geometry, storescu, wait_for
+from node.testing.ehr import MllpListener
+from node.testing.loopback import LOOPBACK, free_port
+from node.testing.pacs import Orthanc
+from node.testing.synthetic import (
+    SyntheticStudy,
+    boxed_response,
+    lesion_box,
+    write_cr_study,
+    write_ct_study,
+    write_file,
+)
+from tests.conftest import get, metric_value, model_geometry, wait_for
 
 
 def _replay(tmp_path: Path, responses: dict[str, str]) -> dict:
@@ -132,6 +142,7 @@ def test_cr_and_ct_results_reach_the_pacs_and_the_ehr(orthanc: Orthanc, make_nod
         assert metric_value(metrics, "qoqnode_studies", 'state="complete"') == 2
 
 
+@pytest.mark.usefixtures("dcmtk", "orthanc_installed")
 def test_outages_naks_and_silence_are_retried_and_rejections_dead_lettered(make_node, tmp_path: Path) -> None:
     """The PACS is down at first; one EHR NAKs twice, one is silent once, one rejects."""
     ct = write_ct_study(tmp_path / "ct", slices=2, size=64)
@@ -171,6 +182,7 @@ def test_outages_naks_and_silence_are_retried_and_rejections_dead_lettered(make_
         assert len(rejecting.received) == 2
 
 
+@pytest.mark.usefixtures("dcmtk")
 def test_a_study_that_cannot_be_read_is_parked_as_failed_at_once(make_node, tmp_path: Path) -> None:
     """Its data is at fault (the pixel data do not fit the header): the next try would fail the same way,
     so the study is failed after one attempt, with a reason that quotes none of its values."""
@@ -194,7 +206,7 @@ def test_a_study_that_cannot_be_read_is_parked_as_failed_at_once(make_node, tmp_
     wait_for(lambda: _state(node, good.study_uid) == COMPLETE, timeout=30)
 
 
-def test_an_unexpected_error_in_results_is_retried_then_failed_with_its_type(make_node, tmp_path: Path,
+def test_an_unexpected_error_in_results_is_retried_then_failed_with_its_type(make_node, tmp_path: Path, storescu,
                                                                            monkeypatch) -> None:
     """A bug in a results builder (a RuntimeError that quotes a value) is not the data's fault: the study is
     tried ``pipeline.max_attempts`` times, then failed with the error's type and none of its message."""
@@ -225,6 +237,7 @@ def test_an_unexpected_error_in_results_is_retried_then_failed_with_its_type(mak
     wait_for(lambda: _state(node, ct.study_uid) == COMPLETE, timeout=60)
 
 
+@pytest.mark.usefixtures("dcmtk")
 def test_late_instances_make_a_new_result_that_supersedes_the_first(orthanc: Orthanc, make_node,
                                                                     tmp_path: Path) -> None:
     ct = write_ct_study(tmp_path / "ct", slices=3, size=64)
@@ -250,6 +263,7 @@ def test_late_instances_make_a_new_result_that_supersedes_the_first(orthanc: Ort
         assert obr[0][3] == obr[1][3]
 
 
+@pytest.mark.usefixtures("dcmtk")
 def test_a_model_that_cannot_load_keeps_the_node_receiving_but_not_ready(make_node, tmp_path: Path) -> None:
     node = make_node(engine={"model": tmp_path / "no-such-model"})
     wait_for(lambda: get(node, "/startupz")[0] == 200)  # start-up is over ...
@@ -338,7 +352,7 @@ def test_a_pacs_that_sends_the_whole_study_back_makes_no_loop(make_node, orthanc
                             'outcome="duplicate"') == 3  # the CR itself, each time
 
 
-def test_a_study_with_nowhere_to_deliver_counts_as_complete(make_node, tmp_path: Path) -> None:
+def test_a_study_with_nowhere_to_deliver_counts_as_complete(make_node, tmp_path: Path, storescu) -> None:
     """Without destinations a read study is complete at once, and the complete transition is counted
     (it stayed at 0, so an alert or dashboard on completed studies saw nothing)."""
     node = make_node()
@@ -350,7 +364,7 @@ def test_a_study_with_nowhere_to_deliver_counts_as_complete(make_node, tmp_path:
     assert metric_value(metrics, "qoqnode_study_transitions_total", 'state="queued"') == 0
 
 
-def test_results_go_within_seconds_of_a_destination_coming_back(make_node, tmp_path: Path) -> None:
+def test_results_go_within_seconds_of_a_destination_coming_back(make_node, tmp_path: Path, storescu) -> None:
     """The EHR is down when the study is read, and the retry backoff is a minute; the worker probes it
     every half second, so the ORU goes within seconds of the EHR's return (issue 17: 142 s after a
     2-minute PACS outage)."""

@@ -15,8 +15,10 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from node.localpeers import LOOPBACK, NodeProcess, Orthanc, http_json
-from node.synthetic import write_ct_study
+from node.testing.loopback import LOOPBACK, http_json
+from node.testing.node_process import NodeProcess
+from node.testing.pacs import Orthanc
+from node.testing.synthetic import write_ct_study
 from tests.conftest import DCMTK_ENV, NO_FINDINGS, dataset_bytes, metric_value, wait_for
 
 
@@ -37,6 +39,7 @@ def _wait_assembled(node: NodeProcess, timeout: float = 30) -> dict:
     raise AssertionError(f"study not stable: {_studies(node)}")
 
 
+@pytest.mark.usefixtures("orthanc_installed")
 def test_orthanc_sends_a_study_that_arrives_byte_identical(tmp_path: Path) -> None:
     study = write_ct_study(tmp_path / "study", slices=6, series=2, size=64)
     with NodeProcess(tmp_path / "node", {"QOQ_NODE__STUDY__STABLE_SECONDS": "1"}, NO_FINDINGS) as node, \
@@ -57,6 +60,7 @@ def test_orthanc_sends_a_study_that_arrives_byte_identical(tmp_path: Path) -> No
             assert pydicom.dcmread(stored, stop_before_pixels=True).file_meta.SourceApplicationEntityTitle == "ORTHANC"
 
 
+@pytest.mark.usefixtures("dcmtk")
 def test_kill_9_mid_transfer_loses_no_acknowledged_instance(tmp_path: Path) -> None:
     study = write_ct_study(tmp_path / "study", slices=200, size=128)
     node = NodeProcess(tmp_path / "node", {"QOQ_NODE__STUDY__STABLE_SECONDS": "2"}, NO_FINDINGS).start()
@@ -96,6 +100,7 @@ def test_kill_9_mid_transfer_loses_no_acknowledged_instance(tmp_path: Path) -> N
         node.stop()
 
 
+@pytest.mark.usefixtures("dcmtk")
 def test_sigterm_lets_the_open_association_finish(tmp_path: Path) -> None:
     study = write_ct_study(tmp_path / "study", slices=120, size=128)
     node = NodeProcess(tmp_path / "node", replay=NO_FINDINGS).start()
@@ -119,6 +124,7 @@ def test_sigterm_lets_the_open_association_finish(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+@pytest.mark.usefixtures("dcmtk")
 def test_logs_carry_no_patient_identity(tmp_path: Path, level: str) -> None:
     study = write_ct_study(tmp_path / "study", slices=3, size=32)
     settings = {"QOQ_NODE__LOG__LEVEL": level, "QOQ_NODE__STUDY__STABLE_SECONDS": "1"}

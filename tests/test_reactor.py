@@ -6,7 +6,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
 from node.app import Node
-from node.localpeers import LOOPBACK
+from node.testing.loopback import LOOPBACK
 from tests.conftest import wait_for
 
 

@@ -11,9 +11,13 @@ import sys
 from pathlib import Path
 
 import pydicom
+import pytest
 
-from node.localpeers import LOOPBACK, MllpListener, NodeProcess, Orthanc
-from node.synthetic import write_ct_study
+from node.testing.ehr import MllpListener
+from node.testing.loopback import LOOPBACK
+from node.testing.node_process import NodeProcess
+from node.testing.pacs import Orthanc
+from node.testing.synthetic import write_ct_study
 from tests.conftest import DCMTK_ENV, metric_value, wait_for
 
 
@@ -27,6 +31,7 @@ def _events(node: NodeProcess) -> list[str]:
     return [json.loads(line)["event"] for line in node.log_path.read_text().splitlines() if line.startswith("{")]
 
 
+@pytest.mark.usefixtures("dcmtk", "orthanc_installed")
 def test_kill_9_while_receiving_reading_and_sending_still_delivers_exactly_once(tmp_path: Path) -> None:
     ct = write_ct_study(tmp_path / "ct", slices=40, size=128)
     with Orthanc(tmp_path / "pacs") as pacs, MllpListener(["silent"]) as ehr:

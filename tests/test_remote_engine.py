@@ -28,11 +28,11 @@ from node.engine.openai_server import EngineServer, decode_data_url
 from node.engine.replay import ReplayEngine
 from node.engine.tiny import TINY_MODEL_NAME
 from node.engine.transformers_backend import TransformersEngine
-from node.localpeers import LOOPBACK, free_port, http_json
 from node.model.profiles import PROFILES
 from node.model.prompt import build_prompt, question_text
-from node.synthetic import boxed_response, write_cr_study
-from tests.conftest import get, metric_value, storescu, wait_for
+from node.testing.loopback import LOOPBACK, free_port, http_json
+from node.testing.synthetic import boxed_response, write_cr_study
+from tests.conftest import get, metric_value, wait_for
 from tests.test_pipeline import _assert_on_lesion, _sr_box
 
 SETTINGS = GenerationSettings(max_new_tokens=24)
@@ -285,7 +285,8 @@ def test_engine_serve_command_serves_the_configured_engine(tmp_path: Path, tiny_
     assert process.returncode == 0
 
 
-def test_a_node_waits_for_its_engine_server_and_reads_the_study_when_it_comes(make_node, tmp_path: Path) -> None:
+def test_a_node_waits_for_its_engine_server_and_reads_the_study_when_it_comes(make_node, tmp_path: Path,
+                                                                              storescu) -> None:
     """The loop with a remote engine: the server is down when the study arrives, so the study waits
     (no attempt counted, engine_available 0); once the server is up the study is read, and the
     boxes the server's engine gave land on the lesion in the source image."""
@@ -350,7 +351,7 @@ class _Slow(BaseHTTPRequestHandler):
 
 @pytest.mark.parametrize("batches_in_flight", [1, 3])
 def test_batches_in_flight_let_new_studies_join_while_others_generate(make_node, tmp_path: Path,
-                                                                       batches_in_flight: int) -> None:
+                                                                       batches_in_flight: int, storescu) -> None:
     """With batch_size 1, one batch at a time sends one request at a time; three batches in flight
     keep three requests at the server at once, and every study still completes exactly once."""
     handler = type("Slow", (_Slow,), {"lock": threading.Lock(), "open_now": 0, "most": [0]})

@@ -21,7 +21,6 @@ from pydicom.uid import generate_uid
 from node.chain import prepare_study
 from node.findings import Findings, LocatedBox, ModelBox, locate, parse_output
 from node.imaging.geometry import FrameRef, SourceBox
-from node.localpeers import Orthanc, http_json
 from node.model.profiles import PROFILES
 from node.reading import read_from_text
 from node.results.gsps import build_presentation_state
@@ -31,8 +30,10 @@ from node.results.seg import build_segs
 from node.results.sr import build_sr
 from node.results.writer import write_results
 from node.routing import Router
-from node.synthetic import write_cr_study, write_ct_study, write_file
-from tests.conftest import PYDICOM_TEST_FILES, dciodvfy_errors, model_geometry, node_config
+from node.testing.loopback import http_json
+from node.testing.pacs import Orthanc
+from node.testing.synthetic import write_cr_study, write_ct_study, write_file
+from tests.conftest import PYDICOM_TEST_FILES, model_geometry, node_config
 
 PROVENANCE = Provenance("replay (recorded responses; TEST RESULT, not a model output)", True)
 
@@ -58,7 +59,8 @@ def _sources(tmp_path: Path, modality: str = "CT", photometric: str = "MONOCHROM
 
 @pytest.mark.parametrize(("modality", "photometric"), [("CT", "MONOCHROME2"), ("MR", "MONOCHROME2"),
                                                         ("DX", "MONOCHROME1")])
-def test_gsps_is_valid_and_its_box_is_where_the_finding_is(tmp_path: Path, modality: str, photometric: str) -> None:
+def test_gsps_is_valid_and_its_box_is_where_the_finding_is(tmp_path: Path, modality: str, photometric: str,
+                                                           dciodvfy_errors) -> None:
     sources = _sources(tmp_path, modality, photometric)
     box = (143.0, 69.0, 183.0, 114.0)
     findings = _findings(sources[0], box)
@@ -93,7 +95,7 @@ def test_gsps_uids_are_deterministic_and_depend_on_the_version(tmp_path: Path) -
     assert later.SOPInstanceUID != first.SOPInstanceUID
 
 
-def test_gsps_with_non_ascii_patient_names_round_trips(tmp_path: Path) -> None:
+def test_gsps_with_non_ascii_patient_names_round_trips(tmp_path: Path, dciodvfy_errors) -> None:
     for charset, name in (("ISO_IR 192", "Müller^Zoë=山田^太郎"), ("ISO_IR 100", "Müller^Zoë")):
         sources = _sources(tmp_path / charset.replace(" ", ""))
         for ds in sources:
@@ -107,6 +109,7 @@ def test_gsps_with_non_ascii_patient_names_round_trips(tmp_path: Path) -> None:
             assert dciodvfy_errors(path) == []
 
 
+@pytest.mark.usefixtures("orthanc_installed")
 def test_orthanc_files_the_gsps_under_the_source_study(tmp_path: Path) -> None:
     sources = _sources(tmp_path)
     paths = []
@@ -142,7 +145,7 @@ def _content_items(sr: pydicom.Dataset, value_type: str) -> list[pydicom.Dataset
     return found
 
 
-def test_sr_is_valid_readable_and_its_region_is_the_box(tmp_path: Path) -> None:
+def test_sr_is_valid_readable_and_its_region_is_the_box(tmp_path: Path, dciodvfy_errors) -> None:
     sources = _sources(tmp_path)
     box = (143.0, 69.0, 183.0, 114.0)
     findings = _findings(sources[0], box, labels="Mass, Something Odd", reasoning="Dense focus | 1 cm.")
@@ -186,7 +189,7 @@ def test_sr_is_valid_readable_and_its_region_is_the_box(tmp_path: Path) -> None:
     assert group.finding_type.meaning == "Mass" and group.roi is not None
 
 
-def test_seg_marks_the_box_pixels_on_the_right_image(tmp_path: Path) -> None:
+def test_seg_marks_the_box_pixels_on_the_right_image(tmp_path: Path, dciodvfy_errors) -> None:
     sources = _sources(tmp_path)
     box = (143.2, 69.5, 183.0, 114.0)
     findings = _findings(sources[1], box)
@@ -230,7 +233,7 @@ def test_two_boxes_of_one_finding_are_two_segments(tmp_path: Path) -> None:
     assert len({s.TrackingUID for s in seg.SegmentSequence}) == 2
 
 
-def test_boxes_on_images_without_geometry_get_a_seg_each(tmp_path: Path) -> None:
+def test_boxes_on_images_without_geometry_get_a_seg_each(tmp_path: Path, dciodvfy_errors) -> None:
     """A two-view chest radiograph series (no frame of reference, so highdicom segments one image per
     SEG) with a box on each view: two SEGs in one series, each on its own view."""
     front = pydicom.dcmread(write_cr_study(tmp_path / "cr", size=256).files[0])
@@ -259,7 +262,7 @@ def test_boxes_on_images_without_geometry_get_a_seg_each(tmp_path: Path) -> None
         assert (columns.min(), rows.min(), columns.max() + 1, rows.max() + 1) == boxes[str(source.SOPInstanceUID)]
 
 
-def test_a_box_on_an_enhanced_multiframe_image_is_segmented_on_its_frame(tmp_path: Path) -> None:
+def test_a_box_on_an_enhanced_multiframe_image_is_segmented_on_its_frame(tmp_path: Path, dciodvfy_errors) -> None:
     import highdicom as hd
 
     slices = [pydicom.dcmread(p) for p in write_ct_study(tmp_path / "ct", slices=4, size=64).files]
@@ -279,7 +282,7 @@ def test_a_box_on_an_enhanced_multiframe_image_is_segmented_on_its_frame(tmp_pat
     assert (columns.min(), rows.min(), columns.max() + 1, rows.max() + 1) == (30, 10, 40, 20)
 
 
-def test_a_box_on_a_cine_ultrasound_frame_is_segmented_on_that_frame(tmp_path: Path) -> None:
+def test_a_box_on_a_cine_ultrasound_frame_is_segmented_on_that_frame(tmp_path: Path, dciodvfy_errors) -> None:
     source = pydicom.dcmread(PYDICOM_TEST_FILES / "examples_ybr_color.dcm")  # US multi-frame, 30 frames
     boxes = [LocatedBox("cyst", ModelBox("cyst", 0, 0, 1, 1),
                         SourceBox(FrameRef(source.SOPInstanceUID, frame, source.Rows, source.Columns), *box))
@@ -456,7 +459,9 @@ SOURCE_KINDS = {
 
 
 @pytest.mark.parametrize("kind", list(SOURCE_KINDS))
-def test_every_result_object_passes_dciodvfy_for_every_kind_of_source(tmp_path: Path, kind: str) -> None:
+@pytest.mark.usefixtures("dcmtk")
+def test_every_result_object_passes_dciodvfy_for_every_kind_of_source(tmp_path: Path, kind: str,
+                                                                      dciodvfy_errors) -> None:
     from node.imaging.decode import iter_frames
     from node.imaging.inputs import study_inputs
     from node.results.sc import build_sc
@@ -638,7 +643,7 @@ def test_written_files_name_the_node_as_their_implementation(tmp_path: Path) -> 
                                                                                 IMPLEMENTATION_VERSION_NAME)
 
 
-def test_key_object_selection_lists_the_images_read_with_the_answer(tmp_path: Path) -> None:
+def test_key_object_selection_lists_the_images_read_with_the_answer(tmp_path: Path, dciodvfy_errors) -> None:
     """A KOS "Of Interest" over the images the model read: what a PACS shows as key images."""
     from node.results.kos import build_kos
 
@@ -657,7 +662,7 @@ def test_key_object_selection_lists_the_images_read_with_the_answer(tmp_path: Pa
     assert kos.SeriesDescription.startswith("AI key images (KO) - ")
 
 
-def test_the_sr_references_each_boxs_seg_segment(tmp_path: Path) -> None:
+def test_the_sr_references_each_boxs_seg_segment(tmp_path: Path, dciodvfy_errors) -> None:
     """Written together, each box's measurement group names its SEG segment (Referenced Segment), next to
     the region viewers draw; the SR stays valid and highdicom still reads the group."""
     _written_cr(tmp_path)
@@ -678,7 +683,7 @@ def _written_cr(tmp_path: Path, secondary_capture: bool | str = False):
     from node.config import load_config
     from node.results.writer import write_results
     from node.routing import Router
-    from node.synthetic import boxed_response
+    from node.testing.synthetic import boxed_response
 
     rules = Path(__file__).parent.parent / "conf" / "routing.yaml"
     cr = write_cr_study(tmp_path / "cr", size=512)
@@ -710,7 +715,8 @@ def _unescape_raw(value: str) -> str:
 
 
 @pytest.mark.parametrize("name", list(HOSTILE_OUTPUTS))
-def test_hostile_model_output_gives_valid_objects_and_keeps_the_answer(tmp_path: Path, name: str) -> None:
+def test_hostile_model_output_gives_valid_objects_and_keeps_the_answer(tmp_path: Path, name: str,
+                                                                       dciodvfy_errors) -> None:
     study = write_cr_study(tmp_path / "cr", size=256)
     config = node_config(tmp_path / "node")
     outcome = prepare_study(study.study_uid, list(study.files), Router.from_file(Path("conf/routing.yaml")),
@@ -739,7 +745,7 @@ def test_hostile_model_output_gives_valid_objects_and_keeps_the_answer(tmp_path:
     assert not re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x1c\u2028\u2029\x85]", oru)
 
 
-def test_a_series_of_mixed_sizes_gets_a_presentation_state_per_size(tmp_path: Path) -> None:
+def test_a_series_of_mixed_sizes_gets_a_presentation_state_per_size(tmp_path: Path, dciodvfy_errors) -> None:
     """Two radiographs of one series, 256 and 192 pixels square, a box on each: two presentation states,
     each over its own image, both valid, nothing left out (issue 17: the state was lost)."""
     big = write_cr_study(tmp_path / "big", size=256)

@@ -11,8 +11,8 @@ from pydicom.uid import generate_uid
 
 from node.ingest.spool import Spool
 from node.store import COMPLETE
-from node.synthetic import write_cr_study
-from tests.conftest import metric_value, storescu, wait_for
+from node.testing.synthetic import write_cr_study
+from tests.conftest import metric_value, wait_for
 
 DAY = 86_400.0
 
@@ -21,7 +21,8 @@ def _state(node, study_uid: str) -> str:
     return next((s.state for s in node.store.studies.summaries() if s.study_uid == study_uid), "")
 
 
-def test_finished_studies_are_purged_after_retention_and_can_be_received_again(make_node, tmp_path: Path) -> None:
+def test_finished_studies_are_purged_after_retention_and_can_be_received_again(make_node, tmp_path: Path,
+                                                                               storescu) -> None:
     node = make_node(storage={"retention_days": 14})
     study = write_cr_study(tmp_path / "cr", size=256)
     no_study = pydicom.dcmread(study.files[0])
@@ -54,7 +55,7 @@ def test_finished_studies_are_purged_after_retention_and_can_be_received_again(m
     assert [p.name for p in spooled.iterdir()] == [f"{pydicom.dcmread(study.files[0]).SOPInstanceUID}.dcm"]
 
 
-def test_unfinished_studies_are_kept_and_zero_keeps_everything(make_node, tmp_path: Path) -> None:
+def test_unfinished_studies_are_kept_and_zero_keeps_everything(make_node, tmp_path: Path, storescu) -> None:
     waiting = make_node(engine={"model": tmp_path / "no-such-model"})  # cannot read: studies stay stable
     study = write_cr_study(tmp_path / "cr", size=256)
     assert storescu(waiting.scp.port, list(study.files)).returncode == 0

@@ -25,8 +25,8 @@ from node.imaging.prepared import Prepared
 from node.ingest.part10 import file_meta
 from node.model.profiles import PROFILES
 from node.routing import DOMAINS, Router, RoutingError, Skipped, StudyHeader
-from node.synthetic import restamp, write_cr_study, write_ct_study, write_ecg_study, write_file
-from tests.conftest import PYDICOM_TEST_FILES, dciodvfy_errors, model_geometry
+from node.testing.synthetic import restamp, write_cr_study, write_ct_study, write_ecg_study, write_file
+from tests.conftest import PYDICOM_TEST_FILES, model_geometry
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_RULES = REPO / "conf" / "routing.yaml"
@@ -109,7 +109,7 @@ def _infer(
     )
 
 
-def test_infer_with_replay_puts_the_box_on_the_lesion(tmp_path: Path) -> None:
+def test_infer_with_replay_puts_the_box_on_the_lesion(tmp_path: Path, dciodvfy_errors) -> None:
     study = write_ct_study(tmp_path / "ct", slices=1, size=256)
     ds = pydicom.dcmread(study.files[0])
     hu = ds.pixel_array.astype(np.float32) - 1024
@@ -174,7 +174,8 @@ def test_infer_lists_every_input_with_its_kind_and_shape(tmp_path: Path, tiny_fa
                       "samples": 2500, "shape": "8 leads × 2500 samples @ 500 Hz (from 1000 Hz, 10000 samples)"}
 
 
-def test_an_ecg_is_skipped_for_a_vl_model_unless_its_plot_is_asked_for(tmp_path: Path, tiny_dir: Path) -> None:
+def test_an_ecg_is_skipped_for_a_vl_model_unless_its_plot_is_asked_for(tmp_path: Path, tiny_dir: Path,
+                                                                       dciodvfy_errors) -> None:
     ecg = write_ecg_study(tmp_path / "ecg")
     env = {"QOQ_NODE__ENGINE__MODEL": str(tiny_dir), "QOQ_NODE__ENGINE__MAX_NEW_TOKENS": "8"}
     [skipped] = json.loads(_infer(tmp_path, env, *ecg.files).stdout)

@@ -26,10 +26,10 @@ from node.ingest import incoming, part10, spool
 from node.ingest.incoming import INFLATED_TWIN
 from node.ingest.part10 import file_meta
 from node.ingest.receiver import MALFORMED, SOP_CLASS_MISMATCH, SOP_INSTANCE_MISMATCH, UID_CONFLICT
-from node.localpeers import LOOPBACK
 from node.store import RECEIVING
-from node.synthetic import SyntheticStudy, write_ct_study
-from tests.conftest import PYDICOM_TEST_FILES, dataset_bytes, echoscu, get, metric_value, storescu, wait_for
+from node.testing.loopback import LOOPBACK
+from node.testing.synthetic import SyntheticStudy, write_ct_study
+from tests.conftest import PYDICOM_TEST_FILES, dataset_bytes, get, metric_value, wait_for
 
 
 @pytest.fixture
@@ -67,13 +67,14 @@ def stored_path(node: Node, sop_instance_uid: str) -> Path:
     return path
 
 
-def test_echo(node: Node) -> None:
+def test_echo(node: Node, echoscu) -> None:
     result = echoscu(node.scp.port)
     assert result.returncode == 0, result.stderr
     assert "Received Echo Response (Success)" in result.stderr
 
 
-def test_multi_series_study_is_stored_byte_for_byte_and_becomes_stable(node: Node, ct_study: SyntheticStudy) -> None:
+def test_multi_series_study_is_stored_byte_for_byte_and_becomes_stable(node: Node, ct_study: SyntheticStudy,
+                                                                       storescu) -> None:
     result = storescu(node.scp.port, list(ct_study.files))
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("Received Store Response (Success)") == len(ct_study.files)
@@ -92,7 +93,7 @@ def test_multi_series_study_is_stored_byte_for_byte_and_becomes_stable(node: Nod
 
 
 @pytest.mark.parametrize(("name", "propose"), ENCODED_FILES)
-def test_storescu_in_every_transfer_syntax(node: Node, name: str, propose: str) -> None:
+def test_storescu_in_every_transfer_syntax(node: Node, name: str, propose: str, storescu) -> None:
     source = PYDICOM_TEST_FILES / name
     sent = pydicom.dcmread(source)
     result = storescu(node.scp.port, [source], propose)
@@ -127,7 +128,7 @@ def test_private_sop_class_is_accepted(node: Node, ct_study: SyntheticStudy, tmp
     assert dataset_bytes(stored_path(node, ds.SOPInstanceUID)) == dataset_bytes(path)
 
 
-def test_calling_ae_allow_list_rejects_with_the_standard_reason(make_node) -> None:
+def test_calling_ae_allow_list_rejects_with_the_standard_reason(make_node, echoscu) -> None:
     node = make_node(dicom={"allowed_calling_ae_titles": "[PACS1]"})
     refused = echoscu(node.scp.port, "-aet", "INTRUDER")
     assert refused.returncode != 0
@@ -138,13 +139,13 @@ def test_calling_ae_allow_list_rejects_with_the_standard_reason(make_node) -> No
     assert metric_value(metrics, "qoqnode_dicom_associations_rejected_total", 'reason="calling_ae_not_allowed"') == 1
 
 
-def test_wrong_called_ae_is_rejected(node: Node) -> None:
+def test_wrong_called_ae_is_rejected(node: Node, echoscu) -> None:
     refused = echoscu(node.scp.port, called_ae="SOMEONEELSE")
     assert refused.returncode != 0
     assert "Called AE Title Not Recognized" in refused.stderr
 
 
-def test_association_limit_rejects_transiently(make_node) -> None:
+def test_association_limit_rejects_transiently(make_node, echoscu) -> None:
     node = make_node(dicom={"max_associations": 2})
     scu = AE(ae_title="HOLDER")
     scu.add_requested_context(Verification)
@@ -208,7 +209,7 @@ def _broken_copies(source: Path, directory: Path) -> dict[str, Path]:
 
 
 def test_bad_instances_get_failure_statuses_quarantine_and_the_association_goes_on(
-    node: Node, ct_study: SyntheticStudy, tmp_path: Path, send_raw
+    node: Node, ct_study: SyntheticStudy, tmp_path: Path, send_raw, echoscu
 ) -> None:
     good = ct_study.files[0]
     broken = _broken_copies(good, tmp_path)
@@ -231,7 +232,7 @@ def test_bad_instances_get_failure_statuses_quarantine_and_the_association_goes_
     assert echoscu(node.scp.port).returncode == 0
 
 
-def test_duplicate_is_acknowledged_and_stored_once(node: Node, ct_study: SyntheticStudy) -> None:
+def test_duplicate_is_acknowledged_and_stored_once(node: Node, ct_study: SyntheticStudy, storescu) -> None:
     files = list(ct_study.files[:3])
     assert storescu(node.scp.port, files).returncode == 0
     again = storescu(node.scp.port, files)
@@ -262,7 +263,7 @@ def _assert_refused_as_uid_conflict(node: Node, statuses: list[int], first: Synt
 
 
 def test_a_sop_instance_uid_reused_in_another_study_is_refused_and_kept(
-    node: Node, ct_study: SyntheticStudy, tmp_path: Path, send_raw
+    node: Node, ct_study: SyntheticStudy, tmp_path: Path, send_raw, storescu
 ) -> None:
     assert storescu(node.scp.port, [ct_study.files[0]]).returncode == 0
     statuses = send_raw(node.scp.port, [_in_another_study(ct_study.files[0], tmp_path)])
@@ -275,7 +276,7 @@ def test_a_sop_instance_uid_reused_in_another_study_is_refused_and_kept(
 
 
 def test_a_reused_sop_instance_uid_racing_its_twin_is_refused_and_its_file_removed(
-    node: Node, ct_study: SyntheticStudy, tmp_path: Path, send_raw, monkeypatch: pytest.MonkeyPatch
+    node: Node, ct_study: SyntheticStudy, tmp_path: Path, send_raw, monkeypatch: pytest.MonkeyPatch, storescu
 ) -> None:
     """Both copies pass the duplicate look-up before either is committed (two associations at once):
     the one committed second learns it from the commit and must not leave its file in the spool."""
@@ -291,7 +292,8 @@ def test_a_reused_sop_instance_uid_racing_its_twin_is_refused_and_its_file_remov
     _assert_refused_as_uid_conflict(node, statuses, ct_study)
 
 
-def test_full_disk_answers_out_of_resources_and_keeps_serving(make_node, ct_study: SyntheticStudy) -> None:
+def test_full_disk_answers_out_of_resources_and_keeps_serving(make_node, ct_study: SyntheticStudy, storescu,
+                                                              echoscu) -> None:
     node = make_node(storage={"min_free_bytes": shutil.disk_usage("/tmp").total})
     result = storescu(node.scp.port, [ct_study.files[0]])
     assert "Received Store Response (Refused: OutOfResources)" in result.stderr
@@ -305,7 +307,7 @@ def test_full_disk_answers_out_of_resources_and_keeps_serving(make_node, ct_stud
 
 
 def test_storage_error_answers_out_of_resources_and_a_resend_succeeds(
-    node: Node, ct_study: SyntheticStudy
+    node: Node, ct_study: SyntheticStudy, storescu
 ) -> None:
     blocker = node.config.storage.root / "spool" / ct_study.study_uid
     blocker.write_bytes(b"")  # a file where the study's folder must go: every write fails
@@ -334,6 +336,7 @@ def test_http_endpoints(node: Node) -> None:
     assert get(node, "/nope")[0] == 404
 
 
+@pytest.mark.usefixtures("dcmtk")
 def test_parallel_associations(node: Node, tmp_path: Path) -> None:
     study = write_ct_study(tmp_path / "study", slices=24, size=32)
     groups = [list(study.files[i::4]) for i in range(4)]
@@ -352,7 +355,7 @@ def _node_command(node: Node, *arguments: str) -> subprocess.CompletedProcess:
     return result
 
 
-def test_studies_command_lists_uids_not_patients(node: Node, ct_study: SyntheticStudy) -> None:
+def test_studies_command_lists_uids_not_patients(node: Node, ct_study: SyntheticStudy, storescu) -> None:
     storescu(node.scp.port, list(ct_study.files))
     listing = _node_command(node, "studies", "--json")
     [study] = json.loads(listing.stdout)
@@ -362,7 +365,8 @@ def test_studies_command_lists_uids_not_patients(node: Node, ct_study: Synthetic
     assert "SYNTHETIC" not in table.stdout + listing.stdout
 
 
-def test_a_torn_copy_of_a_stored_instance_is_replaced_by_the_resend(node: Node, ct_study: SyntheticStudy) -> None:
+def test_a_torn_copy_of_a_stored_instance_is_replaced_by_the_resend(node: Node, ct_study: SyntheticStudy,
+                                                                    storescu) -> None:
     """A crash (power loss) after the row's commit but before the file's sync leaves a short file for
     an instance that was never acknowledged; the sender's resend must store it again, not be taken
     for a duplicate."""
@@ -380,7 +384,7 @@ def test_a_torn_copy_of_a_stored_instance_is_replaced_by_the_resend(node: Node, 
 
 
 def test_a_file_that_cannot_be_synced_is_refused_and_not_recorded(
-    node: Node, ct_study: SyntheticStudy, monkeypatch: pytest.MonkeyPatch
+    node: Node, ct_study: SyntheticStudy, monkeypatch: pytest.MonkeyPatch, storescu
 ) -> None:
     sync = node.spool.sync
 
@@ -396,7 +400,7 @@ def test_a_file_that_cannot_be_synced_is_refused_and_not_recorded(
     assert [s.instances for s in node.store.studies.summaries()] == [1]
 
 
-def test_rows_of_torn_files_are_dropped_at_start(make_node, ct_study: SyntheticStudy) -> None:
+def test_rows_of_torn_files_are_dropped_at_start(make_node, ct_study: SyntheticStudy, storescu) -> None:
     first = make_node(study={"stable_seconds": 3600})
     files = list(ct_study.files[:2])
     assert storescu(first.scp.port, files).returncode == 0
@@ -411,7 +415,8 @@ def test_rows_of_torn_files_are_dropped_at_start(make_node, ct_study: SyntheticS
     again.store.close()
 
 
-def test_objects_the_node_does_not_read_are_acknowledged_and_let_go(make_node, ct_study: SyntheticStudy) -> None:
+def test_objects_the_node_does_not_read_are_acknowledged_and_let_go(make_node, ct_study: SyntheticStudy,
+                                                                    storescu) -> None:
     """By default an SR (another system's report) is answered Success but neither stored nor a new
     version of its study; a study's images are stored as ever."""
     node = make_node()
@@ -463,7 +468,7 @@ def test_a_deflate_bomb_and_an_oversized_dataset_are_refused_without_taking_the_
     assert not list((node.config.storage.root / "tmp").iterdir())
 
 
-def test_an_instance_is_received_into_its_file_not_into_memory(make_node, tmp_path: Path) -> None:
+def test_an_instance_is_received_into_its_file_not_into_memory(make_node, tmp_path: Path, storescu) -> None:
     """Past SPILL_BYTES each P-DATA fragment goes to disk as it arrives: a 30 MB instance is stored byte for byte
     while the node's allocations stay a fraction of its size (pynetdicom alone held it whole, and a copy); one over
     dicom.max_instance_bytes is refused A700 as it passes the limit, noted in the quarantine without its bytes,

@@ -16,9 +16,8 @@ from pydicom.uid import generate_uid
 from node.config import ClientTlsConfig
 from node.egress.dicom import DicomSender
 from node.egress.mllp import Delivery
-from node.localpeers import LOOPBACK
-from node.synthetic import SyntheticStudy, write_ct_study
-from tests.conftest import echoscu, storescu
+from node.testing.loopback import LOOPBACK
+from node.testing.synthetic import SyntheticStudy, write_ct_study
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -73,7 +72,7 @@ def _tls_node(make_node, pki: dict[str, Path], require_client: bool):
     return make_node(dicom=tls)
 
 
-def test_tls_with_client_certificates(make_node, tmp_path: Path, ct_study: SyntheticStudy) -> None:
+def test_tls_with_client_certificates(make_node, tmp_path: Path, ct_study: SyntheticStudy, storescu, echoscu) -> None:
     pki = make_pki(tmp_path)
     node = _tls_node(make_node, pki, require_client=True)
     client = ("+tls", str(pki["client_key"]), str(pki["client_cert"]), "+cf", str(pki["ca"]))
@@ -89,7 +88,8 @@ def test_tls_with_client_certificates(make_node, tmp_path: Path, ct_study: Synth
     assert echoscu(node.scp.port).returncode != 0
 
 
-def test_tls_server_only_accepts_anonymous_clients_and_they_verify_the_server(make_node, tmp_path: Path) -> None:
+def test_tls_server_only_accepts_anonymous_clients_and_they_verify_the_server(make_node, tmp_path: Path,
+                                                                              echoscu) -> None:
     pki = make_pki(tmp_path)
     node = _tls_node(make_node, pki, require_client=False)
     echo = echoscu(node.scp.port, "--anonymous-tls", "+cf", str(pki["ca"]))

@@ -1,8 +1,8 @@
 """HL7 v2 over MLLP: send one message, wait for its ACK, say what the EHR answered.
 
-A frame is ``0x0B message 0x1C 0x0D``. The answer is classified for the outbox: AA (and CA)
-delivered; AE (and CE) or no/garbled answer or a broken connection: retry later; AR (and CR):
-rejected, do not resend unchanged. One connection is kept and reused, and reopened when it breaks.
+Framed by ``node/mllp.py``. The answer is classified for the outbox: AA (and CA) delivered; AE (and
+CE) or no/garbled answer or a broken connection: retry later; AR (and CR): rejected, do not resend
+unchanged. One connection is kept and reused, and reopened when it breaks.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import socket
 from dataclasses import dataclass
 from enum import Enum
 
-START, END = b"\x0b", b"\x1c\x0d"
+from node.mllp import MessageTooLong, MllpReader, frame
+
 MAX_ACK_BYTES = 1_000_000
 
 
@@ -30,11 +31,6 @@ class AckResult:
     delivery: Delivery
     code: str  # MSA-1, or "" when no acknowledgment was read
     detail: str
-
-
-def frame(message: str) -> bytes:
-    """The MLLP frame of an HL7 message (segments separated by carriage returns)."""
-    return START + message.encode("utf-8") + END
 
 
 def classify_ack(ack: str, control_id: str) -> AckResult:
@@ -72,17 +68,15 @@ class MllpClient:
             self._socket = socket.create_connection((self.host, self.port), timeout=self.timeout)
         return self._socket
 
-    def _read_frame(self, connection: socket.socket) -> bytes:
-        data = b""
-        while END not in data:
-            chunk = connection.recv(65536)
-            if not chunk:
-                raise ConnectionError("the receiver closed the connection before acknowledging")
-            data += chunk
-            if len(data) > MAX_ACK_BYTES:
-                raise ConnectionError("the acknowledgment is too long")
-        start = data.find(START)
-        return data[start + 1 if start >= 0 else 0 : data.find(END)]
+    def _read_ack(self, connection: socket.socket) -> bytes:
+        """The answer to the message just sent (anything the receiver sent after it is not kept)."""
+        try:
+            ack = MllpReader(connection.recv, MAX_ACK_BYTES).read()
+        except MessageTooLong:
+            raise ConnectionError("the acknowledgment is too long") from None
+        if ack is None:
+            raise ConnectionError("the receiver closed the connection before acknowledging")
+        return ack
 
     def reachable(self) -> bool:
         """Whether the receiver accepts a connection now (a cheap probe of a destination that was down)."""
@@ -99,7 +93,7 @@ class MllpClient:
             try:
                 connection = self._connection()
                 connection.sendall(frame(message))
-                ack = self._read_frame(connection).decode("utf-8", "replace")
+                ack = self._read_ack(connection).decode("utf-8", "replace")
                 return classify_ack(ack, control_id)
             except TimeoutError:
                 self.close()

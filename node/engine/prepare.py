@@ -64,7 +64,7 @@ def calibration_requests(config: EngineConfig) -> list[EngineRequest]:
     through the node's own imaging, with the node's prompt."""
     from node.engine.factory import engine_profile
     from node.imaging.inputs import study_inputs
-    from node.synthetic import write_cr_study, write_ct_study
+    from node.testing.synthetic import write_cr_study, write_ct_study
 
     profile = engine_profile(config)
     requests = []

@@ -1,6 +1,6 @@
 """The MLLP listener: orders, laboratory results and patient updates from the RIS, LIS and EHR.
 
-Each framed message (``0x0B message 0x1C 0x0D``) is answered with one ACK, and only after what it
+Each message (framed by ``node/mllp.py``) is answered with one ACK, and only after what it
 says is durable: the message file fsynced under ``storage.root/hl7/`` and its rows committed in the
 state database. AA: kept (or a resend of a message already kept). AE: it cannot be read — kept in
 the quarantine with the reason (the sender's engine shows the error; resending it unchanged fails
@@ -25,13 +25,13 @@ from node.durable import fsync_dir, write_atomically
 from node.ingest.hl7_inbound import UnsupportedMessage, interpret, message_type
 from node.ingest.hl7v2 import Hl7Error, Hl7Message, parse
 from node.ingest.spool import Spool
+from node.mllp import MessageTooLong, MllpReader, frame
 from node.ops.logging import get_logger
 from node.ops.metrics import Metrics
 from node.store import Store
 
 log = get_logger("hl7")
 
-START, END = b"\x0b", b"\x1c\x0d"
 ACK_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8")
 #: ERR-3 codes (HL7 table 0357).
 _ERROR_CODES = {"AE": "207^Application internal error^HL70357", "AR": "200^Unsupported message type^HL70357"}
@@ -186,25 +186,19 @@ class Hl7Listener:
 
     def _serve_connection(self, connection: socket.socket, peer: str) -> None:
         connection.settimeout(self._config.idle_timeout_seconds)
-        buffer = b""
+        limit = self._config.max_message_bytes
+        reader = MllpReader(connection.recv, limit)
         try:
             while True:
-                end = buffer.find(END)
-                if end < 0:
-                    if len(buffer) > self._config.max_message_bytes:
-                        connection.sendall(START + self._ack(None, "AE", "the message is too long").encode() + END)
-                        return
-                    chunk = connection.recv(65536)
-                    if not chunk:
-                        return
-                    buffer += chunk
-                    continue
-                frame, buffer = buffer[:end], buffer[end + len(END):]
-                start = frame.find(START)
-                frame = frame[start + 1 if start >= 0 else 0:]
-                ack = self.handle(frame, peer) if len(frame) <= self._config.max_message_bytes else \
-                    self._ack(None, "AE", "the message is too long")
-                connection.sendall(START + ack.encode("utf-8") + END)
+                try:
+                    raw = reader.read()
+                except MessageTooLong:  # no end in sight: answer once and hang up
+                    connection.sendall(frame(self._ack(None, "AE", "the message is too long")))
+                    return
+                if raw is None:
+                    return
+                ack = self.handle(raw, peer) if len(raw) <= limit else self._ack(None, "AE", "the message is too long")
+                connection.sendall(frame(ack))
         except (TimeoutError, OSError):
             return
 

@@ -40,7 +40,6 @@ from node.imaging.decode import iter_frames
 from node.imaging.geometry import SourceBox
 from node.imaging.inputs import ModelInput
 from node.imaging.prepared import Prepared
-from node.localpeers import Orthanc
 from node.model.profiles import PROFILES
 from node.reading import read_from_text
 from node.results.hl7 import Hl7Party
@@ -48,7 +47,8 @@ from node.results.writer import write_results
 from node.routing import Router, StudyHeader
 from node.store import Store
 from node.store.clinical import KnownStudy
-from node.synthetic import SyntheticStudy, write_cr_study, write_ct_study, write_file
+from node.testing.pacs import Orthanc
+from node.testing.synthetic import SyntheticStudy, write_cr_study, write_ct_study, write_file
 from tests.viewer.ohif import CHROMIUM, CHROMIUM_ARGS, REPO, ViewerServer, ohif_dist
 
 ARTIFACTS = Path(os.environ.get("QOQ_TEST_ARTIFACTS", REPO / ".cache" / "test-artifacts")) / "viewer"
@@ -171,7 +171,8 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def viewer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Orthanc, ViewerServer]]:
+def viewer(orthanc_installed: None,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Orthanc, ViewerServer]]:
     """Orthanc with DICOMweb, and OHIF in front of it on one origin."""
     with Orthanc(tmp_path_factory.mktemp("viewer-pacs"), dicomweb=True) as pacs, \
             ViewerServer(pacs.url, ohif_dist()) as server:
