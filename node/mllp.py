@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from node.errors import DataError
+
 START, END = b"\x0b", b"\x1c\x0d"
 #: How much one read asks the connection for.
 CHUNK_BYTES = 65536
 
 
-class MessageTooLong(Exception):
+class MessageTooLong(DataError):
     """More than the reader's limit arrived without the end of a message."""
 
 
