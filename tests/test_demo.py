@@ -30,6 +30,7 @@ def test_demo_with_orthanc_shows_every_result_in_the_pacs_and_the_ehr(tmp_path: 
     assert "given Image 2: a prior CR study" in run.stdout
 
 
+@pytest.mark.slow  # several seconds: qoq-node as child processes
 def test_demo_without_orthanc_uses_the_built_in_pacs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(demo.shutil, "which", lambda _: None)
     said: list[str] = []

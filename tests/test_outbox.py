@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
+
 from node.egress.mllp import Delivery
 from node.egress.outbox import backoff_seconds, next_state
 from node.store import DEAD, PENDING, SENT, Store
@@ -51,6 +53,7 @@ def test_outbox_lifecycle_survives_a_restart(tmp_path: Path) -> None:
     assert {i.state for i in reopened.outbox.items()} == {PENDING, SENT}
 
 
+@pytest.mark.slow  # several seconds: qoq-node as child processes
 def test_outbox_command_lists_and_retries(tmp_path: Path) -> None:
     import json
     import os
