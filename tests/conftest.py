@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import pydicom
 import pytest
+from hypothesis import settings
 
 from node.app import Node
 from node.config import NodeConfig, load_config
@@ -31,6 +32,11 @@ if TYPE_CHECKING:
 
 PYDICOM_TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+#: Property tests check what holds, not how fast: no per-example deadline (on a loaded 2-core machine a
+#: 200 ms deadline fails correct code).
+settings.register_profile("qoq", deadline=None)
+settings.load_profile("qoq")
 
 configure_logging("INFO", "json")
 
