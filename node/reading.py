@@ -20,11 +20,10 @@ from node.model.prompt import build_prompt
 
 @dataclass(frozen=True)
 class Read:
-    """One study as the model read it: its text, the findings in it, and who read it when."""
+    """One study as the model read it: the findings in its text, and who read it when."""
 
     prepared: Prepared
-    text: str
-    findings: Findings
+    findings: Findings  # with the model's whole text in ``raw_text``
     model: str  # the model's identity: name and version, for provenance
     is_test_result: bool  # a replay or test model: never clinical output
     analysed_at: datetime  # when the engine was given the study (the SR's Content Date/Time)
@@ -54,7 +53,7 @@ def read_from_text(prepared: Prepared, text: str, model: str, is_test_result: bo
                    analysed_at: datetime | None = None) -> Read:
     """What ``text`` from ``model`` says of a prepared study: its findings, boxes located on the sources."""
     findings = locate(parse_output(text), [model_input.geometry for model_input in prepared.inputs])
-    return Read(prepared, text, findings, model, is_test_result, analysed_at or datetime.now().astimezone())
+    return Read(prepared, findings, model, is_test_result, analysed_at or datetime.now().astimezone())
 
 
 def read_batch(prepared: Sequence[Prepared], engine: Engine, settings: GenerationSettings) -> list[Read]:

@@ -21,6 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from node.dicom_files import read_attributes
 from node.errors import NodeError
 from node.model.prompt import question_text
+from node.ops.logging import get_logger, uid_hash
+
+log = get_logger("routing")
 
 #: QoQ-Med's nine clinical domains.
 DOMAINS = ("chest_xray", "ct", "mri", "ultrasound", "mammography", "dermatology", "fundus", "pathology", "ecg")
@@ -251,10 +254,17 @@ def routing_header(files: Sequence[Path]) -> StudyHeader:
     return first
 
 
+def skip(study_uid: str, files: Sequence[Path], why: str, stage: str) -> Skipped:
+    """A study ``stage`` does not read, logged (the reason may name files, which may name patients: it goes
+    to the operator's output and the studies' detail, not to the log)."""
+    log.warning("study.skipped", study=uid_hash(study_uid), stage=stage)
+    return Skipped(study_uid, tuple(files), why, stage)
+
+
 def route(study_uid: str, files: Sequence[Path], router: Router) -> Routed | Skipped:
     """The routing stage: a study's files → its task, or why it has none."""
     header = routing_header(files)
     task = router.route(header)
     if isinstance(task, str):
-        return Skipped(study_uid, tuple(files), task, "routing")
+        return skip(study_uid, files, task, "routing")
     return Routed(study_uid, tuple(files), task, header.modality)

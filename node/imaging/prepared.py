@@ -18,7 +18,7 @@ from node.imaging.ecg_signal import SignalInput, ecg_signal
 from node.imaging.inputs import ModelInput, NotForModel, StudyInputs, study_inputs
 from node.model.profiles import ModelProfile
 from node.ops.logging import get_logger, uid_hash
-from node.routing import Routed, Skipped, Task
+from node.routing import Routed, Skipped, Task, skip
 
 log = get_logger("imaging")
 
@@ -68,20 +68,14 @@ def prepare(gathered: Gathered, profile: ModelProfile, imaging: ImagingConfig) -
         made = study_inputs(routed.files, profile, imaging.max_images, spec.volume_frames or imaging.volume_frames,
                             spec.default_window, spec.trained_windows, imaging.ecg_as_image)
     except NotForModel as exc:
-        return _skipped(routed, str(exc))
+        return skip(routed.study_uid, routed.files, str(exc), "imaging")
     if not made.images and not made.signals:
-        return _skipped(routed, NO_IMAGE)
+        return skip(routed.study_uid, routed.files, NO_IMAGE, "imaging")
     made, context = _with_context(made, gathered.context, profile, imaging, routed)
     log.info("study.prepared", study=uid_hash(routed.study_uid), domain=routed.task.domain, task=routed.task.name,
              images=len(made.images), signals=len(made.signals), priors=len(context.priors),
              order=context.order is not None, labs=len(context.labs), ecg=context.ecg is not None)
     return Prepared(routed, context, made.images, made.signals, made.caveats)
-
-
-def _skipped(routed: Routed, why: str) -> Skipped:
-    # The reason may name files, which may name patients: it goes to the operator's output only.
-    log.warning("study.skipped", study=uid_hash(routed.study_uid), stage="imaging")
-    return Skipped(routed.study_uid, routed.files, why, "imaging")
 
 
 def _with_context(made: StudyInputs, context: PatientContext, profile: ModelProfile, imaging: ImagingConfig,
