@@ -33,9 +33,10 @@ from node.store import COMPLETE, POSTPONEMENT_DETAIL, Postponement, Store
 from node.testing.ehr import MllpListener
 from node.testing.loopback import LOOPBACK
 from node.testing.pacs import Orthanc
-from node.testing.synthetic import boxed_response, restamp, write_cr_study, write_ecg_study
+from node.testing.synthetic import restamp, write_cr_study, write_ecg_study
 from node.testing.synthetic_hl7 import LabValue, lab_message, merge_message, order_message
 from tests.conftest import metric_value, node_config, wait_for
+from tests.reference import answer, lesion_model_box
 
 TROPONIN = LabValue("10839-9", "Troponin I", "0.9", "ng/mL", "0-0.04", "H", "20260101100000")
 BNP = LabValue("30934-4", "BNP", "912", "pg/mL", "0-100", "H", "20260101100000")
@@ -135,9 +136,7 @@ def test_the_whole_patient_goes_with_the_study(orthanc: Orthanc, make_node, reco
     prior = _cr(tmp_path / "prior", "CTX-0001", "ACC-PRIOR", "20250601")
     current = _cr(tmp_path / "current", "CTX-0001", "ACC-NOW", "20260101")
     # a box on each image: the lesion now (image 0) and on the prior (image 1)
-    on_prior = boxed_response(pydicom.dcmread(prior.files[0]), "Mass").split("```json\n")[1].split("\n```")[0]
-    engine.answer(boxed_response(pydicom.dcmread(current.files[0]), "Mass").replace(
-        "}]\n```", "}, " + on_prior[1:-1].replace('"label": "mass"}', '"label": "old mass", "image": 1}') + "]\n```"))
+    engine.answer(answer("Mass", *(lesion_model_box(pydicom.dcmread(study.files[0])) for study in (current, prior))))
     for path in prior.files:
         orthanc.upload(path)
     with MllpListener() as ehr:

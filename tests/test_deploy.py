@@ -21,8 +21,9 @@ from node.config import NodeConfig, load_config
 from node.testing.ehr import MllpListener
 from node.testing.loopback import LOOPBACK
 from node.testing.pacs import Orthanc
-from node.testing.synthetic import boxed_response, write_cr_study
+from node.testing.synthetic import write_cr_study
 from tests.conftest import get, wait_for
+from tests.reference import lesion_answer
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "deploy" / "helm" / "qoq-node"
@@ -348,7 +349,7 @@ def test_every_metric_of_the_alerts_and_dashboard_is_exported(orthanc: Orthanc, 
     """Run a real node through a study (so every labelled series exists), then compare."""
     cr = write_cr_study(tmp_path / "cr", size=256)
     responses = tmp_path / "responses.json"
-    responses.write_text(json.dumps({"*": boxed_response(pydicom.dcmread(cr.files[0]), "Mass")}))
+    responses.write_text(json.dumps({"*": lesion_answer(pydicom.dcmread(cr.files[0]), "Mass")}))
     with MllpListener() as ehr:
         node = make_node(engine={"backend": "replay", "replay_responses": responses}, destinations={
             "dicom": [{"name": "pacs", "ae_title": orthanc.aet, "host": LOOPBACK, "port": orthanc.dicom_port}],

@@ -11,7 +11,7 @@ import pytest
 from node.egress.dicom import DicomSender, classify_status
 from node.egress.mllp import Delivery
 from node.findings import locate, parse_output
-from node.imaging.geometry import FrameRef, SourceBox
+from node.imaging.geometry import FrameRef
 from node.results.gsps import build_presentation_state
 from node.results.provenance import Provenance
 from node.results.sr import build_sr
@@ -19,6 +19,7 @@ from node.testing.loopback import LOOPBACK, free_port, http_json
 from node.testing.pacs import Orthanc
 from node.testing.synthetic import write_ct_study
 from tests.conftest import model_geometry
+from tests.reference import model_box
 
 PROVENANCE = Provenance("replay (TEST)", True)
 
@@ -27,7 +28,7 @@ def _results(tmp_path: Path) -> list[pydicom.Dataset]:
     sources = [pydicom.dcmread(p) for p in write_ct_study(tmp_path / "ct", slices=2, size=128).files]
     frame = FrameRef(sources[0].SOPInstanceUID, 1, 128, 128)
     geometry = model_geometry(frame)
-    x1, y1, x2, y2 = geometry.box_to_model(SourceBox(frame, 10, 10, 40, 40))
+    x1, y1, x2, y2 = model_box((10, 10, 40, 40), 128, 128)
     findings = locate(parse_output(f'```json\n[{{"bbox_2d": [{x1}, {y1}, {x2}, {y2}], "label": "mass"}}]\n```'
                                    "\\boxed{Mass}"), [geometry])
     return [build_sr(findings, sources, PROVENANCE, 1, "ct"),

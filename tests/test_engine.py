@@ -21,10 +21,11 @@ from node.engine.replay import MODEL_IDENTITY, ReplayEngine, ReplayError
 from node.engine.tiny import build_tiny_checkpoint
 from node.engine.transformers_backend import TransformersEngine
 from node.findings import locate, parse_output
-from node.imaging.geometry import FrameRef, Geometry, SourceBox
+from node.imaging.geometry import FrameRef, Geometry
 from node.model.profiles import PROFILES
 from node.model.prompt import build_prompt, question_text
 from node.testing.synthetic import write_ct_study
+from tests.reference import model_box
 
 QWEN25 = PROFILES["qwen2.5-vl"]
 
@@ -106,8 +107,7 @@ def test_replay_box_on_a_synthetic_lesion_lands_on_the_lesion(tmp_path: Path) ->
     image, geometry, hu = _ct_image(tmp_path)
     rows, columns = np.nonzero(hu > 200)  # the phantom's dense lesion (+300 HU over water)
     edges = (columns.min(), rows.min(), columns.max() + 1, rows.max() + 1)
-    lesion = SourceBox(geometry.placements[0].source, *map(float, edges))
-    x1, y1, x2, y2 = geometry.box_to_model(lesion)
+    x1, y1, x2, y2 = model_box(tuple(map(float, edges)), *hu.shape)
     recorded = (f"<think>Dense focus.</think>\n```json\n[{{\"bbox_2d\": [{round(x1)}, {round(y1)}, {round(x2)}, "
                 f"{round(y2)}], \"label\": \"mass\"}}]\n```\n\\boxed{{Mass}}")
     responses = tmp_path / "responses.json"

@@ -7,7 +7,6 @@ files), not from the node's code, and the node's inputs must equal it.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -35,23 +34,13 @@ from node.routing import Router
 from node.store import StudySummary
 from node.testing.synthetic import ECG_LEADS, ecg_lead_signal, write_cr_study, write_ct_study, write_ecg_study
 from tests.conftest import wait_for
+from tests.reference import reference_training_image
 from tests.test_results import dsr2xml_errors, sr_value_types
 
 FAMILIES = tuple(PROFILES)
 ROUTING = Router.from_file(Path(__file__).parent.parent / "conf" / "routing.yaml")
 
 # --- pixels -----------------------------------------------------------------------------------------
-
-
-def reference_training_image(image: Image.Image, min_pixels: int = 65_536, max_pixels: int = 524_288) -> Image.Image:
-    """``ImageProcessMixin.process_image``: NEAREST into the bounds, sides truncated, then RGB."""
-    if image.width * image.height > max_pixels:
-        factor = math.sqrt(max_pixels / (image.width * image.height))
-        image = image.resize((int(image.width * factor), int(image.height * factor)), Image.Resampling.NEAREST)
-    if image.width * image.height < min_pixels:
-        factor = math.sqrt(min_pixels / (image.width * image.height))
-        image = image.resize((int(image.width * factor), int(image.height * factor)), Image.Resampling.NEAREST)
-    return image.convert("RGB") if image.mode != "RGB" else image
 
 
 SIZES = [(3000, 2500), (2500, 3000), (2048, 2048), (1024, 256), (4000, 3000), (512, 512), (256, 256), (255, 257),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import subprocess
 import zlib
 from pathlib import Path
@@ -11,6 +12,7 @@ import pydicom
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydicom.filereader import data_element_generator, read_dataset
 
 from node.ingest.incoming import INFLATED_TWIN
 from node.ingest.part10 import IMPLEMENTATION_CLASS_UID, MalformedDataset, file_meta, read_header
@@ -63,19 +65,36 @@ def test_header_matches_pydicom(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_bigendian.dcm", "MR_small_RLE.dcm", "test-SR.dcm"])
 def test_every_truncation_is_detected(name: str) -> None:
+    """Cut at every element boundary, next to each, and mid-element alike: a cut exactly between two top-level
+    elements leaves a whole, shorter dataset (its first elements, as pydicom reads them), which is accepted;
+    any other cut leaves an element or item short, and is refused: missing bytes are never silent."""
     data, syntax, _ = _sample(name)
-    # Cut at every element boundary and mid-element alike: no prefix is a whole dataset,
-    # except where the cut falls exactly between two top-level elements.
-    whole_prefixes = 0
-    for cut in range(0, len(data) - 1, max(1, len(data) // 400)):
-        try:
+    implicit, little_endian = syntax == "1.2.840.10008.1.2", syntax != "1.2.840.10008.1.2.2"
+    ends = _top_level_ends(data, implicit, little_endian)
+    cuts = set(range(0, len(data) - 1, max(1, len(data) // 400)))
+    cuts |= {end + step for end in ends for step in (-1, 0, 1) if 0 <= end + step < len(data)}
+    accepted = set()
+    for cut in cuts:
+        with contextlib.suppress(MalformedDataset):
             read_header(data[:cut], syntax)
-            whole_prefixes += 1
-        except MalformedDataset:
-            pass
-    assert whole_prefixes < 60  # the rest were caught: missing bytes are never silent
+            accepted.add(cut)
+    assert accepted == cuts & ends
+    tags = [tag for tag in read_dataset(io.BytesIO(data), implicit, little_endian)]
+    for cut in accepted:  # each accepted prefix is the whole object's first elements, nothing cut short
+        prefix = read_dataset(io.BytesIO(data[:cut]), implicit, little_endian)
+        assert list(prefix) == tags[:len(prefix)]
     with pytest.raises(MalformedDataset):
         read_header(data[:-1], syntax)
+
+
+def _top_level_ends(data: bytes, implicit: bool, little_endian: bool) -> set[int]:
+    """Where a top-level element ends (and 0, before the first), as pydicom's own reader walks the dataset."""
+    stream = io.BytesIO(data)
+    ends = {0}
+    for _ in data_element_generator(stream, implicit, little_endian):
+        ends.add(stream.tell())
+    assert len(data) in ends
+    return ends
 
 
 def test_an_invalid_vr_is_malformed() -> None:

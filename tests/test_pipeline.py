@@ -16,20 +16,19 @@ import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
-from node.imaging.geometry import FrameRef, SourceBox
 from node.store import COMPLETE, DEAD, FAILED, SENT, UNDELIVERED
 from node.testing.ehr import MllpListener
 from node.testing.loopback import LOOPBACK, free_port
 from node.testing.pacs import Orthanc
 from node.testing.synthetic import (
     SyntheticStudy,
-    boxed_response,
     lesion_box,
     write_cr_study,
     write_ct_study,
     write_file,
 )
-from tests.conftest import get, metric_value, model_geometry, wait_for
+from tests.conftest import get, metric_value, wait_for
+from tests.reference import answer, lesion_answer, lesion_model_box
 
 
 def _replay(tmp_path: Path, responses: dict[str, str]) -> dict:
@@ -58,7 +57,7 @@ def _cr_read_through(orthanc: Orthanc, make_node, tmp_path: Path, ehr: MllpListe
     """A node (replay boxing the lesion) that read a chest CR Orthanc sent it, delivering to Orthanc and
     ``ehr``: (node, study), once the study is complete."""
     cr = write_cr_study(tmp_path / "cr", size=512)
-    responses = {"chest_xray": boxed_response(pydicom.dcmread(cr.files[0]), "Mass")}
+    responses = {"chest_xray": lesion_answer(pydicom.dcmread(cr.files[0]), "Mass")}
     node = make_node(engine=_replay(tmp_path, responses), destinations=_destinations(orthanc, ehr=ehr.port))
     _send_through(orthanc, node, cr)
     wait_for(lambda: _state(node, cr.study_uid) == COMPLETE, timeout=60)
@@ -104,8 +103,8 @@ def _assert_on_lesion(points: list[float], source: pydicom.Dataset, tolerance: f
 def test_cr_and_ct_results_reach_the_pacs_and_the_ehr(orthanc: Orthanc, make_node, tmp_path: Path) -> None:
     cr = write_cr_study(tmp_path / "cr", size=512)
     ct = write_ct_study(tmp_path / "ct", slices=3, size=128)
-    responses = {"chest_xray": boxed_response(pydicom.dcmread(cr.files[0]), "Mass"),
-                 "ct": boxed_response(pydicom.dcmread(ct.files[0]), "Nodule")}
+    responses = {"chest_xray": lesion_answer(pydicom.dcmread(cr.files[0]), "Mass"),
+                 "ct": lesion_answer(pydicom.dcmread(ct.files[0]), "Nodule")}
     with MllpListener() as ehr:
         node = make_node(engine=_replay(tmp_path, responses), destinations=_destinations(orthanc, ehr=ehr.port))
         for study in (cr, ct):
@@ -147,7 +146,7 @@ def test_outages_naks_and_silence_are_retried_and_rejections_dead_lettered(make_
     """The PACS is down at first; one EHR NAKs twice, one is silent once, one rejects."""
     ct = write_ct_study(tmp_path / "ct", slices=2, size=64)
     pacs_port = free_port()
-    responses = {"ct": boxed_response(pydicom.dcmread(ct.files[0]), "Mass")}
+    responses = {"ct": lesion_answer(pydicom.dcmread(ct.files[0]), "Mass")}
     with MllpListener(["AE", "AE"]) as flaky, MllpListener(["silent"]) as silent, MllpListener(["AR"]) as rejecting:
         node = make_node(engine=_replay(tmp_path, responses), destinations=_destinations(
             None, pacs_port, flaky=flaky.port, silent=silent.port, rejecting=rejecting.port))
@@ -212,7 +211,10 @@ def test_an_unexpected_error_in_results_is_retried_then_failed_with_its_type(mak
     tried ``pipeline.max_attempts`` times, then failed with the error's type and none of its message."""
     import node.scheduler
 
+    calls = []
+
     def broken(*_args, **_kwargs):
+        calls.append(time.monotonic())
         raise RuntimeError("QUAGGAMARE")
 
     monkeypatch.setattr(node.scheduler, "write_results", broken)
@@ -222,6 +224,8 @@ def test_an_unexpected_error_in_results_is_retried_then_failed_with_its_type(mak
     wait_for(lambda: _state(node, ct.study_uid) == FAILED, timeout=60)
     [study] = node.store.studies.summaries()
     assert study.attempts == 3  # retried, not settled at once
+    # results were built 3 times, each retry after retry_seconds doubled per earlier try (0.05 s, then 0.1 s)
+    assert len(calls) == 3 and calls[1] - calls[0] >= 0.045 and calls[2] - calls[1] >= 0.09
     assert study.detail.startswith("results failed: RuntimeError") and "QUAGGAMARE" not in study.detail
     metrics = node.metrics.render().decode()
     assert metric_value(metrics, "qoqnode_pipeline_failures_total", 'stage="results"') == 3
@@ -241,7 +245,7 @@ def test_an_unexpected_error_in_results_is_retried_then_failed_with_its_type(mak
 def test_late_instances_make_a_new_result_that_supersedes_the_first(orthanc: Orthanc, make_node,
                                                                     tmp_path: Path) -> None:
     ct = write_ct_study(tmp_path / "ct", slices=3, size=64)
-    responses = {"ct": boxed_response(pydicom.dcmread(ct.files[0]), "Mass")}
+    responses = {"ct": lesion_answer(pydicom.dcmread(ct.files[0]), "Mass")}
     with MllpListener() as ehr:
         node = make_node(engine=_replay(tmp_path, responses), destinations=_destinations(orthanc, ehr=ehr.port))
         store = ["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.scp.port)]
@@ -288,11 +292,8 @@ def _two_view_cr(directory: Path) -> SyntheticStudy:
 
 def _boxes_on_both_views(source: pydicom.Dataset) -> str:
     """A model answer boxing the lesion on input image 0 and on input image 1."""
-    geometry = model_geometry(FrameRef(str(source.SOPInstanceUID), 1, int(source.Rows), int(source.Columns)))
-    x1, y1, x2, y2 = geometry.box_to_model(SourceBox(geometry.placements[0].source, *lesion_box(source)))
-    boxes = ", ".join(f'{{"bbox_2d": [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}], "label": "mass", "image_index": {n}}}'
-                      for n in (0, 1))
-    return f"<think>Seen on both views.</think>\n```json\n[{boxes}]\n```\n\\boxed{{Mass}}"
+    box = lesion_model_box(source)
+    return answer("Mass", box, box, reasoning="Seen on both views.")
 
 
 def test_a_two_view_radiograph_gets_a_seg_on_each_view(orthanc: Orthanc, make_node, tmp_path: Path) -> None:

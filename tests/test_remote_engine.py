@@ -31,8 +31,9 @@ from node.engine.transformers_backend import TransformersEngine
 from node.model.profiles import PROFILES
 from node.model.prompt import build_prompt, question_text
 from node.testing.loopback import LOOPBACK, free_port, http_json
-from node.testing.synthetic import boxed_response, write_cr_study
+from node.testing.synthetic import write_cr_study
 from tests.conftest import get, metric_value, wait_for
+from tests.reference import lesion_answer
 from tests.test_pipeline import _assert_on_lesion, _sr_box
 
 SETTINGS = GenerationSettings(max_new_tokens=24)
@@ -301,7 +302,7 @@ def test_a_node_waits_for_its_engine_server_and_reads_the_study_when_it_comes(ma
     [summary] = node.store.studies.summaries()
     assert summary.state == "stable" and summary.attempts == 0
     assert get(node, "/readyz")[0] == 200  # the node still receives: the PACS can keep sending
-    replay = ReplayEngine({"*": boxed_response(source, "Mass")})
+    replay = ReplayEngine({"*": lesion_answer(source, "Mass")})
     server = _serve(replay, port)
     try:
         wait_for(lambda: node.store.studies.summaries()[0].state in {"queued", "complete"}, timeout=60)

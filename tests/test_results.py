@@ -32,8 +32,9 @@ from node.results.writer import write_results
 from node.routing import Router
 from node.testing.loopback import http_json
 from node.testing.pacs import Orthanc
-from node.testing.synthetic import write_cr_study, write_ct_study, write_file
+from node.testing.synthetic import lesion_box, write_cr_study, write_ct_study, write_file
 from tests.conftest import PYDICOM_TEST_FILES, model_geometry, node_config
+from tests.reference import lesion_answer, model_box
 
 PROVENANCE = Provenance("replay (recorded responses; TEST RESULT, not a model output)", True)
 
@@ -41,11 +42,14 @@ PROVENANCE = Provenance("replay (recorded responses; TEST RESULT, not a model ou
 def _findings(source: pydicom.Dataset, box: tuple[float, float, float, float], labels: str = "Mass",
               reasoning: str = "Dense focus.") -> Findings:
     frame = FrameRef(source.SOPInstanceUID, 1, source.Rows, source.Columns)
-    geometry = model_geometry(frame)
-    x1, y1, x2, y2 = geometry.box_to_model(SourceBox(frame, *box))
+    x1, y1, x2, y2 = model_box(box, source.Rows, source.Columns)
     text = (f"<think>{reasoning}</think>```json\n[{{\"bbox_2d\": [{x1}, {y1}, {x2}, {y2}], \"label\": \"mass\"}}]"
             f"\n```\\boxed{{{labels}}}")
-    return locate(parse_output(text), [geometry])
+    findings = locate(parse_output(text), [model_geometry(frame)])
+    for located in findings.boxes:  # the node maps the model's box back onto the box it was made from (a reply
+        # too long to read whole has none)
+        assert located.source == SourceBox(frame, *(pytest.approx(edge) for edge in box))
+    return findings
 
 
 def _sources(tmp_path: Path, modality: str = "CT", photometric: str = "MONOCHROME2") -> list[pydicom.Dataset]:
@@ -224,8 +228,8 @@ def test_two_boxes_of_one_finding_are_two_segments(tmp_path: Path) -> None:
     sources = _sources(tmp_path)
     frame = FrameRef(sources[0].SOPInstanceUID, 1, sources[0].Rows, sources[0].Columns)
     geometry = model_geometry(frame)
-    boxes = [geometry.box_to_model(SourceBox(frame, *edges)) for edges in ((10.0, 10.0, 40.0, 40.0),
-                                                                           (100.0, 100.0, 140.0, 150.0))]
+    boxes = [model_box(edges, frame.rows, frame.columns) for edges in ((10.0, 10.0, 40.0, 40.0),
+                                                                       (100.0, 100.0, 140.0, 150.0))]
     text = "```json\n[" + ", ".join(f'{{"bbox_2d": [{x1}, {y1}, {x2}, {y2}], "label": "mass"}}'
                                     for x1, y1, x2, y2 in boxes) + "]\n```\\boxed{Mass}"
     [seg] = build_segs(locate(parse_output(text), [geometry]), sources, PROVENANCE, 1, "ct")
@@ -243,8 +247,7 @@ def test_boxes_on_images_without_geometry_get_a_seg_each(tmp_path: Path, dciodvf
              str(side.SOPInstanceUID): (100.0, 110.0, 150.0, 160.0)}
     geometries = [model_geometry(FrameRef(ds.SOPInstanceUID, 1, ds.Rows, ds.Columns))
                   for ds in (front, side)]
-    model_boxes = [g.box_to_model(SourceBox(g.placements[0].source, *boxes[uid]))
-                   for g, uid in zip(geometries, boxes, strict=True)]
+    model_boxes = [model_box(boxes[str(ds.SOPInstanceUID)], ds.Rows, ds.Columns) for ds in (front, side)]
     text = "```json\n[" + ", ".join(
         f'{{"bbox_2d": [{x1}, {y1}, {x2}, {y2}], "label": "nodule", "image_index": {n}}}'
         for n, (x1, y1, x2, y2) in enumerate(model_boxes)) + "]\n```"
@@ -471,8 +474,8 @@ def test_every_result_object_passes_dciodvfy_for_every_kind_of_source(tmp_path: 
     [model_input] = study_inputs([path], PROFILES["qwen2.5-vl"], 1, ecg_as_image=True).images
     geometry = model_input.geometry
     frame = geometry.placements[0].source
-    box = SourceBox(frame, frame.columns * 0.25, frame.rows * 0.25, frame.columns * 0.6, frame.rows * 0.6)
-    x1, y1, x2, y2 = geometry.box_to_model(box)
+    x1, y1, x2, y2 = model_box((frame.columns * 0.25, frame.rows * 0.25, frame.columns * 0.6, frame.rows * 0.6),
+                               frame.rows, frame.columns)
     text = f'<think>r</think>```json\n[{{"bbox_2d": [{x1}, {y1}, {x2}, {y2}], "label": "lesion"}}]\n```\\boxed{{Mass}}'
     findings = locate(parse_output(text), [geometry])
     objects = {"sr": build_sr(findings, [source], PROVENANCE, 1, kind)}
@@ -527,7 +530,10 @@ def test_secondary_capture_burns_in_the_box_under_a_banner(tmp_path: Path, size:
     [path] = write_ct_study(tmp_path / "ct", slices=1, size=size).files
     source = pydicom.dcmread(path)
     c0, r0, c1, r1 = (int(size * 0.56), int(size * 0.27), int(size * 0.71), int(size * 0.45))
-    findings = _findings(source, (float(c0), float(r0), float(c1), float(r1)))
+    # the box on whole source pixels as given (how a model's box reaches the source is _findings' concern)
+    frame_ref = FrameRef(source.SOPInstanceUID, 1, source.Rows, source.Columns)
+    located = LocatedBox("mass", ModelBox("mass", 0, 0, 1, 1), SourceBox(frame_ref, c0, r0, c1, r1))
+    findings = Findings("Dense focus.", ("Mass",), (located,), "raw", ())
     [frame] = iter_frames(path)
     sc = build_sc(frame, source, findings, PROVENANCE, 1, "ct")
     pixels = sc.pixel_array
@@ -683,14 +689,17 @@ def _written_cr(tmp_path: Path, secondary_capture: bool | str = False):
     from node.config import load_config
     from node.results.writer import write_results
     from node.routing import Router
-    from node.testing.synthetic import boxed_response
 
     rules = Path(__file__).parent.parent / "conf" / "routing.yaml"
     cr = write_cr_study(tmp_path / "cr", size=512)
     outcome = prepare_study(cr.study_uid, list(cr.files), Router.from_file(rules),
                             load_config(None, environ={}).imaging,
                       PROFILES["qwen2.5-vl"])
-    read = read_from_text(outcome, boxed_response(pydicom.dcmread(cr.files[0]), "Mass"), "replay", True)
+    source = pydicom.dcmread(cr.files[0])
+    read = read_from_text(outcome, lesion_answer(source, "Mass"), "replay", True)
+    [located] = read.findings.boxes  # the box the reports carry is on the lesion in source pixels
+    edges = (located.source.column_min, located.source.row_min, located.source.column_max, located.source.row_max)
+    assert edges == pytest.approx(lesion_box(source), abs=1)
     return write_results(read, tmp_path / "out", {}, secondary_capture=secondary_capture)
 
 
@@ -724,13 +733,16 @@ def test_hostile_model_output_gives_valid_objects_and_keeps_the_answer(tmp_path:
                       PROFILES["qwen2.5-vl"])
     [model_input] = outcome.inputs
     frame = model_input.geometry.placements[0].source
-    x1, y1, x2, y2 = model_input.geometry.box_to_model(SourceBox(frame, 60, 60, 120, 120))
+    x1, y1, x2, y2 = model_box((60, 60, 120, 120), frame.rows, frame.columns)
     box = f'```json\n[{{"bbox_2d": [{x1}, {y1}, {x2}, {y2}], "label": "mass"}}]\n```'
     text = HOSTILE_OUTPUTS[name].format(box=box, box_label_backslash=box.replace('"mass"', '"mass\\\\\\\nodule"'))
     findings = locate(parse_output(text), [model_input.geometry])
     written = write_results(read_from_text(outcome, text, "replay (TEST)", True), tmp_path / "out", {"ehr": Hl7Party()})
     assert not written.omitted, written.omitted
     assert findings.labels[0].startswith("Mass") and len(findings.boxes) == 1
+    on_source = findings.boxes[0].source
+    assert (on_source.column_min, on_source.row_min, on_source.column_max, on_source.row_max) == pytest.approx(
+        (60, 60, 120, 120))
     for item in written.dicom:
         assert dciodvfy_errors(item.path) == [], item.path.name
     sr = pydicom.dcmread(tmp_path / "out" / "sr.dcm")
@@ -762,7 +774,7 @@ def test_a_series_of_mixed_sizes_gets_a_presentation_state_per_size(tmp_path: Pa
     boxes = []
     for index, model_input in enumerate(outcome.inputs):
         frame = model_input.geometry.placements[0].source
-        x1, y1, x2, y2 = model_input.geometry.box_to_model(SourceBox(frame, 40, 40, 90, 90))
+        x1, y1, x2, y2 = model_box((40, 40, 90, 90), frame.rows, frame.columns)
         boxes.append(f'{{"bbox_2d": [{x1}, {y1}, {x2}, {y2}], "label": "mass", "image": {index}}}')
     text = f"<think>r</think>```json\n[{', '.join(boxes)}]\n```\\boxed{{Mass}}"
     written = write_results(read_from_text(outcome, text, "replay (TEST)", True), tmp_path / "out", {})

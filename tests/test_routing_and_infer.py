@@ -19,14 +19,14 @@ from node.chain import prepare_study
 from node.config import load_config
 from node.context.gather import StudyIdentity
 from node.imaging.decode import ImagingError
-from node.imaging.geometry import FrameRef, SourceBox
 from node.imaging.inputs import ECG_AS_IMAGE_CAVEAT, NO_ECG_INPUT
 from node.imaging.prepared import Prepared
 from node.ingest.part10 import file_meta
 from node.model.profiles import PROFILES
 from node.routing import DOMAINS, Router, RoutingError, Skipped, StudyHeader
 from node.testing.synthetic import restamp, write_cr_study, write_ct_study, write_ecg_study, write_file
-from tests.conftest import PYDICOM_TEST_FILES, model_geometry
+from tests.conftest import PYDICOM_TEST_FILES
+from tests.reference import model_box
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_RULES = REPO / "conf" / "routing.yaml"
@@ -115,8 +115,7 @@ def test_infer_with_replay_puts_the_box_on_the_lesion(tmp_path: Path, dciodvfy_e
     hu = ds.pixel_array.astype(np.float32) - 1024
     rows, columns = np.nonzero(hu > 200)
     lesion = (float(columns.min()), float(rows.min()), float(columns.max() + 1), float(rows.max() + 1))
-    geometry = model_geometry(FrameRef(ds.SOPInstanceUID, 1, 256, 256))
-    x1, y1, x2, y2 = geometry.box_to_model(SourceBox(geometry.placements[0].source, *lesion))
+    x1, y1, x2, y2 = model_box(lesion, 256, 256)
     responses = tmp_path / "responses.json"
     responses.write_text(json.dumps({"ct": f'<think>dense</think>```json\n[{{"bbox_2d": [{x1:.0f}, {y1:.0f}, '
                                            f'{x2:.0f}, {y2:.0f}], "label": "mass"}}]\n```\\boxed{{Mass}}'}))

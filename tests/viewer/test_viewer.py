@@ -37,7 +37,6 @@ from node.config import load_config
 from node.context.gather import ContextGatherer, StudyIdentity
 from node.findings import locate, parse_output
 from node.imaging.decode import iter_frames
-from node.imaging.geometry import SourceBox
 from node.imaging.inputs import ModelInput
 from node.imaging.prepared import Prepared
 from node.model.profiles import PROFILES
@@ -49,6 +48,7 @@ from node.store import Store
 from node.store.clinical import KnownStudy
 from node.testing.pacs import Orthanc
 from node.testing.synthetic import SyntheticStudy, write_cr_study, write_ct_study, write_file
+from tests.reference import answer, model_box
 from tests.viewer.ohif import CHROMIUM, CHROMIUM_ARGS, REPO, ViewerServer, ohif_dist
 
 ARTIFACTS = Path(os.environ.get("QOQ_TEST_ARTIFACTS", REPO / ".cache" / "test-artifacts")) / "viewer"
@@ -139,9 +139,8 @@ def _boxed_answer(key: ModelInput, label: str) -> str:
     [shown] = [f for f in iter_frames(key.path) if f.source == frame]
     lesion = _largest(shown.pixels >= 250)
     assert lesion is not None
-    x1, y1, x2, y2 = key.geometry.box_to_model(SourceBox(frame, lesion[0], lesion[1], lesion[2] + 1, lesion[3] + 1))
-    return (f'<think>A dense round opacity.</think>\n```json\n[{{"bbox_2d": [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}], '
-            f'"label": "{label.lower()}"}}]\n```\n\\boxed{{{label}}}')
+    box = model_box((lesion[0], lesion[1], lesion[2] + 1, lesion[3] + 1), frame.rows, frame.columns)
+    return answer(label, box, reasoning="A dense round opacity.")
 
 
 def _results(study: SyntheticStudy, out: Path) -> list[Path]:
