@@ -63,7 +63,7 @@ def test_header_matches_pydicom(name: str) -> None:
     assert header.modality == ds.get("Modality", "")
 
 
-@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_bigendian.dcm", "MR_small_RLE.dcm", "test-SR.dcm"])
+@pytest.mark.parametrize("name", _existing(ENCODED_FILES))
 def test_every_truncation_is_detected(name: str) -> None:
     """Cut at every element boundary, next to each, and mid-element alike: a cut exactly between two top-level
     elements leaves a whole, shorter dataset (its first elements, as pydicom reads them), which is accepted;

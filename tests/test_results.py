@@ -4,6 +4,7 @@ validation, with hostile model text."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from node.model.profiles import PROFILES
 from node.reading import read_from_text
 from node.results.gsps import build_presentation_state
 from node.results.hl7 import Hl7Party, build_oru, control_id
-from node.results.provenance import RESEARCH_LABEL, Provenance, device_uid
+from node.results.provenance import RESEARCH_LABEL, Provenance
 from node.results.seg import build_segs
 from node.results.sr import build_sr
 from node.results.writer import write_results
@@ -37,6 +38,11 @@ from tests.conftest import PYDICOM_TEST_FILES, model_geometry, node_config
 from tests.reference import lesion_answer, model_box
 
 PROVENANCE = Provenance("replay (recorded responses; TEST RESULT, not a model output)", True)
+#: The node's Device UID, from its definition (conformance statement 6a: the same for one node version with one
+#: model): pydicom's UID root, then the decimal value of the SHA-512 of what names the device (``qoq-node``,
+#: version 0, ``device``, the model's identity, the node's version, ``device``), cut to 64 characters.
+DEVICE_UID = ("1.2.826.0.1.3680043.8.498." + str(int(hashlib.sha512(
+    f"qoq-node0device{PROVENANCE.model_identity}{PROVENANCE.node_version}device".encode()).hexdigest(), 16)))[:64]
 
 
 def _findings(source: pydicom.Dataset, box: tuple[float, float, float, float], labels: str = "Mass",
@@ -492,7 +498,7 @@ def test_every_result_object_passes_dciodvfy_for_every_kind_of_source(tmp_path: 
         assert RESEARCH_LABEL in pydicom.dcmread(out, stop_before_pixels=True).SeriesDescription
         # provenance: the node and the model as processing equipment, with the node's Device UID
         [equipment] = [item for item in dataset.ContributingEquipmentSequence if item.Manufacturer == "qoq-node"]
-        assert equipment.DeviceUID == device_uid(PROVENANCE), name
+        assert equipment.DeviceUID == DEVICE_UID, name
         assert equipment.ManufacturerModelName == PROVENANCE.model_identity[:64]
     assert dsr2xml_errors(tmp_path / "sr.dcm") == ""
     value_types = sr_value_types(objects["sr"])
