@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom.filereader import data_element_generator, read_dataset
+from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from node.ingest.incoming import INFLATED_TWIN
 from node.ingest.part10 import IMPLEMENTATION_CLASS_UID, MalformedDataset, file_meta, read_header
@@ -69,7 +70,7 @@ def test_every_truncation_is_detected(name: str) -> None:
     elements leaves a whole, shorter dataset (its first elements, as pydicom reads them), which is accepted;
     any other cut leaves an element or item short, and is refused: missing bytes are never silent."""
     data, syntax, _ = _sample(name)
-    implicit, little_endian = syntax == "1.2.840.10008.1.2", syntax != "1.2.840.10008.1.2.2"
+    implicit, little_endian = syntax == ImplicitVRLittleEndian, syntax != ExplicitVRBigEndian
     ends = _top_level_ends(data, implicit, little_endian)
     cuts = set(range(0, len(data) - 1, max(1, len(data) // 400)))
     cuts |= {end + step for end in ends for step in (-1, 0, 1) if 0 <= end + step < len(data)}
@@ -79,7 +80,7 @@ def test_every_truncation_is_detected(name: str) -> None:
             read_header(data[:cut], syntax)
             accepted.add(cut)
     assert accepted == cuts & ends
-    tags = [tag for tag in read_dataset(io.BytesIO(data), implicit, little_endian)]
+    tags = list(read_dataset(io.BytesIO(data), implicit, little_endian))
     for cut in accepted:  # each accepted prefix is the whole object's first elements, nothing cut short
         prefix = read_dataset(io.BytesIO(data[:cut]), implicit, little_endian)
         assert list(prefix) == tags[:len(prefix)]
