@@ -48,7 +48,7 @@ from node.store import Store
 from node.store.clinical import KnownStudy
 from node.testing.pacs import Orthanc
 from node.testing.synthetic import SyntheticStudy, write_cr_study, write_ct_study, write_file
-from tests.reference import answer, model_box
+from tests.reference import Box, answer, model_box
 from tests.viewer.ohif import CHROMIUM, CHROMIUM_ARGS, REPO, ViewerServer, ohif_dist
 
 ARTIFACTS = Path(os.environ.get("QOQ_TEST_ARTIFACTS", REPO / ".cache" / "test-artifacts")) / "viewer"
@@ -132,15 +132,19 @@ STUDIES = {
 }
 
 
-def _boxed_answer(key: ModelInput, label: str) -> str:
-    """What a model that found the lesion answers: its box (the brightest patch as displayed — MONOCHROME1
-    inverted, windowed as the header says) in the coordinates of the image the model was given."""
+def _lesion_model_box(key: ModelInput) -> Box:
+    """Where a model that found the lesion boxes it: the brightest patch as displayed (MONOCHROME1 inverted,
+    windowed as the header says), in the coordinates of the image the model was given."""
     frame = key.geometry.placements[0].source
     [shown] = [f for f in iter_frames(key.path) if f.source == frame]
     lesion = _largest(shown.pixels >= 250)
     assert lesion is not None
-    box = model_box((lesion[0], lesion[1], lesion[2] + 1, lesion[3] + 1), frame.rows, frame.columns)
-    return answer(label, box, reasoning="A dense round opacity.")
+    return model_box((lesion[0], lesion[1], lesion[2] + 1, lesion[3] + 1), frame.rows, frame.columns)
+
+
+def _boxed_answer(label: str, *keys: ModelInput) -> str:
+    """What a model that found the lesion on each of ``keys`` (its input images, in order) answers."""
+    return answer(label, *map(_lesion_model_box, keys), reasoning="A dense round opacity.")
 
 
 def _results(study: SyntheticStudy, out: Path) -> list[Path]:
@@ -150,7 +154,7 @@ def _results(study: SyntheticStudy, out: Path) -> list[Path]:
                             PROFILES["qwen2.5-vl"])
     assert isinstance(outcome, Prepared) and outcome.inputs, outcome
     [key] = outcome.inputs
-    text = _boxed_answer(key, LABELS[outcome.task.domain])
+    text = _boxed_answer(LABELS[outcome.task.domain], key)
     findings = locate(parse_output(text), [m.geometry for m in outcome.inputs])
     assert findings.boxes, findings.warnings
     read = read_from_text(outcome, text, "replay (recorded responses; TEST)", True)
@@ -319,9 +323,7 @@ def _results_with_prior(current: SyntheticStudy, prior: SyntheticStudy, out: Pat
     finally:
         store.close()
     assert len(outcome.inputs) == 2 and len(outcome.context.priors) == 1
-    now, then = (_boxed_answer(key_input, LABELS["chest_xray"]) for key_input in outcome.inputs)
-    on_prior = then.split("```json\n[")[1].split("]\n```")[0].replace('"}', '", "image": 1}')
-    text = now.replace("}]\n```", "}, " + on_prior + "]\n```")
+    text = _boxed_answer(LABELS["chest_xray"], *outcome.inputs)
     findings = locate(parse_output(text), [m.geometry for m in outcome.inputs])
     assert len(findings.boxes) == 2, findings.warnings
     read = read_from_text(outcome, text, "replay (recorded responses; TEST)", True)
