@@ -83,10 +83,10 @@ def test_the_wheelhouse_holds_the_node_and_its_needs_but_not_the_hosts(wheelhous
 def test_the_node_installs_offline_next_to_the_hosts_torch_and_runs(wheelhouse: Path, tmp_path: Path) -> None:
     host = tmp_path / "host-venv"
     venv.create(host, with_pip=True)
-    environment = {key: value for key, value in os.environ.items() if not key.startswith(("PIP_", "VIRTUAL_ENV"))}
-    # ensurepip's own setuptools would hide the host's (torch needs a newer one): the host's is the one seen
-    subprocess.run([str(host / "bin" / "python"), "-m", "pip", "uninstall", "--yes", "--quiet", "setuptools"],
-                   env=environment, capture_output=True, check=False)
+    environment = {key: value for key, value in os.environ.items()
+                   if not key.startswith(("PIP_", "VIRTUAL_ENV", "PYTHONPATH"))}
+    # as on a host: a Python 3.11 venv holds ensurepip's old setuptools, which hides the host's newer one that
+    # torch requires; the wheelhouse carries a setuptools for that
     [site_packages] = host.glob("lib/python*/site-packages")
     (site_packages / "host-torch.pth").write_text(str(_host_site(tmp_path / "host-site")) + "\n")
     installed = subprocess.run(["bash", str(wheelhouse / "install.sh"), str(wheelhouse), str(host)],

@@ -26,7 +26,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 #: What a GPU host with a CUDA PyTorch brings: torch, torchvision, their GPU runtime and their requirements.
 HOST_PROVIDES = ("torch", "torchvision", "triton", "nvidia-*", "numpy", "pillow", "sympy", "mpmath", "networkx",
-                 "jinja2", "markupsafe", "filelock", "fsspec", "typing-extensions", "setuptools")
+                 "jinja2", "markupsafe", "filelock", "fsspec", "typing-extensions")
+#: Carried although no requirement of the node's names them: a Python 3.11 virtual environment starts with
+#: ensurepip's setuptools (65), which hides the host's newer one that torch requires (>=77.0.3 for torch 2.14).
+CARRIED_FOR_THE_HOST = ("setuptools",)
 #: manylinux tags of an x86_64 Linux host (glibc 2.17 and later).
 LINUX_X86_64 = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 
@@ -72,7 +75,7 @@ def build(out: Path, python_version: str | None, platforms: tuple[str, ...], hos
     out.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(out), str(REPO)],
                    check=True)
-    download(node_requirements(host_provides), out, python_version, platforms)
+    download([*node_requirements(host_provides), *CARRIED_FOR_THE_HOST], out, python_version, platforms)
     dropped = [path.name for path in out.glob("*.whl") if is_host_provided(wheel_project(path), host_provides)]
     for name in dropped:
         (out / name).unlink()  # pulled in by another requirement (highdicom needs numpy): the host has it
