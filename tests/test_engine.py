@@ -38,6 +38,8 @@ def test_tiny_checkpoint_is_small_and_byte_identical_per_seed(tiny_dir: Path, tm
     again = subprocess.run([sys.executable, "-m", "node", "model", "tiny", str(tmp_path / "again"), "--seed", "0"],
                            capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
+    assert "Writing model shards" not in again.stderr and "it/s]" not in again.stderr  # no progress bar
+    assert again.stdout.startswith("tiny qwen2.5-vl test checkpoint")  # no blank lines before what it says
     assert _digest(tmp_path / "again") == _digest(tiny_dir)
     other = build_tiny_checkpoint(tmp_path / "other", seed=1)
     assert _digest(other)["model.safetensors"] != _digest(tiny_dir)["model.safetensors"]

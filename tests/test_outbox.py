@@ -50,6 +50,7 @@ def test_outbox_lifecycle_survives_a_restart(tmp_path: Path) -> None:
     [ehr_item] = reopened.outbox.due("ehr", now=30)
     reopened.outbox.record_attempt(ehr_item.id, SENT, "", now=31, next_attempt_at=31)
     assert reopened.outbox.retry(now=40) == 1  # retry-all leaves delivered items alone
+    assert reopened.outbox.retry(now=41, item_id=ehr_item.id) == 0  # so does retrying a delivered one by its ID
     assert {i.state for i in reopened.outbox.items()} == {PENDING, SENT}
 
 

@@ -8,12 +8,13 @@ and any other failure, are permanent: the object goes to the dead letters, never
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
+from pynetdicom import AE, Association, evt
 from pynetdicom.sop_class import Verification
 
 from node.config import ClientTlsConfig
@@ -40,6 +41,15 @@ def classify_status(status: int) -> tuple[Delivery, str]:
     if 0xA700 <= status <= 0xA7FF:
         return Delivery.RETRY, f"refused: out of resources (0x{status:04X})"
     return Delivery.REJECTED, f"failed with status 0x{status:04X}"
+
+
+def _not_established(assoc: Association, connected: bool) -> str:
+    """Why an association did not come about: no connection at all (refused, unreachable, timed out: pynetdicom
+    calls that an abort too), or the PACS rejected or aborted it."""
+    if not connected:
+        return "no connection to the PACS (refused or unreachable)"
+    return "association rejected" if assoc.is_rejected else "association aborted" if assoc.is_aborted \
+        else "association failed"
 
 
 class DicomSender:
@@ -79,11 +89,12 @@ class DicomSender:
         for sop_class in dict.fromkeys(str(ds.SOPClassUID) for ds in datasets):
             ae.add_requested_context(sop_class, syntaxes)
         tls_args = (self._tls, self.host) if self._tls is not None else None
-        assoc = ae.associate(self.host, self.port, ae_title=self.called_ae, tls_args=tls_args)
+        connected = threading.Event()
+        assoc = ae.associate(self.host, self.port, ae_title=self.called_ae, tls_args=tls_args,
+                             evt_handlers=[(evt.EVT_CONN_OPEN, lambda _: connected.set())])
         if not assoc.is_established:
-            reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "failed"
-            return [StoreResult(str(ds.SOPInstanceUID), Delivery.RETRY, None, f"association {reason}")
-                    for ds in datasets]
+            reason = _not_established(assoc, connected.is_set())
+            return [StoreResult(str(ds.SOPInstanceUID), Delivery.RETRY, None, reason) for ds in datasets]
         results = []
         try:
             for ds in datasets:

@@ -12,8 +12,10 @@ built here say so in their identity.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +88,8 @@ def _tokenizer():
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=512, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=512, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,  # its bar left blank lines on stdout
     )
     core.train_from_iterator(_corpus(), trainer=trainer)
     return PreTrainedTokenizerFast(
@@ -195,6 +198,20 @@ def _ship_own_code(directory: Path) -> None:
         path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """transformers' progress bars off (``model tiny`` printed "Writing model shards" bars), then as they were."""
+    from transformers.utils import logging as transformers_logging
+
+    were_disabled = transformers_logging.is_progress_bar_enabled() is False
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if not were_disabled:
+            transformers_logging.enable_progress_bar()
+
+
 def build_tiny_checkpoint(directory: Path, family: Family = "qwen2.5-vl", seed: int = 0) -> Path:
     """Write a tiny checkpoint of ``family`` into ``directory`` and return it."""
     import torch
@@ -210,8 +227,9 @@ def build_tiny_checkpoint(directory: Path, family: Family = "qwen2.5-vl", seed: 
     model = model_class(config).eval()
     model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     model.generation_config.pad_token_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    model.save_pretrained(directory)
-    processor.save_pretrained(directory)
+    with _no_progress_bars():
+        model.save_pretrained(directory)
+        processor.save_pretrained(directory)
     if family == "omni":
         _ship_own_code(directory)
     return directory

@@ -23,7 +23,7 @@ from pathlib import Path
 from node.config import Hl7ListenerConfig
 from node.durable import fsync_dir, write_atomically
 from node.ingest.hl7_inbound import UnsupportedMessage, interpret, message_type
-from node.ingest.hl7v2 import Hl7Error, Hl7Message, parse
+from node.ingest.hl7v2 import Hl7Error, Hl7Message, escape, parse
 from node.ingest.spool import Spool
 from node.mllp import MessageTooLong, MllpReader, frame
 from node.ops.logging import get_logger
@@ -41,6 +41,16 @@ _UNSAFE = re.compile(r"[|^~\\&\x00-\x1f\x7f]")
 def _safe(text: str, limit: int) -> str:
     """A value from the message, fit to echo in the ACK: no separators or control characters."""
     return _UNSAFE.sub("", text)[:limit]
+
+
+def _user_message(text: str, limit: int = 250) -> str:
+    """ERR-8's text, HL7-escaped (``ADT^A01`` stays readable as ``ADT\\S\\A01``) and cut, before escaping,
+    to fit ``limit`` once escaped."""
+    escaped = escape(text)
+    while len(escaped) > limit:
+        text = text[:len(text) - (len(escaped) - limit + 2) // 3 - 1]
+        escaped = escape(text)
+    return escaped
 
 
 class Hl7Listener:
@@ -144,7 +154,7 @@ class Hl7Listener:
             "|".join(["MSA", code, _safe(field(10), 20)]),
         ]
         if code != "AA":
-            segments.append("|".join(["ERR", "", "", _ERROR_CODES[code], "E", "", "", "", _safe(text, 250)]))
+            segments.append("|".join(["ERR", "", "", _ERROR_CODES[code], "E", "", "", "", _user_message(text)]))
         return "\r".join(segments)
 
     # --- the server ------------------------------------------------------------------------------

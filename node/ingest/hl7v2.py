@@ -1,4 +1,5 @@
-"""Reading HL7 v2 messages: segments, fields, components, repetitions, escapes and timestamps.
+"""Reading HL7 v2 messages: segments, fields, components, repetitions, escapes and timestamps; and
+escaping text to write into one.
 
 Total over any input: :class:`Hl7Error` (with a reason that quotes no value of the message) is the
 only exception. Field numbers follow the standard: ``MSH-9`` is ``field("MSH", 9)`` although MSH-1
@@ -12,6 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from node.errors import DataError
+
+_ESCAPES = {"\\": "\\E\\", "|": "\\F\\", "^": "\\S\\", "&": "\\T\\", "~": "\\R\\"}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: Unicode line separators (read as line breaks) and lone surrogates (not encodable: made U+FFFD).
+_UNICODE_BREAKS = re.compile(r"[\u2028\u2029\x85]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class Hl7Error(DataError):
@@ -127,3 +134,13 @@ def timestamp(value: str) -> float | None:
         offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[3:5]))
         return moment.replace(tzinfo=timezone(sign * offset)).timestamp()
     return moment.astimezone().timestamp()
+
+
+def escape(text: str, line_breaks: bool = False) -> str:
+    """HL7-escape ``text``; newlines (and Unicode line separators) become ``\\.br\\`` when ``line_breaks``,
+    else spaces; control characters (MLLP's framing bytes among them) are dropped, lone surrogates replaced."""
+    text = _SURROGATE.sub("\ufffd", _UNICODE_BREAKS.sub("\n", str(text)))
+    text = "".join(_ESCAPES.get(char, char) for char in text)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = text.replace("\n", "\\.br\\" if line_breaks else " ")
+    return _CONTROL.sub("", text)

@@ -17,17 +17,13 @@ from typing import Literal
 from pydicom.dataset import Dataset
 
 from node.findings import Findings
+from node.ingest.hl7v2 import escape
 from node.results.codes import label_concept
 from node.results.provenance import DISCLAIMER, Provenance, clip
 
 SEGMENT_SEPARATOR = "\r"
 ST_LIMIT = 199  # an OBX-5 length every receiver (and hl7apy's strict check) accepts
 REASONING_LIMIT = 16_000  # the reasoning sent to the EHR; the whole of it is in the SR
-_ESCAPES = {"\\": "\\E\\", "|": "\\F\\", "^": "\\S\\", "&": "\\T\\", "~": "\\R\\"}
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-#: Unicode line separators (read as line breaks) and lone surrogates (not encodable: made U+FFFD).
-_UNICODE_BREAKS = re.compile(r"[\u2028\u2029\x85]")
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _ESCAPED_TOKEN = re.compile(r"\\[^\\]*\\|.", re.DOTALL)
 
 
@@ -41,16 +37,6 @@ class Hl7Party:
     receiving_facility: str = "HOSPITAL"
     #: What ORC-3/OBR-3 (filler order number) carry: the accession number, or the Study Instance UID.
     filler_order_number: Literal["accession", "study_uid"] = "accession"
-
-
-def escape(text: str, line_breaks: bool = False) -> str:
-    """HL7-escape ``text``; newlines (and Unicode line separators) become ``\\.br\\`` when ``line_breaks``,
-    else spaces; control characters (MLLP's framing bytes among them) are dropped, lone surrogates replaced."""
-    text = _SURROGATE.sub("\ufffd", _UNICODE_BREAKS.sub("\n", str(text)))
-    text = "".join(_ESCAPES.get(char, char) for char in text)
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = text.replace("\n", "\\.br\\" if line_breaks else " ")
-    return _CONTROL.sub("", text)
 
 
 def _value(text: str, limit: int = ST_LIMIT) -> str:

@@ -121,12 +121,13 @@ class Outbox:
             )
 
     def retry(self, now: float, item_id: int | None = None) -> int:
-        """Make one item (or every dead or waiting item) due now; returns how many."""
+        """Make one item (or every dead or waiting item) due now; returns how many. A delivered item is never
+        made due again: that would send it twice."""
         with self._database.transaction() as db:
             if item_id is not None:
                 cursor = db.execute(
-                    "UPDATE outbox SET state = ?, next_attempt_at = ?, updated_at = ? WHERE id = ?",
-                    (OutboxState.PENDING, now, now, item_id),
+                    "UPDATE outbox SET state = ?, next_attempt_at = ?, updated_at = ? WHERE id = ? AND state != ?",
+                    (OutboxState.PENDING, now, now, item_id, OutboxState.SENT),
                 )
             else:
                 cursor = db.execute(
