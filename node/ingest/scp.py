@@ -17,7 +17,8 @@ from pynetdicom.transport import ThreadedAssociationServer
 from node.config import DicomConfig, TlsConfig
 from node.ingest import hygiene, incoming, reactor
 from node.ingest.assembler import StudyAssembler
-from node.ingest.receiver import SUCCESS, Receiver, StoreRequest
+from node.ingest.receiver import Receiver, StoreRequest
+from node.ingest.refusals import SUCCESS
 from node.ops.logging import get_logger
 from node.ops.metrics import Metrics
 
