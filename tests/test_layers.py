@@ -4,8 +4,8 @@ ground floor importing nothing above it, and no module over 300 lines.
 Imports are read from the code with :mod:`ast`: every ``import`` and ``from … import``, lazy ones
 inside functions included, except those under ``if TYPE_CHECKING:`` (they never run). A *unit* is a
 subpackage ``node/X/`` or a top-level module ``node/X.py``; imports inside one unit are its own affair.
-The allow-lists below name what is known and not yet fixed; each entry says why it is there, and a
-test fails when an entry no longer applies, so the lists only shrink.
+No module imports the test tooling (``node.testing``) but those of :data:`TEST_TOOLING`, each with why; a
+test fails when an entry no longer applies, so the list only shrinks.
 """
 
 from __future__ import annotations
@@ -22,6 +22,11 @@ STAGES = ("routing", "context", "imaging", "engine", "findings", "reading", "res
 GROUND = ("config", "errors", "durable", "ops", "store", "model", "dicom_files", "implementation", "tls")
 
 MAX_LINES = 300
+#: The modules outside ``node/testing/`` that import ``node.testing``: test and demo tooling by purpose.
+TEST_TOOLING = {
+    "node/demo.py": "the demo command runs the loopback PACS and EHR on synthetic studies",
+    "node/cli/engine.py": "'engine prepare' calibrates FP8 weights on synthetic studies (calibration_study)",
+}
 
 
 def _unit(path: Path) -> str | None:
@@ -159,3 +164,28 @@ def test_no_module_over_300_lines() -> None:
     over = {str(path.relative_to(PACKAGE.parent)): _lines(path) for path in PACKAGE.rglob("*.py")
             if _lines(path) > MAX_LINES}
     assert not over, f"modules over {MAX_LINES} lines (split them): {over}"
+
+
+def _testing_importers() -> dict[str, set[str]]:
+    """Module outside ``node/testing/`` (relative to the repository) → what it imports of ``node.testing``;
+    every import statement counts, lazy and ``TYPE_CHECKING`` ones too."""
+    found: dict[str, set[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.relative_to(PACKAGE).parts[0] == "testing":
+            continue
+        for statement in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(statement, ast.Import | ast.ImportFrom):
+                for name in _imported_modules(path, statement):
+                    if name == "node.testing" or name.startswith("node.testing."):
+                        found.setdefault(str(path.relative_to(PACKAGE.parent)), set()).add(name)
+    return found
+
+
+def test_only_test_tooling_imports_node_testing() -> None:
+    stray = {module: sorted(names) for module, names in _testing_importers().items() if module not in TEST_TOOLING}
+    assert not stray, f"product modules importing the test tooling (node.testing): {stray}"
+
+
+def test_every_test_tooling_entry_still_imports_it() -> None:
+    gone = sorted(set(TEST_TOOLING) - set(_testing_importers()))
+    assert not gone, f"no longer import node.testing: remove them from TEST_TOOLING: {gone}"

@@ -38,10 +38,11 @@ def cmd_engine_serve(args: argparse.Namespace) -> int:
 def cmd_engine_prepare(args: argparse.Namespace) -> int:
     """Do the configured backend's one-off preparation (FP8 quantization for tensorrt-llm)."""
     from node.engine.prepare import prepare
+    from node.testing.synthetic import calibration_study
 
     config = load(args)
     configure_logging(config.log.level, config.log.format)
-    print(prepare(config.engine))
+    print(prepare(config.engine, calibration_study))
     return 0
 
 
