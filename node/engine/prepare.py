@@ -98,7 +98,7 @@ def quantize_fp8(config: EngineConfig, out_dir: Path, calibration_study: Calibra
 
     checkpoint = open_checkpoint(config.model, config.family, config.min_pixels, config.max_pixels)
     processor = load_processor(checkpoint)
-    model = load_model(checkpoint, torch.bfloat16, "sdpa").to("cuda").eval()
+    model = load_model(checkpoint, torch.bfloat16, "sdpa", "cuda")
     quant_config = copy.deepcopy(mtq.FP8_DEFAULT_CFG)
     quant_config["quant_cfg"]["*visual*"] = {"enable": False}
 
