@@ -1,5 +1,6 @@
 """The shape of ``node/``: no import cycles between its parts, no stage importing a later one, the
-ground floor importing nothing above it, and no module over 300 lines.
+ground floor importing nothing above it, no module over 300 lines, and no ``# type: ignore`` without
+its error code and reason.
 
 Imports are read from the code with :mod:`ast`: every ``import`` and ``from … import``, lazy ones
 inside functions included, except those under ``if TYPE_CHECKING:`` (they never run). A *unit* is a
@@ -11,6 +12,7 @@ test fails when an entry no longer applies, so the list only shrinks.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -189,3 +191,13 @@ def test_only_test_tooling_imports_node_testing() -> None:
 def test_every_test_tooling_entry_still_imports_it() -> None:
     gone = sorted(set(TEST_TOOLING) - set(_testing_importers()))
     assert not gone, f"no longer import node.testing: remove them from TEST_TOOLING: {gone}"
+
+
+def test_every_type_ignore_says_which_error_and_why() -> None:
+    """mypy runs on ``node/`` (pyproject.toml); where it is told to look away, the comment names the error
+    code and gives the reason: ``# type: ignore[code]  # why``."""
+    pattern = re.compile(r"# type: ignore\[[a-z-]+(, [a-z-]+)*\]  # \S")
+    bare = [f"{path.relative_to(PACKAGE.parent)}:{number}" for path in sorted(PACKAGE.rglob("*.py"))
+            for number, line in enumerate(path.read_text().splitlines(), start=1)
+            if "type: ignore" in line and not pattern.search(line)]
+    assert not bare, f"type: ignore without an error code and a reason: {bare}"

@@ -67,5 +67,5 @@ def _with_time_series(signature: inspect.Signature) -> inspect.Signature:
     return signature.replace(parameters=[*parameters, extra, *rest])
 
 
-QoQOmniForConditionalGeneration.forward.__signature__ = _with_time_series(  # type: ignore[attr-defined]  # inspect reads it
+QoQOmniForConditionalGeneration.forward.__signature__ = _with_time_series(  # type: ignore[attr-defined]  # inspect.signature reads it
     inspect.signature(Qwen2_5_VLForConditionalGeneration.forward))
