@@ -25,7 +25,7 @@ import pydicom
 from node.egress.dicom import DicomSender
 from node.egress.mllp import MllpClient
 from node.results.sr import CONTEXT
-from node.store import COMPLETE, FAILED, SKIPPED, UNDELIVERED, Store
+from node.store import COMPLETE, FAILED, SKIPPED, UNDELIVERED, Store, StudyState
 from node.testing.ehr import MllpListener
 from node.testing.loopback import LOOPBACK, free_port
 from node.testing.node_process import NodeProcess
@@ -97,7 +97,7 @@ def _given(node: NodeProcess, study_uid: str) -> list[str]:
     return [line for text in found for line in text.split("\n")]
 
 
-def _wait_final(store_path: Path, study_uids: list[str], timeout: float) -> dict[str, str]:
+def _wait_final(store_path: Path, study_uids: list[str], timeout: float) -> dict[str, StudyState]:
     deadline = time.monotonic() + timeout
     while True:
         store = Store(store_path)
@@ -122,9 +122,10 @@ def run_demo(workdir: Path, keep_running: bool = False, say: Callable[[str], Non
                  "ct": boxed_response(pydicom.dcmread(ct.files[len(ct.files) // 2]), "Acute PE")}
     with ExitStack() as stack:
         if shutil.which("Orthanc"):
-            pacs: Orthanc | FolderPacs = stack.enter_context(Orthanc(workdir / "pacs"))
-            say(f"PACS: Orthanc on {LOOPBACK}:{pacs.dicom_port} (AE {pacs.aet}), "
-                f"web viewer {pacs.url}/app/explorer.html")
+            orthanc = stack.enter_context(Orthanc(workdir / "pacs"))
+            say(f"PACS: Orthanc on {LOOPBACK}:{orthanc.dicom_port} (AE {orthanc.aet}), "
+                f"web viewer {orthanc.url}/app/explorer.html")
+            pacs: Orthanc | FolderPacs = orthanc
         else:
             pacs = stack.enter_context(FolderPacs(workdir / "pacs"))
             say(f"PACS: built-in storage SCP on {LOOPBACK}:{pacs.dicom_port} (AE {pacs.aet}), "

@@ -223,8 +223,10 @@ def parse_output(text: object) -> ParsedOutput:
     if len(raw) > MAX_PARSED_CHARS:
         warnings.append(f"only the first {MAX_PARSED_CHARS} characters were read")
     reasoning = _part("reasoning", lambda: _reasoning(searched), searched.strip(), warnings)
-    labels = _part("answer", lambda: _labels(searched), (), warnings)
-    boxes = _part("boxes", lambda: _boxes(searched, warnings), (), warnings)
+    no_labels: tuple[str, ...] = ()
+    no_boxes: tuple[ModelBox, ...] = ()
+    labels = _part("answer", lambda: _labels(searched), no_labels, warnings)
+    boxes = _part("boxes", lambda: _boxes(searched, warnings), no_boxes, warnings)
     if not labels:
         warnings.append("no \\boxed{} answer")
     return ParsedOutput(reasoning, labels, boxes, raw, tuple(warnings))

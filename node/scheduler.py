@@ -118,7 +118,7 @@ class Scheduler:
         """Route, gather and image the studies; settle those that cannot be read; the rest, prepared."""
         gathered = self._gather_batch(due)
         ready = [(study, g) for study, g in zip(due, gathered, strict=True)
-                 if self._settled(study, g) and not self._waits_for_order(study, g)]
+                 if self._settled(study, g) and isinstance(g, Gathered) and not self._waits_for_order(study, g)]
         images = list(self._imaging_pool.map(guarded("imaging", self._image), [g for _, g in ready]))
         to_read = []
         for (study, _), prepared in zip(ready, images, strict=True):

@@ -25,7 +25,7 @@ from node.app import Node
 from node.ingest import incoming, part10, spool
 from node.ingest.incoming import INFLATED_TWIN
 from node.ingest.part10 import file_meta
-from node.ingest.receiver import MALFORMED, SOP_CLASS_MISMATCH, SOP_INSTANCE_MISMATCH, UID_CONFLICT
+from node.ingest.refusals import MALFORMED, SOP_CLASS_MISMATCH, SOP_INSTANCE_MISMATCH, UID_CONFLICT
 from node.store import RECEIVING
 from node.testing.loopback import LOOPBACK
 from node.testing.synthetic import SyntheticStudy, write_ct_study

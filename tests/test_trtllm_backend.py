@@ -23,6 +23,7 @@ from node.engine.factory import make_engine
 from node.engine.prepare import calibration_requests, prepare
 from node.engine.tiny import TINY_MODEL_NAME, build_tiny_checkpoint
 from node.model.prompt import IMAGE_MARKER, build_prompt
+from node.testing.synthetic import calibration_study
 
 GPU = "NVIDIA H100 80GB HBM3"
 PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
@@ -148,15 +149,16 @@ def test_the_cache_key_names_precision_gpu_library_and_model(tiny_dir: Path, tmp
 
 
 def test_prepare_says_what_it_did_or_why_it_cannot(stand_in, tiny_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    assert prepare(EngineConfig()) == "nothing to prepare for the transformers backend"
-    assert prepare(_config(tiny_dir)).startswith("nothing to build: TensorRT-LLM's PyTorch workflow runs the bf16")
+    assert prepare(EngineConfig(), calibration_study) == "nothing to prepare for the transformers backend"
+    assert prepare(_config(tiny_dir), calibration_study).startswith(
+        "nothing to build: TensorRT-LLM's PyTorch workflow runs the bf16")
     monkeypatch.setitem(sys.modules, "modelopt", None)
     config = _config(tiny_dir, quantization="fp8").model_copy(update={"cache_dir": tmp_path / "cache"})
     with pytest.raises(EngineLoadError, match="needs NVIDIA ModelOpt"):
-        prepare(config)
+        prepare(config, calibration_study)
     assert not any((tmp_path / "cache").iterdir())  # nothing half-built is left behind
     write_manifest(_made(cache_entry(config, "1.2.0", GPU)), {"quantization": "fp8"})
-    assert prepare(config) == f"already prepared: {cache_entry(config, '1.2.0', GPU)}"
+    assert prepare(config, calibration_study) == f"already prepared: {cache_entry(config, '1.2.0', GPU)}"
 
 
 def _made(directory: Path) -> Path:
@@ -165,7 +167,7 @@ def _made(directory: Path) -> Path:
 
 
 def test_calibration_inputs_are_made_like_the_nodes_own() -> None:
-    requests = calibration_requests(EngineConfig())
+    requests = calibration_requests(EngineConfig(), calibration_study)
     assert len(requests) == 16 and {len(r.images) for r in requests} == {1, 2}  # a CR; a CT volume's 2 slices
     for request in requests:
         for image in request.images:  # pre-resized as training did: inside the trained bounds

@@ -145,9 +145,10 @@ class ContextGatherer:
             priors = [self._related(s) for s in candidates[: policy.priors.count]]
         ecg = None
         if ecg_policy:
-            near = sorted((s for s in known if "ECG" in _modalities(s.modality) and s.study_time is not None
-                           and abs(s.study_time - at) <= ecg_policy.hours * 3600), key=lambda s: abs(s.study_time - at))
-            ecg = self._related(near[0]) if near else None
+            distances = [(abs(s.study_time - at), s) for s in known
+                         if "ECG" in _modalities(s.modality) and s.study_time is not None]
+            near = sorted((pair for pair in distances if pair[0] <= ecg_policy.hours * 3600), key=lambda pair: pair[0])
+            ecg = self._related(near[0][1]) if near else None
         used = [s.study_uid for s in priors] + ([ecg.study_uid] if ecg else [])
         if used:
             clinical.mark_used(used, now)

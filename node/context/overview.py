@@ -49,12 +49,12 @@ def describe_study(store: Store, config: NodeConfig, study_uid: str) -> list[str
     gatherer = ContextGatherer(store, config.storage.root, config.context.default_authority)
     identity = StudyIdentity.read(files[0], config.context.default_authority)
     context = gatherer.gather(identity, routed.spec.context, takes_ecg=True, now=time.time())
-    ecg_given = context.ecg is not None
-    text = context_text(context, 1, identity.modality, ecg_given) or "(no context: the task's policy gathers none, or "\
-        "nothing is kept for this patient)"
+    ecg = context.ecg
+    text = context_text(context, 1, identity.modality, ecg is not None) or (
+        "(no context: the task's policy gathers none, or nothing is kept for this patient)")
     return [f"study {study_uid}: task {routed.name}, patient {identity.patient_key or '(no Patient ID)'}",
             *[f"  prior {p.study_uid} ({len(p.files)} files)" for p in context.priors],
-            *([f"  ECG {context.ecg.study_uid} (given to models that take the signal)"] if ecg_given else []),
+            *([f"  ECG {ecg.study_uid} (given to models that take the signal)"] if ecg is not None else []),
             "  context as the prompt would state it:", *(f"    {line}" for line in text.split("\n"))]
 
 

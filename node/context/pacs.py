@@ -4,17 +4,18 @@ on its own). One association per query and per retrieval; every failure is a :cl
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, Association, build_role, evt
-from pynetdicom.sop_class import (
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # pynetdicom makes its SOP classes at import
     ComputedRadiographyImageStorage,
     CTImageStorage,
     DigitalMammographyXRayImageStorageForPresentation,
@@ -139,8 +140,10 @@ class PacsPriors:
 
 def _encoded(event: evt.Event) -> bytes:
     """The received instance as a Part 10 file (preamble, file meta, the dataset as it was sent)."""
-    buffer = io.BytesIO()
+    request = event.request
+    assert isinstance(request, C_STORE) and request.DataSet is not None  # (the handler of EVT_C_STORE)
+    buffer = DicomBytesIO()
     buffer.write(b"\x00" * 128 + b"DICM")
     write_file_meta_info(buffer, event.file_meta, enforce_standard=True)
-    buffer.write(event.request.DataSet.getvalue())
+    buffer.write(request.DataSet.getvalue())
     return buffer.getvalue()

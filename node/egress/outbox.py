@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from node.egress.mllp import Delivery
-from node.store import DEAD, PENDING, SENT
+from node.store import DEAD, PENDING, SENT, OutboxState
 
 
 def backoff_seconds(attempts: int, base: float, cap: float, rng: random.Random) -> float:
@@ -16,7 +16,7 @@ def backoff_seconds(attempts: int, base: float, cap: float, rng: random.Random) 
 
 
 def next_state(delivery: Delivery, attempts: int, now: float, base: float, cap: float,
-               rng: random.Random) -> tuple[str, float]:
+               rng: random.Random) -> tuple[OutboxState, float]:
     """(state, next attempt time) after an attempt that ended with ``delivery`` (``attempts`` made)."""
     if delivery is Delivery.ACCEPTED:
         return SENT, now

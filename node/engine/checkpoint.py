@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node.engine import EngineRequest
 from node.engine.chat import user_turn
 from node.engine.errors import EngineLoadError
 from node.engine.tiny import TINY_MARKER, TINY_MODEL_NAME
 from node.model.profiles import FAMILIES, PROFILES, Family, ModelProfile
+
+if TYPE_CHECKING:
+    from transformers import ProcessorMixin
 
 
 def detect_family(config: dict[str, Any]) -> Family:
@@ -51,7 +54,8 @@ def _image_processor_config(model_dir: Path) -> dict[str, Any]:
 def _processor_bounds(model_dir: Path, profile: ModelProfile) -> ModelProfile:
     """``profile`` with the rounding bounds and patch size the checkpoint's own processor declares."""
     config = _image_processor_config(model_dir)
-    size = config.get("size") if isinstance(config.get("size"), dict) else {}
+    listed_size = config.get("size")
+    size: dict[str, Any] = listed_size if isinstance(listed_size, dict) else {}
     low = size.get("shortest_edge", config.get("min_pixels", profile.processor_min_pixels))
     high = size.get("longest_edge", config.get("max_pixels", profile.processor_max_pixels))
     return replace(profile, processor_min_pixels=int(low), processor_max_pixels=int(high),
@@ -74,9 +78,9 @@ def checkpoint_profile(model_dir: Path | None, family: str = "auto", min_pixels:
         family = detect_family(config) if config else "qwen2.5-vl"
     if family not in PROFILES:
         raise EngineLoadError(f"unknown model family '{family}'; QoQ-Med's are {', '.join(FAMILIES)}")
-    profile = PROFILES[family]  # type: ignore[index]
-    if config:
-        profile = _processor_bounds(Path(model_dir), profile)  # type: ignore[arg-type]
+    profile = PROFILES[family]
+    if config and model_dir is not None:  # (a config was read only from a model_dir)
+        profile = _processor_bounds(Path(model_dir), profile)
     low = profile.min_pixels if min_pixels is None else min_pixels
     high = profile.max_pixels if max_pixels is None else max_pixels
     return replace(profile, min_pixels=low, max_pixels=high)
@@ -120,7 +124,7 @@ def open_checkpoint(model_dir: Path, family: str = "auto", min_pixels: int | Non
     return Checkpoint(model_dir, name, is_test_model, config, profile)
 
 
-def load_processor(checkpoint: Checkpoint):
+def load_processor(checkpoint: Checkpoint) -> ProcessorMixin:
     """The checkpoint's processor as shipped, with left padding (for batches)."""
     from transformers import AutoProcessor
 
@@ -130,7 +134,7 @@ def load_processor(checkpoint: Checkpoint):
     return processor
 
 
-def chat_prompt(processor, request: EngineRequest) -> str:
+def chat_prompt(processor: ProcessorMixin, request: EngineRequest) -> str:
     """The request as the model's chat-templated text, one image placeholder per image."""
     messages = user_turn(request, lambda _: {"type": "image"})
     return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

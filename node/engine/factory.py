@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from node.config import EngineConfig
 from node.engine import Engine
@@ -13,6 +14,9 @@ from node.engine.errors import EngineLoadError
 from node.engine.replay import ReplayEngine
 from node.model.profiles import ModelProfile
 from node.ops.logging import get_logger
+
+if TYPE_CHECKING:
+    from node.engine.openai_backend import OpenAIEngine
 
 log = get_logger("engine")
 
@@ -51,16 +55,22 @@ def engine_profile(config: EngineConfig) -> ModelProfile:
     return checkpoint_profile(local, config.family, config.min_pixels, config.max_pixels)
 
 
+def make_openai_engine(config: EngineConfig) -> OpenAIEngine:
+    """The ``openai`` backend: a client of the server ``engine.openai`` names, with the API key from the
+    variable ``api_key_env`` names."""
+    from node.engine.openai_backend import OpenAIEngine
+
+    key_env = config.openai.api_key_env
+    return OpenAIEngine(config, engine_profile(config), api_key=os.environ.get(key_env) if key_env else None)
+
+
 def make_engine(config: EngineConfig) -> Engine:
     """The backend ``config.backend`` names, loaded and ready."""
     if config.backend == "replay":
         assert config.replay_responses is not None  # the config validator guarantees it
         return ReplayEngine.from_file(config.replay_responses)
     if config.backend == "openai":
-        from node.engine.openai_backend import OpenAIEngine
-
-        key_env = config.openai.api_key_env
-        return OpenAIEngine(config, engine_profile(config), api_key=os.environ.get(key_env) if key_env else None)
+        return make_openai_engine(config)
     if config.model is None:
         raise EngineLoadError("engine.model is not set: point it at the QoQ-Med weights, "
                               "or build a test model with 'qoq-node model tiny DIR'")

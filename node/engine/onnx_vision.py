@@ -13,18 +13,30 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 from torch.nn import functional
+from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
-from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb_vision
+from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
+    Qwen2_5_VisionTransformerPretrainedModel as VisionTower,
+)
+from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLVisionBlock,
+    apply_rotary_pos_emb_vision,
+)
 from transformers.vision_utils import get_vision_position_ids, get_vision_window_index
 
 from node.engine.errors import EngineLoadError
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 INPUTS = ("patches", "window_index", "reverse_index", "cos", "sin", "window_gather", "window_valid", "window_scatter")
 PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -49,12 +61,12 @@ def window_layout(cu_window_seqlens: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"window_gather": gather, "window_valid": valid, "window_scatter": scatter}
 
 
-def tower_inputs(visual: nn.Module, patches: torch.Tensor, grid_thw: torch.Tensor) -> dict[str, torch.Tensor]:
+def tower_inputs(visual: VisionTower, patches: torch.Tensor, grid_thw: torch.Tensor) -> dict[str, torch.Tensor]:
     """The exported graph's inputs for the ``patches`` of one image whose grid is ``grid_thw`` ([1, 3])."""
     position_ids = get_vision_position_ids(grid_thw, visual.spatial_merge_size)
     window_index, cu_window_seqlens = get_vision_window_index(
         grid_thw, spatial_merge_size=visual.spatial_merge_size, window_size=visual.window_size,
-        patch_size=visual.patch_size)
+        patch_size=_patch_size(visual))
     cos, sin = visual.rotary_pos_emb(patches, position_ids)
     unit = visual.spatial_merge_unit
     order = (window_index[:, None] * unit + torch.arange(unit, device=window_index.device)).reshape(-1)
@@ -63,7 +75,18 @@ def tower_inputs(visual: nn.Module, patches: torch.Tensor, grid_thw: torch.Tenso
             "cos": cos[order].float(), "sin": sin[order].float(), **layout}
 
 
-def _attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None = None):
+def _patch_size(visual: VisionTower) -> int:
+    """The side of the tower's square patches, in pixels (its patch embedding's kernel)."""
+    return visual.patch_embed.proj.kernel_size[-1]
+
+
+def _blocks(visual: VisionTower) -> list[Qwen2_5_VLVisionBlock]:
+    """The tower's blocks, in order."""
+    return cast("list[Qwen2_5_VLVisionBlock]", list(visual.blocks))  # a ModuleList does not type its items
+
+
+def _attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+               mask: torch.Tensor | None = None) -> torch.Tensor:
     """SDPA over [batch, positions, heads, dim] inputs (heads moved where SDPA wants them and back)."""
     output = functional.scaled_dot_product_attention(
         query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), attn_mask=mask)
@@ -74,12 +97,13 @@ class ExportableTower(nn.Module):
     """The tower's computation for one image, the bookkeeping as inputs (what is exported): full
     attention blocks attend over the whole image, window blocks within padded windows."""
 
-    def __init__(self, visual: nn.Module) -> None:
+    def __init__(self, visual: VisionTower) -> None:
         super().__init__()
         self.visual = visual
 
-    def forward(self, patches, window_index, reverse_index, cos, sin, window_gather, window_valid,
-                window_scatter) -> torch.Tensor:
+    def forward(self, patches: torch.Tensor, window_index: torch.Tensor, reverse_index: torch.Tensor,
+                cos: torch.Tensor, sin: torch.Tensor, window_gather: torch.Tensor, window_valid: torch.Tensor,
+                window_scatter: torch.Tensor) -> torch.Tensor:
         """Image embeddings, one row per merged patch."""
         visual = self.visual
         hidden = visual.patch_embed(patches)
@@ -87,7 +111,7 @@ class ExportableTower(nn.Module):
         unit = visual.spatial_merge_unit
         hidden = hidden.reshape(length // unit, unit, -1)[window_index].reshape(length, -1)
         key_mask = window_valid[:, None, None, :]  # [windows, 1, 1, slots]: padding is never attended to
-        for index, block in enumerate(visual.blocks):
+        for index, block in enumerate(_blocks(visual)):
             attention = block.attn
             query, key, value = attention.qkv(block.norm1(hidden)).reshape(
                 length, 3, attention.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
@@ -95,21 +119,23 @@ class ExportableTower(nn.Module):
             if index in visual.fullatt_block_indexes:
                 output = _attention(query[None], key[None], value[None])[0]
             else:
-                windows = [tensor[window_gather] for tensor in (query, key, value)]  # [windows, slots, heads, dim]
-                output = _attention(*windows, mask=key_mask)
+                # [windows, slots, heads, dim]
+                query, key, value = (tensor[window_gather] for tensor in (query, key, value))
+                output = _attention(query, key, value, mask=key_mask)
                 output = output.reshape(-1, *output.shape[2:])[window_scatter]
             hidden = hidden + attention.proj(output.reshape(length, -1))
             hidden = hidden + block.mlp(block.norm2(hidden))
         return visual.merger(hidden)[reverse_index]
 
 
-def export_tower(visual: nn.Module, directory: Path) -> Path:
+def export_tower(visual: VisionTower, directory: Path) -> Path:
     """Export the tower (in float32, on the CPU) into ``directory`` (``tower.onnx`` and, for a large
     tower, its weights beside it) with torch.export, patches and windows dynamic. The directory
     appears whole or not at all."""
     tower = ExportableTower(copy.deepcopy(visual).float().cpu()).eval()
     grid = torch.tensor([[1, 34, 36]])  # an image with whole and partial windows: the graph is the same for all
-    channels = visual.patch_embed.in_channels * visual.patch_embed.temporal_patch_size * visual.patch_size ** 2
+    convolution = visual.patch_embed.proj  # channels × temporal patch × patch side²
+    channels = convolution.in_channels * math.prod(convolution.kernel_size)
     sample = tower_inputs(tower.visual, torch.zeros(int(grid.prod()), channels), grid)
     units = torch.export.Dim("units", min=4, max=65536)
     patches = visual.spatial_merge_unit * units
@@ -128,7 +154,7 @@ def export_tower(visual: nn.Module, directory: Path) -> Path:
     return directory / TOWER_FILE
 
 
-def session(path: Path, cache_dir: Path):
+def session(path: Path, cache_dir: Path) -> onnxruntime.InferenceSession:
     """An ONNX Runtime session on the best provider present (TensorRT with its engine cache, CUDA, CPU)."""
     try:
         import onnxruntime
@@ -151,7 +177,7 @@ def session(path: Path, cache_dir: Path):
 class OnnxVisionTower(nn.Module):
     """Stands in for ``model.model.visual``: the bookkeeping in torch, the tower on ONNX Runtime."""
 
-    def __init__(self, visual: nn.Module, onnx_path: Path, cache_dir: Path) -> None:
+    def __init__(self, visual: VisionTower, onnx_path: Path, cache_dir: Path) -> None:
         super().__init__()
         self.torch_tower = visual  # kept for its configuration and rotary table (and as the reference)
         self.spatial_merge_size = visual.spatial_merge_size
@@ -177,8 +203,11 @@ class OnnxVisionTower(nn.Module):
         return BaseModelOutputWithPooling(last_hidden_state=None, pooler_output=output)
 
 
-def attach_onnx_tower(model: nn.Module, cache_root: Path, fingerprint: str) -> OnnxVisionTower:
+def attach_onnx_tower(model: PreTrainedModel, cache_root: Path, fingerprint: str) -> OnnxVisionTower:
     """Export the model's vision tower once (cached by checkpoint fingerprint and graph layout) and swap it in."""
+    if not isinstance(model, Qwen2_5_VLForConditionalGeneration):
+        raise EngineLoadError("engine.transformers.vision onnx runs the Qwen2.5-VL vision tower only "
+                              f"(QoQ-Med-VL-7B/32B), not {type(model).__name__}'s")
     visual = model.model.visual
     directory = cache_root / f"vision-{GRAPH_LAYOUT}-{fingerprint}"
     path = directory / TOWER_FILE

@@ -180,7 +180,8 @@ class OpenAIEngine:
         except (KeyError, IndexError, TypeError) as exc:
             raise ValueError(f"the engine server's answer has no choices[0].message ({type(exc).__name__})") from exc
         text = message.get("content") if isinstance(message, dict) else None
-        usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
+        listed_usage = answer.get("usage")
+        usage: dict[str, Any] = listed_usage if isinstance(listed_usage, dict) else {}
         prompt_tokens = int(usage.get("prompt_tokens") or 0)
         expected = visual_tokens(request, self.profile)
         if prompt_tokens and prompt_tokens < expected:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,9 +26,14 @@ from node.model.prompt import build_prompt
 
 CALIBRATION_STUDIES = 16
 
+#: Writes calibration study number ``index`` (from 0) into the folder given and returns its DICOM files;
+#: the command gives :func:`node.testing.synthetic.calibration_study` (the engine imports no test tooling).
+CalibrationStudy = Callable[[Path, int], Sequence[Path]]
 
-def prepare(config: EngineConfig) -> str:
-    """Do what ``config``'s backend needs ahead of start; returns what was done, for the operator."""
+
+def prepare(config: EngineConfig, calibration_study: CalibrationStudy) -> str:
+    """Do what ``config``'s backend needs ahead of start, calibrating on the studies ``calibration_study``
+    writes; returns what was done, for the operator."""
     if config.backend != "tensorrt-llm":
         return f"nothing to prepare for the {config.backend} backend"
     if config.model is None:
@@ -46,7 +52,7 @@ def prepare(config: EngineConfig) -> str:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        modelopt_version = quantize_fp8(config, partial)
+        modelopt_version = quantize_fp8(config, partial, calibration_study)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -59,28 +65,26 @@ def prepare(config: EngineConfig) -> str:
     return f"FP8 checkpoint written to {entry}"
 
 
-def calibration_requests(config: EngineConfig) -> list[EngineRequest]:
-    """Calibration inputs made the way the node makes them: synthetic chest CR and CT studies
+def calibration_requests(config: EngineConfig, calibration_study: CalibrationStudy) -> list[EngineRequest]:
+    """Calibration inputs made the way the node makes them: the studies ``calibration_study`` writes
     through the node's own imaging, with the node's prompt."""
     from node.engine.factory import engine_profile
     from node.imaging.inputs import study_inputs
-    from node.testing.synthetic import write_cr_study, write_ct_study
 
     profile = engine_profile(config)
     requests = []
     with tempfile.TemporaryDirectory(prefix="qoq-calibration-") as workdir:
         for index in range(CALIBRATION_STUDIES):
             folder = Path(workdir) / str(index)
-            study = write_cr_study(folder) if index % 2 else write_ct_study(folder, slices=4)
-            images = study_inputs(study.files, profile).images
+            images = study_inputs(calibration_study(folder, index), profile).images
             prompt = build_prompt("What are the findings in this study?", image_count=len(images))
             requests.append(EngineRequest(tuple(i.image for i in images), prompt, "calibration"))
     return requests
 
 
-def quantize_fp8(config: EngineConfig, out_dir: Path) -> str:
-    """Quantize the language model to FP8 with ModelOpt and export the checkpoint into ``out_dir``;
-    returns ModelOpt's version."""
+def quantize_fp8(config: EngineConfig, out_dir: Path, calibration_study: CalibrationStudy) -> str:
+    """Quantize the language model to FP8 with ModelOpt, calibrated on the studies ``calibration_study``
+    writes, and export the checkpoint into ``out_dir``; returns ModelOpt's version."""
     assert config.model is not None
     try:
         import modelopt
@@ -94,13 +98,13 @@ def quantize_fp8(config: EngineConfig, out_dir: Path) -> str:
 
     checkpoint = open_checkpoint(config.model, config.family, config.min_pixels, config.max_pixels)
     processor = load_processor(checkpoint)
-    model = load_model(checkpoint, torch.bfloat16, "sdpa").to("cuda").eval()
+    model = load_model(checkpoint, torch.bfloat16, "sdpa", "cuda")
     quant_config = copy.deepcopy(mtq.FP8_DEFAULT_CFG)
     quant_config["quant_cfg"]["*visual*"] = {"enable": False}
 
-    calibration = calibration_requests(config)
+    calibration = calibration_requests(config, calibration_study)
 
-    def forward_loop(model_under_calibration) -> None:
+    def forward_loop(model_under_calibration: torch.nn.Module) -> None:
         for request in calibration:
             inputs = processor(text=[chat_prompt(processor, request)], images=list(request.images),
                                return_tensors="pt").to("cuda")

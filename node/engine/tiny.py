@@ -13,14 +13,27 @@ built here say so in their identity.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from node.model.profiles import PROFILES, Family
+from node.model.profiles import PROFILES, Family, ModelProfile
 from node.model.prompt import build_prompt, question_text
+
+if TYPE_CHECKING:
+    from transformers import (
+        PreTrainedConfig,
+        PreTrainedModel,
+        PreTrainedTokenizerFast,
+        ProcessorMixin,
+        Qwen2VLImageProcessor,
+    )
+
+    #: What a family's builder gives: its processor, its model's configuration and the model's class.
+    Parts = tuple[ProcessorMixin, PreTrainedConfig, type[PreTrainedModel]]
 
 TINY_MODEL_NAME = "qoq-node-tiny-random"
 #: Written into the config so every output of this model is recognisable as a test model.
@@ -80,7 +93,16 @@ def _corpus() -> list[str]:
     ] * 4
 
 
-def _tokenizer():
+class _TokenIds(TypedDict):
+    """The placeholder tokens' ids, as the families' configurations name them."""
+
+    image_token_id: int
+    video_token_id: int
+    vision_start_token_id: int
+    vision_end_token_id: int
+
+
+def _tokenizer() -> PreTrainedTokenizerFast:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -101,9 +123,16 @@ def _tokenizer():
     )
 
 
-def _text_config(tokenizer, mrope_section: list[int]) -> dict[str, Any]:
+def _token_id(tokenizer: PreTrainedTokenizerFast, token: str) -> int:
+    """The id of one of :data:`SPECIAL_TOKENS`."""
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    assert isinstance(token_id, int), token  # one token in, one id out
+    return token_id
+
+
+def _text_config(tokenizer: PreTrainedTokenizerFast, mrope_section: list[int]) -> dict[str, Any]:
     """A two-layer language model (head dim 16) with the tokenizer's special tokens."""
-    token_id = tokenizer.convert_tokens_to_ids
+    token_id = functools.partial(_token_id, tokenizer)
     assert sum(mrope_section) * 2 == 16
     return {
         "vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
@@ -114,27 +143,28 @@ def _text_config(tokenizer, mrope_section: list[int]) -> dict[str, Any]:
     }
 
 
-def _token_ids(tokenizer) -> dict[str, int]:
-    token_id = tokenizer.convert_tokens_to_ids
+def _token_ids(tokenizer: PreTrainedTokenizerFast) -> _TokenIds:
+    token_id = functools.partial(_token_id, tokenizer)
     return {"image_token_id": token_id("<|image_pad|>"), "video_token_id": token_id("<|video_pad|>"),
             "vision_start_token_id": token_id("<|vision_start|>"), "vision_end_token_id": token_id("<|vision_end|>")}
 
 
-def _vision_config(profile, **family_keys: Any) -> dict[str, Any]:
+def _vision_config(profile: ModelProfile, **family_keys: Any) -> dict[str, Any]:
     """A two-block vision tower (width 32) with the family's patch and merge sizes, and its own keys."""
     return {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
             "patch_size": profile.patch_size, "spatial_merge_size": profile.merge_size, "temporal_patch_size": 2,
             **family_keys}
 
 
-def _qwen25_parts(tokenizer, family: Family):
+def _qwen25_parts(tokenizer: PreTrainedTokenizerFast, family: Family) -> Parts:
     """Processor and model of a tiny Qwen2.5-VL (or, for Omni, its Qwen2.5-VL body and own classes)."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
     profile = PROFILES[family]
-    processor_class, config_class = Qwen2_5_VLProcessor, Qwen2_5_VLConfig
-    model_class = Qwen2_5_VLForConditionalGeneration
+    processor_class: type[Qwen2_5_VLProcessor] = Qwen2_5_VLProcessor
+    config_class: type[Qwen2_5_VLConfig] = Qwen2_5_VLConfig
+    model_class: type[Qwen2_5_VLForConditionalGeneration] = Qwen2_5_VLForConditionalGeneration
     extra: dict[str, Any] = {}
     if family == "omni":
         from node.engine.omni_remote.configuration_qoq_omni import QoQOmniConfig
@@ -142,7 +172,7 @@ def _qwen25_parts(tokenizer, family: Family):
         from node.engine.omni_remote.processing_qoq_omni import QoQOmniProcessor
 
         processor_class, config_class, model_class = QoQOmniProcessor, QoQOmniConfig, QoQOmniForConditionalGeneration
-        extra["time_series_token_id"] = tokenizer.convert_tokens_to_ids("<|ts_pad|>")
+        extra["time_series_token_id"] = _token_id(tokenizer, "<|ts_pad|>")
     processor = processor_class(
         image_processor=_image_processor(profile), tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(),
         chat_template=_chat_template(default_system=True, time_series=family == "omni"))
@@ -153,7 +183,7 @@ def _qwen25_parts(tokenizer, family: Family):
     return processor, config, model_class
 
 
-def _qwen3_parts(tokenizer):
+def _qwen3_parts(tokenizer: PreTrainedTokenizerFast) -> Parts:
     """Processor and model of a tiny Qwen3-VL."""
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
@@ -170,7 +200,7 @@ def _qwen3_parts(tokenizer):
     return processor, config, Qwen3VLForConditionalGeneration
 
 
-def _image_processor(profile):
+def _image_processor(profile: ModelProfile) -> Qwen2VLImageProcessor:
     """The base model's image processor: its patch size and its own rounding bounds."""
     from transformers import Qwen2VLImageProcessor
 
@@ -225,11 +255,8 @@ def build_tiny_checkpoint(directory: Path, family: Family = "qwen2.5-vl", seed: 
     setattr(config, TINY_MARKER, True)
     torch.manual_seed(seed)
     model = model_class(config).eval()
-    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    model.generation_config.pad_token_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    with _no_progress_bars():
-        model.save_pretrained(directory)
-        processor.save_pretrained(directory)
+import contextlib
+import functools
     if family == "omni":
         _ship_own_code(directory)
     return directory

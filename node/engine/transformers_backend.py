@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from node.config import TransformersOptions
 from node.engine import EngineRequest, EngineResult
@@ -26,6 +27,13 @@ from node.engine.chat import expected_grids, require_inputs_fit
 from node.engine.checkpoint import Checkpoint, chat_prompt, load_processor, open_checkpoint
 from node.engine.engine_cache import cache_root, model_fingerprint
 from node.engine.errors import EngineLoadError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import BatchFeature, GenerationMixin, PreTrainedModel
+
+    class GeneratingModel(PreTrainedModel, GenerationMixin):
+        """A checkpoint's model as the auto classes load it: a ``PreTrainedModel`` that generates."""
 
 
 def _pick_device(device: str) -> str:
@@ -36,7 +44,7 @@ def _pick_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _pick_dtype(dtype: str, device: str):
+def _pick_dtype(dtype: str, device: str) -> torch.dtype:
     import torch
 
     if dtype == "auto":
@@ -44,13 +52,15 @@ def _pick_dtype(dtype: str, device: str):
     return getattr(torch, dtype)
 
 
-def load_model(checkpoint: Checkpoint, dtype, attention: str):
-    """The checkpoint's model class for its family, loaded from the directory alone."""
+def load_model(checkpoint: Checkpoint, dtype: torch.dtype, attention: str, device: str) -> GeneratingModel:
+    """The checkpoint's model class for its family, loaded from the directory alone onto ``device``, for
+    inference (``eval``)."""
     from transformers import AutoModel, AutoModelForImageTextToText
 
     loader = AutoModel if checkpoint.has_own_code else AutoModelForImageTextToText
-    return loader.from_pretrained(checkpoint.directory, dtype=dtype, attn_implementation=attention,
-                                  local_files_only=True, trust_remote_code=checkpoint.has_own_code)
+    model = loader.from_pretrained(checkpoint.directory, dtype=dtype, attn_implementation=attention,
+                                   local_files_only=True, trust_remote_code=checkpoint.has_own_code)
+    return model.to(device).eval()  # type: ignore[arg-type]  # functools.wraps on PreTrainedModel.to hides self
 
 
 class TransformersEngine:
@@ -69,8 +79,7 @@ class TransformersEngine:
         self.device = _pick_device(device)
         self.processor = load_processor(checkpoint)
         try:
-            self.model = load_model(checkpoint, _pick_dtype(dtype, self.device), options.attention).to(
-                self.device).eval()
+            self.model = load_model(checkpoint, _pick_dtype(dtype, self.device), options.attention, self.device)
         except ImportError as exc:  # flash_attention_2 without the flash-attn package
             raise EngineLoadError(f"engine.transformers.attention {options.attention} cannot be used: {exc}") from exc
         if options.compile:
@@ -90,7 +99,7 @@ class TransformersEngine:
         """The checkpoint's name and the library that runs it."""
         return self._identity
 
-    def _inputs(self, requests: Sequence[EngineRequest]):
+    def _inputs(self, requests: Sequence[EngineRequest]) -> BatchFeature:
         require_inputs_fit(requests, self.profile)
         texts = [chat_prompt(self.processor, request) for request in requests]
         images = [image.convert("RGB") for request in requests for image in request.images]

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from node.config import Hl7ListenerConfig
 from node.durable import fsync_dir, write_atomically
@@ -31,6 +32,9 @@ from node.ops.metrics import Metrics
 from node.store import Store
 
 log = get_logger("hl7")
+
+#: What a socket server hands its request handlers (a TCP server: the connection's socket).
+_Request = socket.socket | tuple[bytes, socket.socket]
 
 ACK_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8")
 #: ERR-3 codes (HL7 table 0357).
@@ -171,14 +175,14 @@ class Hl7Listener:
             daemon_threads = True
             allow_reuse_address = True
 
-            def process_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+            def process_request(self, request: _Request, client_address: Any) -> None:
                 if not listener._slots.acquire(blocking=False):
                     log.warning("hl7.connection_refused", reason="hl7_listener.max_connections reached")
                     self.shutdown_request(request)
                     return
                 super().process_request(request, client_address)
 
-            def process_request_thread(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+            def process_request_thread(self, request: _Request, client_address: Any) -> None:
                 try:
                     super().process_request_thread(request, client_address)
                 finally:

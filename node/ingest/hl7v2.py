@@ -93,8 +93,8 @@ def parse(text: str) -> Hl7Message:
     separator, encoding = msh[3], msh[4:8]
     if len(set(separator + encoding)) != 5 or separator.isalnum() or any(c.isalnum() for c in encoding):
         raise Hl7Error("MSH-1/MSH-2 do not define five distinct separators")
-    component, repetition, escape, subcomponent = encoding
-    segments = []
+    component, repetition, escape, subcomponent = encoding[0], encoding[1], encoding[2], encoding[3]
+    segments: list[tuple[str, ...]] = []
     for raw in segments_text:
         fields = raw.split(separator)
         if not re.fullmatch(r"[A-Z][A-Z0-9]{2}", fields[0]):

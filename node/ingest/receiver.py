@@ -6,12 +6,11 @@ is written, and the file is synced while it commits). So a crash can leave a com
 file was never made whole, for an instance that was never acknowledged: a resend of it replaces
 the row and the file, and at start :func:`forget_torn_instances` drops such rows. Anything refused
 is answered with a failure status and an Error Comment, and kept in the quarantine when there is
-room to keep it.
+room to keep it (:mod:`node.ingest.refusals` says what is refused, and with which status).
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 import sqlite3
 import time
@@ -19,13 +18,22 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydicom.uid import generate_uid
-
-from node.errors import NodeError
 from node.implementation import MANUFACTURER as NODE_MANUFACTURER
 from node.ingest.commits import GroupCommit
 from node.ingest.incoming import IncomingDataset, IncomingLimits, stored_transfer_syntax
 from node.ingest.part10 import DatasetHeader, MalformedDataset, file_meta, read_header
+from node.ingest.refusals import (
+    INCOMING_REFUSAL_STATUS,
+    INTERNAL_ERROR,
+    MALFORMED,
+    OUT_OF_RESOURCES,
+    REFUSAL_REASONS,
+    SUCCESS,
+    Refusal,
+    check_identity,
+    check_same_study,
+    encodable,
+)
 from node.ingest.spool import Spool
 from node.ops.logging import get_logger, uid_hash
 from node.ops.metrics import Metrics
@@ -33,24 +41,10 @@ from node.store import InstanceRecord, Store, StoredFile, StudyUpdate
 
 log = get_logger("ingest")
 
-SUCCESS = 0x0000
-OUT_OF_RESOURCES = 0xA700
-SOP_CLASS_MISMATCH = 0xA900
-MALFORMED = 0xC210
-BAD_UID = 0xC211
-SOP_INSTANCE_MISMATCH = 0xC212
-INTERNAL_ERROR = 0xC213
-UID_CONFLICT = 0xC214
-
-#: Every reason a C-STORE is refused for (the ``reason`` label of ``qoqnode_cstore_failures_total``).
-REFUSAL_REASONS = ("out_of_space", "too_large", "malformed", "missing_uid", "invalid_uid", "sop_class_mismatch",
-                   "sop_instance_mismatch", "uid_conflict", "storage_error", "internal_error")
 #: After a write failed or was refused for space, readiness says "no room" this long (then looks again).
 ROOM_RECHECK_SECONDS = 30.0
 #: A refused object's bytes are kept in the quarantine up to this size (beyond it, only the note).
 QUARANTINE_BYTES_LIMIT = 64_000_000
-
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
 
 @dataclass(frozen=True)
@@ -72,30 +66,12 @@ class StoreOutcome:
     study_uid: str | None = None
 
 
-class _Refusal(NodeError):
-    def __init__(self, status: int, reason: str, comment: str) -> None:
-        assert reason in REFUSAL_REASONS, reason
-        super().__init__(comment)
-        self.status, self.reason, self.comment = status, reason, comment
-
-
 def _is_whole(stored: StoredFile) -> bool:
     """Whether a stored instance's file is there at the length it was received with."""
     try:
         return stored.path.stat().st_size == stored.size
     except FileNotFoundError:
         return False
-
-
-def _check_same_study(stored: StoredFile, header: DatasetHeader) -> None:
-    """Raise _Refusal when a SOP Instance UID already stored arrives under another study: a sender
-    that reuses UIDs, whose second object must be kept aside for a person, not taken for a resend."""
-    if stored.study_uid != header.study_uid:
-        raise _Refusal(UID_CONFLICT, "uid_conflict", "SOP Instance UID is already stored in another study")
-
-
-#: The status of each refusal an incoming dataset can end in (:class:`~node.ingest.incoming.Refusal`).
-_INCOMING_REFUSAL_STATUS = {"too_large": OUT_OF_RESOURCES, "out_of_space": OUT_OF_RESOURCES, "malformed": MALFORMED}
 
 
 def forget_torn_instances(store: Store) -> int:
@@ -107,30 +83,6 @@ def forget_torn_instances(store: Store) -> int:
         store.instances.forget(torn)
         log.warning("ingest.torn_instances_forgotten", instances=len(torn))
     return len(torn)
-
-
-def _encodable(value: str) -> str:
-    """``value`` as the quarantine's File Meta can hold it (ASCII): a value that is not ASCII (a sender's
-    broken UID) stands in as a UID derived from it, so the refused object is still kept."""
-    return value if value.isascii() else generate_uid(entropy_srcs=[value])
-
-
-def _valid_uid(uid: str) -> bool:
-    return 0 < len(uid) <= 64 and _UID.match(uid) is not None
-
-
-def _check(header: DatasetHeader, request: StoreRequest) -> None:
-    """Raise _Refusal when the dataset's identity is missing, invalid or disagrees with the command."""
-    for name in ("study_uid", "series_uid", "sop_instance_uid", "sop_class_uid"):
-        uid = getattr(header, name)
-        if not uid:
-            raise _Refusal(BAD_UID, "missing_uid", f"dataset has no {name}")
-        if not _valid_uid(uid):
-            raise _Refusal(BAD_UID, "invalid_uid", f"dataset {name} is not a valid UID")
-    if header.sop_class_uid != request.sop_class_uid:
-        raise _Refusal(SOP_CLASS_MISMATCH, "sop_class_mismatch", "SOP Class UID differs from command")
-    if header.sop_instance_uid != request.sop_instance_uid:
-        raise _Refusal(SOP_INSTANCE_MISMATCH, "sop_instance_mismatch", "SOP Instance UID differs from command")
 
 
 class Receiver:
@@ -154,8 +106,8 @@ class Receiver:
         """A C-STORE request's dataset to come, received into a file under the spool's ``tmp/`` (its File Meta
         from the command's UIDs: a dataset that disagrees with them is refused) within the size limits and
         the free-space watermark."""
-        meta = file_meta(_encodable(sop_class_uid), _encodable(sop_instance_uid),
-                         stored_transfer_syntax(transfer_syntax_uid), _encodable(calling_ae))
+        meta = file_meta(encodable(sop_class_uid), encodable(sop_instance_uid),
+                         stored_transfer_syntax(transfer_syntax_uid), encodable(calling_ae))
         return IncomingDataset(self._spool.temporary_path(), meta, transfer_syntax_uid, self._limits,
                                self._above_watermark)
 
@@ -166,7 +118,7 @@ class Receiver:
         self._metrics.cstore_bytes.inc(request.incoming.received_bytes)
         try:
             outcome = self._receive(request)
-        except _Refusal as refusal:
+        except Refusal as refusal:
             outcome = self._refuse(request, refusal)
         except (OSError, sqlite3.Error):  # the disk (file or database) failed us: transient for the sender,
             # who keeps the instance; what was written of it is gone
@@ -205,24 +157,24 @@ class Receiver:
         if incoming.refusal is not None:
             if incoming.refusal.reason == "out_of_space":
                 self._storage_failed_at = time.monotonic()
-            raise _Refusal(_INCOMING_REFUSAL_STATUS[incoming.refusal.reason], incoming.refusal.reason,
+            raise Refusal(INCOMING_REFUSAL_STATUS[incoming.refusal.reason], incoming.refusal.reason,
                            incoming.refusal.detail)
         with incoming.dataset() as dataset:
             try:
                 return read_header(dataset, incoming.transfer_syntax_uid)
             except MalformedDataset as exc:
-                raise _Refusal(MALFORMED, "malformed", f"malformed dataset: {exc}") from exc
+                raise Refusal(MALFORMED, "malformed", f"malformed dataset: {exc}") from exc
 
     def _receive(self, request: StoreRequest) -> StoreOutcome:
         header = self._header(request.incoming)
-        _check(header, request)
+        check_identity(header, request.sop_class_uid, request.sop_instance_uid)
         if header.manufacturer == NODE_MANUFACTURER:
             return self._own_result(header)
         if header.sop_class_uid in self._ignored:
             return self._ignored_class(header)
         stored = self._store.instances.stored(header.sop_instance_uid)
         if stored is not None:
-            _check_same_study(stored, header)
+            check_same_study(stored, header)
             if _is_whole(stored):
                 self._spool.sync(stored.path)  # a twin may still be syncing it: acknowledge it on disk only
                 return self._duplicate(header)
@@ -274,8 +226,8 @@ class Receiver:
         if stored is None:
             return
         try:
-            _check_same_study(stored, header)
-        except _Refusal:
+            check_same_study(stored, header)
+        except Refusal:
             written.unlink(missing_ok=True)
             raise
 
@@ -298,7 +250,7 @@ class Receiver:
         log.info("cstore.duplicate", sop_instance=uid_hash(header.sop_instance_uid))
         return StoreOutcome(SUCCESS, study_uid=header.study_uid)
 
-    def _refuse(self, request: StoreRequest, refusal: _Refusal) -> StoreOutcome:
+    def _refuse(self, request: StoreRequest, refusal: Refusal) -> StoreOutcome:
         self._metrics.cstore_failures.labels(refusal.reason).inc()
         kept = None
         if refusal.reason != "out_of_space":  # with the disk full, nothing more is written

@@ -11,13 +11,15 @@ from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import Verification
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # pynetdicom makes its SOP classes at import
 from pynetdicom.transport import ThreadedAssociationServer
 
 from node.config import DicomConfig, TlsConfig
 from node.ingest import hygiene, incoming, reactor
 from node.ingest.assembler import StudyAssembler
-from node.ingest.receiver import SUCCESS, Receiver, StoreRequest
+from node.ingest.receiver import Receiver, StoreRequest
+from node.ingest.refusals import SUCCESS
 from node.ops.logging import get_logger
 from node.ops.metrics import Metrics
 
@@ -87,7 +89,7 @@ class StorageScp:
 
     def start(self) -> None:
         """Bind and serve in background threads."""
-        handlers = [
+        handlers: list[evt.EventHandlerType] = [
             (evt.EVT_CONN_OPEN, self._on_connection_open),
             (evt.EVT_ESTABLISHED, self._on_established),
             (evt.EVT_REJECTED, self._on_rejected),
@@ -99,15 +101,17 @@ class StorageScp:
         ]
         tls = tls_context(self._config.tls) if self._config.tls.enabled else None
         try:
-            self._server = self._ae.start_server((self._config.host, self._config.port), block=False,
-                                                 evt_handlers=handlers)
+            server = self._ae.start_server((self._config.host, self._config.port), block=False,
+                                           evt_handlers=handlers)
         except OSError as exc:  # say which of the node's ports it is
             raise OSError(exc.errno, f"DICOM port {self._config.host}:{self._config.port} (dicom.host, dicom.port): "
                                      f"{exc.strerror}") from exc
-        hygiene.cap_pending(self._server, self._config.max_pending_connections,
+        assert server is not None  # (start_server gives None only when it blocks)
+        self._server = server
+        hygiene.cap_pending(server, self._config.max_pending_connections,
                             lambda: self._metrics.associations_rejected.labels("too_many_pending").inc())
         if tls is not None:  # the handshake on each connection's thread, within the association request time
-            hygiene.handshake_in_connection_thread(self._server, tls, self._config.association_request_seconds)
+            hygiene.handshake_in_connection_thread(server, tls, self._config.association_request_seconds)
         log.info(
             "scp.listening",
             ae_title=self._config.ae_title,
@@ -157,7 +161,7 @@ class StorageScp:
         requestor = event.assoc.requestor
         incoming.install(event.assoc, lambda sop_class, sop_instance, syntax: self._receiver.open_incoming(
             sop_class, sop_instance, syntax, requestor.ae_title))
-        peer = f"{event.address[0]}:{event.address[1]}"
+        peer = f"{requestor.address}:{requestor.port}"
         with self._lock:
             self._associations[id(event.assoc)] = _AssociationStats(peer=peer)
 
@@ -218,6 +222,7 @@ class StorageScp:
 
     def _on_store(self, event: evt.Event) -> Dataset:
         request = event.request
+        assert isinstance(request, C_STORE)  # (the handler of EVT_C_STORE)
         sop_class, sop_instance = str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID)
         calling_ae = event.assoc.requestor.ae_title
         received = incoming.of_request(request) or self._receiver.open_incoming(  # (none: it came without one)

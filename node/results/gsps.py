@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -41,7 +42,8 @@ def box_polyline(box: LocatedBox) -> np.ndarray:
     )
 
 
-def _annotations(findings: Findings, sources: Sequence[Dataset], layer: hd.pr.GraphicLayer, summary: str):
+def _annotations(findings: Findings, sources: Sequence[Dataset], layer: hd.pr.GraphicLayer,
+                 summary: str) -> list[hd.pr.GraphicAnnotation]:
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
     boxes: dict[tuple[str, int], list[LocatedBox]] = defaultdict(list)
     for box in findings.boxes:
@@ -115,7 +117,7 @@ def build_presentation_state(
     answer = ", ".join(findings.labels) or "no answer"
     summary = f"{provenance.banner}: {answer}. {DISCLAIMER} Model: {provenance.model_identity}"
     layer = hd.pr.GraphicLayer(LAYER, order=1, description=clip(provenance.banner, 64))
-    common = {
+    common: dict[str, Any] = {
         "referenced_images": list(sources),
         "series_instance_uid": result_uid(study_uid, study_version, task, provenance, f"{kind}-series"),
         "series_number": SERIES_NUMBER,
@@ -131,6 +133,7 @@ def build_presentation_state(
         "graphic_layers": [layer],
         "contributing_equipment": [contributing_equipment(provenance)],
     }
+    state: hd.pr.ColorSoftcopyPresentationState | hd.pr.GrayscaleSoftcopyPresentationState
     if colour:
         state = hd.pr.ColorSoftcopyPresentationState(icc_profile=_icc_profile(sources[0]), **common)
     else:

@@ -41,7 +41,7 @@ def patient_orientation(source: Dataset) -> tuple[str, str] | None:
     """The source's Patient Orientation, or the main patient axis of its rows and columns (from
     Image Orientation (Patient)); None when the source says neither."""
     if len(source.get("PatientOrientation", []) or []) == 2:
-        return tuple(str(v) for v in source.PatientOrientation)  # type: ignore[return-value]
+        return tuple(str(v) for v in source.PatientOrientation)  # type: ignore[return-value]  # two values (checked above)
     if "ImageOrientationPatient" not in source:
         return None
     cosines = np.asarray(source.ImageOrientationPatient, dtype=float).reshape(2, 3)
@@ -109,7 +109,7 @@ def build_sc(
         contributing_equipment=[contributing_equipment(provenance)],
     )
     if orientation is None:
-        sc.PatientOrientation = ""
+        sc.PatientOrientation = ""  # type: ignore[assignment]  # empty (Type 2, unknown): highdicom says a list
     label_series(sc, source, provenance, "sc", laterality=True)
     sc.ImageComments = clip(f"{provenance.banner}. {DISCLAIMER} Model: {provenance.model_identity}", 10240)
     sc.BurnedInAnnotation = "YES"

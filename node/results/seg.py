@@ -185,8 +185,8 @@ def _build_seg(boxes: Sequence[LocatedBox], box_numbers: dict[int, int], group: 
         contributing_equipment=[contributing_equipment(provenance)],
         content_description=clip(provenance.banner, 64),
     )
-    for segment in seg.SegmentSequence:  # the colour every viewer shows the boxes in (red, as the SR's)
-        segment.RecommendedDisplayCIELabValue = list(BOX_CIELAB)
+    for description in seg.SegmentSequence:  # the colour every viewer shows the boxes in (red, as the SR's)
+        description.RecommendedDisplayCIELabValue = list(BOX_CIELAB)
     if group.cine_frame:
         _point_at_frame(seg, first, group.cine_frame)
     label_series(seg, first, provenance, "seg")

@@ -34,6 +34,7 @@ from highdicom.sr import (
     WaveformContentItem,
 )
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
 from pydicom.sr.codedict import codes
 
 from node.context.text import GivenContext
@@ -95,7 +96,7 @@ def _reference_segments(sr: Dataset, segments: Mapping[str, SegmentReference]) -
             continue
         for group in container.ContentSequence:
             uid = next((str(item.UID) for item in group.ContentSequence if item.ValueType == "UIDREF"), None)
-            if uid in segments:
+            if uid is not None and uid in segments:
                 segment = segments[uid]
                 group.ContentSequence.append(ImageContentItem(
                     REFERENCED_SEGMENT, segment.sop_class_uid, segment.sop_instance_uid,
@@ -160,12 +161,12 @@ def _image_library(images: Sequence[Dataset]) -> ContainerContentItem:
             descriptors = [NumContentItem(name, int(value), PIXELS, relationship_type="HAS ACQ CONTEXT")
                            for name, value in ((codes.DCM.PixelDataRows, image.Rows),
                                                (codes.DCM.PixelDataColumns, image.Columns))]
-        entry.ContentSequence = descriptors
+        entry.ContentSequence = DicomSequence(descriptors)
         entries.append(entry)
     group = ContainerContentItem(codes.DCM.ImageLibraryGroup, relationship_type="CONTAINS")
-    group.ContentSequence = entries
+    group.ContentSequence = DicomSequence(entries)
     library = ContainerContentItem(codes.DCM.ImageLibrary, relationship_type="CONTAINS")
-    library.ContentSequence = [group]
+    library.ContentSequence = DicomSequence([group])
     return library
 
 
@@ -173,9 +174,9 @@ def _qualitative_evaluations(findings: Findings, provenance: Provenance) -> Cont
     """TID 1500's Qualitative Evaluations: the answer (coded), the reasoning, the raw text and the notice.
     Outside Imaging Measurements, whose groups viewers expect to carry geometry."""
     container = ContainerContentItem(QUALITATIVE_EVALUATIONS, relationship_type="CONTAINS")
-    container.ContentSequence = [
+    container.ContentSequence = DicomSequence([
         CodeContentItem(codes.DCM.Finding, label_concept(label), relationship_type="CONTAINS")
-        for label in findings.labels] or [CodeContentItem(codes.DCM.Finding, NO_ANSWER, relationship_type="CONTAINS")]
+        for label in findings.labels] or [CodeContentItem(codes.DCM.Finding, NO_ANSWER, relationship_type="CONTAINS")])
     for concept, text in ((REASONING, text_value(findings.reasoning, TEXT_LIMIT)),
                           (RAW_TEXT, raw_value(findings.raw_text, TEXT_LIMIT)),
                           (NOTICE, text_value(provenance.banner, TEXT_LIMIT))):
@@ -198,7 +199,7 @@ def _context_container(given: GivenContext) -> ContainerContentItem:
             items.append(NumContentItem(CodedConcept(clip(lab.code.strip(), 16), "LN", clip(lab.name or lab.code, 64)),
                                         lab.numeric, CodedConcept(clip(unit, 16), "UCUM", clip(unit, 64)),
                                         relationship_type="CONTAINS"))
-    container.ContentSequence = items
+    container.ContentSequence = DicomSequence(items)
     return container
 
 
@@ -284,7 +285,7 @@ def build_sr(
         WaveformContentItem(SOURCE, str(source.SOPClassUID), str(source.SOPInstanceUID), relationship_type="CONTAINS")
         for source in sources if "WaveformSequence" in source)
     if analysed_at is not None:  # the observation's time: when the model read the study, not when this was written
-        sr.ContentDate, sr.ContentTime = analysed_at.strftime("%Y%m%d"), analysed_at.strftime("%H%M%S.%f")
+        sr.ContentDate, sr.ContentTime = analysed_at.strftime("%Y%m%d"), analysed_at.strftime("%H%M%S.%f")  # type: ignore[assignment]  # highdicom types them DA, TM
     label_series(sr, sources[0], provenance, "sr")
     scheme = Dataset()
     scheme.CodingSchemeDesignator = PRIVATE_SCHEME

@@ -89,7 +89,7 @@ def _on(findings: Findings, images: Sequence[Dataset]) -> Findings:
     return replace(findings, boxes=tuple(box for box in findings.boxes if box.source.frame.sop_instance_uid in uids))
 
 
-def _dicom_objects(read: Read, key_paths: list[Path], sources: list[Dataset], provenance: Provenance,
+def _dicom_objects(read: Read, key_paths: list[Path], sources: Sequence[Dataset], provenance: Provenance,
                    study_version: int, secondary_capture: bool | str, previous: Sequence[Dataset],
                    given: GivenContext, omitted: list[tuple[str, Exception]]) -> list[tuple[str, Dataset]]:
     """(file name, dataset) of the SR, SEGs, presentation state and optional SCs over the key images
@@ -118,7 +118,7 @@ def _dicom_objects(read: Read, key_paths: list[Path], sources: list[Dataset], pr
     for number, group in enumerate(presentation_groups(images), start=1):  # one per kind and size of image
         name = ("csps" if int(group[0].get("SamplesPerPixel", 1)) > 1 else "gsps") + \
             (f"-{number}" if number > 1 else "") + ".dcm"
-        objects += _shown_again("presentation_state", lambda group=group, number=number, name=name: [
+        objects += _shown_again("presentation_state", lambda group=group, number=number, name=name: [  # type: ignore[misc]  # mypy cannot type a lambda's defaults (they bind the loop's values)
             (name, build_presentation_state(own_findings, group, provenance, study_version, task, window, number))],
             omitted)
     if images:  # the key images list most PACS show when the study opens
@@ -150,7 +150,7 @@ def _secondary_captures(prepared: Prepared, findings: Findings, key_paths: list[
     """One burned-in SC per key frame (``which``: "projection" — only of images without patient
     geometry — or every one)."""
     key_frames = {(p.source.sop_instance_uid, p.source.frame) for m in prepared.inputs for p in m.geometry.placements}
-    captures = []
+    captures: list[tuple[str, Dataset]] = []
     for path, ds in zip(key_paths, sources, strict=True):
         if "PixelData" not in ds or (which == "projection" and "FrameOfReferenceUID" in ds):
             continue

@@ -41,7 +41,9 @@ def wait_until(ready: Callable[[], bool], what: str, process: subprocess.Popen, 
     while time.monotonic() < deadline:
         if process.poll() is not None:
             tail = log_path.read_text()[-2000:]
-            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}; log: {tail}")
+            command = process.args  # a list of arguments, as the node's peers are started
+            program = command[0] if isinstance(command, list | tuple) else command
+            raise RuntimeError(f"{program!s} exited with {process.returncode}; log: {tail}")
         if ready():
             return
         time.sleep(0.05)

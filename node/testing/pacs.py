@@ -12,11 +12,15 @@ import subprocess
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from node.testing.loopback import LOOPBACK, free_port, http_json, stop_process, wait_http
 
 #: Where Debian's orthanc-dicomweb package puts its plugin.
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+if TYPE_CHECKING:
+    from pynetdicom.events import Event
 
 
 class Orthanc:
@@ -111,17 +115,19 @@ class FolderPacs:
 
     def __init__(self, folder: Path, aet: str = "DEMOPACS") -> None:
         from pynetdicom import AE, AllStoragePresentationContexts, evt
-        from pynetdicom.sop_class import Verification
+        from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # pynetdicom makes its SOP classes at import
 
         self.folder, self.aet = folder, aet
         folder.mkdir(parents=True, exist_ok=True)
         ae = AE(ae_title=aet)
         ae.supported_contexts = AllStoragePresentationContexts
         ae.add_supported_context(Verification)
-        self._server = ae.start_server((LOOPBACK, 0), block=False, evt_handlers=[(evt.EVT_C_STORE, self._store)])
-        self.dicom_port = self._server.server_address[1]
+        server = ae.start_server((LOOPBACK, 0), block=False, evt_handlers=[(evt.EVT_C_STORE, self._store)])
+        assert server is not None  # (start_server gives None only when it blocks)
+        self._server = server
+        self.dicom_port = server.server_address[1]
 
-    def _store(self, event) -> int:
+    def _store(self, event: Event) -> int:
         dataset = event.dataset
         dataset.file_meta = event.file_meta
         dataset.save_as(self.folder / f"{dataset.SOPInstanceUID}.dcm", enforce_file_format=True)

@@ -272,3 +272,10 @@ def restamp(study: SyntheticStudy, **attributes: str) -> SyntheticStudy:
             setattr(ds, keyword, value)
         ds.save_as(path, enforce_file_format=True)
     return study
+
+
+def calibration_study(directory: Path, index: int) -> tuple[Path, ...]:
+    """Write calibration study number ``index`` for ``qoq-node engine prepare``: a chest CR for an odd
+    index, a 4-slice CT for an even one; returns its files."""
+    study = write_cr_study(directory) if index % 2 else write_ct_study(directory, slices=4)
+    return study.files

@@ -12,6 +12,7 @@ import queue
 import time
 import types
 from collections.abc import Callable
+from typing import cast
 
 from pynetdicom import evt
 from pynetdicom.association import Association
@@ -32,7 +33,7 @@ def serve_with(association: Association, wait: Wait) -> None:
     def run_reactor(self: Association) -> None:
         _reactor(self, wait)
 
-    association._run_reactor = types.MethodType(run_reactor, association)  # type: ignore[method-assign]
+    association._run_reactor = types.MethodType(run_reactor, association)  # type: ignore[method-assign]  # patching pynetdicom, behind the version gate
 
 
 def _reactor(self: Association, wait: Wait) -> None:
@@ -49,7 +50,7 @@ def _reactor(self: Association, wait: Wait) -> None:
         except queue.Empty:
             context_id, msg = None, None
         if msg:
-            self._serve_request(msg, context_id)
+            self._serve_request(msg, cast(int, context_id))  # (as pynetdicom's own reactor does)
             last_request = time.monotonic()
 
         if self.is_established and self.acse.is_release_requested():

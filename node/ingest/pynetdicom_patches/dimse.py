@@ -41,16 +41,16 @@ def hand_fragments(association: Association, open_file: OpenFile) -> None:
         # last of its command set, even when both travel in one P-DATA-TF PDU.
         for context_id, data in primitive.presentation_data_value_list:
             one = P_DATA()
-            one.presentation_data_value_list = [[context_id, data]]
+            one.presentation_data_value_list = [[context_id, data]]  # type: ignore[list-item]  # its setter wants lists, its annotation says tuples
             receive(one)
             message = dimse.message
-            if isinstance(message, C_STORE_RQ) and message._data_set_file is None:  # its dataset follows
-                command = message.command_set
+            if isinstance(message, C_STORE_RQ) and message._data_set_file is None and message.context_id is not None:
+                command = message.command_set  # its dataset follows
                 syntax = association._accepted_cx[message.context_id].transfer_syntax[0]
                 message._data_set_file = open_file(str(command.AffectedSOPClassUID or ""),
                                                    str(command.AffectedSOPInstanceUID or ""), str(syntax))
 
-    dimse.receive_primitive = receive_primitive  # type: ignore[method-assign]
+    dimse.receive_primitive = receive_primitive  # type: ignore[method-assign]  # patching pynetdicom, behind the version gate
 
 
 def file_of(request: C_STORE) -> Any:

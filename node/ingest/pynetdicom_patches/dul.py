@@ -34,7 +34,7 @@ class _PolledDul(DULServiceProvider):
     last_sent = 0.0
 
     @property
-    def _run_loop_delay(self) -> float:  # type: ignore[override]
+    def _run_loop_delay(self) -> float:
         """The sleep before the loop's next poll: ``poll_delay(self)``."""
         return self.poll_delay(self)
 
@@ -52,7 +52,7 @@ class _PolledDul(DULServiceProvider):
 def poll_with(dul: DULServiceProvider, delay: PollDelay) -> None:
     """Make ``dul`` (before its thread starts) sleep ``delay(dul)`` before each poll that follows an idle one."""
     dul.__class__ = _PolledDul
-    dul.poll_delay = delay  # type: ignore[attr-defined]
+    dul.poll_delay = delay  # type: ignore[attr-defined]  # a _PolledDul now (the line above)
 
 
 def last_activity(dul: DULServiceProvider) -> float:

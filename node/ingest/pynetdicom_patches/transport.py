@@ -31,7 +31,7 @@ def screen_connections(server: ThreadedAssociationServer, admit: Callable[[], bo
             return
         process(request, client_address)
 
-    server.process_request = types.MethodType(process_request, server)  # type: ignore[method-assign]
+    server.process_request = types.MethodType(process_request, server)  # type: ignore[method-assign]  # patching pynetdicom, behind the version gate
 
 
 def handshake_per_connection(server: ThreadedAssociationServer,
@@ -46,4 +46,4 @@ def handshake_per_connection(server: ThreadedAssociationServer,
         if wrapped is not None:
             finish(wrapped, client_address)
 
-    server.finish_request = types.MethodType(finish_request, server)  # type: ignore[method-assign]
+    server.finish_request = types.MethodType(finish_request, server)  # type: ignore[method-assign]  # patching pynetdicom, behind the version gate
