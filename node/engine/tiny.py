@@ -255,8 +255,11 @@ def build_tiny_checkpoint(directory: Path, family: Family = "qwen2.5-vl", seed: 
     setattr(config, TINY_MARKER, True)
     torch.manual_seed(seed)
     model = model_class(config).eval()
-import contextlib
-import functools
+    model.generation_config.eos_token_id = _token_id(tokenizer, "<|im_end|>")
+    model.generation_config.pad_token_id = _token_id(tokenizer, "<|endoftext|>")
+    with _no_progress_bars():
+        model.save_pretrained(directory)
+        processor.save_pretrained(directory)
     if family == "omni":
         _ship_own_code(directory)
     return directory
