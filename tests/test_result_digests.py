@@ -1,20 +1,25 @@
 """Results are reproducible byte for byte: a fixed study, a fixed answer, a fixed moment and a fixed node
 and model give exactly these SR, SEG, GSPS, KOS, SC and ORU, with these UIDs.
 
-The constants were produced by the code before issue 22's refactor (e41b40f, through its
-``node.infer.prepare`` → ``StudyOutcome`` → ``write_results``, highdicom's clock held at ``CREATED`` and
-the ORU's at the same moment) and are what the code after it (54c48a0 and on) writes:
+The constants are what the code before issue 22's refactor wrote, and what the code after it writes.
+Compared on 2026-12-07 with two throw-away scripts: ``before.py`` ran this test's inputs through
+e41b40f's API (``node.infer.prepare`` → ``StudyOutcome`` with the findings, model and ``analysed_at`` →
+the pipeline-era ``write_results``; ``node.synthetic``, ``node.engine.profiles``), with highdicom's and
+the ORU's clock held at ``CREATED``; ``after.py`` printed :func:`digests` of :func:`write_fixed_results`:
 
     git worktree add /work/wt-before e41b40f --detach
-    (cd /work/wt-before && PYTHONPATH=$PWD python /tmp/dig/before.py) > before.txt   # the old API
-    PYTHONPATH=$PWD python /tmp/dig/after.py > after.txt                             # this test's path
-    diff before.txt after.txt && echo identical
+    cd /work/wt-before && PYTHONPATH=$PWD python before.py | grep -v study.prepared > /tmp/before.txt
+    cd /work/wt-digests && PYTHONPATH=$PWD python after.py | grep -v study.prepared > /tmp/after.txt
+    diff /tmp/before.txt /tmp/after.txt && echo identical
     identical
 
-One value differs by design: e41b40f gave each SEG a random Dimension Organization UID (highdicom's
-``UID()``); the node now derives it from the SEG's SOP Instance UID (``node.results.reproducible``), and
-the comparison set the old SEG's to that value before hashing it. A digest that changes is a change in
-what the node sends to the PACS and the EHR: find out which field changed, and why, before updating it.
+(both files: the five objects' name, SOP Instance UID, Series Instance UID and SHA-256 and the ORU's
+MSH-10 and SHA-256, as in ``DICOM`` and ``MESSAGES``). One value differs by design: e41b40f gave each SEG
+a random Dimension Organization UID (highdicom's ``UID()``); the node now derives it from the SEG's SOP
+Instance UID (``node.results.reproducible``), and ``before.py`` set the old SEG's to that value before
+hashing it (a pydicom read and write, which gives the new SEG's bytes back unchanged). A digest that
+changes is a change in what the node sends to the PACS and the EHR (or a pydicom/highdicom upgrade that
+encodes differently): find out which field changed, and why, before updating it.
 """
 
 from __future__ import annotations
