@@ -30,8 +30,8 @@ def settle(dataset: Dataset, created: datetime) -> None:
     clock — the content date and time only where highdicom chose them (equal to the instance creation's:
     the SR's content time is the analysis, set by the node) — and a Dimension Organization UID derived
     from its SOP Instance UID."""
-    if (dataset.get("ContentDate"), dataset.get("ContentTime")) == (dataset.get("InstanceCreationDate"),
-                                                                   dataset.get("InstanceCreationTime")):
+    if "ContentDate" in dataset and (dataset.ContentDate, dataset.get("ContentTime")) == (
+            dataset.get("InstanceCreationDate"), dataset.get("InstanceCreationTime")):
         dataset.ContentDate, dataset.ContentTime = DA(created.date()), TM(created.time())
     for date, time in _CLOCK_STAMPS:
         if date in dataset:
