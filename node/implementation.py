@@ -12,4 +12,11 @@ from node import __version__
 MANUFACTURER = "qoq-node"
 #: Stable across runs and versions.
 IMPLEMENTATION_CLASS_UID = generate_uid(entropy_srcs=["qoq-node implementation class"])
-IMPLEMENTATION_VERSION_NAME = f"QOQNODE_{__version__}"[:16]
+
+
+def implementation_version_name(version: str) -> str:
+    """The Implementation Version Name (at most 16 characters) of the node at ``version``."""
+    return f"QOQNODE_{version}"[:16]
+
+
+IMPLEMENTATION_VERSION_NAME = implementation_version_name(__version__)

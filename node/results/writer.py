@@ -13,22 +13,25 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
 
+from node import __version__
 from node.context.text import GivenContext, context_text, input_lines
 from node.durable import fsync_dir, write_atomically
 from node.findings import Findings
 from node.imaging.decode import iter_frames
 from node.imaging.prepared import Prepared
-from node.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from node.implementation import IMPLEMENTATION_CLASS_UID, implementation_version_name
 from node.reading import Read
 from node.results.gsps import build_presentation_state, presentation_groups
 from node.results.hl7 import Hl7Party, build_oru, control_id
 from node.results.kos import build_kos
 from node.results.provenance import Provenance
+from node.results.reproducible import settle
 from node.results.sc import build_sc
 from node.results.seg import build_segs
 from node.results.source_header import repair_header
@@ -64,10 +67,10 @@ def result_key(study_uid: str, study_version: int, task: str) -> str:
     return f"{study_uid}/{study_version}/{task}"
 
 
-def _dataset_bytes(dataset: Dataset) -> bytes:
-    """The object as a Part 10 file naming the node as the implementation that wrote it."""
+def _dataset_bytes(dataset: Dataset, node_version: str) -> bytes:
+    """The object as a Part 10 file naming the node (at ``node_version``) as the implementation that wrote it."""
     dataset.file_meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    dataset.file_meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    dataset.file_meta.ImplementationVersionName = implementation_version_name(node_version)
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
@@ -169,12 +172,18 @@ def write_results(
     study_version: int = 1,
     previous_sr: Dataset | None = None,
     critical_labels: Sequence[str] = (),
+    created: datetime | None = None,
+    node_version: str = __version__,
 ) -> ResultSet:
     """Write a read study's results into ``directory``: the SR, SEG and presentation state (GSPS,
     or CSPS for colour images) over its key images, optionally burned-in SCs, and one ORU^R01 per
-    HL7 party (``<name>.hl7``). ``previous_sr``: the report of the study version this one supersedes."""
+    HL7 party (``<name>.hl7``). ``previous_sr``: the report of the study version this one supersedes.
+    ``created`` (default: now, local time), the moment the objects and messages say they were made, and
+    ``node_version``, the node that made them, are all that the bytes take from outside the read: the same
+    read written with the same two gives the same bytes."""
     prepared = read.prepared
-    provenance = Provenance(read.model, read.is_test_result, caveats=prepared.caveats)
+    created = created or datetime.now()
+    provenance = Provenance(read.model, read.is_test_result, node_version, prepared.caveats)
     directory.mkdir(parents=True, exist_ok=True)
     omitted: list[tuple[str, Exception]] = []
     key_paths = _key_paths(prepared)
@@ -186,7 +195,8 @@ def write_results(
                              [previous_sr] if previous_sr is not None else [], given, omitted)
     written = []
     for name, dataset in objects:
-        write_atomically(directory / name, _dataset_bytes(dataset))
+        settle(dataset, created)
+        write_atomically(directory / name, _dataset_bytes(dataset, node_version))
         written.append(WrittenObject(directory / name, str(dataset.SOPInstanceUID)))
     sr = dict(objects)[SR_FILE]
     key = result_key(prepared.study_uid, study_version, prepared.task.domain)
@@ -194,7 +204,7 @@ def write_results(
     messages = {}
     for name, party in parties.items():
         oru = build_oru(read.findings, header, provenance, party, key, sr_sop_instance_uid=str(sr.SOPInstanceUID),
-                        corrects_earlier=previous_sr is not None, critical_labels=critical_labels,
+                        now=created, corrects_earlier=previous_sr is not None, critical_labels=critical_labels,
                         inputs=given.inputs if given.any else ())
         path = directory / f"{name}.hl7"
         write_atomically(path, oru.encode("utf-8"))
