@@ -29,7 +29,7 @@ from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
 from node.ingest import pynetdicom_patches
 from node.ingest.pynetdicom_patches import ae, association, dimse, dul, transport
 from node.testing.loopback import LOOPBACK
-from tests.conftest import NO_FINDINGS
+from tests.helpers import NO_FINDINGS
 
 REPO = Path(__file__).resolve().parent.parent
 

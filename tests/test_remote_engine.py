@@ -32,8 +32,7 @@ from node.model.profiles import PROFILES
 from node.model.prompt import build_prompt, question_text
 from node.testing.loopback import LOOPBACK, free_port, http_json
 from node.testing.synthetic import boxed_response, write_cr_study
-from tests.conftest import get, metric_value, wait_for
-from tests.test_pipeline import _assert_on_lesion, _sr_box
+from tests.helpers import assert_on_lesion, get, metric_value, sr_box, wait_for
 
 SETTINGS = GenerationSettings(max_new_tokens=24)
 
@@ -312,9 +311,9 @@ def test_a_node_waits_for_its_engine_server_and_reads_the_study_when_it_comes(ma
     [version_dir] = (node.config.storage.root / "results" / study.study_uid).iterdir()
     sr = pydicom.dcmread(version_dir / "sr.dcm")
     assert b"replay (recorded responses; TEST RESULT" in (version_dir / "sr.dcm").read_bytes()  # provenance
-    referenced, points = _sr_box(sr)
+    referenced, points = sr_box(sr)
     assert referenced == source.SOPInstanceUID
-    _assert_on_lesion(points, source)
+    assert_on_lesion(points, source)
 
 
 class _Slow(BaseHTTPRequestHandler):

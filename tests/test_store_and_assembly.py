@@ -155,7 +155,7 @@ def test_a_refused_instance_with_a_non_ascii_uid_is_still_quarantined(node, tmp_
     File Meta cannot hold that UID — kept in the quarantine with its note, not lost with a log line."""
     from node.ingest.receiver import Receiver, StoreRequest
     from node.testing.synthetic import write_ct_study
-    from tests.conftest import dataset_bytes
+    from tests.helpers import dataset_bytes
 
     [path] = write_ct_study(tmp_path / "ct", slices=1, size=32).files
     ds = pydicom.dcmread(path)
