@@ -43,19 +43,25 @@ NO_FINDINGS = {"*": "<think>nothing to report</think>"}
 T = TypeVar("T")
 
 
-def node_config(root: Path, **sections: dict) -> NodeConfig:
-    """A config for a node on loopback with ephemeral ports under ``root``, reading studies with
-    the replay engine (``NO_FINDINGS``) unless ``engine`` settings are given."""
-    env = {
-        **(replay_settings(root / "replay.json", NO_FINDINGS) if "engine" not in sections else {}),
+def loopback_settings(root: Path, replay: Mapping[str, str] | None = NO_FINDINGS) -> dict[str, str]:
+    """The environment settings of a node on loopback with ephemeral ports, storing under ``root``, and
+    playing back ``replay`` (None: the engine is configured otherwise)."""
+    return {
+        **(replay_settings(root / "replay.json", replay) if replay is not None else {}),
         "QOQ_NODE__DICOM__HOST": LOOPBACK,
         "QOQ_NODE__DICOM__PORT": "0",
         "QOQ_NODE__HTTP__HOST": LOOPBACK,
         "QOQ_NODE__HTTP__PORT": "0",
         "QOQ_NODE__STORAGE__ROOT": str(root),
         "QOQ_NODE__STORAGE__MIN_FREE_BYTES": "0",
-        "QOQ_NODE__STUDY__STABLE_SECONDS": "1",
     }
+
+
+def node_config(root: Path, **sections: dict) -> NodeConfig:
+    """A config for a node on loopback with ephemeral ports under ``root``, reading studies with
+    the replay engine (``NO_FINDINGS``) unless ``engine`` settings are given."""
+    env = {**loopback_settings(root, None if "engine" in sections else NO_FINDINGS),
+           "QOQ_NODE__STUDY__STABLE_SECONDS": "1"}
     for section, values in sections.items():
         for key, value in values.items():
             env[f"QOQ_NODE__{section.upper()}__{key.upper()}"] = str(value)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
+from node.testing.node_process import replay_settings
 from node.testing.synthetic import write_cr_study
 from tests.helpers import LONGEST_WAIT_SECONDS
 
@@ -104,11 +105,9 @@ def test_the_node_installs_offline_next_to_the_hosts_torch_and_runs(wheelhouse: 
     checked = subprocess.run([str(qoq_node), "check"], capture_output=True, text=True, env=run, cwd=tmp_path)
     assert checked.returncode == 0 and "configuration OK" in checked.stdout, checked.stderr
     cr = write_cr_study(tmp_path / "cr")
-    replay = tmp_path / "replay.json"
-    replay.write_text(json.dumps({"*": "<think>clear</think>\\boxed{No Finding}"}))
+    replay = replay_settings(tmp_path / "replay.json", {"*": "<think>clear</think>\\boxed{No Finding}"})
     inferred = subprocess.run([str(qoq_node), "infer", "--json", str(tmp_path / "cr")], capture_output=True, text=True,
-                              env={**run, "QOQ_NODE__ENGINE__BACKEND": "replay",
-                                   "QOQ_NODE__ENGINE__REPLAY_RESPONSES": str(replay)}, cwd=tmp_path)
+                              env={**run, **replay}, cwd=tmp_path)
     assert inferred.returncode == 0, inferred.stderr
     [outcome] = json.loads(inferred.stdout)
     assert outcome["study_uid"] == cr.study_uid and outcome["labels"] == ["No Finding"]

@@ -16,10 +16,18 @@ import pytest
 
 from node.store import COMPLETE, RECEIVING, StudySummary
 from node.testing.loopback import LOOPBACK, http_json
-from node.testing.node_process import NodeProcess, replay_settings
+from node.testing.node_process import NodeProcess
 from node.testing.pacs import Orthanc
 from node.testing.synthetic import write_ct_study
-from tests.helpers import DCMTK_ENV, NO_FINDINGS, dataset_bytes, metric_value, stored_studies, wait_for
+from tests.helpers import (
+    DCMTK_ENV,
+    NO_FINDINGS,
+    dataset_bytes,
+    loopback_settings,
+    metric_value,
+    stored_studies,
+    wait_for,
+)
 
 
 def _studies(node: NodeProcess) -> list[StudySummary]:
@@ -142,10 +150,7 @@ def test_a_taken_port_is_named(tmp_path: Path, section: str, names: str) -> None
         taken.bind((LOOPBACK, 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {**os.environ, "QOQ_NODE__STORAGE__ROOT": str(tmp_path / "var"), "QOQ_NODE__DICOM__HOST": LOOPBACK,
-               "QOQ_NODE__HTTP__HOST": LOOPBACK, "QOQ_NODE__DICOM__PORT": "0", "QOQ_NODE__HTTP__PORT": "0",
-               "QOQ_NODE__STORAGE__MIN_FREE_BYTES": "0", **replay_settings(tmp_path / "replay.json", NO_FINDINGS),
-               f"QOQ_NODE__{section}__PORT": str(port)}
+        env = {**os.environ, **loopback_settings(tmp_path / "var"), f"QOQ_NODE__{section}__PORT": str(port)}
         run = subprocess.run([sys.executable, "-m", "node", "serve"], capture_output=True, text=True, env=env,
                              timeout=120)
     assert run.returncode == 1
