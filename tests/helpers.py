@@ -28,9 +28,9 @@ from node.config import NodeConfig, load_config
 from node.imaging.geometry import FrameRef, Geometry
 from node.mllp import END, START, MllpReader
 from node.model.profiles import PROFILES
-from node.store import Store, StudySummary
+from node.store import InstanceRecord, Store, StudySummary
 from node.testing.loopback import LOOPBACK
-from node.testing.node_process import replay_settings
+from node.testing.node_process import NodeProcess, replay_settings
 from node.testing.synthetic import lesion_box
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,14 +116,20 @@ def state(node: _InProcessNode, study_uid: str) -> str:
     return study.state if study else ""
 
 
-def stored_studies(storage_root: Path) -> list[StudySummary]:
-    """The studies in the state database under ``storage_root`` (a node process's, running or not), read
-    through a read-only store, most recently received first."""
-    store = Store(storage_root / STATE_DB_NAME, read_only=True)
+def stored_studies(node: NodeProcess) -> list[StudySummary]:
+    """A node process's studies (running, stopped or killed), read from its state database through a
+    read-only store, most recently received first."""
+    store = Store(Path(node.settings["QOQ_NODE__STORAGE__ROOT"]) / STATE_DB_NAME, read_only=True)
     try:
         return store.studies.summaries()
     finally:
         store.close()
+
+
+def instance_record(sop: str, study: str = "1.2.3", at: float = 100.0) -> InstanceRecord:
+    """A CT instance's row as the receiver records it (file ``spool/STUDY/SOP.dcm``, from ``PACS``)."""
+    return InstanceRecord(sop, study, "1.2.3.4", "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1",
+                          "CT", f"spool/{study}/{sop}.dcm", 10, "PACS", at)
 
 
 def get(node, path: str) -> tuple[int, str]:

@@ -46,11 +46,11 @@ def test_malformed_sources_are_read_and_nothing_of_the_patient_is_written_out(tm
                         replay={"*": "<think>A dense focus.</think>\\boxed{Lung Lesion}"}).start()
     for study in (odd, long_name, anonymous, broken):
         assert storescu(node.dicom_port, list(study.files)).returncode == 0
-    wait_for(lambda: sorted(s.state for s in stored_studies(node.root / "var")) == [COMPLETE] * 3 + [FAILED],
+    wait_for(lambda: sorted(s.state for s in stored_studies(node)) == [COMPLETE] * 3 + [FAILED],
              timeout=90)
     listing, metrics = qoq_node("studies", env=node.env).stdout, node.metrics()
     node.stop()
-    [failed] = [s for s in stored_studies(node.root / "var") if s.study_uid == broken.study_uid]
+    [failed] = [s for s in stored_studies(node) if s.study_uid == broken.study_uid]
     assert failed.state == FAILED and failed.detail.startswith("cannot decode")
     assert failed.attempts == 1  # settled at once: the next try would fail the same way
     for study in (odd, long_name, anonymous):

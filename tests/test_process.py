@@ -30,10 +30,6 @@ from tests.helpers import (
 )
 
 
-def _studies(node: NodeProcess) -> list[StudySummary]:
-    return stored_studies(node.root / "var")
-
-
 def _stored(node: NodeProcess) -> float:
     """How many C-STORE requests the node has stored (its Prometheus counter)."""
     return metric_value(node.metrics(), "qoqnode_cstore_requests_total", 'outcome="stored"')
@@ -42,7 +38,7 @@ def _stored(node: NodeProcess) -> float:
 def _wait_assembled(node: NodeProcess, timeout: float = 30) -> StudySummary:
     """Wait until every study has been assembled (stable, or already further down the pipeline)."""
     def assembled() -> list[StudySummary]:
-        studies = _studies(node)
+        studies = stored_studies(node)
         return studies if studies and all(s.state != RECEIVING for s in studies) else []
 
     return wait_for(assembled, timeout, interval=0.2)[0]
@@ -83,7 +79,7 @@ def test_kill_9_mid_transfer_loses_no_acknowledged_instance(tmp_path: Path, node
     assert 60 <= len(acknowledged) < 200, log[-2000:]
     node.start()  # restart on the same storage
     try:
-        stored = {s.study_uid: s for s in _studies(node)}
+        stored = {s.study_uid: s for s in stored_studies(node)}
         assert stored[study.study_uid].instances >= len(acknowledged)
         spool = node.root / "var" / "spool" / study.study_uid
         for sent in map(Path, acknowledged):
@@ -96,7 +92,7 @@ def test_kill_9_mid_transfer_loses_no_acknowledged_instance(tmp_path: Path, node
         resend = subprocess.run(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.dicom_port), *map(str, study.files)],
                                 capture_output=True, env=DCMTK_ENV)
         assert resend.returncode == 0
-        assert _studies(node)[0].instances == 200
+        assert stored_studies(node)[0].instances == 200
     finally:
         node.stop()
 
@@ -116,7 +112,7 @@ def test_sigterm_lets_the_open_association_finish(tmp_path: Path, node_process, 
     assert refused.returncode != 0
     node.start()
     try:
-        assert _studies(node)[0].instances == 120
+        assert stored_studies(node)[0].instances == 120
     finally:
         node.stop()
 
@@ -129,7 +125,7 @@ def test_logs_carry_no_patient_identity(tmp_path: Path, level: str, node_process
     with node_process("node", settings, NO_FINDINGS) as node:
         subprocess.run(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.dicom_port), *map(str, study.files)],
                        check=True, capture_output=True, env=DCMTK_ENV)
-        wait_for(lambda: _studies(node)[0].state == COMPLETE, timeout=30)
+        wait_for(lambda: stored_studies(node)[0].state == COMPLETE, timeout=30)
     log = node.log_path.read_text()
     events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     assert {"association.established", "association.closed", "study.receiving", "study.stable", "study.queued"} <= {

@@ -12,17 +12,12 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from node.store import StudySummary
 from node.testing.ehr import MllpListener
 from node.testing.loopback import LOOPBACK
 from node.testing.node_process import NodeProcess
 from node.testing.pacs import Orthanc
 from node.testing.synthetic import write_ct_study
 from tests.helpers import DCMTK_ENV, metric_value, stored_studies, wait_for
-
-
-def _studies(node: NodeProcess) -> list[StudySummary]:
-    return stored_studies(node.root / "var")
 
 
 def _events(node: NodeProcess) -> list[str]:
@@ -56,14 +51,14 @@ def test_kill_9_while_receiving_reading_and_sending_still_delivers_exactly_once(
             # 2. While the model reads the study (the test model is built on the first start).
             wait_for(lambda: "study.prepared" in _events(node), timeout=120, interval=0.01)
             node.kill()
-            [study] = _studies(node)
+            [study] = stored_studies(node)
             assert (study.state, study.instances) == ("stable", 40)  # not read yet: read again after restart
             # 3. While waiting for the EHR's acknowledgment (the EHR stays silent on the first message).
             node.start()
             wait_for(lambda: ehr.received, timeout=120, interval=0.01)
             node.kill()
             node.start()
-            wait_for(lambda: _studies(node)[0].state == "complete", timeout=120)
+            wait_for(lambda: stored_studies(node)[0].state == "complete", timeout=120)
         finally:
             node.stop()
         events = _events(node)

@@ -262,13 +262,13 @@ def test_check_says_whether_the_engine_server_answers(served_tiny: EngineServer,
 
 
 def test_engine_serve_command_serves_the_configured_engine(tmp_path: Path, tiny_dir: Path,
-                                                           tiny_engine: TransformersEngine) -> None:
+                                                           tiny_engine: TransformersEngine, spawn) -> None:
     config = tmp_path / "node.yaml"
     config.write_text(f"engine: {{backend: transformers, model: {tiny_dir}, device: cpu}}\n"
                       f"storage: {{root: {tmp_path / 'var'}}}\nlog: {{format: console}}\n")
-    process = subprocess.Popen([sys.executable, "-m", "node", "engine", "serve", "--config", str(config),
-                                "--port", "0", "--served-model", "qoq-med"], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = spawn([sys.executable, "-m", "node", "engine", "serve", "--config", str(config),
+                     "--port", "0", "--served-model", "qoq-med"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                    text=True)
     try:
         line = ""
         while "serving" not in line:
