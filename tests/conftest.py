@@ -1,5 +1,6 @@
-"""Shared fixtures: an in-process node, a real Orthanc, synthetic studies, the peers (dcmtk, dicom3tools,
-promtool) and the test lanes they decide (``unit``, ``peers``, ``viewer``)."""
+"""Shared fixtures: in-process nodes, node processes and other child processes (each stopped or killed at
+teardown, pass or fail), a real Orthanc, synthetic studies, the peers (dcmtk, dicom3tools, promtool) and
+the test lanes they decide (``unit``, ``peers``, ``viewer``). Plain helpers are in ``tests/helpers.py``."""
 
 from __future__ import annotations
 
