@@ -1,37 +1,29 @@
-"""Shared fixtures: an in-process node, a real Orthanc, synthetic studies, the peers (dcmtk, dicom3tools,
-promtool) and the test lanes they decide (``unit``, ``peers``, ``viewer``)."""
+"""Shared fixtures: in-process nodes, node processes and other child processes (each stopped or killed at
+teardown, pass or fail), a real Orthanc, synthetic studies, the peers (dcmtk, dicom3tools, promtool) and
+the test lanes they decide (``unit``, ``peers``, ``viewer``). Plain helpers are in ``tests/helpers.py``."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pydicom
 import pytest
 from hypothesis import settings
 
 from node.app import Node
-from node.config import NodeConfig, load_config
-from node.imaging.geometry import FrameRef, Geometry
-from node.model.profiles import PROFILES
 from node.ops.logging import configure_logging
 from node.testing.loopback import LOOPBACK
-from node.testing.node_process import replay_settings
+from node.testing.node_process import NodeProcess
 from node.testing.pacs import Orthanc
 from node.testing.synthetic import SyntheticStudy, write_ct_study
+from tests.helpers import DCMTK_ENV, LONGEST_WAIT_SECONDS, node_config
 
 if TYPE_CHECKING:
     from node.engine.transformers_backend import TransformersEngine
-
-PYDICOM_TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
-DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 #: Property tests check what holds, not how fast: no per-example deadline (on a loaded 2-core machine a
 #: 200 ms deadline fails correct code).
@@ -105,29 +97,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.unit)
 
 
-#: What the test nodes' replay engine answers unless a test says otherwise: no boxes, no answer.
-NO_FINDINGS = {"*": "<think>nothing to report</think>"}
-
-
-def node_config(root: Path, **sections: dict) -> NodeConfig:
-    """A config for a node on loopback with ephemeral ports under ``root``, reading studies with
-    the replay engine (``NO_FINDINGS``) unless ``engine`` settings are given."""
-    env = {
-        **(replay_settings(root / "replay.json", NO_FINDINGS) if "engine" not in sections else {}),
-        "QOQ_NODE__DICOM__HOST": LOOPBACK,
-        "QOQ_NODE__DICOM__PORT": "0",
-        "QOQ_NODE__HTTP__HOST": LOOPBACK,
-        "QOQ_NODE__HTTP__PORT": "0",
-        "QOQ_NODE__STORAGE__ROOT": str(root),
-        "QOQ_NODE__STORAGE__MIN_FREE_BYTES": "0",
-        "QOQ_NODE__STUDY__STABLE_SECONDS": "1",
-    }
-    for section, values in sections.items():
-        for key, value in values.items():
-            env[f"QOQ_NODE__{section.upper()}__{key.upper()}"] = str(value)
-    return load_config(None, environ=env)
-
-
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny random Qwen2.5-VL test checkpoint (seed 0), built once per session."""
@@ -160,25 +129,62 @@ def tiny_engine(tiny_dir: Path) -> TransformersEngine:
 
 
 @pytest.fixture
-def make_node(tmp_path: Path) -> Iterator:
-    """Start in-process nodes (``make_node(**sections)``); all are stopped at teardown."""
-    nodes: list[Node] = []
+def make_node(tmp_path: Path) -> Iterator[Callable[..., Node]]:
+    """Start in-process nodes (``make_node(**sections)``); every one is stopped at teardown, even when the
+    test, a start or another node's stop fails."""
+    count = 0
+    with ExitStack() as stops:
 
-    def start(**sections: dict) -> Node:
-        node = Node(node_config(tmp_path / f"node{len(nodes)}", **sections))
-        node.start()
-        nodes.append(node)
-        return node
+        def start(**sections: dict) -> Node:
+            nonlocal count
+            node = Node(node_config(tmp_path / f"node{count}", **sections))
+            count += 1
+            stops.callback(node.stop, drain_seconds=5)  # registered first: a half-started node is stopped too
+            node.start()
+            return node
 
-    yield start
-    for node in nodes:
-        node.stop(drain_seconds=5)
+        yield start
 
 
 @pytest.fixture
 def node(make_node) -> Node:
     """One in-process node with default test settings."""
     return make_node()
+
+
+@pytest.fixture
+def node_process(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
+    """``node_process(name, settings, replay)``: a ``qoq-node serve`` child process under ``tmp_path / name``
+    (not started: the test starts, kills and restarts it); killed at teardown if it still runs."""
+    with ExitStack() as kills:
+
+        def make(name: str = "node", settings: Mapping[str, str] | None = None,
+                 replay: Mapping[str, str] | None = None) -> NodeProcess:
+            node = NodeProcess(tmp_path / name, settings, replay)
+            kills.callback(node.kill)
+            return node
+
+        yield make
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., subprocess.Popen]]:
+    """``spawn(args, **popen_options)``: a child process (a dcmtk SCU, a server) killed at teardown if it
+    still runs, so a failing test leaves none behind."""
+    with ExitStack() as kills:
+
+        def start(args: list[str], **options) -> subprocess.Popen:
+            process = subprocess.Popen(args, **options)
+            kills.callback(_kill, process)
+            return process
+
+        yield start
+
+
+def _kill(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.wait()
 
 
 @pytest.fixture(scope="session")
@@ -198,7 +204,7 @@ def _storescu(port: int, files: list[Path], *options: str, called_ae: str = "QOQ
     """Run dcmtk storescu against the node; returns the completed process (never raises)."""
     return subprocess.run(
         ["storescu", "-v", *options, "-aec", called_ae, LOOPBACK, str(port), *map(str, files)],
-        capture_output=True, text=True, env=DCMTK_ENV, timeout=300,
+        capture_output=True, text=True, env=DCMTK_ENV, timeout=LONGEST_WAIT_SECONDS,
     )
 
 
@@ -222,14 +228,6 @@ def echoscu(dcmtk: None):
     return _echoscu
 
 
-def dataset_bytes(path: Path) -> bytes:
-    """The bytes of a Part 10 file after its File Meta Information (the dataset as sent)."""
-    raw = path.read_bytes()
-    with pydicom.dcmread(path, stop_before_pixels=True) as ds:
-        meta_length = ds.file_meta.FileMetaInformationGroupLength
-    return raw[132 + 12 + meta_length :]
-
-
 def _dciodvfy_errors(path: Path) -> list[str]:
     """The ``Error`` lines dicom3tools' dciodvfy prints for a DICOM file (warnings ignored)."""
     report = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
@@ -240,39 +238,3 @@ def _dciodvfy_errors(path: Path) -> list[str]:
 def dciodvfy_errors(dicom3tools: None):
     """``dciodvfy_errors(path)``: the ``Error`` lines dciodvfy prints for a DICOM file."""
     return _dciodvfy_errors
-
-
-def wait_for(predicate, timeout: float = 15.0, interval: float = 0.1):
-    """Poll until ``predicate()`` is truthy; return its value or fail."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
-
-
-def metric_value(text: str, name: str, labels: str = "") -> float:
-    """The value of one sample in Prometheus text output (0 when absent)."""
-    wanted = f"{name}{{{labels}}}" if labels else name
-    for line in text.splitlines():
-        if line.startswith(wanted + " "):
-            return float(line.split()[-1])
-    return 0.0
-
-
-def get(node: Node, path: str) -> tuple[int, str]:
-    """GET a path of an in-process node's operations endpoint: (status, body), errors included."""
-    try:
-        with urllib.request.urlopen(f"http://{LOOPBACK}:{node.ops.port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
-def model_geometry(frame: FrameRef, family: str = "qwen2.5-vl") -> Geometry:
-    """The geometry the node records for ``frame`` as a model input of ``family`` (trained pre-resize, grid)."""
-    profile = PROFILES[family]
-    size = profile.model_size(frame.columns, frame.rows)
-    return Geometry.single(frame, size, profile.grid_size(*size))

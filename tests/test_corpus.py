@@ -13,7 +13,7 @@ from pynetdicom import AE
 from node.store import COMPLETE, FAILED, SKIPPED
 from node.testing.loopback import LOOPBACK
 from node.testing.pacs import Orthanc
-from tests.conftest import PYDICOM_TEST_FILES, wait_for
+from tests.helpers import LONGEST_WAIT_SECONDS, PYDICOM_TEST_FILES, wait_for
 
 DICOM3TOOLS_EXAMPLES = Path("/usr/share/doc/dicom3tools/examples")
 #: Media Storage Directory (DICOMDIR): a file-set's index, never sent over the network.
@@ -71,7 +71,7 @@ def test_every_real_world_file_is_answered_and_ends_in_a_clear_state(make_node, 
     gaps = {path.name: f"0x{status:04X}" for path, status in answers.items()
             if status and path in in_pacs and status not in POLICY}
     assert not gaps, f"Orthanc accepts, the node refuses: {gaps}"
-    wait_for(lambda: all(s.state in {COMPLETE, SKIPPED, FAILED} for s in node.store.studies.summaries()), timeout=600,
-             interval=1)
+    wait_for(lambda: all(s.state in {COMPLETE, SKIPPED, FAILED} for s in node.store.studies.summaries()),
+             timeout=LONGEST_WAIT_SECONDS, interval=1, what="every corpus study settled")
     studies = node.store.studies.summaries()
     assert studies and all(s.detail for s in studies if s.state in {SKIPPED, FAILED})  # each says why

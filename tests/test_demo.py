@@ -10,12 +10,13 @@ import pydicom
 import pytest
 
 from node import demo
+from tests.helpers import LONGEST_WAIT_SECONDS
 
 
 @pytest.mark.usefixtures("orthanc_installed")
 def test_demo_with_orthanc_shows_every_result_in_the_pacs_and_the_ehr(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-m", "node", "demo", "--workdir", str(tmp_path)], capture_output=True,
-                         text=True, timeout=300)
+                         text=True, timeout=LONGEST_WAIT_SECONDS)
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.count(": complete") == 2
     for kind in ("structured report", "segmentation", "presentation state"):

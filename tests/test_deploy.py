@@ -22,7 +22,7 @@ from node.testing.ehr import MllpListener
 from node.testing.loopback import LOOPBACK
 from node.testing.pacs import Orthanc
 from node.testing.synthetic import write_cr_study
-from tests.conftest import get, wait_for
+from tests.helpers import get, wait_for
 from tests.reference import lesion_answer
 
 REPO = Path(__file__).resolve().parents[1]

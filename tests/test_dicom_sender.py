@@ -18,7 +18,7 @@ from node.results.sr import build_sr
 from node.testing.loopback import LOOPBACK, free_port, http_json
 from node.testing.pacs import Orthanc
 from node.testing.synthetic import write_ct_study
-from tests.conftest import model_geometry
+from tests.helpers import model_geometry
 from tests.reference import model_box
 
 PROVENANCE = Provenance("replay (TEST)", True)

@@ -33,9 +33,8 @@ from node.reading import read_batch
 from node.routing import Router
 from node.store import StudySummary
 from node.testing.synthetic import ECG_LEADS, ecg_lead_signal, write_cr_study, write_ct_study, write_ecg_study
-from tests.conftest import wait_for
+from tests.helpers import dsr2xml_errors, sr_texts, sr_value_types, wait_for
 from tests.reference import reference_training_image
-from tests.test_results import dsr2xml_errors, sr_value_types
 
 FAMILIES = tuple(PROFILES)
 ROUTING = Router.from_file(Path(__file__).parent.parent / "conf" / "routing.yaml")
@@ -267,13 +266,7 @@ def test_the_node_reads_studies_with_each_family(family: str, make_node, tmp_pat
         assert {"IMAGE", "SCOORD"}.isdisjoint(value_types) and "WAVEFORM" in value_types
         assert dciodvfy_errors(version / "sr.dcm") == [] and dsr2xml_errors(version / "sr.dcm") == ""
     # provenance: the device observer's model name and the algorithm name carry the model's identity and family
-    assert any(f"tiny-random {family} (TEST MODEL" in text for text in _texts(sr.ContentSequence))
-
-
-def _texts(items) -> list[str]:
-    """Every TEXT value in an SR content tree."""
-    return [text for item in items
-            for text in [str(item.get("TextValue", "")), *_texts(item.get("ContentSequence", []))]]
+    assert any(f"tiny-random {family} (TEST MODEL" in text for text in sr_texts(sr))
 
 
 def test_an_ecg_study_is_settled_as_skipped_when_the_model_takes_no_ecg(node, tmp_path: Path, storescu) -> None:

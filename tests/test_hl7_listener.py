@@ -14,23 +14,14 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
 from node.ingest.hl7v2 import parse
-from node.mllp import END, START, MllpReader
+from node.mllp import START, MllpReader
 from node.store import Store
 from node.store.clinical import patient_key
 from node.testing.loopback import LOOPBACK, free_port
 from node.testing.node_process import NodeProcess
 from node.testing.synthetic import restamp, write_cr_study
 from node.testing.synthetic_hl7 import LabValue, lab_message, merge_message, order_message
-from tests.conftest import metric_value, wait_for
-
-
-def _exchange(port: int, payload: bytes) -> str:
-    """Send raw bytes framed as MLLP; the ACK text."""
-    with socket.create_connection((LOOPBACK, port), timeout=10) as connection:
-        connection.sendall(START + payload + END)
-        ack = MllpReader(connection.recv, 1_000_000).read()
-    assert ack is not None, "the listener closed without answering"
-    return ack.decode()
+from tests.helpers import metric_value, mllp_exchange, wait_for
 
 
 def _msa(ack: str) -> list[str]:
@@ -52,7 +43,7 @@ def test_an_order_is_kept_before_its_aa_and_a_resend_is_kept_once(listening) -> 
     node = listening
     message = order_message("ORD-1", "PAT-1", "ACC-1", "cough", "smoker")
     for _ in range(2):
-        ack = _exchange(node.hl7.port, message.encode())
+        ack = mllp_exchange(node.hl7.port, message.encode())
         _strict(ack)
         assert _msa(ack)[1:3] == ["AA", "ORD-1"]
     key = patient_key("PAT-1", "HOSP")
@@ -77,7 +68,7 @@ def test_an_order_is_kept_before_its_aa_and_a_resend_is_kept_once(listening) -> 
 def test_messages_the_node_cannot_use_are_answered_ae_or_ar_with_the_reason(listening, payload: bytes, code: str,
                                                                             reason: str) -> None:
     node = listening
-    ack = _exchange(node.hl7.port, payload)
+    ack = mllp_exchange(node.hl7.port, payload)
     _strict(ack)
     assert _msa(ack)[1] == code
     assert reason in parse(ack).field("ERR", 8)  # separators in the reason escaped, not lost ("ADTA01")
@@ -92,10 +83,10 @@ def test_messages_the_node_cannot_use_are_answered_ae_or_ar_with_the_reason(list
 
 def test_a_merge_moves_the_old_identifier_s_results_to_the_surviving_patient(listening) -> None:
     node = listening
-    assert _msa(_exchange(node.hl7.port, lab_message("L1", "OLD", [LabValue("1988-5", "CRP", "88", "mg/L")])
+    assert _msa(mllp_exchange(node.hl7.port, lab_message("L1", "OLD", [LabValue("1988-5", "CRP", "88", "mg/L")])
                           .encode()))[1] == "AA"
-    assert _msa(_exchange(node.hl7.port, merge_message("M1", "NEW", "OLD").encode()))[1] == "AA"
-    assert _msa(_exchange(node.hl7.port, lab_message("L2", "OLD", [LabValue("6690-2", "WBC", "14", "10*9/L")])
+    assert _msa(mllp_exchange(node.hl7.port, merge_message("M1", "NEW", "OLD").encode()))[1] == "AA"
+    assert _msa(mllp_exchange(node.hl7.port, lab_message("L2", "OLD", [LabValue("6690-2", "WBC", "14", "10*9/L")])
                           .encode()))[1] == "AA"  # sent late under the old identifier: it follows the merge
     clinical, new = node.store.clinical, patient_key("NEW", "HOSP")
     labs = clinical.lab_results(new, ("1988-5", "6690-2"), 0, time.time() + 1e9)
@@ -105,7 +96,7 @@ def test_a_merge_moves_the_old_identifier_s_results_to_the_surviving_patient(lis
 
 def test_a_message_longer_than_the_limit_is_answered_ae(make_node) -> None:
     node = make_node(hl7_listener={"enabled": True, "host": LOOPBACK, "port": 0, "max_message_bytes": 2048})
-    ack = _exchange(node.hl7.port, order_message("BIG", "PAT-1", "ACC", "x" * 4000).encode())
+    ack = mllp_exchange(node.hl7.port, order_message("BIG", "PAT-1", "ACC", "x" * 4000).encode())
     assert _msa(ack)[1] == "AE" and "too long" in ack
 
 
@@ -132,15 +123,15 @@ def test_kill_9_after_an_ack_loses_nothing_and_no_log_names_the_patient(tmp_path
                     AccessionNumber="ACC-PHI")
     node = NodeProcess(tmp_path / "first", settings, replay={"*": "<think>ok</think> \\boxed{No Finding}"}).start()
     try:
-        ack = _exchange(hl7_port, order_message("O-PHI", phi[0], "ACC-PHI", phi[2]).replace(
+        ack = mllp_exchange(hl7_port, order_message("O-PHI", phi[0], "ACC-PHI", phi[2]).replace(
             "SYNTHETIC^PATIENT", phi[1]).encode())
         assert _msa(ack)[1] == "AA"
         lab = lab_message("L-PHI", phi[0], [LabValue("10839-9", "Troponin I", phi[3], "ng/mL", "0-0.04", "HH")])
-        assert _msa(_exchange(hl7_port, lab.encode()))[1] == "AA"
+        assert _msa(mllp_exchange(hl7_port, lab.encode()))[1] == "AA"
         assert storescu(node.dicom_port, list(study.files)).returncode == 0
         wait_for(lambda: metric_value(node.metrics(), "qoqnode_studies_read_total", 'context="with"') == 1,
                  timeout=60)
-        assert _msa(_exchange(hl7_port, order_message("O-LAST", phi[0], "ACC-2", phi[2]).encode()))[1] == "AA"
+        assert _msa(mllp_exchange(hl7_port, order_message("O-LAST", phi[0], "ACC-2", phi[2]).encode()))[1] == "AA"
     finally:
         node.kill()
     store = Store(tmp_path / "first" / "var" / "state.db")
@@ -166,6 +157,6 @@ def test_a_message_that_cannot_be_recorded_is_answered_ae_and_leaves_no_file(lis
     def full(*_args, **_kwargs):
         raise sqlite3.OperationalError("database or disk is full")
     monkeypatch.setattr(node.store.clinical, "record_message", full)
-    ack = _exchange(node.hl7.port, order_message("ORD-9", "PAT-9", "ACC-9", "cough").encode())
+    ack = mllp_exchange(node.hl7.port, order_message("ORD-9", "PAT-9", "ACC-9", "cough").encode())
     assert _msa(ack)[1] == "AE" and "send it again later" in ack
     assert not list((node.config.storage.root / "hl7").rglob("*.hl7"))

@@ -16,7 +16,7 @@ from node.imaging.inputs import ECG_AS_IMAGE_CAVEAT, NO_ECG_INPUT, NotForModel, 
 from node.imaging.series import InstanceInfo, evenly_spaced, select_key_frames
 from node.model.profiles import PROFILES
 from node.testing.synthetic import write_ct_study, write_file
-from tests.conftest import PYDICOM_TEST_FILES
+from tests.helpers import PYDICOM_TEST_FILES
 
 QWEN25 = PROFILES["qwen2.5-vl"]
 

@@ -20,7 +20,7 @@ from node.ingest.incoming import (
     IncomingDataset,
     IncomingLimits,
 )
-from tests.conftest import PYDICOM_TEST_FILES, dataset_bytes
+from tests.helpers import PYDICOM_TEST_FILES, dataset_bytes
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
 EXPLICIT = "1.2.840.10008.1.2.1"

@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
+from node.testing.node_process import replay_settings
 from node.testing.synthetic import write_cr_study
+from tests.helpers import LONGEST_WAIT_SECONDS
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "deploy" / "offline"))
@@ -90,7 +92,7 @@ def test_the_node_installs_offline_next_to_the_hosts_torch_and_runs(wheelhouse: 
     [site_packages] = host.glob("lib/python*/site-packages")
     (site_packages / "host-torch.pth").write_text(str(_host_site(tmp_path / "host-site")) + "\n")
     installed = subprocess.run(["bash", str(wheelhouse / "install.sh"), str(wheelhouse), str(host)],
-                               capture_output=True, text=True, env=environment, timeout=600)
+                               capture_output=True, text=True, env=environment, timeout=LONGEST_WAIT_SECONDS)
     assert installed.returncode == 0, installed.stdout + installed.stderr
     assert "qoq-node" in installed.stdout and f"torch {importlib.metadata.version('torch')}" in installed.stdout
     freeze = subprocess.run([str(host / "bin" / "python"), "-m", "pip", "list", "--format=json"],
@@ -103,11 +105,9 @@ def test_the_node_installs_offline_next_to_the_hosts_torch_and_runs(wheelhouse: 
     checked = subprocess.run([str(qoq_node), "check"], capture_output=True, text=True, env=run, cwd=tmp_path)
     assert checked.returncode == 0 and "configuration OK" in checked.stdout, checked.stderr
     cr = write_cr_study(tmp_path / "cr")
-    replay = tmp_path / "replay.json"
-    replay.write_text(json.dumps({"*": "<think>clear</think>\\boxed{No Finding}"}))
+    replay = replay_settings(tmp_path / "replay.json", {"*": "<think>clear</think>\\boxed{No Finding}"})
     inferred = subprocess.run([str(qoq_node), "infer", "--json", str(tmp_path / "cr")], capture_output=True, text=True,
-                              env={**run, "QOQ_NODE__ENGINE__BACKEND": "replay",
-                                   "QOQ_NODE__ENGINE__REPLAY_RESPONSES": str(replay)}, cwd=tmp_path)
+                              env={**run, **replay}, cwd=tmp_path)
     assert inferred.returncode == 0, inferred.stderr
     [outcome] = json.loads(inferred.stdout)
     assert outcome["study_uid"] == cr.study_uid and outcome["labels"] == ["No Finding"]
@@ -120,7 +120,7 @@ def test_the_gpu_benchmark_runs_end_to_end_as_a_dry_run(tmp_path: Path) -> None:
     and the compile row skipped with its reason because it would not fit the budget."""
     run = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--dry-run", "--out", str(tmp_path / "out"),
                           "--workdir", str(tmp_path / "work"), "--budget-s", "100"],
-                         capture_output=True, text=True, cwd=REPO, timeout=300)
+                         capture_output=True, text=True, cwd=REPO, timeout=LONGEST_WAIT_SECONDS)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "gpu-benchmark.json").read_text())
     assert report["shape"] == "tiny" and [row["concurrency"] for row in report["engine"]["sdpa"]["rows"]] == [1, 4]

@@ -10,6 +10,7 @@ import pytest
 from node.egress.mllp import Delivery
 from node.egress.outbox import backoff_seconds, next_state
 from node.store import DEAD, PENDING, SENT, Store
+from tests.helpers import qoq_node
 
 
 def test_backoff_grows_is_capped_and_jittered() -> None:
@@ -57,19 +58,17 @@ def test_outbox_lifecycle_survives_a_restart(tmp_path: Path) -> None:
 @pytest.mark.slow  # several seconds: qoq-node as child processes
 def test_outbox_command_lists_and_retries(tmp_path: Path) -> None:
     import json
-    import os
     import subprocess
-    import sys
 
     store = Store(tmp_path / "state.db")
     store.outbox.enqueue("pacs", "dicom", "1.2.3.1", "results/sr.dcm", "1.2.3", now=10)
     [item] = store.outbox.due("pacs", now=10)
     store.outbox.record_attempt(item.id, DEAD, "failed with status 0xC211", now=10, next_attempt_at=10)
     store.close()
-    env = {**os.environ, "QOQ_NODE__STORAGE__ROOT": str(tmp_path)}
+    env = {"QOQ_NODE__STORAGE__ROOT": str(tmp_path)}
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "node", "outbox", *args], capture_output=True, text=True, env=env)
+        return qoq_node("outbox", *args, env=env, check=False)
 
     listing = run("list", "--state", "dead", "--json")
     assert listing.returncode == 0, listing.stderr

@@ -17,7 +17,7 @@ from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from node.ingest.incoming import INFLATED_TWIN
 from node.ingest.part10 import IMPLEMENTATION_CLASS_UID, MalformedDataset, file_meta, read_header
-from tests.conftest import PYDICOM_TEST_FILES, dataset_bytes
+from tests.helpers import PYDICOM_TEST_FILES, dataset_bytes
 
 # Bundled pydicom files with a file meta header, across encodings: implicit, explicit
 # little and big endian, deflate, JPEG, JPEG-LS, JPEG 2000, RLE, SR, waveform, sequences.

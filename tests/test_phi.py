@@ -4,10 +4,7 @@ attributes still give valid results (issue 17: PHI in text, read what can be rea
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pydicom
@@ -18,26 +15,18 @@ from node.errors import is_permanent, reason
 from node.imaging.decode import ImagingError
 from node.ingest.hl7v2 import Hl7Error
 from node.ingest.part10 import MalformedDataset
-from node.testing.node_process import NodeProcess
+from node.store import COMPLETE, FAILED
 from node.testing.synthetic import restamp, write_cr_study, write_file
-from tests.conftest import wait_for
+from tests.helpers import qoq_node, stored_studies, wait_for
 
-REPO = Path(__file__).resolve().parents[1]
 #: Distinctive values, one per patient/study attribute, so a grep finds any of them anywhere.
 PHI = {"PatientName": "ZEBRAFISH^QUAGGAMARE", "PatientID": "PID-7730215", "PatientBirthDate": "1923-04-05",
        "AccessionNumber": "ACC-5531977", "ReferringPhysicianName": "OKAPIDOC^WOMBAT",
        "StudyDescription": "STUDY-DESC-AARDVARK", "IssuerOfPatientID": "ISSUER-NARWHAL", "StudyID": "SID-48151"}
 
 
-def _studies(node: NodeProcess, *options: str) -> str:
-    run = subprocess.run([sys.executable, "-m", "node", "studies", *options], capture_output=True, text=True,
-                         env=node.env, cwd=REPO, timeout=120)
-    assert run.returncode == 0, run.stderr
-    return run.stdout
-
-
 def test_malformed_sources_are_read_and_nothing_of_the_patient_is_written_out(tmp_path: Path, storescu,
-                                                                              dciodvfy_errors) -> None:
+                                                                              dciodvfy_errors, node_process) -> None:
     """Three studies: every attribute distinctive and the birth date in ISO form, the name with control
     characters and 10 KB long; one without a Patient ID; one whose pixel data are cut short. The
     first two complete with valid objects; the third fails at once (no retries) with a reason naming
@@ -53,18 +42,17 @@ def test_malformed_sources_are_read_and_nothing_of_the_patient_is_written_out(tm
     ds = pydicom.dcmread(broken.files[0])
     ds.PixelData = ds.PixelData[: len(ds.PixelData) // 3]  # a third of the pixels: they cannot be decoded
     write_file(ds, broken.files[0])
-    node = NodeProcess(tmp_path / "node", {"QOQ_NODE__STUDY__STABLE_SECONDS": "1"},
-                       replay={"*": "<think>A dense focus.</think>\\boxed{Lung Lesion}"}).start()
-    try:
-        for study in (odd, long_name, anonymous, broken):
-            assert storescu(node.dicom_port, list(study.files)).returncode == 0
-        wait_for(lambda: _studies(node).count(" complete ") == 3 and " failed " in _studies(node), timeout=90)
-        listing, metrics = _studies(node), node.metrics()
-    finally:
-        node.stop()
-    [failed] = [s for s in json.loads(_studies(node, "--json")) if s["study_uid"] == broken.study_uid]
-    assert failed["state"] == "failed" and failed["detail"].startswith("cannot decode")
-    assert failed["attempts"] == 1  # settled at once: the next try would fail the same way
+    node = node_process("node", {"QOQ_NODE__STUDY__STABLE_SECONDS": "1"},
+                        replay={"*": "<think>A dense focus.</think>\\boxed{Lung Lesion}"}).start()
+    for study in (odd, long_name, anonymous, broken):
+        assert storescu(node.dicom_port, list(study.files)).returncode == 0
+    wait_for(lambda: sorted(s.state for s in stored_studies(node)) == [COMPLETE] * 3 + [FAILED],
+             timeout=90)
+    listing, metrics = qoq_node("studies", env=node.env).stdout, node.metrics()
+    node.stop()
+    [failed] = [s for s in stored_studies(node) if s.study_uid == broken.study_uid]
+    assert failed.state == FAILED and failed.detail.startswith("cannot decode")
+    assert failed.attempts == 1  # settled at once: the next try would fail the same way
     for study in (odd, long_name, anonymous):
         [version] = (tmp_path / "node" / "var" / "results" / study.study_uid).iterdir()
         for made in version.glob("*.dcm"):

@@ -8,48 +8,53 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pydicom
 import pytest
 
+from node.store import COMPLETE, RECEIVING, StudySummary
 from node.testing.loopback import LOOPBACK, http_json
 from node.testing.node_process import NodeProcess
 from node.testing.pacs import Orthanc
 from node.testing.synthetic import write_ct_study
-from tests.conftest import DCMTK_ENV, NO_FINDINGS, dataset_bytes, metric_value, wait_for
+from tests.helpers import (
+    DCMTK_ENV,
+    NO_FINDINGS,
+    dataset_bytes,
+    loopback_settings,
+    metric_value,
+    stored_studies,
+    wait_for,
+)
 
 
-def _studies(node: NodeProcess) -> list[dict]:
-    listing = subprocess.run([sys.executable, "-m", "node", "studies", "--json"], capture_output=True, text=True,
-                             env=node.env, check=True)
-    return json.loads(listing.stdout)
+def _stored(node: NodeProcess) -> float:
+    """How many C-STORE requests the node has stored (its Prometheus counter)."""
+    return metric_value(node.metrics(), "qoqnode_cstore_requests_total", 'outcome="stored"')
 
 
-def _wait_assembled(node: NodeProcess, timeout: float = 30) -> dict:
+def _wait_assembled(node: NodeProcess, timeout: float = 30) -> StudySummary:
     """Wait until every study has been assembled (stable, or already further down the pipeline)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        studies = _studies(node)
-        if studies and all(s["state"] != "receiving" for s in studies):
-            return studies[0]
-        time.sleep(0.2)
-    raise AssertionError(f"study not stable: {_studies(node)}")
+    def assembled() -> list[StudySummary]:
+        studies = stored_studies(node)
+        return studies if studies and all(s.state != RECEIVING for s in studies) else []
+
+    return wait_for(assembled, timeout, interval=0.2)[0]
 
 
 @pytest.mark.usefixtures("orthanc_installed")
-def test_orthanc_sends_a_study_that_arrives_byte_identical(tmp_path: Path) -> None:
+def test_orthanc_sends_a_study_that_arrives_byte_identical(tmp_path: Path, node_process) -> None:
     study = write_ct_study(tmp_path / "study", slices=6, series=2, size=64)
-    with NodeProcess(tmp_path / "node", {"QOQ_NODE__STUDY__STABLE_SECONDS": "1"}, NO_FINDINGS) as node, \
+    with node_process("node", {"QOQ_NODE__STUDY__STABLE_SECONDS": "1"}, NO_FINDINGS) as node, \
             Orthanc(tmp_path / "orthanc", modalities={"qoqnode": ("QOQNODE", node.dicom_port)}) as orthanc:
         for path in study.files:
             orthanc.upload(path)
         [orthanc_study] = http_json(f"{orthanc.url}/studies")
         orthanc.send_study(orthanc_study, "qoqnode")
         arrived = _wait_assembled(node)
-        assert arrived["study_uid"] == study.study_uid and arrived["instances"] == 12
+        assert arrived.study_uid == study.study_uid and arrived.instances == 12
         for orthanc_instance in http_json(f"{orthanc.url}/studies/{orthanc_study}/instances"):
             sent = tmp_path / "sent.dcm"
             with urllib.request.urlopen(f"{orthanc.url}/instances/{orthanc_instance['ID']}/file") as response:
@@ -61,55 +66,44 @@ def test_orthanc_sends_a_study_that_arrives_byte_identical(tmp_path: Path) -> No
 
 
 @pytest.mark.usefixtures("dcmtk")
-def test_kill_9_mid_transfer_loses_no_acknowledged_instance(tmp_path: Path) -> None:
+def test_kill_9_mid_transfer_loses_no_acknowledged_instance(tmp_path: Path, node_process, spawn) -> None:
     study = write_ct_study(tmp_path / "study", slices=200, size=128)
-    node = NodeProcess(tmp_path / "node", {"QOQ_NODE__STUDY__STABLE_SECONDS": "2"}, NO_FINDINGS).start()
-    try:
-        sender = subprocess.Popen(
-            ["storescu", "-v", "-aec", "QOQNODE", LOOPBACK, str(node.dicom_port), *map(str, study.files)],
-            stderr=subprocess.PIPE, text=True, env=DCMTK_ENV,
-        )
-        deadline = time.monotonic() + 60
-        while metric_value(node.metrics(), "qoqnode_cstore_requests_total", 'outcome="stored"') < 60:
-            assert time.monotonic() < deadline, "transfer did not start"
-            time.sleep(0.02)
-        node.kill()
-        _, log = sender.communicate(timeout=60)
-    finally:
-        node.kill()
+    node = node_process("node", {"QOQ_NODE__STUDY__STABLE_SECONDS": "2"}, NO_FINDINGS).start()
+    sender = spawn(["storescu", "-v", "-aec", "QOQNODE", LOOPBACK, str(node.dicom_port), *map(str, study.files)],
+                   stderr=subprocess.PIPE, text=True, env=DCMTK_ENV)
+    wait_for(lambda: _stored(node) >= 60, timeout=60, interval=0.02)  # the transfer is under way
+    node.kill()
+    _, log = sender.communicate(timeout=60)
     # Pair each "Sending file" with its response: the instances the node acknowledged.
     acknowledged = re.findall(r"Sending file: (\S+)\n(?:.*\n)*?I: Received Store Response \(Success\)", log)
     assert 60 <= len(acknowledged) < 200, log[-2000:]
     node.start()  # restart on the same storage
     try:
-        stored = {s["study_uid"]: s for s in _studies(node)}
-        assert stored[study.study_uid]["instances"] >= len(acknowledged)
+        stored = {s.study_uid: s for s in stored_studies(node)}
+        assert stored[study.study_uid].instances >= len(acknowledged)
         spool = node.root / "var" / "spool" / study.study_uid
         for sent in map(Path, acknowledged):
             uid = pydicom.dcmread(sent, stop_before_pixels=True).SOPInstanceUID
             assert pydicom.dcmread(spool / f"{uid}.dcm") == pydicom.dcmread(sent)  # present and whole
         assert list((node.root / "var" / "tmp").iterdir()) == []  # partial writes were swept at start
         study_after = _wait_assembled(node)  # the interrupted study's timer continues after restart
-        assert study_after["study_uid"] == study.study_uid
+        assert study_after.study_uid == study.study_uid
         # The PACS resends the whole study: duplicates are acknowledged, the study is complete.
         resend = subprocess.run(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.dicom_port), *map(str, study.files)],
                                 capture_output=True, env=DCMTK_ENV)
         assert resend.returncode == 0
-        assert _studies(node)[0]["instances"] == 200
+        assert stored_studies(node)[0].instances == 200
     finally:
         node.stop()
 
 
 @pytest.mark.usefixtures("dcmtk")
-def test_sigterm_lets_the_open_association_finish(tmp_path: Path) -> None:
+def test_sigterm_lets_the_open_association_finish(tmp_path: Path, node_process, spawn) -> None:
     study = write_ct_study(tmp_path / "study", slices=120, size=128)
-    node = NodeProcess(tmp_path / "node", replay=NO_FINDINGS).start()
-    sender = subprocess.Popen(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.dicom_port), *map(str, study.files)],
-                              stderr=subprocess.PIPE, env=DCMTK_ENV)
-    deadline = time.monotonic() + 60
-    while metric_value(node.metrics(), "qoqnode_cstore_requests_total", 'outcome="stored"') < 10:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    node = node_process("node", replay=NO_FINDINGS).start()
+    sender = spawn(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.dicom_port), *map(str, study.files)],
+                   stderr=subprocess.PIPE, env=DCMTK_ENV)
+    wait_for(lambda: _stored(node) >= 10, timeout=60, interval=0.02)
     node.process.send_signal(signal.SIGTERM)
     assert sender.wait(120) == 0, sender.stderr.read()
     assert node.process.wait(60) == 0
@@ -118,20 +112,20 @@ def test_sigterm_lets_the_open_association_finish(tmp_path: Path) -> None:
     assert refused.returncode != 0
     node.start()
     try:
-        assert _studies(node)[0]["instances"] == 120
+        assert stored_studies(node)[0].instances == 120
     finally:
         node.stop()
 
 
 @pytest.mark.parametrize("level", ["INFO", "DEBUG"])
 @pytest.mark.usefixtures("dcmtk")
-def test_logs_carry_no_patient_identity(tmp_path: Path, level: str) -> None:
+def test_logs_carry_no_patient_identity(tmp_path: Path, level: str, node_process) -> None:
     study = write_ct_study(tmp_path / "study", slices=3, size=32)
     settings = {"QOQ_NODE__LOG__LEVEL": level, "QOQ_NODE__STUDY__STABLE_SECONDS": "1"}
-    with NodeProcess(tmp_path / "node", settings, NO_FINDINGS) as node:
+    with node_process("node", settings, NO_FINDINGS) as node:
         subprocess.run(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.dicom_port), *map(str, study.files)],
                        check=True, capture_output=True, env=DCMTK_ENV)
-        wait_for(lambda: _studies(node)[0]["state"] == "complete", timeout=30)
+        wait_for(lambda: stored_studies(node)[0].state == COMPLETE, timeout=30)
     log = node.log_path.read_text()
     events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     assert {"association.established", "association.closed", "study.receiving", "study.stable", "study.queued"} <= {
@@ -152,18 +146,9 @@ def test_a_taken_port_is_named(tmp_path: Path, section: str, names: str) -> None
         taken.bind((LOOPBACK, 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {**os.environ, "QOQ_NODE__STORAGE__ROOT": str(tmp_path / "var"), "QOQ_NODE__DICOM__HOST": LOOPBACK,
-               "QOQ_NODE__HTTP__HOST": LOOPBACK, "QOQ_NODE__DICOM__PORT": "0", "QOQ_NODE__HTTP__PORT": "0",
-               "QOQ_NODE__STORAGE__MIN_FREE_BYTES": "0", "QOQ_NODE__ENGINE__BACKEND": "replay",
-               "QOQ_NODE__ENGINE__REPLAY_RESPONSES": str(_replay_file(tmp_path)),
-               f"QOQ_NODE__{section}__PORT": str(port)}
+        env = {**os.environ, **loopback_settings(tmp_path / "var"), f"QOQ_NODE__{section}__PORT": str(port)}
         run = subprocess.run([sys.executable, "-m", "node", "serve"], capture_output=True, text=True, env=env,
                              timeout=120)
     assert run.returncode == 1
     assert f"{section} port {LOOPBACK}:{port} ({names})" in run.stderr and "in use" in run.stderr
 
-
-def _replay_file(tmp_path: Path) -> Path:
-    path = tmp_path / "replay.json"
-    path.write_text(json.dumps(NO_FINDINGS))
-    return path

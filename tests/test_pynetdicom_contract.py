@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
-import json
 import os
 import queue
 import socketserver
@@ -28,8 +27,7 @@ from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
 
 from node.ingest import pynetdicom_patches
 from node.ingest.pynetdicom_patches import ae, association, dimse, dul, transport
-from node.testing.loopback import LOOPBACK
-from tests.conftest import NO_FINDINGS
+from tests.helpers import loopback_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -159,12 +157,7 @@ def test_process_settings_are_set_once_idempotently() -> None:
 
 
 def test_serve_refuses_to_start_on_an_untested_pynetdicom(tmp_path: Path) -> None:
-    replay = tmp_path / "replay.json"
-    replay.write_text(json.dumps(NO_FINDINGS))
-    env = {**os.environ, "QOQ_NODE__STORAGE__ROOT": str(tmp_path / "var"), "QOQ_NODE__DICOM__HOST": LOOPBACK,
-           "QOQ_NODE__HTTP__HOST": LOOPBACK, "QOQ_NODE__DICOM__PORT": "0", "QOQ_NODE__HTTP__PORT": "0",
-           "QOQ_NODE__STORAGE__MIN_FREE_BYTES": "0", "QOQ_NODE__ENGINE__BACKEND": "replay",
-           "QOQ_NODE__ENGINE__REPLAY_RESPONSES": str(replay)}
+    env = {**os.environ, **loopback_settings(tmp_path / "var")}
     serve = ("import sys, pynetdicom; pynetdicom.__version__ = '3.1.0'; from node.cli import main; "
              "sys.exit(main(['serve']))")
     run = subprocess.run([sys.executable, "-c", serve], capture_output=True, text=True, env=env, timeout=120)

@@ -7,7 +7,7 @@ from pynetdicom.sop_class import Verification
 
 from node.app import Node
 from node.testing.loopback import LOOPBACK
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 
 
 def _open(node: Node):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pydicom
@@ -18,13 +17,7 @@ from node.testing.loopback import LOOPBACK
 from node.testing.node_process import NodeProcess
 from node.testing.pacs import Orthanc
 from node.testing.synthetic import write_ct_study
-from tests.conftest import DCMTK_ENV, metric_value, wait_for
-
-
-def _studies(node: NodeProcess) -> list[dict]:
-    listing = subprocess.run([sys.executable, "-m", "node", "studies", "--json"], capture_output=True, text=True,
-                             env=node.env, check=True)
-    return json.loads(listing.stdout)
+from tests.helpers import DCMTK_ENV, metric_value, stored_studies, wait_for
 
 
 def _events(node: NodeProcess) -> list[str]:
@@ -32,7 +25,8 @@ def _events(node: NodeProcess) -> list[str]:
 
 
 @pytest.mark.usefixtures("dcmtk", "orthanc_installed")
-def test_kill_9_while_receiving_reading_and_sending_still_delivers_exactly_once(tmp_path: Path) -> None:
+def test_kill_9_while_receiving_reading_and_sending_still_delivers_exactly_once(tmp_path: Path, node_process,
+                                                                               spawn) -> None:
     ct = write_ct_study(tmp_path / "ct", slices=40, size=128)
     with Orthanc(tmp_path / "pacs") as pacs, MllpListener(["silent"]) as ehr:
         destinations = {
@@ -40,13 +34,13 @@ def test_kill_9_while_receiving_reading_and_sending_still_delivers_exactly_once(
             "hl7": [{"name": "ehr", "host": LOOPBACK, "port": ehr.port, "timeout_seconds": 5}],
             "retry_base_seconds": 0.2, "retry_cap_seconds": 1,
         }
-        node = NodeProcess(tmp_path / "node", {"QOQ_NODE__STUDY__STABLE_SECONDS": "1",
-                                               "QOQ_NODE__DESTINATIONS": json.dumps(destinations)})
+        node = node_process("node", {"QOQ_NODE__STUDY__STABLE_SECONDS": "1",
+                                     "QOQ_NODE__DESTINATIONS": json.dumps(destinations)})
         try:
             # 1. During ingest.
             node.start()
-            sender = subprocess.Popen(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.dicom_port),
-                                       *map(str, ct.files)], stderr=subprocess.DEVNULL, env=DCMTK_ENV)
+            sender = spawn(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.dicom_port),
+                           *map(str, ct.files)], stderr=subprocess.DEVNULL, env=DCMTK_ENV)
             wait_for(lambda: metric_value(node.metrics(), "qoqnode_cstore_requests_total", 'outcome="stored"') >= 10,
                      interval=0.02)
             node.kill()
@@ -57,14 +51,14 @@ def test_kill_9_while_receiving_reading_and_sending_still_delivers_exactly_once(
             # 2. While the model reads the study (the test model is built on the first start).
             wait_for(lambda: "study.prepared" in _events(node), timeout=120, interval=0.01)
             node.kill()
-            [study] = _studies(node)
-            assert (study["state"], study["instances"]) == ("stable", 40)  # not read yet: read again after restart
+            [study] = stored_studies(node)
+            assert (study.state, study.instances) == ("stable", 40)  # not read yet: read again after restart
             # 3. While waiting for the EHR's acknowledgment (the EHR stays silent on the first message).
             node.start()
             wait_for(lambda: ehr.received, timeout=120, interval=0.01)
             node.kill()
             node.start()
-            wait_for(lambda: _studies(node)[0]["state"] == "complete", timeout=120)
+            wait_for(lambda: stored_studies(node)[0].state == "complete", timeout=120)
         finally:
             node.stop()
         events = _events(node)

@@ -32,9 +32,8 @@ from node.model.profiles import PROFILES
 from node.model.prompt import build_prompt, question_text
 from node.testing.loopback import LOOPBACK, free_port, http_json
 from node.testing.synthetic import write_cr_study
-from tests.conftest import get, metric_value, wait_for
+from tests.helpers import assert_on_lesion, get, metric_value, sr_box, wait_for
 from tests.reference import lesion_answer
-from tests.test_pipeline import _assert_on_lesion, _sr_box
 
 SETTINGS = GenerationSettings(max_new_tokens=24)
 
@@ -264,13 +263,13 @@ def test_check_says_whether_the_engine_server_answers(served_tiny: EngineServer,
 
 
 def test_engine_serve_command_serves_the_configured_engine(tmp_path: Path, tiny_dir: Path,
-                                                           tiny_engine: TransformersEngine) -> None:
+                                                           tiny_engine: TransformersEngine, spawn) -> None:
     config = tmp_path / "node.yaml"
     config.write_text(f"engine: {{backend: transformers, model: {tiny_dir}, device: cpu}}\n"
                       f"storage: {{root: {tmp_path / 'var'}}}\nlog: {{format: console}}\n")
-    process = subprocess.Popen([sys.executable, "-m", "node", "engine", "serve", "--config", str(config),
-                                "--port", "0", "--served-model", "qoq-med"], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = spawn([sys.executable, "-m", "node", "engine", "serve", "--config", str(config),
+                     "--port", "0", "--served-model", "qoq-med"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                    text=True)
     try:
         line = ""
         while "serving" not in line:
@@ -313,9 +312,9 @@ def test_a_node_waits_for_its_engine_server_and_reads_the_study_when_it_comes(ma
     [version_dir] = (node.config.storage.root / "results" / study.study_uid).iterdir()
     sr = pydicom.dcmread(version_dir / "sr.dcm")
     assert b"replay (recorded responses; TEST RESULT" in (version_dir / "sr.dcm").read_bytes()  # provenance
-    referenced, points = _sr_box(sr)
+    referenced, points = sr_box(sr)
     assert referenced == source.SOPInstanceUID
-    _assert_on_lesion(points, source)
+    assert_on_lesion(points, source)
 
 
 class _Slow(BaseHTTPRequestHandler):

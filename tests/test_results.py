@@ -34,7 +34,7 @@ from node.routing import Router
 from node.testing.loopback import http_json
 from node.testing.pacs import Orthanc
 from node.testing.synthetic import lesion_box, write_cr_study, write_ct_study, write_file
-from tests.conftest import PYDICOM_TEST_FILES, model_geometry, node_config
+from tests.helpers import PYDICOM_TEST_FILES, dsr2xml_errors, model_geometry, node_config, sr_items, sr_value_types
 from tests.reference import lesion_answer, model_box
 
 PROVENANCE = Provenance("replay (recorded responses; TEST RESULT, not a model output)", True)
@@ -142,19 +142,6 @@ def test_orthanc_files_the_gsps_under_the_source_study(tmp_path: Path) -> None:
         assert modalities == ["CT", "PR", "SR"]
 
 
-def _content_items(sr: pydicom.Dataset, value_type: str) -> list[pydicom.Dataset]:
-    found = []
-
-    def walk(items) -> None:
-        for item in items:
-            if item.ValueType == value_type:
-                found.append(item)
-            walk(item.get("ContentSequence", []))
-
-    walk(sr.ContentSequence)
-    return found
-
-
 def test_sr_is_valid_readable_and_its_region_is_the_box(tmp_path: Path, dciodvfy_errors) -> None:
     sources = _sources(tmp_path)
     box = (143.0, 69.0, 183.0, 114.0)
@@ -168,18 +155,18 @@ def test_sr_is_valid_readable_and_its_region_is_the_box(tmp_path: Path, dciodvfy
     for text in ('(4147007,SCT,"Mass")', '(SOMETHING-ODD,99QOQ,"Something Odd")', '"Dense focus | 1 cm."',
                  "Verification Flag   : UNVERIFIED", RESEARCH_LABEL):
         assert text in dump.stdout
-    [scoord] = _content_items(sr, "SCOORD")
+    [scoord] = sr_items(sr, "SCOORD")
     points = [float(v) for v in scoord.GraphicData]
     c0, r0, c1, r1 = box
     expected = [c0, r0, c1, r0, c1, r1, c0, r1, c0, r0]
     assert all(abs(a - b) < 1.0 for a, b in zip(points, expected, strict=True))
-    texts = [item.TextValue for item in _content_items(pydicom.dcmread(path), "TEXT")]
+    texts = [item.TextValue for item in sr_items(pydicom.dcmread(path), "TEXT")]
     assert findings.raw_text in texts and "Dense focus | 1 cm." in texts  # raw text kept verbatim
     # model text outside the source's character set (ISO_IR 100 here) is kept too
     unicode = _findings(sources[0], box, reasoning="肺 nodule – ✓ 🙂")
     unicode_path = tmp_path / "sr-unicode.dcm"
     build_sr(unicode, sources, PROVENANCE, 1, "ct").save_as(unicode_path, enforce_file_format=True)
-    assert "肺 nodule – ✓ 🙂" in [item.TextValue for item in _content_items(pydicom.dcmread(unicode_path), "TEXT")]
+    assert "肺 nodule – ✓ 🙂" in [item.TextValue for item in sr_items(pydicom.dcmread(unicode_path), "TEXT")]
     assert str(pydicom.dcmread(unicode_path).PatientName) == str(sources[0].PatientName)
     assert sr.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == "99QOQ"
     assert build_sr(findings, sources, PROVENANCE, 1, "ct").SOPInstanceUID == sr.SOPInstanceUID
@@ -221,7 +208,7 @@ def test_seg_marks_the_box_pixels_on_the_right_image(tmp_path: Path, dciodvfy_er
     assert build_segs(_findings(sources[1], box), sources, PROVENANCE, 1, "ct")[0].SOPInstanceUID == seg.SOPInstanceUID
     assert build_segs(locate(parse_output("\\boxed{None}"), []), sources, PROVENANCE, 1, "ct") == []
     # the segment is the SR's box: the same Tracking ID and UID
-    [group] = [item for item in _content_items(build_sr(findings, sources, PROVENANCE, 1, "ct"), "CONTAINER")
+    [group] = [item for item in sr_items(build_sr(findings, sources, PROVENANCE, 1, "ct"), "CONTAINER")
                if item.ConceptNameCodeSequence[0].CodeMeaning == "Measurement Group"]
     tracking = {item.ConceptNameCodeSequence[0].CodeMeaning: item.get("UID", item.get("TextValue"))
                 for item in group.ContentSequence}
@@ -508,24 +495,6 @@ def test_every_result_object_passes_dciodvfy_for_every_kind_of_source(tmp_path: 
         assert {"IMAGE", "SCOORD"} <= value_types and "WAVEFORM" not in value_types
 
 
-def sr_value_types(sr: pydicom.Dataset) -> set[str]:
-    """Every content item's value type in the SR tree."""
-    def walk(items) -> set[str]:
-        found = set()
-        for item in items:
-            found.add(str(item.get("ValueType", "")))
-            found |= walk(item.get("ContentSequence", []))
-        return found
-
-    return walk(sr.ContentSequence)
-
-
-def dsr2xml_errors(path: Path) -> str:
-    """What dcmtk's dsr2xml (a full SR parser: templates aside, it checks the document tree) says is wrong."""
-    result = subprocess.run(["dsr2xml", str(path)], capture_output=True, text=True, timeout=60)
-    return "" if result.returncode == 0 and "E:" not in result.stderr else result.stderr or f"exit {result.returncode}"
-
-
 @pytest.mark.parametrize("size", [256, 3000])
 def test_secondary_capture_burns_in_the_box_under_a_banner(tmp_path: Path, size: int) -> None:
     """The outline runs just outside the box (the lesion's pixels are untouched), the label sits outside
@@ -666,9 +635,9 @@ def test_key_object_selection_lists_the_images_read_with_the_answer(tmp_path: Pa
     kos.save_as(path, enforce_file_format=True)
     assert dciodvfy_errors(path) == []
     assert kos.ConceptNameCodeSequence[0].CodeValue == "113000" and kos.Modality == "KO"
-    images = [item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for item in _content_items(kos, "IMAGE")]
+    images = [item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for item in sr_items(kos, "IMAGE")]
     assert images == [ds.SOPInstanceUID for ds in sources]
-    [description] = [item.TextValue for item in _content_items(kos, "TEXT")
+    [description] = [item.TextValue for item in sr_items(kos, "TEXT")
                      if item.ConceptNameCodeSequence[0].CodeMeaning == "Key Object Description"]
     assert "AI answer: Mass" in description and RESEARCH_LABEL in description
     assert kos.SeriesDescription.startswith("AI key images (KO) - ")
@@ -679,7 +648,7 @@ def test_the_sr_references_each_boxs_seg_segment(tmp_path: Path, dciodvfy_errors
     the region viewers draw; the SR stays valid and highdicom still reads the group."""
     _written_cr(tmp_path)
     sr, seg = pydicom.dcmread(tmp_path / "out" / "sr.dcm"), pydicom.dcmread(tmp_path / "out" / "seg-1.dcm")
-    [reference] = [item for item in _content_items(sr, "IMAGE")
+    [reference] = [item for item in sr_items(sr, "IMAGE")
                    if item.ConceptNameCodeSequence[0].CodeMeaning == "Referenced Segment"]
     pointer = reference.ReferencedSOPSequence[0]
     assert (pointer.ReferencedSOPInstanceUID, pointer.ReferencedSegmentNumber) == (seg.SOPInstanceUID, 1)
@@ -752,7 +721,7 @@ def test_hostile_model_output_gives_valid_objects_and_keeps_the_answer(tmp_path:
     for item in written.dicom:
         assert dciodvfy_errors(item.path) == [], item.path.name
     sr = pydicom.dcmread(tmp_path / "out" / "sr.dcm")
-    [raw] = [item for item in _content_items(sr, "TEXT") if item.ConceptNameCodeSequence[0].CodeValue
+    [raw] = [item for item in sr_items(sr, "TEXT") if item.ConceptNameCodeSequence[0].CodeValue
              == "RAW-MODEL-TEXT"]
     if "\ud83d" not in text:  # a lone surrogate cannot be stored in any encoding; it is escaped, still there
         assert _unescape_raw(str(raw.TextValue)) == text

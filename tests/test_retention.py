@@ -12,13 +12,9 @@ from pydicom.uid import generate_uid
 from node.ingest.spool import Spool
 from node.store import COMPLETE
 from node.testing.synthetic import write_cr_study
-from tests.conftest import metric_value, wait_for
+from tests.helpers import metric_value, state, wait_for
 
 DAY = 86_400.0
-
-
-def _state(node, study_uid: str) -> str:
-    return next((s.state for s in node.store.studies.summaries() if s.study_uid == study_uid), "")
 
 
 def test_finished_studies_are_purged_after_retention_and_can_be_received_again(make_node, tmp_path: Path,
@@ -32,7 +28,7 @@ def test_finished_studies_are_purged_after_retention_and_can_be_received_again(m
     no_study.save_as(tmp_path / "no-study.dcm", enforce_file_format=True)
     storescu(node.scp.port, [tmp_path / "no-study.dcm"])  # refused and quarantined
     assert storescu(node.scp.port, list(study.files)).returncode == 0
-    wait_for(lambda: _state(node, study.study_uid) == COMPLETE)
+    wait_for(lambda: state(node, study.study_uid) == COMPLETE)
     root = node.config.storage.root
     spooled = root / "spool" / study.study_uid
     results = root / "results" / study.study_uid
@@ -51,7 +47,7 @@ def test_finished_studies_are_purged_after_retention_and_can_be_received_again(m
 
     # The PACS sends it again: it is stored and read again, not taken for a duplicate.
     assert storescu(node.scp.port, list(study.files)).returncode == 0
-    wait_for(lambda: _state(node, study.study_uid) == COMPLETE)
+    wait_for(lambda: state(node, study.study_uid) == COMPLETE)
     assert [p.name for p in spooled.iterdir()] == [f"{pydicom.dcmread(study.files[0]).SOPInstanceUID}.dcm"]
 
 
@@ -59,13 +55,13 @@ def test_unfinished_studies_are_kept_and_zero_keeps_everything(make_node, tmp_pa
     waiting = make_node(engine={"model": tmp_path / "no-such-model"})  # cannot read: studies stay stable
     study = write_cr_study(tmp_path / "cr", size=256)
     assert storescu(waiting.scp.port, list(study.files)).returncode == 0
-    wait_for(lambda: _state(waiting, study.study_uid) == "stable")
+    wait_for(lambda: state(waiting, study.study_uid) == "stable")
     assert waiting.retention.run_once(now=time.time() + 365 * DAY) == 0
     assert (waiting.config.storage.root / "spool" / study.study_uid).is_dir()
 
     forever = make_node(storage={"retention_days": 0})
     assert storescu(forever.scp.port, list(study.files)).returncode == 0
-    wait_for(lambda: _state(forever, study.study_uid) == COMPLETE)
+    wait_for(lambda: state(forever, study.study_uid) == COMPLETE)
     assert forever.retention.run_once(now=time.time() + 365 * DAY) == 0
     assert len(forever.store.studies.summaries()) == 1
 

@@ -25,7 +25,7 @@ from node.ingest.part10 import file_meta
 from node.model.profiles import PROFILES
 from node.routing import DOMAINS, Router, RoutingError, Skipped, StudyHeader
 from node.testing.synthetic import restamp, write_cr_study, write_ct_study, write_ecg_study, write_file
-from tests.conftest import PYDICOM_TEST_FILES
+from tests.helpers import PYDICOM_TEST_FILES, sr_texts
 from tests.reference import model_box
 
 REPO = Path(__file__).resolve().parents[1]
@@ -188,10 +188,7 @@ def test_an_ecg_is_skipped_for_a_vl_model_unless_its_plot_is_asked_for(tmp_path:
     assert sorted(p.name for p in out.iterdir()) == ["oru.hl7", "sr.dcm"]  # no SEG or PR on a waveform
     assert ECG_AS_IMAGE_CAVEAT in (out / "oru.hl7").read_text()
     sr = pydicom.dcmread(out / "sr.dcm")
-    def texts(items) -> list[str]:
-        return [t for item in items for t in [str(item.get("TextValue", "")), *texts(item.get("ContentSequence", []))]]
-
-    assert any(ECG_AS_IMAGE_CAVEAT in text for text in texts(sr.ContentSequence))
+    assert any(ECG_AS_IMAGE_CAVEAT in text for text in sr_texts(sr))
     assert dciodvfy_errors(out / "sr.dcm") == []
 
 

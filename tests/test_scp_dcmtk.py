@@ -6,12 +6,10 @@ import copy
 import errno
 import io
 import json
-import os
 import shutil
 import sqlite3
 import struct
 import subprocess
-import sys
 import tracemalloc
 import zlib
 from pathlib import Path
@@ -29,7 +27,7 @@ from node.ingest.refusals import MALFORMED, SOP_CLASS_MISMATCH, SOP_INSTANCE_MIS
 from node.store import RECEIVING
 from node.testing.loopback import LOOPBACK
 from node.testing.synthetic import SyntheticStudy, write_ct_study
-from tests.conftest import PYDICOM_TEST_FILES, dataset_bytes, get, metric_value, wait_for
+from tests.helpers import PYDICOM_TEST_FILES, dataset_bytes, get, metric_value, qoq_node, wait_for
 
 
 @pytest.fixture
@@ -337,10 +335,10 @@ def test_http_endpoints(node: Node) -> None:
 
 
 @pytest.mark.usefixtures("dcmtk")
-def test_parallel_associations(node: Node, tmp_path: Path) -> None:
+def test_parallel_associations(node: Node, tmp_path: Path, spawn) -> None:
     study = write_ct_study(tmp_path / "study", slices=24, size=32)
     groups = [list(study.files[i::4]) for i in range(4)]
-    processes = [subprocess.Popen(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.scp.port), *map(str, g)],
+    processes = [spawn(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.scp.port), *map(str, g)],
                                   stderr=subprocess.PIPE) for g in groups]
     assert [p.wait(120) for p in processes] == [0, 0, 0, 0]
     wait_for(lambda: node.store.studies.summaries() and node.store.studies.summaries()[0].state != RECEIVING)
@@ -349,10 +347,7 @@ def test_parallel_associations(node: Node, tmp_path: Path) -> None:
 
 def _node_command(node: Node, *arguments: str) -> subprocess.CompletedProcess:
     """``qoq-node ARGUMENTS`` on the running node's storage."""
-    result = subprocess.run([sys.executable, "-m", "node", *arguments], capture_output=True, text=True,
-                            env={**os.environ, "QOQ_NODE__STORAGE__ROOT": str(node.config.storage.root)})
-    assert result.returncode == 0, result.stderr
-    return result
+    return qoq_node(*arguments, env={"QOQ_NODE__STORAGE__ROOT": str(node.config.storage.root)})
 
 
 def test_studies_command_lists_uids_not_patients(node: Node, ct_study: SyntheticStudy, storescu) -> None:

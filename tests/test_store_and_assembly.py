@@ -10,11 +10,7 @@ from node.errors import DETAIL_CHARS
 from node.ingest.assembler import StudyAssembler
 from node.ops.metrics import Metrics
 from node.store import POSTPONEMENT_DETAIL, RECEIVING, STABLE, InstanceRecord, Postponement, Store, StudyUpdate
-
-
-def _record(sop: str, study: str = "1.2.3", at: float = 100.0) -> InstanceRecord:
-    return InstanceRecord(sop, study, "1.2.3.4", "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1",
-                          "CT", f"spool/{study}/{sop}.dcm", 10, "PACS", at)
+from tests.helpers import instance_record
 
 
 def _receive(store: Store, record: InstanceRecord) -> StudyUpdate:
@@ -24,27 +20,27 @@ def _receive(store: Store, record: InstanceRecord) -> StudyUpdate:
 
 def test_duplicates_are_recorded_once(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
-    assert _receive(store, _record("1.1")).stored
-    assert not _receive(store, _record("1.1")).stored
+    assert _receive(store, instance_record("1.1")).stored
+    assert not _receive(store, instance_record("1.1")).stored
     assert store.instances.stored("1.1") is not None
     assert [s.instances for s in store.studies.summaries()] == [1]
 
 
 def test_a_sop_instance_uid_resent_under_another_study_is_a_duplicate(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
-    _receive(store, _record("1.1", study="1.2.3"))
-    resent = _receive(store, _record("1.1", study="9.9.9"))  # a sender reusing the UID in a study never seen
+    _receive(store, instance_record("1.1", study="1.2.3"))
+    resent = _receive(store, instance_record("1.1", study="9.9.9"))  # a sender reusing the UID in a study never seen
     assert (resent.stored, resent.study_version, resent.new_version) == (False, 1, False)
     assert [s.study_uid for s in store.studies.summaries()] == ["1.2.3"]
 
 
 def test_late_instance_starts_a_new_version(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
-    first = _receive(store, _record("1.1", at=100))
+    first = _receive(store, instance_record("1.1", at=100))
     assert (first.study_version, first.new_version) == (1, True)
-    assert not _receive(store, _record("1.2", at=101)).new_version
+    assert not _receive(store, instance_record("1.2", at=101)).new_version
     assert store.studies.mark_stable("1.2.3", last_received=101, now=110)
-    late = _receive(store, _record("1.3", at=120))
+    late = _receive(store, instance_record("1.3", at=120))
     assert (late.study_version, late.new_version) == (2, True)
     [study] = store.studies.summaries()
     assert (study.version, study.state, study.instances) == (2, RECEIVING, 3)
@@ -52,8 +48,8 @@ def test_late_instance_starts_a_new_version(tmp_path: Path) -> None:
 
 def test_mark_stable_loses_to_a_newer_instance(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
-    _receive(store, _record("1.1", at=100))
-    _receive(store, _record("1.2", at=105))
+    _receive(store, instance_record("1.1", at=100))
+    _receive(store, instance_record("1.2", at=105))
     assert not store.studies.mark_stable("1.2.3", last_received=100, now=110)  # it saw the older time
     assert store.studies.counts() == {RECEIVING: 1}
 
@@ -61,7 +57,7 @@ def test_mark_stable_loses_to_a_newer_instance(tmp_path: Path) -> None:
 def test_assembler_waits_for_quiet_and_for_open_associations(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
     assembler = StudyAssembler(store, Metrics(), stable_seconds=5)
-    _receive(store, _record("1.1", at=100))
+    _receive(store, instance_record("1.1", at=100))
     assembler.carried_by(association_id=7, study_uid="1.2.3")
     assert assembler.sweep(now=103) == []  # not quiet long enough
     assert assembler.sweep(now=200) == []  # quiet, but an association still carries it
@@ -72,7 +68,7 @@ def test_assembler_waits_for_quiet_and_for_open_associations(tmp_path: Path) -> 
 
 def test_timers_survive_a_restart(tmp_path: Path) -> None:
     store = Store(tmp_path / "state.db")
-    _receive(store, _record("1.1", at=100))
+    _receive(store, instance_record("1.1", at=100))
     store.close()
     reopened = Store(tmp_path / "state.db")
     assembler = StudyAssembler(reopened, Metrics(), stable_seconds=5)
@@ -103,7 +99,7 @@ def test_a_database_of_the_ingest_only_schema_is_migrated(tmp_path: Path) -> Non
 
 
 def _stable(store: Store, study: str) -> None:
-    store.instances.record([_record(f"{study}.1", study=study, at=1)])
+    store.instances.record([instance_record(f"{study}.1", study=study, at=1)])
     assert store.studies.mark_stable(study, last_received=1, now=2)
 
 
@@ -155,7 +151,7 @@ def test_a_refused_instance_with_a_non_ascii_uid_is_still_quarantined(node, tmp_
     File Meta cannot hold that UID — kept in the quarantine with its note, not lost with a log line."""
     from node.ingest.receiver import Receiver, StoreRequest
     from node.testing.synthetic import write_ct_study
-    from tests.conftest import dataset_bytes
+    from tests.helpers import dataset_bytes
 
     [path] = write_ct_study(tmp_path / "ct", slices=1, size=32).files
     ds = pydicom.dcmread(path)

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import socket
 import ssl
 from pathlib import Path
 
 import pydicom
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydicom.uid import generate_uid
 
 from node.config import ClientTlsConfig
@@ -21,52 +15,7 @@ from node.egress.dicom import DicomSender
 from node.egress.mllp import Delivery
 from node.testing.loopback import LOOPBACK
 from node.testing.synthetic import SyntheticStudy, write_ct_study
-from tests.conftest import metric_value
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
-def _certificate(subject: str, key, issuer_name: x509.Name | None, issuer_key, *, ca: bool,
-                 usage: ExtendedKeyUsageOID | None) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer_name or name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if usage is not None:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def make_pki(directory: Path) -> dict[str, Path]:
-    """A CA, a server certificate and a client certificate, as PEM files."""
-    files: dict[str, Path] = {}
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = _certificate("qoq-test-ca", ca_key, None, ca_key, ca=True, usage=None)
-    files["ca"] = directory / "ca.pem"
-    files["ca"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    for role, usage in (("server", ExtendedKeyUsageOID.SERVER_AUTH), ("client", ExtendedKeyUsageOID.CLIENT_AUTH)):
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = _certificate(f"qoq-test-{role}", key, ca_cert.subject, ca_key, ca=False, usage=usage)
-        files[f"{role}_key"] = directory / f"{role}.key"
-        files[f"{role}_key"].write_bytes(_key_pem(key))
-        files[f"{role}_cert"] = directory / f"{role}.pem"
-        files[f"{role}_cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return files
+from tests.helpers import make_pki, metric_value
 
 
 def _tls_node(make_node, pki: dict[str, Path], require_client: bool):

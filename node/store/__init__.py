@@ -33,10 +33,13 @@ PENDING, SENT, DEAD = OutboxState
 class Store:
     """The node's state database: it opens the one :class:`Database` and holds a part per concern."""
 
-    def __init__(self, path: Path) -> None:
-        self.database = Database(path)
-        with self.database.reading() as connection:
-            schema.create(connection)
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        """Open the state database at ``path`` (made when missing); ``read_only``: an existing one, for
+        reading only, as a running node's tests and tools look at it."""
+        self.database = Database(path, read_only)
+        if not read_only:
+            with self.database.reading() as connection:
+                schema.create(connection)
         self.instances = Instances(self.database)
         self.studies = Studies(self.database)
         self.outbox = Outbox(self.database)

@@ -18,13 +18,19 @@ from pathlib import Path
 class Database:
     """The connection, its lock and the transaction helper."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        """Open (or create) the database at ``path``; ``read_only`` opens an existing one for reading only
+        (another process may be writing it)."""
         self.root = path.parent  # stored file paths are kept relative to it (the storage root)
-        self.connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        if read_only:
+            self.connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                                              check_same_thread=False, timeout=30)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            self.connection.execute("PRAGMA journal_mode=WAL")
+            self.connection.execute("PRAGMA synchronous=FULL")
         self.lock = threading.Lock()
-        self.connection.execute("PRAGMA journal_mode=WAL")
-        self.connection.execute("PRAGMA synchronous=FULL")
         self.connection.execute("PRAGMA foreign_keys=ON")
 
     def close(self) -> None:

@@ -15,7 +15,7 @@ import io
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,7 @@ from node.store import Store
 from node.store.clinical import KnownStudy
 from node.testing.pacs import Orthanc
 from node.testing.synthetic import SyntheticStudy, write_cr_study, write_ct_study, write_file
+from tests.helpers import wait_for
 from tests.reference import Box, answer, model_box
 from tests.viewer.ohif import CHROMIUM, CHROMIUM_ARGS, REPO, ViewerServer, ohif_dist
 
@@ -197,11 +198,10 @@ class Screen:
                 if line.startswith(("error:", "pageerror:")) or "Error Boundary" in line]
 
     def load(self, url: str) -> None:
-        """Open ``url`` and wait until the viewport draws, then close the first-visit notices."""
+        """Open ``url`` and wait until the viewport draws an image, closing the first-visit notices."""
         self.page.goto(url)
         self.page.locator("[data-cy=viewport-pane] canvas").first.wait_for(timeout=60_000)
-        self.page.wait_for_timeout(3000)
-        self.dismiss()
+        self.until("loaded", _drawn, timeout=20)
 
     def dismiss(self) -> None:
         """Close the first-visit tour and the investigational-use notice."""
@@ -216,6 +216,17 @@ class Screen:
         self.page.screenshot(path=ARTIFACTS / f"{self.name}-{step}-page.png")
         shot = self.page.locator("[data-cy=viewport-pane]").first.screenshot(path=ARTIFACTS / f"{self.name}-{step}.png")
         return np.asarray(Image.open(io.BytesIO(shot)).convert("RGB")).astype(int)
+
+    def until(self, step: str, shows: Callable[[np.ndarray], object], timeout: float = 30) -> np.ndarray:
+        """The viewport's pixels (saved as ``step``) once ``shows(pixels)`` holds, polled on screenshots and
+        closing notices as they come; after ``timeout`` seconds the last pixels, for the caller's
+        assertions to say what is wrong."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.dismiss()
+            pixels = self.viewport(step)
+            if shows(pixels) or time.monotonic() > deadline:
+                return pixels
 
     def open_series(self, modality: str) -> None:
         """Double-click the study browser's entry of the first series of ``modality``."""
@@ -238,8 +249,7 @@ def _largest(mask: np.ndarray) -> tuple[int, int, int, int] | None:
 
 def _lesion(pixels: np.ndarray) -> tuple[int, int, int, int]:
     """The phantom lesion on screen: the largest patch of the brightest grey."""
-    grey = (np.abs(pixels[..., 0] - pixels[..., 1]) < 8) & (np.abs(pixels[..., 1] - pixels[..., 2]) < 8)
-    box = _largest(grey & (pixels[..., 0] > 235))
+    box = _largest(_bright_grey(pixels))
     assert box is not None, "no lesion on the screen"
     return box
 
@@ -255,6 +265,31 @@ def _outline(mask: np.ndarray, near: tuple[int, int, int, int]) -> tuple[int, in
     return int(columns.min()), int(rows.min()), int(columns.max()), int(rows.max())
 
 
+def _drawn(pixels: np.ndarray) -> bool:
+    """Whether the viewport shows an image: grey levels in its middle half (not only the corner texts)."""
+    height, width = pixels.shape[:2]
+    return bool(pixels[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4].max() > 40)
+
+
+def _bright_grey(pixels: np.ndarray) -> np.ndarray:
+    grey = (np.abs(pixels[..., 0] - pixels[..., 1]) < 8) & (np.abs(pixels[..., 1] - pixels[..., 2]) < 8)
+    return grey & (pixels[..., 0] > 235)
+
+
+def _green(pixels: np.ndarray) -> np.ndarray:
+    return (pixels[..., 1] > 180) & (pixels[..., 0] < 120) & (pixels[..., 2] < 120)
+
+
+def _red(pixels: np.ndarray) -> np.ndarray:
+    return (pixels[..., 0] - pixels[..., 1] > 40) & (pixels[..., 0] - pixels[..., 2] > 40)
+
+
+def _box_on_lesion(pixels: np.ndarray) -> bool:
+    """Whether a green rectangle is drawn on the phantom lesion (the SR's box, once OHIF has drawn it)."""
+    lesion = _largest(_bright_grey(pixels))
+    return lesion is not None and _near(_outline(_green(pixels), lesion), lesion, 4)
+
+
 def _near(found: tuple[int, int, int, int] | None, lesion: tuple[int, int, int, int], tolerance: int) -> bool:
     return found is not None and all(abs(a - b) <= tolerance for a, b in zip(found, lesion, strict=True))
 
@@ -263,16 +298,17 @@ def _sr_box_on_the_lesion_and_tracked(screen: Screen, label: str) -> tuple[np.nd
     """Open the SR: its box must be drawn on the lesion; track it: its label must be in the measurements
     panel. The SR view's pixels and where the lesion is on them."""
     screen.open_series("SR")
-    screen.page.wait_for_timeout(4000)
-    shown = screen.viewport("sr")
+    shown = screen.until("sr", _box_on_lesion)
     lesion = _lesion(shown)
-    outline = _outline((shown[..., 1] > 180) & (shown[..., 0] < 120) & (shown[..., 2] < 120), lesion)  # green
+    outline = _outline(_green(shown), lesion)
     assert _near(outline, lesion, 4), f"SR box {outline} is not on the lesion {lesion}"
     screen.page.get_by_role("button", name="Yes").first.click()  # track: the SR's measurements load
     screen.page.locator("[data-cy=trackedMeasurements-btn]").first.click()
-    screen.page.wait_for_timeout(1500)
-    screen.viewport("sr-tracked")
-    assert label in screen.page.locator("body").inner_text().lower(), "the finding's label is not in the panel"
+    try:
+        wait_for(lambda: label in screen.page.locator("body").inner_text().lower(), timeout=30, interval=0.2,
+                 what="the finding's label in the measurements panel")
+    finally:
+        screen.viewport("sr-tracked")
     return shown, lesion
 
 
@@ -292,9 +328,8 @@ def test_the_radiologist_sees_the_ai_box_in_ohif(kind: str, browser: Browser, vi
 
         screen.load(url)  # afresh: the SEG over the image as the study opens
         screen.open_series("SEG")
-        screen.page.wait_for_timeout(5000)
-        painted = screen.viewport("seg")
-        red = (painted[..., 0] - painted[..., 1] > 40) & (painted[..., 0] - painted[..., 2] > 40)
+        painted = screen.until("seg", lambda pixels: _near(_largest(_red(pixels)), lesion, 4))
+        red = _red(painted)
         assert painted.shape == shown.shape  # the same layout as the SR's: the lesion is where it was
         assert _near(_largest(red), lesion, 4), f"SEG region {_largest(red)} is not on the lesion {lesion}"
         assert screen.errors() == []
