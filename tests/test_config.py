@@ -110,7 +110,6 @@ def test_files_are_checked_by_config_problems_not_by_loading(tmp_path: Path) -> 
 def test_check_and_serve_report_missing_files(tmp_path: Path) -> None:
     node_yaml = tmp_path / "node.yaml"
     node_yaml.write_text(f"storage: {{root: {tmp_path / 'var'}}}\n"
-                         f"routing: {{rules: {REPO / 'conf' / 'routing.yaml'}}}\n"
                          "dicom: {tls: {enabled: true, certificate: node.pem, private_key: node.key}}\n")
     for command in (["check"], ["serve"]):
         run = subprocess.run([sys.executable, "-m", "node", *command, "--config", str(node_yaml)],

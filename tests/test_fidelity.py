@@ -31,14 +31,14 @@ from node.imaging.inputs import NO_ECG_INPUT, study_inputs, to_model_input
 from node.model.profiles import PROFILES
 from node.model.prompt import build_prompt
 from node.reading import read_batch
-from node.routing import Router
+from node.routing import DEFAULT_RULES, Router
 from node.store import StudySummary
 from node.testing.synthetic import ECG_LEADS, ecg_lead_signal, write_cr_study, write_ct_study, write_ecg_study
 from tests.conftest import wait_for
 from tests.test_results import dsr2xml_errors, sr_value_types
 
 FAMILIES = tuple(PROFILES)
-ROUTING = Router.from_file(Path(__file__).parent.parent / "conf" / "routing.yaml")
+ROUTING = Router.from_file(DEFAULT_RULES)
 
 # --- pixels -----------------------------------------------------------------------------------------
 
