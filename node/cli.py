@@ -13,7 +13,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from node import __version__
+from node import __version__, routing_explain
 from node.config import ConfigError, NodeConfig, load_config, require_usable
 from node.engine.errors import EngineLoadError
 from node.engine.replay import ReplayError
@@ -364,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="qwen2.5-vl (QoQ-Med-VL-7B/32B), qwen3-vl (QoQ-Med3-VL-8B) or omni (QoQ-Med-Omni-7B, "
                       "with its own modelling code and an ECG input)")
     tiny.set_defaults(handler=cmd_model_tiny)
+    routing_explain.register(commands)
     return parser
 
 

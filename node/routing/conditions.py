@@ -84,13 +84,25 @@ def outcomes(match: Match, header: StudyHeader) -> Iterator[Outcome]:
                       else f"patient age outside {_range_text(match.age)}")
     if match.not_ is not None:
         excluded = all(o.holds for o in outcomes(match.not_, header))
-        yield Outcome("not", not excluded, f"excluded by 'not' ({_summary(match.not_)})" if excluded else "")
+        yield Outcome("not", not excluded, f"excluded by 'not' ({summary(match.not_)})" if excluded else "")
 
 
-def _summary(match: Match) -> str:
-    """The conditions a match sets, as ``name=value`` (for saying what excluded a study)."""
-    given = match.model_dump(exclude_defaults=True, by_alias=True)
-    return ", ".join(f"{name}={value}" for name, value in given.items())
+def summary(match: Match) -> str:
+    """The conditions a match sets, in words (for saying what chose or excluded a study)."""
+    parts = []
+    for name in (name for name in Match.model_fields if name in match.model_fields_set):
+        value = getattr(match, name)
+        if isinstance(value, tuple):
+            parts.append(f"{name} {'/'.join(value)}")
+        elif isinstance(value, str):
+            parts.append(f"{name} ~ '{value}'")
+        elif isinstance(value, bool):
+            parts.append("contrast" if value else "no contrast")
+        elif isinstance(value, AgeRange):
+            parts.append(f"age {_range_text(value)}")
+        elif isinstance(value, Match):
+            parts.append(f"not ({summary(value)})")
+    return ", ".join(parts)
 
 
 def first_failure(match: Match, header: StudyHeader) -> Outcome | None:
