@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from node.ingest.hl7v2 import parse
 from node.routing import DEFAULT_RULES, Routed, Router, Skipped, StudyHeader, route
 from node.routing.orders import OrderFinder
 from node.store import InstanceRecord, Store
+from node.store.clinical import patient_key
 from node.testing.synthetic import restamp, write_cr_study, write_ct_study
 from node.testing.synthetic_hl7 import order_message
 from tests.conftest import PYDICOM_TEST_FILES
@@ -181,3 +183,20 @@ def test_routing_explain_takes_files_or_a_study() -> None:
     result = subprocess.run([sys.executable, "-m", "node", "routing", "explain"], capture_output=True, text=True,
                             cwd=REPO, timeout=120)
     assert result.returncode == 2 and "FILES or --study" in result.stderr
+
+
+def test_a_schema_4_database_gains_the_orders_procedure_codes(tmp_path: Path) -> None:
+    """Orders kept by an older node have no codes: the column is added, and they are read with none."""
+    store = Store(tmp_path / "state.db")
+    text = order_message("C1", "SYN-0001", "ACC7", "dyspnoea", procedure_code="HOSP-PE-7")
+    store.clinical.record_message(interpret(parse(text), "HOSP", 1.0), "c1.hl7", 1.0)
+    store.close()
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        db.execute("ALTER TABLE orders DROP COLUMN procedure_codes")
+        db.execute("PRAGMA user_version=4")
+    store = Store(tmp_path / "state.db")
+    try:
+        [order] = store.clinical.orders_of(patient_key("SYN-0001", "HOSP"))
+        assert order.procedure == "XR CHEST PA" and order.procedure_codes == ()
+    finally:
+        store.close()
