@@ -15,7 +15,7 @@ from pathlib import Path
 
 from node.config import NodeConfig, load_config
 from node.model.prompt import build_prompt
-from node.routing import ContextPolicy, Explanation, Router, StudyHeader, routing_header
+from node.routing import ContextPolicy, Explanation, Router, StudyHeader, study_routing
 from node.routing.conditions import summary
 
 
@@ -66,9 +66,9 @@ def explanation_lines(router: Router, header: StudyHeader, explanation: Explanat
 
 def explain_study(router: Router, study_uid: str, files: Sequence[Path]) -> str:
     """The whole explanation of one study."""
-    header = routing_header(files, router)
+    header, explanation = study_routing(files, router)
     return "\n".join([f"study {study_uid} ({len(files)} file(s))", *_header_lines(header),
-                      *explanation_lines(router, header, router.explain(header))])
+                      *explanation_lines(router, header, explanation)])
 
 
 @contextmanager

@@ -126,6 +126,18 @@ def test_chest_radiographs_of_adults_in_frontal_views_only(tmp_path: Path, attri
     assert isinstance(route("1.2.3", files, ROUTER), Routed) is routed
 
 
+def test_a_frontal_view_after_a_lateral_one_routes_the_study(tmp_path: Path) -> None:
+    """The study is routed by its first image that a rule takes: a lateral view that arrived first does
+    not keep its PA view from being read; a lateral view alone is skipped."""
+    lateral = list(restamp(write_cr_study(tmp_path / "lateral", size=64), ViewPosition="LL").files)
+    frontal = list(restamp(write_cr_study(tmp_path / "frontal", size=64),
+                           StudyInstanceUID=pydicom.dcmread(lateral[0]).StudyInstanceUID).files)
+    routed = route("1.2.3", [*lateral, *frontal], ROUTER)
+    assert isinstance(routed, Routed) and routed.task.name == "chest_xray"
+    skipped = route("1.2.3", lateral, ROUTER)
+    assert isinstance(skipped, Skipped) and "view_position 'LL' is not one of PA, AP" in skipped.reason
+
+
 def test_not_excludes_and_anatomic_region_codes_route(tmp_path: Path) -> None:
     head = StudyHeader("CT", "", "", "", study_description="CT HEAD NECK")
     assert isinstance(ROUTER.route(head), str) and "excluded by 'not'" in ROUTER.explain(head).misses[0].failed
