@@ -4,6 +4,7 @@ attributes: no pixels are needed), and the procedure of its HL7 order when the n
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -27,10 +28,10 @@ def _text(ds: Dataset, keyword: str) -> str:
     return str(ds.get(keyword, "") or "").strip()
 
 
-def _codes(items: object) -> list[str]:
+def _codes(items: Sequence[Dataset] | None) -> list[str]:
     """``SCHEME:VALUE`` of each item of a code sequence."""
     return [f"{_text(item, 'CodingSchemeDesignator')}:{_text(item, 'CodeValue')}".upper()
-            for item in (items or []) if _text(item, "CodeValue")]  # type: ignore[attr-defined]
+            for item in (items or []) if _text(item, "CodeValue")]
 
 
 def _age_years(ds: Dataset) -> float | None:
