@@ -7,7 +7,7 @@
 
 Workload: a synthetic chest radiograph the size of a CR (2048², pre-resized by the node's imaging as
 training did, to 724² ≈ 676 visual tokens on the 28-pixel grid), routed and prompted exactly as the
-node does (conf/routing.yaml's chest_xray question and labels), ``--new-tokens`` tokens forced per study
+node does (the shipped routing rules' chest_xray question and labels), ``--new-tokens`` tokens forced per study
 (``min_new_tokens``, end-of-sequence ignored), at each ``--concurrency`` (studies in one batch).
 Random weights cost the same compute as trained ones.
 
@@ -40,7 +40,7 @@ from node.engine.shapes import QWEN25_VL_7B_TEXT, QWEN25_VL_7B_VISION
 from node.engine.tiny import build_tiny_checkpoint
 from node.model.profiles import PROFILES
 from node.reading import engine_request
-from node.routing import Router
+from node.routing import DEFAULT_RULES, Router
 from node.testing.synthetic import write_cr_study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,8 +85,8 @@ def parameter_bytes(model_dir: Path) -> int:
 def workload(workdir: Path, config: EngineConfig) -> EngineRequest:
     """One chest radiograph study, imaged, routed and prompted the way the node does."""
     study = write_cr_study(workdir / "cr", size=2048)
-    node_config = load_config(None, environ={"QOQ_NODE__ROUTING__RULES": str(REPO / "conf" / "routing.yaml")})
-    outcome = prepare_study(study.study_uid, list(study.files), Router.from_file(REPO / "conf" / "routing.yaml"),
+    node_config = load_config(None, environ={})
+    outcome = prepare_study(study.study_uid, list(study.files), Router.from_file(DEFAULT_RULES),
                       node_config.imaging, PROFILES["qwen2.5-vl"])
     return engine_request(outcome, GenerationSettings())
 

@@ -30,6 +30,7 @@ from node.ops.logging import get_logger
 from node.ops.metrics import Metrics
 from node.retention import Retention
 from node.routing import Router
+from node.routing.orders import OrderFinder
 from node.scheduler import Scheduler
 from node.store import STUDY_STATES, Store
 
@@ -43,9 +44,11 @@ def open_store(config: NodeConfig) -> Store:
     return Store(config.storage.root / STATE_DB_NAME)
 
 
-def build_router(config: NodeConfig) -> Router:
-    """The routing rules ``routing.rules`` names."""
-    return Router.from_file(config.routing.rules)
+def build_router(config: NodeConfig, store: Store | None = None) -> Router:
+    """The routing rules ``routing.rules`` names (unset: the shipped ones); with ``store``, each study's HL7
+    order is routed on too."""
+    router = Router.from_file(config.routing.rules)
+    return router.with_orders(OrderFinder(store.clinical, config.context.default_authority)) if store else router
 
 
 def build_gatherer(config: NodeConfig, store: Store, metrics: Metrics | None = None) -> ContextGatherer:
@@ -70,7 +73,7 @@ class Node:
         self.torn_instances_forgotten = forget_torn_instances(self.store)
         self.workers = make_workers(config.destinations, config.dicom.ae_title, self.store, self.metrics)
         self.engine = EngineHost(config, self.metrics)
-        self.scheduler = Scheduler(config, self.store, self.metrics, self.engine, build_router(config),
+        self.scheduler = Scheduler(config, self.store, self.metrics, self.engine, build_router(config, self.store),
                                    build_gatherer(config, self.store, self.metrics), on_queued=self._wake_workers)
         self.assembler = StudyAssembler(self.store, self.metrics, config.study.stable_seconds,
                                         on_stable=self.scheduler.wake)

@@ -28,7 +28,7 @@ from node.model.profiles import PROFILES
 from node.reading import engine_request, read_batch
 from node.results.hl7 import Hl7Party
 from node.results.writer import write_results
-from node.routing import Router
+from node.routing import DEFAULT_RULES, Router
 from node.store import COMPLETE, POSTPONEMENT_DETAIL, Postponement, Store
 from node.testing.ehr import MllpListener
 from node.testing.loopback import LOOPBACK
@@ -240,7 +240,7 @@ def test_an_omni_model_gets_the_ecg_the_pacs_holds_as_signal(orthanc: Orthanc, t
     pacs = PacsPriors(DicomDestination(name="pacs", ae_title="ORTHANC", host=LOOPBACK, port=orthanc.dicom_port),
                       "QOQNODE")
     gatherer = ContextGatherer(store, tmp_path / "node", "", pacs)
-    router = Router.from_file(Path("conf/routing.yaml"))
+    router = Router.from_file(DEFAULT_RULES)
     # a VL model takes no ECG: the PACS's ECG is not even retrieved for it, and its prompt names none
     plain = prepare_study(current.study_uid, list(current.files), router, config.imaging, PROFILES["qwen2.5-vl"],
                           gatherer)

@@ -376,7 +376,7 @@ def test_shipped_node_config_matches_the_chart_defaults() -> None:
     shipped = load_config(REPO / "conf" / "node.yaml", environ={}).model_dump(mode="json", exclude_none=True)
     for section, values in chart_config.items():
         for key, value in values.items():
-            if (section, key) in {("dicom", "host"), ("dicom", "tls"), ("storage", "root"), ("routing", "rules"),
+            if (section, key) in {("dicom", "host"), ("dicom", "tls"), ("storage", "root"),
                                   ("http", "host"), ("engine", "cache_dir"), ("hl7_listener", "host")}:
                 continue
             assert shipped[section][key] == value, f"{section}.{key}"

@@ -30,14 +30,14 @@ from node.imaging.inputs import NO_ECG_INPUT, study_inputs, to_model_input
 from node.model.profiles import PROFILES
 from node.model.prompt import build_prompt
 from node.reading import read_batch
-from node.routing import Router
+from node.routing import DEFAULT_RULES, Router
 from node.store import StudySummary
 from node.testing.synthetic import ECG_LEADS, ecg_lead_signal, write_cr_study, write_ct_study, write_ecg_study
 from tests.helpers import dsr2xml_errors, sr_texts, sr_value_types, wait_for
 from tests.reference import reference_training_image
 
 FAMILIES = tuple(PROFILES)
-ROUTING = Router.from_file(Path(__file__).parent.parent / "conf" / "routing.yaml")
+ROUTING = Router.from_file(DEFAULT_RULES)
 
 # --- pixels -----------------------------------------------------------------------------------------
 

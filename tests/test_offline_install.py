@@ -100,8 +100,7 @@ def test_the_node_installs_offline_next_to_the_hosts_torch_and_runs(wheelhouse: 
     versions = {entry["name"].lower(): entry["version"] for entry in json.loads(freeze.stdout)}
     assert versions["torch"] == importlib.metadata.version("torch")  # the host's, untouched
     qoq_node = host / "bin" / "qoq-node"
-    run = {**environment, "QOQ_NODE__STORAGE__ROOT": str(tmp_path / "var"),
-           "QOQ_NODE__ROUTING__RULES": str(REPO / "conf" / "routing.yaml")}
+    run = {**environment, "QOQ_NODE__STORAGE__ROOT": str(tmp_path / "var")}  # the routing rules: the wheel's
     checked = subprocess.run([str(qoq_node), "check"], capture_output=True, text=True, env=run, cwd=tmp_path)
     assert checked.returncode == 0 and "configuration OK" in checked.stdout, checked.stderr
     cr = write_cr_study(tmp_path / "cr")

@@ -41,7 +41,7 @@ from node.model.profiles import PROFILES
 from node.reading import read_from_text
 from node.results.hl7 import Hl7Party
 from node.results.writer import ResultSet, write_results
-from node.routing import Router
+from node.routing import DEFAULT_RULES, Router
 from node.testing.synthetic import write_ct_study, write_file
 
 #: The model's answer: reasoning, one box in the model input's pixels (the 256×256 slice is given as is)
@@ -98,7 +98,7 @@ def fixed_study(directory: Path) -> tuple[str, list[Path]]:
 def write_fixed_results(root: Path) -> ResultSet:
     """The results stage over the fixed study and answer, at the fixed moment, by the fixed node."""
     study_uid, files = fixed_study(root / "study")
-    prepared = prepare_study(study_uid, files, Router.from_file(Path("conf/routing.yaml")),
+    prepared = prepare_study(study_uid, files, Router.from_file(DEFAULT_RULES),
                              load_config(None, environ={}).imaging, PROFILES["qwen2.5-vl"])
     assert isinstance(prepared, Prepared), prepared
     read = read_from_text(prepared, ANSWER, MODEL, True, ANALYSED_AT)

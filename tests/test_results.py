@@ -30,7 +30,7 @@ from node.results.provenance import RESEARCH_LABEL, Provenance
 from node.results.seg import build_segs
 from node.results.sr import build_sr
 from node.results.writer import write_results
-from node.routing import Router
+from node.routing import DEFAULT_RULES, Router
 from node.testing.loopback import http_json
 from node.testing.pacs import Orthanc
 from node.testing.synthetic import lesion_box, write_cr_study, write_ct_study, write_file
@@ -665,9 +665,8 @@ def _written_cr(tmp_path: Path, secondary_capture: bool | str = False):
     from node.results.writer import write_results
     from node.routing import Router
 
-    rules = Path(__file__).parent.parent / "conf" / "routing.yaml"
     cr = write_cr_study(tmp_path / "cr", size=512)
-    outcome = prepare_study(cr.study_uid, list(cr.files), Router.from_file(rules),
+    outcome = prepare_study(cr.study_uid, list(cr.files), Router.from_file(DEFAULT_RULES),
                             load_config(None, environ={}).imaging,
                       PROFILES["qwen2.5-vl"])
     source = pydicom.dcmread(cr.files[0])
@@ -703,7 +702,7 @@ def test_hostile_model_output_gives_valid_objects_and_keeps_the_answer(tmp_path:
                                                                        dciodvfy_errors) -> None:
     study = write_cr_study(tmp_path / "cr", size=256)
     config = node_config(tmp_path / "node")
-    outcome = prepare_study(study.study_uid, list(study.files), Router.from_file(Path("conf/routing.yaml")),
+    outcome = prepare_study(study.study_uid, list(study.files), Router.from_file(DEFAULT_RULES),
                             config.imaging,
                       PROFILES["qwen2.5-vl"])
     [model_input] = outcome.inputs
@@ -742,7 +741,7 @@ def test_a_series_of_mixed_sizes_gets_a_presentation_state_per_size(tmp_path: Pa
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.InstanceNumber = first.StudyInstanceUID, first.SeriesInstanceUID, 2
     write_file(ds, small.files[0])
     files = [big.files[0], small.files[0]]
-    outcome = prepare_study(big.study_uid, files, Router.from_file(Path("conf/routing.yaml")),
+    outcome = prepare_study(big.study_uid, files, Router.from_file(DEFAULT_RULES),
                             node_config(tmp_path / "n").imaging,
                       PROFILES["qwen2.5-vl"])
     assert len(outcome.inputs) == 2

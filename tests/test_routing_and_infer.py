@@ -23,27 +23,28 @@ from node.imaging.inputs import ECG_AS_IMAGE_CAVEAT, NO_ECG_INPUT
 from node.imaging.prepared import Prepared
 from node.ingest.part10 import file_meta
 from node.model.profiles import PROFILES
-from node.routing import DOMAINS, Router, RoutingError, Skipped, StudyHeader
+from node.routing import DEFAULT_RULES, DOMAINS, Router, RoutingError, Skipped, StudyHeader
 from node.testing.synthetic import restamp, write_cr_study, write_ct_study, write_ecg_study, write_file
 from tests.helpers import PYDICOM_TEST_FILES, sr_texts
 from tests.reference import model_box
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED_RULES = REPO / "conf" / "routing.yaml"
+SHIPPED_RULES = DEFAULT_RULES
 
 
 @pytest.mark.parametrize(
     ("header", "domain", "task"),
     [
-        (StudyHeader("DX", "CHEST", "", ""), "chest_xray", "chest_xray"),
-        (StudyHeader("CR", "", "", "Chest PA"), "chest_xray", "chest_xray"),
+        (StudyHeader("DX", "CHEST", "", "", view_position="PA", age_years=40), "chest_xray", "chest_xray"),
+        (StudyHeader("CR", "", "", "Chest PA", view_position="AP", age_years=70), "chest_xray", "chest_xray"),
         (StudyHeader("ct", "HEAD", "", ""), "ct", "ct_head"),
-        (StudyHeader("CT", "CHEST", "", ""), "ct", "ct_chest"),
+        (StudyHeader("CT", "CHEST", "", "", study_description="CTA CHEST"), "ct", "ct_chest"),
         (StudyHeader("CT", "", "", "CTPA"), "ct", "ct_chest"),
-        (StudyHeader("CT", "ABDOMEN", "", ""), "ct", "ct_kidney"),
+        (StudyHeader("CT", "ABDOMEN", "", "", study_description="CT renal mass protocol", contrast_agent=True), "ct",
+         "ct_kidney"),
         (StudyHeader("MR", "BRAIN", "", ""), "mri", "mri"),
         (StudyHeader("US", "BREAST", "", ""), "ultrasound", "ultrasound"),
-        (StudyHeader("MG", "BREAST", "", ""), "mammography", "mammography"),
+        (StudyHeader("MG", "BREAST", "", "", view_position="MLO"), "mammography", "mammography"),
         (StudyHeader("XC", "SKIN", "", ""), "dermatology", "dermatology"),
         (StudyHeader("OP", "", "", ""), "fundus", "fundus"),
         (StudyHeader("SM", "", "", ""), "pathology", "pathology"),
@@ -64,7 +65,7 @@ def test_studies_no_training_question_fits_are_not_routed(header: StudyHeader) -
 def test_shipped_rules_cover_all_nine_domains_and_name_their_source() -> None:
     tasks = Router.from_file(SHIPPED_RULES).rules.domains
     assert {spec.domain or name for name, spec in tasks.items()} == set(DOMAINS)
-    assert all(spec.source and spec.labels for spec in tasks.values())
+    assert all(spec.source and spec.labels and spec.population for spec in tasks.values())
 
 
 def test_unmatched_study_gets_a_reason() -> None:
@@ -203,7 +204,7 @@ def test_a_report_that_arrives_first_does_not_decide_the_task(tmp_path: Path) ->
     """A dose report (an SR) received before the CT's slices: the study is routed by its images."""
     study = write_ct_study(tmp_path / "ct", slices=3, size=64)
     config = load_config(None, environ={})
-    rules = Router.from_file(REPO / "conf" / "routing.yaml")
+    rules = Router.from_file(SHIPPED_RULES)
     files = [PYDICOM_TEST_FILES / "test-SR.dcm", *study.files]
     outcome = prepare_study(study.study_uid, files, rules, config.imaging, PROFILES["qwen2.5-vl"])
     assert isinstance(outcome, Prepared) and outcome.task.domain == "ct", outcome
@@ -220,7 +221,7 @@ def test_a_corrupt_image_costs_that_image_not_the_study(tmp_path: Path) -> None:
     ds = pydicom.dcmread(broken.files[0])
     ds.PixelData = ds.PixelData[: len(ds.PixelData) // 3]
     write_file(ds, broken.files[0])
-    rules = Router.from_file(REPO / "conf" / "routing.yaml")
+    rules = Router.from_file(SHIPPED_RULES)
     outcome = prepare_study(good.study_uid, [*good.files, *broken.files], rules, load_config(None, environ={}).imaging,
                       PROFILES["qwen2.5-vl"])
     assert isinstance(outcome, Prepared) and len(outcome.inputs) == 1
@@ -252,6 +253,6 @@ def test_attributes_a_sender_wrote_after_the_pixel_data_are_read(tmp_path: Path)
                      + b"".join(encoded))
     assert "StudyInstanceUID" not in pydicom.dcmread(path, stop_before_pixels=True)  # what the node used to read
     assert StudyIdentity.read(path, "").study_uid == study.study_uid
-    outcome = prepare_study(study.study_uid, [path], Router.from_file(REPO / "conf" / "routing.yaml"),
+    outcome = prepare_study(study.study_uid, [path], Router.from_file(SHIPPED_RULES),
                       load_config(None, environ={}).imaging, PROFILES["qwen2.5-vl"])
     assert isinstance(outcome, Prepared) and outcome.task.domain == "chest_xray" and len(outcome.inputs) == 1

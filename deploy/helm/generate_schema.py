@@ -20,7 +20,6 @@ MANAGED: dict[str, list[str] | None] = {
     "dicom": ["host", "port", "tls"],
     "storage": ["root"],
     "http": None,
-    "routing": None,
     "engine": ["model", "cache_dir"],
     "hl7_listener": ["enabled", "host", "port"],
 }
@@ -58,7 +57,7 @@ def config_schema() -> tuple[dict[str, Any], dict[str, Any]]:
         for key in keys:
             definition["properties"].pop(key)
     schema["description"] = ("The node's configuration (conf/node.yaml) without the keys the chart manages: "
-                             "dicom.host/port/tls, storage.root, http, routing, engine.model, engine.cache_dir and "
+                             "dicom.host/port/tls, storage.root, http, engine.model, engine.cache_dir and "
                              "hl7_listener.enabled/host/port.")
     schema.pop("required", None)
     return schema, definitions

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from node import __version__
+from node import __version__, routing_explain
 from node.cli import engine, offline, records, running
 from node.config import ConfigError
 from node.engine.errors import EngineLoadError
@@ -21,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"qoq-node {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     for add in (running.add_serve, running.add_check, records.add_studies, records.add_quarantine, offline.add_infer,
-                offline.add_context, records.add_outbox, offline.add_demo, engine.add_engine, engine.add_model):
+                offline.add_context, records.add_outbox, offline.add_demo, engine.add_engine, engine.add_model,
+                routing_explain.register):
         add(commands)
     return parser
 

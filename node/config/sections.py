@@ -67,7 +67,8 @@ class ImagingConfig(Section):
 class RoutingConfig(Section):
     """Which studies are read, and how."""
 
-    rules: Path = Path("conf/routing.yaml")
+    rules: Path | None = Field(default=None, description="The routing rules file; unset: the rules the node ships "
+                               "with (node/routing/rules.yaml, the training populations of QoQ-Med's tasks).")
 
 
 class ResultsConfig(Section):

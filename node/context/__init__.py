@@ -1,3 +1,3 @@
 """The patient's context for a study: the order, laboratory results, prior studies and an ECG, chosen by
-the task's policy (``conf/routing.yaml``), gathered from the node's own store and the PACS, and put in
+the task's policy (its routing rules' ``context``), gathered from the node's own store and the PACS, and put in
 the model's prompt in plain clinical language."""

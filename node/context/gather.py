@@ -17,15 +17,14 @@ from node.dicom_files import read_attributes
 from node.ops.logging import get_logger, uid_hash
 from node.ops.metrics import Metrics
 from node.routing import ContextPolicy
+from node.routing.orders import dataset_patient_key, order_numbers
 from node.store import Store
-from node.store.clinical import KnownStudy, LabResult, Order, patient_key
+from node.store.clinical import KnownStudy, LabResult, Order
 
 log = get_logger("context")
 
 RETRIEVED_DIR = "context"
 DAY = 86_400.0
-#: The order numbers a Request Attributes item may carry.
-_ORDER_NUMBERS = ("AccessionNumber", "PlacerOrderNumberImagingServiceRequest", "FillerOrderNumberImagingServiceRequest")
 _HEADER_TAGS = ["StudyInstanceUID", "PatientID", "IssuerOfPatientID", "AccessionNumber", "Modality", "StudyDate",
                 "StudyTime", "StudyDescription", "RequestAttributesSequence"]
 
@@ -55,13 +54,8 @@ class StudyIdentity:
     def read(cls, path: Path, default_authority: str) -> StudyIdentity:
         """The identity in one instance's header."""
         ds = read_attributes(path, _HEADER_TAGS)
-        patient_id = str(ds.get("PatientID", "") or "")
-        numbers = [str(ds.get("AccessionNumber", "") or "")]
-        for request in ds.get("RequestAttributesSequence", None) or []:
-            numbers += [str(request.get(keyword, "") or "") for keyword in _ORDER_NUMBERS]
-        return cls(str(ds.StudyInstanceUID), patient_id,
-                   patient_key(patient_id, str(ds.get("IssuerOfPatientID", "") or "") or default_authority),
-                   tuple(dict.fromkeys(n.strip() for n in numbers if n.strip())), str(ds.get("Modality", "") or ""),
+        return cls(str(ds.StudyInstanceUID), str(ds.get("PatientID", "") or ""),
+                   dataset_patient_key(ds, default_authority), order_numbers(ds), str(ds.get("Modality", "") or ""),
                    dicom_time(str(ds.get("StudyDate", "") or ""), str(ds.get("StudyTime", "") or "")),
                    str(ds.get("StudyDescription", "") or ""))
 

@@ -46,6 +46,17 @@ def _coded_text(message: Hl7Message, segment: tuple[str, ...] | None, number: in
     return "; ".join(texts)
 
 
+def _codes(message: Hl7Message, segment: tuple[str, ...] | None, number: int) -> tuple[str, ...]:
+    """A CE/CWE field's codes (all repetitions, identifier and alternate identifier) as SCHEME:VALUE."""
+    codes = []
+    for index in range(len(message.repetitions(segment, number))):
+        for code, scheme in ((1, 3), (4, 6)):
+            value = message.value(segment, number, code, index)
+            if value:
+                codes.append(f"{message.value(segment, number, scheme, index)}:{value}")
+    return tuple(codes)
+
+
 def _orders(message: Hl7Message, key: str) -> tuple[Order, ...]:
     """One order per OBR, with the ORC before it and (OMI) the IPC after it."""
     groups: list[list[tuple[str, ...] | None]] = []  # [OBR, the ORC before it, the IPC after it]
@@ -66,7 +77,8 @@ def _orders(message: Hl7Message, key: str) -> tuple[Order, ...]:
                     or message.value(obr, 27, 6) or message.value(obr, 5))
         ordered = timestamp(message.value(order_control, 9)) or timestamp(message.value(obr, 6))
         orders.append(Order(key, placer, filler, accession, _coded_text(message, obr, 4),
-                            _coded_text(message, obr, 31), message.value(obr, 13), priority, ordered))
+                            _coded_text(message, obr, 31), message.value(obr, 13), priority, ordered,
+                            procedure_codes=_codes(message, obr, 4)))
     if not orders:
         raise Hl7Error("the order message has no OBR segment")
     return tuple(orders)

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from node.store.database import Database
 
 #: The columns each record type is read from, in its fields' order.
 _ORDER_COLUMNS = ("patient_key, placer, filler, accession, procedure, reason, clinical_info, priority, ordered_at,"
-                  " received_at")
+                  " received_at, procedure_codes")
 _LAB_COLUMNS = "patient_key, code, coding_system, name, value, unit, reference_range, flag, observed_at"
 _STUDY_COLUMNS = "study_uid, patient_key, accession, modality, study_time, description, retrieved"
 
@@ -50,6 +50,12 @@ class Order:
     priority: str
     ordered_at: float | None
     received_at: float = 0.0
+    procedure_codes: tuple[str, ...] = ()  # OBR-4's codes as SCHEME:VALUE (its coding system and identifier)
+
+
+def _order(row: tuple) -> Order:
+    """An order from its row (``_ORDER_COLUMNS``; the codes one per line)."""
+    return replace(Order(*row[:-1]), procedure_codes=tuple(code for code in row[-1].split("\n") if code))
 
 
 @dataclass(frozen=True)
@@ -152,10 +158,11 @@ class ClinicalStore:
             for order in message.orders:
                 db.execute(
                     "INSERT INTO orders (message_id, patient_key, placer, filler, accession, procedure, reason,"
-                    " clinical_info, priority, ordered_at, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " clinical_info, priority, ordered_at, received_at, procedure_codes)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (message_id, self._resolve(db, order.patient_key), order.placer, order.filler, order.accession,
                      order.procedure, order.reason, order.clinical_info, order.priority, order.ordered_at,
-                     received_at))
+                     received_at, "\n".join(order.procedure_codes)))
             db.executemany(
                 "INSERT INTO lab_results (message_id, patient_key, code, coding_system, name, value, unit,"
                 " reference_range, flag, observed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -186,7 +193,7 @@ class ClinicalStore:
             query = (f"SELECT {_ORDER_COLUMNS} FROM orders WHERE patient_key = ? AND (accession IN ({marks})"  # noqa: S608
                      f" OR placer IN ({marks}) OR filler IN ({marks})) ORDER BY received_at DESC, id DESC LIMIT 1")
             row = db.execute(query, (self._resolve(db, key), *numbers, *numbers, *numbers)).fetchone()
-        return Order(*row) if row else None
+        return _order(row) if row else None
 
     def lab_results(self, key: str, codes: tuple[str, ...], since: float, until: float) -> list[LabResult]:
         """The patient's latest result of each code in ``codes`` observed in [since, until], in ``codes`` order."""
@@ -232,7 +239,7 @@ class ClinicalStore:
         with self._database.reading() as db:
             rows = db.execute(f"SELECT {_ORDER_COLUMNS} FROM orders WHERE patient_key = ?"  # noqa: S608
                               " ORDER BY received_at DESC, id DESC", (self._resolve(db, key),)).fetchall()
-        return [Order(*row) for row in rows]
+        return [_order(row) for row in rows]
 
     def results_of(self, key: str) -> list[LabResult]:
         """Every lab result kept for a patient, newest first."""

@@ -12,7 +12,7 @@ import sqlite3
 from node.store.studies import POSTPONEMENT_DETAIL, StudyState
 
 #: 3: the clinical context's tables; 4: ``studies.postponed_for`` (why a stable study waits, as a code).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _RECEIVED = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -90,7 +90,8 @@ CREATE TABLE IF NOT EXISTS orders (
     clinical_info TEXT NOT NULL,
     priority      TEXT NOT NULL,
     ordered_at    REAL,
-    received_at   REAL NOT NULL
+    received_at   REAL NOT NULL,
+    procedure_codes TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS orders_by_patient ON orders (patient_key);
 CREATE TABLE IF NOT EXISTS lab_results (
@@ -136,6 +137,8 @@ def create(connection: sqlite3.Connection) -> None:
     connection.executescript(_RECEIVED)
     _migrate(connection)
     connection.executescript(_CLINICAL)
+    if "procedure_codes" not in {row[1] for row in connection.execute("PRAGMA table_info(orders)")}:  # schema 4
+        connection.execute("ALTER TABLE orders ADD COLUMN procedure_codes TEXT NOT NULL DEFAULT ''")
     connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 

@@ -50,7 +50,7 @@ def _ct_slice(
     """Build one CT slice with the modules a CT Image IOD requires."""
     ds = _image(CTImageStorage, "CT", study_uid, series_uid, series_number, index + 1, size, pixels)
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.StudyDescription = "SYNTHETIC CT CHEST"
+    ds.StudyDescription = "SYNTHETIC CTA CHEST"  # a CT pulmonary angiogram: the PE task's population
     ds.SeriesDescription = f"SYNTHETIC AXIAL {series_number}"
     ds.SliceThickness = "1.0"
     ds.KVP = "120"

@@ -39,10 +39,12 @@ def _pid(patient_id: str, authority: str) -> str:
 
 def order_message(control_id: str, patient_id: str, accession: str, reason: str, clinical_info: str = "",
                   procedure: str = "XR CHEST PA", authority: str = "HOSP", ordered_at: str = "20260101100000",
-                  message_type: str = "ORM^O01") -> str:
-    """An imaging order: ORM^O01 (IHE SWF: accession number in OBR-18) or OMI^O23 (IPC-1)."""
+                  message_type: str = "ORM^O01", procedure_code: str = "CXR", coding_system: str = "L") -> str:
+    """An imaging order: ORM^O01 (IHE SWF: accession number in OBR-18) or OMI^O23 (IPC-1); OBR-4 is
+    ``procedure_code`` in ``coding_system`` with ``procedure`` as its text."""
     structure = "ORM_O01" if message_type == "ORM^O01" else "OMI_O23"
-    obr = _segment("OBR", {1: "1", 2: f"{accession}P", 3: f"{accession}F", 4: f"CXR^{procedure}^L", 6: ordered_at,
+    obr = _segment("OBR", {1: "1", 2: f"{accession}P", 3: f"{accession}F",
+                           4: f"{procedure_code}^{procedure}^{coding_system}", 6: ordered_at,
                            13: clinical_info, 18: accession, 31: f"^{reason}"})
     segments = [_msh("RIS", message_type, structure, control_id, ordered_at), _pid(patient_id, authority),
                 f"ORC|NW|{accession}P|{accession}F||SC||^^^^^R||{ordered_at}", obr]

@@ -43,7 +43,7 @@ from node.model.profiles import PROFILES
 from node.reading import read_from_text
 from node.results.hl7 import Hl7Party
 from node.results.writer import write_results
-from node.routing import Router, StudyHeader
+from node.routing import DEFAULT_RULES, Router, StudyHeader
 from node.store import Store
 from node.store.clinical import KnownStudy
 from node.testing.pacs import Orthanc
@@ -53,7 +53,7 @@ from tests.reference import Box, answer, model_box
 from tests.viewer.ohif import CHROMIUM, CHROMIUM_ARGS, REPO, ViewerServer, ohif_dist
 
 ARTIFACTS = Path(os.environ.get("QOQ_TEST_ARTIFACTS", REPO / ".cache" / "test-artifacts")) / "viewer"
-RULES = REPO / "conf" / "routing.yaml"
+RULES = DEFAULT_RULES
 #: The labels the recorded answers give the boxes, one of each task's trained options.
 LABELS = {"chest_xray": "Lung Lesion", "ct": "Acute PE", "mri": "Glioma Tumor", "mammography": "BIRAD 4",
           "ultrasound": "Malignant"}

@@ -65,7 +65,6 @@ name (what trtllm-serve lists for a local checkpoint when it is given no name). 
   "dicom" (dict "host" "0.0.0.0" "port" .Values.dicom.port "tls" $tls)
   "storage" (dict "root" (include "qoq-node.dataDir" .))
   "http" (dict "host" "0.0.0.0" "port" .Values.metrics.port)
-  "routing" (dict "rules" "/opt/qoq-node/conf/routing.yaml")
   "hl7_listener" (dict "enabled" .Values.hl7.enabled "host" "0.0.0.0" "port" .Values.hl7.port)
 -}}
 {{- /* The model volume is read-only: what engines build from it goes on the data volume. */ -}}
