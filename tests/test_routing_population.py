@@ -24,7 +24,7 @@ from node.store import InstanceRecord, Store
 from node.store.clinical import patient_key
 from node.testing.synthetic import restamp, write_cr_study, write_ct_study
 from node.testing.synthetic_hl7 import order_message
-from tests.conftest import PYDICOM_TEST_FILES
+from tests.helpers import PYDICOM_TEST_FILES
 
 REPO = Path(__file__).resolve().parents[1]
 ROUTER = Router.from_file(DEFAULT_RULES)
