@@ -10,7 +10,7 @@ import pytest
 from node.egress.mllp import Delivery
 from node.egress.outbox import backoff_seconds, next_state
 from node.store import DEAD, PENDING, SENT, Store
-from tests.helpers import qoq_node
+from tests.helpers import REPO, qoq_node
 
 
 def test_backoff_grows_is_capped_and_jittered() -> None:
@@ -58,12 +58,19 @@ def test_outbox_lifecycle_survives_a_restart(tmp_path: Path) -> None:
 @pytest.mark.slow  # several seconds: qoq-node as child processes
 def test_outbox_command_lists_and_retries(tmp_path: Path) -> None:
     import json
+    import os
+    import shlex
     import subprocess
+    import sys
 
     store = Store(tmp_path / "state.db")
     store.outbox.enqueue("pacs", "dicom", "1.2.3.1", "results/sr.dcm", "1.2.3", now=10)
     [item] = store.outbox.due("pacs", now=10)
     store.outbox.record_attempt(item.id, DEAD, "failed with status 0xC211", now=10, next_attempt_at=10)
+    for number in range(1500):  # delivered ones: more lines than a pipe holds
+        store.outbox.enqueue("ehr", "hl7", f"QOQ{number}", "results/oru.hl7", "1.2.3", now=11)
+    for sent in store.outbox.due("ehr", now=11, limit=2000):
+        store.outbox.record_attempt(sent.id, SENT, "AA accepted", now=12, next_attempt_at=12)
     store.close()
     env = {"QOQ_NODE__STORAGE__ROOT": str(tmp_path)}
 
@@ -74,8 +81,17 @@ def test_outbox_command_lists_and_retries(tmp_path: Path) -> None:
     assert listing.returncode == 0, listing.stderr
     [dead] = json.loads(listing.stdout)
     assert (dead["key"], dead["last_error"]) == ("1.2.3.1", "failed with status 0xC211")
-    assert "0xC211" in run("list").stdout
-    assert run("retry").returncode == 1 and run("retry", "999").returncode == 1
+    table = run("list").stdout
+    assert "0xC211" in table and table.splitlines()[0].endswith("LAST RESULT")  # "AA accepted" is no error
+    assert run("retry").returncode == 1
+    missing = run("retry", "99999")
+    assert missing.returncode == 1 and "outbox item 99999 does not exist" in missing.stderr
+    delivered = run("retry", str(sent.id))
+    assert delivered.returncode == 1 and "was delivered already (AA accepted)" in delivered.stderr
+    assert "due now" not in delivered.stdout
+    head = subprocess.run(f"{shlex.quote(sys.executable)} -m node outbox list | head -3", shell=True, cwd=REPO,
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    assert len(head.stdout.splitlines()) == 3 and "Traceback" not in head.stderr and "BrokenPipe" not in head.stderr
     retried = run("retry", str(dead["id"]))
     assert retried.returncode == 0 and "1 outbox item(s) due now" in retried.stdout
-    assert json.loads(run("list", "--json").stdout)[0]["state"] == PENDING
+    assert [item["state"] for item in json.loads(run("list", "--json").stdout) if item["id"] == dead["id"]] == [PENDING]

@@ -257,7 +257,7 @@ def test_check_says_whether_the_engine_server_answers(served_tiny: EngineServer,
     assert ok.returncode == 0 and f"engine server OK: http://{LOOPBACK}:{served_tiny.port}/v1 serves 'qoq-med'" \
         in ok.stdout
     down = check(free_port())
-    assert down.returncode == 0 and "engine server NOT reachable now" in down.stdout
+    assert down.returncode == 1 and "engine server NOT reachable now" in down.stdout  # the check fails
     wrong = check(served_tiny.port, "qoq-32b")
     assert wrong.returncode == 1 and "does not serve 'qoq-32b'" in wrong.stderr
 

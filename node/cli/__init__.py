@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from node import __version__, routing_explain
@@ -35,3 +36,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RoutingError, ReplayError, EngineLoadError) as exc:
         print(f"qoq-node: configuration error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `qoq-node outbox list | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error as Python flushes at exit
+        return 141  # as a shell reports a command ended by SIGPIPE

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from node.cli.common import Commands, add_command, iso, opened_store
-from node.store import QuarantinedObject
+from node.store import QuarantinedObject, Store
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
@@ -76,7 +76,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                 print(json.dumps([asdict(item) for item in items], indent=2))
             else:
                 print(f"{'ID':>6}  {'DESTINATION':<16} {'KIND':<5} {'STATE':<8} {'TRIES':>5}  "
-                      f"{'NEXT ATTEMPT':<25} LAST ERROR")
+                      f"{'NEXT ATTEMPT':<25} LAST RESULT")
                 for item in items:
                     print(f"{item.id:>6}  {item.destination:<16} {item.kind:<5} {item.state:<8} {item.attempts:>5}  "
                           f"{iso(item.next_attempt_at):<25} {item.last_error}")
@@ -85,10 +85,19 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                 print("qoq-node: outbox retry needs an ID (or use retry-all)", file=sys.stderr)
                 return 1
             count = store.outbox.retry(time.time(), args.id if args.action == "retry" else None)
-            print(f"{count} outbox item(s) due now")
             if args.action == "retry" and count == 0:
+                print(f"qoq-node: outbox item {args.id} {_why_not_due(store, args.id)}", file=sys.stderr)
                 return 1
+            print(f"{count} outbox item(s) due now")
     return 0
+
+
+def _why_not_due(store: Store, item_id: int) -> str:
+    """Why ``outbox retry ID`` made nothing due: the item is not there, or it was delivered already."""
+    item = next((item for item in store.outbox.items() if item.id == item_id), None)
+    if item is None:
+        return "does not exist"
+    return f"was delivered already ({item.last_error}); it is not sent again"
 
 
 def add_studies(commands: Commands) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import signal
 import sys
 import threading
@@ -24,7 +25,10 @@ def cmd_check(args: argparse.Namespace) -> int:
           f"storage {config.storage.root}, metrics on {config.http.host}:{config.http.port}")
     print(_model_status(config))
     if config.engine.backend == "openai":
-        print(_engine_server_status(config))
+        reachable, status = _engine_server_status(config)
+        print(status)
+        if not reachable:
+            return 1  # a check that passes must mean the node can read studies once started
     return 0
 
 
@@ -44,9 +48,9 @@ def _model_status(config: NodeConfig) -> str:
     return f"{where}; {engine_profile(engine).describe()}"
 
 
-def _engine_server_status(config: NodeConfig) -> str:
-    """Whether the openai backend's server answers and serves the configured model (it need not be
-    up for the node to start: studies wait for it)."""
+def _engine_server_status(config: NodeConfig) -> tuple[bool, str]:
+    """Whether the openai backend's server answers and serves the configured model, and what to say about it
+    (it need not be up for the node to start: studies wait for it)."""
     from node.engine.factory import make_openai_engine
     from node.engine.openai_backend import ServerError
 
@@ -56,8 +60,8 @@ def _engine_server_status(config: NodeConfig) -> str:
     try:
         engine.served_models()
     except ServerError as exc:
-        return f"engine server NOT reachable now ({exc}); the node will start and studies will wait for it"
-    return f"engine server OK: {config.engine.openai.url} serves '{config.engine.openai.served_model}'"
+        return False, f"engine server NOT reachable now ({exc}); the node would start and studies would wait for it"
+    return True, f"engine server OK: {config.engine.openai.url} serves '{config.engine.openai.served_model}'"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -82,6 +86,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     stop.wait()
     node.stop(drain_seconds=args.drain_seconds)
+    # The interpreter's last collection walks every object of a loaded model: seconds after node.stopped
+    # (4.5-7 s with the tiny model on 2 cores). Nothing is left to free that the exit does not free anyway.
+    gc.freeze()
     return 0
 
 
