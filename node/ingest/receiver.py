@@ -22,7 +22,7 @@ from pathlib import Path
 from pydicom.uid import generate_uid
 
 from node.errors import NodeError
-from node.implementation import MANUFACTURER as NODE_MANUFACTURER
+from node.ignored import OWN_RESULT, why_not_read
 from node.ingest.commits import GroupCommit
 from node.ingest.incoming import IncomingDataset, IncomingLimits, stored_transfer_syntax
 from node.ingest.part10 import DatasetHeader, MalformedDataset, file_meta, read_header
@@ -216,10 +216,9 @@ class Receiver:
     def _receive(self, request: StoreRequest) -> StoreOutcome:
         header = self._header(request.incoming)
         _check(header, request)
-        if header.manufacturer == NODE_MANUFACTURER:
-            return self._own_result(header)
-        if header.sop_class_uid in self._ignored:
-            return self._ignored_class(header)
+        ignored = why_not_read(header.sop_class_uid, header.manufacturer, self._ignored)
+        if ignored is not None:
+            return self._own_result(header) if ignored == OWN_RESULT else self._ignored_class(header)
         stored = self._store.instances.stored(header.sop_instance_uid)
         if stored is not None:
             _check_same_study(stored, header)
