@@ -42,3 +42,11 @@ def test_a_bad_key_image_is_left_out_and_the_rest_is_read(tmp_path: Path, spoil:
     made = study_inputs([*good.files, *bad.files], PROFILES["qwen2.5-vl"])
     assert [image.path for image in made.images] == [good.files[0]]
     assert made.caveats == ("1 key image(s) could not be decoded and were not read",)
+
+
+def test_a_small_image_read_whole_with_its_header_is_checked_and_decoded(tmp_path: Path) -> None:
+    """Pixel data under the deferred-read size comes with the header (not left on disk): its length is
+    checked and it decodes the same."""
+    study = write_cr_study(tmp_path / "small", size=16)
+    made = study_inputs(study.files, PROFILES["qwen2.5-vl"])
+    assert [image.path for image in made.images] == list(study.files) and made.caveats == ()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, iter_pixels
 from pydicom.pixels.utils import get_expected_length
@@ -123,7 +124,8 @@ def _header(path: Path) -> Dataset:
             raise ValueError("no pixel data")
         if not ds.file_meta.TransferSyntaxUID.is_encapsulated:
             expected = get_expected_length(ds)
-            if element.length > expected + expected % 2:
+            length = element.length if isinstance(element, RawDataElement) else len(element.value)
+            if length > expected + expected % 2:
                 raise ValueError("pixel data longer than the header says")
         return ds
     except Exception as exc:  # pydicom raises many types for a malformed header
