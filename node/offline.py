@@ -145,8 +145,8 @@ def _read_each(prepared: list[Prepared], engine: Engine, settings: GenerationSet
 def outcome_json(outcome: Outcome) -> dict[str, Any]:
     """One study's end for ``infer --json``: the same keys for a read, a skipped and a failed study."""
     empty: dict[str, Any] = {"domain": None, "skipped": None, "error": None, "model": None, "test_result": False,
-                             "task": None, "caveats": [], "inputs": [], "context": None, "labels": [], "boxes": [],
-                             "reasoning": "", "warnings": [], "raw_text": ""}
+                             "task": None, "caveats": [], "inputs": [], "context": None, "context_missing": [],
+                             "labels": [], "boxes": [], "reasoning": "", "warnings": [], "raw_text": ""}
     if isinstance(outcome, tuple):
         return {"study_uid": outcome[0], "files": None, **empty, "error": outcome[1]}
     if isinstance(outcome, Skipped):
@@ -163,6 +163,7 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
         "caveats": list(prepared.caveats),
         "inputs": [m.describe() for m in prepared.inputs] + [s.describe() for s in prepared.signals],
         "context": prompt_context(prepared) or None,
+        "context_missing": [missing.describe() for missing in prepared.context.missing],
         "labels": list(findings.labels),
         "boxes": [{"label": box.label, "model": asdict(box.model), "source": asdict(box.source)}
                   for box in findings.boxes],
@@ -196,6 +197,8 @@ def print_outcome(outcome: Outcome) -> None:
         print(f"  input: time-series {series.shape_text}")
     for line in prompt_context(prepared).split("\n")[1:]:
         print(f"  context: {line}")
+    for missing in prepared.context.missing:
+        print(f"  {missing.item} missing: {missing.text}")
     print(f"  answer: {', '.join(findings.labels) or '(none)'}")
     for box in findings.boxes:
         s = box.source
