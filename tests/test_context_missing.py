@@ -50,6 +50,11 @@ def test_infer_says_why_the_context_is_missing(tmp_path: Path) -> None:
     assert _coded(outcome["context_missing"]) == EXPECTED
     said = json.dumps(outcome["context_missing"])
     assert "default_authority" in said and "MISS-1" not in said and "ACC-MISS" not in said
+    alone = _cli("infer", "--json", str(study.files[0]),
+                 env={"QOQ_NODE__ENGINE__BACKEND": "replay", "QOQ_NODE__ENGINE__REPLAY_RESPONSES": str(responses)})
+    [outcome] = json.loads(alone.stdout)  # no HL7 file given: that is why
+    assert _coded(outcome["context_missing"]) == [{"item": "order", "reason": "no_messages"},
+                                                  {"item": "labs", "reason": "no_messages"}]
 
 
 def test_serve_logs_and_counts_missing_context_and_the_context_command_says_why(make_node, tmp_path: Path,

@@ -26,6 +26,7 @@ REASONS = {
                  "match it",
     "no_order": "no order with the study's accession, placer or filler number is kept for its patient",
     "no_labs": "no result of the task's LOINC codes in its window before the study is kept for its patient",
+    "no_messages": "no HL7 messages were given (qoq-node infer --context FILE)",
 }
 
 
@@ -46,12 +47,23 @@ class Missing:
         return {"item": self.item, "reason": self.reason, "text": self.text}
 
 
+def _asked(policy: ContextPolicy, order_found: bool, labs_found: bool) -> list[str]:
+    """The items ``policy`` asks for that were not found."""
+    return [item for item, wanted in (("order", policy.order and not order_found),
+                                      ("labs", policy.labs is not None and not labs_found)) if wanted]
+
+
+def not_gathered(policy: ContextPolicy) -> tuple[Missing, ...]:
+    """The order and labs ``policy`` asks for, missing because no messages were given (``infer`` without
+    ``--context``)."""
+    return tuple(Missing(item, "no_messages") for item in _asked(policy, False, False))
+
+
 def missing_context(clinical: ClinicalStore, policy: ContextPolicy, patient_key: str, authority: str,
                     order_numbers: Sequence[str], order_found: bool, labs_found: bool) -> tuple[Missing, ...]:
     """What of the order and labs ``policy`` asks for was not found for the study, and why (``authority``: the
     one its patient key was made with, the study's issuer or ``context.default_authority``)."""
-    items = [item for item, wanted in (("order", policy.order and not order_found),
-                                       ("labs", policy.labs is not None and not labs_found)) if wanted]
+    items = _asked(policy, order_found, labs_found)
     if not items:
         return ()
     if not patient_key:
