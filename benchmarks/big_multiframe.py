@@ -1,9 +1,11 @@
-"""Memory benchmark: the imaging stage's peak and settled resident memory on one big multi-frame.
+"""Memory benchmark: the peak and settled resident memory of the imaging and results stages on one big
+multi-frame.
 
 A synthetic ultrasound cine (1024 × 768 RGB frames, ``--megabytes`` of pixel data) is written, then a fresh
 process runs the imaging stage on it (route → gather → image, default configuration, on a worker thread as
-``serve``'s imaging pool does) and reports its resident set before the stage, its peak (VmHWM), and what it
-settles at after the stage returns (VmRSS).
+``serve``'s imaging pool does), reads it with a replay engine and writes its results (SR, SEG, presentation
+state, SCs, ORU), and reports its resident set before, its peak (VmHWM) and what it settles at (VmRSS) after
+each stage (``node.testing.multiframe``).
 
     python -m benchmarks.big_multiframe --megabytes 655
 """
@@ -42,6 +44,7 @@ def main() -> None:
                       **{key: round(value, 1) for key, value in memory.items()},
                       "peak_over_before_mb": round(memory["peak_mb"] - memory["before_mb"], 1),
                       "settled_over_before_mb": round(memory["settled_mb"] - memory["before_mb"], 1),
+                      "results_peak_over_before_mb": round(memory["results_peak_mb"] - memory["before_mb"], 1),
                       "process_seconds": round(seconds, 1)}, indent=2))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import struct
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -62,13 +63,19 @@ def resident_mb() -> dict[str, float]:
 
 def measure(path: Path) -> dict[str, float]:
     """The imaging stage (through :func:`node.chain.prepare_study`, default configuration and rules) on the
-    one-file study at ``path``, on a worker thread as ``serve``'s imaging pool runs it: the resident set
-    before it, its peak, and after it (MB)."""
+    one-file study at ``path``, on a worker thread as ``serve``'s imaging pool runs it, then the read (a replay
+    engine) and the results stage: the resident set before, the peak and the resident set after the imaging
+    stage, and the peak and resident set after the results (MB)."""
     from node.chain import prepare_study
     from node.config import load_config
     from node.dicom_files import read_attributes
+    from node.engine import GenerationSettings
+    from node.engine.replay import ReplayEngine
     from node.imaging.prepared import Prepared
     from node.model.profiles import PROFILES
+    from node.reading import read_batch
+    from node.results.hl7 import Hl7Party
+    from node.results.writer import write_results
     from node.routing import Router
 
     config = load_config(None, environ={})
@@ -81,7 +88,12 @@ def measure(path: Path) -> dict[str, float]:
     if not isinstance(prepared, Prepared) or not prepared.inputs:
         raise RuntimeError(f"the cine was not prepared: {prepared}")
     after = resident_mb()
-    return {"before_mb": before, "peak_mb": after["peak"], "settled_mb": after["now"]}
+    [read] = read_batch([prepared], ReplayEngine({"*": "<think>a</think>\\boxed{Benign}"}), GenerationSettings())
+    with tempfile.TemporaryDirectory(prefix="qoq-results-") as results, ThreadPoolExecutor(1) as pool:
+        pool.submit(write_results, read, Path(results), {"oru": Hl7Party()}, config.results.secondary_capture).result()
+    done = resident_mb()
+    return {"before_mb": before, "peak_mb": after["peak"], "settled_mb": after["now"],
+            "results_peak_mb": done["peak"], "results_settled_mb": done["now"]}
 
 
 if __name__ == "__main__":
