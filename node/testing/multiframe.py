@@ -1,17 +1,11 @@
-"""A big synthetic multi-frame (an ultrasound cine of a fictitious patient) and the memory the imaging stage
-takes to read it, measured in a fresh process: ``python -m node.testing.multiframe FILE`` prints the
-process's resident set before the stage (after the imports), its peak, and what it settles at after.
-
-The file is written a frame at a time, so writing a 655 MB cine takes little memory itself.
+"""A big synthetic multi-frame: an ultrasound cine of a fictitious patient, written a frame at a time (so
+writing a 655 MB cine takes little memory itself), for the memory benchmark (``benchmarks/big_multiframe.py``)
+and its test.
 """
 
 from __future__ import annotations
 
-import json
 import struct
-import sys
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -53,48 +47,3 @@ def write_cine(path: Path, megabytes: int) -> SyntheticStudy:
             out.write(np.repeat(np.where(disc, 220, 60).astype(np.uint8)[..., np.newaxis], 3, axis=2).tobytes())
         out.write(b"\0" * (length % 2))
     return SyntheticStudy(str(ds.StudyInstanceUID), (str(ds.SeriesInstanceUID),), (path,))
-
-
-def resident_mb() -> dict[str, float]:
-    """This process's resident set now (VmRSS) and at its peak (VmHWM), MB."""
-    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    return {key: int(fields[name].split()[0]) * 1024 / 1e6 for key, name in (("now", "VmRSS"), ("peak", "VmHWM"))}
-
-
-def measure(path: Path) -> dict[str, float]:
-    """The imaging stage (through :func:`node.chain.prepare_study`, default configuration and rules) on the
-    one-file study at ``path``, on a worker thread as ``serve``'s imaging pool runs it, then the read (a replay
-    engine) and the results stage: the resident set before, the peak and the resident set after the imaging
-    stage, and the peak and resident set after the results (MB)."""
-    from node.chain import prepare_study
-    from node.config import load_config
-    from node.dicom_files import read_attributes
-    from node.engine import GenerationSettings
-    from node.engine.replay import ReplayEngine
-    from node.imaging.prepared import Prepared
-    from node.model.profiles import PROFILES
-    from node.reading import read_batch
-    from node.results.hl7 import Hl7Party
-    from node.results.writer import write_results
-    from node.routing import Router
-
-    config = load_config(None, environ={})
-    router = Router.from_file(config.routing.rules)
-    study_uid = str(read_attributes(path, ["StudyInstanceUID"]).StudyInstanceUID)
-    before = resident_mb()["now"]
-    with ThreadPoolExecutor(1) as pool:
-        prepared = pool.submit(prepare_study, study_uid, [path], router, config.imaging,
-                               PROFILES["qwen2.5-vl"]).result()
-    if not isinstance(prepared, Prepared) or not prepared.inputs:
-        raise RuntimeError(f"the cine was not prepared: {prepared}")
-    after = resident_mb()
-    [read] = read_batch([prepared], ReplayEngine({"*": "<think>a</think>\\boxed{Benign}"}), GenerationSettings())
-    with tempfile.TemporaryDirectory(prefix="qoq-results-") as results, ThreadPoolExecutor(1) as pool:
-        pool.submit(write_results, read, Path(results), {"oru": Hl7Party()}, config.results.secondary_capture).result()
-    done = resident_mb()
-    return {"before_mb": before, "peak_mb": after["peak"], "settled_mb": after["now"],
-            "results_peak_mb": done["peak"], "results_settled_mb": done["now"]}
-
-
-if __name__ == "__main__":
-    print(json.dumps(measure(Path(sys.argv[1]))))
