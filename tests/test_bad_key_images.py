@@ -10,9 +10,11 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
+from node.imaging.decode import iter_frames
 from node.imaging.inputs import study_inputs
 from node.model.profiles import PROFILES
 from node.testing.synthetic import SyntheticStudy, restamp, write_cr_study, write_file
+from tests.conftest import PYDICOM_TEST_FILES
 
 
 def _double_length_pixel_data(ds: Dataset) -> None:
@@ -50,3 +52,11 @@ def test_a_small_image_read_whole_with_its_header_is_checked_and_decoded(tmp_pat
     study = write_cr_study(tmp_path / "small", size=16)
     made = study_inputs(study.files, PROFILES["qwen2.5-vl"])
     assert [image.path for image in made.images] == list(study.files) and made.caveats == ()
+
+
+@pytest.mark.parametrize("name", ["MR_small_padded.dcm", "SC_rgb_jpeg.dcm", "image_dfl.dcm"])
+def test_padding_short_of_a_frame_compressed_and_deflated_files_still_decode(name: str) -> None:
+    """What pydicom reads, decoding frame by frame still reads: pixel data padded by less than a frame, a
+    JPEG whose offset table pydicom reads only from a whole dataset, a deflated dataset."""
+    [frame] = iter_frames(PYDICOM_TEST_FILES / name)
+    assert frame.pixels.dtype == np.uint8 and frame.pixels.shape[:2] == (frame.source.rows, frame.source.columns)

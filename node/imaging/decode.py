@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, iter_pixels
@@ -98,12 +99,11 @@ def iter_frames(path: Path, default_window: str | None = None, trained_window: s
     decoded and windowed, in that order: in ``trained_window`` when given (whatever the header says), else as
     the header or ``default_window`` says. Only those frames are read and decoded (a multi-frame's others
     stay on disk); an instance whose pixel data its header does not describe is an :class:`ImagingError`."""
-    ds = _header(path)
-    count = int(ds.get("NumberOfFrames", 1) or 1)
+    ds, count = _header(path)
     wanted = list(range(count)) if indices is None else list(indices)
     if not all(0 <= index < count for index in wanted):
         raise ImagingError(f"cannot decode {path.name}: it has {count} frame(s)")
-    arrays = iter_pixels(path, indices=wanted, allow_excess_frames=False)  # YBR is converted to RGB
+    arrays = _pixels(path, ds, wanted)
     for index in wanted:
         try:
             pixels, window = _display(ds, next(arrays), default_window, trained_window)
@@ -114,22 +114,33 @@ def iter_frames(path: Path, default_window: str | None = None, trained_window: s
         yield DecodedFrame(np.ascontiguousarray(pixels), source, window)
 
 
-def _header(path: Path) -> Dataset:
-    """The instance's attributes (its pixel data left on disk), refused when its native pixel data is longer
-    than its header says (a frame read from it would be a guess)."""
+def _header(path: Path) -> tuple[Dataset, int]:
+    """The instance's attributes (its pixel data left on disk) and its number of frames; refused when its
+    native pixel data holds a frame more than its header says (which frames are the image would be a guess;
+    padding short of a frame is let be)."""
     try:
         ds = read_attributes(path)
+        count = int(ds.get("NumberOfFrames", 1) or 1)
         element = ds.get_item("PixelData", keep_deferred=True)
         if element is None:
             raise ValueError("no pixel data")
         if not ds.file_meta.TransferSyntaxUID.is_encapsulated:
             expected = get_expected_length(ds)
             length = element.length if isinstance(element, RawDataElement) else len(element.value)
-            if length > expected + expected % 2:
-                raise ValueError("pixel data longer than the header says")
-        return ds
+            if length >= expected + expected // max(count, 1):
+                raise ValueError("pixel data holds more frames than the header says")
+        return ds, count
     except Exception as exc:  # pydicom raises many types for a malformed header
         raise ImagingError(f"cannot decode {path.name}: {type(exc).__name__}") from exc
+
+
+def _pixels(path: Path, ds: Dataset, wanted: list[int]) -> Iterator[np.ndarray]:
+    """The frames at ``wanted``, decoded (YBR converted to RGB): native pixel data read from the file a frame
+    at a time; compressed or deflated from the whole dataset, as pydicom reads those from a file less
+    tolerantly (a frame's compressed bytes are a fraction of the image)."""
+    syntax = ds.file_meta.TransferSyntaxUID
+    source: Path | Dataset = pydicom.dcmread(path) if syntax.is_encapsulated or syntax.is_deflated else path
+    yield from iter_pixels(source, indices=wanted, allow_excess_frames=False)
 
 
 def _display(ds: Dataset, frame: np.ndarray, default_window: str | None,
