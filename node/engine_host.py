@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from node.backoff import Backoff
 from node.config import NodeConfig
 from node.engine import Engine, EngineRequest, EngineResult
 from node.engine.errors import EngineLoadError
@@ -21,10 +22,6 @@ from node.ops.logging import get_logger
 from node.ops.metrics import Metrics
 
 log = get_logger("engine")
-
-#: While the engine cannot be reached, studies wait this long, doubling up to the cap.
-ENGINE_WAIT_SECONDS = 5.0
-ENGINE_WAIT_CAP_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -76,9 +73,7 @@ class EngineHost:
         self.loaded: LoadedEngine | None = None
         self._load_error: str | None = None
         self._load_finished = threading.Event()
-        self._lock = threading.Lock()
-        self._wait = 0.0  # seconds to wait after the engine was unreachable; 0 while it answers
-        self._wait_until = 0.0
+        self._outage = Backoff()  # while the engine cannot be reached, studies wait: 5 s doubling to 60 s
 
     def load(self) -> None:
         """Load the configured model (building the tiny test model when none is configured)."""
@@ -108,22 +103,16 @@ class EngineHost:
 
     def accepting(self, now: float) -> bool:
         """Whether a batch may be given to the engine now (loaded, and not waiting out an outage)."""
-        with self._lock:
-            return self.loaded is not None and now >= self._wait_until
+        return self.loaded is not None and self._outage.ready(now)
 
     def unavailable(self, error: str) -> None:
         """The engine could not be reached: wait before the next batch, doubling up to the cap."""
-        with self._lock:
-            self._wait = min(ENGINE_WAIT_CAP_SECONDS, max(ENGINE_WAIT_SECONDS, 2 * self._wait))
-            self._wait_until = time.time() + self._wait
-            wait = self._wait
+        wait = self._outage.failed(time.time())
         self._metrics.engine_available.set(0)
         log.warning("engine.unavailable", error=error, retry_in_seconds=wait)
 
     def answered(self) -> None:
         """The engine read a batch: an outage, if there was one, is over."""
-        with self._lock:
-            was_waiting, self._wait = self._wait > 0, 0.0
-        if was_waiting:
+        if self._outage.succeeded():
             log.info("engine.available_again")
             self._metrics.engine_available.set(1)

@@ -5,7 +5,7 @@ Every step's outcome is a state change in the store, so a crash leaves the study
 again (deterministic UIDs make the same objects). A failure is settled by what it says of itself
 (:mod:`node.errors`): a data fault fails the study at once; anything else is retried
 ``pipeline.max_attempts`` times, ``pipeline.retry_seconds`` doubled per try, then failed with its type.
-An unreachable engine costs no attempt: the studies wait (:class:`EngineHost`).
+An unreachable engine or a full disk costs no attempt: the studies wait (:class:`EngineHost`, :mod:`node.backoff`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
+from node.backoff import Pause, out_of_space
 from node.config import NodeConfig
 from node.context.gather import ContextGatherer
 from node.context.gathered import Gathered, gather
@@ -87,6 +88,7 @@ class Scheduler:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._paused = Pause("scheduler")  # after a full disk or a database that cannot write
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
 
     # --- taking studies ------------------------------------------------------------------------
@@ -95,7 +97,7 @@ class Scheduler:
         """Take one batch of due stable studies and start reading it (when a batch slot is free);
         returns how many studies it took."""
         now = time.time() if now is None else now
-        if not self._host.accepting(now) or not self._slots.acquire(blocking=False):
+        if not self._host.accepting(now) or not self._paused.ready(now) or not self._slots.acquire(blocking=False):
             return 0
         started = False
         try:
@@ -189,9 +191,9 @@ class Scheduler:
     def _read_batch(self, batch: list[tuple[StableStudy, Prepared]]) -> None:
         """Read one batch (on an engine thread), queue each study's results, then free the batch's slot."""
         try:
-            self._read(batch)
-        except Exception:  # a database hiccup: the studies stay stable and are taken again
-            log.exception("scheduler.error")
+            with self._paused:  # a full disk, a database hiccup: the studies stay stable, taken again after a wait
+                self._read(batch)
+                self._paused.cleared()
         finally:
             with self._lock:
                 self._in_flight.difference_update((s.study_uid, s.version) for s, _ in batch)
@@ -215,8 +217,8 @@ class Scheduler:
             try:
                 self._queue(study, read)
             except Exception as exc:
+                self._fail(study, "results", exc)  # a full disk raises: the scheduler pauses
                 log.exception("results.failed", study=uid_hash(study.study_uid))
-                self._fail(study, "results", exc)
 
     def _queue(self, study: StableStudy, read: Read) -> None:
         """The results stage, then the queue stage, in one transaction with the study's state."""
@@ -246,7 +248,9 @@ class Scheduler:
     def _fail(self, study: StableStudy, stage: str, exc: Exception) -> None:
         """Record a failed read: settled at once when the data is at fault (the next try would fail the
         same way); otherwise retried after ``retry_seconds`` doubled per earlier try, until the tries are
-        used up; then parked as failed."""
+        used up; then parked as failed. A full disk is the node's fault, not the study's: raised again."""
+        if out_of_space(exc):
+            raise exc
         permanent = is_permanent(exc)
         why = str(exc) if permanent and isinstance(exc, NodeError) else f"{FAILED_IN[stage]}: {reason(exc)}"
         self._metrics.pipeline_failures.labels(stage).inc()
@@ -268,11 +272,9 @@ class Scheduler:
     def _run(self) -> None:
         self._host.load()
         while not self._stop.is_set() and self._host.loaded is not None:
-            try:
+            with self._paused:  # a database hiccup must not stop reading for good
                 if self.run_once():
                     continue
-            except Exception:  # a database hiccup must not stop reading for good
-                log.exception("scheduler.error")
             self._wake.wait(IDLE_POLL_SECONDS)
             self._wake.clear()
 

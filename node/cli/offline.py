@@ -4,7 +4,6 @@ and the whole loop on loopback."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from node.cli.common import Commands, add_command, load, load_usable, opened_store
@@ -24,23 +23,11 @@ def cmd_context(args: argparse.Namespace) -> int:
 
 def cmd_infer(args: argparse.Namespace) -> int:
     """Run the node's chain (route → gather → image → read → results) on DICOM files, offline."""
-    from node.offline import infer_files, outcome_json, print_outcome, write_offline_results
-    from node.reading import Read
+    from node.offline import run_infer
 
     config = load_usable(args)
     configure_logging(config.log.level, config.log.format)
-    outcomes, found = infer_files(config, args.paths, args.context)
-    if args.json:
-        print(json.dumps([outcome_json(outcome) for outcome in outcomes], indent=2))
-    else:
-        for outcome in outcomes:
-            print_outcome(outcome)
-    if args.out is not None:
-        for outcome in outcomes:
-            if isinstance(outcome, Read):
-                write_offline_results(outcome, args.out, config)
-    failed = any(isinstance(outcome, tuple) for outcome in outcomes)
-    return 0 if found and not failed else 1
+    return run_infer(config, args.paths, args.context, args.json, args.out)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

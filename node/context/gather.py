@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
 
+from node.context.missing import Missing, missing_context
 from node.context.pacs import FoundStudy, PacsPriors
 from node.dicom_files import read_attributes
 from node.ops.logging import get_logger, uid_hash
@@ -49,15 +50,17 @@ class StudyIdentity:
     modality: str
     study_time: float | None
     description: str
+    authority: str = ""  # the patient key's: the study's IssuerOfPatientID, else context.default_authority
 
     @classmethod
     def read(cls, path: Path, default_authority: str) -> StudyIdentity:
         """The identity in one instance's header."""
         ds = read_attributes(path, _HEADER_TAGS)
+        authority = str(ds.get("IssuerOfPatientID", "") or "").strip() or default_authority
         return cls(str(ds.StudyInstanceUID), str(ds.get("PatientID", "") or ""),
                    dataset_patient_key(ds, default_authority), order_numbers(ds), str(ds.get("Modality", "") or ""),
                    dicom_time(str(ds.get("StudyDate", "") or ""), str(ds.get("StudyTime", "") or "")),
-                   str(ds.get("StudyDescription", "") or ""))
+                   str(ds.get("StudyDescription", "") or ""), authority)
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ class PatientContext:
     priors: tuple[RelatedStudy, ...] = ()
     ecg: RelatedStudy | None = None
     order_wanted: bool = False
+    missing: tuple[Missing, ...] = ()  # the order or labs asked for that are not here, and why
 
     @property
     def given(self) -> bool:
@@ -118,7 +122,7 @@ class ContextGatherer:
         at = identity.study_time if identity.study_time is not None else now
         context = PatientContext(identity.study_time, order_wanted=policy.order)
         if not identity.patient_key or not policy.wants_anything:
-            return context
+            return replace(context, missing=self._missing(identity, policy, None, ()))
         clinical = self._store.clinical
         order = clinical.order_for(identity.patient_key, identity.order_numbers) if policy.order else None
         labs = tuple(clinical.lab_results(identity.patient_key, policy.labs.loinc, at - policy.labs.hours * 3600, at)
@@ -146,7 +150,19 @@ class ContextGatherer:
         used = [s.study_uid for s in priors] + ([ecg.study_uid] if ecg else [])
         if used:
             clinical.mark_used(used, now)
-        return replace(context, order=order, labs=labs, priors=tuple(p for p in priors if p.files), ecg=ecg)
+        return replace(context, order=order, labs=labs, priors=tuple(p for p in priors if p.files), ecg=ecg,
+                       missing=self._missing(identity, policy, order, labs))
+
+    def _missing(self, identity: StudyIdentity, policy: ContextPolicy, order: Order | None,
+                 labs: Sequence[LabResult]) -> tuple[Missing, ...]:
+        """What of the order and labs asked for is missing, and why: logged and counted (no patient data)."""
+        missing = missing_context(self._store.clinical, policy, identity.patient_key, identity.authority,
+                                  identity.order_numbers, order is not None, bool(labs))
+        for item in missing:
+            log.info("context.missing", study=uid_hash(identity.study_uid), item=item.item, reason=item.reason)
+            if self._metrics is not None:
+                self._metrics.context_missing.labels(item.item, item.reason).inc()
+        return missing
 
     def _related(self, study: KnownStudy) -> RelatedStudy:
         if study.retrieved is not None:

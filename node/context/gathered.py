@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from node.context.gather import ContextGatherer, PatientContext
+from node.context.missing import not_gathered
 from node.routing import Routed
 
 
@@ -26,9 +27,10 @@ class Gathered:
 def gather(routed: Routed, gatherer: ContextGatherer | None, takes_ecg: bool, now: float | None = None,
            ask_pacs: bool = True) -> Gathered:
     """The context stage: the context the routed study's task asks for (none without a gatherer;
-    an ECG only for a model that takes one; the PACS only with ``ask_pacs``)."""
+    an ECG only for a model that takes one; the PACS only with ``ask_pacs``; without a gatherer, the order
+    and labs asked for are said to be missing for want of messages)."""
     if gatherer is None:
-        return Gathered(routed, PatientContext())
+        return Gathered(routed, PatientContext(missing=not_gathered(routed.task.spec.context)))
     now = now if now is not None else datetime.now().timestamp()
     identity = gatherer.identify(routed.files, now)
     return Gathered(routed, gatherer.gather(identity, routed.task.spec.context, takes_ecg, now, ask_pacs))

@@ -55,6 +55,7 @@ def describe_study(store: Store, config: NodeConfig, study_uid: str) -> list[str
     return [f"study {study_uid}: task {routed.name}, patient {identity.patient_key or '(no Patient ID)'}",
             *[f"  prior {p.study_uid} ({len(p.files)} files)" for p in context.priors],
             *([f"  ECG {ecg.study_uid} (given to models that take the signal)"] if ecg is not None else []),
+            *[f"  {missing.item} missing: {missing.text}" for missing in context.missing],
             "  context as the prompt would state it:", *(f"    {line}" for line in text.split("\n"))]
 
 

@@ -72,13 +72,18 @@ class StudyInputs:
 def to_model_input(frame: DecodedFrame, path: Path, profile: ModelProfile, enhance: bool = False) -> ModelInput:
     """A decoded frame (of the instance at ``path``) as the model's training prepared an image: the whole
     frame, NEAREST-resized into the pre-resize bounds, RGB; its geometry records that size and the grid
-    the processor will round it to."""
+    the processor will round it to. :class:`ImagingError` for a frame the model's sizes cannot take (an
+    aspect ratio beyond the processor's limit, e.g. a 1×4096 image)."""
     pixels = clahe(frame.pixels, 1.5, (8, 8)) if enhance and frame.pixels.ndim == 2 else frame.pixels
-    size = profile.model_size(frame.source.columns, frame.source.rows)
+    try:
+        size = profile.model_size(frame.source.columns, frame.source.rows)
+        grid = profile.grid_size(*size)
+    except ValueError as exc:  # the resize rules' messages name only sizes
+        raise ImagingError(f"image not for the model: {exc}") from exc
     image = Image.fromarray(pixels)
     if image.size != size:
         image = image.resize(size, Image.Resampling.NEAREST)
-    geometry = Geometry.single(frame.source, size, profile.grid_size(*size))
+    geometry = Geometry.single(frame.source, size, grid)
     return ModelInput(image.convert("RGB"), geometry, frame.window, path)
 
 
@@ -96,9 +101,9 @@ def _image_inputs(infos: list[InstanceInfo], profile: ModelProfile, max_images: 
             if path in broken:
                 continue
             try:
-                frames = list(iter_frames(path, default_window, window))
-                made = [to_model_input(frames[index], path, profile, window in CLAHE_WINDOWS) for index in indices]
-            except (ImagingError, IndexError):
+                made = [to_model_input(frame, path, profile, window in CLAHE_WINDOWS)
+                        for frame in iter_frames(path, default_window, window, indices)]
+            except ImagingError:
                 broken.add(path)
                 continue
             inputs.extend(made)

@@ -18,6 +18,7 @@ from node.imaging.ecg_signal import SignalInput, ecg_signal
 from node.imaging.inputs import ModelInput, NotForModel, StudyInputs, study_inputs
 from node.model.profiles import ModelProfile
 from node.ops.logging import get_logger, uid_hash
+from node.ops.memory import release_memory
 from node.routing import Routed, Skipped, Task, skip
 
 log = get_logger("imaging")
@@ -62,6 +63,14 @@ def prepare(gathered: Gathered, profile: ModelProfile, imaging: ImagingConfig) -
     """The imaging stage: the study's inputs as ``profile``'s family was trained on them, with its priors'
     images and ECG from the context. Skipped when it holds nothing the model takes (settled at once);
     :class:`ImagingError` (permanent) when none of its key images can be decoded."""
+    try:
+        return _prepare(gathered, profile, imaging)
+    finally:  # a big study's decoded pixels are freed: the allocator gives their pages back
+        release_memory()
+
+
+def _prepare(gathered: Gathered, profile: ModelProfile, imaging: ImagingConfig) -> Prepared | Skipped:
+    """:func:`prepare`, before the memory it used is handed back."""
     routed = gathered.routed
     spec = routed.task.spec
     try:

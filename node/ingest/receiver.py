@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.implementation import MANUFACTURER as NODE_MANUFACTURER
+from node.ignored import OWN_RESULT, why_not_read
 from node.ingest.commits import GroupCommit
 from node.ingest.incoming import IncomingDataset, IncomingLimits, stored_transfer_syntax
 from node.ingest.part10 import DatasetHeader, MalformedDataset, file_meta, read_header
@@ -168,10 +168,9 @@ class Receiver:
     def _receive(self, request: StoreRequest) -> StoreOutcome:
         header = self._header(request.incoming)
         check_identity(header, request.sop_class_uid, request.sop_instance_uid)
-        if header.manufacturer == NODE_MANUFACTURER:
-            return self._own_result(header)
-        if header.sop_class_uid in self._ignored:
-            return self._ignored_class(header)
+        ignored = why_not_read(header.sop_class_uid, header.manufacturer, self._ignored)
+        if ignored is not None:
+            return self._own_result(header) if ignored == OWN_RESULT else self._ignored_class(header)
         stored = self._store.instances.stored(header.sop_instance_uid)
         if stored is not None:
             check_same_study(stored, header)

@@ -158,6 +158,11 @@ class Metrics:
             "Failed queries or retrievals of prior studies from the PACS (the study is read without them).",
             ["step"], registry=r,
         )
+        self.context_missing = Counter(
+            f"{PREFIX}_context_missing", "An order or lab results a study's task asks for that did not go with it, "
+            "by item (order, labs) and reason (other_patient, no_issuer: the identifiers' authorities differ; "
+            "no_patient_id, no_order, no_labs).", ["item", "reason"], registry=r,
+        )
         self.studies_read = Counter(
             f"{PREFIX}_studies_read", "Studies given to the engine, by whether any patient context (order, labs, "
             "prior studies, ECG) went with them.", ["context"], registry=r,

@@ -16,11 +16,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-import pydicom
 from pydicom.dataset import Dataset
 
 from node import __version__
 from node.context.text import GivenContext, context_text, input_lines
+from node.dicom_files import read_attributes
 from node.durable import fsync_dir, write_atomically
 from node.findings import Findings
 from node.imaging.decode import iter_frames
@@ -157,10 +157,10 @@ def _secondary_captures(prepared: Prepared, findings: Findings, key_paths: list[
     for path, ds in zip(key_paths, sources, strict=True):
         if "PixelData" not in ds or (which == "projection" and "FrameOfReferenceUID" in ds):
             continue
-        for frame in iter_frames(path):
-            if (frame.source.sop_instance_uid, frame.source.frame) in key_frames:
-                captures.append((f"sc-{len(captures) + 1}.dcm",
-                                 build_sc(frame, ds, findings, provenance, study_version, task)))
+        keys = sorted(number - 1 for uid, number in key_frames if uid == str(ds.SOPInstanceUID))
+        for frame in iter_frames(path, indices=keys):
+            captures.append((f"sc-{len(captures) + 1}.dcm",
+                             build_sc(frame, ds, findings, provenance, study_version, task)))
     return captures
 
 
@@ -187,7 +187,7 @@ def write_results(
     directory.mkdir(parents=True, exist_ok=True)
     omitted: list[tuple[str, Exception]] = []
     key_paths = _key_paths(prepared)
-    sources = [pydicom.dcmread(path) for path in key_paths]
+    sources = [read_attributes(path) for path in key_paths]  # their pixel data stays on disk
     for source in sources:  # what the objects copy from them is made valid first (never copied invalid)
         repair_header(source)
     given = report_context(prepared)

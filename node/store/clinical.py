@@ -195,6 +195,18 @@ class ClinicalStore:
             row = db.execute(query, (self._resolve(db, key), *numbers, *numbers, *numbers)).fetchone()
         return _order(row) if row else None
 
+    def order_kept_elsewhere(self, key: str, numbers: tuple[str, ...]) -> bool:
+        """Whether an order whose accession, placer or filler number is one of ``numbers`` is kept for a patient
+        other than the one with ``key`` (the identifiers' authorities differ, or the patient does)."""
+        numbers = tuple(n for n in numbers if n)
+        if not numbers:
+            return False
+        marks = ",".join("?" * len(numbers))
+        with self._database.reading() as db:
+            query = (f"SELECT 1 FROM orders WHERE patient_key != ? AND (accession IN ({marks})"  # noqa: S608
+                     f" OR placer IN ({marks}) OR filler IN ({marks})) LIMIT 1")
+            return db.execute(query, (self._resolve(db, key), *numbers, *numbers, *numbers)).fetchone() is not None
+
     def lab_results(self, key: str, codes: tuple[str, ...], since: float, until: float) -> list[LabResult]:
         """The patient's latest result of each code in ``codes`` observed in [since, until], in ``codes`` order."""
         if not key or not codes:
