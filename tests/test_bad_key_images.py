@@ -14,7 +14,7 @@ from node.imaging.decode import iter_frames
 from node.imaging.inputs import study_inputs
 from node.model.profiles import PROFILES
 from node.testing.synthetic import SyntheticStudy, restamp, write_cr_study, write_file
-from tests.conftest import PYDICOM_TEST_FILES
+from tests.helpers import PYDICOM_TEST_FILES
 
 
 def _double_length_pixel_data(ds: Dataset) -> None:

@@ -15,8 +15,7 @@ from structlog.testing import capture_logs
 from node.testing.loopback import LOOPBACK
 from node.testing.synthetic import restamp, write_cr_study
 from node.testing.synthetic_hl7 import LabValue, lab_message, order_message
-from tests.conftest import metric_value, wait_for
-from tests.test_hl7_listener import _exchange
+from tests.helpers import metric_value, mllp_exchange, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 TROPONIN = LabValue("10839-9", "Troponin I", "0.9", "ng/mL", "0-0.04", "H", "20260101100000")
@@ -61,8 +60,9 @@ def test_serve_logs_and_counts_missing_context_and_the_context_command_says_why(
                                                                                  storescu) -> None:
     with capture_logs() as logged:
         node = make_node(hl7_listener={"enabled": True, "host": LOOPBACK, "port": 0})
-        assert "|AA|" in _exchange(node.hl7.port, order_message("O1", "MISS-2", "ACC-MISS2", "haemoptysis").encode())
-        assert "|AA|" in _exchange(node.hl7.port, lab_message("L1", "MISS-2", [TROPONIN]).encode())
+        order = order_message("O1", "MISS-2", "ACC-MISS2", "haemoptysis")
+        assert "|AA|" in mllp_exchange(node.hl7.port, order.encode())
+        assert "|AA|" in mllp_exchange(node.hl7.port, lab_message("L1", "MISS-2", [TROPONIN]).encode())
         study = restamp(write_cr_study(tmp_path / "cr", size=256), PatientID="MISS-2", AccessionNumber="ACC-MISS2")
         assert storescu(node.scp.port, list(study.files)).returncode == 0
         wait_for(lambda: any(s.state == "complete" for s in node.store.studies.summaries()), timeout=60)

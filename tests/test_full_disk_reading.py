@@ -14,7 +14,7 @@ import node.scheduler
 from node.backoff import FIRST_WAIT_SECONDS
 from node.store import COMPLETE
 from node.testing.synthetic import write_ct_study
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 
 
 @pytest.mark.slow  # the node waits its first 5 s

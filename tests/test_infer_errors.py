@@ -13,7 +13,7 @@ from pathlib import Path
 import pydicom
 
 from node.testing.synthetic import restamp, write_cr_study, write_file
-from tests.conftest import PYDICOM_TEST_FILES
+from tests.helpers import PYDICOM_TEST_FILES
 
 REPO = Path(__file__).resolve().parents[1]
 
