@@ -24,6 +24,7 @@ import pydicom
 
 from node.egress.dicom import DicomSender
 from node.egress.mllp import MllpClient
+from node.ingest.hl7v2 import parse
 from node.results.sr import CONTEXT
 from node.store import COMPLETE, FAILED, SKIPPED, UNDELIVERED, Store, StudyState
 from node.testing.ehr import MllpListener
@@ -56,7 +57,7 @@ def _results_in_pacs(pacs: Orthanc | FolderPacs, study_uid: str) -> list[tuple[s
         for instance in pacs.instances(study_uid):
             ds = pydicom.dcmread(io.BytesIO(pacs.file(instance["ID"])), stop_before_pixels=True)
             if ds.Modality in RESULT_MODALITIES:
-                found.append((ds.Modality, ds.SOPInstanceUID, f"{pacs.url}/instances/{instance['ID']}"))
+                found.append((ds.Modality, ds.SOPInstanceUID, f"stored in the PACS (AE {pacs.aet})"))
         return found
     found = []
     for path in sorted(pacs.folder.glob("*.dcm")):
@@ -97,6 +98,25 @@ def _given(node: NodeProcess, study_uid: str) -> list[str]:
     return [line for text in found for line in text.split("\n")]
 
 
+def oru_summary(message: str) -> list[str]:
+    """What an interface analyst and a radiologist look at in the node's ORU^R01: its identifiers and status,
+    the answer and each finding (a box, in the source image's pixels), and the label it carries."""
+    oru = parse(message)
+    msh, pid, obr, nte = (oru.first(name) for name in ("MSH", "PID", "OBR", "NTE"))
+    status = {"P": "preliminary", "F": "final", "C": "corrected"}.get(oru.value(obr, 25), oru.value(obr, 25))
+    lines = [f"ORU^R01 control ID {oru.value(msh, 10)}: patient (PID-3) {oru.value(pid, 3)}, order (OBR-2/3) "
+             f"{oru.value(obr, 2)}/{oru.value(obr, 3)}, service (OBR-4) {oru.value(obr, 4, 2)}, result status "
+             f"(OBR-25) {status}"]
+    for obx in (segment for segment in oru.segments if segment[0] == "OBX"):
+        observation = oru.value(obx, 3)
+        if observation == "AI-ANSWER":
+            lines.append(f"answer   {oru.value(obx, 5, 2)} ({oru.value(obx, 5, 3)} {oru.value(obx, 5)})")
+        elif observation == "AI-FINDING":
+            lines.append(f"finding  {oru.value(obx, 5)}")
+    lines.append(f"label    {oru.value(nte, 3)}")
+    return lines
+
+
 def _wait_final(store_path: Path, study_uids: list[str], timeout: float) -> dict[str, StudyState]:
     deadline = time.monotonic() + timeout
     while True:
@@ -123,8 +143,8 @@ def run_demo(workdir: Path, keep_running: bool = False, say: Callable[[str], Non
     with ExitStack() as stack:
         if shutil.which("Orthanc"):
             orthanc = stack.enter_context(Orthanc(workdir / "pacs"))
-            say(f"PACS: Orthanc on {LOOPBACK}:{orthanc.dicom_port} (AE {orthanc.aet}), "
-                f"web viewer {orthanc.url}/app/explorer.html")
+            say(f"PACS: Orthanc on {LOOPBACK}:{orthanc.dicom_port} (AE {orthanc.aet}), its data in "
+                f"{orthanc.workdir / 'db'}" + (f", web viewer {orthanc.url}/app/explorer.html" if keep_running else ""))
             pacs: Orthanc | FolderPacs = orthanc
         else:
             pacs = stack.enter_context(FolderPacs(workdir / "pacs"))
@@ -164,10 +184,14 @@ def run_demo(workdir: Path, keep_running: bool = False, say: Callable[[str], Non
                 say(f"  PACS  {RESULT_MODALITIES[modality]:<28} {uid}  {where}")
             for message in ehr.received:
                 if study.study_uid in message:
-                    msh = message.split("\r")[0].split("|")
-                    say(f"  EHR   ORU^R01 control ID {msh[9]} ({len(message.split(chr(13)))} segments)")
+                    first, *rest = oru_summary(message)
+                    say(f"  EHR   {first}")
+                    for line in rest:
+                        say(f"        {line}")
         say(f"\nresults on the node: {node.root / 'var' / 'results'}; every object and message is labelled "
             "AI RESULT - RESEARCH USE ONLY (TEST MODEL)")
+        if isinstance(pacs, Orthanc) and not keep_running:
+            say("(the PACS stops with the demo: --keep-running leaves it up to browse)")
         if keep_running:
             say("running until Ctrl-C ...")
             with suppress(KeyboardInterrupt):

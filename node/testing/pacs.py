@@ -28,7 +28,7 @@ class Orthanc:
 
     def __init__(self, workdir: Path, aet: str = "ORTHANC", modalities: Mapping[str, tuple[str, int]] | None = None,
                  dicom_port: int | None = None, dicomweb: bool = False):
-        self.workdir = workdir
+        self.workdir = workdir.resolve()  # Orthanc reads relative paths from its config file's folder
         self.dicomweb = dicomweb  # serve DICOMweb at /dicom-web/ (Debian's orthanc-dicomweb plugin)
         self.aet = aet
         self.dicom_port = dicom_port or free_port()
