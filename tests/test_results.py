@@ -628,7 +628,7 @@ def test_sr_says_what_was_examined_and_when_the_model_read_it(tmp_path: Path) ->
     by_modality = build_sr(findings, sources, PROVENANCE, 1, "ct")  # a CT: LOINC's "CT unspecified body region"
     assert "25045-6" in str(by_modality.ContentSequence)
     sources[0].Modality = "SM"
-    assert "18748-4" in str(build_sr(findings, sources, PROVENANCE, 1, "ct").ContentSequence)
+    assert "363679005" in str(build_sr(findings, sources, PROVENANCE, 1, "ct").ContentSequence)
 
 
 def test_written_files_name_the_node_as_their_implementation(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 One graphic layer for AI results; per box a closed POLYLINE (5 points) in PIXEL units on the
 image and frame it sits on, with its label as text; a summary text with the answer and the
 research-use disclaimer on every referenced image; for grey images (GSPS) the VOI window the
-model saw, for colour images (Colour Softcopy Presentation State) an sRGB ICC profile.
+model saw (through an INVERSE Presentation LUT for MONOCHROME1 sources), for colour images (Colour
+Softcopy Presentation State) an sRGB ICC profile.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from node.results.provenance import (
     contributing_equipment,
     label_series,
     result_uid,
+    software_versions,
 )
 
 LAYER = "AI_RESULTS"
@@ -123,7 +125,7 @@ def build_presentation_state(
         "instance_number": 1,
         "manufacturer": MANUFACTURER,
         "manufacturer_model_name": clip(provenance.model_identity, 64),
-        "software_versions": f"qoq-node {provenance.node_version}",
+        "software_versions": software_versions(provenance),
         "device_serial_number": "0",
         "content_label": "AI_RESULT",
         "content_description": clip(f"{provenance.banner}: {answer}", 64),
@@ -138,6 +140,12 @@ def build_presentation_state(
         if window is not None:
             voi = [hd.pr.SoftcopyVOILUTTransformation(window_center=[window[0]], window_width=[window[1]],
                                                       window_explanation=["window the AI model saw"])]
-        state = hd.pr.GrayscaleSoftcopyPresentationState(voi_lut_transformations=voi, **common)
+        # PS3.3 C.11.6.1: a MONOCHROME1 source is shown through an INVERSE Presentation LUT (IDENTITY, the
+        # default, would show a radiograph as its negative).
+        inverse = str(sources[0].get("PhotometricInterpretation", "")) == "MONOCHROME1"
+        shape = hd.PresentationLUTShapeValues.INVERSE if inverse else hd.PresentationLUTShapeValues.IDENTITY
+        state = hd.pr.GrayscaleSoftcopyPresentationState(
+            voi_lut_transformations=voi, presentation_lut_transformation=hd.PresentationLUTTransformation(
+                presentation_lut_shape=shape), **common)
     label_series(state, sources[0], provenance, "pr", laterality=True)
     return state

@@ -27,6 +27,7 @@ from node.results.provenance import (
     contributing_equipment,
     label_series,
     result_uid,
+    software_versions,
 )
 
 SERIES_NUMBER = 9903
@@ -179,7 +180,7 @@ def _build_seg(boxes: Sequence[LocatedBox], box_numbers: dict[int, int], group: 
         instance_number=number,
         manufacturer=MANUFACTURER,
         manufacturer_model_name=clip(provenance.model_identity, 64),
-        software_versions=f"qoq-node {provenance.node_version}",
+        software_versions=software_versions(provenance),
         device_serial_number="0",
         content_label="AI_BOXES",
         contributing_equipment=[contributing_equipment(provenance)],

@@ -28,7 +28,9 @@ from highdicom.sr import (
     NumContentItem,
     ObservationContext,
     PlanarROIMeasurementsAndQualitativeEvaluations,
+    ReferencedSegmentationFrame,
     SourceImageForRegion,
+    SourceImageForSegmentation,
     TextContentItem,
     TrackingIdentifier,
     WaveformContentItem,
@@ -47,14 +49,15 @@ from node.results.provenance import (
     box_tracking,
     clip,
     contributing_equipment,
+    describe_equipment,
     device_observer,
     label_series,
     result_uid,
 )
 
 SERIES_NUMBER = 9902
-#: LOINC 18748-4 "Diagnostic imaging study".
-PROCEDURE = CodedConcept("18748-4", "LN", "Diagnostic imaging study")
+#: SCT 363679005 "Imaging procedure": CID 100's generic code.
+PROCEDURE = CodedConcept("363679005", "SCT", "Imaging procedure")
 NO_ANSWER = CodedConcept("NO-ANSWER", PRIVATE_SCHEME, "No answer from the model")
 REASONING = CodedConcept("121106", "DCM", "Comment")
 RAW_TEXT = CodedConcept("RAW-MODEL-TEXT", PRIVATE_SCHEME, "Raw model output")
@@ -63,7 +66,6 @@ NOTICE = CodedConcept("AI-NOTICE", PRIVATE_SCHEME, "Notice on the use of this re
 SOURCE = CodedConcept("121112", "DCM", "Source of Measurement")
 SOURCE_IMAGE = CodedConcept("260753009", "SCT", "Source")
 IMAGING_MEASUREMENTS = "126010"
-REFERENCED_SEGMENT = CodedConcept("121214", "DCM", "Referenced Segment")
 PIXELS = CodedConcept("{pixels}", "UCUM", "Pixels")
 #: TID 1500 row 12: the container of qualitative evaluations of the whole report.
 QUALITATIVE_EVALUATIONS = CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
@@ -77,50 +79,46 @@ TEXT_LIMIT = 1_000_000  # UT holds up to 2^32-2 bytes; keep reports a reasonable
 
 @dataclass(frozen=True)
 class SegmentReference:
-    """Where a box's segment is: the SEG instance and the segment's number."""
+    """Where a box's segment is: the SEG that holds it and the segment's number."""
 
-    series_instance_uid: str
-    sop_class_uid: str
-    sop_instance_uid: str
+    seg: Dataset
     segment_number: int
 
 
-def _reference_segments(sr: Dataset, segments: Mapping[str, SegmentReference]) -> None:
-    """Add to each box's measurement group a Referenced Segment (121214, DCM) IMAGE item naming the SEG
-    segment of that box (the same Tracking UID), next to its image region; the SEGs are listed as
-    Pertinent Other Evidence."""
-    referenced: dict[str, dict[str, str]] = {}  # series → SOP instance → SOP class
-    for container in sr.ContentSequence:
-        if container.ConceptNameCodeSequence[0].CodeValue != IMAGING_MEASUREMENTS:
+def _segmentation_frame(segment: SegmentReference) -> ReferencedSegmentationFrame | None:
+    """The SEG frame holding the segment, with the source image (and frame) it was derived from; None when
+    the SEG holds no frame of it (highdicom leaves empty frames out). Built here, not with highdicom 0.28's
+    ``ReferencedSegmentationFrame.from_segmentation``, which reads the segment number only from the per-frame
+    groups (highdicom puts it in the shared ones for a single segment) and gives the source image the SEG's
+    frame number instead of the source's."""
+    seg = segment.seg
+    shared = seg.SharedFunctionalGroupsSequence[0].get("SegmentIdentificationSequence")
+    for number, item in enumerate(seg.PerFrameFunctionalGroupsSequence, start=1):
+        identification = item.get("SegmentIdentificationSequence") or shared
+        derivations = item.get("DerivationImageSequence") or []
+        if int(identification[0].ReferencedSegmentNumber) != segment.segment_number or not derivations:
             continue
-        for group in container.ContentSequence:
-            uid = next((str(item.UID) for item in group.ContentSequence if item.ValueType == "UIDREF"), None)
-            if uid in segments:
-                segment = segments[uid]
-                group.ContentSequence.append(ImageContentItem(
-                    REFERENCED_SEGMENT, segment.sop_class_uid, segment.sop_instance_uid,
-                    referenced_segment_numbers=segment.segment_number, relationship_type="CONTAINS"))
-                referenced.setdefault(segment.series_instance_uid, {})[segment.sop_instance_uid] = segment.sop_class_uid
-    if referenced:  # after the other studies' evidence (priors, an ECG) highdicom listed there
-        sr.PertinentOtherEvidenceSequence = [*sr.get("PertinentOtherEvidenceSequence", []),
-                                             _evidence(str(sr.StudyInstanceUID), referenced)]
+        source = derivations[0].SourceImageSequence[0]
+        frame = source.get("ReferencedFrameNumber")
+        reference = ReferencedSegmentationFrame(
+            str(seg.SOPClassUID), str(seg.SOPInstanceUID), number, segment.segment_number,
+            SourceImageForSegmentation(str(source.ReferencedSOPClassUID), str(source.ReferencedSOPInstanceUID),
+                                       [int(frame)] if frame else None))
+        # The frame names its segment: PS3.3 C.17.3.3 forbids Referenced Segment Number beside a Referenced
+        # Frame Number, which highdicom 0.28 writes both of.
+        del reference[0].ReferencedSOPSequence[0].ReferencedSegmentNumber
+        return reference
+    return None
 
 
-def _evidence(study_uid: str, series: Mapping[str, Mapping[str, str]]) -> Dataset:
-    """A Hierarchical SOP Instance Reference item: one study, its series, their instances."""
-    item = Dataset()
-    item.StudyInstanceUID = study_uid
-    item.ReferencedSeriesSequence = []
-    for series_uid, instances in series.items():
-        entry = Dataset()
-        entry.SeriesInstanceUID = series_uid
-        entry.ReferencedSOPSequence = []
-        for instance_uid, class_uid in instances.items():
-            reference = Dataset()
-            reference.ReferencedSOPClassUID, reference.ReferencedSOPInstanceUID = class_uid, instance_uid
-            entry.ReferencedSOPSequence.append(reference)
-        item.ReferencedSeriesSequence.append(entry)
-    return item
+def _segment_group(segment: SegmentReference, tracking: TrackingIdentifier, finding_type: CodedConcept,
+                   algorithm: hd.sr.AlgorithmIdentification) -> PlanarROIMeasurementsAndQualitativeEvaluations | None:
+    """The box's segment as its own TID 1410 group (the template makes the image region and the segmentation
+    frame exclusive): a Referenced Segmentation Frame (121214, DCM) and its Source image for segmentation
+    (121233, DCM), under the box's Tracking Identifier and UID; None when the SEG holds no frame of it."""
+    frame = _segmentation_frame(segment)
+    return frame and PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=tracking, referenced_segment=frame, finding_type=finding_type, algorithm_id=algorithm)
 
 
 #: DICOM CID 100 (Quantitative Diagnostic Imaging Procedures) by modality, where the source names no procedure.
@@ -134,7 +132,7 @@ PROCEDURE_BY_MODALITY = {
 def procedure_reported(source: Dataset) -> CodedConcept:
     """What was examined: the source's own procedure code (Procedure Code Sequence, else the Requested
     Procedure Code of its request), else its modality's CID 100 code (e.g. LOINC 43468-8 "XR unspecified
-    body region"), else the generic (18748-4, LN, "Diagnostic imaging study")."""
+    body region"), else CID 100's generic (363679005, SCT, "Imaging procedure")."""
     for sequence in ("ProcedureCodeSequence", "RequestedProcedureCodeSequence"):
         items = source.get(sequence) or []
         if items and items[0].get("CodeValue") and items[0].get("CodingSchemeDesignator"):
@@ -239,12 +237,15 @@ def build_sr(
             ),
         )
         tracking_id, tracking_uid = box_tracking(study_uid, study_version, task, provenance, index)
+        tracking = TrackingIdentifier(uid=tracking_uid, identifier=tracking_id)
         groups.append(PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=TrackingIdentifier(uid=tracking_uid, identifier=tracking_id),
-            referenced_region=region,
-            finding_type=label_concept(box.label),
+            tracking_identifier=tracking, referenced_region=region, finding_type=label_concept(box.label),
             algorithm_id=algorithm,
         ))
+        segment = (segments or {}).get(tracking_uid)
+        segment_group = segment and _segment_group(segment, tracking, label_concept(box.label), algorithm)
+        if segment_group:
+            groups.append(segment_group)
     report = MeasurementReport(
         observation_context=ObservationContext(observer_device_context=device_observer(provenance)),
         procedure_reported=procedure_reported(sources[0]),
@@ -253,7 +254,7 @@ def build_sr(
             TrackingIdentifier(uid=uid("no-box"), identifier="none"))],
     )
     sr = Comprehensive3DSR(
-        evidence=list(sources),
+        evidence=[*sources, *{id(segment.seg): segment.seg for segment in (segments or {}).values()}.values()],
         content=report,
         series_instance_uid=uid("sr-series"),
         series_number=SERIES_NUMBER,
@@ -268,7 +269,6 @@ def build_sr(
     )
     # Joined once the tree is built: highdicom 0.28's report template has no Qualitative Evaluations
     # container, and it builds WAVEFORM items but cannot parse them back.
-    _reference_segments(sr, segments or {})
     if not groups:  # no box: TID 1500's Imaging Measurements (user option) is left out
         sr.ContentSequence = [item for item in sr.ContentSequence
                               if item.ConceptNameCodeSequence[0].CodeValue != IMAGING_MEASUREMENTS]
@@ -285,6 +285,7 @@ def build_sr(
         for source in sources if "WaveformSequence" in source)
     if analysed_at is not None:  # the observation's time: when the model read the study, not when this was written
         sr.ContentDate, sr.ContentTime = analysed_at.strftime("%Y%m%d"), analysed_at.strftime("%H%M%S.%f")
+    describe_equipment(sr, provenance)
     label_series(sr, sources[0], provenance, "sr")
     scheme = Dataset()
     scheme.CodingSchemeDesignator = PRIVATE_SCHEME

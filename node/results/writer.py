@@ -26,7 +26,7 @@ from node.imaging.prepared import Prepared
 from node.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from node.reading import Read
 from node.results.gsps import build_presentation_state, presentation_groups
-from node.results.hl7 import Hl7Party, build_oru, control_id
+from node.results.hl7 import Hl7Party, NoPatientIdentifier, build_oru, control_id
 from node.results.kos import build_kos
 from node.results.provenance import Provenance
 from node.results.sc import build_sc
@@ -109,8 +109,7 @@ def _dicom_objects(read: Read, key_paths: list[Path], sources: list[Dataset], pr
         (f"seg-{number}.dcm", seg)
         for number, seg in enumerate(build_segs(own_findings, own_sources, provenance, study_version, task), start=1)],
         omitted)
-    segments = {str(segment.TrackingUID): SegmentReference(str(seg.SeriesInstanceUID), str(seg.SOPClassUID),
-                                                           str(seg.SOPInstanceUID), int(segment.SegmentNumber))
+    segments = {str(segment.TrackingUID): SegmentReference(seg, int(segment.SegmentNumber))
                 for _, seg in segs for segment in seg.SegmentSequence}
     objects = [(SR_FILE, build_sr(findings, sources, provenance, study_version, task, previous, read.analysed_at,
                                   segments, given)), *segs]
@@ -193,9 +192,13 @@ def write_results(
     header = sources[0]  # patient, order, study
     messages = {}
     for name, party in parties.items():
-        oru = build_oru(read.findings, header, provenance, party, key, sr_sop_instance_uid=str(sr.SOPInstanceUID),
-                        corrects_earlier=previous_sr is not None, critical_labels=critical_labels,
-                        inputs=given.inputs if given.any else ())
+        try:
+            oru = build_oru(read.findings, header, provenance, party, key,
+                            sr_sop_instance_uid=str(sr.SOPInstanceUID), corrects_earlier=previous_sr is not None,
+                            critical_labels=critical_labels, inputs=given.inputs if given.any else ())
+        except NoPatientIdentifier as exc:  # held: named in ``omitted`` (logged, counted), the rest is sent
+            omitted.append(("oru", exc))
+            continue
         path = directory / f"{name}.hl7"
         write_atomically(path, oru.encode("utf-8"))
         messages[name] = (path, control_id(key))
