@@ -111,8 +111,8 @@ def _in_current_group(line: str) -> bool:
         return False
     value, scheme, cid = found.groups()
     group = getattr(codes, f"cid{cid}", None)
-    return group is not None and any(getattr(group, name).value == value and getattr(group, name).scheme_designator
-                                     == scheme for name in dir(group))
+    return group is not None and any((code.value, code.scheme_designator) == (value, scheme)
+                                     for code in group.concepts.values())
 
 
 def _sr_validator_errors(paths: list[Path]) -> dict[Path, list[str]]:

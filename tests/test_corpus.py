@@ -93,7 +93,7 @@ def test_every_real_world_file_is_answered_and_ends_in_a_clear_state(make_node, 
     assert studies and all(s.detail for s in studies if s.state in {SKIPPED, FAILED})  # each says why
 
 
-def _catch_all_router() -> Router:
+def catch_all_router() -> Router:
     """The shipped routing rules, and a last rule that routes whatever they skip (a chest radiograph's task):
     every image of the corpus gets results."""
     rules = yaml.safe_load((Path(__file__).parent.parent / "conf" / "routing.yaml").read_text(encoding="utf-8"))
@@ -115,7 +115,7 @@ def _boxed_read(prepared: Prepared) -> Read:
     return read
 
 
-def _results(path: Path, out: Path, router: Router) -> ResultSet | None:
+def corpus_results(path: Path, out: Path, router: Router) -> ResultSet | None:
     """The results of one corpus file read as a study of its own (None when the node makes none: the file
     has no Study Instance UID, which the node refuses at ingest, or nothing to read — skipped — or none of
     its images decodes — the study fails with that reason)."""
@@ -158,12 +158,12 @@ def test_every_result_object_from_the_corpus_passes_the_validators(tmp_path: Pat
     """Every corpus file read through the replay engine (as the node reads a study: routed, imaged, read,
     its results written): every result object passes dciodvfy with no error, every SR and KOS pixelmed's
     DicomSRValidator, every SEG reads back in highdicom, every ORU passes hl7apy's strict validation."""
-    router = _catch_all_router()
+    router = catch_all_router()
     problems: dict[str, list[str]] = {}
     documents = []
     for number, path in enumerate(_corpus()):
         try:
-            result = _results(path, tmp_path / f"{number}-{path.name}", router)
+            result = corpus_results(path, tmp_path / f"{number}-{path.name}", router)
         except Exception as exc:  # the study would fail with its results unwritten
             problems[path.name] = [f"no results: {type(exc).__name__}: {exc}"]
             continue
@@ -175,5 +175,5 @@ def test_every_result_object_from_the_corpus_passes_the_validators(tmp_path: Pat
     assert len(problems) > 80 and len(documents) > 160
     for path, errors in sr_validator_errors(documents).items():
         problems[path.parent.name.split("-", 1)[1]] += [f"{path.name}: {error}" for error in errors]
-    failing = {name: found for name, found in problems.items() if found}
-    assert not failing, failing
+    failing = [f"{name}: {problem}" for name, found in problems.items() for problem in found]
+    assert not failing, "\n".join(failing)

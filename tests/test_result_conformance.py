@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
@@ -22,7 +23,8 @@ from node.results.provenance import Provenance
 from node.results.writer import ResultSet, write_results
 from node.routing import Router
 from node.testing.synthetic import boxed_response, lesion_box, write_cr_study, write_file
-from tests.conftest import DCMTK_ENV
+from tests.conftest import DCMTK_ENV, PYDICOM_TEST_FILES
+from tests.test_corpus import catch_all_router, corpus_results
 
 PROVENANCE = Provenance("replay (recorded responses; TEST RESULT, not a model output)", True)
 RULES = Path(__file__).parent.parent / "conf" / "routing.yaml"
@@ -164,3 +166,55 @@ def test_results_name_the_ai_as_ihe_air_asks(tmp_path: Path, dciodvfy_errors) ->
     breast = _written(tmp_path / "breast", _cr(tmp_path / "breast", BodyPartExamined="BREAST"))
     for prefix in ("gsps", "sc"):
         assert pydicom.dcmread(_object(breast, prefix), stop_before_pixels=True).Laterality == "", prefix
+
+
+def _corpus_file(name: str) -> Path:
+    return next(PYDICOM_TEST_FILES.rglob(name))
+
+
+@pytest.mark.parametrize("name", ["JPGExtended.dcm", "JPEG2000.dcm", "SC_rgb_dcmtk_+eb+cr.dcm"])
+def test_seg_pixel_measures_have_a_slice_thickness(tmp_path: Path, name: str, dciodvfy_errors) -> None:
+    """Items 10 and 20: a source with Pixel Spacing but no Slice Thickness, with or without a Frame of
+    Reference (an NM Secondary Capture with one and no orientation): the SEG has Slice Thickness and Patient
+    Orientation, dciodvfy finds no error and highdicom reads it back."""
+    result = corpus_results(_corpus_file(name), tmp_path / "out", catch_all_router())
+    assert result is not None and not result.omitted
+    path = _object(result, "seg")
+    assert dciodvfy_errors(path) == []
+    seg = hd.seg.segread(path)
+    assert seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].SliceThickness > 0
+    assert "PatientOrientation" in seg
+
+
+def test_a_lossy_flag_without_its_method_is_never_copied(tmp_path: Path, dciodvfy_errors) -> None:
+    """Item 23: Lossy Image Compression 01 without a method: the SEG names the method the transfer syntax
+    implies, or none when none does (the SEG's own pixels are not lossy: highdicom writes 00)."""
+    result = corpus_results(_corpus_file("JPEG2000.dcm"), tmp_path / "j2k", catch_all_router())
+    seg = pydicom.dcmread(_object(result, "seg"))
+    assert (seg.LossyImageCompression, seg.LossyImageCompressionMethod) == ("01", "ISO_15444_1")
+    assert dciodvfy_errors(_object(result, "seg")) == []
+    plain = _written(tmp_path, _cr(tmp_path, LossyImageCompression="01"))
+    assert pydicom.dcmread(_object(plain, "seg")).get("LossyImageCompression", "00") == "00"
+    assert dciodvfy_errors(_object(plain, "seg")) == []
+
+
+def test_a_frame_of_reference_that_is_the_study_uid_is_not_copied(tmp_path: Path, dciodvfy_errors) -> None:
+    """pydicom's DICOMDIR test files reuse the Study Instance UID as Frame of Reference UID: the SEG gets one
+    of its own."""
+    result = corpus_results(_corpus_file("5641"), tmp_path / "out", catch_all_router())
+    seg = pydicom.dcmread(_object(result, "seg"))
+    assert seg.FrameOfReferenceUID != seg.StudyInstanceUID
+    assert dciodvfy_errors(_object(result, "seg")) == []
+
+
+def test_presentation_states_only_for_the_images_they_can_show(tmp_path: Path, dciodvfy_errors) -> None:
+    """Item 24: no GSPS for a PALETTE COLOR image (nor a CSPS, which takes three samples); a 2-frame RGB
+    Secondary Capture (a single-frame IOD) gets its CSPS and an SR whose references name no frame."""
+    palette = corpus_results(_corpus_file("examples_palette.dcm"), tmp_path / "palette", catch_all_router())
+    assert not palette.omitted
+    assert not [item for item in palette.dicom if item.path.name.startswith(("gsps", "csps"))]
+    two_frames = corpus_results(_corpus_file("SC_rgb_rle_2frame.dcm"), tmp_path / "sc", catch_all_router())
+    assert not two_frames.omitted
+    for prefix in ("csps", "sr"):
+        assert dciodvfy_errors(_object(two_frames, prefix)) == [], prefix
+    assert "ReferencedFrameNumber" not in str(pydicom.dcmread(_object(two_frames, "sr")).ContentSequence)

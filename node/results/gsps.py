@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import highdicom as hd
 import numpy as np
+from highdicom._standard_utils import is_multiframe_image  # highdicom's own test for it
 from pydicom.dataset import Dataset
 
 from node.findings import Findings, LocatedBox
@@ -43,6 +44,12 @@ def box_polyline(box: LocatedBox) -> np.ndarray:
     )
 
 
+def names_frames(image: Dataset) -> bool:
+    """Whether a reference to ``image`` names a frame: only for an image of several frames whose IOD is a
+    multi-frame one (a Secondary Capture with two frames still names none: PS3.3 C.10.5 and dciodvfy)."""
+    return int(image.get("NumberOfFrames", 1) or 1) > 1 and is_multiframe_image(image)
+
+
 def _annotations(findings: Findings, sources: Sequence[Dataset], layer: hd.pr.GraphicLayer, summary: str):
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
     boxes: dict[tuple[str, int], list[LocatedBox]] = defaultdict(list)
@@ -53,7 +60,7 @@ def _annotations(findings: Findings, sources: Sequence[Dataset], layer: hd.pr.Gr
     for ds in sources:
         uid = str(ds.SOPInstanceUID)
         frames = sorted({frame for (box_uid, frame) in boxes if box_uid == uid}) or [1]
-        multi = int(ds.get("NumberOfFrames", 1) or 1) > 1
+        multi = names_frames(ds)
         for frame in frames:
             frame_boxes = boxes.get((uid, frame), [])
             annotations.append(hd.pr.GraphicAnnotation(
@@ -89,12 +96,20 @@ def _icc_profile(source: Dataset) -> bytes:
     return bytes(profile)
 
 
+def is_colour(image: Dataset) -> bool:
+    """Whether an image is a colour one (several samples): a Colour Softcopy Presentation State's."""
+    return int(image.get("SamplesPerPixel", 1)) > 1
+
+
 def presentation_groups(images: Sequence[Dataset]) -> list[list[Dataset]]:
     """The images one presentation state each can cover: of one kind (grey or colour) and one size,
-    in the order they come (a series of mixed sizes gets one state per size, none left out)."""
+    in the order they come (a series of mixed sizes gets one state per size, none left out). PALETTE
+    COLOR images get none: the SR, SEG and SC show their boxes."""
     groups: dict[tuple[bool, int, int], list[Dataset]] = {}
     for ds in images:
-        key = (int(ds.get("SamplesPerPixel", 1)) > 1, int(ds.Rows), int(ds.Columns))
+        if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
+            continue  # grey only to a GSPS (PS3.3 A.33.1), three samples to a CSPS: none shows a palette image
+        key = (is_colour(ds), int(ds.Rows), int(ds.Columns))
         groups.setdefault(key, []).append(ds)
     return list(groups.values())
 
@@ -112,7 +127,7 @@ def build_presentation_state(
     Softcopy Presentation State, or a Colour one (sRGB) for colour images. ``number``: which of the
     study's presentation states it is (one per kind and size of image; the first keeps the plain UIDs)."""
     study_uid = str(sources[0].StudyInstanceUID)
-    colour = int(sources[0].get("SamplesPerPixel", 1)) > 1
+    colour = is_colour(sources[0])
     kind = ("csps" if colour else "gsps") + (f"-{number}" if number > 1 else "")
     answer = ", ".join(findings.labels) or "no answer"
     summary = f"{provenance.banner}: {answer}. {DISCLAIMER} Model: {provenance.model_identity}"

@@ -42,7 +42,7 @@ from node.context.text import GivenContext
 from node.findings import Findings
 from node.results.codes import PRIVATE_SCHEME, PRIVATE_SCHEME_NAME, label_concept
 from node.results.dicom_text import raw_value, text_value
-from node.results.gsps import box_polyline
+from node.results.gsps import box_polyline, names_frames
 from node.results.provenance import (
     MANUFACTURER,
     Provenance,
@@ -228,7 +228,7 @@ def build_sr(
         source = by_uid.get(box.source.frame.sop_instance_uid)
         if source is None or "PixelData" not in source:  # boxes go on images only
             continue
-        multi = int(source.get("NumberOfFrames", 1) or 1) > 1
+        multi = names_frames(source)
         region = ImageRegion(
             graphic_type="POLYLINE",
             graphic_data=box_polyline(box),

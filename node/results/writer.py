@@ -25,7 +25,7 @@ from node.imaging.decode import iter_frames
 from node.imaging.prepared import Prepared
 from node.implementation import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from node.reading import Read
-from node.results.gsps import build_presentation_state, presentation_groups
+from node.results.gsps import build_presentation_state, is_colour, presentation_groups
 from node.results.hl7 import Hl7Party, NoPatientIdentifier, build_oru, control_id
 from node.results.kos import build_kos
 from node.results.provenance import Provenance
@@ -115,7 +115,7 @@ def _dicom_objects(read: Read, key_paths: list[Path], sources: list[Dataset], pr
                                   segments, given)), *segs]
     window = next((m.window for m in read.prepared.inputs if m.window is not None), None)
     for number, group in enumerate(presentation_groups(images), start=1):  # one per kind and size of image
-        name = ("csps" if int(group[0].get("SamplesPerPixel", 1)) > 1 else "gsps") + \
+        name = ("csps" if is_colour(group[0]) else "gsps") + \
             (f"-{number}" if number > 1 else "") + ".dcm"
         objects += _shown_again("presentation_state", lambda group=group, number=number, name=name: [
             (name, build_presentation_state(own_findings, group, provenance, study_version, task, window, number))],
