@@ -93,6 +93,11 @@ def test_every_real_world_file_is_answered_and_ends_in_a_clear_state(make_node, 
     assert studies and all(s.detail for s in studies if s.state in {SKIPPED, FAILED})  # each says why
 
 
+#: Result objects the node leaves out (and says so: ``ResultSet.omitted``) for a source that is itself invalid.
+OMITTED = {("693_J2KI.dcm", "seg"): "a CT image without the Frame of Reference its IOD requires: highdicom makes no "
+                                    "SEG on it (the SR, presentation state and SC show the box)"}
+
+
 def catch_all_router() -> Router:
     """The shipped routing rules, and a last rule that routes whatever they skip (a chest radiograph's task):
     every image of the corpus gets results."""
@@ -169,7 +174,8 @@ def test_every_result_object_from_the_corpus_passes_the_validators(tmp_path: Pat
             continue
         if result is None:
             continue
-        problems[path.name] = [f"{kind} omitted: {type(error).__name__}: {error}" for kind, error in result.omitted]
+        problems[path.name] = [f"{kind} omitted: {type(error).__name__}: {error}" for kind, error in result.omitted
+                               if (path.name, kind) not in OMITTED]
         problems[path.name] += _problems(result, dciodvfy_errors)
         documents += [item.path for item in result.dicom if item.path.name.startswith(("sr", "kos"))]
     assert len(problems) > 80 and len(documents) > 160

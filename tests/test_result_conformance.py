@@ -218,3 +218,13 @@ def test_presentation_states_only_for_the_images_they_can_show(tmp_path: Path, d
     for prefix in ("csps", "sr"):
         assert dciodvfy_errors(_object(two_frames, prefix)) == [], prefix
     assert "ReferencedFrameNumber" not in str(pydicom.dcmread(_object(two_frames, "sr")).ContentSequence)
+
+
+def test_an_oblique_patient_orientation_is_kept_in_the_sc(tmp_path: Path, dciodvfy_errors) -> None:
+    """highdicom takes only single-letter orientations: an oblique one ("PF") still gets its SC, with it."""
+    path = _corpus_file("J2K_pixelrep_mismatch.dcm")
+    result = corpus_results(path, tmp_path / "out", catch_all_router())
+    assert not result.omitted
+    sc = pydicom.dcmread(_object(result, "sc"))
+    assert list(sc.PatientOrientation) == list(pydicom.dcmread(path).PatientOrientation)
+    assert dciodvfy_errors(_object(result, "sc")) == []
