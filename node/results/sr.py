@@ -144,6 +144,17 @@ def procedure_reported(source: Dataset) -> CodedConcept:
         else PROCEDURE
 
 
+#: DICOM CID 29 (Acquisition Modality): what TID 1602's Modality takes.
+ACQUISITION_MODALITIES = frozenset(code.value for code in codes.cid29.concepts.values())
+
+
+def _acquisition_modality(item: Dataset) -> bool:
+    """False for a TID 1602 Modality item whose code is no acquisition modality (OT, RTDOSE: not in CID 29),
+    which the entry then goes without; True for every other item."""
+    return item.ConceptNameCodeSequence[0].CodeValue != "121139" or \
+        item.ConceptCodeSequence[0].CodeValue in ACQUISITION_MODALITIES
+
+
 def _image_library(images: Sequence[Dataset]) -> ContainerContentItem:
     """TID 1600 Image Library: one entry per image the model read, with highdicom's descriptors (TID
     1602–1604) where the image has what they need, else only its modality and matrix size (a DX
@@ -158,7 +169,7 @@ def _image_library(images: Sequence[Dataset]) -> ContainerContentItem:
             descriptors = [NumContentItem(name, int(value), PIXELS, relationship_type="HAS ACQ CONTEXT")
                            for name, value in ((codes.DCM.PixelDataRows, image.Rows),
                                                (codes.DCM.PixelDataColumns, image.Columns))]
-        entry.ContentSequence = descriptors
+        entry.ContentSequence = [item for item in descriptors if _acquisition_modality(item)]
         entries.append(entry)
     group = ContainerContentItem(codes.DCM.ImageLibraryGroup, relationship_type="CONTAINS")
     group.ContentSequence = entries
