@@ -228,3 +228,15 @@ def test_an_oblique_patient_orientation_is_kept_in_the_sc(tmp_path: Path, dciodv
     sc = pydicom.dcmread(_object(result, "sc"))
     assert list(sc.PatientOrientation) == list(pydicom.dcmread(path).PatientOrientation)
     assert dciodvfy_errors(_object(result, "sc")) == []
+
+
+def test_the_image_library_names_only_acquisition_modalities(tmp_path: Path, sr_validator_errors) -> None:
+    """TID 1602's Modality takes CID 29 (Acquisition Modality): a Secondary Capture's OT is left out of its
+    entry; pixelmed finds no error."""
+    result = corpus_results(_corpus_file("SC_rgb_rle.dcm"), tmp_path / "out", catch_all_router())
+    sr = _object(result, "sr")
+    [library] = [item for item in pydicom.dcmread(sr).ContentSequence
+                 if item.ConceptNameCodeSequence[0].CodeValue == "111028"]
+    [entry] = library.ContentSequence[0].ContentSequence
+    assert "121139" not in {item.ConceptNameCodeSequence[0].CodeValue for item in entry.ContentSequence}
+    assert sr_validator_errors([sr]) == {sr: []}
