@@ -11,7 +11,6 @@ no pixels; VerificationFlag UNVERIFIED; the private coding scheme declared.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 import highdicom as hd
@@ -28,9 +27,7 @@ from highdicom.sr import (
     NumContentItem,
     ObservationContext,
     PlanarROIMeasurementsAndQualitativeEvaluations,
-    ReferencedSegmentationFrame,
     SourceImageForRegion,
-    SourceImageForSegmentation,
     TextContentItem,
     TrackingIdentifier,
     WaveformContentItem,
@@ -54,6 +51,7 @@ from node.results.provenance import (
     label_series,
     result_uid,
 )
+from node.results.segment_reference import SegmentReference, segment_group
 
 SERIES_NUMBER = 9902
 #: SCT 363679005 "Imaging procedure": CID 100's generic code.
@@ -75,50 +73,6 @@ CONTEXT_TEXT = CodedConcept("AI-CONTEXT-TEXT", PRIVATE_SCHEME, "Clinical context
 INPUT_STUDY = CodedConcept("AI-INPUT", PRIVATE_SCHEME, "Study read by the model")
 LOINC_SYSTEMS = frozenset({"LN", "LOINC"})
 TEXT_LIMIT = 1_000_000  # UT holds up to 2^32-2 bytes; keep reports a reasonable size
-
-
-@dataclass(frozen=True)
-class SegmentReference:
-    """Where a box's segment is: the SEG that holds it and the segment's number."""
-
-    seg: Dataset
-    segment_number: int
-
-
-def _segmentation_frame(segment: SegmentReference) -> ReferencedSegmentationFrame | None:
-    """The SEG frame holding the segment, with the source image (and frame) it was derived from; None when
-    the SEG holds no frame of it (highdicom leaves empty frames out). Built here, not with highdicom 0.28's
-    ``ReferencedSegmentationFrame.from_segmentation``, which reads the segment number only from the per-frame
-    groups (highdicom puts it in the shared ones for a single segment) and gives the source image the SEG's
-    frame number instead of the source's."""
-    seg = segment.seg
-    shared = seg.SharedFunctionalGroupsSequence[0].get("SegmentIdentificationSequence")
-    for number, item in enumerate(seg.PerFrameFunctionalGroupsSequence, start=1):
-        identification = item.get("SegmentIdentificationSequence") or shared
-        derivations = item.get("DerivationImageSequence") or []
-        if int(identification[0].ReferencedSegmentNumber) != segment.segment_number or not derivations:
-            continue
-        source = derivations[0].SourceImageSequence[0]
-        frame = source.get("ReferencedFrameNumber")
-        reference = ReferencedSegmentationFrame(
-            str(seg.SOPClassUID), str(seg.SOPInstanceUID), number, segment.segment_number,
-            SourceImageForSegmentation(str(source.ReferencedSOPClassUID), str(source.ReferencedSOPInstanceUID),
-                                       [int(frame)] if frame else None))
-        # The frame names its segment: PS3.3 C.17.3.3 forbids Referenced Segment Number beside a Referenced
-        # Frame Number, which highdicom 0.28 writes both of.
-        del reference[0].ReferencedSOPSequence[0].ReferencedSegmentNumber
-        return reference
-    return None
-
-
-def _segment_group(segment: SegmentReference, tracking: TrackingIdentifier, finding_type: CodedConcept,
-                   algorithm: hd.sr.AlgorithmIdentification) -> PlanarROIMeasurementsAndQualitativeEvaluations | None:
-    """The box's segment as its own TID 1410 group (the template makes the image region and the segmentation
-    frame exclusive): a Referenced Segmentation Frame (121214, DCM) and its Source image for segmentation
-    (121233, DCM), under the box's Tracking Identifier and UID; None when the SEG holds no frame of it."""
-    frame = _segmentation_frame(segment)
-    return frame and PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=tracking, referenced_segment=frame, finding_type=finding_type, algorithm_id=algorithm)
 
 
 #: DICOM CID 100 (Quantitative Diagnostic Imaging Procedures) by modality, where the source names no procedure.
@@ -254,9 +208,9 @@ def build_sr(
             algorithm_id=algorithm,
         ))
         segment = (segments or {}).get(tracking_uid)
-        segment_group = segment and _segment_group(segment, tracking, label_concept(box.label), algorithm)
-        if segment_group:
-            groups.append(segment_group)
+        segmented = segment_group(segment, tracking, label_concept(box.label), algorithm) if segment else None
+        if segmented is not None:
+            groups.append(segmented)
     report = MeasurementReport(
         observation_context=ObservationContext(observer_device_context=device_observer(provenance)),
         procedure_reported=procedure_reported(sources[0]),

@@ -31,8 +31,9 @@ from node.results.kos import build_kos
 from node.results.provenance import Provenance
 from node.results.sc import build_sc
 from node.results.seg import build_segs
+from node.results.segment_reference import SegmentReference
 from node.results.source_header import repair_header
-from node.results.sr import SegmentReference, build_sr
+from node.results.sr import build_sr
 
 SR_FILE = "sr.dcm"
 
