@@ -4,6 +4,7 @@ the test lanes they decide (``unit``, ``peers``, ``viewer``). Plain helpers are 
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
@@ -41,6 +42,7 @@ PEERS = {
     "orthanc_installed": (("Orthanc",), "apt-get install orthanc orthanc-dicomweb"),
     "dicom3tools": (("dciodvfy",), "apt-get install dicom3tools"),
     "promtool": (("promtool",), "apt-get install prometheus"),
+    "pixelmed": (("java",), "apt-get install libpixelmed-java default-jdk-headless"),
 }
 
 
@@ -73,6 +75,57 @@ def dicom3tools() -> None:
 def promtool() -> None:
     """Prometheus's promtool."""
     _require("promtool")
+
+
+PIXELMED_JAR = Path("/usr/share/java/pixelmed.jar")
+#: Runs pixelmed's DicomSRValidator over many files in one JVM (it compiles its templates once).
+VALIDATE_SR = Path(__file__).parent / "pixelmed" / "ValidateSR.java"
+#: pixelmed's XSLT templates exceed the JDK's default XPath limits.
+_XPATH_LIMITS = ("-Djdk.xml.xpathExprOpLimit=0", "-Djdk.xml.xpathExprGrpLimit=0", "-Djdk.xml.xpathTotalOpLimit=0")
+_NOT_IN_GROUP = re.compile(r"Code \(([^,]+),([^,]+),[^)]*\) not found in context group (\d+)$")
+
+
+@pytest.fixture(scope="session")
+def pixelmed() -> None:
+    """pixelmed's DicomSRValidator (Debian's libpixelmed-java; a JDK runs the one-JVM driver)."""
+    _require("pixelmed")
+    if not PIXELMED_JAR.is_file():
+        pytest.fail(f"{PIXELMED_JAR} not found: {PEERS['pixelmed'][1]}", pytrace=False)
+
+
+def _in_current_group(line: str) -> bool:
+    """Whether an error says a code is not in a context group that the current standard (pydicom's tables)
+    puts it in: Debian's pixelmed (2022) carries older context groups (its CID 100 lacks projection X-ray)."""
+    from pydicom.sr.codedict import codes
+
+    found = _NOT_IN_GROUP.search(line)
+    if not found:
+        return False
+    value, scheme, cid = found.groups()
+    group = getattr(codes, f"cid{cid}", None)
+    return group is not None and any((code.value, code.scheme_designator) == (value, scheme)
+                                     for code in group.concepts.values())
+
+
+def _sr_validator_errors(paths: list[Path]) -> dict[Path, list[str]]:
+    """The ``Error`` lines pixelmed's DicomSRValidator reports for each SR or KOS file (warnings ignored)."""
+    report = subprocess.run(["java", *_XPATH_LIMITS, "-cp", str(PIXELMED_JAR), str(VALIDATE_SR), *map(str, paths)],
+                            capture_output=True, text=True, timeout=1800)
+    assert report.returncode == 0, report.stderr[-2000:]
+    errors: dict[Path, list[str]] = {}
+    current: list[str] = []
+    for line in report.stdout.splitlines():
+        if line.startswith("=== "):
+            current = errors.setdefault(Path(line[4:]), [])
+        elif line.startswith("Error") and not _in_current_group(line):
+            current.append(line)
+    return errors
+
+
+@pytest.fixture(scope="session")
+def sr_validator_errors(pixelmed: None):
+    """``sr_validator_errors(paths)``: pixelmed DicomSRValidator's ``Error`` lines for each SR or KOS file."""
+    return _sr_validator_errors
 
 
 #: Fixtures that take minutes on a CPU: the tiny random checkpoint (torch, transformers), a wheelhouse.

@@ -7,9 +7,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import highdicom as hd
 import pydicom
+import pytest
+import yaml
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.parser import parse_message
 from pynetdicom import AE
 
+from node.chain import prepare_study
+from node.config import load_config
+from node.engine import GenerationSettings
+from node.engine.replay import ReplayEngine
+from node.imaging.geometry import SourceBox
+from node.imaging.prepared import Prepared
+from node.model.profiles import PROFILES
+from node.reading import Read, read_batch
+from node.results.hl7 import Hl7Party, NoPatientIdentifier
+from node.results.writer import ResultSet, write_results
+from node.routing import Router, RoutingRules, Skipped
 from node.store import COMPLETE, FAILED, SKIPPED
 from node.testing.loopback import LOOPBACK
 from node.testing.pacs import Orthanc
@@ -75,3 +91,104 @@ def test_every_real_world_file_is_answered_and_ends_in_a_clear_state(make_node, 
              timeout=LONGEST_WAIT_SECONDS, interval=1, what="every corpus study settled")
     studies = node.store.studies.summaries()
     assert studies and all(s.detail for s in studies if s.state in {SKIPPED, FAILED})  # each says why
+
+
+#: Result objects the node leaves out (and says so: ``ResultSet.omitted``), by file and kind, and why. Every one
+#: but the first is a gap still open (issue 26), listed so that no other can appear unseen.
+OMITTED = {
+    ("693_J2KI.dcm", "seg"): "a CT image without the Frame of Reference its IOD requires: highdicom makes no SEG",
+    **dict.fromkeys([("liver_1frame.dcm", "seg"), ("liver_expb_1frame.dcm", "seg")],
+                    "an enhanced multi-frame image of one frame: highdicom counts no plane position for it"),
+    **dict.fromkeys([(f"rtdose{variant}.dcm", kind)
+                     for variant in ("", "_1frame", "_expb", "_expb_1frame", "_rle", "_rle_1frame")
+                     for kind in ("seg", "presentation_state")],
+                    "an RT Dose grid: highdicom expects the functional groups of an enhanced image"),
+}
+
+
+def catch_all_router() -> Router:
+    """The shipped routing rules, and a last rule that routes whatever they skip (a chest radiograph's task):
+    every image of the corpus gets results."""
+    rules = yaml.safe_load((Path(__file__).parent.parent / "conf" / "routing.yaml").read_text(encoding="utf-8"))
+    rules["rules"].append({"match": {}, "domain": "chest_xray"})
+    return Router(RoutingRules.model_validate(rules))
+
+
+def _boxed_read(prepared: Prepared) -> Read:
+    """The study read by the replay engine, answering with a box over the middle of its first image."""
+    [geometry] = [model_input.geometry for model_input in prepared.inputs[:1]] or [None]
+    boxes = ""
+    if geometry is not None:
+        frame = geometry.placements[0].source
+        x1, y1, x2, y2 = geometry.box_to_model(SourceBox(frame, frame.columns * 0.25, frame.rows * 0.25,
+                                                         frame.columns * 0.6, frame.rows * 0.6))
+        boxes = f'```json\n[{{"bbox_2d": [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}], "label": "mass"}}]\n```'
+    engine = ReplayEngine({"*": f"<think>A dense focus.</think>{boxes}\\boxed{{Mass}}"})
+    [read] = read_batch([prepared], engine, GenerationSettings())
+    return read
+
+
+def corpus_results(path: Path, out: Path, router: Router) -> ResultSet | None:
+    """The results of one corpus file read as a study of its own (None when the node makes none: the file
+    has no Study Instance UID, which the node refuses at ingest, or nothing to read — skipped — or its
+    images cannot be read — the study fails with that reason)."""
+    study_uid = pydicom.dcmread(path, stop_before_pixels=True).get("StudyInstanceUID")
+    if not study_uid:
+        return None
+    try:
+        prepared = prepare_study(str(study_uid), [path], router, load_config(None, environ={}).imaging,
+                                 PROFILES["qwen2.5-vl"])
+    except Exception:  # the study fails before the results stage (the imaging stage's to answer for)
+        return None
+    if isinstance(prepared, Skipped):
+        return None
+    return write_results(_boxed_read(prepared), out, {"ehr": Hl7Party()}, secondary_capture=True)
+
+
+def _problems(result: ResultSet, dciodvfy_errors) -> list[str]:
+    """What is wrong with one study's results: a DICOM object dciodvfy finds errors in, a SEG highdicom
+    cannot read back, an ORU hl7apy's strict validation refuses."""
+    problems = []
+    for item in result.dicom:
+        problems += [f"{item.path.name}: {error}" for error in dciodvfy_errors(item.path)]
+        if item.path.name.startswith("seg"):
+            try:
+                hd.seg.segread(item.path)
+            except Exception as exc:
+                problems.append(f"{item.path.name}: highdicom cannot read it back: {type(exc).__name__}: {exc}")
+    for path, _ in result.messages.values():
+        try:
+            parse_message(path.read_bytes().decode("utf-8"), validation_level=VALIDATION_LEVEL.STRICT,
+                          find_groups=True).validate()
+        except Exception as exc:
+            problems.append(f"{path.name}: {type(exc).__name__}: {exc}")
+    return problems
+
+
+@pytest.mark.timeout(1800)
+def test_every_result_object_from_the_corpus_passes_the_validators(tmp_path: Path, dciodvfy_errors,
+                                                                   sr_validator_errors) -> None:
+    """Every corpus file read through the replay engine (as the node reads a study: routed, imaged, read,
+    its results written): every result object passes dciodvfy with no error, every SR and KOS pixelmed's
+    DicomSRValidator, every SEG reads back in highdicom, every ORU passes hl7apy's strict validation (a source
+    without a Patient ID gets none, item 22); no object is left out but those listed in OMITTED."""
+    router = catch_all_router()
+    problems: dict[str, list[str]] = {}
+    documents = []
+    for number, path in enumerate(_corpus()):
+        try:
+            result = corpus_results(path, tmp_path / f"{number}-{path.name}", router)
+        except Exception as exc:  # the study would fail with its results unwritten
+            problems[path.name] = [f"no results: {type(exc).__name__}: {exc}"]
+            continue
+        if result is None:
+            continue
+        problems[path.name] = [f"{kind} omitted: {type(error).__name__}: {error}" for kind, error in result.omitted
+                               if (path.name, kind) not in OMITTED and not isinstance(error, NoPatientIdentifier)]
+        problems[path.name] += _problems(result, dciodvfy_errors)
+        documents += [item.path for item in result.dicom if item.path.name.startswith(("sr", "kos"))]
+    assert len(problems) > 80 and len(documents) > 160
+    for path, errors in sr_validator_errors(documents).items():
+        problems[path.parent.name.split("-", 1)[1]] += [f"{path.name}: {error}" for error in errors]
+    failing = [f"{name}: {problem}" for name, found in problems.items() for problem in found]
+    assert not failing, "\n".join(failing)

@@ -609,7 +609,7 @@ def test_sr_says_what_was_examined_and_when_the_model_read_it(tmp_path: Path) ->
     by_modality = build_sr(findings, sources, PROVENANCE, 1, "ct")  # a CT: LOINC's "CT unspecified body region"
     assert "25045-6" in str(by_modality.ContentSequence)
     sources[0].Modality = "SM"
-    assert "18748-4" in str(build_sr(findings, sources, PROVENANCE, 1, "ct").ContentSequence)
+    assert "363679005" in str(build_sr(findings, sources, PROVENANCE, 1, "ct").ContentSequence)
 
 
 def test_written_files_name_the_node_as_their_implementation(tmp_path: Path) -> None:
@@ -644,17 +644,21 @@ def test_key_object_selection_lists_the_images_read_with_the_answer(tmp_path: Pa
 
 
 def test_the_sr_references_each_boxs_seg_segment(tmp_path: Path, dciodvfy_errors) -> None:
-    """Written together, each box's measurement group names its SEG segment (Referenced Segment), next to
-    the region viewers draw; the SR stays valid and highdicom still reads the group."""
+    """Written together, each box's SEG segment is named in a measurement group of its own under the box's
+    tracking UID (Referenced Segmentation Frame: TID 1410 makes it exclusive with the region viewers draw);
+    the SR stays valid and highdicom still reads both groups."""
     _written_cr(tmp_path)
     sr, seg = pydicom.dcmread(tmp_path / "out" / "sr.dcm"), pydicom.dcmread(tmp_path / "out" / "seg-1.dcm")
     [reference] = [item for item in sr_items(sr, "IMAGE")
-                   if item.ConceptNameCodeSequence[0].CodeMeaning == "Referenced Segment"]
+                   if item.ConceptNameCodeSequence[0].CodeMeaning == "Referenced Segmentation Frame"]
     pointer = reference.ReferencedSOPSequence[0]
-    assert (pointer.ReferencedSOPInstanceUID, pointer.ReferencedSegmentNumber) == (seg.SOPInstanceUID, 1)
+    assert (pointer.ReferencedSOPInstanceUID, pointer.ReferencedFrameNumber) == (seg.SOPInstanceUID, 1)
     assert dciodvfy_errors(tmp_path / "out" / "sr.dcm") == []
-    [group] = hd.sr.srread(tmp_path / "out" / "sr.dcm").content.get_planar_roi_measurement_groups()
-    assert group.roi is not None and group.finding_type.meaning == "Mass"
+    groups = hd.sr.srread(tmp_path / "out" / "sr.dcm").content.get_planar_roi_measurement_groups()
+    [drawn] = [group for group in groups if group.roi is not None]
+    [segmented] = [group for group in groups if group.roi is None]
+    assert drawn.finding_type.meaning == segmented.finding_type.meaning == "Mass"
+    assert drawn.tracking_uid == segmented.tracking_uid == seg.SegmentSequence[0].TrackingUID
 
 
 def _written_cr(tmp_path: Path, secondary_capture: bool | str = False):

@@ -3,7 +3,8 @@
 One graphic layer for AI results; per box a closed POLYLINE (5 points) in PIXEL units on the
 image and frame it sits on, with its label as text; a summary text with the answer and the
 research-use disclaimer on every referenced image; for grey images (GSPS) the VOI window the
-model saw, for colour images (Colour Softcopy Presentation State) an sRGB ICC profile.
+model saw (through an INVERSE Presentation LUT for MONOCHROME1 sources), for colour images (Colour
+Softcopy Presentation State) an sRGB ICC profile.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import highdicom as hd
 import numpy as np
+from highdicom._standard_utils import is_multiframe_image  # highdicom's own test for it
 from pydicom.dataset import Dataset
 
 from node.findings import Findings, LocatedBox
@@ -25,6 +27,7 @@ from node.results.provenance import (
     contributing_equipment,
     label_series,
     result_uid,
+    software_versions,
 )
 
 LAYER = "AI_RESULTS"
@@ -42,6 +45,12 @@ def box_polyline(box: LocatedBox) -> np.ndarray:
     )
 
 
+def names_frames(image: Dataset) -> bool:
+    """Whether a reference to ``image`` names a frame: only for an image of several frames whose IOD is a
+    multi-frame one (a Secondary Capture with two frames still names none: PS3.3 C.10.5 and dciodvfy)."""
+    return int(image.get("NumberOfFrames", 1) or 1) > 1 and is_multiframe_image(image)
+
+
 def _annotations(findings: Findings, sources: Sequence[Dataset], layer: hd.pr.GraphicLayer,
                  summary: str) -> list[hd.pr.GraphicAnnotation]:
     by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
@@ -53,7 +62,7 @@ def _annotations(findings: Findings, sources: Sequence[Dataset], layer: hd.pr.Gr
     for ds in sources:
         uid = str(ds.SOPInstanceUID)
         frames = sorted({frame for (box_uid, frame) in boxes if box_uid == uid}) or [1]
-        multi = int(ds.get("NumberOfFrames", 1) or 1) > 1
+        multi = names_frames(ds)
         for frame in frames:
             frame_boxes = boxes.get((uid, frame), [])
             annotations.append(hd.pr.GraphicAnnotation(
@@ -89,12 +98,20 @@ def _icc_profile(source: Dataset) -> bytes:
     return bytes(profile)
 
 
+def is_colour(image: Dataset) -> bool:
+    """Whether an image is a colour one (several samples): a Colour Softcopy Presentation State's."""
+    return int(image.get("SamplesPerPixel", 1)) > 1
+
+
 def presentation_groups(images: Sequence[Dataset]) -> list[list[Dataset]]:
     """The images one presentation state each can cover: of one kind (grey or colour) and one size,
-    in the order they come (a series of mixed sizes gets one state per size, none left out)."""
+    in the order they come (a series of mixed sizes gets one state per size, none left out). PALETTE
+    COLOR images get none: the SR, SEG and SC show their boxes."""
     groups: dict[tuple[bool, int, int], list[Dataset]] = {}
     for ds in images:
-        key = (int(ds.get("SamplesPerPixel", 1)) > 1, int(ds.Rows), int(ds.Columns))
+        if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
+            continue  # grey only to a GSPS (PS3.3 A.33.1), three samples to a CSPS: none shows a palette image
+        key = (is_colour(ds), int(ds.Rows), int(ds.Columns))
         groups.setdefault(key, []).append(ds)
     return list(groups.values())
 
@@ -112,7 +129,7 @@ def build_presentation_state(
     Softcopy Presentation State, or a Colour one (sRGB) for colour images. ``number``: which of the
     study's presentation states it is (one per kind and size of image; the first keeps the plain UIDs)."""
     study_uid = str(sources[0].StudyInstanceUID)
-    colour = int(sources[0].get("SamplesPerPixel", 1)) > 1
+    colour = is_colour(sources[0])
     kind = ("csps" if colour else "gsps") + (f"-{number}" if number > 1 else "")
     answer = ", ".join(findings.labels) or "no answer"
     summary = f"{provenance.banner}: {answer}. {DISCLAIMER} Model: {provenance.model_identity}"
@@ -125,7 +142,7 @@ def build_presentation_state(
         "instance_number": 1,
         "manufacturer": MANUFACTURER,
         "manufacturer_model_name": clip(provenance.model_identity, 64),
-        "software_versions": f"qoq-node {provenance.node_version}",
+        "software_versions": software_versions(provenance),
         "device_serial_number": "0",
         "content_label": "AI_RESULT",
         "content_description": clip(f"{provenance.banner}: {answer}", 64),
@@ -141,6 +158,12 @@ def build_presentation_state(
         if window is not None:
             voi = [hd.pr.SoftcopyVOILUTTransformation(window_center=[window[0]], window_width=[window[1]],
                                                       window_explanation=["window the AI model saw"])]
-        state = hd.pr.GrayscaleSoftcopyPresentationState(voi_lut_transformations=voi, **common)
+        # PS3.3 C.11.6.1: a MONOCHROME1 source is shown through an INVERSE Presentation LUT (IDENTITY, the
+        # default, would show a radiograph as its negative).
+        inverse = str(sources[0].get("PhotometricInterpretation", "")) == "MONOCHROME1"
+        shape = hd.PresentationLUTShapeValues.INVERSE if inverse else hd.PresentationLUTShapeValues.IDENTITY
+        state = hd.pr.GrayscaleSoftcopyPresentationState(
+            voi_lut_transformations=voi, presentation_lut_transformation=hd.PresentationLUTTransformation(
+                presentation_lut_shape=shape), **common)
     label_series(state, sources[0], provenance, "pr", laterality=True)
     return state

@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydicom.dataset import Dataset
 
+from node.errors import DataError
 from node.findings import Findings
 from node.ingest.hl7v2 import escape
 from node.results.codes import label_concept
@@ -25,6 +26,11 @@ SEGMENT_SEPARATOR = "\r"
 ST_LIMIT = 199  # an OBX-5 length every receiver (and hl7apy's strict check) accepts
 REASONING_LIMIT = 16_000  # the reasoning sent to the EHR; the whole of it is in the SR
 _ESCAPED_TOKEN = re.compile(r"\\[^\\]*\\|.", re.DOTALL)
+
+
+class NoPatientIdentifier(DataError):
+    """The source names no patient (no Patient ID): an ORU without PID-3 is invalid and would be filed
+    under no patient, so none is sent (the SR and the other objects still are)."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,11 @@ def build_oru(
     answer among ``critical_labels`` flags the answer OBX-8 ``AA`` (critically abnormal) and adds a
     TQ1 with priority ``S`` (stat), so the RIS worklist can move the study up. The order number is
     always there: the accession number, else the Study Instance UID. ``inputs``: one line per study the
-    model read besides this one's images (priors, an ECG), each an ``AI-INPUT`` OBX."""
+    model read besides this one's images (priors, an ECG), each an ``AI-INPUT`` OBX. Raises
+    :class:`NoPatientIdentifier` when the source has no Patient ID (PID-3 is required)."""
+    patient_id = _value(str(source.get("PatientID", "") or "").strip(), 20)
+    if not patient_id:
+        raise NoPatientIdentifier("the source has no Patient ID: the ORU is held, PID-3 would be empty")
     now = (now or datetime.now(UTC)).astimezone()
     status = "C" if corrects_earlier else "P"
     accession = _value(source.get("AccessionNumber", ""), 16)
@@ -126,7 +136,7 @@ def build_oru(
                   _value(party.receiving_application, 180), _value(party.receiving_facility, 180),
                   now.strftime("%Y%m%d%H%M%S%z"), "", "ORU^R01^ORU_R01", control_id(result_key),
                   "T" if provenance.is_test_result else "P", "2.5.1"]),
-        "|".join(["PID", "1", "", f"{_value(source.get('PatientID', ''), 20)}^^^"
+        "|".join(["PID", "1", "", f"{patient_id}^^^"
                   f"{_value(source.get('IssuerOfPatientID', ''), 20)}".rstrip("^"),
                   "", _pn_to_xpn(source.get("PatientName", "")), "", _value(source.get("PatientBirthDate", ""), 8),
                   _value(source.get("PatientSex", ""), 1)]),

@@ -16,6 +16,7 @@ from node.results.provenance import (
     Provenance,
     clip,
     contributing_equipment,
+    describe_equipment,
     device_observer,
     label_series,
     result_uid,
@@ -48,5 +49,16 @@ def build_kos(findings: Findings, images: Sequence[Dataset], provenance: Provena
         manufacturer=MANUFACTURER,
         contributing_equipment=[contributing_equipment(provenance)],
     )
+    _unname_references(kos)
+    describe_equipment(kos, provenance)
     label_series(kos, images[0], provenance, "ko")
     return kos
+
+
+def _unname_references(kos: Dataset) -> None:
+    """Take the concept name off the KOS's IMAGE and COMPOSITE items: TID 2010 rows 8 and 9 forbid it
+    (Purpose of Reference), and highdicom 0.28's ``KeyObjectSelection`` names each one (260753009, SCT,
+    "Source"). highdicom reads the items back without a name."""
+    for item in kos.ContentSequence:
+        if item.ValueType in {"IMAGE", "COMPOSITE"} and "ConceptNameCodeSequence" in item:
+            del item.ConceptNameCodeSequence

@@ -12,11 +12,14 @@ from pydicom.uid import generate_uid
 
 from node import __version__
 from node.implementation import MANUFACTURER as NODE_MANUFACTURER
+from node.results.carried import carry_deidentification, carry_laterality
 
 #: ASCII on purpose: the label goes into every character set a source may use (ISO_IR 100 has no dash).
 RESEARCH_LABEL = "AI RESULT - RESEARCH USE ONLY"
 DISCLAIMER = "AI result - research use only, not for diagnosis."
 MANUFACTURER = NODE_MANUFACTURER
+#: IHE AIR: the AI model contributed to every result object as a processing algorithm.
+PROCESSING_ALGORITHM = hd.sr.CodedConcept("109103", "DCM", "Processing Algorithm")
 
 
 @dataclass(frozen=True)
@@ -65,13 +68,26 @@ def label_series(result: Dataset, source: Dataset, provenance: Provenance, kind:
                  laterality: bool = False) -> None:
     """Mark a result object's series as what it is (``kind``: a key of SERIES_KINDS: "AI SR - ...") and as AI /
     research use, and encode it in UTF-8 (ISO_IR 192) so
-    any model text is kept as written, whatever the source's character set. With ``laterality``
-    (image IODs whose General Series dciodvfy checks for it: PR, SC), add Laterality (Type 2C):
-    the source's, or empty when unknown."""
+    any model text is kept as written, whatever the source's character set; carry over the source's
+    de-identification. With ``laterality`` (image IODs whose General Series dciodvfy checks for it: PR,
+    SC), add the body part and Laterality (Type 2C) as :func:`carry_laterality` says."""
     result.SpecificCharacterSet = "ISO_IR 192"
     result.SeriesDescription = clip(f"{SERIES_KINDS[kind]} - {provenance.banner}", 64)
-    if laterality and "Laterality" not in result:
-        result.Laterality = source.get("Laterality", "")
+    carry_deidentification(result, source)
+    if laterality:
+        carry_laterality(result, source)
+
+
+def software_versions(provenance: Provenance) -> str:
+    """The Software Versions of every result object: the node's."""
+    return f"qoq-node {provenance.node_version}"
+
+
+def describe_equipment(document: Dataset, provenance: Provenance) -> None:
+    """General Equipment of an SR document (the report, the key object selection), which highdicom leaves
+    at the manufacturer: the model as model name, the node's version (IHE AIR)."""
+    document.ManufacturerModelName = clip(provenance.model_identity, 64)
+    document.SoftwareVersions = software_versions(provenance)
 
 
 def device_uid(provenance: Provenance) -> str:
@@ -94,13 +110,14 @@ def device_observer(provenance: Provenance) -> hd.sr.ObserverContext:
 
 
 def contributing_equipment(provenance: Provenance) -> hd.ContributingEquipment:
-    """The node and the model as Contributing Equipment (processing), in every result object: the
-    model as model name, the node's version, and the node's Device UID."""
+    """The node and the model as Contributing Equipment, in every result object (IHE AIR): purpose
+    (109103, DCM, "Processing Algorithm"), the model as model name, the node's version, and the node's
+    Device UID."""
     equipment = hd.ContributingEquipment(
         manufacturer=MANUFACTURER,
-        purpose_of_reference=codes.DCM.ProcessingEquipment,
+        purpose_of_reference=PROCESSING_ALGORITHM,
         manufacturer_model_name=clip(provenance.model_identity, 64),
-        software_versions=f"qoq-node {provenance.node_version}",
+        software_versions=software_versions(provenance),
         contribution_description=clip(f"{provenance.banner}; model {provenance.model_identity}", 64),
     )
     equipment.DeviceUID = device_uid(provenance)

@@ -9,6 +9,8 @@ visible, and the label above the box (below it at the top edge), never over the 
 
 from __future__ import annotations
 
+import re
+
 import highdicom as hd
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -103,13 +105,13 @@ def build_sc(
                                     f"sc-{frame.source.sop_instance_uid}-{frame.source.frame}"),
         instance_number=1,
         manufacturer=MANUFACTURER,
-        # highdicom requires an orientation in the patient coordinate system; when the source gives
-        # none, a placeholder is set here and replaced by "unknown" (empty, Type 2) below.
-        patient_orientation=orientation or ("L", "P"),
+        # highdicom requires an orientation of single letters; when the source gives none, or an oblique
+        # one ("PF"), a placeholder is set here and replaced below by the source's, else "unknown" (empty).
+        patient_orientation=orientation if orientation and all(len(v) == 1 for v in orientation) else ("L", "P"),
         contributing_equipment=[contributing_equipment(provenance)],
     )
-    if orientation is None:
-        sc.PatientOrientation = ""  # type: ignore[assignment]  # empty (Type 2, unknown): highdicom says a list
+    sc.PatientOrientation = list(orientation) if orientation and all(
+        re.fullmatch(r"[LRAPHF]{1,3}", v) for v in orientation) else ""  # type: ignore[assignment]  # empty (Type 2, unknown): highdicom says a list
     label_series(sc, source, provenance, "sc", laterality=True)
     sc.ImageComments = clip(f"{provenance.banner}. {DISCLAIMER} Model: {provenance.model_identity}", 10240)
     sc.BurnedInAnnotation = "YES"

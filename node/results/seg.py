@@ -27,6 +27,7 @@ from node.results.provenance import (
     contributing_equipment,
     label_series,
     result_uid,
+    software_versions,
 )
 
 SERIES_NUMBER = 9903
@@ -179,7 +180,7 @@ def _build_seg(boxes: Sequence[LocatedBox], box_numbers: dict[int, int], group: 
         instance_number=number,
         manufacturer=MANUFACTURER,
         manufacturer_model_name=clip(provenance.model_identity, 64),
-        software_versions=f"qoq-node {provenance.node_version}",
+        software_versions=software_versions(provenance),
         device_serial_number="0",
         content_label="AI_BOXES",
         contributing_equipment=[contributing_equipment(provenance)],
@@ -190,23 +191,25 @@ def _build_seg(boxes: Sequence[LocatedBox], box_numbers: dict[int, int], group: 
     if group.cine_frame:
         _point_at_frame(seg, first, group.cine_frame)
     label_series(seg, first, provenance, "seg")
+    if get_image_coordinate_system(first) is None and "PatientOrientation" not in seg:
+        # General Image Patient Orientation (Type 2C) for sources without plane geometry (US, XC, an NM
+        # Secondary Capture with a Frame of Reference but no orientation)
+        seg.PatientOrientation = first.get("PatientOrientation", "")
     if "FrameOfReferenceUID" not in first:
-        if "PatientOrientation" not in seg:
-            # General Image Patient Orientation (Type 2C) for sources without plane geometry (US, XC)
-            seg.PatientOrientation = first.get("PatientOrientation", "")
         _add_pixel_measures(seg, first)
+    _complete_slice_thickness(seg, first)
     return seg
 
 
 def _add_pixel_measures(seg: Dataset, source: Dataset) -> None:
     """Pixel Measures in the shared functional groups of a SEG on an image without patient geometry
     (CR, DX, MG, US): the source's pixel spacing (Pixel Spacing, else Imager Pixel Spacing, else 1 mm as
-    a nominal spacing) and a nominal 1 mm slice thickness. highdicom leaves the macro out there; OHIF
-    reads it from every SEG and shows nothing but an error without it (see the conformance statement)."""
+    a nominal spacing; the slice thickness comes from :func:`_complete_slice_thickness`). highdicom leaves
+    the macro out there; OHIF reads it from every SEG and shows nothing but an error without it (see the
+    conformance statement)."""
     spacing = source.get("PixelSpacing") or source.get("ImagerPixelSpacing") or [1.0, 1.0]
     measures = Dataset()
     measures.PixelSpacing = [float(value) for value in spacing]
-    measures.SliceThickness = 1.0
     orientation = Dataset()
     orientation.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
     shared = seg.SharedFunctionalGroupsSequence[0]
@@ -214,3 +217,14 @@ def _add_pixel_measures(seg: Dataset, source: Dataset) -> None:
         shared.PixelMeasuresSequence = [measures]
     if "PlaneOrientationSequence" not in shared:
         shared.PlaneOrientationSequence = [orientation]
+
+
+def _complete_slice_thickness(seg: Dataset, source: Dataset) -> None:
+    """Slice Thickness in every Pixel Measures item that lacks it (Type 1C, and what highdicom's own reader
+    needs; highdicom leaves it out when the source has none): the source's Slice Thickness, else its Spacing
+    Between Slices, else a nominal 1 mm."""
+    thickness = float(source.get("SliceThickness") or source.get("SpacingBetweenSlices") or 1.0)
+    groups = [*seg.SharedFunctionalGroupsSequence, *seg.get("PerFrameFunctionalGroupsSequence", [])]
+    for measures in (item for group in groups for item in group.get("PixelMeasuresSequence", [])):
+        if measures.get("SliceThickness") is None:
+            measures.SliceThickness = thickness

@@ -5,8 +5,9 @@ characters or 10 KB long, a Patient ID that is absent although the IOD makes it 
 copies these into every SR, SEG, presentation state and SC, and pydicom refuses them (or writes an
 invalid object). :func:`repair_header` fixes what has one obvious reading (dates and times written
 with separators, upper-casing a code string), empties what has none — Type 2 allows an empty value,
-an invalid one never — and gives absent Type 2 attributes an empty value. Only the in-memory copy is
-changed; the received instance stays as it was sent.
+an invalid one never — and gives absent Type 2 attributes an empty value. A lossy compression flag gets
+its method, a Frame of Reference that reuses the Study Instance UID a UID of its own. Only the in-memory
+copy is changed; the received instance stays as it was sent.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import datetime
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.uid import generate_uid
 
 from node.results.dicom_text import NOT_IN_A_LINE
 
@@ -66,9 +68,42 @@ def _valid(value: object, vr: str) -> str:
     return _text(value, vr)
 
 
+#: Lossy transfer syntaxes → the Lossy Image Compression Method (PS3.3 C.7.6.1.1.5) they imply.
+_LOSSY_METHODS = {
+    "1.2.840.10008.1.2.4.50": "ISO_10918_1", "1.2.840.10008.1.2.4.51": "ISO_10918_1",
+    "1.2.840.10008.1.2.4.81": "ISO_14495_1", "1.2.840.10008.1.2.4.91": "ISO_15444_1",
+    "1.2.840.10008.1.2.4.93": "ISO_15444_1", "1.2.840.10008.1.2.4.101": "ISO_13818_2",
+    "1.2.840.10008.1.2.4.102": "ISO_14496_10", "1.2.840.10008.1.2.4.107": "ISO_23008_2",
+    "1.2.840.10008.1.2.4.201": "ISO_15444_15",
+}
+
+
+def _repair_lossy(ds: Dataset) -> list[str]:
+    """Lossy Image Compression 01 (which a SEG copies) with its method (Type 1C): the one the transfer syntax
+    implies; without one to name, the flag is taken out (never copied invalid)."""
+    if str(ds.get("LossyImageCompression", "")) != "01" or ds.get("LossyImageCompressionMethod"):
+        return []
+    method = _LOSSY_METHODS.get(str(getattr(ds.get("file_meta"), "TransferSyntaxUID", "")))
+    if method:
+        ds.LossyImageCompressionMethod = method
+        return ["LossyImageCompressionMethod"]
+    del ds.LossyImageCompression
+    return ["LossyImageCompression"]
+
+
+def _repair_frame_of_reference(ds: Dataset) -> list[str]:
+    """A Frame of Reference UID that is the study's own UID (one UID for two things, which a SEG would copy)
+    made a UID of its own, derived from it: the same for every image of the study."""
+    if "FrameOfReferenceUID" not in ds or ds.FrameOfReferenceUID != ds.get("StudyInstanceUID"):
+        return []
+    ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[str(ds.FrameOfReferenceUID), "frame of reference"])
+    return ["FrameOfReferenceUID"]
+
+
 def repair_header(ds: Dataset) -> list[str]:
-    """Make ``ds``'s copied patient and study attributes valid, in place; the keywords changed."""
-    changed = []
+    """Make ``ds``'s copied patient and study attributes (and its lossy compression history and frame of
+    reference) valid, in place; the keywords changed."""
+    changed = _repair_lossy(ds) + _repair_frame_of_reference(ds)
     for keyword, vr in _COPIED.items():
         try:
             element = ds.data_element(keyword)

@@ -11,7 +11,6 @@ no pixels; VerificationFlag UNVERIFIED; the private coding scheme declared.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 import highdicom as hd
@@ -41,21 +40,23 @@ from node.context.text import GivenContext
 from node.findings import Findings
 from node.results.codes import PRIVATE_SCHEME, PRIVATE_SCHEME_NAME, label_concept
 from node.results.dicom_text import raw_value, text_value
-from node.results.gsps import box_polyline
+from node.results.gsps import box_polyline, names_frames
 from node.results.provenance import (
     MANUFACTURER,
     Provenance,
     box_tracking,
     clip,
     contributing_equipment,
+    describe_equipment,
     device_observer,
     label_series,
     result_uid,
 )
+from node.results.segment_reference import SegmentReference, segment_group
 
 SERIES_NUMBER = 9902
-#: LOINC 18748-4 "Diagnostic imaging study".
-PROCEDURE = CodedConcept("18748-4", "LN", "Diagnostic imaging study")
+#: SCT 363679005 "Imaging procedure": CID 100's generic code.
+PROCEDURE = CodedConcept("363679005", "SCT", "Imaging procedure")
 NO_ANSWER = CodedConcept("NO-ANSWER", PRIVATE_SCHEME, "No answer from the model")
 REASONING = CodedConcept("121106", "DCM", "Comment")
 RAW_TEXT = CodedConcept("RAW-MODEL-TEXT", PRIVATE_SCHEME, "Raw model output")
@@ -64,7 +65,6 @@ NOTICE = CodedConcept("AI-NOTICE", PRIVATE_SCHEME, "Notice on the use of this re
 SOURCE = CodedConcept("121112", "DCM", "Source of Measurement")
 SOURCE_IMAGE = CodedConcept("260753009", "SCT", "Source")
 IMAGING_MEASUREMENTS = "126010"
-REFERENCED_SEGMENT = CodedConcept("121214", "DCM", "Referenced Segment")
 PIXELS = CodedConcept("{pixels}", "UCUM", "Pixels")
 #: TID 1500 row 12: the container of qualitative evaluations of the whole report.
 QUALITATIVE_EVALUATIONS = CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
@@ -74,54 +74,6 @@ CONTEXT_TEXT = CodedConcept("AI-CONTEXT-TEXT", PRIVATE_SCHEME, "Clinical context
 INPUT_STUDY = CodedConcept("AI-INPUT", PRIVATE_SCHEME, "Study read by the model")
 LOINC_SYSTEMS = frozenset({"LN", "LOINC"})
 TEXT_LIMIT = 1_000_000  # UT holds up to 2^32-2 bytes; keep reports a reasonable size
-
-
-@dataclass(frozen=True)
-class SegmentReference:
-    """Where a box's segment is: the SEG instance and the segment's number."""
-
-    series_instance_uid: str
-    sop_class_uid: str
-    sop_instance_uid: str
-    segment_number: int
-
-
-def _reference_segments(sr: Dataset, segments: Mapping[str, SegmentReference]) -> None:
-    """Add to each box's measurement group a Referenced Segment (121214, DCM) IMAGE item naming the SEG
-    segment of that box (the same Tracking UID), next to its image region; the SEGs are listed as
-    Pertinent Other Evidence."""
-    referenced: dict[str, dict[str, str]] = {}  # series → SOP instance → SOP class
-    for container in sr.ContentSequence:
-        if container.ConceptNameCodeSequence[0].CodeValue != IMAGING_MEASUREMENTS:
-            continue
-        for group in container.ContentSequence:
-            uid = next((str(item.UID) for item in group.ContentSequence if item.ValueType == "UIDREF"), None)
-            if uid is not None and uid in segments:
-                segment = segments[uid]
-                group.ContentSequence.append(ImageContentItem(
-                    REFERENCED_SEGMENT, segment.sop_class_uid, segment.sop_instance_uid,
-                    referenced_segment_numbers=segment.segment_number, relationship_type="CONTAINS"))
-                referenced.setdefault(segment.series_instance_uid, {})[segment.sop_instance_uid] = segment.sop_class_uid
-    if referenced:  # after the other studies' evidence (priors, an ECG) highdicom listed there
-        sr.PertinentOtherEvidenceSequence = [*sr.get("PertinentOtherEvidenceSequence", []),
-                                             _evidence(str(sr.StudyInstanceUID), referenced)]
-
-
-def _evidence(study_uid: str, series: Mapping[str, Mapping[str, str]]) -> Dataset:
-    """A Hierarchical SOP Instance Reference item: one study, its series, their instances."""
-    item = Dataset()
-    item.StudyInstanceUID = study_uid
-    item.ReferencedSeriesSequence = []
-    for series_uid, instances in series.items():
-        entry = Dataset()
-        entry.SeriesInstanceUID = series_uid
-        entry.ReferencedSOPSequence = []
-        for instance_uid, class_uid in instances.items():
-            reference = Dataset()
-            reference.ReferencedSOPClassUID, reference.ReferencedSOPInstanceUID = class_uid, instance_uid
-            entry.ReferencedSOPSequence.append(reference)
-        item.ReferencedSeriesSequence.append(entry)
-    return item
 
 
 #: DICOM CID 100 (Quantitative Diagnostic Imaging Procedures) by modality, where the source names no procedure.
@@ -135,7 +87,7 @@ PROCEDURE_BY_MODALITY = {
 def procedure_reported(source: Dataset) -> CodedConcept:
     """What was examined: the source's own procedure code (Procedure Code Sequence, else the Requested
     Procedure Code of its request), else its modality's CID 100 code (e.g. LOINC 43468-8 "XR unspecified
-    body region"), else the generic (18748-4, LN, "Diagnostic imaging study")."""
+    body region"), else CID 100's generic (363679005, SCT, "Imaging procedure")."""
     for sequence in ("ProcedureCodeSequence", "RequestedProcedureCodeSequence"):
         items = source.get(sequence) or []
         if items and items[0].get("CodeValue") and items[0].get("CodingSchemeDesignator"):
@@ -145,6 +97,17 @@ def procedure_reported(source: Dataset) -> CodedConcept:
     by_modality = PROCEDURE_BY_MODALITY.get(str(source.get("Modality", "")))
     return CodedConcept(by_modality.value, by_modality.scheme_designator, by_modality.meaning) if by_modality \
         else PROCEDURE
+
+
+#: DICOM CID 29 (Acquisition Modality): what TID 1602's Modality takes.
+ACQUISITION_MODALITIES = frozenset(code.value for code in codes.cid29.concepts.values())
+
+
+def _acquisition_modality(item: Dataset) -> bool:
+    """False for a TID 1602 Modality item whose code is no acquisition modality (OT, RTDOSE: not in CID 29),
+    which the entry then goes without; True for every other item."""
+    return item.ConceptNameCodeSequence[0].CodeValue != "121139" or \
+        item.ConceptCodeSequence[0].CodeValue in ACQUISITION_MODALITIES
 
 
 def _image_library(images: Sequence[Dataset]) -> ContainerContentItem:
@@ -161,7 +124,7 @@ def _image_library(images: Sequence[Dataset]) -> ContainerContentItem:
             descriptors = [NumContentItem(name, int(value), PIXELS, relationship_type="HAS ACQ CONTEXT")
                            for name, value in ((codes.DCM.PixelDataRows, image.Rows),
                                                (codes.DCM.PixelDataColumns, image.Columns))]
-        entry.ContentSequence = DicomSequence(descriptors)
+        entry.ContentSequence = DicomSequence([item for item in descriptors if _acquisition_modality(item)])
         entries.append(entry)
     group = ContainerContentItem(codes.DCM.ImageLibraryGroup, relationship_type="CONTAINS")
     group.ContentSequence = DicomSequence(entries)
@@ -231,7 +194,7 @@ def build_sr(
         source = by_uid.get(box.source.frame.sop_instance_uid)
         if source is None or "PixelData" not in source:  # boxes go on images only
             continue
-        multi = int(source.get("NumberOfFrames", 1) or 1) > 1
+        multi = names_frames(source)
         region = ImageRegion(
             graphic_type="POLYLINE",
             graphic_data=box_polyline(box),
@@ -240,12 +203,15 @@ def build_sr(
             ),
         )
         tracking_id, tracking_uid = box_tracking(study_uid, study_version, task, provenance, index)
+        tracking = TrackingIdentifier(uid=tracking_uid, identifier=tracking_id)
         groups.append(PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=TrackingIdentifier(uid=tracking_uid, identifier=tracking_id),
-            referenced_region=region,
-            finding_type=label_concept(box.label),
+            tracking_identifier=tracking, referenced_region=region, finding_type=label_concept(box.label),
             algorithm_id=algorithm,
         ))
+        segment = (segments or {}).get(tracking_uid)
+        segmented = segment_group(segment, tracking, label_concept(box.label), algorithm) if segment else None
+        if segmented is not None:
+            groups.append(segmented)
     report = MeasurementReport(
         observation_context=ObservationContext(observer_device_context=device_observer(provenance)),
         procedure_reported=procedure_reported(sources[0]),
@@ -254,7 +220,7 @@ def build_sr(
             TrackingIdentifier(uid=uid("no-box"), identifier="none"))],
     )
     sr = Comprehensive3DSR(
-        evidence=list(sources),
+        evidence=[*sources, *{id(segment.seg): segment.seg for segment in (segments or {}).values()}.values()],
         content=report,
         series_instance_uid=uid("sr-series"),
         series_number=SERIES_NUMBER,
@@ -269,7 +235,6 @@ def build_sr(
     )
     # Joined once the tree is built: highdicom 0.28's report template has no Qualitative Evaluations
     # container, and it builds WAVEFORM items but cannot parse them back.
-    _reference_segments(sr, segments or {})
     if not groups:  # no box: TID 1500's Imaging Measurements (user option) is left out
         sr.ContentSequence = [item for item in sr.ContentSequence
                               if item.ConceptNameCodeSequence[0].CodeValue != IMAGING_MEASUREMENTS]
@@ -286,6 +251,7 @@ def build_sr(
         for source in sources if "WaveformSequence" in source)
     if analysed_at is not None:  # the observation's time: when the model read the study, not when this was written
         sr.ContentDate, sr.ContentTime = analysed_at.strftime("%Y%m%d"), analysed_at.strftime("%H%M%S.%f")  # type: ignore[assignment]  # highdicom types them DA, TM
+    describe_equipment(sr, provenance)
     label_series(sr, sources[0], provenance, "sr")
     scheme = Dataset()
     scheme.CodingSchemeDesignator = PRIVATE_SCHEME

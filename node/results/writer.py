@@ -27,15 +27,16 @@ from node.imaging.decode import iter_frames
 from node.imaging.prepared import Prepared
 from node.implementation import IMPLEMENTATION_CLASS_UID, implementation_version_name
 from node.reading import Read
-from node.results.gsps import build_presentation_state, presentation_groups
-from node.results.hl7 import Hl7Party, build_oru, control_id
+from node.results.gsps import build_presentation_state, is_colour, presentation_groups
+from node.results.hl7 import Hl7Party, NoPatientIdentifier, build_oru, control_id
 from node.results.kos import build_kos
 from node.results.provenance import Provenance
 from node.results.reproducible import settle
 from node.results.sc import build_sc
 from node.results.seg import build_segs
+from node.results.segment_reference import SegmentReference
 from node.results.source_header import repair_header
-from node.results.sr import SegmentReference, build_sr
+from node.results.sr import build_sr
 
 SR_FILE = "sr.dcm"
 
@@ -112,14 +113,13 @@ def _dicom_objects(read: Read, key_paths: list[Path], sources: Sequence[Dataset]
         (f"seg-{number}.dcm", seg)
         for number, seg in enumerate(build_segs(own_findings, own_sources, provenance, study_version, task), start=1)],
         omitted)
-    segments = {str(segment.TrackingUID): SegmentReference(str(seg.SeriesInstanceUID), str(seg.SOPClassUID),
-                                                           str(seg.SOPInstanceUID), int(segment.SegmentNumber))
+    segments = {str(segment.TrackingUID): SegmentReference(seg, int(segment.SegmentNumber))
                 for _, seg in segs for segment in seg.SegmentSequence}
     objects = [(SR_FILE, build_sr(findings, sources, provenance, study_version, task, previous, read.analysed_at,
                                   segments, given)), *segs]
     window = next((m.window for m in read.prepared.inputs if m.window is not None), None)
     for number, group in enumerate(presentation_groups(images), start=1):  # one per kind and size of image
-        name = ("csps" if int(group[0].get("SamplesPerPixel", 1)) > 1 else "gsps") + \
+        name = ("csps" if is_colour(group[0]) else "gsps") + \
             (f"-{number}" if number > 1 else "") + ".dcm"
         objects += _shown_again("presentation_state", lambda group=group, number=number, name=name: [  # type: ignore[misc]  # mypy cannot type a lambda's defaults (they bind the loop's values)
             (name, build_presentation_state(own_findings, group, provenance, study_version, task, window, number))],
@@ -203,9 +203,13 @@ def write_results(
     header = sources[0]  # patient, order, study
     messages = {}
     for name, party in parties.items():
-        oru = build_oru(read.findings, header, provenance, party, key, sr_sop_instance_uid=str(sr.SOPInstanceUID),
-                        now=created, corrects_earlier=previous_sr is not None, critical_labels=critical_labels,
-                        inputs=given.inputs if given.any else ())
+        try:
+            oru = build_oru(read.findings, header, provenance, party, key, sr_sop_instance_uid=str(sr.SOPInstanceUID),
+                            now=created, corrects_earlier=previous_sr is not None, critical_labels=critical_labels,
+                            inputs=given.inputs if given.any else ())
+        except NoPatientIdentifier as exc:  # held: named in ``omitted`` (logged, counted), the rest is sent
+            omitted.append(("oru", exc))
+            continue
         path = directory / f"{name}.hl7"
         write_atomically(path, oru.encode("utf-8"))
         messages[name] = (path, control_id(key))
