@@ -21,13 +21,13 @@ from node.results.gsps import build_presentation_state
 from node.results.hl7 import Hl7Party, NoPatientIdentifier
 from node.results.provenance import Provenance
 from node.results.writer import ResultSet, write_results
-from node.routing import Router
+from node.routing import DEFAULT_RULES, Router
 from node.testing.synthetic import boxed_response, lesion_box, write_cr_study, write_file
-from tests.conftest import DCMTK_ENV, PYDICOM_TEST_FILES
-from tests.test_corpus import catch_all_router, corpus_results
+from tests.corpus import catch_all_router, corpus_results
+from tests.helpers import DCMTK_ENV, PYDICOM_TEST_FILES
 
 PROVENANCE = Provenance("replay (recorded responses; TEST RESULT, not a model output)", True)
-RULES = Path(__file__).parent.parent / "conf" / "routing.yaml"
+RULES = DEFAULT_RULES
 
 
 def _cr(tmp_path: Path, **attributes: object) -> Path:
@@ -147,8 +147,8 @@ def test_no_oru_is_sent_for_a_source_without_a_patient_id(tmp_path: Path) -> Non
 
 
 def test_results_name_the_ai_as_ihe_air_asks(tmp_path: Path, dciodvfy_errors) -> None:
-    """Item 25: Contributing Equipment purpose (109103, DCM, "Processing Algorithm") with the Device UID in
-    every object; the SR's General Equipment names the model and the node's version; no Laterality for an
+    """Item 25: Contributing Equipment purpose (Newcode1, 99IHE, "Processing Algorithm"), IHE AIR's, with the
+    Device UID in every object; the SR's General Equipment names the model and the node's version; no Laterality for an
     unpaired body part (a chest), an empty one for a paired body part of unknown side (a breast)."""
     result = _written(tmp_path, _cr(tmp_path, BodyPartExamined="CHEST"))
     for item in result.dicom:
@@ -156,7 +156,7 @@ def test_results_name_the_ai_as_ihe_air_asks(tmp_path: Path, dciodvfy_errors) ->
         [equipment] = [item for item in ds.ContributingEquipmentSequence if item.Manufacturer == "qoq-node"]
         purpose = equipment.PurposeOfReferenceCodeSequence[0]
         assert (purpose.CodeValue, purpose.CodingSchemeDesignator, purpose.CodeMeaning) == (
-            "109103", "DCM", "Processing Algorithm"), item.path.name
+            "Newcode1", "99IHE", "Processing Algorithm"), item.path.name
         assert equipment.DeviceUID, item.path.name
         if item.path.name.startswith(("gsps", "sc")):
             assert "Laterality" not in ds and ds.BodyPartExamined == "CHEST", item.path.name

@@ -17,7 +17,16 @@ the ORU's clock held at ``CREATED``; ``after.py`` printed :func:`digests` of :fu
 MSH-10 and SHA-256, as in ``DICOM`` and ``MESSAGES``). One value differs by design: e41b40f gave each SEG
 a random Dimension Organization UID (highdicom's ``UID()``); the node now derives it from the SEG's SOP
 Instance UID (``node.results.reproducible``), and ``before.py`` set the old SEG's to that value before
-hashing it (a pydicom read and write, which gives the new SEG's bytes back unchanged). A digest that
+hashing it (a pydicom read and write, which gives the new SEG's bytes back unchanged).
+
+The bytes of the five objects have changed since, on purpose, each change made and reviewed on its own
+(2026-12-07; their UIDs and the ORU are as they were): the synthetic CT's Study Description is now
+"SYNTHETIC CTA CHEST" (an input: the pulmonary-embolism task now reads CT angiograms only, issue 23); the
+result objects' fixes of issue 26 (items 10, 18-25: the AI's Contributing Equipment purpose is IHE AIR's
+(Newcode1, 99IHE, "Processing Algorithm"), the SR and KOS name the model and the node's version, the GSPS
+and SC carry Body Part Examined and no empty Laterality, KOS items have no concept name, the SR references
+the SEG in a TID 1410 group of its own, the SEG has a Slice Thickness); and the SC's box outline drawn at
+the nearest pixel edge (a mapped-back edge such as 2129.9999999 was cut to the pixel before it). A digest that
 changes is a change in what the node sends to the PACS and the EHR (or a pydicom/highdicom upgrade that
 encodes differently): find out which field changed, and why, before updating it.
 """
@@ -57,19 +66,19 @@ CREATED = datetime(2026, 1, 2, 3, 4, 9, 123456)  # local time, as highdicom read
 DICOM = {
     "gsps.dcm": ("1.2.826.0.1.3680043.8.498.40156731926293966854036720705109897861",
                  "1.2.826.0.1.3680043.8.498.34993357912090033634025882216497034187",
-                 "acb83ce40e9db4035d2420520366779c2212faddc4e3aa55c16a3efe16cf63b8"),
+                 "fcb08e5e6fd3bac5eb251228cb712a2c58658daaaf92e4773312ba75779b3bff"),
     "kos.dcm": ("1.2.826.0.1.3680043.8.498.52075655160495396770495361478786847639",
                 "1.2.826.0.1.3680043.8.498.11747868230504618655904782191429073988",
-                "a315aed9ad1d2576c33787cbb4d59e4777a3eea48ba5cf3ba0a7417cadd79905"),
+                "e3e1df3bea59643fb959da6b70c1358489c1b582efac226b4617e2cfe2f5fab2"),
     "sc-1.dcm": ("1.2.826.0.1.3680043.8.498.13172976978442668772433456113600569178",
                  "1.2.826.0.1.3680043.8.498.38543118964629898677921517032477455825",
-                 "09cb94202d9d0fe676367975eecb62083de961267345a8aae138f5fa988289f9"),
+                 "67fbf6f31afab464a00ed1f5d1162b7bf169c90dbbb369d8173c4433f9d2073f"),
     "seg-1.dcm": ("1.2.826.0.1.3680043.8.498.27280708365675957010871513770808322464",
                   "1.2.826.0.1.3680043.8.498.37548864550590114333050257966438578241",
-                  "5e4a2eb7bcb27f90495f5361c7edda444c5b4254d01de62408fb7590293742dd"),
+                  "121a5c3699244edb6697f5fbf5264c6eb74192e22079d78db19ac3af4d359d58"),
     "sr.dcm": ("1.2.826.0.1.3680043.8.498.13447252492728811220262906237045603887",
                "1.2.826.0.1.3680043.8.498.74897415183967272007569997891190612115",
-               "645a8d0aafd05e9bad225d4803c4cb95c22f4527feb4e94382310dfe65c90fce"),
+               "3b69ec2cf02c8218406b9555793983d83247cf5e646e10da58f482aacdba9943"),
 }
 #: HL7 destination → (MSH-10, SHA-256 of the message).
 MESSAGES = {

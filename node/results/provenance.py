@@ -18,8 +18,10 @@ from node.results.carried import carry_deidentification, carry_laterality
 RESEARCH_LABEL = "AI RESULT - RESEARCH USE ONLY"
 DISCLAIMER = "AI result - research use only, not for diagnosis."
 MANUFACTURER = NODE_MANUFACTURER
-#: IHE AIR: the AI model contributed to every result object as a processing algorithm.
-PROCESSING_ALGORITHM = hd.sr.CodedConcept("109103", "DCM", "Processing Algorithm")
+#: IHE AIR (Rev 1.1, trial implementation): the AI model contributed to every result object as a processing
+#: algorithm, a code IHE gives until DICOM assigns one. Not (109103, DCM): that is "Modifying Equipment" in
+#: PS3.16 CID 7005, equipment that changed existing instances.
+PROCESSING_ALGORITHM = hd.sr.CodedConcept("Newcode1", "99IHE", "Processing Algorithm")
 
 
 @dataclass(frozen=True)
@@ -111,14 +113,15 @@ def device_observer(provenance: Provenance) -> hd.sr.ObserverContext:
 
 def contributing_equipment(provenance: Provenance) -> hd.ContributingEquipment:
     """The node and the model as Contributing Equipment, in every result object (IHE AIR): purpose
-    (109103, DCM, "Processing Algorithm"), the model as model name, the node's version, and the node's
+    (Newcode1, 99IHE, "Processing Algorithm"), the model as model name, the node's version, and the node's
     Device UID."""
     equipment = hd.ContributingEquipment(
         manufacturer=MANUFACTURER,
-        purpose_of_reference=PROCESSING_ALGORITHM,
+        purpose_of_reference=codes.DCM.ProcessingEquipment,  # highdicom knows only CID 7005: replaced below
         manufacturer_model_name=clip(provenance.model_identity, 64),
         software_versions=software_versions(provenance),
         contribution_description=clip(f"{provenance.banner}; model {provenance.model_identity}", 64),
     )
+    equipment.PurposeOfReferenceCodeSequence = [PROCESSING_ALGORITHM]
     equipment.DeviceUID = device_uid(provenance)
     return equipment

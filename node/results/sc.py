@@ -76,14 +76,15 @@ def burn_in(frame: DecodedFrame, findings: Findings, provenance: Provenance) -> 
         if box.source.frame != frame.source:
             continue
         s = box.source
-        top, bottom = s.row_min + banner, s.row_max - 1 + banner
+        # edges to the nearest pixel edge: a mapped-back edge (2129.9999) is not cut to the pixel before it
+        left, right = round(s.column_min), round(s.column_max) - 1
+        top, bottom = round(s.row_min) + banner, round(s.row_max) - 1 + banner
         # outside the box: its pixels (the lesion) stay as they are
-        draw.rectangle([s.column_min - width, top - width, s.column_max - 1 + width, bottom + width],
-                       outline=BOX_COLOUR, width=width)
+        draw.rectangle([left - width, top - width, right + width, bottom + width], outline=BOX_COLOUR, width=width)
         text_height = font.getbbox("Ag")[3]
         above = top - width - margin - text_height
         y = above if above >= banner else bottom + width + margin
-        draw.text((s.column_min, y), clip(box.label, 40), fill=BOX_COLOUR, font=font)
+        draw.text((left, y), clip(box.label, 40), fill=BOX_COLOUR, font=font)
     return np.asarray(image)
 
 
