@@ -60,9 +60,10 @@ def read_references(path: Path) -> list[Reference]:
     return references
 
 
-def match_studies(references: Sequence[Reference], accessions: Mapping[str, str]) -> dict[str, Reference]:
+def match_studies(references: Sequence[Reference],
+                  accessions: Mapping[str, str]) -> tuple[dict[str, Reference], list[str]]:
     """Each reference keyed by the Study Instance UID it names (directly or by its accession, given per UID);
-    names that match no study, or more than one, or a study twice, raise listing them all."""
+    and the problems: names that match no study, or more than one, or a study twice, each listed."""
     by_accession: dict[str, list[str]] = {}
     for uid, accession in accessions.items():
         by_accession.setdefault(accession, []).append(uid)
@@ -82,14 +83,13 @@ def match_studies(references: Sequence[Reference], accessions: Mapping[str, str]
         ("unknown studies (no study in the folder has this Study Instance UID or accession)", unknown),
         ("accessions shared by several studies (name them by Study Instance UID)", ambiguous),
         ("studies named twice", twice)) if names]
-    if problems:
-        raise LabelsError("; ".join(problems))
-    return matched
+    return matched, problems
 
 
-def check_labels(references: Mapping[str, Reference], closed_sets: Mapping[str, Sequence[str]]) -> dict[str, Reference]:
-    """Each study's labels spelled as its closed set (``closed_sets`` per study UID) spells them; labels outside
-    it raise, listing every one with its study and the labels its task takes."""
+def check_labels(references: Mapping[str, Reference],
+                 closed_sets: Mapping[str, Sequence[str]]) -> tuple[dict[str, Reference], list[str]]:
+    """Each study's labels spelled as its closed set (``closed_sets`` per study UID) spells them; and the problem
+    of labels outside it, listing every one with its study and the labels its task takes."""
     checked, unknown = {}, []
     for uid, reference in references.items():
         spelled = {label.casefold(): label for label in closed_sets[uid]}
@@ -98,6 +98,4 @@ def check_labels(references: Mapping[str, Reference], closed_sets: Mapping[str, 
             unknown.append(f"{reference.study}: {', '.join(map(repr, bad))} (takes {', '.join(closed_sets[uid])})")
         checked[uid] = replace(reference, labels=tuple(spelled.get(label.casefold(), label)
                                                        for label in reference.labels))
-    if unknown:
-        raise LabelsError("unknown labels — " + "; ".join(unknown))
-    return checked
+    return checked, [f"unknown labels — {'; '.join(unknown)}"] if unknown else []

@@ -20,7 +20,7 @@ from node.engine_host import LoadedEngine, build_engine
 from node.errors import NodeError, reason
 from node.evaluation.cache import Answer, AnswerCache, answer_key
 from node.evaluation.progress import Progress
-from node.evaluation.references import Reference, check_labels, match_studies, read_references
+from node.evaluation.references import LabelsError, Reference, check_labels, match_studies, read_references
 from node.imaging.prepared import Prepared
 from node.offline import group_by_study, offline_context
 from node.reading import Read, engine_request, read_batch, read_from_text
@@ -66,21 +66,24 @@ def checked_references(config: NodeConfig, folder: Path, labels: Path
     each study's task (any task's, for a study routing sends nowhere), and each study's route. Unknown studies
     or labels raise :class:`node.evaluation.references.LabelsError` before anything is read."""
     references = read_references(labels)
-    studies, problems = group_by_study([folder])
-    for problem in problems:
+    studies, unreadable = group_by_study([folder])
+    for problem in unreadable:
         print(f"qoq-node: {problem}", file=sys.stderr)
     accessions = {uid: str(read_attributes(files[0], ["AccessionNumber"]).get("AccessionNumber", "")).strip()
                   for uid, files in studies.items()}
-    matched = match_studies(references, accessions)
+    matched, problems = match_studies(references, accessions)
     router = build_router(config)
     routes = _routes(studies, matched, router)
     every_label = tuple(dict.fromkeys(label for spec in router.rules.domains.values() for label in spec.labels))
     closed = {uid: r.task.spec.labels if isinstance(r, Routed) else every_label for uid, r in routes.items()}
+    checked, label_problems = check_labels(matched, closed)
+    if problems or label_problems:
+        raise LabelsError(f"labels {labels}: " + "; ".join(problems + label_problems))
     unlabelled = len(studies) - len(matched)
     if unlabelled:
         print(f"qoq-node: {unlabelled} studies in {folder} have no row in {labels} and are not evaluated",
               file=sys.stderr)
-    return studies, check_labels(matched, closed), routes, router
+    return studies, checked, routes, router
 
 
 def _read(batch: list[Prepared], loaded: LoadedEngine, settings: GenerationSettings,
