@@ -19,8 +19,9 @@ from node.routing import DomainSpec
 
 #: Where the model's own figures come from, and what it gives per domain.
 PAPER = "QoQ-Med, Dai et al., arXiv 2506.00711 (NeurIPS 2025), and its release README (DDVD233/QoQ_Med)"
-PAPER_PER_DOMAIN = ("not reported: the paper and the release give macro-F1 comparisons and one average validation "
-                    "accuracy over all domains (68.6 % for the 7B model, 70.7 % for the 32B), no accuracy per domain")
+PAPER_PER_DOMAIN = ("not reported: no accuracy per domain was found in the paper or the release; they give macro-F1 "
+                    "comparisons and one average validation accuracy over all domains (68.6 % for the 7B model, "
+                    "70.7 % for the 32B)")
 
 
 def _model_boxes(read: Read) -> list[Box]:
