@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from node.evaluation.metrics import Box
+from node.evaluation.references import LabelsError, read_references
 from node.testing.node_process import replay_settings
 from tests.evaluation_set import EvaluationSet, run_evaluate, write_csv, write_evaluation_set
 
@@ -133,3 +135,16 @@ def test_unknown_studies_and_labels_are_listed_and_nothing_runs(evaluated: tuple
     assert "'Pneumonitis'" in run.stderr and "'Massive PE' (takes No PE, Chronic PE, Acute PE)" in run.stderr
     assert "nothing was run" in run.stderr and "configuration error" not in run.stderr  # no engine was made
     assert not (tmp_path / "report").exists()
+
+
+def test_reference_boxes_name_their_instance_and_frame(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.csv"
+    write_csv(labels, [("1.2.3", "Glioma Tumor", "1.2.3.4:10,20,30,40; 1.2.3.5/3:0,0,5.5,6")])
+    [reference] = read_references(labels)
+    assert reference.boxes == (Box("1.2.3.4", 10, 20, 30, 40), Box("1.2.3.5", 0, 0, 5.5, 6, frame=3))
+    write_csv(labels, [("1.2.3", "Glioma Tumor", "1.2.3.4:10,20,30")])
+    with pytest.raises(LabelsError, match=r"line 2: a box is 'SOPInstanceUID\[/FRAME\]:x1,y1,x2,y2'"):
+        read_references(labels)
+    write_csv(labels, [("1.2.3", "", "")])
+    with pytest.raises(LabelsError, match="line 2: a study and at least one label are needed"):
+        read_references(labels)

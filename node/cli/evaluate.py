@@ -41,8 +41,9 @@ def add_evaluate(commands: Commands) -> None:
                          "Local validation: read labelled studies through the node and score the answers.")
     parser.add_argument("folder", type=Path, help="the studies: one folder per study, or files grouped by study UID")
     parser.add_argument("--labels", type=Path, required=True,
-                        help="CSV with the columns study (Study Instance UID or accession), labels (separated by ';') "
-                             "and optionally boxes ('SOPInstanceUID:x1,y1,x2,y2', separated by ';')")
+                        help="CSV with the columns study (Study Instance UID or accession), labels (separated by "
+                             "';') and optionally boxes ('SOPInstanceUID[/FRAME]:x1,y1,x2,y2' in source pixels, "
+                             "separated by ';')")
     parser.add_argument("--out", type=Path, default=Path("evaluation"),
                         help="where report.json, report.html and the kept answers (answers/) go (./evaluation)")
     parser.add_argument("--context", type=Path, default=None,

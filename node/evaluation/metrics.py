@@ -14,13 +14,14 @@ Z95 = 1.959963984540054
 
 @dataclass(frozen=True)
 class Box:
-    """A box in source pixel edges of one instance's frame: columns x1..x2, rows y1..y2."""
+    """A box in source pixel edges of one instance's frame (1-based): columns x1..x2, rows y1..y2."""
 
     sop_instance_uid: str
     x1: float
     y1: float
     x2: float
     y2: float
+    frame: int = 1
 
     @property
     def area(self) -> float:
@@ -98,8 +99,8 @@ def confusion(labels: Sequence[str], answers: Sequence[Sequence[str]],
 
 
 def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two boxes (0 on different instances)."""
-    if a.sop_instance_uid != b.sop_instance_uid:
+    """Intersection over union of two boxes (0 on different instances or frames)."""
+    if (a.sop_instance_uid, a.frame) != (b.sop_instance_uid, b.frame):
         return 0.0
     inter = Box(a.sop_instance_uid, max(a.x1, b.x1), max(a.y1, b.y1), min(a.x2, b.x2), min(a.y2, b.y2)).area
     union = a.area + b.area - inter

@@ -1,7 +1,7 @@
 """The reference CSV of a local validation: one row per study (``study``: its Study Instance UID or
 accession number; ``labels``: the reference labels from its task's closed set, separated by ``;``;
-optional ``boxes``: ``SOPInstanceUID:x1,y1,x2,y2`` in that instance's source pixel edges, separated by
-``;``) — read, matched to the studies found, and checked before anything runs."""
+optional ``boxes``: ``SOPInstanceUID[/FRAME]:x1,y1,x2,y2`` in the source pixel edges of that instance's frame,
+the first unless named, separated by ``;``) — read, matched to the studies found, and checked before anything runs."""
 
 from __future__ import annotations
 
@@ -30,14 +30,16 @@ class Reference:
 def _boxes(text: str, line: int) -> tuple[Box, ...]:
     boxes = []
     for part in filter(None, (p.strip() for p in text.split(";"))):
-        uid, _, numbers = part.rpartition(":")
+        where, _, numbers = part.rpartition(":")
+        uid, _, frame = where.partition("/")
         try:
             x1, y1, x2, y2 = (float(n) for n in numbers.split(","))
+            number = int(frame or 1)
         except ValueError:
-            raise LabelsError(f"line {line}: a box is 'SOPInstanceUID:x1,y1,x2,y2', not {part!r}") from None
-        if not uid or x2 <= x1 or y2 <= y1:
-            raise LabelsError(f"line {line}: box {part!r} names no instance or has no area")
-        boxes.append(Box(uid.strip(), x1, y1, x2, y2))
+            raise LabelsError(f"line {line}: a box is 'SOPInstanceUID[/FRAME]:x1,y1,x2,y2', not {part!r}") from None
+        if not uid.strip() or number < 1 or x2 <= x1 or y2 <= y1:
+            raise LabelsError(f"line {line}: box {part!r} names no instance or frame, or has no area")
+        boxes.append(Box(uid.strip(), x1, y1, x2, y2, number))
     return tuple(boxes)
 
 

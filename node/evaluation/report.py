@@ -26,7 +26,7 @@ PAPER_PER_DOMAIN = ("not reported: no accuracy per domain was found in the paper
 
 def _model_boxes(read: Read) -> list[Box]:
     return [Box(b.source.frame.sop_instance_uid, b.source.column_min, b.source.row_min, b.source.column_max,
-                b.source.row_max) for b in read.findings.boxes]
+                b.source.row_max, b.source.frame.frame) for b in read.findings.boxes]
 
 
 def _study(outcome: Outcome) -> dict[str, Any]:
