@@ -14,7 +14,13 @@ from node.ops.logging import configure_logging
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Check the labels against the folder, read its labelled studies and write report.json and report.html."""
-    from node.evaluation.html import render_html
+    try:
+        from node.evaluation.html import render_html
+    except ModuleNotFoundError as exc:
+        if exc.name != "matplotlib":
+            raise
+        print("qoq-node: evaluate draws its report with matplotlib: pip install 'qoq-node[evaluate]'", file=sys.stderr)
+        return 1
     from node.evaluation.references import LabelsError
     from node.evaluation.report import build_report
     from node.evaluation.run import evaluate
