@@ -1,6 +1,7 @@
 """A small fixed local-validation set for ``qoq-node evaluate``: 4 adult PA chest CRs and 4 CT pulmonary
-angiograms (both routed), and one non-contrast chest CT (routed nowhere), with a reference CSV and the
-replay answers that read them. The expected figures are worked out by hand in tests/test_evaluate.py."""
+angiograms (both routed), a fifth CTPA whose pixel data is cut short (it fails), and one non-contrast chest
+CT (routed nowhere), with a reference CSV and the replay answers that read them.
+The expected figures are worked out by hand in tests/test_evaluate.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from node.testing.node_process import replay_settings
-from node.testing.synthetic import restamp, write_cr_study, write_ct_study
+from node.testing.synthetic import restamp, write_cr_study, write_ct_study, write_file
 from tests.helpers import qoq_node
 from tests.reference import answer
 
@@ -29,7 +30,7 @@ class EvaluationSet:
     folder: Path
     labels: Path
     env: dict[str, str]
-    names: tuple[str, ...]  # the CRs, the CTPAs, the non-contrast CT
+    names: tuple[str, ...]  # the CRs, the CTPAs, the broken CTPA, the non-contrast CT
     cr_sops: tuple[str, ...]
 
 
@@ -51,6 +52,13 @@ def write_evaluation_set(root: Path) -> EvaluationSet:
                         StudyDescription="CTA CHEST PE PROTOCOL", AccessionNumber=f"ACC-CT-{index}")
         rows.append((study.study_uid, labels, ""))
         names.append(study.study_uid)
+    broken = restamp(write_ct_study(folder / "ct-broken", slices=1, size=256),
+                     StudyDescription="CTA CHEST PE PROTOCOL", AccessionNumber="ACC-CT-BROKEN")
+    ds = pydicom.dcmread(broken.files[0])
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 3]
+    write_file(ds, broken.files[0])
+    rows.append((broken.study_uid, "Acute PE", ""))
+    names.append(broken.study_uid)
     plain = restamp(write_ct_study(folder / "ct-plain", slices=1, size=256),
                     StudyDescription="CT CHEST WITHOUT CONTRAST", AccessionNumber="ACC-CT-PLAIN")
     rows.append((plain.study_uid, "No PE", ""))

@@ -17,7 +17,8 @@ from tests.evaluation_set import EvaluationSet, run_evaluate, write_csv, write_e
 # The answers: every CR "Cardiomegaly, Pleural Effusion" with a box at (100, 100)-(200, 200); every CTPA
 # "Acute PE". The references: CR1 {Cardiomegaly, Pleural Effusion} (box on the same spot), CR2 {Cardiomegaly}
 # (box at (150, 150)-(250, 250)), CR3 {No Finding}, CR4 {Pleural Effusion, Edema}; CTPA1 and CTPA2 Acute PE,
-# CTPA3 No PE, CTPA4 Chronic PE; the non-contrast chest CT is routed nowhere.
+# CTPA3 No PE, CTPA4 Chronic PE; the fifth CTPA cannot be decoded (it fails); the non-contrast chest CT is
+# routed nowhere.
 #
 # 95 % Wilson intervals, z = 1.959964: centre (p + z²/2n)/(1 + z²/n), half-width
 # z·sqrt(p(1-p)/n + z²/4n²)/(1 + z²/n).
@@ -61,7 +62,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[EvaluationSet, 
     root = tmp_path_factory.mktemp("evaluate")
     dataset = write_evaluation_set(root)
     run = run_evaluate(dataset, root / "report")
-    assert "9/9 studies 100%" in run.stderr and "ETA" in run.stderr  # the progress bar, on stderr
+    assert "10/10 studies 100%" in run.stderr and "ETA" in run.stderr  # the progress bar, on stderr
     return dataset, root / "report", json.loads((root / "report" / "report.json").read_text())
 
 
@@ -69,7 +70,7 @@ def test_every_figure_is_the_one_worked_out_by_hand(evaluated: tuple[EvaluationS
     dataset, _, report = evaluated
     assert report["model"] == "replay (recorded responses; TEST RESULT, not a model output)"
     assert report["test_result"] is True and report["research_use"].startswith("AI RESULT - RESEARCH USE ONLY")
-    assert report["node_version"] and report["studies"] == 9 and report["engine_calls"] == 8
+    assert report["node_version"] and report["studies"] == 10 and report["engine_calls"] == 8
     assert list(report["tasks"]) == ["chest_xray", "ct_chest"]
     chest, ct = report["tasks"]["chest_xray"], report["tasks"]["ct_chest"]
 
@@ -89,7 +90,9 @@ def test_every_figure_is_the_one_worked_out_by_hand(evaluated: tuple[EvaluationS
     assert chest["paper"]["accuracy"] is None and chest["paper"]["note"].startswith("not reported")
     assert "2506.00711" in chest["paper"]["source"]
 
-    assert ct["domain"] == "ct" and ct["n"] == 4 and ct["skipped"] == [] and ct["failed"] == []
+    assert ct["domain"] == "ct" and ct["n"] == 4 and ct["skipped"] == []
+    [failed] = ct["failed"]
+    assert failed["study"] == dataset.names[8] and "cannot decode any of the 1 key image(s)" in failed["reason"]
     assert ct["accuracy"] == _p(2, 4) and ct["set_f1"] == pytest.approx(2 / 4)
     assert ct["per_label"] == {"No PE": _label(0, 0, 1, 3), "Chronic PE": _label(0, 0, 1, 3),
                                "Acute PE": _label(2, 2, 0, 0)}

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from node.cli.common import Commands, add_command, load_usable
+from node.errors import TransientError, reason
 from node.ops.logging import configure_logging
 
 
@@ -32,6 +33,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except LabelsError as exc:
         print(f"qoq-node: {exc}; nothing was run", file=sys.stderr)
         return 2
+    except TransientError as exc:  # the engine went away: what it answered is kept, a new run goes on from there
+        print(f"qoq-node: {reason(exc)}; the answers so far are kept in {args.out / 'answers'}: run again to go on",
+              file=sys.stderr)
+        return 1
     report = build_report(run)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

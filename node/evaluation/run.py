@@ -6,7 +6,7 @@ through ``serve``'s path — route → gather → image (:func:`node.chain.prepa
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,11 +60,20 @@ def _routes(studies: Mapping[str, list[Path]], references: Mapping[str, Referenc
     return routes
 
 
-def checked_references(config: NodeConfig, folder: Path, labels: Path
-                       ) -> tuple[dict[str, list[Path]], dict[str, Reference], dict[str, Routed | Skipped], Router]:
-    """The folder's studies, the CSV's references keyed by Study Instance UID with their labels checked against
-    each study's task (any task's, for a study routing sends nowhere), and each study's route. Unknown studies
-    or labels raise :class:`node.evaluation.references.LabelsError` before anything is read."""
+@dataclass(frozen=True)
+class Checked:
+    """The folder's studies (files per Study Instance UID), the labelled ones' references and routes."""
+
+    studies: Mapping[str, list[Path]]
+    references: Mapping[str, Reference]  # by Study Instance UID, labels spelled as the task's closed set
+    routes: Mapping[str, Routed | Skipped]
+    router: Router
+
+
+def checked_references(config: NodeConfig, folder: Path, labels: Path) -> Checked:
+    """The CSV's references matched to the folder's studies, each routed (on its headers) and its labels checked
+    against its task's closed set (any task's, for a study routing sends nowhere). Unknown studies or labels
+    raise :class:`node.evaluation.references.LabelsError`, listing them all, before any image is read."""
     references = read_references(labels)
     studies, unreadable = group_by_study([folder])
     for problem in unreadable:
@@ -83,7 +92,7 @@ def checked_references(config: NodeConfig, folder: Path, labels: Path
     if unlabelled:
         print(f"qoq-node: {unlabelled} studies in {folder} have no row in {labels} and are not evaluated",
               file=sys.stderr)
-    return studies, checked, routes, router
+    return Checked(studies, checked, routes, router)
 
 
 def _read(batch: list[Prepared], loaded: LoadedEngine, settings: GenerationSettings,
@@ -119,27 +128,31 @@ def _outcome(uid: str, reference: Reference, routed: Routed | Skipped, prepared:
 def evaluate(config: NodeConfig, folder: Path, labels: Path, out: Path, context: Path | None = None) -> Run:
     """Check the CSV against the folder, then read its studies through the node's path (answers kept under
     ``out/answers``); a study that cannot be read is reported with its reason and the others go on."""
-    studies, references, routes, router = checked_references(config, folder, labels)
+    checked = checked_references(config, folder, labels)
+    studies, references, routes, router = checked.studies, checked.references, checked.routes, checked.router
     loaded = build_engine(config, test_model_when_unset=False)
     settings = GenerationSettings(max_new_tokens=config.engine.max_new_tokens, temperature=config.engine.temperature)
     cache = AnswerCache(out / "answers")
     uids, size = list(references), config.pipeline.batch_size
     outcomes, calls = [], 0
     progress = Progress(len(uids))
-    with offline_context(context, config) as gatherer:
-        for start in range(0, len(uids), size):
-            batch = uids[start:start + size]
-            prepared = {uid: _prepare(uid, studies[uid], routes[uid], router, config, loaded, gatherer)
-                        for uid in batch}
-            reads, asked = _read([p for p in prepared.values() if isinstance(p, Prepared)], loaded, settings, cache)
-            calls += asked
-            outcomes += [_outcome(uid, references[uid], routes[uid], prepared[uid], reads) for uid in batch]
-            progress.advance(len(batch))
-    progress.close()
+    try:
+        with offline_context(context, config) as gatherer:
+            for start in range(0, len(uids), size):
+                batch = uids[start:start + size]
+                prepared = {uid: _prepare(uid, studies[uid], routes[uid], router, config, loaded, gatherer)
+                            for uid in batch}
+                reads, asked = _read([p for p in prepared.values() if isinstance(p, Prepared)], loaded, settings,
+                                     cache)
+                calls += asked
+                outcomes += [_outcome(uid, references[uid], routes[uid], prepared[uid], reads) for uid in batch]
+                progress.advance(len(batch))
+    finally:
+        progress.close()
     return Run(tuple(outcomes), loaded.engine.model_identity, calls, dict(router.rules.domains))
 
 
-def _prepare(uid: str, files: list[Path], routed: Routed | Skipped, router: Router, config: NodeConfig,
+def _prepare(uid: str, files: Sequence[Path], routed: Routed | Skipped, router: Router, config: NodeConfig,
              loaded: LoadedEngine, gatherer: ContextGatherer | None) -> Prepared | Skipped | str:
     """The study through route → gather → image (a failure: its reason); a study routing skipped, as it is."""
     if isinstance(routed, Skipped):
