@@ -118,6 +118,7 @@ def test_the_hl7_orders_obr4_routes_a_study_whose_header_carries_no_code(tmp_pat
         ({"PatientBirthDate": "20200101"}, False),
         ({"PatientAge": "017Y"}, False),
         ({"PatientBirthDate": ""}, False),  # an unknown age is not an adult's
+        ({"PatientBirthDate": "1923-04-05"}, True),  # a date with separators (pre-3.0 style) is still read
     ],
 )
 def test_chest_radiographs_of_adults_in_frontal_views_only(tmp_path: Path, attributes: dict[str, str],

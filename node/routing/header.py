@@ -35,13 +35,14 @@ def _codes(items: Sequence[Dataset] | None) -> list[str]:
 
 
 def _age_years(ds: Dataset) -> float | None:
-    """Patient Age (nnnD/W/M/Y), else the years from Patient Birth Date to Study Date."""
+    """Patient Age (nnnD/W/M/Y), else the years from Patient Birth Date to Study Date (read with their
+    separators left out, as the results repair them: "1923-04-05", "1923.04.05")."""
     age = re.fullmatch(r"(\d{1,3})([DWMY])", _text(ds, "PatientAge").upper())
     if age:
         return int(age.group(1)) / _AGE_UNITS[age.group(2)]
     try:
         born, seen = (date.fromisoformat(f"{v[:4]}-{v[4:6]}-{v[6:8]}")
-                      for v in (_text(ds, "PatientBirthDate"), _text(ds, "StudyDate")))
+                      for v in (re.sub(r"\D", "", _text(ds, key)) for key in ("PatientBirthDate", "StudyDate")))
     except ValueError:
         return None
     return (seen - born).days / 365.25 if seen >= born else None
