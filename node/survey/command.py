@@ -13,6 +13,8 @@ import argparse
 import json
 import re
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -92,9 +94,14 @@ def cmd_routing_survey(args: argparse.Namespace) -> int:
     tally, windows = Tally(Router.from_file(config.routing.rules)), days(first, until)
     progress, stopped, status = Progress(windows), "", 0
     try:
-        with PacsPriors(destination, config.dicom.ae_title).query_association() as assoc:
-            finder = StudyFinder(assoc, args.page_limit)
-            for study in survey_studies(finder, windows, args.max_studies, progress.window):
+        with ExitStack() as stack:
+            # (entered first, left last: on Ctrl-C the associations are aborted before the pool is waited for)
+            pool = stack.enter_context(ThreadPoolExecutor(args.associations))
+            pacs = PacsPriors(destination, config.dicom.ae_title)
+            assoc, *series_assocs = [stack.enter_context(pacs.query_association())
+                                     for _ in range(args.associations + 1)]
+            finder = StudyFinder(assoc, series_assocs, args.page_limit)
+            for study in survey_studies(finder, windows, args.max_studies, progress.window, pool):
                 tally.add(study)
                 progress.study()
         if tally.studies >= args.max_studies:
@@ -133,6 +140,8 @@ def add_survey(routing_commands: argparse._SubParsersAction) -> None:
     survey.add_argument("--max-studies", type=int, default=10_000, help="studies at most (default 10000)")
     survey.add_argument("--page-limit", type=int, default=0, help="the most studies the PACS answers one C-FIND "
                         "with, when it does not say it stopped there (default: trust its status)")
+    survey.add_argument("--associations", type=int, default=4, choices=range(1, 17), metavar="N",
+                        help="associations asking for series at once (default 4; one more asks for studies)")
     survey.add_argument("--top", type=int, default=5, help="StudyDescriptions shown per group (default 5)")
     survey.add_argument("--json", action="store_true", help="machine output (JSON) on stdout")
     survey.set_defaults(handler=cmd_routing_survey)

@@ -10,7 +10,9 @@ excludes them); whole days do not.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import queue
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -99,10 +101,14 @@ def _series_query(study_uid: str) -> Dataset:
 
 
 class StudyFinder:
-    """C-FIND of one period's studies and their series on an open association (``PacsPriors.query_association``)."""
+    """C-FIND of one period's studies on one open association (``PacsPriors.query_association``), and of their
+    series on others, one query at a time on each (so a thread pool can ask several at once)."""
 
-    def __init__(self, assoc: Association, page_limit: int = 0) -> None:
+    def __init__(self, assoc: Association, series_assocs: Sequence[Association], page_limit: int = 0) -> None:
         self._assoc, self._page_limit = assoc, page_limit
+        self._free: queue.SimpleQueue[Association] = queue.SimpleQueue()
+        for series_assoc in series_assocs:
+            self._free.put(series_assoc)
         self.incomplete: list[Window] = []  # one-second windows still at the PACS's limit
 
     def _page(self, window: Window) -> tuple[list[Dataset], bool]:
@@ -133,8 +139,13 @@ class StudyFinder:
         """A study-level match with its series' headers (those of images and waveforms; the first series when
         it has none, the study alone when no series answers)."""
         uid = str(study.StudyInstanceUID)
+        assoc = self._free.get()
+        try:
+            answers = list(find_matches(assoc, _series_query(uid)))
+        finally:
+            self._free.put(assoc)
         headers = []
-        for series in find_matches(self._assoc, _series_query(uid)):
+        for series in answers:
             merged = Dataset()
             merged.update(study)
             merged.update(series)
@@ -144,18 +155,17 @@ class StudyFinder:
 
 
 def survey_studies(finder: StudyFinder, windows: list[Window], max_studies: int,
-                   progress: Callable[[int, Window], None]) -> Iterator[FoundStudy]:
-    """Each study of the windows with its series, once, up to ``max_studies``; ``progress`` is told the windows
-    done and the one being asked, before each."""
+                   progress: Callable[[int, Window], None], pool: Executor) -> Iterator[FoundStudy]:
+    """Each study of the windows with its series (asked on ``pool``), once, up to ``max_studies``, in the order
+    the PACS gave them; ``progress`` is told the windows done and the one being asked, before each."""
     seen: set[str] = set()
     for done, window in enumerate(windows):
         progress(done, window)
-        for study in finder.studies(window):
-            uid = str(study.StudyInstanceUID)
-            if uid in seen:
-                continue
-            if len(seen) >= max_studies:
-                return
-            seen.add(uid)
-            yield finder.series(study)
+        new = {str(study.StudyInstanceUID): study for study in finder.studies(window)
+               if str(study.StudyInstanceUID) not in seen}
+        batch = list(new.values())[:max_studies - len(seen)]
+        seen.update(new)
+        yield from pool.map(finder.series, batch)
+        if len(seen) >= max_studies:
+            return
     progress(len(windows), windows[-1])
