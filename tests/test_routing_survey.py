@@ -147,6 +147,9 @@ def test_the_counts_per_task_and_reason_are_those_the_headers_say(pacs: Orthanc,
     assert survey["tasks"]["chest_xray"]["descriptions"] == [["XR CHEST PA", 3], ["XR CHEST 2 VIEWS", 1]]
     assert "8/8 days, 32 studies, done" in run.stderr  # the progress bar
 
+    bounded = json.loads(_survey(_config(tmp_path, pacs.dicom_port), "--json", "--max-studies", "5").stdout)
+    assert bounded["studies"] == 5 and not bounded["complete"] and "--max-studies 5" in bounded["stopped"]
+
     text = _survey(_config(tmp_path, pacs.dicom_port), "--top", "1")
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()

@@ -100,6 +100,7 @@ def cmd_routing_survey(args: argparse.Namespace) -> int:
             pacs = PacsPriors(destination, config.dicom.ae_title)
             assoc, *series_assocs = [stack.enter_context(pacs.query_association())
                                      for _ in range(args.associations + 1)]
+            stack.callback(pool.shutdown, wait=False, cancel_futures=True)  # (left first: no query waits to start)
             finder = StudyFinder(assoc, series_assocs, args.page_limit)
             for study in survey_studies(finder, windows, args.max_studies, progress.window, pool):
                 tally.add(study)
