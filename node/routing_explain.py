@@ -17,6 +17,7 @@ from node.config import NodeConfig, load_config
 from node.model.prompt import build_prompt
 from node.routing import ContextPolicy, Explanation, Router, StudyHeader, study_routing
 from node.routing.conditions import summary
+from node.survey.command import add_survey
 
 
 def _header_lines(header: StudyHeader) -> list[str]:
@@ -106,7 +107,7 @@ def cmd_routing_explain(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add ``routing explain`` to ``qoq-node``'s sub-commands."""
+    """Add the ``routing`` command group (``explain``, ``survey``) to ``qoq-node``'s sub-commands."""
     routing = commands.add_parser("routing", help="Routing: where studies go and why.", description="Routing.")
     routing_commands = routing.add_subparsers(dest="routing_command", required=True)
     text = ("Print the rule that routes each study, or each task's first failed condition, with the exact question "
@@ -116,3 +117,4 @@ def register(commands: argparse._SubParsersAction) -> None:
     explain.add_argument("paths", nargs="*", type=Path, help="DICOM files or folders (grouped by study)")
     explain.add_argument("--study", help="a Study Instance UID the node holds (routed with its HL7 order)")
     explain.set_defaults(handler=cmd_routing_explain)
+    add_survey(routing_commands)

@@ -1,9 +1,13 @@
 """Prior studies from the PACS: C-FIND (Study Root, by Patient ID and a date range) and C-GET into a
 folder of their own, apart from the studies the PACS sends for reading (a prior is context, never read
-on its own). One association per query and per retrieval; every failure is a :class:`PacsError`."""
+on its own). One association per query and per retrieval (``query_association`` holds one for many
+queries: the routing survey's); every failure is a :class:`PacsError`."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -46,6 +50,10 @@ _SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 class PacsError(TransientError):
     """A query or retrieval failed; the message names the step and the status, no patient data."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the DIMSE status that ended it, if any came
+
 
 @dataclass(frozen=True)
 class FoundStudy:
@@ -76,10 +84,22 @@ class PacsPriors:
             raise PacsError(f"association with {d.name} {'rejected' if assoc.is_rejected else 'failed'}")
         return assoc
 
-    def find(self, patient_id: str, since: date, until: date) -> list[FoundStudy]:
-        """The patient's studies dated within [since, until]."""
+    @contextmanager
+    def query_association(self) -> Iterator[Association]:
+        """An association for C-FIND (Study Root) with the PACS, released on leaving."""
         ae = AE(ae_title=self._calling_ae)
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind, _SYNTAXES)
+        assoc = self._associate(ae)
+        try:
+            yield assoc
+        except KeyboardInterrupt:  # cancelled: the PACS may be mid-answer, so no release handshake
+            assoc.abort()
+            raise
+        finally:
+            assoc.release()  # (nothing to release after an abort)
+
+    def find(self, patient_id: str, since: date, until: date) -> list[FoundStudy]:
+        """The patient's studies dated within [since, until]."""
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
         query.PatientID = patient_id
@@ -87,23 +107,18 @@ class PacsPriors:
         for keyword in ("StudyInstanceUID", "ModalitiesInStudy", "StudyTime", "StudyDescription", "AccessionNumber"):
             setattr(query, keyword, "")
         found = []
-        assoc = self._associate(ae)
-        try:
-            for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
-                code = int(status.Status) if status else None
-                if code is None or code not in (0x0000, 0xFF00, 0xFF01):
-                    raise PacsError(f"C-FIND failed with status {'none' if code is None else f'0x{code:04X}'}")
-                if code in (0xFF00, 0xFF01) and identifier is not None and identifier.get("StudyInstanceUID"):
-                    modalities = identifier.get("ModalitiesInStudy", "") or ""
-                    found.append(FoundStudy(
-                        str(identifier.StudyInstanceUID),
-                        tuple(str(m) for m in (modalities if isinstance(modalities, list | tuple) else
-                                               str(modalities).split("\\")) if m),
-                        str(identifier.get("StudyDate", "") or ""), str(identifier.get("StudyTime", "") or ""),
-                        str(identifier.get("StudyDescription", "") or ""),
-                        str(identifier.get("AccessionNumber", "") or "")))
-        finally:
-            assoc.release()
+        with self.query_association() as assoc:
+            for identifier in find_matches(assoc, query):
+                if not identifier.get("StudyInstanceUID"):
+                    continue
+                modalities = identifier.get("ModalitiesInStudy", "") or ""
+                found.append(FoundStudy(
+                    str(identifier.StudyInstanceUID),
+                    tuple(str(m) for m in (modalities if isinstance(modalities, list | tuple) else
+                                           str(modalities).split("\\")) if m),
+                    str(identifier.get("StudyDate", "") or ""), str(identifier.get("StudyTime", "") or ""),
+                    str(identifier.get("StudyDescription", "") or ""),
+                    str(identifier.get("AccessionNumber", "") or "")))
         return found
 
     def retrieve(self, study_uid: str, directory: Path) -> list[Path]:
@@ -136,6 +151,24 @@ class PacsPriors:
             assoc.release()
         fsync_dir(directory)
         return written
+
+
+def find_matches(assoc: Association, query: Dataset) -> Iterator[Dataset]:
+    """The matches of one C-FIND (Study Root) on an open association; a failure, a timeout or an abort is a
+    :class:`PacsError` carrying the status (none for the last two), raised after the matches before it."""
+    last = time.monotonic()
+    for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
+        code = int(status.Status) if status else None
+        if code in (0xFF00, 0xFF01):
+            if identifier is not None:
+                yield identifier
+            last = time.monotonic()
+        elif code is None:
+            timeout = assoc.dimse_timeout
+            raise PacsError(f"C-FIND timed out: no answer within {timeout:g} s" if timeout is not None and
+                            time.monotonic() - last >= timeout else "C-FIND unanswered: the PACS ended the association")
+        elif code != 0x0000:
+            raise PacsError(f"C-FIND failed with status 0x{code:04X}", code)
 
 
 def _encoded(event: evt.Event) -> bytes:

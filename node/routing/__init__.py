@@ -23,8 +23,8 @@ from node.routing.rules import (
     RoutingRules,
     Rule,
 )
-from node.routing.stage import NOT_READ_MODALITIES, Routed, Skipped, route, skip, study_routing
+from node.routing.stage import NOT_READ_MODALITIES, Routed, Skipped, first_routed, route, skip, study_routing
 
 __all__ = ["DEFAULT_RULES", "DOMAINS", "NOT_READ_MODALITIES", "ContextPolicy", "DomainSpec", "EcgPolicy",
            "Explanation", "LabPolicy", "Match", "Miss", "PriorPolicy", "Routed", "Router", "RoutingError",
-           "RoutingRules", "Rule", "Skipped", "StudyHeader", "Task", "route", "skip", "study_routing"]
+           "RoutingRules", "Rule", "Skipped", "StudyHeader", "Task", "first_routed", "route", "skip", "study_routing"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,13 +58,12 @@ def _headers(files: Sequence[Path], router: Router) -> Iterator[StudyHeader]:
         yield StudyHeader.from_dataset(first, order=order)
 
 
-def study_routing(files: Sequence[Path], router: Router) -> tuple[StudyHeader, Explanation]:
-    """The instance a study is routed by, and why: the first image instance (in arrival order) that a rule
-    or procedure code routes — a PA view after a lateral one — else the first image instance, with each
-    task's nearest miss."""
+def first_routed(headers: Iterable[StudyHeader], router: Router) -> tuple[StudyHeader, Explanation]:
+    """The first of a study's headers that a rule or procedure code routes, and why; else the first header,
+    with each task's nearest miss. ``headers`` holds at least one."""
     tried: set[StudyHeader] = set()
     first: tuple[StudyHeader, Explanation] | None = None
-    for header in _headers(files, router):
+    for header in headers:
         if header in tried:  # instances of one series mostly carry the same routing attributes
             continue
         tried.add(header)
@@ -72,8 +71,16 @@ def study_routing(files: Sequence[Path], router: Router) -> tuple[StudyHeader, E
         if explanation.task is not None:
             return header, explanation
         first = first or (header, explanation)
-    assert first is not None  # _headers yields at least one header
+    if first is None:
+        raise ValueError("a study has at least one header")
     return first
+
+
+def study_routing(files: Sequence[Path], router: Router) -> tuple[StudyHeader, Explanation]:
+    """The instance a study is routed by, and why: the first image instance (in arrival order) that a rule
+    or procedure code routes — a PA view after a lateral one — else the first image instance, with each
+    task's nearest miss."""
+    return first_routed(_headers(files, router), router)
 
 
 def skip(study_uid: str, files: Sequence[Path], why: str, stage: str) -> Skipped:

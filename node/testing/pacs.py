@@ -27,8 +27,9 @@ class Orthanc:
     """A real Orthanc on loopback with its own storage, no authentication."""
 
     def __init__(self, workdir: Path, aet: str = "ORTHANC", modalities: Mapping[str, tuple[str, int]] | None = None,
-                 dicom_port: int | None = None, dicomweb: bool = False):
+                 dicom_port: int | None = None, dicomweb: bool = False, settings: Mapping[str, object] | None = None):
         self.workdir = workdir.resolve()  # Orthanc reads relative paths from its config file's folder
+        self.settings = dict(settings or {})  # more of Orthanc's configuration (e.g. LimitFindResults)
         self.dicomweb = dicomweb  # serve DICOMweb at /dicom-web/ (Debian's orthanc-dicomweb plugin)
         self.aet = aet
         self.dicom_port = dicom_port or free_port()
@@ -59,6 +60,7 @@ class Orthanc:
             "DicomModalities": {name: [aet, LOOPBACK, port] for name, (aet, port) in self.modalities.items()},
             "Plugins": [DICOMWEB_PLUGIN] if self.dicomweb else [],
             "DicomWeb": {"Enable": self.dicomweb, "Root": "/dicom-web/"},
+            **self.settings,
         }
         config_path = self.workdir / "orthanc.json"
         config_path.write_text(json.dumps(config))
