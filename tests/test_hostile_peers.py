@@ -1,0 +1,123 @@
+"""Peers that misbehave (issue 26, items 1-5): each raw-PDU case ends its association cleanly or answers it
+with a status. After each, C-ECHO works, no study is left ``receiving``, and both the associations-open
+gauge and ``open_associations()`` are back at 0."""
+
+from __future__ import annotations
+
+import struct
+import time
+
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from node.ingest import hygiene
+from tests.helpers import metric_value, state, wait_for
+from tests.raw_peer import (
+    COMMAND_LAST,
+    CT_IMAGE_STORAGE,
+    DATA_LAST,
+    IMPLICIT_LE,
+    VERIFICATION,
+    RawPeer,
+    echo_command,
+    encode_implicit,
+    p_data,
+    store_command,
+)
+
+CONTEXTS = {1: (CT_IMAGE_STORAGE, IMPLICIT_LE), 3: (VERIFICATION, IMPLICIT_LE)}
+
+
+def ct_dataset(study_uid: str, sop_instance: str | None = None, size: int = 16) -> tuple[str, bytes]:
+    """A small CT image of ``study_uid``: its SOP Instance UID and its Implicit VR Little Endian encoding."""
+    ds = Dataset()
+    ds.SOPClassUID = CT_IMAGE_STORAGE
+    ds.SOPInstanceUID = sop_instance or generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, generate_uid()
+    ds.PatientID, ds.PatientName, ds.Modality = "RAW-1", "RAW^PEER", "CT"
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows = ds.Columns = size
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit, ds.PixelRepresentation = 15, 0
+    ds.PixelData = np.zeros((size, size), np.uint16).tobytes()
+    return str(ds.SOPInstanceUID), encode_implicit(ds)
+
+
+def store(peer: RawPeer, study_uid: str, message_id: int = 1) -> int:
+    """C-STORE one small CT image of ``study_uid`` on context 1; the status answered."""
+    sop, data = ct_dataset(study_uid)
+    peer.send(p_data((1, COMMAND_LAST, store_command(sop, message_id))) + p_data((1, DATA_LAST, data)))
+    return peer.status_of_response()
+
+
+def echo_status(port: int) -> int:
+    """A C-ECHO on a fresh association; its status."""
+    peer = RawPeer(port)
+    try:
+        peer.associate({3: (VERIFICATION, IMPLICIT_LE)})
+        peer.send(p_data((3, COMMAND_LAST, echo_command())))
+        return peer.status_of_response()
+    finally:
+        peer.close()
+
+
+def assert_recovered(node, study_uid: str | None = None) -> None:
+    """C-ECHO works, the study is not left receiving, and nothing counts an open association."""
+    assert echo_status(node.scp.port) == 0
+    wait_for(lambda: node.scp.open_associations() == 0, timeout=15, what="open_associations() back to 0")
+    gauge = metric_value(node.metrics.render().decode(), "qoqnode_dicom_associations_open")
+    assert gauge == 0
+    if study_uid is not None:
+        wait_for(lambda: state(node, study_uid) not in ("", "receiving"), timeout=15,
+                 what="the study to leave receiving")
+
+
+@pytest.mark.parametrize("bad", [
+    pytest.param(p_data((99, COMMAND_LAST, store_command("1.2.3.99"))), id="p-data-on-an-unknown-context"),
+    pytest.param(p_data((1, COMMAND_LAST, b"\x00" * 7 + b"\xff" * 21)), id="garbage-command-set"),
+])
+def test_a_broken_pdu_after_a_stored_instance_ends_the_association_and_frees_its_study(make_node, bad) -> None:
+    """Item 1: a P-DATA on a presentation context never proposed (pynetdicom's thread died on a KeyError) or a
+    command set that does not decode (an AttributeError in pynetdicom's decoder): the association is aborted,
+    its study goes on to be read, and neither a phantom association nor the gauge is left counting."""
+    node = make_node()
+    study_uid = generate_uid()
+    for _ in range(3):
+        peer = RawPeer(node.scp.port)
+        peer.associate(CONTEXTS)
+        assert store(peer, study_uid) == 0
+        peer.send(bad)
+        assert peer.ended()
+        peer.close()
+    assert_recovered(node, study_uid)
+
+
+def test_half_sent_association_requests_leave_no_association_counted(make_node) -> None:
+    """Item 1: connections that sent half an A-ASSOCIATE-RQ are closed after the association request time,
+    and ``open_associations()`` (what a stop drains) is back at 0 with them, not 3 of 3."""
+    node = make_node(dicom={"association_request_seconds": 1})
+    half = [RawPeer(node.scp.port) for _ in range(3)]
+    for peer in half:
+        peer.send(struct.pack(">BBI", 0x01, 0x00, 200) + b"\x00\x01")  # 6 of 206 bytes
+    assert all(peer.ended(within=5) for peer in half)
+    wait_for(lambda: hygiene.pending_connections() == 0, timeout=10)
+    assert_recovered(node)
+    started = time.monotonic()
+    node.stop(drain_seconds=30)
+    assert time.monotonic() - started < 5
+
+
+def test_an_idle_huge_association_request_does_not_hold_up_a_stop(make_node) -> None:
+    """Item 1: a connection that announced a 100 MB A-ASSOCIATE-RQ and went quiet holds no stop up: nothing
+    established is drained, the stop is over in seconds, not the drain's 30 s."""
+    node = make_node(dicom={"association_request_seconds": 60})
+    peer = RawPeer(node.scp.port)
+    peer.send(struct.pack(">BBI", 0x01, 0x00, 100_000_000) + b"\x00\x01")
+    wait_for(lambda: hygiene.pending_connections() == 1)
+    started = time.monotonic()
+    node.stop(drain_seconds=30)
+    assert time.monotonic() - started < 5
+    assert peer.ended(within=5)
+    peer.close()
