@@ -12,13 +12,14 @@ import queue
 import socketserver
 import subprocess
 import sys
+import threading
 import tomllib
 import types
 from pathlib import Path
 
 import pynetdicom
 import pytest
-from pynetdicom import AE, _config
+from pynetdicom import AE, _config, fsm
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
@@ -112,6 +113,16 @@ def test_association_seam_the_reactor_copy_mirrors_pynetdicoms() -> None:
         assert callable(getattr(acceptor.acse, name)), name
     for name in ("receive_pdu", "is_alive", "idle_timer_expired"):
         assert callable(getattr(acceptor.dul, name)), name
+    # the thread runs run_reactor as its target (Thread.run), which closes some sockets with no EVT_CONN_CLOSE
+    assert "threading.Thread.__init__(self, target=make_target(self.run_reactor))" in _source(
+        "pynetdicom.association.Association.__init__")
+    assert Association.run is threading.Thread.run
+    assert "self._server.shutdown_request(sock.socket)" in _source("pynetdicom.association.Association.run_reactor")
+    ended: list[str] = []
+    acceptor.run = types.MethodType(lambda self: None, acceptor)  # type: ignore[method-assign]  # (not started here)
+    association.after_run(acceptor, lambda: ended.append("ended"))
+    acceptor.run()
+    assert ended == ["ended"]
 
 
 def test_dimse_seam_a_c_store_dataset_goes_to_the_message_file() -> None:
@@ -131,6 +142,10 @@ def test_dimse_seam_a_c_store_dataset_goes_to_the_message_file() -> None:
     fragment = P_DATA()
     fragment.presentation_data_value_list = [[1, b"\x00"]]
     assert fragment.presentation_data_value_list == [[1, b"\x00"]]
+    # P-DATA is decoded inside the DUL's state machine; an invalid PDU (event 19) in Sta6 is aborted (AA-8)
+    assert "dul.assoc.dimse.receive_primitive(" in _source("pynetdicom.fsm.DT_2")
+    assert fsm.TRANSITION_TABLE[(dimse.INVALID_PDU, "Sta6")] == "AA-8"
+    assert "dul._send(pdu)" in _source("pynetdicom.fsm.AA_8") and isinstance(acceptor.dul.event_queue, queue.Queue)
 
 
 def test_gate_refuses_an_untested_pynetdicom(monkeypatch: pytest.MonkeyPatch) -> None:
