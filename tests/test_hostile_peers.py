@@ -11,21 +11,25 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
+from structlog.testing import capture_logs
 
+from node.config import DicomConfig
 from node.ingest import hygiene
-from tests.helpers import metric_value, state, wait_for
-from tests.raw_peer import (
+from node.testing.raw_peer import (
     COMMAND_LAST,
     CT_IMAGE_STORAGE,
     DATA_LAST,
+    DATA_MORE,
     IMPLICIT_LE,
     VERIFICATION,
     RawPeer,
     echo_command,
     encode_implicit,
     p_data,
+    p_data_header,
     store_command,
 )
+from tests.helpers import metric_value, state, wait_for
 
 CONTEXTS = {1: (CT_IMAGE_STORAGE, IMPLICIT_LE), 3: (VERIFICATION, IMPLICIT_LE)}
 
@@ -78,7 +82,8 @@ def assert_recovered(node, study_uid: str | None = None) -> None:
     pytest.param(p_data((99, COMMAND_LAST, store_command("1.2.3.99"))), id="p-data-on-an-unknown-context"),
     pytest.param(p_data((1, COMMAND_LAST, b"\x00" * 7 + b"\xff" * 21)), id="garbage-command-set"),
 ])
-def test_a_broken_pdu_after_a_stored_instance_ends_the_association_and_frees_its_study(make_node, bad) -> None:
+def test_a_broken_pdu_after_a_stored_instance_ends_the_association_and_frees_its_study(make_node, capfd,
+                                                                                      bad) -> None:
     """Item 1: a P-DATA on a presentation context never proposed (pynetdicom's thread died on a KeyError) or a
     command set that does not decode (an AttributeError in pynetdicom's decoder): the association is aborted,
     its study goes on to be read, and neither a phantom association nor the gauge is left counting."""
@@ -88,10 +93,13 @@ def test_a_broken_pdu_after_a_stored_instance_ends_the_association_and_frees_its
         peer = RawPeer(node.scp.port)
         peer.associate(CONTEXTS)
         assert store(peer, study_uid) == 0
-        peer.send(bad)
-        assert peer.ended()
+        with capture_logs() as events:
+            peer.send(bad)
+            assert peer.ended()
         peer.close()
+        assert [e["event"] for e in events if e["log_level"] == "warning"] == ["association.protocol_error"]
     assert_recovered(node, study_uid)
+    assert "Traceback" not in capfd.readouterr().err  # nothing but the node's events
 
 
 def test_half_sent_association_requests_leave_no_association_counted(make_node) -> None:
@@ -110,14 +118,73 @@ def test_half_sent_association_requests_leave_no_association_counted(make_node) 
 
 
 def test_an_idle_huge_association_request_does_not_hold_up_a_stop(make_node) -> None:
-    """Item 1: a connection that announced a 100 MB A-ASSOCIATE-RQ and went quiet holds no stop up: nothing
+    """Item 1: a connection that announced a 500 kB A-ASSOCIATE-RQ and went quiet holds no stop up: nothing
     established is drained, the stop is over in seconds, not the drain's 30 s."""
     node = make_node(dicom={"association_request_seconds": 60})
     peer = RawPeer(node.scp.port)
-    peer.send(struct.pack(">BBI", 0x01, 0x00, 100_000_000) + b"\x00\x01")
+    peer.send(struct.pack(">BBI", 0x01, 0x00, 500_000) + b"\x00\x01")
     wait_for(lambda: hygiene.pending_connections() == 1)
     started = time.monotonic()
     node.stop(drain_seconds=30)
     assert time.monotonic() - started < 5
     assert peer.ended(within=5)
     peer.close()
+
+
+def test_the_node_announces_a_bounded_maximum_pdu_length_by_default(make_node) -> None:
+    """Item 2: with the default configuration the A-ASSOCIATE-AC announces a bounded maximum length (0 would
+    let a sender put a 600 MB dataset in one PDU, which pynetdicom reads whole into memory)."""
+    node = make_node()
+    peer = RawPeer(node.scp.port)
+    try:
+        announced = peer.associate(CONTEXTS)
+    finally:
+        peer.close()
+    assert announced == DicomConfig().max_pdu_bytes
+    assert 0 < announced <= 4 << 20
+
+
+def _store_in_pdus_of(peer: RawPeer, study_uid: str, pdu_length: int) -> None:
+    """Send a C-STORE of a small CT image whose dataset travels in P-DATA-TF PDUs of ``pdu_length`` bytes
+    (the last one shorter)."""
+    sop, data = ct_dataset(study_uid, size=64)
+    peer.send(p_data((1, COMMAND_LAST, store_command(sop))))
+    step = pdu_length - 6  # a PDU of one PDV: the item's 4-byte length, context id and control header
+    for at in range(0, len(data), step):
+        last = at + step >= len(data)
+        peer.send(p_data((1, DATA_LAST if last else DATA_MORE, data[at:at + step])))
+
+
+def test_a_pdu_up_to_the_announced_length_is_taken_and_a_longer_one_aborted_before_it_is_read(make_node,
+                                                                                             capfd) -> None:
+    """Item 2: PDUs as long as the maximum the node announced are taken; one a byte longer is refused with an
+    A-ABORT as its header arrives (its body is never read: here it is never even sent), logged."""
+    node = make_node(dicom={"max_pdu_bytes": 4096})
+    study_uid = generate_uid()
+    peer = RawPeer(node.scp.port)
+    assert peer.associate(CONTEXTS) == 4096
+    _store_in_pdus_of(peer, study_uid, 4096)
+    assert peer.status_of_response() == 0
+    with capture_logs() as events:
+        peer.send(p_data_header(4097) + b"\x00" * 100)
+        assert peer.ended(within=5)
+        peer.close()
+        huge = RawPeer(node.scp.port)
+        huge.associate(CONTEXTS)
+        huge.send(p_data_header(600_000_000) + b"\x00" * 100)  # one 600 MB PDU, announced
+        assert huge.ended(within=5)
+        huge.close()
+    assert [(e["length"], e["limit"]) for e in events if e["event"] == "association.pdu_too_long"] == [
+        (4097, 4096), (600_000_000, 4096)]
+    assert_recovered(node, study_uid)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_huge_association_request_is_aborted_as_its_header_arrives(make_node) -> None:
+    """Item 2: an A-ASSOCIATE-RQ announcing 100 MB is refused at once, not read (nor waited for) whole."""
+    node = make_node(dicom={"association_request_seconds": 60})
+    peer = RawPeer(node.scp.port)
+    peer.send(struct.pack(">BBI", 0x01, 0x00, 100_000_000) + b"\x00\x01")
+    assert peer.ended(within=5)
+    peer.close()
+    assert_recovered(node)

@@ -99,6 +99,11 @@ def test_dul_seam_poll_interval_timers_and_socket() -> None:
     assert isinstance(timer._start_time, float)
     timer.timeout = 2  # the request timer's timeout is settable
     assert "self.socket: socket.socket | None" in inspect.getsource(AssociationSocket.__init__)
+    # a PDU's header is read alone, then its body whole; a header cut short is a closed transport, said nothing of
+    read = _source("pynetdicom.dul.DULServiceProvider._read_pdu_data")
+    assert read.index("self.socket.recv(6)") < read.index("self.socket.recv(pdu_length)")
+    assert "except struct.error:" in read and "# LOGGER.error(" in read
+    assert "return bytestream" in _source("pynetdicom.transport.AssociationSocket.recv")
 
 
 def test_association_seam_the_reactor_copy_mirrors_pynetdicoms() -> None:

@@ -16,6 +16,9 @@ association must cost next to no CPU.
 - **Every connection ends counted**: however an association's thread ends (pynetdicom closes some sockets
   without its connection-closed event: no A-ASSOCIATE-RQ in time, a DUL thread gone), the node's close
   handling runs; at stop, connections still negotiating are closed rather than drained.
+- **PDUs no longer than announced**: a P-DATA-TF PDU longer than the maximum length the node announced
+  (``dicom.max_pdu_bytes``), or any other PDU over :data:`CONTROL_PDU_BYTES`, is refused with an A-ABORT
+  as its header arrives: pynetdicom would read it whole into memory first.
 - **Idle CPU**: pynetdicom's DUL loop sleeps 0.1 ms between polls while data flows (the node's setting,
   for throughput); once the association has been quiet for :data:`QUIET_SECONDS` it waits on the
   socket instead, up to :data:`IDLE_POLL_SECONDS`, and incoming data wakes it at once.
@@ -45,6 +48,9 @@ from node.ingest.pynetdicom_patches import association as association_seam
 BUSY_POLL_SECONDS = 0.0001
 IDLE_POLL_SECONDS = 0.5
 QUIET_SECONDS = 0.25
+#: The longest PDU other than P-DATA-TF (an A-ASSOCIATE-RQ with hundreds of presentation contexts is tens of KB).
+CONTROL_PDU_BYTES = 1 << 20
+P_DATA_TF = 0x04
 
 
 def established_associations() -> list[Association]:
@@ -118,6 +124,13 @@ def on_connection_open(association: Association, request_seconds: float, ended: 
     raw = dul.raw_socket(association.dul)
     if raw is not None:
         raw.settimeout(request_seconds)
+
+
+def limit_pdus(association: Association, max_pdu_bytes: int, refused: dul.Refused) -> None:
+    """Before the association's threads start: refuse (A-ABORT, ``refused`` told) a P-DATA-TF PDU longer than
+    ``max_pdu_bytes`` (0: no limit), or another PDU longer than :data:`CONTROL_PDU_BYTES`."""
+    dul.refuse_long_pdus(association.dul, lambda kind: max_pdu_bytes if kind == P_DATA_TF else CONTROL_PDU_BYTES,
+                         refused)
 
 
 def on_established(association: Association, network_seconds: float) -> None:

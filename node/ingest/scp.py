@@ -175,6 +175,8 @@ class StorageScp:
         association = event.assoc
         hygiene.on_connection_open(association, self._config.association_request_seconds,
                                    lambda: self._closed(association))
+        hygiene.limit_pdus(association, self._config.max_pdu_bytes,
+                           lambda kind, length, limit: self._on_long_pdu(association, kind, length, limit))
         reactor.install(association)
         requestor = association.requestor
         incoming.install(association, lambda sop_class, sop_instance, syntax: self._receiver.open_incoming(
@@ -219,6 +221,12 @@ class StorageScp:
         """What the peer sent cannot be taken: the association is aborted (the reason names no data)."""
         stats = self._stats_of(association)
         log.warning("association.protocol_error", calling_ae=stats.calling_ae, peer=stats.peer, reason=reason)
+
+    def _on_long_pdu(self, association: Association, kind: int, length: int, limit: int) -> None:
+        """A PDU longer than allowed arrives: the association is aborted before its body is read."""
+        stats = self._stats_of(association)
+        log.warning("association.pdu_too_long", calling_ae=stats.calling_ae, peer=stats.peer, pdu_type=kind,
+                    length=length, limit=limit)
 
     def _on_connection_close(self, event: evt.Event) -> None:
         self._closed(event.assoc)

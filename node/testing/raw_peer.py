@@ -39,11 +39,20 @@ def associate_rq(contexts: dict[int, tuple[str, str]], called: str = "QOQNODE", 
     return struct.pack(">BBI", 0x01, 0, len(body)) + body
 
 
+def p_data_header(length: int) -> bytes:
+    """A P-DATA-TF PDU's header, for a PDU of ``length`` bytes sent as it goes."""
+    return struct.pack(">BBI", 0x04, 0, length)
+
+
+def pdv_header(length: int, context_id: int, header: int) -> bytes:
+    """A presentation data value item's header, for ``length`` bytes of fragment."""
+    return struct.pack(">IBB", length + 2, context_id, header)
+
+
 def p_data(*values: tuple[int, int, bytes]) -> bytes:
     """A P-DATA-TF PDU of presentation data values (context id, message control header, fragment)."""
-    body = b"".join(struct.pack(">IBB", len(data) + 2, context_id, header) + data
-                    for context_id, header, data in values)
-    return struct.pack(">BBI", 0x04, 0, len(body)) + body
+    body = b"".join(pdv_header(len(data), context_id, header) + data for context_id, header, data in values)
+    return p_data_header(len(body)) + body
 
 
 #: Message control headers: a command's last fragment, a dataset's last fragment, a dataset's fragment.
