@@ -3,8 +3,8 @@ the Part 10 file meta header that turns it into a file, without decoding the dat
 
 The check walks every data element of the encoded dataset (PS3.5 section 7), through
 sequences and items of defined and undefined length and encapsulated pixel data, to one depth
-limit, and fails when a length runs past the end of what holds it, a delimiter is missing, an
-explicit VR is not one, or a File Meta element (group 0002) stands in the dataset. pydicom reads truncated
+limit, and fails when a length runs past the end of what holds it, a delimiter is missing or stands
+outside a sequence, an explicit VR is not one, or a File Meta element (group 0002) stands in the dataset. pydicom reads truncated
 data silently, so the node does this itself before it acknowledges anything.
 """
 
@@ -83,6 +83,8 @@ class _Walker:
                 if not in_item:
                     raise MalformedDataset(f"item delimiter outside an item at byte {pos}")
                 return pos + 8
+            if tag[0] == 0xFFFE:  # an item or a sequence delimiter where a data element belongs
+                raise MalformedDataset(f"{_fmt(tag)} outside a sequence at byte {pos}")
             if tag[0] == 0x0002 and depth == 0:
                 raise MalformedDataset(f"File Meta element {_fmt(tag)} inside the dataset at byte {pos}")
             if implicit:
