@@ -10,6 +10,8 @@ import time
 import numpy as np
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.uid import generate_uid
 from structlog.testing import capture_logs
 
@@ -20,7 +22,9 @@ from node.testing.raw_peer import (
     CT_IMAGE_STORAGE,
     DATA_LAST,
     DATA_MORE,
+    EXPLICIT_LE,
     IMPLICIT_LE,
+    RELEASE_RQ,
     VERIFICATION,
     RawPeer,
     echo_command,
@@ -31,7 +35,9 @@ from node.testing.raw_peer import (
 )
 from tests.helpers import metric_value, state, wait_for
 
-CONTEXTS = {1: (CT_IMAGE_STORAGE, IMPLICIT_LE), 3: (VERIFICATION, IMPLICIT_LE)}
+CONTEXTS = {1: (CT_IMAGE_STORAGE, IMPLICIT_LE), 3: (VERIFICATION, IMPLICIT_LE), 5: (CT_IMAGE_STORAGE, EXPLICIT_LE)}
+#: A Sequence Delimitation Item (FFFE,E0DD), length 0.
+SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 
 
 def ct_dataset(study_uid: str, sop_instance: str | None = None, size: int = 16) -> tuple[str, bytes]:
@@ -49,11 +55,16 @@ def ct_dataset(study_uid: str, sop_instance: str | None = None, size: int = 16) 
     return str(ds.SOPInstanceUID), encode_implicit(ds)
 
 
+def store_raw(peer: RawPeer, context_id: int, sop: str, data: bytes, message_id: int = 1) -> int:
+    """C-STORE ``data`` (its SOP Instance UID ``sop``) on ``context_id``; the status answered."""
+    peer.send(p_data((context_id, COMMAND_LAST, store_command(sop, message_id)))
+              + p_data((context_id, DATA_LAST, data)))
+    return peer.status_of_response()
+
+
 def store(peer: RawPeer, study_uid: str, message_id: int = 1) -> int:
     """C-STORE one small CT image of ``study_uid`` on context 1; the status answered."""
-    sop, data = ct_dataset(study_uid)
-    peer.send(p_data((1, COMMAND_LAST, store_command(sop, message_id))) + p_data((1, DATA_LAST, data)))
-    return peer.status_of_response()
+    return store_raw(peer, 1, *ct_dataset(study_uid), message_id=message_id)
 
 
 def echo_status(port: int) -> int:
@@ -188,3 +199,49 @@ def test_a_huge_association_request_is_aborted_as_its_header_arrives(make_node) 
     assert peer.ended(within=5)
     peer.close()
     assert_recovered(node)
+
+
+def _explicit_with_uid_as_ob(study_uid: str) -> tuple[str, bytes]:
+    """A small CT image in Explicit VR Little Endian whose SOP Instance UID is encoded as OB."""
+    sop, _ = ct_dataset(study_uid)
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = CT_IMAGE_STORAGE, sop, "CT"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.PatientID = study_uid, generate_uid(), "RAW-1"
+    encoded = DicomBytesIO()
+    encoded.is_little_endian, encoded.is_implicit_VR = True, False
+    write_dataset(encoded, ds)
+    data = encoded.getvalue()
+    value = (sop + "\0" * (len(sop) % 2)).encode()
+    as_ui = b"\x08\x00\x18\x00UI" + struct.pack("<H", len(value)) + value
+    as_ob = b"\x08\x00\x18\x00OB\x00\x00" + struct.pack("<I", len(value)) + value
+    assert as_ui in data
+    return sop, data.replace(as_ui, as_ob)
+
+
+@pytest.mark.parametrize("case", ["stray-sequence-delimiter", "uid-of-70-characters", "sop-instance-uid-as-ob"])
+def test_a_bad_instance_is_refused_with_a_status_and_a_note_and_the_association_goes_on(make_node, case) -> None:
+    """Items 3-5: a stray Sequence Delimitation Item at the top level (was stored; dcmdump could not read it), a
+    70-character SOP Instance UID in the command set (pynetdicom aborted the association: no C211, no note), a
+    SOP Instance UID encoded as OB (was stored, then results failed): each is refused with its status and
+    kept in the quarantine with its reason, and the same association stores the next instance."""
+    node = make_node()
+    study_uid = generate_uid()
+    if case == "stray-sequence-delimiter":
+        sop, data = ct_dataset(study_uid)
+        context, data, expected = 1, data + SEQUENCE_DELIMITER, (0xC210, "malformed")
+    elif case == "uid-of-70-characters":
+        sop, data = ct_dataset(study_uid, sop_instance="1.2." + "3" * 66)
+        context, expected = 1, (0xC211, "invalid_uid")
+    else:
+        sop, data = _explicit_with_uid_as_ob(study_uid)
+        context, expected = 5, (0xC210, "malformed")
+    peer = RawPeer(node.scp.port)
+    peer.associate(CONTEXTS)
+    assert store_raw(peer, context, sop, data) == expected[0]
+    assert store(peer, study_uid, message_id=2) == 0  # the association goes on
+    peer.send(RELEASE_RQ)
+    assert peer.read_pdu()[0] == 0x06
+    peer.close()
+    assert [item.reason for item in node.store.quarantine.items()] == [expected[1]]
+    assert node.store.instances.stored(sop) is None and len(node.store.instances.study_files(study_uid)) == 1
+    assert_recovered(node, study_uid)

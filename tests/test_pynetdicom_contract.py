@@ -174,6 +174,9 @@ def test_process_settings_are_set_once_idempotently() -> None:
     pynetdicom_patches.configure_process()
     pynetdicom_patches.configure_process()
     assert _config.UNRESTRICTED_STORAGE_SERVICE is True and _config.LOG_HANDLER_LEVEL == "none"
+    # received command sets' UIDs pass pynetdicom's validator, whatever their length (the node checks them)
+    assert '_config.VALIDATORS["UI"](value)' in inspect.getsource(pynetdicom.utils.set_uid)
+    assert _config.VALIDATORS["UI"]("1.2." + "3" * 66) == (True, "")
 
 
 def test_serve_refuses_to_start_on_an_untested_pynetdicom(tmp_path: Path) -> None:

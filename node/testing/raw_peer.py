@@ -55,6 +55,8 @@ def p_data(*values: tuple[int, int, bytes]) -> bytes:
     return p_data_header(len(body)) + body
 
 
+#: An A-RELEASE-RQ PDU.
+RELEASE_RQ = struct.pack(">BBIL", 0x05, 0, 4, 0)
 #: Message control headers: a command's last fragment, a dataset's last fragment, a dataset's fragment.
 COMMAND_LAST, DATA_LAST, DATA_MORE = 0x03, 0x02, 0x00
 
