@@ -111,6 +111,9 @@ def test_a_broken_pdu_after_a_stored_instance_ends_the_association_and_frees_its
         assert [e["event"] for e in events if e["log_level"] == "warning"] == ["association.protocol_error"]
     assert_recovered(node, study_uid)
     assert "Traceback" not in capfd.readouterr().err  # nothing but the node's events
+    started = time.monotonic()
+    node.stop(drain_seconds=30)  # nothing phantom to drain
+    assert time.monotonic() - started < 5
 
 
 def test_half_sent_association_requests_leave_no_association_counted(make_node) -> None:
