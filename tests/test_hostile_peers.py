@@ -143,6 +143,7 @@ def test_an_idle_huge_association_request_does_not_hold_up_a_stop(make_node) -> 
     assert time.monotonic() - started < 5
     assert peer.ended(within=5)
     peer.close()
+    wait_for(lambda: hygiene.pending_connections() == 0, timeout=5)  # its thread ended too
 
 
 def test_the_node_announces_a_bounded_maximum_pdu_length_by_default(make_node) -> None:

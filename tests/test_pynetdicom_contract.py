@@ -122,7 +122,13 @@ def test_association_seam_the_reactor_copy_mirrors_pynetdicoms() -> None:
     assert "threading.Thread.__init__(self, target=make_target(self.run_reactor))" in _source(
         "pynetdicom.association.Association.__init__")
     assert Association.run is threading.Thread.run
-    assert "self._server.shutdown_request(sock.socket)" in _source("pynetdicom.association.Association.run_reactor")
+    run_reactor = _source("pynetdicom.association.Association.run_reactor")
+    assert "self._server.shutdown_request(sock.socket)" in run_reactor
+    # an acceptor waits for its A-ASSOCIATE-RQ on the DUL's queue; None there is the timeout
+    assert "primitive = self.dul.receive_pdu(wait=True, timeout=self.acse_timeout)" in run_reactor
+    assert "if primitive is None:" in run_reactor
+    association.stop_waiting_for_request(acceptor)
+    assert acceptor.dul.receive_pdu(wait=True, timeout=1) is None and acceptor.dul.to_user_queue.empty()
     ended: list[str] = []
     acceptor.run = types.MethodType(lambda self: None, acceptor)  # type: ignore[method-assign]  # (not started here)
     association.after_run(acceptor, lambda: ended.append("ended"))

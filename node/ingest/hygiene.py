@@ -78,13 +78,15 @@ def pending_connections() -> int:
 
 
 def close_pending() -> int:
-    """Close the connections still negotiating (a stop does not wait for them); how many."""
+    """Close the connections still negotiating (a stop does not wait for them), and end their threads'
+    wait for the A-ASSOCIATE-RQ; how many."""
     pending = _negotiating()
     for association in pending:
         raw = dul.raw_socket(association.dul)
         if raw is not None:
             with suppress(OSError):  # closed meanwhile
                 raw.shutdown(socket.SHUT_RDWR)
+        association_seam.stop_waiting_for_request(association)
     return len(pending)
 
 

@@ -162,11 +162,8 @@ class StorageScp:
 
     # --- event handlers (run in pynetdicom's association threads) ---
 
-    def _stats(self, event: evt.Event) -> _AssociationStats:
+    def _stats(self, association: Association) -> _AssociationStats:
         """The association's record; a detached one if its connection already closed."""
-        return self._stats_of(event.assoc)
-
-    def _stats_of(self, association: Association) -> _AssociationStats:
         with self._lock:
             return self._associations.get(id(association)) or _AssociationStats(peer="?")
 
@@ -187,7 +184,7 @@ class StorageScp:
 
     def _on_established(self, event: evt.Event) -> None:
         hygiene.on_established(event.assoc, self._config.timeout_seconds)
-        stats = self._stats(event)
+        stats = self._stats(event.assoc)
         stats.established = True
         stats.calling_ae = event.assoc.requestor.ae_title
         self._metrics.associations.inc()
@@ -212,19 +209,19 @@ class StorageScp:
             reason = "too_many_associations"
         self._metrics.associations_rejected.labels(reason).inc()
         log.warning("association.rejected", reason=reason, calling_ae=calling, called_ae=called,
-                    peer=self._stats(event).peer)
+                    peer=self._stats(event.assoc).peer)
 
     def _on_end(self, event: evt.Event, how: str) -> None:
-        self._stats(event).end = how
+        self._stats(event.assoc).end = how
 
     def _on_invalid(self, association: Association, reason: str) -> None:
         """What the peer sent cannot be taken: the association is aborted (the reason names no data)."""
-        stats = self._stats_of(association)
+        stats = self._stats(association)
         log.warning("association.protocol_error", calling_ae=stats.calling_ae, peer=stats.peer, reason=reason)
 
     def _on_long_pdu(self, association: Association, kind: int, length: int, limit: int) -> None:
         """A PDU longer than allowed arrives: the association is aborted before its body is read."""
-        stats = self._stats_of(association)
+        stats = self._stats(association)
         log.warning("association.pdu_too_long", calling_ae=stats.calling_ae, peer=stats.peer, pdu_type=kind,
                     length=length, limit=limit)
 
@@ -265,7 +262,7 @@ class StorageScp:
         received = incoming.of_request(request) or self._receiver.open_incoming(  # (none: it came without one)
             sop_class, sop_instance, str(event.context.transfer_syntax), calling_ae)
         outcome = self._receiver.receive(StoreRequest(received, sop_class, sop_instance, calling_ae))
-        stats = self._stats(event)
+        stats = self._stats(event.assoc)
         stats.received_bytes += received.received_bytes
         if outcome.study_uid is not None:
             self._assembler.carried_by(id(event.assoc), outcome.study_uid)

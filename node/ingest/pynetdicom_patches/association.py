@@ -7,7 +7,9 @@ pynetdicom whose source ``RELIES_ON`` records (log lines left out).
 
 pynetdicom's ``run_reactor`` ends some connections by closing their socket itself (``shutdown_request``: no
 A-ASSOCIATE-RQ in time, or its DUL thread gone), and then no ``EVT_CONN_CLOSE`` fires; :func:`after_run`
-calls the node back when the association's thread ends, however it ended.
+calls the node back when the association's thread ends, however it ended. An acceptor waits for its
+A-ASSOCIATE-RQ on the DUL's queue for the whole ACSE timeout, and a ``None`` there ends the wait as the
+timeout would: :func:`stop_waiting_for_request`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ RELIES_ON = {
     "pynetdicom.association.Association._run_reactor": "f28838c5559e462a",
     "pynetdicom.association.Association.run_reactor": "ed8bbbe3b3d6ddae",
     "pynetdicom.association.Association.__init__": "eb07516b8009ad8f",
+    "pynetdicom.dul.DULServiceProvider.receive_pdu": "fa67339834ca998c",
 }
 
 #: How long to wait on the DIMSE queue, given the seconds since the last request was served.
@@ -52,6 +55,12 @@ def after_run(association: Association, ended: Callable[[], object]) -> None:
             ended()
 
     association.run = run_then_end  # type: ignore[method-assign]  # patching pynetdicom, behind the version gate
+
+
+def stop_waiting_for_request(association: Association) -> None:
+    """Make an acceptor still waiting for its A-ASSOCIATE-RQ stop waiting, as when the ACSE timeout runs out
+    (pynetdicom's ``run_reactor`` then closes its connection and the thread ends)."""
+    association.dul.to_user_queue.put(None)  # what receive_pdu returns on a timeout
 
 
 def _reactor(self: Association, wait: Wait) -> None:
