@@ -2,8 +2,8 @@
 longer than the node announced (one P-DATA-TF PDU for the whole dataset), and while senders keep to the
 announced maximum (dcmtk's storescu, and a raw sender in PDUs of exactly that length).
 
-Each case starts a fresh node (a subprocess) and reads its peak resident set (VmHWM, /proc) after the
-association ends; ``dicom.max_instance_bytes`` is raised to fit the instance.
+Each case starts a fresh node (a subprocess) and reads its peak resident set (VmHWM, /proc) once the
+C-STORE is answered or the association aborted; ``dicom.max_instance_bytes`` is raised to fit the instance.
 
     python -m benchmarks.one_big_pdu --megabytes 600
 """
