@@ -111,6 +111,55 @@ def test_a_stream_without_an_end_past_the_limit_is_answered_ae_and_closed(make_n
         assert reader.read() is None  # the listener closed the connection
 
 
+def _closed_within(connection: socket.socket, seconds: float) -> bool:
+    """Whether the listener closes ``connection`` within ``seconds``."""
+    connection.settimeout(seconds)
+    try:
+        return connection.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_connections_beyond_max_connections_are_closed_at_once_and_a_freed_slot_serves_again(make_node) -> None:
+    """Issue 26 item 6: ``hl7_listener.max_connections`` (as the DICOM side's pending cap is tested)."""
+    node = make_node(hl7_listener={"enabled": True, "host": LOOPBACK, "port": 0, "max_connections": 2})
+    held = [socket.create_connection((LOOPBACK, node.hl7.port)) for _ in range(2)]
+    try:
+        time.sleep(0.5)  # both accepted, each on its thread
+        extra = socket.create_connection((LOOPBACK, node.hl7.port))
+        assert _closed_within(extra, 2)  # refused on accept
+        extra.close()
+        assert not any(_closed_within(connection, 0.3) for connection in held)
+        held.pop().close()
+        wait_for(lambda: _msa(mllp_exchange(node.hl7.port, order_message("SLOT", "PAT-1", "ACC-S", "x").encode()))[1]
+                 == "AA", timeout=5, what="a freed slot to serve a message")
+    finally:
+        for connection in held:
+            connection.close()
+
+
+def test_a_connection_silent_for_idle_timeout_seconds_is_closed_and_frees_its_slot(make_node) -> None:
+    """Issue 26 item 6: ``hl7_listener.idle_timeout_seconds``: a silent connection (or one that stopped mid-message)
+    is closed after it, not before, and its slot serves the next sender."""
+    node = make_node(hl7_listener={"enabled": True, "host": LOOPBACK, "port": 0, "max_connections": 2,
+                                   "idle_timeout_seconds": 1.5})
+    silent = socket.create_connection((LOOPBACK, node.hl7.port))
+    halfway = socket.create_connection((LOOPBACK, node.hl7.port))
+    halfway.sendall(START + b"MSH|^~\\&|RIS")
+    try:
+        started = time.monotonic()
+        assert not _closed_within(silent, 0.8)
+        assert _closed_within(silent, 3) and _closed_within(halfway, 1)
+        assert 1.2 < time.monotonic() - started < 4
+        ack = mllp_exchange(node.hl7.port, order_message("IDLE", "PAT-1", "ACC-I", "x").encode())
+        assert _msa(ack)[1] == "AA"
+    finally:
+        silent.close()
+        halfway.close()
+
+
 def test_kill_9_after_an_ack_loses_nothing_and_no_log_names_the_patient(tmp_path: Path, storescu) -> None:
     """The order, the lab and the study are kept across a kill -9 right after their ACKs; no log line
     carries the patient's identifier, name, the order's reason or a lab value."""

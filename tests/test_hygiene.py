@@ -48,6 +48,7 @@ def test_silent_and_half_open_connections_free_their_slots(make_node, echoscu) -
         assert echo.returncode == 0, echo.stdout + echo.stderr
         wait_for(lambda: hygiene.pending_connections() == 0, timeout=10)  # the node let go of all twelve
         assert all(_closed_by_peer(c) for c in silent + half)
+        wait_for(lambda: node.scp.open_associations() == 0, timeout=5)  # and counts none of them (a stop drains none)
     finally:
         for connection in silent + half:
             connection.close()

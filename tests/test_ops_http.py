@@ -64,6 +64,24 @@ def test_a_silent_client_is_answered_408_and_errors_are_json(server: OpsServer, 
     assert refused.value.code == 404
 
 
+@pytest.mark.parametrize("held_with", [b"", b"GET /metrics HTTP/1.1\r\n"], ids=["silent", "half-a-request"])
+def test_the_probes_are_answered_while_max_connections_are_held_open(server: OpsServer, held_with: bytes) -> None:
+    """Issue 26 item 6: 256 connections held open (silent, or half a request) made /healthz fail, and the
+    liveness probe then restarted the node. A new connection takes the place of the one that has waited
+    longest for its request: the probes are answered, each time, within a second."""
+    held = [socket.create_connection((LOOPBACK, server.port)) for _ in range(http.MAX_CONNECTIONS + 20)]
+    try:
+        for connection in held:
+            connection.sendall(held_with)
+        for path, body in (("/healthz", {"status": "alive"}), ("/readyz", {"ready": True, "reasons": []}),
+                           ("/startupz", {"started": True})) * 3:
+            with urllib.request.urlopen(f"http://{LOOPBACK}:{server.port}{path}", timeout=1) as answer:
+                assert json.load(answer) == body
+    finally:
+        for connection in held:
+            connection.close()
+
+
 def test_an_aborted_request_prints_nothing_but_json(server: OpsServer, capfd) -> None:
     for _ in range(20):
         with socket.create_connection((LOOPBACK, server.port)) as connection:

@@ -103,6 +103,30 @@ def test_an_invalid_vr_is_malformed() -> None:
         read_header(b"\x08\x00\x16\x00ZZ\x04\x00abcd", "1.2.840.10008.1.2.1")
 
 
+@pytest.mark.parametrize("stray", [b"\xfe\xff\xdd\xe0\x00\x00\x00\x00", b"\xfe\xff\x00\xe0\x00\x00\x00\x00"],
+                         ids=["sequence-delimiter", "item"])
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"])
+def test_a_delimiter_or_item_at_the_top_level_is_malformed(stray: bytes, syntax: str) -> None:
+    """Issue 26 item 3: a Sequence Delimitation Item (or an Item) where a data element belongs, before the
+    dataset's last element or after it."""
+    modality = b"\x08\x00\x60\x00" + (b"\x02\x00\x00\x00" if syntax.endswith(".2") else b"CS\x02\x00") + b"CT"
+    read_header(modality + modality.replace(b"\x60", b"\x61"), syntax)  # well-formed without it
+    for data in (modality + stray, stray + modality):
+        with pytest.raises(MalformedDataset, match="outside a sequence"):
+            read_header(data, syntax)
+
+
+def test_an_identifying_attribute_in_another_explicit_vr_is_malformed() -> None:
+    """Issue 26 item 5: a SOP Instance UID encoded as OB was stored, then failed whatever read it."""
+    uid = b"1.2.3.4\x00"
+    as_ui = b"\x08\x00\x18\x00UI\x08\x00" + uid
+    assert read_header(as_ui, "1.2.840.10008.1.2.1").sop_instance_uid == "1.2.3.4"
+    assert read_header(as_ui.replace(b"UI", b"UN", 1)[:6] + b"\x00\x00\x08\x00\x00\x00" + uid,
+                       "1.2.840.10008.1.2.1").sop_instance_uid == "1.2.3.4"
+    with pytest.raises(MalformedDataset, match=r"\(0008,0018\) has VR OB, not UI"):
+        read_header(b"\x08\x00\x18\x00OB\x00\x00\x08\x00\x00\x00" + uid, "1.2.840.10008.1.2.1")
+
+
 def test_deeply_nested_sequences_are_refused_not_a_crash() -> None:
     # (0008,1115) SQ of undefined length, one undefined-length item, nested 200 times.
     opening = b"\x08\x00\x15\x11SQ\x00\x00\xff\xff\xff\xff" + b"\xfe\xff\x00\xe0\xff\xff\xff\xff"

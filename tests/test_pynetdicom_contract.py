@@ -12,13 +12,14 @@ import queue
 import socketserver
 import subprocess
 import sys
+import threading
 import tomllib
 import types
 from pathlib import Path
 
 import pynetdicom
 import pytest
-from pynetdicom import AE, _config
+from pynetdicom import AE, _config, fsm
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
@@ -98,6 +99,11 @@ def test_dul_seam_poll_interval_timers_and_socket() -> None:
     assert isinstance(timer._start_time, float)
     timer.timeout = 2  # the request timer's timeout is settable
     assert "self.socket: socket.socket | None" in inspect.getsource(AssociationSocket.__init__)
+    # a PDU's header is read alone, then its body whole; a header cut short is a closed transport, said nothing of
+    read = _source("pynetdicom.dul.DULServiceProvider._read_pdu_data")
+    assert read.index("self.socket.recv(6)") < read.index("self.socket.recv(pdu_length)")
+    assert "except struct.error:" in read and "# LOGGER.error(" in read
+    assert "return bytestream" in _source("pynetdicom.transport.AssociationSocket.recv")
 
 
 def test_association_seam_the_reactor_copy_mirrors_pynetdicoms() -> None:
@@ -112,6 +118,22 @@ def test_association_seam_the_reactor_copy_mirrors_pynetdicoms() -> None:
         assert callable(getattr(acceptor.acse, name)), name
     for name in ("receive_pdu", "is_alive", "idle_timer_expired"):
         assert callable(getattr(acceptor.dul, name)), name
+    # the thread runs run_reactor as its target (Thread.run), which closes some sockets with no EVT_CONN_CLOSE
+    assert "threading.Thread.__init__(self, target=make_target(self.run_reactor))" in _source(
+        "pynetdicom.association.Association.__init__")
+    assert Association.run is threading.Thread.run
+    run_reactor = _source("pynetdicom.association.Association.run_reactor")
+    assert "self._server.shutdown_request(sock.socket)" in run_reactor
+    # an acceptor waits for its A-ASSOCIATE-RQ on the DUL's queue; None there is the timeout
+    assert "primitive = self.dul.receive_pdu(wait=True, timeout=self.acse_timeout)" in run_reactor
+    assert "if primitive is None:" in run_reactor
+    association.stop_waiting_for_request(acceptor)
+    assert acceptor.dul.receive_pdu(wait=True, timeout=1) is None and acceptor.dul.to_user_queue.empty()
+    ended: list[str] = []
+    acceptor.run = types.MethodType(lambda self: None, acceptor)  # type: ignore[method-assign]  # (not started here)
+    association.after_run(acceptor, lambda: ended.append("ended"))
+    acceptor.run()
+    assert ended == ["ended"]
 
 
 def test_dimse_seam_a_c_store_dataset_goes_to_the_message_file() -> None:
@@ -131,6 +153,10 @@ def test_dimse_seam_a_c_store_dataset_goes_to_the_message_file() -> None:
     fragment = P_DATA()
     fragment.presentation_data_value_list = [[1, b"\x00"]]
     assert fragment.presentation_data_value_list == [[1, b"\x00"]]
+    # P-DATA is decoded inside the DUL's state machine; an invalid PDU (event 19) in Sta6 is aborted (AA-8)
+    assert "dul.assoc.dimse.receive_primitive(" in _source("pynetdicom.fsm.DT_2")
+    assert fsm.TRANSITION_TABLE[(dimse.INVALID_PDU, "Sta6")] == "AA-8"
+    assert "dul._send(pdu)" in _source("pynetdicom.fsm.AA_8") and isinstance(acceptor.dul.event_queue, queue.Queue)
 
 
 def test_gate_refuses_an_untested_pynetdicom(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -154,6 +180,9 @@ def test_process_settings_are_set_once_idempotently() -> None:
     pynetdicom_patches.configure_process()
     pynetdicom_patches.configure_process()
     assert _config.UNRESTRICTED_STORAGE_SERVICE is True and _config.LOG_HANDLER_LEVEL == "none"
+    # received command sets' UIDs pass pynetdicom's validator, whatever their length (the node checks them)
+    assert '_config.VALIDATORS["UI"](value)' in inspect.getsource(pynetdicom.utils.set_uid)
+    assert _config.VALIDATORS["UI"]("1.2." + "3" * 66) == (True, "")
 
 
 def test_serve_refuses_to_start_on_an_untested_pynetdicom(tmp_path: Path) -> None:

@@ -55,7 +55,9 @@ class DicomConfig(Section):
         "never stored, never a new version of their study (other systems' reports, presentation states, key "
         "object selections and segmentations, which the node does not read).")
     max_pdu_bytes: int = Field(
-        default=0, ge=0, description="Largest P-DATA PDU the node accepts; 0 = no limit."
+        default=1_048_576, ge=0, description="The maximum length of a P-DATA-TF PDU the node announces and "
+        "accepts; a longer one is aborted as its header arrives. 0 = no limit: a sender may then put a whole "
+        "dataset in one PDU, which is read whole into memory."
     )
     max_instance_bytes: int = Field(default=4_000_000_000, ge=1024, description="An encoded dataset longer than "
                                     "this is refused (A700) and noted in the quarantine; checked as it arrives (beyond "

@@ -13,6 +13,12 @@ association must cost next to no CPU.
 - **TLS off the accept thread**: the server accepts the TCP connection only; the handshake runs in
   the connection's own thread with the same timer, so a client that never sends its ClientHello
   delays nobody else.
+- **Every connection ends counted**: however an association's thread ends (pynetdicom closes some sockets
+  without its connection-closed event: no A-ASSOCIATE-RQ in time, a DUL thread gone), the node's close
+  handling runs; at stop, connections still negotiating are closed rather than drained.
+- **PDUs no longer than announced**: a P-DATA-TF PDU longer than the maximum length the node announced
+  (``dicom.max_pdu_bytes``), or any other PDU over :data:`CONTROL_PDU_BYTES`, is refused with an A-ABORT
+  as its header arrives: pynetdicom would read it whole into memory first.
 - **Idle CPU**: pynetdicom's DUL loop sleeps 0.1 ms between polls while data flows (the node's setting,
   for throughput); once the association has been quiet for :data:`QUIET_SECONDS` it waits on the
   socket instead, up to :data:`IDLE_POLL_SECONDS`, and incoming data wakes it at once.
@@ -29,17 +35,22 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.transport import ThreadedAssociationServer
 
 from node.ingest.pynetdicom_patches import ae, dul, transport
+from node.ingest.pynetdicom_patches import association as association_seam
 
 #: DUL poll interval while data flows, and once quiet.
 BUSY_POLL_SECONDS = 0.0001
 IDLE_POLL_SECONDS = 0.5
 QUIET_SECONDS = 0.25
+#: The longest PDU other than P-DATA-TF (an A-ASSOCIATE-RQ with hundreds of presentation contexts is tens of KB).
+CONTROL_PDU_BYTES = 1 << 20
+P_DATA_TF = 0x04
 
 
 def established_associations() -> list[Association]:
@@ -55,10 +66,28 @@ def application_entity(ae_title: str) -> ae.CountingAE:
     return ae.CountingAE(ae_title, established_associations)
 
 
+def _negotiating() -> list[Association]:
+    """Acceptors alive whose association is not established (yet)."""
+    return [t for t in threading.enumerate()
+            if isinstance(t, Association) and t.is_acceptor and not t.is_established and t.is_alive()]
+
+
 def pending_connections() -> int:
     """Accepted connections whose association is not established (yet)."""
-    return sum(1 for t in threading.enumerate()
-               if isinstance(t, Association) and t.is_acceptor and not t.is_established and t.is_alive())
+    return len(_negotiating())
+
+
+def close_pending() -> int:
+    """Close the connections still negotiating (a stop does not wait for them), and end their threads'
+    wait for the A-ASSOCIATE-RQ; how many."""
+    pending = _negotiating()
+    for association in pending:
+        raw = dul.raw_socket(association.dul)
+        if raw is not None:
+            with suppress(OSError):  # closed meanwhile
+                raw.shutdown(socket.SHUT_RDWR)
+        association_seam.stop_waiting_for_request(association)
+    return len(pending)
 
 
 def cap_pending(server: ThreadedAssociationServer, cap: int, on_refused: Callable[[], object]) -> None:
@@ -88,13 +117,22 @@ def _poll_delay(provider: DULServiceProvider) -> float:
     return 0.0
 
 
-def on_connection_open(association: Association, request_seconds: float) -> None:
-    """Before the association's threads start: the request timer and the adaptive DUL poll."""
+def on_connection_open(association: Association, request_seconds: float, ended: Callable[[], object]) -> None:
+    """Before the association's threads start: the request timer, the adaptive DUL poll, and ``ended()``
+    called as its thread ends, however it ends."""
+    association_seam.after_run(association, ended)
     dul.poll_with(association.dul, _poll_delay)
     dul.set_request_timer(association.dul, request_seconds)
     raw = dul.raw_socket(association.dul)
     if raw is not None:
         raw.settimeout(request_seconds)
+
+
+def limit_pdus(association: Association, max_pdu_bytes: int, refused: dul.Refused) -> None:
+    """Before the association's threads start: refuse (A-ABORT, ``refused`` told) a P-DATA-TF PDU longer than
+    ``max_pdu_bytes`` (0: no limit), or another PDU longer than :data:`CONTROL_PDU_BYTES`."""
+    dul.refuse_long_pdus(association.dul, lambda kind: max_pdu_bytes if kind == P_DATA_TF else CONTROL_PDU_BYTES,
+                         refused)
 
 
 def on_established(association: Association, network_seconds: float) -> None:

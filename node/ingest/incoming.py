@@ -227,10 +227,11 @@ class IncomingDataset:
 Opener = Callable[[str, str, str], IncomingDataset]
 
 
-def install(association: Association, open_dataset: Opener) -> None:
+def install(association: Association, open_dataset: Opener, on_invalid: dimse.OnInvalid) -> None:
     """Make ``association`` (an acceptor, before it starts) hand each C-STORE request's data fragments to an
-    :class:`IncomingDataset` from ``open_dataset`` instead of assembling them in memory."""
-    dimse.hand_fragments(association, open_dataset)
+    :class:`IncomingDataset` from ``open_dataset`` instead of assembling them in memory; P-DATA it cannot take
+    (an unaccepted context, a message that does not decode) aborts it, telling ``on_invalid`` why."""
+    dimse.hand_fragments(association, open_dataset, on_invalid)
 
 
 def of_request(request: C_STORE) -> IncomingDataset | None:

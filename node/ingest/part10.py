@@ -3,9 +3,10 @@ the Part 10 file meta header that turns it into a file, without decoding the dat
 
 The check walks every data element of the encoded dataset (PS3.5 section 7), through
 sequences and items of defined and undefined length and encapsulated pixel data, to one depth
-limit, and fails when a length runs past the end of what holds it, a delimiter is missing, an
-explicit VR is not one, or a File Meta element (group 0002) stands in the dataset. pydicom reads truncated
-data silently, so the node does this itself before it acknowledges anything.
+limit, and fails when a length runs past the end of what holds it, a delimiter is missing or stands
+outside a sequence, an explicit VR is not one (or not the one an identifying attribute has), or a File
+Meta element (group 0002) stands in the dataset. pydicom reads truncated data silently, so the node does
+this itself before it acknowledges anything.
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ MODALITY = (0x0008, 0x0060)
 MANUFACTURER = (0x0008, 0x0070)
 STUDY_INSTANCE_UID = (0x0020, 0x000D)
 SERIES_INSTANCE_UID = (0x0020, 0x000E)
-_HEADER_TAGS = frozenset({SOP_CLASS_UID, SOP_INSTANCE_UID, MODALITY, MANUFACTURER, STUDY_INSTANCE_UID,
-                          SERIES_INSTANCE_UID})
+#: The top-level attributes ingest reads, and the VR each must have where the VR is explicit (or UN, which
+#: readers take as the dictionary's): a UID sent as OB would be stored, then fail whatever reads it.
+_HEADER_VRS = {SOP_CLASS_UID: b"UI", SOP_INSTANCE_UID: b"UI", MODALITY: b"CS", MANUFACTURER: b"LO",
+               STUDY_INSTANCE_UID: b"UI", SERIES_INSTANCE_UID: b"UI"}
 
 
 class MalformedDataset(DataError):
@@ -83,6 +86,8 @@ class _Walker:
                 if not in_item:
                     raise MalformedDataset(f"item delimiter outside an item at byte {pos}")
                 return pos + 8
+            if tag[0] == 0xFFFE:  # an item or a sequence delimiter where a data element belongs
+                raise MalformedDataset(f"{_fmt(tag)} outside a sequence at byte {pos}")
             if tag[0] == 0x0002 and depth == 0:
                 raise MalformedDataset(f"File Meta element {_fmt(tag)} inside the dataset at byte {pos}")
             if implicit:
@@ -110,7 +115,10 @@ class _Walker:
                 )
             if vr == b"SQ":  # a defined-length sequence: its items are walked too
                 self._items(pos, implicit, depth + 1, tag, pos + length, defined=True)
-            elif depth == 0 and tag in _HEADER_TAGS:
+            elif depth == 0 and tag in _HEADER_VRS:
+                if vr is not None and vr not in (_HEADER_VRS[tag], b"UN"):
+                    raise MalformedDataset(f"element {_fmt(tag)} has VR {vr.decode('ascii', 'replace')}, "
+                                           f"not {_HEADER_VRS[tag].decode()}")
                 self.found[tag] = bytes(self.data[pos : pos + length])
             pos += length
         if in_item:

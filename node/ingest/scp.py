@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
+from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # pynetdicom makes its SOP classes at import
 from pynetdicom.transport import ThreadedAssociationServer
@@ -28,6 +29,7 @@ log = get_logger("scp")
 @dataclass
 class _AssociationStats:
     peer: str
+    association: Association | None = None
     opened: float = field(default_factory=time.monotonic)
     calling_ae: str = ""
     established: bool = False
@@ -129,45 +131,60 @@ class StorageScp:
             log.info("scp.stopped_accepting")
 
     def open_associations(self) -> int:
-        """How many associations are open now."""
+        """How many associations are open now (connections still negotiating included)."""
         with self._lock:
             return len(self._associations)
 
+    def _established(self) -> int:
+        with self._lock:
+            return sum(1 for stats in self._associations.values() if stats.established)
+
     def drain(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for open associations to finish; abort the rest.
+        """Wait up to ``timeout`` seconds for established associations to finish; abort the rest, and close
+        connections still negotiating (nothing of theirs is drained).
 
         Returns True when all finished on their own.
         """
         deadline = time.monotonic() + timeout
-        while self.open_associations() and time.monotonic() < deadline:
+        while self._established() and time.monotonic() < deadline:
             time.sleep(0.05)
-        finished = self.open_associations() == 0
+        finished = self._established() == 0
         if not finished:
-            log.warning("scp.drain_timeout", aborting=self.open_associations())
+            log.warning("scp.drain_timeout", aborting=self._established())
+        hygiene.close_pending()
         self._ae.shutdown()
+        with self._lock:
+            negotiating = [stats.association for stats in self._associations.values() if not stats.established]
+        for association in negotiating:  # their threads may wait out the request time: counted closed now
+            if association is not None:
+                self._closed(association)
         return finished
 
     # --- event handlers (run in pynetdicom's association threads) ---
 
-    def _stats(self, event: evt.Event) -> _AssociationStats:
+    def _stats(self, association: Association) -> _AssociationStats:
         """The association's record; a detached one if its connection already closed."""
         with self._lock:
-            return self._associations.get(id(event.assoc)) or _AssociationStats(peer="?")
+            return self._associations.get(id(association)) or _AssociationStats(peer="?")
 
     def _on_connection_open(self, event: evt.Event) -> None:
         # Runs before the association's threads start: tune them here.
-        hygiene.on_connection_open(event.assoc, self._config.association_request_seconds)
-        reactor.install(event.assoc)
-        requestor = event.assoc.requestor
-        incoming.install(event.assoc, lambda sop_class, sop_instance, syntax: self._receiver.open_incoming(
-            sop_class, sop_instance, syntax, requestor.ae_title))
+        association = event.assoc
+        hygiene.on_connection_open(association, self._config.association_request_seconds,
+                                   lambda: self._closed(association))
+        hygiene.limit_pdus(association, self._config.max_pdu_bytes,
+                           lambda kind, length, limit: self._on_long_pdu(association, kind, length, limit))
+        reactor.install(association)
+        requestor = association.requestor
+        incoming.install(association, lambda sop_class, sop_instance, syntax: self._receiver.open_incoming(
+            sop_class, sop_instance, syntax, requestor.ae_title), lambda reason: self._on_invalid(association, reason))
         peer = f"{requestor.address}:{requestor.port}"
         with self._lock:
-            self._associations[id(event.assoc)] = _AssociationStats(peer=peer)
+            self._associations[id(association)] = _AssociationStats(peer=peer, association=association)
 
     def _on_established(self, event: evt.Event) -> None:
         hygiene.on_established(event.assoc, self._config.timeout_seconds)
-        stats = self._stats(event)
+        stats = self._stats(event.assoc)
         stats.established = True
         stats.calling_ae = event.assoc.requestor.ae_title
         self._metrics.associations.inc()
@@ -192,18 +209,35 @@ class StorageScp:
             reason = "too_many_associations"
         self._metrics.associations_rejected.labels(reason).inc()
         log.warning("association.rejected", reason=reason, calling_ae=calling, called_ae=called,
-                    peer=self._stats(event).peer)
+                    peer=self._stats(event.assoc).peer)
 
     def _on_end(self, event: evt.Event, how: str) -> None:
-        self._stats(event).end = how
+        self._stats(event.assoc).end = how
+
+    def _on_invalid(self, association: Association, reason: str) -> None:
+        """What the peer sent cannot be taken: the association is aborted (the reason names no data)."""
+        stats = self._stats(association)
+        log.warning("association.protocol_error", calling_ae=stats.calling_ae, peer=stats.peer, reason=reason)
+
+    def _on_long_pdu(self, association: Association, kind: int, length: int, limit: int) -> None:
+        """A PDU longer than allowed arrives: the association is aborted before its body is read."""
+        stats = self._stats(association)
+        log.warning("association.pdu_too_long", calling_ae=stats.calling_ae, peer=stats.peer, pdu_type=kind,
+                    length=length, limit=limit)
 
     def _on_connection_close(self, event: evt.Event) -> None:
+        self._closed(event.assoc)
+
+    def _closed(self, association: Association) -> None:
+        """The connection is closed (its event, its thread's end or a stop, whichever comes first: once)."""
         with self._lock:
-            stats = self._associations.pop(id(event.assoc), None)
-        for unserved in incoming.unserved(event.assoc):  # a request cut off, or never served
+            stats = self._associations.pop(id(association), None)
+        if stats is None:
+            return
+        for unserved in incoming.unserved(association):  # a request cut off, or never served
             unserved.discard()
-        self._assembler.association_closed(id(event.assoc))
-        if stats is None or not stats.established:
+        self._assembler.association_closed(id(association))
+        if not stats.established:
             return
         self._metrics.associations_open.dec()
         log.info(
@@ -228,7 +262,7 @@ class StorageScp:
         received = incoming.of_request(request) or self._receiver.open_incoming(  # (none: it came without one)
             sop_class, sop_instance, str(event.context.transfer_syntax), calling_ae)
         outcome = self._receiver.receive(StoreRequest(received, sop_class, sop_instance, calling_ae))
-        stats = self._stats(event)
+        stats = self._stats(event.assoc)
         stats.received_bytes += received.received_bytes
         if outcome.study_uid is not None:
             self._assembler.carried_by(id(event.assoc), outcome.study_uid)

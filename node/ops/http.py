@@ -3,9 +3,13 @@ the model load has finished, for a Kubernetes startup probe) and ``/readyz`` (se
 
 Served by one asyncio loop on its own thread, so a connection that opens and waits costs a socket, not
 a thread: each has :data:`REQUEST_TIMEOUT_SECONDS` to send its request head (at most
-:data:`MAX_REQUEST_BYTES`), at most :data:`MAX_CONNECTIONS` are open at once (more are closed on
-accept), the answers are computed by :data:`WORKERS` threads, every error is a JSON body, and one
-connection carries one request.
+:data:`MAX_REQUEST_BYTES`), at most :data:`MAX_CONNECTIONS` are open at once, the answers are computed by
+:data:`WORKERS` threads, every error is a JSON body, and one connection carries one request.
+
+The probes are always answered: a connection beyond :data:`MAX_CONNECTIONS` takes the place of the one
+that has waited longest for its request head (held open by anyone who can reach the port, they would
+otherwise fail the liveness probe, and the node would be restarted), and ``/healthz`` is answered on the
+loop itself, behind no scrape.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ class OpsServer:
         self._loop = asyncio.new_event_loop()
         self._workers = ThreadPoolExecutor(WORKERS, thread_name_prefix="ops-http")
         self._open = 0
+        #: The connections still waiting for their request head, oldest first.
+        self._waiting: dict[asyncio.StreamWriter, None] = {}
         try:
             self._server = self._loop.run_until_complete(
                 asyncio.start_server(self._serve, host, port, limit=MAX_REQUEST_BYTES))
@@ -97,12 +103,13 @@ class OpsServer:
         return _json(404, {"error": "not found"})
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._open >= MAX_CONNECTIONS:
+        if self._open >= MAX_CONNECTIONS and not self._make_room():
             writer.close()
             return
         self._open += 1
+        self._waiting[writer] = None
         try:
-            answer = await self._read_and_answer(reader)
+            answer = await self._read_and_answer(reader, writer)
             if answer is not None:
                 status, body, content_type = answer
                 writer.write(f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: {content_type}\r\n"
@@ -113,13 +120,24 @@ class OpsServer:
         except Exception:
             log.error("http.request_failed", exc_info=True)
         finally:
+            self._waiting.pop(writer, None)
             self._open -= 1
             writer.close()
 
-    async def _read_and_answer(self, reader: asyncio.StreamReader) -> Answer | None:
+    def _make_room(self) -> bool:
+        """Close the connection that has waited longest for its request head; False when none waits."""
+        if not self._waiting:
+            return False
+        oldest = next(iter(self._waiting))
+        del self._waiting[oldest]
+        oldest.close()  # its read ends (IncompleteReadError): its slot is given back there
+        return True
+
+    async def _read_and_answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Answer | None:
         """Read one request head and compute its answer (None: the client sent nothing)."""
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_SECONDS)
+            self._waiting.pop(writer, None)  # its request is in: no longer the one to make room
         except TimeoutError:
             return _json(408, {"error": f"no request within {REQUEST_TIMEOUT_SECONDS:g} s"})
         except asyncio.LimitOverrunError:
@@ -129,5 +147,7 @@ class OpsServer:
         parts = head.split(b"\r\n", 1)[0].decode("latin-1").split()
         if len(parts) != 3 or not parts[2].startswith("HTTP/"):
             return _json(400, {"error": "malformed request line"})
+        if parts[:2] == ["GET", "/healthz"]:  # alive: the loop answers, whatever the workers are doing
+            return self.answer(parts[0], parts[1])
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._workers, self.answer, parts[0], parts[1])

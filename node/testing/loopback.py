@@ -58,15 +58,6 @@ def _answers_http(url: str) -> bool:
     return True
 
 
-def accepts_tcp(port: int) -> bool:
-    """Whether something on loopback accepts a connection on ``port`` now."""
-    try:
-        socket.create_connection((LOOPBACK, port), timeout=1).close()
-    except OSError:
-        return False
-    return True
-
-
 def wait_http(url: str, process: subprocess.Popen, timeout: float, log_path: Path) -> None:
     """Wait until ``url`` answers (any HTTP status), failing as ``wait_until`` does."""
     wait_until(lambda: _answers_http(url), f"{url} did not answer", process, timeout, log_path)

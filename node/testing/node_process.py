@@ -11,7 +11,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from node.testing.loopback import LOOPBACK, accepts_tcp, free_port, stop_process, wait_http, wait_until
+from node.testing.loopback import LOOPBACK, free_port, stop_process, wait_http, wait_until
 
 
 def replay_settings(path: Path, responses: Mapping[str, str]) -> dict[str, str]:
@@ -54,17 +54,25 @@ class NodeProcess:
         return {**os.environ, **self.settings}
 
     def start(self) -> NodeProcess:
-        """Start the node and wait until it is ready."""
+        """Start the node and wait until it is ready: /healthz answers, and every listener its configuration
+        enables (the SCP, the HL7 listener) listens — the node logs ``node.started`` once they all do."""
         self.root.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
+            started_at = log.tell()
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "node", "serve"], stdout=log, stderr=log, env=self.env
             )
         wait_http(f"{self.url}/healthz", self.process, 60, self.log_path)
-        # /healthz answers before the SCP listens: wait for the DICOM port too
-        wait_until(lambda: accepts_tcp(self.dicom_port), f"nothing listens on port {self.dicom_port}", self.process,
-                    60, self.log_path)
+        # /healthz answers before the SCP and the HL7 listener listen: wait for the event that follows them
+        wait_until(lambda: self._logged_since(started_at, b"node.started"), "the node did not log node.started",
+                   self.process, 60, self.log_path)
         return self
+
+    def _logged_since(self, offset: int, text: bytes) -> bool:
+        """Whether the log holds ``text`` after ``offset`` (this start's lines only)."""
+        with self.log_path.open("rb") as log:
+            log.seek(offset)
+            return text in log.read()
 
     def stop(self) -> None:
         """SIGTERM the node and wait for it to drain."""

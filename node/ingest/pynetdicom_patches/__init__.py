@@ -70,6 +70,15 @@ def configure_process() -> None:
     # pynetdicom's standard handlers decode and log every DIMSE message (identifiers included) and cost
     # ~0.5 ms per C-STORE; the node logs its own events instead.
     _config.LOG_HANDLER_LEVEL = "none"
+    # pynetdicom refuses a UID over 64 characters as it turns a received command set into its primitive, and
+    # aborts the association. The node answers such a C-STORE itself (C211, with a quarantine note:
+    # node.ingest.refusals), and a failure never ends an association: any text passes as a UID here.
+    _config.VALIDATORS["UI"] = _any_uid
+
+
+def _any_uid(value: object) -> tuple[bool, str]:
+    """pynetdicom's UID validator for the node: any text (the node checks the UIDs it is sent itself)."""
+    return (True, "") if isinstance(value, str) else (False, "must be pydicom.uid.UID")
 
 
 def prepare() -> None:

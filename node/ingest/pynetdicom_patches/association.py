@@ -1,9 +1,15 @@
-"""Seam: the acceptor's reactor loop (``Association._run_reactor``).
+"""Seam: the acceptor's reactor loop (``Association._run_reactor``), and the end of the association's thread.
 
 pynetdicom's loop sleeps 1 ms at the top of every turn, then polls the DIMSE message queue. :func:`serve_with`
 gives an association (an acceptor, before it starts) a copy of that loop — the same checks in the same order —
 that instead *waits on the queue*, for as long as the node's ``wait`` says. It mirrors the loop of the
 pynetdicom whose source ``RELIES_ON`` records (log lines left out).
+
+pynetdicom's ``run_reactor`` ends some connections by closing their socket itself (``shutdown_request``: no
+A-ASSOCIATE-RQ in time, or its DUL thread gone), and then no ``EVT_CONN_CLOSE`` fires; :func:`after_run`
+calls the node back when the association's thread ends, however it ended. An acceptor waits for its
+A-ASSOCIATE-RQ on the DUL's queue for the whole ACSE timeout, and a ``None`` there ends the wait as the
+timeout would: :func:`stop_waiting_for_request`.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from pynetdicom.association import Association
 RELIES_ON = {
     "pynetdicom.association.Association._run_reactor": "f28838c5559e462a",
     "pynetdicom.association.Association.run_reactor": "ed8bbbe3b3d6ddae",
+    "pynetdicom.association.Association.__init__": "eb07516b8009ad8f",
+    "pynetdicom.dul.DULServiceProvider.receive_pdu": "fa67339834ca998c",
 }
 
 #: How long to wait on the DIMSE queue, given the seconds since the last request was served.
@@ -34,6 +42,25 @@ def serve_with(association: Association, wait: Wait) -> None:
         _reactor(self, wait)
 
     association._run_reactor = types.MethodType(run_reactor, association)  # type: ignore[method-assign]  # patching pynetdicom, behind the version gate
+
+
+def after_run(association: Association, ended: Callable[[], object]) -> None:
+    """Make ``association`` (before it starts) call ``ended()`` as its thread ends, however it ends."""
+    run = association.run  # threading.Thread.run: pynetdicom's run_reactor, its target
+
+    def run_then_end() -> None:
+        try:
+            run()
+        finally:
+            ended()
+
+    association.run = run_then_end  # type: ignore[method-assign]  # patching pynetdicom, behind the version gate
+
+
+def stop_waiting_for_request(association: Association) -> None:
+    """Make an acceptor still waiting for its A-ASSOCIATE-RQ stop waiting, as when the ACSE timeout runs out
+    (pynetdicom's ``run_reactor`` then closes its connection and the thread ends)."""
+    association.dul.to_user_queue.put(None)  # what receive_pdu returns on a timeout
 
 
 def _reactor(self: Association, wait: Wait) -> None:
