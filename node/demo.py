@@ -159,7 +159,7 @@ def run_demo(workdir: Path, keep_running: bool = False, say: Callable[[str], Non
         node = stack.enter_context(NodeProcess(workdir / "node", {
             "QOQ_NODE__STUDY__STABLE_SECONDS": "1", "QOQ_NODE__DESTINATIONS": json.dumps(destinations),
             "QOQ_NODE__HL7_LISTENER": json.dumps({"enabled": True, "host": LOOPBACK, "port": hl7_port}),
-            "QOQ_NODE__CONTEXT": json.dumps(context), "QOQ_NODE__LOG__LEVEL": "WARNING"}, replay=responses))
+            "QOQ_NODE__CONTEXT": json.dumps(context)}, replay=responses))
         say(f"node: AE QOQNODE on {LOOPBACK}:{node.dicom_port}, HL7 listener on {LOOPBACK}:{hl7_port}, metrics at "
             f"{node.url}/metrics, log {node.log_path}; engine: replay (recorded answers boxing the synthetic lesions)")
         if isinstance(pacs, Orthanc):

@@ -42,6 +42,8 @@ class NodeProcess:
         }
         self.log_path = root / "node.log"
         self.process: subprocess.Popen | None = None
+        if self.settings.get("QOQ_NODE__LOG__LEVEL", "INFO").upper() not in ("DEBUG", "INFO"):
+            raise ValueError("NodeProcess waits for the info event node.started: keep log.level at INFO or DEBUG")
 
     @property
     def url(self) -> str:
