@@ -172,7 +172,7 @@ class _StallingPacs:
     """A PACS (pynetdicom) that answers the first day's 2 studies, then stalls ``stall`` seconds on the next."""
 
     def __init__(self, stall: float) -> None:
-        self.stall, self.released = stall, threading.Event()
+        self.stall, self.released, self.stalling = stall, threading.Event(), threading.Event()
         ae = AE(ae_title="ORTHANC")
         ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
         self.server = ae.start_server((LOOPBACK, 0), block=False, evt_handlers=[(evt.EVT_C_FIND, self._find)])
@@ -190,6 +190,7 @@ class _StallingPacs:
                 answer.StudyInstanceUID, answer.StudyDescription = uid, "CT HEAD"
                 yield 0xFF00, answer
         else:
+            self.stalling.set()
             self.released.wait(self.stall)
         yield 0x0000, None
 
@@ -222,10 +223,7 @@ def test_ctrl_c_cancels_and_prints_what_the_survey_has(tmp_path: Path) -> None:
              "--since", "1d", "--until", str(UNTIL), "--json"], cwd=REPO, env=os.environ.copy(), text=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert process.stderr is not None
-        for line in process.stderr:
-            if "asking 2026-03-10" in line:
-                break
-        time.sleep(0.5)  # into the stalled C-FIND
+        assert stalling.stalling.wait(30), "the survey never reached the stalled C-FIND"
         started = time.monotonic()
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
