@@ -10,9 +10,14 @@ import threading
 import urllib.error
 import urllib.request
 
+import httpx
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from node.ops import http
+from node.ops.bodies import read_body
 from node.ops.http import WebServer
 from node.ops.probes import ops_routes
 from node.testing.loopback import LOOPBACK
@@ -94,3 +99,43 @@ def test_an_aborted_request_prints_nothing_but_json(server: WebServer, capfd) ->
         assert answer.read() == b"qoqnode_up 1\n"
     err = capfd.readouterr().err
     assert all(line.startswith("{") for line in err.splitlines()), err[-2000:]
+
+
+def test_a_part_contributes_routes_with_body_limits_and_its_failures_log_no_message(capfd) -> None:
+    """Routes beside the probes (as STOW-RS and the feedback API add theirs): a body over the route's limit
+    is answered 413, an exception 500, both JSON; the exception is logged as JSON with its type, never its
+    message (which may quote a patient)."""
+    async def echo(request: Request) -> Response:
+        return Response(await read_body(request, 1000))
+
+    async def fail(_request: Request) -> Response:
+        raise ValueError("DOE^JANE")
+
+    routes = [*ops_routes(lambda: b"", lambda: [], lambda: True),
+              Route("/echo", echo, methods=["POST"]), Route("/fail", fail)]
+    web = WebServer(LOOPBACK, 0, routes)
+    web.start()
+    try:
+        with httpx.Client(base_url=f"http://{LOOPBACK}:{web.port}", timeout=5) as client:
+            assert client.post("/echo", content=b"x" * 1000).content == b"x" * 1000
+            for declared in (True, False):  # said by Content-Length, or found while reading a chunked body
+                too_big = client.post("/echo", content=b"x" * 1001 if declared else iter([b"x" * 600] * 2))
+                assert (too_big.status_code, too_big.json()) == (413, {"error": "request body over 1000 bytes"})
+            failed = client.get("/fail")
+            assert (failed.status_code, failed.json()) == (500, {"error": "internal error: ValueError"})
+            assert client.get("/healthz").json() == {"status": "alive"}
+    finally:
+        web.stop()
+    err = capfd.readouterr().err
+    events = [json.loads(line) for line in err.splitlines()]  # every line JSON
+    assert any(e.get("component") == "uvicorn.error" and e.get("exception", {}).get("type") == "ValueError"
+               for e in events), err[-2000:]
+    assert "DOE^JANE" not in err
+
+
+def test_the_port_in_use_is_named_with_its_setting() -> None:
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        with pytest.raises(OSError, match=r"\(http.host, http.port\)"):
+            WebServer(LOOPBACK, taken.getsockname()[1], [])

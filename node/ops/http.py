@@ -146,11 +146,15 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
 
+def error_detail(exc: HTTPException) -> str:
+    """What an HTTP error says: its own detail, or Starlette's bare reason phrase in lower case ("not found")."""
+    phrase = HTTPStatus(exc.status_code).phrase if exc.status_code in HTTPStatus._value2member_map_ else ""
+    return exc.detail.lower() if exc.detail == phrase else exc.detail
+
+
 async def _json_http_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    phrase = HTTPStatus(exc.status_code).phrase if exc.status_code in HTTPStatus._value2member_map_ else ""
-    detail = exc.detail.lower() if exc.detail == phrase else exc.detail  # Starlette's own: "not found"
-    return JSONResponse({"error": detail}, exc.status_code, headers=exc.headers)
+    return JSONResponse({"error": error_detail(exc)}, exc.status_code, headers=exc.headers)
 
 
 async def _json_server_error(_request: Request, exc: Exception) -> Response:
