@@ -7,6 +7,7 @@ import json
 import select
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -139,3 +140,19 @@ def test_the_port_in_use_is_named_with_its_setting() -> None:
         taken.listen()
         with pytest.raises(OSError, match=r"\(http.host, http.port\)"):
             WebServer(LOOPBACK, taken.getsockname()[1], [])
+
+
+def test_a_kept_alive_connection_that_stalls_in_its_next_request_is_closed(server: WebServer, monkeypatch) -> None:
+    """A connection is kept alive after its answer; the next request head has the same time to come in
+    (uvicorn's keep-alive timer stops at the first byte): one that stalls halfway is closed, unanswered."""
+    monkeypatch.setattr(http, "REQUEST_TIMEOUT_SECONDS", 0.5)
+    with socket.create_connection((LOOPBACK, server.port), timeout=10) as connection:
+        connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: node\r\n\r\n")
+        first = b""
+        while not first.endswith(b"}"):
+            first += connection.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200 ") and first.endswith(b'{"status":"alive"}')
+        connection.sendall(b"GET /healthz HTTP/1.1\r\n")  # and no more
+        started = time.monotonic()
+        assert connection.recv(65536) == b""  # closed, nothing said
+        assert time.monotonic() - started < 5

@@ -188,7 +188,8 @@ class WebServer:
         protocol = functools.partial(GuardedH11Protocol, waiting=_Waiting())
         config = uvicorn.Config(
             self.app, http=protocol, lifespan="off", log_config=None,  # type: ignore[arg-type]  # a partial: called as the class
-            access_log=False, server_header=False, timeout_graceful_shutdown=int(STOP_SECONDS), ws="none")
+            access_log=False, server_header=False, timeout_graceful_shutdown=int(STOP_SECONDS), ws="none",
+            proxy_headers=False)  # the client is the peer of the connection, whatever X-Forwarded-For says
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
 
