@@ -29,7 +29,6 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
-import h11
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -110,7 +109,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self.cycle is not None:  # kept alive after a request: closed as idle, no unasked-for answer
+        if self.cycle is not None:  # after an answer: closed as idle, no unasked-for answer
             self.forget_head()
             self.transport.close()
         else:
@@ -124,8 +123,9 @@ class GuardedH11Protocol(H11Protocol):
                 self._refuse(431, "Request Header Fields Too Large", f"request head over {MAX_REQUEST_BYTES} bytes")
                 return
             self._request_line = pending.split(b"\r\n", 1)[0][:MAX_REQUEST_BYTES]
+        cycle = self.cycle
         super().data_received(data)
-        if self._head_timer is not None and self.conn.their_state is not h11.IDLE:
+        if self._head_timer is not None and self.cycle is not cycle:  # a request head came in whole
             self.forget_head()
 
     def send_400_response(self, msg: str) -> None:
@@ -135,9 +135,10 @@ class GuardedH11Protocol(H11Protocol):
         self._refuse(400, "Bad Request", "malformed request head" if line_ok else "malformed request line")
 
     def on_response_complete(self) -> None:
-        """A kept-alive connection waits for its next request head under the same timer and cap."""
+        """A kept-alive connection waits for its next request head (or the rest of a request answered
+        before its body was read) under the same timer and cap."""
         super().on_response_complete()
-        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+        if not self.transport.is_closing() and self.cycle.response_complete:  # no pipelined request started
             self._await_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
