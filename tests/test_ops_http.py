@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from node.ops import http
+from node.ops import bodies, http
 from node.ops.bodies import read_body
 from node.ops.http import WebServer
 from node.ops.probes import ops_routes
@@ -102,10 +102,10 @@ def test_an_aborted_request_prints_nothing_but_json(server: WebServer, capfd) ->
     assert all(line.startswith("{") for line in err.splitlines()), err[-2000:]
 
 
-def test_a_part_contributes_routes_with_body_limits_and_its_failures_log_no_message(capfd) -> None:
+def test_a_part_contributes_routes_with_body_limits_and_its_failures_log_no_message(capfd, monkeypatch) -> None:
     """Routes beside the probes (as STOW-RS and the feedback API add theirs): a body over the route's limit
-    is answered 413, an exception 500, both JSON; the exception is logged as JSON with its type, never its
-    message (which may quote a patient)."""
+    is answered 413, one that stalls 408, an exception 500, all JSON; the exception is logged as JSON with
+    its type, never its message (which may quote a patient)."""
     async def echo(request: Request) -> Response:
         return Response(await read_body(request, 1000))
 
@@ -125,6 +125,11 @@ def test_a_part_contributes_routes_with_body_limits_and_its_failures_log_no_mess
             failed = client.get("/fail")
             assert (failed.status_code, failed.json()) == (500, {"error": "internal error: ValueError"})
             assert client.get("/healthz").json() == {"status": "alive"}
+        monkeypatch.setattr(bodies, "BODY_IDLE_SECONDS", 0.5)
+        monkeypatch.setattr(http, "REQUEST_TIMEOUT_SECONDS", 0.5)  # then the half-sent request is closed
+        head = b"POST /echo HTTP/1.1\r\nHost: node\r\nContent-Length: 100\r\n\r\n"
+        stalled = _raw(web.port, head + b"x" * 10)  # and the other 90 bytes never come
+        assert stalled == (408, {"error": "request body paused over 0.5 s"})
     finally:
         web.stop()
     err = capfd.readouterr().err

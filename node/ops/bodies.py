@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import anyio
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+
+#: Seconds a request body may pause between two chunks before it is answered 408.
+BODY_IDLE_SECONDS = 30.0
 
 
 def _too_large(limit: int) -> HTTPException:
@@ -19,12 +23,21 @@ def _too_large(limit: int) -> HTTPException:
 
 async def limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
     """The body's chunks as they arrive; 413 at once when ``Content-Length`` says more than ``limit``, or
-    as soon as the chunks go past it (nothing beyond the limit is kept)."""
+    as soon as the chunks go past it (nothing beyond the limit is kept); 408 when the body pauses for
+    :data:`BODY_IDLE_SECONDS`."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     received = 0
-    async for chunk in request.stream():
+    chunks = request.stream()
+    while True:
+        try:
+            with anyio.fail_after(BODY_IDLE_SECONDS):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise HTTPException(408, f"request body paused over {BODY_IDLE_SECONDS:g} s") from None
         received += len(chunk)
         if received > limit:
             raise _too_large(limit)
