@@ -147,23 +147,28 @@ def test_the_port_in_use_is_named_with_its_setting() -> None:
             WebServer(LOOPBACK, taken.getsockname()[1], [])
 
 
-@pytest.mark.parametrize("first, trickle", [
-    (b"GET /healthz HTTP/1.1\r\nHost: node\r\n\r\n", b"GET /healthz HTTP/1.1\r\nHost: node\r\n"),
-    (b"POST /healthz HTTP/1.1\r\nHost: node\r\nContent-Length: 1000\r\n\r\n", b"x" * 20),
+@pytest.mark.parametrize("first, more, trickle", [
+    (b"GET /healthz HTTP/1.1\r\nHost: node\r\n\r\n", b"", b"GET /healthz HTTP/1.1\r\nHost: node\r\n"),
+    (b"POST /healthz HTTP/1.1\r\nHost: node\r\nContent-Length: 100000\r\n\r\n", b"x" * 20_000, b"x" * 20),
 ], ids=["next-request-head", "body-after-the-answer"])
-def test_a_kept_alive_connection_that_trickles_is_closed(server: WebServer, monkeypatch, first: bytes,
+def test_a_kept_alive_connection_that_trickles_is_closed(server: WebServer, monkeypatch, first: bytes, more: bytes,
                                                          trickle: bytes) -> None:
     """After its answer a connection is kept alive; its next request head, or the rest of a request
     answered before its body was read, has the same time to come in as a first request head (uvicorn's
     keep-alive timer stops at the first byte): a connection trickling a byte at a time is closed,
-    unanswered, and does not hold its place in the cap."""
-    monkeypatch.setattr(http, "REQUEST_TIMEOUT_SECONDS", 0.5)
+    unanswered (the rest of a body is not taken for an oversized head), and does not hold its place."""
+    monkeypatch.setattr(http, "REQUEST_TIMEOUT_SECONDS", 1.0)
     with socket.create_connection((LOOPBACK, server.port), timeout=10) as connection:
         connection.sendall(first)
         answer = b""
         while not answer.endswith(b"}"):
             answer += connection.recv(65536)
         assert answer.split(b"\r\n", 1)[0] in (b"HTTP/1.1 200 OK", b"HTTP/1.1 405 Method Not Allowed")
+        connection.sendall(more)
+        connection.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            connection.recv(65536)  # nothing said, and still open
+        connection.settimeout(10)
         started = time.monotonic()
         with pytest.raises(OSError):  # the peer closes: a write fails (broken pipe or reset)
             for byte in trickle * 10:

@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
+import h11
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -117,7 +118,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Refuse a request head over :data:`MAX_REQUEST_BYTES`; note when one has come in whole."""
-        if self._head_timer is not None:
+        if self._head_timer is not None and self.conn.their_state is h11.IDLE:  # not the rest of a body
             pending = self.conn.trailing_data[0] + data
             if len(pending) > MAX_REQUEST_BYTES and pending.find(b"\r\n\r\n", 0, MAX_REQUEST_BYTES) < 0:
                 self._refuse(431, "Request Header Fields Too Large", f"request head over {MAX_REQUEST_BYTES} bytes")
