@@ -135,6 +135,19 @@ def test_scale_out_runs_trtllm_serve_on_gpu_pods_and_points_the_node_at_them() -
         render({"engineServer": {"enabled": True}})
 
 
+def test_the_node_runs_the_slim_image_when_the_engine_runs_on_its_own_pods() -> None:
+    def node_image(values: dict) -> str:
+        [node] = by_kind(render(values), "StatefulSet")["spec"]["template"]["spec"]["containers"]
+        return node["image"]
+
+    repository = "registry.example.org/qoq/qoq-node"
+    assert node_image({}) == f"{repository}:0.1.0"  # the GPU image: the engine in the node's process
+    assert node_image(VALUE_SETS["scale-out"]) == f"{repository}:0.1.0-slim"  # the base install, no torch
+    pinned = {**VALUE_SETS["scale-out"], "image": {"repository": "r/q", "tag": "2.0", "slimTag": "2.0-cpu"}}
+    assert node_image(pinned) == "r/q:2.0-cpu"
+    assert node_image({**pinned, "engineServer": {"enabled": False}}) == "r/q:2.0"
+
+
 def test_a_served_model_name_goes_to_trtllm_serve_and_to_the_node() -> None:
     values = copy.deepcopy(VALUE_SETS["scale-out"])
     values["engineServer"]["servedModel"] = "qoq-med"

@@ -77,6 +77,7 @@ def values_schema() -> dict[str, Any]:
         "properties": {
             "global": {"type": "object"},
             "image": _obj({"repository": {"type": "string", "minLength": 1}, "tag": {"type": "string"},
+                           "slimTag": {"type": "string"},
                            "pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]}}, ["repository"]),
             "imagePullSecrets": {"type": "array", "items": _obj({"name": {"type": "string"}}, ["name"])},
             "nameOverride": {"type": "string"},

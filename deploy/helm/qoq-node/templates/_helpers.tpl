@@ -33,6 +33,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* The node's image: the slim one (the base install, no torch) when the engine runs on its own pods. */}}
+{{- define "qoq-node.image" -}}
+{{- $tag := .Values.image.tag | default .Chart.AppVersion -}}
+{{- if .Values.engineServer.enabled -}}
+{{- $tag = .Values.image.slimTag | default (printf "%s-slim" $tag) -}}
+{{- end -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
+
 {{/* Mount points inside the pod. */}}
 {{- define "qoq-node.dataDir" -}}/var/lib/qoq-node{{- end -}}
 {{- define "qoq-node.tlsDir" -}}/etc/qoq-node/tls{{- end -}}
