@@ -100,7 +100,6 @@ def test_the_base_install_has_no_torch_and_names_the_extra_for_the_transformers_
     assert tiny.returncode == 1 and TRANSFORMERS_INSTALL in tiny.stderr and "Traceback" not in tiny.stderr
 
 
-@pytest.mark.usefixtures("dcmtk")
 def test_the_slim_node_checks_and_reads_a_study_through_a_remote_engine(slim: Path, engine_server: EngineServe,
                                                                         orthanc: Orthanc, tmp_path: Path) -> None:
     url = engine_server.url
