@@ -5,7 +5,8 @@ whole loop: from the PACS (Orthanc) over DICOM, read by the remote engine, its r
 
 The base install is a real one (its dependencies resolved and installed by pip, as the README's command
 does, into a fresh virtual environment, about 20 s here); the slim node runs from that environment's
-console script with no ``PYTHONPATH``, so nothing of this environment can leak in.
+console script with no ``PYTHONPATH``, so nothing of this environment can leak in. A unit-lane test guards
+the same in this environment: the slim path's modules import none of torch, transformers and the like.
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ from node.testing.node_process import NodeProcess
 from node.testing.pacs import Orthanc
 from node.testing.synthetic import write_cr_study
 from tests.helpers import LONGEST_WAIT_SECONDS, REPO, stored_studies, wait_for
-
-pytestmark = pytest.mark.slow
 
 #: This environment, less what would make the slim one see it.
 CLEAN_ENV = {key: value for key, value in os.environ.items() if not key.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
@@ -86,6 +85,18 @@ def _slim_run(slim: Path, *arguments: str, cwd: Path) -> subprocess.CompletedPro
                           cwd=cwd, timeout=120)
 
 
+def test_the_slim_path_imports_neither_torch_nor_transformers() -> None:
+    """The unit-lane guard of the same: the modules serve, check, infer and routing load, with the openai and
+    replay backends, import none of the [transformers] extra's modules (here, where they are installed)."""
+    modules = ("node.cli", "node.app", "node.offline", "node.routing_explain", "node.engine.factory",
+               "node.engine.openai_backend", "node.engine.replay", "node.engine.checkpoint")
+    probe = (f"import sys, {', '.join(modules)}; "
+             f"print(*sorted(m for m in sys.modules if m.split('.')[0] in {TRANSFORMERS_MODULES!r}))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO)
+    assert loaded.stdout.strip() == ""
+
+
+@pytest.mark.slow
 @pytest.mark.usefixtures("engine_server")  # started first: it loads while the venv installs
 def test_the_base_install_has_no_torch_and_names_the_extra_for_the_transformers_backend(slim: Path,
                                                                                        tmp_path: Path) -> None:
@@ -100,6 +111,7 @@ def test_the_base_install_has_no_torch_and_names_the_extra_for_the_transformers_
     assert tiny.returncode == 1 and TRANSFORMERS_INSTALL in tiny.stderr and "Traceback" not in tiny.stderr
 
 
+@pytest.mark.slow
 def test_the_slim_node_checks_and_reads_a_study_through_a_remote_engine(slim: Path, engine_server: EngineServe,
                                                                         orthanc: Orthanc, tmp_path: Path) -> None:
     url = engine_server.url
