@@ -11,6 +11,7 @@ from node.dicom_files import read_attributes
 from node.ops.metrics import Metrics
 from node.reading import Read
 from node.store import Answer, QueuedItem, Store
+from node.store.answers import accession_key
 
 #: An answer label outside the task's closed set.
 OTHER = "other"
@@ -26,25 +27,27 @@ def closed_labels(labels: Sequence[str], closed_set: Sequence[str]) -> tuple[str
     return tuple(dict.fromkeys(spelled.get(label.casefold(), OTHER) for label in labels))
 
 
-def equipment(read: Read) -> tuple[str, str]:
-    """Manufacturer and model name of the study's first model input (its first file when it has none), ''
-    for what the header does not say or a file that cannot be read."""
+def _header(read: Read) -> tuple[str, str, str]:
+    """Manufacturer, model name and Accession Number of the study's first model input (its first file when it
+    has none), '' for what the header does not say or a file that cannot be read."""
     prepared = read.prepared
     path = prepared.inputs[0].path if prepared.inputs else prepared.files[0]
     try:
-        header = read_attributes(path, ("Manufacturer", "ManufacturerModelName"))
+        header = read_attributes(path, ("Manufacturer", "ManufacturerModelName", "AccessionNumber"))
     except (OSError, InvalidDicomError):
-        return "", ""
+        return "", "", ""
     return (str(header.get("Manufacturer", "") or "")[:EQUIPMENT_CHARS],
-            str(header.get("ManufacturerModelName", "") or "")[:EQUIPMENT_CHARS])
+            str(header.get("ManufacturerModelName", "") or "")[:EQUIPMENT_CHARS],
+            str(header.get("AccessionNumber", "") or ""))
 
 
 def answer_of(read: Read, version: int, now: float) -> Answer:
     """The quality record's row for a study version the node answered."""
     prepared = read.prepared
-    manufacturer, model = equipment(read)
+    manufacturer, model, accession = _header(read)
     return Answer(prepared.study_uid, version, prepared.task.name,
-                  closed_labels(read.findings.labels, prepared.task.spec.labels), manufacturer, model, now)
+                  closed_labels(read.findings.labels, prepared.task.spec.labels), manufacturer, model, now,
+                  accession_key(accession))
 
 
 
