@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from node.config import ConfigError
 from node.config.quality import QualityConfig
-from node.errors import NodeError
 from node.quality.answers import NONE, closed_labels
 from node.quality.figures import concordance, label_counts
 from node.store import Store
@@ -19,10 +19,8 @@ from node.store import Store
 EVALUATION, FIRST_STUDIES = "evaluation", "first_studies"
 
 
-class BaselineError(NodeError):
+class BaselineError(ConfigError):
     """The evaluation report named as the baseline cannot be read (the message names the file, not its data)."""
-
-    permanent = True
 
 
 @dataclass(frozen=True)
