@@ -108,7 +108,7 @@ def test_an_evaluation_report_is_the_baseline_when_configured(tmp_path: Path) ->
     assert baseline.equipment == {("ACME", "X1")}
     bad = tmp_path / "bad.json"
     bad.write_text("[1]")
-    with pytest.raises(BaselineError, match="is not an evaluation report.json"):
+    with pytest.raises(BaselineError, match=r"is not an evaluation report\.json"):
         load_evaluation(bad)
     store.close()
 
