@@ -11,7 +11,7 @@ import pytest
 
 from node.cli import main
 from node.config.quality import QualityConfig
-from node.evaluation.metrics import wilson
+from node.intervals import wilson
 from node.ops.metrics import Metrics
 from node.quality.baseline import EVALUATION, FIRST_STUDIES, BaselineError, baseline_for, load_evaluation
 from node.quality.collector import watch_quality
