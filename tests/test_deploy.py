@@ -46,13 +46,14 @@ VALUE_SETS = {
         "networkPolicy": {"pacsCIDRs": ["10.1.2.0/24"], "egressCIDRs": ["10.1.2.0/24", "10.9.0.5/32"],
                           "hl7CIDRs": ["10.9.0.7/32"]},
         "hl7": {"enabled": True},
-        "feedback": {"tokensSecret": "qoq-feedback-tokens"},
         "config": {"dicom": {"allowed_calling_ae_titles": ["PACS1"]}, "context": {"pacs": "pacs"},
                    "hl7_listener": {"allowed_sending_applications": ["RIS", "LIS"]}, "destinations": {
             "dicom": [{"name": "pacs", "ae_title": "PACS1", "host": "pacs.hospital.org", "port": 104}],
             "hl7": [{"name": "ehr", "host": "ehr.hospital.org", "port": 2575, "receiving_application": "EPIC"}]}},
         "nodeSelector": {"nvidia.com/gpu.present": "true"},
     },
+    "feedback": {"feedback": {"tokensSecret": "qoq-feedback-tokens"},
+                 "networkPolicy": {"feedbackCIDRs": ["10.9.0.8/32"]}},
     "scale-out": {
         "model": {"existingClaim": "qoq-med-weights", "subPath": "QoQ-Med-VL-32B"},
         "gpu": {"count": 0},
@@ -328,12 +329,16 @@ def test_alert_rules_pass_promtool_and_fire_when_they_should(tmp_path: Path) -> 
 
 
 def test_the_feedback_tokens_secret_is_mounted_and_configured() -> None:
-    objects = render(VALUE_SETS["production"])
+    """The Secret is mounted read-only, the node's config points at it, and the integrations may reach the port."""
+    objects = render(VALUE_SETS["feedback"])
     pod = by_kind(objects, "StatefulSet")["spec"]["template"]["spec"]
     [volume] = [v for v in pod["volumes"] if v["name"] == "feedback-tokens"]
     [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "feedback-tokens"]
     assert volume["secret"]["secretName"] == "qoq-feedback-tokens" and mount["readOnly"]
     assert node_yaml(objects)["feedback"]["tokens"] == mount["mountPath"]
+    ingress = by_kind(objects, "NetworkPolicy")["spec"]["ingress"]
+    assert {"from": [{"ipBlock": {"cidr": "10.9.0.8/32"}}], "ports": [{"port": "metrics", "protocol": "TCP"}]} \
+        in ingress
     assert "tokens" not in node_yaml(render({})).get("feedback", {})  # no Secret: the API stays off
 
 

@@ -144,6 +144,7 @@ def values_schema() -> dict[str, Any]:
                 "metrics": _obj({"port": PORT})}),
             "networkPolicy": _obj({"enabled": {"type": "boolean"}, "pacsCIDRs": {"type": "array", "items": CIDR},
                                    "hl7CIDRs": {"type": "array", "items": CIDR},
+                                   "feedbackCIDRs": {"type": "array", "items": CIDR},
                                    "monitoringNamespace": {"type": "string", "minLength": 1},
                                    "egressCIDRs": {"type": "array", "items": CIDR},
                                    "dnsNamespace": {"type": "string", "minLength": 1}}),
