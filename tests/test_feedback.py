@@ -18,6 +18,7 @@ import pydicom
 import pytest
 
 from node.cli import main
+from node.config import NodeConfig, config_problems
 from node.config.quality import FeedbackConfig
 from node.feedback.api import feedback_routes
 from node.feedback.tokens import TokensError, read_tokens, token_name
@@ -173,3 +174,13 @@ def test_a_node_killed_right_after_the_200_keeps_the_verdict(node_process, store
     assert (task["task"], task["studies"], task["verdicts"]) == ("chest_xray", 1, {"correct": 1})
     assert task["labels"] == {"Pneumonia": 1} and task["concordance"]["disagree"] == 1
     assert cr.study_uid not in shown.stdout
+
+
+def test_check_names_a_tokens_secret_or_baseline_that_is_not_there(tmp_path: Path) -> None:
+    config = NodeConfig.model_validate({"feedback": {"tokens": str(tmp_path / "missing")},
+                                        "quality": {"baseline": str(tmp_path / "report.json")}})
+    assert config_problems(config, environ={}) == [
+        f"quality: baseline {tmp_path / 'report.json'} is not a readable file",
+        f"feedback: tokens {tmp_path / 'missing'} is neither a readable file nor a directory"]
+    with pytest.raises(ValueError, match=r"token_roles\.viewer names roles not in reader_roles: janitor"):
+        FeedbackConfig(token_roles={"viewer": ("janitor",)})
