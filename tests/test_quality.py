@@ -90,9 +90,10 @@ def test_window_figures_and_metrics_read_from_the_store(tmp_path: Path) -> None:
     store.close()
 
 
-def _evaluation(tmp_path: Path) -> Path:
+def _evaluation(tmp_path: Path, equipment: list[list[str]] | None = None) -> Path:
+    recorded = {"studies": 20, "answer": {"pneumonia": 18, "Alien": 1}, "no_answer": 1}
     report = {"tasks": {TASK: {"labels": ["Pneumonia", "Pneumothorax"], "accuracy": {"value": 0.9},
-                               "baseline": {"studies": 20, "answer": {"pneumonia": 18, "Alien": 1}, "no_answer": 1}}}}
+                               "baseline": recorded if equipment is None else {**recorded, "equipment": equipment}}}}
     path = tmp_path / "report.json"
     path.write_text(json.dumps(report))
     return path
@@ -105,7 +106,9 @@ def test_an_evaluation_report_is_the_baseline_when_configured(tmp_path: Path) ->
     baseline = baseline_for(TASK, store, QualityConfig(), evaluation)
     assert (baseline.source, baseline.studies, baseline.concordance) == (EVALUATION, 20, 0.9)
     assert dict(baseline.labels) == {"Pneumonia": 18, "other": 1, "none": 1}
-    assert baseline.equipment == {("ACME", "X1")}
+    assert baseline.equipment == {("ACME", "X1")}  # an older report without equipment: the first answers'
+    evaluated = baseline_for(TASK, store, QualityConfig(), load_evaluation(_evaluation(tmp_path, [["Vendor", "Z"]])))
+    assert evaluated.equipment == {("Vendor", "Z")}
     bad = tmp_path / "bad.json"
     bad.write_text("[1]")
     with pytest.raises(BaselineError, match=r"is not an evaluation report\.json"):
