@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pydicom
 import pytest
+from openapi_spec_validator import validate
 
 from node.cli import main
 from node.config import NodeConfig, config_problems
@@ -111,6 +112,7 @@ def test_a_good_call_is_kept_before_its_200_and_replaces_the_readers_earlier_one
 def test_the_openapi_document_describes_the_call(served: tuple[str, Store]) -> None:
     url, _ = served
     document = httpx.get(f"{url}/v1/openapi.json", timeout=10).json()
+    validate(document)  # a valid OpenAPI 3.1 document
     post = document["paths"]["/v1/feedback"]["post"]
     assert document["openapi"].startswith("3.1") and {"200", "401", "403", "404", "422"} <= set(post["responses"])
     body = document["components"]["schemas"]["FeedbackBody"]
