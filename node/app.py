@@ -33,6 +33,7 @@ from node.routing import Router
 from node.routing.orders import OrderFinder
 from node.scheduler import Scheduler
 from node.store import STUDY_STATES, Store
+from node.verdicts.stage import ReportVerdicts
 
 log = get_logger("app")
 
@@ -73,6 +74,7 @@ class Node:
         self.torn_instances_forgotten = forget_torn_instances(self.store)
         self.workers = make_workers(config.destinations, config.dicom.ae_title, self.store, self.metrics)
         self.engine = EngineHost(config, self.metrics)
+        self.verdicts = ReportVerdicts(self.store, Router.from_file(config.routing.rules).rules.domains)
         self.scheduler = Scheduler(config, self.store, self.metrics, self.engine, build_router(config, self.store),
                                    build_gatherer(config, self.store, self.metrics), on_queued=self._wake_workers)
         self.assembler = StudyAssembler(self.store, self.metrics, config.study.stable_seconds,
@@ -85,7 +87,7 @@ class Node:
                                  config.dicom.max_inflated_bytes)
         self.scp = StorageScp(config.dicom, self.receiver, self.assembler, self.metrics)
         self.hl7 = Hl7Listener(config.hl7_listener, config.context.default_authority, self.store, self.spool,
-                               self.metrics, on_context=self.scheduler.context_arrived) \
+                               self.metrics, on_context=self._context_arrived) \
             if config.hl7_listener.enabled else None
         self.metrics.watch_state(self.store.studies.counts, self.store.outbox.counts, root)
         self.ops = OpsServer(config.http.host, config.http.port, self.metrics.render, self.not_ready_reasons,
@@ -93,8 +95,15 @@ class Node:
         self._stopped = threading.Event()
 
     def _wake_workers(self) -> None:
+        """A study's results are queued: wake the delivery workers, and judge the reports that waited for it."""
         for worker in self.workers:
             worker.wake()
+        self.verdicts.settle()
+
+    def _context_arrived(self) -> None:
+        """An HL7 message is kept: studies waiting for their order are due, and a report is judged if it can be."""
+        self.scheduler.context_arrived()
+        self.verdicts.settle()
 
     def not_ready_reasons(self) -> list[str]:
         """Why the node cannot take studies now (empty when ready)."""
