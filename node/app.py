@@ -28,6 +28,8 @@ from node.ingest.spool import Spool
 from node.ops.http import OpsServer
 from node.ops.logging import get_logger
 from node.ops.metrics import Metrics
+from node.quality.baseline import load_evaluation
+from node.quality.collector import watch_quality
 from node.retention import Retention
 from node.routing import Router
 from node.routing.orders import OrderFinder
@@ -90,6 +92,7 @@ class Node:
                                self.metrics, on_context=self._context_arrived) \
             if config.hl7_listener.enabled else None
         self.metrics.watch_state(self.store.studies.counts, self.store.outbox.counts, root)
+        watch_quality(self.metrics, self.store, config.quality, load_evaluation(config.quality.baseline))
         self.ops = OpsServer(config.http.host, config.http.port, self.metrics.render, self.not_ready_reasons,
                              self.engine.load_finished)
         self._stopped = threading.Event()

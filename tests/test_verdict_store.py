@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from node.store import Answer, Store, Verdict
+from node.store.answers import accession_key
 from node.store.schema import SCHEMA_VERSION
 from tests.helpers import instance_record
 
@@ -60,14 +61,17 @@ def test_a_verdict_its_source_does_not_give_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_answer_is_kept_with_the_queued_results(tmp_path: Path) -> None:
-    """The answer is written in the transaction that queues the results; a superseded read keeps none."""
+    """The answer is written in the transaction that queues the results (found by study or by accession, of which
+    only a hash is kept); a superseded read keeps none."""
     store = Store(tmp_path / "state.db")
     store.instances.record([instance_record("1.2.3.1", study="1.2.3", at=1)])
     assert store.studies.mark_stable("1.2.3", last_received=1, now=2)
-    answer = Answer("1.2.3", 1, "chest_xray", ("Pneumonia",), "ACME", "X1", 5.0)
+    answer = Answer("1.2.3", 1, "chest_xray", ("Pneumonia",), "ACME", "X1", 5.0, accession_key("ACC1"))
     assert store.studies.queue_results("1.2.3", 1, [], now=5, answer=answer)
     assert store.answers.for_study("1.2.3") == answer
     assert store.answers.since(0, "chest_xray") == [answer] == store.answers.first(10, "chest_xray")
+    assert store.answers.for_accession(" ACC1") == answer and "ACC1" not in answer.accession_key
+    assert store.answers.for_accession("ACC2") is None and store.answers.for_accession("") is None
     assert not store.studies.queue_results("1.2.3", 1, [], now=6, answer=Answer("1.2.3", 1, "x", (), "", "", 6))
     assert store.answers.for_study("1.2.3", 1) == answer
     store.close()

@@ -8,6 +8,7 @@ from node.config.base import Section
 from node.config.delivery import DestinationsConfig
 from node.config.dicom import DicomConfig
 from node.config.engine import EngineConfig
+from node.config.quality import FeedbackConfig, QualityConfig
 from node.config.sections import (
     ContextConfig,
     Hl7ListenerConfig,
@@ -38,6 +39,8 @@ class NodeConfig(Section):
     destinations: DestinationsConfig = DestinationsConfig()
     hl7_listener: Hl7ListenerConfig = Hl7ListenerConfig()
     context: ContextConfig = ContextConfig()
+    quality: QualityConfig = QualityConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
 
     @model_validator(mode="after")
     def _context_pacs_is_a_destination(self) -> NodeConfig:

@@ -34,6 +34,10 @@ def config_problems(config: NodeConfig, environ: Mapping[str, str] | None = None
         if client.enabled:
             problems += _unreadable(f"destinations.dicom.{index}.tls", {
                 "ca": client.ca, "certificate": client.certificate, "private_key": client.private_key})
+    problems += _unreadable("quality", {"baseline": config.quality.baseline})
+    tokens = config.feedback.tokens
+    if tokens is not None and not (tokens.is_file() or tokens.is_dir()):
+        problems.append(f"feedback: tokens {tokens} is neither a readable file nor a directory")
     engine = config.engine
     problems += _unreadable("engine", {"replay_responses": engine.replay_responses})
     key_env = engine.openai.api_key_env

@@ -167,6 +167,10 @@ class Metrics:
             f"{PREFIX}_studies_read", "Studies given to the engine, by whether any patient context (order, labs, "
             "prior studies, ECG) went with them.", ["context"], registry=r,
         )
+        self.answers = Counter(
+            f"{PREFIX}_answers", "Answers queued, per task and answer label (the task's closed set; other: a "
+            "label outside it; none: no label).", ["task", "label"], registry=r,
+        )
         self.outbox_attempts = Counter(
             f"{PREFIX}_outbox_attempts",
             "Delivery attempts per destination, by outcome (accepted, retry, rejected).",

@@ -5,6 +5,7 @@ label and input drift, the AI side of a verdict) and outlives retention."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -23,22 +24,29 @@ class Answer:
     manufacturer: str  # the source images' Manufacturer (0008,0070), '' when absent
     model: str  # their Manufacturer's Model Name (0008,1090), '' when absent
     answered_at: float
+    accession_key: str = ""  # accession_key() of the study's Accession Number, '' when it has none
 
 
-_COLUMNS = "study_instance_uid, version, task, labels, manufacturer, model, answered_at"
+_COLUMNS = "study_instance_uid, version, task, labels, manufacturer, model, answered_at, accession_key"
+
+
+def accession_key(accession: str) -> str:
+    """What the answers keep of an Accession Number: its SHA-256, enough to find the study by it and no more
+    (the table outlives retention)."""
+    return hashlib.sha256(f"accession:{accession.strip()}".encode()).hexdigest() if accession.strip() else ""
 
 
 def insert_answer(db: sqlite3.Connection, answer: Answer) -> None:
     """Keep an answer inside the caller's transaction (a study version answered again replaces it)."""
     db.execute(
-        f"INSERT OR REPLACE INTO answers ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+        f"INSERT OR REPLACE INTO answers ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
         (answer.study_instance_uid, answer.version, answer.task, json.dumps(list(answer.labels)),
-         answer.manufacturer, answer.model, answer.answered_at))
+         answer.manufacturer, answer.model, answer.answered_at, answer.accession_key))
 
 
 def _answer(row: tuple) -> Answer:
-    uid, version, task, labels, manufacturer, model, answered_at = row
-    return Answer(uid, version, task, tuple(json.loads(labels)), manufacturer, model, answered_at)
+    uid, version, task, labels, manufacturer, model, answered_at, accession = row
+    return Answer(uid, version, task, tuple(json.loads(labels)), manufacturer, model, answered_at, accession)
 
 
 class Answers:
@@ -62,11 +70,26 @@ class Answers:
             found = self._select("study_instance_uid = ? AND version = ?", (study_instance_uid, version))
         return found[0] if found else None
 
+    def for_accession(self, accession: str) -> Answer | None:
+        """The newest answer of the study with this Accession Number; None when the node answered none."""
+        key = accession_key(accession)
+        found = self._select("accession_key = ?", (key,), "answered_at DESC, rowid DESC LIMIT 1") if key else []
+        return found[0] if found else None
+
     def since(self, t: float, task: str | None = None) -> list[Answer]:
         """The answers given at or after ``t`` (of ``task`` only, when given), oldest first."""
         if task is None:
             return self._select("answered_at >= ?", (t,))
         return self._select("answered_at >= ? AND task = ?", (t, task))
+
+    def latest(self, n: int, task: str) -> list[Answer]:
+        """The ``n`` answers of ``task`` given last, newest first."""
+        return self._select("task = ?", (task,), f"answered_at DESC, rowid DESC LIMIT {int(n)}")
+
+    def tasks(self) -> list[str]:
+        """Every task the node has answered, by name."""
+        with self._database.reading() as db:
+            return [task for (task,) in db.execute("SELECT DISTINCT task FROM answers ORDER BY task").fetchall()]
 
     def first(self, n: int, task: str) -> list[Answer]:
         """The first ``n`` answers of ``task`` (the baseline when no evaluation has been run), oldest first."""

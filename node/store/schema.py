@@ -139,9 +139,11 @@ CREATE TABLE IF NOT EXISTS answers (
     manufacturer       TEXT NOT NULL,
     model              TEXT NOT NULL,
     answered_at        REAL NOT NULL,
+    accession_key      TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (study_instance_uid, version)
 );
 CREATE INDEX IF NOT EXISTS answers_by_task ON answers (task, answered_at);
+CREATE INDEX IF NOT EXISTS answers_by_accession ON answers (accession_key);
 CREATE TABLE IF NOT EXISTS verdicts (
     study_instance_uid TEXT NOT NULL,
     version            INTEGER,

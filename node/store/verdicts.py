@@ -99,6 +99,16 @@ class Verdicts:
         """The ``n`` verdicts of ``task`` received last, newest first."""
         return self._select("task = ?", (task,), f"received_at DESC, rowid DESC LIMIT {int(n)}")
 
+    def first(self, n: int, task: str) -> list[Verdict]:
+        """The first ``n`` verdicts of ``task`` received, oldest first."""
+        return self._select("task = ?", (task,), f"received_at, rowid LIMIT {int(n)}")
+
+    def counts(self) -> dict[tuple[str, str, str], int]:
+        """How many verdicts there are per (task, source, verdict)."""
+        with self._database.reading() as db:
+            rows = db.execute("SELECT task, source, verdict, COUNT(*) FROM verdicts GROUP BY task, source, verdict")
+            return {(task, source, kind): count for task, source, kind, count in rows.fetchall()}
+
     def for_study(self, study_instance_uid: str) -> list[Verdict]:
         """Every verdict on a study's results, oldest first."""
         return self._select("study_instance_uid = ?", (study_instance_uid,))
