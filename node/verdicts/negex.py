@@ -82,7 +82,7 @@ class Mention(StrEnum):
 #: The trigger kinds, as the trigger table stores them.
 _PRE_NEG, _POST_NEG, _PRE_UNC, _POST_UNC, _PSEUDO, _TERM = "pre-neg", "post-neg", "pre-unc", "post-unc", \
     "pseudo", "term"
-_WORD = re.compile(r"[a-z0-9]+(?:['/][a-z0-9]+)*")
+_WORD = re.compile(r"[a-z0-9]+(?:\.\d+|['/][a-z0-9]+)*")
 #: Sentence ends: . ! ? ; : (a point between digits is a decimal point) and line breaks.
 _SENTENCE_END = re.compile(r"(?<!\d)[.!?](?!\d)|[;:\n\r]|\.(?=\s|$)")
 
