@@ -23,6 +23,7 @@ from node.ingest.assembler import StudyAssembler
 from node.ingest.commits import GroupCommit
 from node.ingest.hl7_listener import Hl7Listener
 from node.ingest.receiver import ROOM_RECHECK_SECONDS, Receiver, forget_torn_instances
+from node.ingest.rejection import Rejections
 from node.ingest.scp import StorageScp
 from node.ingest.spool import Spool
 from node.ops.http import OpsServer
@@ -86,7 +87,7 @@ class Node:
         self.commits = GroupCommit(self.store)
         self.receiver = Receiver(self.store, self.spool, self.commits, self.metrics, config.storage.min_free_bytes,
                                  frozenset(config.dicom.ignored_sop_classes), config.dicom.max_instance_bytes,
-                                 config.dicom.max_inflated_bytes)
+                                 config.dicom.max_inflated_bytes, Rejections(self.store, self.metrics))
         self.scp = StorageScp(config.dicom, self.receiver, self.assembler, self.metrics)
         self.hl7 = Hl7Listener(config.hl7_listener, config.context.default_authority, self.store, self.spool,
                                self.metrics, on_context=self._context_arrived) \

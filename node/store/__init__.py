@@ -31,7 +31,7 @@ from node.store.verdicts import Verdict, Verdicts
 #: The states by their short names, as the stages and tests compare them.
 RECEIVING, STABLE, QUEUED, COMPLETE, SKIPPED, FAILED, UNDELIVERED = StudyState
 STUDY_STATES = tuple(StudyState)
-PENDING, SENT, DEAD = OutboxState
+PENDING, SENT, DEAD, CANCELLED = OutboxState
 
 
 class Store:
