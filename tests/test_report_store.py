@@ -50,3 +50,12 @@ def test_a_schema_6_database_gains_the_reports_table(tmp_path: Path) -> None:
     assert [m.message_type for m in store.clinical.messages_of(KEY)] == ["ORM^O01"]
     _report(store, "R1", "ACC-1", 2.0)
     assert store.reports.count(waiting=True) == 1
+
+
+def test_the_report_benchmark_judges_every_report(tmp_path: Path) -> None:
+    """benchmarks/report_verdicts.py on a few reports: each is matched and judged."""
+    from benchmarks.report_verdicts import run
+
+    figures = run(20, tmp_path)
+    assert sum(figures["verdicts"].values()) == 20
+    assert figures["extract_only"]["median_ms"] < 50
