@@ -3,6 +3,8 @@ the AI's answer, and how a report is told from laboratory results in HL7."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from node.ingest.hl7_inbound import interpret
@@ -61,6 +63,14 @@ def test_concordance_of_the_answer_with_the_report(answered: tuple, text: str, v
     """agree: the affirmed labels are the answer's; partial: overlap; disagree: the answer negated or another
     label affirmed; unknown: nothing decidable."""
     assert concordance(answered, FINDER.find(text)) == verdict
+
+
+def test_the_example_hospital_rules_carry_synonyms() -> None:
+    """conf/routing.yaml loads, and its own words for a label are found."""
+    spec = Router.from_file(Path(__file__).parents[1] / "conf" / "routing.yaml").rules.domains["chest_xray"]
+    finder = LabelFinder(spec.labels, spec.synonyms)
+    assert finder.find("Blunting of the costophrenic angle. Unremarkable chest otherwise.") == {
+        "Pleural Effusion": A, "No Finding": A}
 
 
 def test_synonyms_must_name_labels_of_the_task() -> None:
