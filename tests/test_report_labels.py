@@ -91,10 +91,16 @@ def test_a_report_message_is_a_report_with_its_numbers(message_type: str) -> Non
 
 
 def test_laboratory_results_are_no_report() -> None:
-    """A laboratory ORU^R01 (numeric OBX, no imaging section) stays lab results."""
-    inbound = interpret(parse(lab_message("L1", "P1", [LabValue("10839-9", "Troponin I", "0.9", "ng/mL")])),
-                        "HOSP", 0.0)
+    """A laboratory ORU^R01 (numeric OBX, no imaging section) stays lab results, a text comment beside its
+    values or another section in OBR-24 notwithstanding; without OBR-24, text alone is a report."""
+    lab = lab_message("L1", "P1", [LabValue("10839-9", "Troponin I", "0.9", "ng/mL")])
+    inbound = interpret(parse(lab), "HOSP", 0.0)
     assert inbound.reports == () and len(inbound.results) == 1
+    commented = interpret(parse(lab + "\rOBX|2|TX|8251-1^Comment^LN||Haemolysed sample||||||F"), "HOSP", 0.0)
+    assert commented.reports == () and len(commented.results) == 2
+    report = report_message("R1", "P1", "ACC1", "Pneumonia.")
+    assert interpret(parse(report.replace("|RAD|", "|LAB|")), "HOSP", 0.0).reports == ()
+    assert interpret(parse(report.replace("|RAD|", "||")), "HOSP", 0.0).reports != ()
 
 
 def test_a_preliminary_report_is_kept_as_a_message_only() -> None:

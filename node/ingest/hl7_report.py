@@ -1,11 +1,12 @@
 """Radiology reports in HL7: an ORU^R01 whose observations are a report's text, and MDM^T02.
 
 An ORU^R01 is a radiology report (not laboratory results) when its OBR-24 (diagnostic service section,
-HL7 table 0074) is an imaging section, or when an OBX carries narrative text: value type TX or FT, or ST
-with an OBX-3 of a report section (the DICOM-style ``&GDT``/``&IMP``/``&FND`` suffixes, or a LOINC
-radiology report code). Its text is the OBX-5 values of type TX, FT and ST (repetitions one per line);
-its status is OBX-11 (``C`` on any line: a correction). Only final (F) and corrected (C) reports are kept
-as reports; a preliminary one is kept as a message only.
+HL7 table 0074) is an imaging section; with no OBR-24, when an OBX carries narrative text (value type TX or
+FT, or ST with an OBX-3 of a report section: the DICOM-style ``&GDT``/``&IMP``/``&FND`` suffixes, or a LOINC
+radiology report code) and none a laboratory value (NM, SN, CE, CWE …: text beside them is a lab comment).
+Its text is the OBX-5 values of type TX, FT and ST (repetitions one per line); its status is OBX-11 (``C``
+on any line: a correction). Only final (F) and corrected (C) reports are kept as reports; a preliminary
+one is kept as a message only.
 
 The report's order numbers: placer OBR-2 (else ORC-2), filler OBR-3 (else ORC-3), accession OBR-18
 (IHE Radiology's placement of the accession number in v2.3-2.5 messages), else the filler number — the way
@@ -26,6 +27,8 @@ _REPORT_SECTIONS = ("&GDT", "&IMP", "&FND", "&ADT", "&REC")
 REPORT_LOINC = frozenset({"18782-3", "19005-8", "59776-5", "18834-2", "55115-0", "59771-6", "18748-4",
                           "11525-3", "24627-2", "30746-2", "36643-5"})
 _TEXT_TYPES = frozenset({"TX", "FT", "ST"})
+#: OBX value types of laboratory results (a message with one is results with, at most, comments).
+_LAB_TYPES = frozenset({"NM", "SN", "CE", "CWE", "CNE", "NA", "TS", "DT", "TM"})
 #: Report statuses kept as reports: final and corrected.
 KEPT_STATUSES = frozenset({"F", "C"})
 #: TXA-17 (document completion status, HL7 table 0271) values of a document not complete.
@@ -41,9 +44,12 @@ def _is_report_line(message: Hl7Message, obx: tuple[str, ...]) -> bool:
 
 def is_report(message: Hl7Message) -> bool:
     """Whether an ORU^R01 is a radiology report rather than laboratory results."""
-    if any(message.value(obr, 24).upper() in IMAGING_SECTIONS for obr in message.segments if obr[0] == "OBR"):
-        return True
-    return any(_is_report_line(message, obx) for obx in message.segments if obx[0] == "OBX")
+    sections = {message.value(obr, 24).upper() for obr in message.segments if obr[0] == "OBR"} - {""}
+    if sections:
+        return bool(sections & IMAGING_SECTIONS)
+    lines = [obx for obx in message.segments if obx[0] == "OBX"]
+    return any(_is_report_line(message, obx) for obx in lines) and not any(
+        message.value(obx, 2).upper() in _LAB_TYPES for obx in lines)
 
 
 def _text(message: Hl7Message) -> tuple[str, str]:
