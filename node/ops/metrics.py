@@ -42,7 +42,8 @@ class _StateCollector(Collector):
             studies.add_metric([state], count)
         yield studies
         outbox = GaugeMetricFamily(f"{PREFIX}_outbox_items",
-                                   "Outbox items per destination and state (pending, sent, dead).",
+                                   "Outbox items per destination and state (pending, sent, dead, cancelled: its "
+                                   "result rejected).",
                                    labels=["destination", "state"])
         for (destination, state), count in sorted(self._outbox_counts().items()):
             outbox.add_metric([destination, state], count)
