@@ -11,8 +11,11 @@ from pathlib import Path
 import pydicom
 from highdicom.ko import KeyObjectSelection, KeyObjectSelectionDocument
 from highdicom.sr import CodedConcept
-from pydicom.uid import generate_uid
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from node.ingest.rejection import read_note
 from node.store import COMPLETE, QUEUED
 from node.store.outbox import OutboxState
 from node.testing.loopback import LOOPBACK, free_port
@@ -76,3 +79,26 @@ def test_a_rejection_note_rejects_the_result(orthanc: Orthanc, make_node, tmp_pa
     assert {i.state for i in node.store.outbox.items() if i.destination == "down"} == {OutboxState.CANCELLED}
     summary = study_of(node, study.study_uid)
     assert summary is not None and (summary.version, summary.state) == (1, COMPLETE)
+
+
+def test_a_kos_that_cannot_be_read_as_a_note_is_none(tmp_path: Path) -> None:
+    """Bytes that are no dataset, and a note titled with a code of another scheme, are no rejection note."""
+    assert read_note(b"\x00\x01not a dataset", ExplicitVRLittleEndian) is None
+    sr = pydicom.Dataset()
+    sr.SOPClassUID, sr.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.88.22", generate_uid()
+    sr.StudyInstanceUID, sr.SeriesInstanceUID = generate_uid(), generate_uid()
+    sr.PatientID, sr.PatientName, sr.PatientBirthDate, sr.PatientSex = "X", "X^Y", "", ""
+    sr.AccessionNumber, sr.StudyID, sr.StudyDate, sr.StudyTime, sr.ReferringPhysicianName = "", "", "", "", ""
+    sr.Modality = "SR"
+    note = pydicom.dcmread(_note(sr, tmp_path, "113037", "Rejected for Patient Safety Reasons"))
+    assert read_note(_body(note), ExplicitVRLittleEndian).code == "113037"
+    note.ConceptNameCodeSequence[0].CodingSchemeDesignator = "99LOCAL"
+    assert read_note(_body(note), ExplicitVRLittleEndian) is None
+
+
+def _body(ds: pydicom.Dataset) -> bytes:
+    """The dataset without File Meta, in Explicit VR Little Endian, as the receiver holds it."""
+    body = DicomBytesIO()
+    body.is_little_endian, body.is_implicit_VR = True, False
+    write_dataset(body, ds)
+    return body.getvalue()

@@ -138,10 +138,11 @@ class Outbox:
         return cursor.rowcount
 
     def results_of(self, sop_instance_uids: list[str]) -> dict[str, str]:
-        """Which of these SOP Instance UIDs are result objects the node queued: each one's payload path."""
+        """Which of these SOP Instance UIDs are result objects the node queued (for any DICOM destination: an
+        HL7 item's key is a control ID): each one's payload path."""
         marks = ",".join("?" * len(sop_instance_uids))
         with self._database.reading() as db:
-            rows = db.execute(f"SELECT key, payload_path FROM outbox WHERE kind = 'dicom' AND key IN ({marks})",  # noqa: S608
+            rows = db.execute(f"SELECT key, payload_path FROM outbox WHERE kind != 'hl7' AND key IN ({marks})",  # noqa: S608
                               sop_instance_uids).fetchall()
         return dict(rows)
 
