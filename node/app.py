@@ -18,6 +18,8 @@ from node.context.gather import ContextGatherer
 from node.context.pacs import PacsPriors
 from node.egress.worker import make_workers
 from node.engine_host import EngineHost
+from node.feedback.api import feedback_routes
+from node.feedback.submit import closed_sets
 from node.ingest import pynetdicom_patches
 from node.ingest.assembler import StudyAssembler
 from node.ingest.commits import GroupCommit
@@ -26,9 +28,10 @@ from node.ingest.receiver import ROOM_RECHECK_SECONDS, Receiver, forget_torn_ins
 from node.ingest.rejection import Rejections
 from node.ingest.scp import StorageScp
 from node.ingest.spool import Spool
-from node.ops.http import OpsServer
+from node.ops.http import WebServer
 from node.ops.logging import get_logger
 from node.ops.metrics import Metrics
+from node.ops.probes import ops_routes
 from node.quality.baseline import load_evaluation
 from node.quality.collector import watch_quality
 from node.retention import Retention
@@ -94,8 +97,9 @@ class Node:
             if config.hl7_listener.enabled else None
         self.metrics.watch_state(self.store.studies.counts, self.store.outbox.counts, root)
         watch_quality(self.metrics, self.store, config.quality, load_evaluation(config.quality.baseline))
-        self.ops = OpsServer(config.http.host, config.http.port, self.metrics.render, self.not_ready_reasons,
-                             self.engine.load_finished)
+        self.web = WebServer(config.http.host, config.http.port,
+                             [*ops_routes(self.metrics.render, self.not_ready_reasons, self.engine.load_finished),
+                              *feedback_routes(self.store, closed_sets(build_router(config)), config.feedback)])
         self._stopped = threading.Event()
 
     def _wake_workers(self) -> None:
@@ -127,7 +131,7 @@ class Node:
         """Start every stage; returns once the node is serving. Refuses (:class:`UntestedPynetdicom`) a
         pynetdicom the node's patches of it were not tested with."""
         pynetdicom_patches.prepare()
-        self.ops.start()
+        self.web.start()
         for worker in self.workers:
             worker.start()
         self.scheduler.start()
@@ -136,7 +140,7 @@ class Node:
         if self.hl7 is not None:
             self.hl7.start()
         self.retention.start()
-        log.info("node.started", version=__version__, http_port=self.ops.port, dicom_port=self.scp.port,
+        log.info("node.started", version=__version__, http_port=self.web.port, dicom_port=self.scp.port,
                  hl7_port=self.hl7.port if self.hl7 is not None else None,
                  partial_writes_removed=self.spool.partial_writes_removed,
                  torn_instances_forgotten=self.torn_instances_forgotten)
@@ -158,6 +162,6 @@ class Node:
         self.retention.stop()
         for worker in self.workers:
             worker.stop()
-        self.ops.stop()
+        self.web.stop()
         self.store.close()
         log.info("node.stopped")

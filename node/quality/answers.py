@@ -41,6 +41,11 @@ def _header(read: Read) -> tuple[str, str, str]:
             str(header.get("AccessionNumber", "") or ""))
 
 
+def equipment(read: Read) -> tuple[str, str]:
+    """Manufacturer and model name of the images a read was given ('' for what the header does not say)."""
+    return _header(read)[:2]
+
+
 def answer_of(read: Read, version: int, now: float) -> Answer:
     """The quality record's row for a study version the node answered."""
     prepared = read.prepared

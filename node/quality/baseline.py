@@ -1,6 +1,6 @@
 """What a task's quality is compared with: the site's evaluation (``qoq-node evaluate``'s report.json: its answer
-distribution and accuracy per task) or, without one, the task's first answers and verdicts. The equipment seen
-(manufacturer and model) is always that of the task's first answers: the evaluation report does not record it."""
+distribution, accuracy and equipment — manufacturer and model — per task) or, without one, the task's first answers
+and verdicts. An evaluation report from before it recorded equipment leaves the first answers' as the baseline's."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from node.config import ConfigError
 from node.config.quality import QualityConfig
-from node.errors import NodeError
 from node.quality.answers import NONE, closed_labels
 from node.quality.figures import concordance, label_counts
 from node.store import Store
@@ -19,10 +19,8 @@ from node.store import Store
 EVALUATION, FIRST_STUDIES = "evaluation", "first_studies"
 
 
-class BaselineError(NodeError):
+class BaselineError(ConfigError):
     """The evaluation report named as the baseline cannot be read (the message names the file, not its data)."""
-
-    permanent = True
 
 
 @dataclass(frozen=True)
@@ -33,7 +31,7 @@ class Baseline:
     studies: int  # the studies its label distribution comes from
     labels: Counter[str]  # answer labels as the closed set spells them, NONE for no answer
     concordance: float | None  # the evaluation's accuracy, or the first verdicts' concordance
-    equipment: frozenset[tuple[str, str]]  # (manufacturer, model) of the first answers
+    equipment: frozenset[tuple[str, str]]  # (manufacturer, model) the baseline's studies came from
 
 
 def load_evaluation(path: Path | None) -> dict[str, Any]:
@@ -50,8 +48,8 @@ def load_evaluation(path: Path | None) -> dict[str, Any]:
     return tasks
 
 
-def _evaluated(task: dict[str, Any]) -> tuple[int, Counter[str], float | None]:
-    """An evaluated task's studies, answer distribution (closed-set spelling) and accuracy."""
+def _evaluated(task: dict[str, Any]) -> tuple[int, Counter[str], float | None, frozenset[tuple[str, str]]]:
+    """An evaluated task's studies, answer distribution (closed-set spelling), accuracy and equipment."""
     recorded = task.get("baseline") or {}
     labels: Counter[str] = Counter()
     for label, count in (recorded.get("answer") or {}).items():
@@ -59,7 +57,8 @@ def _evaluated(task: dict[str, Any]) -> tuple[int, Counter[str], float | None]:
     if recorded.get("no_answer"):
         labels[NONE] += int(recorded["no_answer"])
     accuracy = (task.get("accuracy") or {}).get("value")
-    return int(recorded.get("studies") or 0), labels, float(accuracy) if accuracy is not None else None
+    equipment = frozenset((str(maker), str(model)) for maker, model in recorded.get("equipment") or ())
+    return int(recorded.get("studies") or 0), labels, float(accuracy) if accuracy is not None else None, equipment
 
 
 def baseline_for(task: str, store: Store, config: QualityConfig, evaluation: dict[str, Any]) -> Baseline:
@@ -68,8 +67,8 @@ def baseline_for(task: str, store: Store, config: QualityConfig, evaluation: dic
     first = store.answers.first(config.baseline_studies, task)
     equipment = frozenset((answer.manufacturer, answer.model) for answer in first)
     if task in evaluation:
-        studies, labels, accuracy = _evaluated(evaluation[task])
-        return Baseline(EVALUATION, studies, labels, accuracy, equipment)
+        studies, labels, accuracy, evaluated = _evaluated(evaluation[task])
+        return Baseline(EVALUATION, studies, labels, accuracy, evaluated or equipment)
     agreement = concordance(store.verdicts.first(config.window, task))["value"]
     return Baseline(FIRST_STUDIES, len(first), label_counts(first), agreement if isinstance(agreement, float)
                     else None, equipment)

@@ -26,7 +26,7 @@ _FIGURES = {
     "label_psi": ("Population stability index of the task's answer labels over its last quality.window answers "
                   "against the baseline.", lambda q: q.psi),
     "input_drift": ("Share of the task's last quality.window answers whose images came from a manufacturer and "
-                    "model not among its first answers'.", lambda q: q.input_drift),
+                    "model not in the baseline's studies.", lambda q: q.input_drift),
     "rejection_rate": ("Share of the task's last quality.window answers rejected (IOCM rejection note, or the "
                        "feedback API's reject).", lambda q: q.rejection_rate),
 }

@@ -19,7 +19,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
-from node.evaluation.metrics import wilson
+from node.intervals import wilson
 from node.quality.answers import NONE
 from node.store import Answer, Verdict
 

@@ -66,7 +66,7 @@ def task_quality(task: str, answers: Sequence[Answer], judged: Sequence[Verdict]
 
 def tasks(store: Store) -> list[str]:
     """The tasks there is anything about: answered, or judged."""
-    return sorted(set(store.answers.tasks()) | {task for task, _, _ in store.verdicts.counts()})
+    return sorted(set(store.answers.tasks()) | set(store.verdicts.tasks()))
 
 
 def window_quality(store: Store, task: str, config: QualityConfig, evaluation: dict[str, Any]) -> TaskQuality:

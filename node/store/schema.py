@@ -160,6 +160,7 @@ CREATE TABLE IF NOT EXISTS verdicts (
     UNIQUE (study_instance_uid, source, source_key)
 );
 CREATE INDEX IF NOT EXISTS verdicts_by_task ON verdicts (task, received_at);
+CREATE INDEX IF NOT EXISTS verdicts_by_kind ON verdicts (task, source, verdict);
 """
 
 #: Columns added to ``studies`` since schema 1 (ingest only), with their definitions, in the order added.

@@ -109,6 +109,11 @@ class Verdicts:
             rows = db.execute("SELECT task, source, verdict, COUNT(*) FROM verdicts GROUP BY task, source, verdict")
             return {(task, source, kind): count for task, source, kind, count in rows.fetchall()}
 
+    def tasks(self) -> list[str]:
+        """Every task there is a verdict on, by name."""
+        with self._database.reading() as db:
+            return [task for (task,) in db.execute("SELECT DISTINCT task FROM verdicts ORDER BY task").fetchall()]
+
     def for_study(self, study_instance_uid: str) -> list[Verdict]:
         """Every verdict on a study's results, oldest first."""
         return self._select("study_instance_uid = ?", (study_instance_uid,))

@@ -72,6 +72,9 @@ name (what trtllm-serve lists for a local checkpoint when it is given no name). 
 {{- if include "qoq-node.hasModel" . -}}
 {{- $_ := set (get $managed "engine") "model" (include "qoq-node.modelPath" .) -}}
 {{- end -}}
+{{- if .Values.feedback.tokensSecret -}}
+{{- $_ := set $managed "feedback" (dict "tokens" "/etc/qoq-node/feedback-tokens") -}}
+{{- end -}}
 {{- if .Values.engineServer.enabled -}}
 {{- $openai := dict "url" (printf "http://%s:%d/v1" (include "qoq-node.engineName" .) (int .Values.engineServer.port)) "served_model" (include "qoq-node.servedModel" .) -}}
 {{- $engine := dict "backend" "openai" "openai" $openai -}}
