@@ -31,11 +31,12 @@ CREATE TABLE IF NOT EXISTS reports (
 CREATE INDEX IF NOT EXISTS reports_waiting ON reports (study_uid);
 """
 
-#: A waiting report's row with the study it reports (known, read, with an answer), the newest first.
+#: A waiting report's row with the study it reports (known, and answered: read by the node, not only a prior),
+#: the study answered last first.
 _MATCHES = """
 SELECT r.id, r.patient_key, r.placer, r.filler, r.accession, r.status, r.text, r.received_at, k.study_uid
 FROM reports AS r
-JOIN known_studies AS k ON k.patient_key = r.patient_key AND k.retrieved IS NULL AND k.accession != ''
+JOIN known_studies AS k ON k.patient_key = r.patient_key AND k.accession != ''
 JOIN answers AS a ON a.study_instance_uid = k.study_uid
 WHERE r.study_uid IS NULL AND (
     k.accession IN (r.accession, r.placer, r.filler)
