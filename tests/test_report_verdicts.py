@@ -57,6 +57,7 @@ def test_reports_give_verdicts_against_the_answer(make_node, tmp_path: Path, sto
     [verdict] = node.store.verdicts.for_study(first)
     assert (verdict.source, verdict.task, verdict.ai_labels, verdict.version) == ("report", "chest_xray",
                                                                                  ("Pneumonia",), 1)
+    assert {"hl7.received", "verdict.recorded"} <= {event["event"] for event in logs}
     assert "pneumonia" not in repr(logs).lower()  # neither the report's text nor the labels found
 
     before = time.time()
