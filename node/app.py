@@ -25,6 +25,7 @@ from node.ingest.assembler import StudyAssembler
 from node.ingest.commits import GroupCommit
 from node.ingest.hl7_listener import Hl7Listener
 from node.ingest.receiver import ROOM_RECHECK_SECONDS, Receiver, forget_torn_instances
+from node.ingest.rejection import Rejections
 from node.ingest.scp import StorageScp
 from node.ingest.spool import Spool
 from node.ops.http import WebServer
@@ -38,6 +39,7 @@ from node.routing import Router
 from node.routing.orders import OrderFinder
 from node.scheduler import Scheduler
 from node.store import STUDY_STATES, Store
+from node.verdicts.stage import ReportVerdicts
 
 log = get_logger("app")
 
@@ -78,6 +80,7 @@ class Node:
         self.torn_instances_forgotten = forget_torn_instances(self.store)
         self.workers = make_workers(config.destinations, config.dicom.ae_title, self.store, self.metrics)
         self.engine = EngineHost(config, self.metrics)
+        self.verdicts = ReportVerdicts(self.store, Router.from_file(config.routing.rules).rules.domains)
         self.scheduler = Scheduler(config, self.store, self.metrics, self.engine, build_router(config, self.store),
                                    build_gatherer(config, self.store, self.metrics), on_queued=self._wake_workers)
         self.assembler = StudyAssembler(self.store, self.metrics, config.study.stable_seconds,
@@ -87,10 +90,10 @@ class Node:
         self.commits = GroupCommit(self.store)
         self.receiver = Receiver(self.store, self.spool, self.commits, self.metrics, config.storage.min_free_bytes,
                                  frozenset(config.dicom.ignored_sop_classes), config.dicom.max_instance_bytes,
-                                 config.dicom.max_inflated_bytes)
+                                 config.dicom.max_inflated_bytes, Rejections(self.store, self.metrics))
         self.scp = StorageScp(config.dicom, self.receiver, self.assembler, self.metrics)
         self.hl7 = Hl7Listener(config.hl7_listener, config.context.default_authority, self.store, self.spool,
-                               self.metrics, on_context=self.scheduler.context_arrived) \
+                               self.metrics, on_context=self._context_arrived) \
             if config.hl7_listener.enabled else None
         self.metrics.watch_state(self.store.studies.counts, self.store.outbox.counts, root)
         watch_quality(self.metrics, self.store, config.quality, load_evaluation(config.quality.baseline))
@@ -100,8 +103,15 @@ class Node:
         self._stopped = threading.Event()
 
     def _wake_workers(self) -> None:
+        """A study's results are queued: wake the delivery workers, and judge the reports that waited for it."""
         for worker in self.workers:
             worker.wake()
+        self.verdicts.settle()
+
+    def _context_arrived(self) -> None:
+        """An HL7 message is kept: studies waiting for their order are due, and a report is judged if it can be."""
+        self.scheduler.context_arrived()
+        self.verdicts.settle()
 
     def not_ready_reasons(self) -> list[str]:
         """Why the node cannot take studies now (empty when ready)."""

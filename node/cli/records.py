@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from node.cli.common import Commands, add_command, iso, opened_store
-from node.store import QuarantinedObject, Store
+from node.store import OutboxState, QuarantinedObject, Store
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
@@ -122,5 +122,5 @@ def add_outbox(commands: Commands) -> None:
     outbox = add_command(commands, "outbox", cmd_outbox, "List deliveries to PACS and EHR, or retry failed ones.")
     outbox.add_argument("action", choices=["list", "retry", "retry-all"])
     outbox.add_argument("id", nargs="?", type=int, help="the item to retry (retry)")
-    outbox.add_argument("--state", choices=["pending", "sent", "dead"], help="list only items in this state")
+    outbox.add_argument("--state", choices=[state.value for state in OutboxState], help="list only items in this state")
     outbox.add_argument("--json", action="store_true", help="machine-readable output (list)")

@@ -34,6 +34,7 @@ from node.ingest.refusals import (
     check_same_study,
     encodable,
 )
+from node.ingest.rejection import KEY_OBJECT_SELECTION, Rejections, read_note
 from node.ingest.spool import Spool
 from node.ops.logging import get_logger, uid_hash
 from node.ops.metrics import Metrics
@@ -90,8 +91,9 @@ class Receiver:
 
     def __init__(self, store: Store, spool: Spool, commits: GroupCommit, metrics: Metrics,
                  min_free_bytes: int, ignored_sop_classes: frozenset[str] = frozenset(),
-                 max_instance_bytes: int = 1 << 40, max_inflated_bytes: int = 1 << 40) -> None:
-        self._store = store
+                 max_instance_bytes: int = 1 << 40, max_inflated_bytes: int = 1 << 40,
+                 rejections: Rejections | None = None) -> None:
+        self._store, self._rejections = store, rejections
         self._limits = IncomingLimits(max_instance_bytes, max_inflated_bytes)
         self._storage_failed_at = -ROOM_RECHECK_SECONDS  # when a write last failed or was refused for space
         self._ignored = ignored_sop_classes
@@ -168,6 +170,12 @@ class Receiver:
     def _receive(self, request: StoreRequest) -> StoreOutcome:
         header = self._header(request.incoming)
         check_identity(header, request.sop_class_uid, request.sop_instance_uid)
+        if header.sop_class_uid == KEY_OBJECT_SELECTION and self._rejections is not None:
+            with request.incoming.dataset() as data:
+                note = read_note(data, request.incoming.transfer_syntax_uid)
+            if note is not None and self._rejections.reject(note):  # acknowledged and let go, like any KOS
+                self._metrics.cstore_requests.labels("rejection_note").inc()
+                return StoreOutcome(SUCCESS, study_uid=header.study_uid)
         ignored = why_not_read(header.sop_class_uid, header.manufacturer, self._ignored)
         if ignored is not None:
             return self._own_result(header) if ignored == OWN_RESULT else self._ignored_class(header)

@@ -14,6 +14,7 @@ from node.store.database import Database
 from node.store.instances import InstanceRecord, Instances, StoredFile, StudyUpdate
 from node.store.outbox import Outbox, OutboxItem, OutboxState, QueuedItem
 from node.store.quarantine import Quarantine, QuarantinedObject
+from node.store.reports import Reports
 from node.store.retention import Expiry
 from node.store.studies import (
     FINISHED,
@@ -30,7 +31,7 @@ from node.store.verdicts import Verdict, Verdicts
 #: The states by their short names, as the stages and tests compare them.
 RECEIVING, STABLE, QUEUED, COMPLETE, SKIPPED, FAILED, UNDELIVERED = StudyState
 STUDY_STATES = tuple(StudyState)
-PENDING, SENT, DEAD = OutboxState
+PENDING, SENT, DEAD, CANCELLED = OutboxState
 
 
 class Store:
@@ -53,6 +54,8 @@ class Store:
         #: The quality record: what the node answered, and the verdicts on those answers.
         self.answers = Answers(self.database)
         self.verdicts = Verdicts(self.database)
+        #: Radiology reports received, waiting for or matched with the study they report.
+        self.reports = Reports(self.database)
 
     def close(self) -> None:
         """Close the connection."""

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import sqlite3
 
+from node.store import reports
 from node.store.studies import POSTPONEMENT_DETAIL, StudyState
 
 #: 3: the clinical context's tables; 4: ``studies.postponed_for`` (why a stable study waits, as a code);
 #: 6: the quality record (``answers``, ``verdicts``).
-SCHEMA_VERSION = 6
+#: 7: radiology reports (:mod:`node.store.reports`).
+SCHEMA_VERSION = 7
 
 _RECEIVED = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -175,6 +177,7 @@ def create(connection: sqlite3.Connection) -> None:
     if "procedure_codes" not in {row[1] for row in connection.execute("PRAGMA table_info(orders)")}:  # schema 4
         connection.execute("ALTER TABLE orders ADD COLUMN procedure_codes TEXT NOT NULL DEFAULT ''")
     connection.executescript(_QUALITY)  # schema 6
+    connection.executescript(reports.SCHEMA)  # schema 7
     connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
