@@ -116,7 +116,8 @@ class ContextConfig(Section):
 
     pacs: str | None = Field(
         default=None, description="The destinations.dicom entry to query for prior studies (C-FIND, Study Root) and "
-        "retrieve them from (C-GET); null: only studies the node holds.")
+        "retrieve them from (C-GET), or the destinations.dicomweb entry (QIDO-RS, WADO-RS); null: only studies the "
+        "node holds.")
     order_wait_seconds: float = Field(
         default=0.0, ge=0, description="A study whose task wants its order waits up to this long (from when it "
         "became stable) for the order to arrive over HL7, then is read without it.")
