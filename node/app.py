@@ -14,8 +14,9 @@ import threading
 
 from node import __version__
 from node.config import NodeConfig, require_usable
+from node.context.dicomweb import DicomWebPriors
 from node.context.gather import ContextGatherer
-from node.context.pacs import PacsPriors
+from node.context.pacs import PacsPriors, PriorsSource
 from node.egress.worker import make_workers
 from node.engine_host import EngineHost
 from node.ingest import pynetdicom_patches
@@ -52,9 +53,13 @@ def build_router(config: NodeConfig, store: Store | None = None) -> Router:
 
 
 def build_gatherer(config: NodeConfig, store: Store, metrics: Metrics | None = None) -> ContextGatherer:
-    """The context gatherer over ``store``, asking the PACS ``context.pacs`` names when it names one."""
-    pacs = next((PacsPriors(d, config.dicom.ae_title) for d in config.destinations.dicom
-                 if d.name == config.context.pacs), None)
+    """The context gatherer over ``store``, asking the PACS or DICOMweb archive ``context.pacs`` names when it
+    names one."""
+    name = config.context.pacs
+    pacs: PriorsSource | None = next((PacsPriors(d, config.dicom.ae_title) for d in config.destinations.dicom
+                                      if d.name == name), None) or next(
+        (DicomWebPriors(d, config.dicom.max_instance_bytes) for d in config.destinations.dicomweb if d.name == name),
+        None)
     return ContextGatherer(store, config.storage.root, config.context.default_authority, pacs, metrics)
 
 

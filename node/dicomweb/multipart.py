@@ -43,31 +43,34 @@ def media_type(content_type: str) -> tuple[str, dict[str, str]]:
 class _Parts:
     """The callbacks that write each part of a multipart answer to ``directory/NNNNN.dcm``."""
 
-    def __init__(self, directory: Path, max_part_bytes: int) -> None:
-        self.directory, self.max_part_bytes = directory, max_part_bytes
+    def __init__(self, directory: Path, prefix: str, max_part_bytes: int) -> None:
+        self.directory, self.prefix, self.max_part_bytes = directory, prefix, max_part_bytes
         self.written: list[Path] = []
         self._fd: int | None = None
         self._size = 0
-        self._header = bytearray()
+        self._field, self._value = bytearray(), bytearray()
         self._part_type = ""
         self.finished = False
 
+    def _partial(self) -> Path:
+        return self.directory / f"{self.prefix}{len(self.written):05d}.dcm.part"
+
     def begin(self) -> None:
         self._size, self._part_type = 0, ""
-        path = self.directory / f"{len(self.written):05d}.dcm.part"
+        path = self._partial()
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 
     def header_field(self, data: bytes, start: int, end: int) -> None:
-        self._header += data[start:end] + b"\0"
+        self._field += data[start:end]
 
     def header_value(self, data: bytes, start: int, end: int) -> None:
-        self._header += data[start:end]
+        self._value += data[start:end]
 
     def header_end(self) -> None:
-        name, _, value = bytes(self._header).partition(b"\0")
-        if name.strip().lower() == b"content-type":
-            self._part_type = media_type(value.decode("latin-1"))[0]
-        self._header.clear()
+        if self._field.strip().lower() == b"content-type":
+            self._part_type = media_type(self._value.decode("latin-1"))[0]
+        self._field.clear()
+        self._value.clear()
 
     def data(self, data: bytes, start: int, end: int) -> None:
         assert self._fd is not None
@@ -80,7 +83,7 @@ class _Parts:
         assert self._fd is not None
         os.close(self._fd)
         self._fd = None
-        partial = self.directory / f"{len(self.written):05d}.dcm.part"
+        partial = self._partial()
         if self._part_type not in ("", DICOM):
             partial.unlink()  # (a bulk data or metadata part: not an instance)
             return
@@ -98,15 +101,16 @@ class _Parts:
             self._fd = None
 
 
-def write_parts(content_type: str, chunks: Iterable[bytes], directory: Path, max_part_bytes: int) -> list[Path]:
+def write_parts(content_type: str, chunks: Iterable[bytes], directory: Path, prefix: str,
+                max_part_bytes: int) -> list[Path]:
     """Write each application/dicom part of a multipart/related answer to its own file in ``directory``
-    (durably), as the ``chunks`` come; the files, in the answer's order."""
+    (``{prefix}00000.dcm``, …; durably), as the ``chunks`` come; the files, in the answer's order."""
     kind, params = media_type(content_type)
     boundary = params.get("boundary")
     if kind != "multipart/related" or not boundary:
         raise MultipartError(f"the answer is {kind}, not multipart/related with a boundary")
     directory.mkdir(parents=True, exist_ok=True)
-    parts = _Parts(directory, max_part_bytes)
+    parts = _Parts(directory, prefix, max_part_bytes)
     parser = MultipartParser(boundary, {
         "on_part_begin": parts.begin, "on_part_data": parts.data, "on_part_end": parts.end,
         "on_header_field": parts.header_field, "on_header_value": parts.header_value,
