@@ -52,6 +52,15 @@ VALUE_SETS = {
             "hl7": [{"name": "ehr", "host": "ehr.hospital.org", "port": 2575, "receiving_application": "EPIC"}]}},
         "nodeSelector": {"nvidia.com/gpu.present": "true"},
     },
+    "dicomweb": {
+        "dicomwebSecrets": {"secretName": "archive-credentials"},
+        "networkPolicy": {"egressCIDRs": ["10.3.0.0/24"]},
+        "config": {"context": {"pacs": "archive"}, "destinations": {"dicomweb": [
+            {"name": "archive", "url": "https://vna.hospital.org/dicomweb",
+             "auth": {"kind": "oauth2", "token_url": "https://idp.hospital.org:8443/token", "client_id": "qoq",
+                      "client_secret_file": "/etc/qoq-node/dicomweb/client-secret"}},
+            {"name": "orthanc", "url": "http://orthanc.hospital.org:8042/dicom-web"}]}},
+    },
     "scale-out": {
         "model": {"existingClaim": "qoq-med-weights", "subPath": "QoQ-Med-VL-32B"},
         "gpu": {"count": 0},
@@ -192,6 +201,17 @@ def test_tls_secrets_are_mounted_not_inlined() -> None:
                                                   "private_key": "/etc/qoq-node/tls/tls.key",
                                                   "ca": "/etc/qoq-node/tls/ca.crt"}
     assert not [o for o in objects if o["kind"] == "Secret"]
+
+
+def test_dicomweb_credentials_are_mounted_and_its_ports_opened() -> None:
+    objects = render(VALUE_SETS["dicomweb"])
+    pod = by_kind(objects, "StatefulSet")["spec"]["template"]["spec"]
+    assert {v["name"]: v for v in pod["volumes"]}["dicomweb-secrets"]["secret"]["secretName"] == "archive-credentials"
+    [container] = pod["containers"]
+    assert {"name": "dicomweb-secrets", "mountPath": "/etc/qoq-node/dicomweb", "readOnly": True} in \
+        container["volumeMounts"]
+    _, destinations = by_kind(objects, "NetworkPolicy")["spec"]["egress"]
+    assert {p["port"] for p in destinations["ports"]} == {443, 8443, 8042}  # the archives' and the token endpoint's
 
 
 def test_services_and_network_policy() -> None:
