@@ -51,9 +51,9 @@ class DicomWebDestination(Section):
     auth: DicomWebAuth = DicomWebAuth()
     ca: Path | None = Field(default=None, description="A CA bundle the server's certificate is checked against "
                             "(default: the system's).")
-    connect_timeout_seconds: float = Field(default=10.0, gt=0, description="How long to wait for a connection.")
     timeout_seconds: float = Field(default=60.0, gt=0, description="How long to wait for each read or write "
-                                   "(a STOW-RS answer, a chunk of a WADO-RS retrieval).")
+                                   "(a STOW-RS answer, a chunk of a WADO-RS retrieval); a connection gets at most "
+                                   "10 s.")
 
     @property
     def root(self) -> str:

@@ -4,6 +4,7 @@ fetched anew once when the archive answers 401)."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Generator
@@ -55,7 +56,7 @@ class ClientCredentialsAuth(httpx.Auth):
 
     requires_response_body = False
 
-    def __init__(self, settings: DicomWebAuth, timeout: httpx.Timeout, verify: object) -> None:
+    def __init__(self, settings: DicomWebAuth, timeout: httpx.Timeout, verify: ssl.SSLContext | bool) -> None:
         assert settings.token_url is not None and settings.client_secret_file is not None  # (the model checks)
         self._settings, self._timeout, self._verify = settings, timeout, verify
         self._token, self._expires_at = "", 0.0
@@ -66,7 +67,7 @@ class ClientCredentialsAuth(httpx.Auth):
         assert settings.client_secret_file is not None
         form = {"grant_type": "client_credentials", **({"scope": settings.scope} if settings.scope else {})}
         try:
-            answer = httpx.post(str(settings.token_url), data=form, timeout=self._timeout, verify=self._verify,  # type: ignore[arg-type]  # an ssl.SSLContext or a bool
+            answer = httpx.post(str(settings.token_url), data=form, timeout=self._timeout, verify=self._verify,
                                 auth=(settings.client_id, _secret(settings.client_secret_file)))
         except httpx.HTTPError as exc:
             raise TokenError(f"token endpoint unreachable: {type(exc).__name__}") from None
@@ -97,7 +98,7 @@ class ClientCredentialsAuth(httpx.Auth):
             yield request
 
 
-def make_auth(settings: DicomWebAuth, timeout: httpx.Timeout, verify: object) -> httpx.Auth | None:
+def make_auth(settings: DicomWebAuth, timeout: httpx.Timeout, verify: ssl.SSLContext | bool) -> httpx.Auth | None:
     """The httpx auth for a destination's ``auth`` settings (None for ``none``)."""
     if settings.kind == "basic":
         assert settings.password_file is not None

@@ -4,8 +4,9 @@ Objects go in multipart/related requests (``type="application/dicom"``) of at mo
 (one object alone may be larger), each POSTed to ``{root}/studies`` asking for an application/dicom+json
 answer. An answer is read per instance, as C-STORE statuses are (``node/egress/dicom.py``):
 
-- no answer (connection refused or broken, a timeout), 5xx, 408, 425, 429, and 401/403/407 (credentials: an
-  operator's fix, not the object's fault): every object is retried later;
+- no answer (connection refused or broken, a timeout), what ``node/http_client.py`` calls transient (408,
+  425, 429, 500, 502, 503, 504), and 401/403/407 (credentials: an operator's fix, not the object's fault):
+  every object is retried later;
 - an object in the Failed SOP Sequence (0008,1198): its Failure Reason (0008,1197) decides (A7xx out of
   resources: retried; anything else: a dead letter), and is kept in the outbox item's reason;
 - an object in the Referenced SOP Sequence (0008,1199): delivered, its Warning Reason (0008,1196) if any kept
@@ -29,13 +30,14 @@ from node.dicomweb.client import open_client
 from node.dicomweb.multipart import stow_body
 from node.egress.dicom import classify_status
 from node.egress.mllp import Delivery
+from node.http_client import RETRYABLE_STATUS
 
 #: Objects are sent together up to this many bytes per request.
 MAX_REQUEST_BYTES = 16 * 2**20
 #: At most this much of an answer's body is read.
 MAX_ANSWER_BYTES = 2**20
-#: Statuses after which the same request may succeed later.
-_TRANSIENT = {401, 403, 407, 408, 425, 429}
+#: Statuses after which the same request may succeed later: the shared transient ones, and refused credentials.
+_TRANSIENT = RETRYABLE_STATUS | {401, 403, 407}
 _REASONS = {0xA700: "out of resources", 0xA900: "data set does not match SOP class", 0xC000: "cannot understand",
             0x0110: "processing failure", 0x0122: "SOP class not supported", 0x0124: "not authorized",
             0xC122: "transfer syntax not supported", 0xB000: "coercion of data elements",
@@ -57,7 +59,7 @@ def _code(code: int | None) -> str:
 def classify_answer(status: int, answer: StowAnswer | None, uid: str) -> StowResult:
     """The outcome of one object (``uid``) from a STOW-RS response's status and parsed body."""
     http = f"HTTP {status}"
-    if status >= 500 or status in _TRANSIENT:
+    if status in _TRANSIENT:
         return StowResult(Delivery.RETRY, f"{http}: retried later")
     if answer is not None and uid in answer.failed:
         code = answer.failed[uid]
