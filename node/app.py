@@ -53,14 +53,23 @@ def build_router(config: NodeConfig, store: Store | None = None) -> Router:
     return router.with_orders(OrderFinder(store.clinical, config.context.default_authority)) if store else router
 
 
+def priors_source(config: NodeConfig) -> PriorsSource | None:
+    """Where priors come from: the ``destinations.dicom`` (C-FIND/C-GET) or ``destinations.dicomweb``
+    (QIDO-RS/WADO-RS) entry ``context.pacs`` names; None when it names none."""
+    name = config.context.pacs
+    for dicom in config.destinations.dicom:
+        if dicom.name == name:
+            return PacsPriors(dicom, config.dicom.ae_title)
+    for web in config.destinations.dicomweb:
+        if web.name == name:
+            return DicomWebPriors(web, config.dicom.max_instance_bytes)
+    return None
+
+
 def build_gatherer(config: NodeConfig, store: Store, metrics: Metrics | None = None) -> ContextGatherer:
     """The context gatherer over ``store``, asking the PACS or DICOMweb archive ``context.pacs`` names when it
     names one."""
-    name = config.context.pacs
-    pacs: PriorsSource | None = next((PacsPriors(d, config.dicom.ae_title) for d in config.destinations.dicom
-                                      if d.name == name), None) or next(
-        (DicomWebPriors(d, config.dicom.max_instance_bytes) for d in config.destinations.dicomweb if d.name == name),
-        None)
+    pacs = priors_source(config)
     return ContextGatherer(store, config.storage.root, config.context.default_authority, pacs, metrics)
 
 

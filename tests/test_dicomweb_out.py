@@ -8,12 +8,15 @@ from __future__ import annotations
 import base64
 import json
 import time
+from datetime import date
 from pathlib import Path
 
 import pydicom
 import pytest
 
 from node.config import ConfigError, DestinationsConfig, DicomWebDestination, config_problems
+from node.context.dicomweb import DicomWebPriors
+from node.context.pacs import PacsError
 from node.dicomweb.answer import parse_answer
 from node.dicomweb.multipart import MultipartError, write_parts
 from node.egress.dicomweb import StowSender, classify_answer
@@ -91,6 +94,34 @@ def test_results_and_priors_go_through_the_archive(orthanc: Orthanc, make_node, 
     sr = pydicom.dcmread(io.BytesIO(orthanc.file(sr_id)))
     assert prior.study_uid in {str(item.StudyInstanceUID) for item in sr.PertinentOtherEvidenceSequence}
     assert any(f"prior CR study {prior.study_uid} of 2025-06-01" in text for text in sr_texts(sr))
+
+
+def test_priors_are_found_by_date_and_only_what_the_node_reads_is_retrieved(orthanc: Orthanc, tmp_path: Path) -> None:
+    """QIDO-RS by patient and date range; a series that mixes a radiograph with an SR is retrieved instance by
+    instance, the SR left on the archive."""
+    prior = restamp(write_cr_study(tmp_path / "prior", size=64), PatientID="DW-0002", StudyDate="20250301")
+    cr = pydicom.dcmread(prior.files[0])
+    [sr, _] = result_objects(tmp_path)
+    sr.PatientID, sr.StudyInstanceUID, sr.SeriesInstanceUID = "DW-0002", cr.StudyInstanceUID, cr.SeriesInstanceUID
+    sr.save_as(tmp_path / "sr.dcm", enforce_file_format=True)
+    for path in (prior.files[0], tmp_path / "sr.dcm"):
+        orthanc.upload(path)
+    archive = DicomWebPriors(_destination(orthanc.url), max_instance_bytes=10**8)
+    assert archive.find("DW-0002", date(2025, 3, 2), date(2026, 1, 1)) == []
+    [found] = archive.find("DW-0002", date(2025, 1, 1), date(2025, 12, 31))
+    assert (found.study_uid, found.study_date, found.modalities) == (prior.study_uid, "20250301", ("CR",))
+    [retrieved] = archive.retrieve(prior.study_uid, tmp_path / "context" / prior.study_uid)
+    assert retrieved.name == "000-00000-00000.dcm"  # series 0, instance 0, its only part
+    assert pydicom.dcmread(retrieved).SOPInstanceUID == cr.SOPInstanceUID
+    assert archive.retrieve("1.2.3.4", tmp_path / "nothing") == []  # a study it does not hold: no instances
+    with DicomWebProxy(orthanc.url) as proxy:
+        failing = DicomWebPriors(_destination(proxy.url), max_instance_bytes=10**8)
+        proxy.state.faults = [503]
+        with pytest.raises(PacsError, match="QIDO-RS answered HTTP 503"):
+            failing.find("DW-0002", date(2025, 1, 1), date(2025, 12, 31))
+        proxy.state.rewrite = lambda path: path.replace("/series/", "/nothing/")
+        with pytest.raises(PacsError, match="WADO-RS answered HTTP 404"):
+            failing.retrieve(prior.study_uid, tmp_path / "again")
 
 
 def test_a_resend_is_stored_once(orthanc: Orthanc, tmp_path: Path) -> None:
