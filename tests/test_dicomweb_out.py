@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import time
 from datetime import date
 from pathlib import Path
@@ -28,7 +29,7 @@ from node.testing.dicomweb_proxy import DicomWebProxy
 from node.testing.loopback import LOOPBACK, free_port, http_json
 from node.testing.pacs import Orthanc
 from node.testing.synthetic import restamp, write_cr_study
-from tests.helpers import metric_value, node_config, result_objects, sr_texts, state, wait_for
+from tests.helpers import make_pki, metric_value, node_config, result_objects, sr_texts, state, wait_for
 
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
 
@@ -217,6 +218,19 @@ def test_basic_auth_reaches_orthanc(orthanc_installed: None, tmp_path: Path) -> 
             sender.close()
 
 
+def test_https_is_checked_against_the_ca_bundle(orthanc: Orthanc, tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(pki["server_cert"], pki["server_key"])
+    objects = _objects(tmp_path)[:1]
+    with DicomWebProxy(orthanc.url, tls=server) as proxy:
+        assert proxy.url.startswith("https://")
+        [unknown] = StowSender(_destination(proxy.url)).send(objects)  # the system's CAs do not know it
+        assert (unknown.delivery, unknown.detail) == (Delivery.RETRY, "connection failed: ConnectError")
+        [trusted] = StowSender(_destination(proxy.url, ca=str(pki["ca"]))).send(objects)
+        assert trusted.delivery is Delivery.ACCEPTED
+
+
 def test_nobody_listening_is_a_retry(tmp_path: Path) -> None:
     [result] = StowSender(_destination(f"http://{LOOPBACK}:{free_port()}")).send(_objects(tmp_path)[:1])
     assert (result.delivery, result.detail) == (Delivery.RETRY, "connection failed: ConnectError")
@@ -268,6 +282,7 @@ def test_a_wado_answer_is_written_part_by_part_whatever_its_chunks(tmp_path: Pat
         write_parts(content_type, [body[:100]], tmp_path / "cut", "", 1 << 20)
     with pytest.raises(MultipartError, match="larger than"):
         write_parts(content_type, [body], tmp_path / "big", "", 100)
+    assert [p.name for p in (tmp_path / "cut").iterdir()] == [] == [p.name for p in (tmp_path / "big").iterdir()]
 
 
 def test_the_configuration_checks_what_auth_needs(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser
 
-from node.durable import fsync_dir, fsync_file
+from node.durable import fsync_dir, fsync_file, write_all
 
 DICOM = "application/dicom"
 
@@ -77,7 +77,7 @@ class _Parts:
         self._size += end - start
         if self._size > self.max_part_bytes:
             raise MultipartError(f"a part is larger than {self.max_part_bytes} bytes")
-        os.write(self._fd, data[start:end])
+        write_all(self._fd, data[start:end])
 
     def end(self) -> None:
         assert self._fd is not None
@@ -96,9 +96,11 @@ class _Parts:
         self.finished = True
 
     def close(self) -> None:
+        """Let go of a part cut short (its file too)."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+            self._partial().unlink(missing_ok=True)
 
 
 def write_parts(content_type: str, chunks: Iterable[bytes], directory: Path, prefix: str,

@@ -1,13 +1,14 @@
 """A DICOMweb proxy on loopback in front of a real server (Orthanc's ``/dicom-web``), for what a healthy server
 does not do on demand: answer a status instead of forwarding (a 503 outage), forward a request to another
 path (Orthanc then gives its own answer to it: a 409), ask for a bearer token and see every request's
-headers; and a tiny OAuth2 token endpoint (``POST /token``, client credentials) whose tokens it checks. A test
-double for the faults only: every answer it forwards is the real server's."""
+headers, over HTTPS if asked; and a tiny OAuth2 token endpoint (``POST /token``, client credentials) whose
+tokens it checks. A test double for the faults only: every answer it forwards is the real server's."""
 
 from __future__ import annotations
 
 import json
 import secrets
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,18 +48,21 @@ class ProxyState:
 class DicomWebProxy:
     """The proxy on a free loopback port in front of ``upstream`` (a base URL: Orthanc's)."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, tls: ssl.SSLContext | None = None) -> None:
         self.state = ProxyState()
         self._upstream = httpx.Client(base_url=upstream, timeout=60)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((LOOPBACK, 0), self._handler())
         self._server.daemon_threads = True
+        if tls is not None:  # HTTPS with this server context
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        self._scheme = "https" if tls is not None else "http"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
         """The proxy's base URL (the upstream's paths under it)."""
-        return f"http://{LOOPBACK}:{self._server.server_address[1]}"
+        return f"{self._scheme}://{LOOPBACK}:{self._server.server_address[1]}"
 
     def revoke_tokens(self) -> None:
         """Every token issued so far stops working (the archive answers 401 to it)."""
