@@ -12,7 +12,8 @@ answer. An answer is read per instance, as C-STORE statuses are (``node/egress/d
 - an object in the Referenced SOP Sequence (0008,1199): delivered, its Warning Reason (0008,1196) if any kept
   in the reason (a 202 whose warnings are coercions, discarded elements, a SOP class mismatch);
 - an object named in neither: delivered on a 200 (everything was stored), retried on a 202 (the archive
-  did not say; a resend is harmless: the same UIDs), a dead letter on any other 4xx (the reason: its status).
+  did not say; a resend is harmless: the same UIDs), a dead letter on any other 4xx (the reason: its status),
+  retried on anything else (a redirect, which is not followed; 501).
 """
 
 from __future__ import annotations
