@@ -14,8 +14,9 @@ import threading
 
 from node import __version__
 from node.config import NodeConfig, require_usable
+from node.context.dicomweb import DicomWebPriors
 from node.context.gather import ContextGatherer
-from node.context.pacs import PacsPriors
+from node.context.pacs import PacsPriors, PriorsSource
 from node.egress.worker import make_workers
 from node.engine_host import EngineHost
 from node.feedback.api import feedback_routes
@@ -58,10 +59,23 @@ def build_router(config: NodeConfig, store: Store | None = None) -> Router:
     return router.with_orders(OrderFinder(store.clinical, config.context.default_authority)) if store else router
 
 
+def priors_source(config: NodeConfig) -> PriorsSource | None:
+    """Where priors come from: the ``destinations.dicom`` (C-FIND/C-GET) or ``destinations.dicomweb``
+    (QIDO-RS/WADO-RS) entry ``context.pacs`` names; None when it names none."""
+    name = config.context.pacs
+    for dicom in config.destinations.dicom:
+        if dicom.name == name:
+            return PacsPriors(dicom, config.dicom.ae_title)
+    for web in config.destinations.dicomweb:
+        if web.name == name:
+            return DicomWebPriors(web, config.dicom.max_instance_bytes)
+    return None
+
+
 def build_gatherer(config: NodeConfig, store: Store, metrics: Metrics | None = None) -> ContextGatherer:
-    """The context gatherer over ``store``, asking the PACS ``context.pacs`` names when it names one."""
-    pacs = next((PacsPriors(d, config.dicom.ae_title) for d in config.destinations.dicom
-                 if d.name == config.context.pacs), None)
+    """The context gatherer over ``store``, asking the PACS or DICOMweb archive ``context.pacs`` names when it
+    names one."""
+    pacs = priors_source(config)
     return ContextGatherer(store, config.storage.root, config.context.default_authority, pacs, metrics)
 
 

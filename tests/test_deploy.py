@@ -17,7 +17,7 @@ import pydicom
 import pytest
 import yaml
 
-from node.config import NodeConfig, load_config
+from node.config import HttpConfig, NodeConfig, load_config
 from node.testing.ehr import MllpListener
 from node.testing.loopback import LOOPBACK
 from node.testing.pacs import Orthanc
@@ -54,6 +54,15 @@ VALUE_SETS = {
     },
     "feedback": {"feedback": {"tokensSecret": "qoq-feedback-tokens"},
                  "networkPolicy": {"feedbackCIDRs": ["10.9.0.8/32"]}},
+    "dicomweb": {
+        "dicomwebSecrets": {"secretName": "archive-credentials"},
+        "networkPolicy": {"egressCIDRs": ["10.3.0.0/24"]},
+        "config": {"context": {"pacs": "archive"}, "destinations": {"dicomweb": [
+            {"name": "archive", "url": "https://vna.hospital.org/dicomweb",
+             "auth": {"kind": "oauth2", "token_url": "https://idp.hospital.org:8443/token", "client_id": "qoq",
+                      "client_secret_file": "/etc/qoq-node/dicomweb/client-secret"}},
+            {"name": "orthanc", "url": "http://orthanc.hospital.org:8042/dicom-web"}]}},
+    },
     "scale-out": {
         "model": {"existingClaim": "qoq-med-weights", "subPath": "QoQ-Med-VL-32B"},
         "gpu": {"count": 0},
@@ -174,6 +183,8 @@ def test_statefulset_is_hardened_keeps_its_data_and_sees_the_gpu() -> None:
     assert container["startupProbe"]["httpGet"]["path"] == "/startupz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # the node listens on loopback by default; the kubelet's probes come to the pod's address
+    assert node_yaml(objects)["http"]["host"] == "0.0.0.0" and HttpConfig().host == "127.0.0.1"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 2
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
@@ -207,6 +218,17 @@ def test_tls_secrets_are_mounted_not_inlined() -> None:
                                                   "private_key": "/etc/qoq-node/tls/tls.key",
                                                   "ca": "/etc/qoq-node/tls/ca.crt"}
     assert not [o for o in objects if o["kind"] == "Secret"]
+
+
+def test_dicomweb_credentials_are_mounted_and_its_ports_opened() -> None:
+    objects = render(VALUE_SETS["dicomweb"])
+    pod = by_kind(objects, "StatefulSet")["spec"]["template"]["spec"]
+    assert {v["name"]: v for v in pod["volumes"]}["dicomweb-secrets"]["secret"]["secretName"] == "archive-credentials"
+    [container] = pod["containers"]
+    assert {"name": "dicomweb-secrets", "mountPath": "/etc/qoq-node/dicomweb", "readOnly": True} in \
+        container["volumeMounts"]
+    _, destinations = by_kind(objects, "NetworkPolicy")["spec"]["egress"]
+    assert {p["port"] for p in destinations["ports"]} == {443, 8443, 8042}  # the archives' and the token endpoint's
 
 
 def test_services_and_network_policy() -> None:

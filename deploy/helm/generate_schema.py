@@ -88,6 +88,7 @@ def values_schema() -> dict[str, Any]:
                 "enabled": {"type": "boolean"}, "secretName": {"type": "string"},
                 "verifyClients": {"type": "boolean"}})}),
             "pacsTls": _obj({"secretName": {"type": "string"}}),
+            "dicomwebSecrets": _obj({"secretName": {"type": "string"}}),
             "metrics": _obj({"port": PORT}),
             "feedback": _obj({"tokensSecret": {"type": "string"}}),
             "hl7": _obj({"enabled": {"type": "boolean"}, "port": PORT}),

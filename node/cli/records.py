@@ -75,10 +75,10 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps([asdict(item) for item in items], indent=2))
             else:
-                print(f"{'ID':>6}  {'DESTINATION':<16} {'KIND':<5} {'STATE':<8} {'TRIES':>5}  "
+                print(f"{'ID':>6}  {'DESTINATION':<16} {'KIND':<8} {'STATE':<8} {'TRIES':>5}  "
                       f"{'NEXT ATTEMPT':<25} LAST RESULT")
                 for item in items:
-                    print(f"{item.id:>6}  {item.destination:<16} {item.kind:<5} {item.state:<8} {item.attempts:>5}  "
+                    print(f"{item.id:>6}  {item.destination:<16} {item.kind:<8} {item.state:<8} {item.attempts:>5}  "
                           f"{iso(item.next_attempt_at):<25} {item.last_error}")
         else:
             if args.action == "retry" and args.id is None:

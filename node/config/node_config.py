@@ -44,7 +44,8 @@ class NodeConfig(Section):
 
     @model_validator(mode="after")
     def _context_pacs_is_a_destination(self) -> NodeConfig:
-        names = [d.name for d in self.destinations.dicom]
+        names = [d.name for d in self.destinations.dicom] + [d.name for d in self.destinations.dicomweb]
         if self.context.pacs is not None and self.context.pacs not in names:
-            raise ValueError(f"context.pacs names {self.context.pacs!r}, which is not a destinations.dicom entry")
+            raise ValueError(f"context.pacs names {self.context.pacs!r}, which is not a destinations.dicom or "
+                             "destinations.dicomweb entry")
         return self

@@ -38,6 +38,9 @@ def config_problems(config: NodeConfig, environ: Mapping[str, str] | None = None
     tokens = config.feedback.tokens
     if tokens is not None and not (tokens.is_file() or tokens.is_dir()):
         problems.append(f"feedback: tokens {tokens} is neither a readable file nor a directory")
+    for index, web in enumerate(config.destinations.dicomweb):
+        problems += _unreadable(f"destinations.dicomweb.{index}", {"ca": web.ca})
+        problems += _unreadable(f"destinations.dicomweb.{index}.auth", web.auth.files())
     engine = config.engine
     problems += _unreadable("engine", {"replay_responses": engine.replay_responses})
     key_env = engine.openai.api_key_env

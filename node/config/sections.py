@@ -31,9 +31,10 @@ class StudyConfig(Section):
 
 
 class HttpConfig(Section):
-    """The HTTP endpoint for /metrics, /healthz and /readyz."""
+    """The HTTP endpoint for /metrics, /healthz, /startupz and /readyz."""
 
-    host: str = "0.0.0.0"
+    host: str = Field(default="127.0.0.1", description="Loopback by default; 0.0.0.0 for every interface (the "
+                      "Helm chart sets it: the kubelet's probes and Prometheus come from outside the pod).")
     port: int = Field(default=9102, ge=0, le=65535, description="0 picks a free port.")
 
 
@@ -116,7 +117,8 @@ class ContextConfig(Section):
 
     pacs: str | None = Field(
         default=None, description="The destinations.dicom entry to query for prior studies (C-FIND, Study Root) and "
-        "retrieve them from (C-GET); null: only studies the node holds.")
+        "retrieve them from (C-GET), or the destinations.dicomweb entry (QIDO-RS, WADO-RS); null: only studies the "
+        "node holds.")
     order_wait_seconds: float = Field(
         default=0.0, ge=0, description="A study whose task wants its order waits up to this long (from when it "
         "became stable) for the order to arrive over HL7, then is read without it.")

@@ -40,7 +40,7 @@ class OutboxItem:
 
     id: int
     destination: str
-    kind: str  # "dicom" or "hl7"
+    kind: str  # "dicom" (C-STORE), "dicomweb" (STOW-RS) or "hl7"
     key: str  # SOP Instance UID or MSH-10: what makes a resend harmless
     payload_path: str
     study_uid: str

@@ -97,7 +97,18 @@ name (what trtllm-serve lists for a local checkpoint when it is given no name). 
 {{- $ports := list -}}
 {{- range .Values.config.destinations.dicom -}}{{- $ports = append $ports (int .port) -}}{{- end -}}
 {{- range .Values.config.destinations.hl7 -}}{{- $ports = append $ports (int .port) -}}{{- end -}}
+{{- range .Values.config.destinations.dicomweb -}}
+{{- $ports = append $ports (include "qoq-node.urlPort" .url | int) -}}
+{{- with .auth }}{{ with .token_url }}{{ $ports = append $ports (include "qoq-node.urlPort" . | int) }}{{ end }}{{ end -}}
+{{- end -}}
 {{- toJson (uniq $ports) -}}
+{{- end -}}
+
+{{/* The port an http(s) URL reaches: its own, else the scheme's (a DICOMweb archive, its token endpoint). */}}
+{{- define "qoq-node.urlPort" -}}
+{{- $url := urlParse . -}}
+{{- $host := splitList ":" $url.host -}}
+{{- if gt (len $host) 1 }}{{ last $host }}{{ else if eq $url.scheme "https" }}443{{ else }}80{{ end -}}
 {{- end -}}
 
 {{/* The engine server's name and labels (scale-out). */}}
