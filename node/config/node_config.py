@@ -7,6 +7,7 @@ from pydantic import model_validator
 from node.config.base import Section
 from node.config.delivery import DestinationsConfig
 from node.config.dicom import DicomConfig
+from node.config.dicomweb import DicomwebConfig
 from node.config.engine import EngineConfig
 from node.config.sections import (
     ContextConfig,
@@ -38,6 +39,7 @@ class NodeConfig(Section):
     destinations: DestinationsConfig = DestinationsConfig()
     hl7_listener: Hl7ListenerConfig = Hl7ListenerConfig()
     context: ContextConfig = ContextConfig()
+    dicomweb: DicomwebConfig = DicomwebConfig()
 
     @model_validator(mode="after")
     def _context_pacs_is_a_destination(self) -> NodeConfig:

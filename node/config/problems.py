@@ -34,6 +34,9 @@ def config_problems(config: NodeConfig, environ: Mapping[str, str] | None = None
         if client.enabled:
             problems += _unreadable(f"destinations.dicom.{index}.tls", {
                 "ca": client.ca, "certificate": client.certificate, "private_key": client.private_key})
+    stow = config.dicomweb.stow
+    if stow.enabled:
+        problems += _unreadable("dicomweb.stow", {"tokens_file": stow.tokens_file})
     engine = config.engine
     problems += _unreadable("engine", {"replay_responses": engine.replay_responses})
     key_env = engine.openai.api_key_env

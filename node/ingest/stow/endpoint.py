@@ -1,0 +1,143 @@
+"""The STOW-RS route: ``POST /dicomweb/studies[/{study}]`` — the client authorized, the body parsed as it
+streams in, each part stored as soon as it has ended (on :data:`WORKERS` threads: fsync and commit block)
+while the next arrives, then one answer for all of them (:mod:`node.ingest.stow.response`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from node.config.dicomweb import StowConfig
+from node.ingest.receiver import Receiver
+from node.ingest.refusals import check_target_uid
+from node.ingest.stow.clients import Clients, Forbidden, TokensFileError, Unauthorized
+from node.ingest.stow.multipart import MalformedBody, MultipartReader, UnsupportedMediaType, boundary_of
+from node.ingest.stow.parts import PartReceiver, PartResult
+from node.ingest.stow.response import (
+    JSON_MEDIA_TYPE,
+    XML_MEDIA_TYPE,
+    http_status,
+    response_module,
+    to_json,
+    to_xml,
+    wants_xml,
+)
+from node.ops.logging import get_logger, uid_hash
+
+log = get_logger("stow")
+
+#: Threads storing parts (each waits on its fsync and the group commit), shared by every request.
+WORKERS = 16
+#: Parts of one request being stored at once; the body is read on once one is done (memory stays bounded).
+PARTS_IN_FLIGHT = 8
+#: Reasons named in ``Warning`` headers (RFC 7234 5.5, PS3.18 8.4.4) of one answer, at most.
+WARNINGS = 8
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": message}, status, headers=headers)
+
+
+class _Request:
+    """One STOW-RS request's parts: made as their headers end, stored as they end."""
+
+    def __init__(self, receiver: Receiver, executor: ThreadPoolExecutor, client: str, study: str | None) -> None:
+        self._receiver, self._executor, self._client, self._study = receiver, executor, client, study
+        self._parts: list[PartReceiver] = []
+        self.storing: list[asyncio.Future[PartResult]] = []
+
+    def open_part(self, headers: dict[str, str]) -> PartReceiver:
+        part = PartReceiver(len(self._parts) + 1, headers, self._receiver, self._client, self._study)
+        self._parts.append(part)
+        return part
+
+    async def store_ended(self) -> None:
+        """Start storing the parts that have ended; wait while :data:`PARTS_IN_FLIGHT` are being stored."""
+        loop = asyncio.get_running_loop()
+        while self._parts and self._parts[0].ended:
+            self.storing.append(loop.run_in_executor(self._executor, self._parts.pop(0).store))
+        in_flight = [future for future in self.storing if not future.done()]
+        if len(in_flight) >= PARTS_IN_FLIGHT:
+            await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+
+
+class StowReceiver:
+    """The STOW-RS receiver's routes, its clients and its storing threads."""
+
+    def __init__(self, config: StowConfig, receiver: Receiver) -> None:
+        self._config = config
+        self._receiver = receiver
+        self._clients = Clients(config)
+        self._executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="stow")
+
+    def routes(self) -> list[BaseRoute]:
+        """``POST /dicomweb/studies`` and ``POST /dicomweb/studies/{study}``."""
+        return [Route("/dicomweb/studies", self.store, methods=["POST"]),
+                Route("/dicomweb/studies/{study}", self.store, methods=["POST"])]
+
+    def close(self) -> None:
+        """Wait for the parts being stored, then stop the storing threads."""
+        self._executor.shutdown(wait=True)
+
+    async def store(self, request: Request) -> Response:
+        """Answer one STOW-RS request (see the module's docstring)."""
+        started = time.perf_counter()
+        try:
+            client = self._clients.authorize(request.headers.get("authorization"))
+        except Unauthorized as exc:
+            return _error(401, str(exc), {"WWW-Authenticate": 'Bearer realm="dicomweb"'})
+        except Forbidden as exc:
+            log.warning("stow.forbidden", detail=str(exc))
+            return _error(403, str(exc))
+        except (OSError, TokensFileError) as exc:
+            log.error("stow.tokens_file_unreadable", error=type(exc).__name__)
+            return _error(503, "the receiver's tokens file cannot be read; see the node's log")
+        study = request.path_params.get("study")
+        try:
+            if study is not None:
+                check_target_uid(study)
+            boundary = boundary_of(request.headers.get("content-type"))
+        except UnsupportedMediaType as exc:
+            return _error(415, str(exc))
+        except ValueError as exc:
+            return _error(400, str(exc))
+        results, broken = await self._receive(request, boundary, client, study)
+        status = 400 if broken else http_status(results)
+        log.info("stow.request", client=client, study=uid_hash(study) if study else None, parts=len(results),
+                 stored=sum(result.stored for result in results), status=status, error=broken,
+                 seconds=round(time.perf_counter() - started, 3))
+        return self._answer(status, results, broken, request.headers.get("accept"))
+
+    async def _receive(self, request: Request, boundary: bytes, client: str,
+                       study: str | None) -> tuple[list[PartResult], str | None]:
+        """Store the body's parts as they end; the results, and why the body broke off (None: it did not)."""
+        parts = _Request(self._receiver, self._executor, client, study)
+        reader = MultipartReader(boundary, parts.open_part, self._config.max_parts)
+        broken = None
+        try:
+            async for chunk in request.stream():
+                reader.feed(chunk)
+                await parts.store_ended()
+            reader.finish()
+        except MalformedBody as exc:
+            broken = str(exc)
+        except ClientDisconnect:
+            reader.abandon()
+            broken = "the client closed the connection before the body's end"
+        await parts.store_ended()
+        return list(await asyncio.gather(*parts.storing)), broken
+
+    def _answer(self, status: int, results: list[PartResult], broken: str | None, accept: str | None) -> Response:
+        reasons = ([broken] if broken else []) + [result.reason for result in results if result.reason]
+        headers = {"Warning": ", ".join(f'299 qoq-node {json.dumps(reason[:200])}' for reason in reasons[:WARNINGS])} \
+            if reasons else None
+        module = response_module(results)
+        if wants_xml(accept):
+            return Response(to_xml(module), status, headers=headers, media_type=XML_MEDIA_TYPE)
+        return Response(json.dumps(to_json(module)), status, headers=headers, media_type=JSON_MEDIA_TYPE)
