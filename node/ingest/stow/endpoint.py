@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from node.config.dicomweb import StowConfig
+from node.ingest.assembler import StudyAssembler
 from node.ingest.receiver import Receiver
 from node.ingest.refusals import check_target_uid
 from node.ingest.stow.clients import Clients, Forbidden, TokensFileError, Unauthorized
@@ -45,12 +46,25 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 
 class _Request:
-    """One STOW-RS request's parts: made as their headers end, stored as they end."""
+    """One STOW-RS request's parts: made as their headers end, stored as they end. Like an association, the
+    request carries the studies of its instances (the assembler does not call them stable) until it ends."""
 
-    def __init__(self, receiver: Receiver, executor: ThreadPoolExecutor, client: str, study: str | None) -> None:
-        self._receiver, self._executor, self._client, self._study = receiver, executor, client, study
+    def __init__(self, receiver: Receiver, assembler: StudyAssembler, executor: ThreadPoolExecutor, client: str,
+                 study: str | None) -> None:
+        self._receiver, self._assembler, self._executor = receiver, assembler, executor
+        self._client, self._study = client, study
         self._parts: list[PartReceiver] = []
         self.storing: list[asyncio.Future[PartResult]] = []
+
+    def _store(self, part: PartReceiver) -> PartResult:
+        result = part.store()
+        if result.study_uid is not None:
+            self._assembler.carried_by(id(self), result.study_uid)
+        return result
+
+    def ended(self) -> None:
+        """The request is answered: its studies' quiet timers decide alone."""
+        self._assembler.association_closed(id(self))
 
     def open_part(self, headers: dict[str, str]) -> PartReceiver:
         part = PartReceiver(len(self._parts) + 1, headers, self._receiver, self._client, self._study)
@@ -61,7 +75,7 @@ class _Request:
         """Start storing the parts that have ended; wait while :data:`PARTS_IN_FLIGHT` are being stored."""
         loop = asyncio.get_running_loop()
         while self._parts and self._parts[0].ended:
-            self.storing.append(loop.run_in_executor(self._executor, self._parts.pop(0).store))
+            self.storing.append(loop.run_in_executor(self._executor, self._store, self._parts.pop(0)))
         in_flight = [future for future in self.storing if not future.done()]
         if len(in_flight) >= PARTS_IN_FLIGHT:
             await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
@@ -70,9 +84,10 @@ class _Request:
 class StowReceiver:
     """The STOW-RS receiver's routes, its clients and its storing threads."""
 
-    def __init__(self, config: StowConfig, receiver: Receiver) -> None:
+    def __init__(self, config: StowConfig, receiver: Receiver, assembler: StudyAssembler) -> None:
         self._config = config
         self._receiver = receiver
+        self._assembler = assembler
         self._clients = Clients(config)
         self._executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="stow")
 
@@ -117,7 +132,7 @@ class StowReceiver:
     async def _receive(self, request: Request, boundary: bytes, client: str,
                        study: str | None) -> tuple[list[PartResult], str | None]:
         """Store the body's parts as they end; the results, and why the body broke off (None: it did not)."""
-        parts = _Request(self._receiver, self._executor, client, study)
+        parts = _Request(self._receiver, self._assembler, self._executor, client, study)
         reader = MultipartReader(boundary, parts.open_part, self._config.max_parts)
         broken = None
         try:
@@ -130,8 +145,11 @@ class StowReceiver:
         except ClientDisconnect:
             reader.abandon()
             broken = "the client closed the connection before the body's end"
-        await parts.store_ended()
-        return list(await asyncio.gather(*parts.storing)), broken
+        try:
+            await parts.store_ended()
+            return list(await asyncio.gather(*parts.storing)), broken
+        finally:
+            parts.ended()
 
     def _answer(self, status: int, results: list[PartResult], broken: str | None, accept: str | None) -> Response:
         reasons = ([broken] if broken else []) + [result.reason for result in results if result.reason]

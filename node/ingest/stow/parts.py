@@ -35,6 +35,7 @@ class PartResult:
     sop_instance_uid: str
     status: int
     reason: str = ""
+    study_uid: str | None = None
 
     @property
     def stored(self) -> bool:
@@ -117,4 +118,5 @@ class PartReceiver:
         meta = self._meta
         outcome = self._receiver.receive(StoreRequest(self._incoming, meta.sop_class_uid, meta.sop_instance_uid,
                                                       self._client, self._target_study))
-        return PartResult(self.number, meta.sop_class_uid, meta.sop_instance_uid, outcome.status, outcome.comment)
+        return PartResult(self.number, meta.sop_class_uid, meta.sop_instance_uid, outcome.status, outcome.comment,
+                          outcome.study_uid)
