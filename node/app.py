@@ -25,9 +25,10 @@ from node.ingest.hl7_listener import Hl7Listener
 from node.ingest.receiver import ROOM_RECHECK_SECONDS, Receiver, forget_torn_instances
 from node.ingest.scp import StorageScp
 from node.ingest.spool import Spool
-from node.ops.http import OpsServer
+from node.ops.http import WebServer
 from node.ops.logging import get_logger
 from node.ops.metrics import Metrics
+from node.ops.probes import ops_routes
 from node.retention import Retention
 from node.routing import Router
 from node.routing.orders import OrderFinder
@@ -88,8 +89,8 @@ class Node:
                                self.metrics, on_context=self.scheduler.context_arrived) \
             if config.hl7_listener.enabled else None
         self.metrics.watch_state(self.store.studies.counts, self.store.outbox.counts, root)
-        self.ops = OpsServer(config.http.host, config.http.port, self.metrics.render, self.not_ready_reasons,
-                             self.engine.load_finished)
+        self.web = WebServer(config.http.host, config.http.port,
+                             ops_routes(self.metrics.render, self.not_ready_reasons, self.engine.load_finished))
         self._stopped = threading.Event()
 
     def _wake_workers(self) -> None:
@@ -114,7 +115,7 @@ class Node:
         """Start every stage; returns once the node is serving. Refuses (:class:`UntestedPynetdicom`) a
         pynetdicom the node's patches of it were not tested with."""
         pynetdicom_patches.prepare()
-        self.ops.start()
+        self.web.start()
         for worker in self.workers:
             worker.start()
         self.scheduler.start()
@@ -123,7 +124,7 @@ class Node:
         if self.hl7 is not None:
             self.hl7.start()
         self.retention.start()
-        log.info("node.started", version=__version__, http_port=self.ops.port, dicom_port=self.scp.port,
+        log.info("node.started", version=__version__, http_port=self.web.port, dicom_port=self.scp.port,
                  hl7_port=self.hl7.port if self.hl7 is not None else None,
                  partial_writes_removed=self.spool.partial_writes_removed,
                  torn_instances_forgotten=self.torn_instances_forgotten)
@@ -145,6 +146,6 @@ class Node:
         self.retention.stop()
         for worker in self.workers:
             worker.stop()
-        self.ops.stop()
+        self.web.stop()
         self.store.close()
         log.info("node.stopped")

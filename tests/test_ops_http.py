@@ -13,13 +13,14 @@ import urllib.request
 import pytest
 
 from node.ops import http
-from node.ops.http import OpsServer
+from node.ops.http import WebServer
+from node.ops.probes import ops_routes
 from node.testing.loopback import LOOPBACK
 
 
 @pytest.fixture
 def server():
-    ops = OpsServer(LOOPBACK, 0, lambda: b"qoqnode_up 1\n", lambda: [], lambda: True)
+    ops = WebServer(LOOPBACK, 0, ops_routes(lambda: b"qoqnode_up 1\n", lambda: [], lambda: True))
     ops.start()
     yield ops
     ops.stop()
@@ -35,7 +36,7 @@ def _raw(port: int, payload: bytes) -> tuple[int, dict]:
     return int(head.split()[1]), json.loads(body)
 
 
-def test_idle_connections_cost_no_thread_and_do_not_block_the_probes(server: OpsServer) -> None:
+def test_idle_connections_cost_no_thread_and_do_not_block_the_probes(server: WebServer) -> None:
     before = threading.active_count()
     idle = [socket.create_connection((LOOPBACK, server.port)) for _ in range(200)]
     try:
@@ -50,14 +51,16 @@ def test_idle_connections_cost_no_thread_and_do_not_block_the_probes(server: Ops
             connection.close()
 
 
-def test_a_silent_client_is_answered_408_and_errors_are_json(server: OpsServer, monkeypatch) -> None:
+def test_a_silent_client_is_answered_408_and_errors_are_json(server: WebServer, monkeypatch) -> None:
     monkeypatch.setattr(http, "REQUEST_TIMEOUT_SECONDS", 0.5)
     with socket.create_connection((LOOPBACK, server.port), timeout=10) as connection:
         data = connection.recv(65536)
     assert b" 408 " in data.split(b"\r\n")[0] and b'"error"' in data
     assert _raw(server.port, b"NONSENSE\r\n\r\n") == (400, {"error": "malformed request line"})
-    assert _raw(server.port, b"POST /metrics HTTP/1.1\r\n\r\n")[0] == 405
-    assert _raw(server.port, b"GET /nothing HTTP/1.1\r\n\r\n") == (404, {"error": "not found"})
+    # an HTTP/1.1 request must name its Host (RFC 9112 section 3.2): the others carry one
+    assert _raw(server.port, b"GET /healthz HTTP/1.1\r\n\r\n") == (400, {"error": "malformed request head"})
+    assert _raw(server.port, b"POST /metrics HTTP/1.1\r\nHost: node\r\n\r\n")[0] == 405
+    assert _raw(server.port, b"GET /nothing HTTP/1.1\r\nHost: node\r\n\r\n") == (404, {"error": "not found"})
     assert _raw(server.port, b"GET /" + b"x" * 20_000 + b" HTTP/1.1\r\n\r\n")[0] == 431
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"http://{LOOPBACK}:{server.port}/nothing", timeout=5)
@@ -65,7 +68,7 @@ def test_a_silent_client_is_answered_408_and_errors_are_json(server: OpsServer, 
 
 
 @pytest.mark.parametrize("held_with", [b"", b"GET /metrics HTTP/1.1\r\n"], ids=["silent", "half-a-request"])
-def test_the_probes_are_answered_while_max_connections_are_held_open(server: OpsServer, held_with: bytes) -> None:
+def test_the_probes_are_answered_while_max_connections_are_held_open(server: WebServer, held_with: bytes) -> None:
     """Issue 26 item 6: 256 connections held open (silent, or half a request) made /healthz fail, and the
     liveness probe then restarted the node. A new connection takes the place of the one that has waited
     longest for its request: the probes are answered, each time, within a second."""
@@ -82,10 +85,10 @@ def test_the_probes_are_answered_while_max_connections_are_held_open(server: Ops
             connection.close()
 
 
-def test_an_aborted_request_prints_nothing_but_json(server: OpsServer, capfd) -> None:
+def test_an_aborted_request_prints_nothing_but_json(server: WebServer, capfd) -> None:
     for _ in range(20):
         with socket.create_connection((LOOPBACK, server.port)) as connection:
-            connection.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+            connection.sendall(b"GET /metrics HTTP/1.1\r\nHost: node\r\n\r\n")
             connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     with urllib.request.urlopen(f"http://{LOOPBACK}:{server.port}/metrics", timeout=5) as answer:
         assert answer.read() == b"qoqnode_up 1\n"

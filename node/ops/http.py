@@ -1,153 +1,205 @@
-"""The HTTP endpoint for operators: ``/metrics``, ``/healthz`` (alive), ``/startupz`` (start-up done:
-the model load has finished, for a Kubernetes startup probe) and ``/readyz`` (serving).
+"""The node's one HTTP server: a Starlette application on uvicorn, on its own thread and event loop.
 
-Served by one asyncio loop on its own thread, so a connection that opens and waits costs a socket, not
-a thread: each has :data:`REQUEST_TIMEOUT_SECONDS` to send its request head (at most
-:data:`MAX_REQUEST_BYTES`), at most :data:`MAX_CONNECTIONS` are open at once, the answers are computed by
-:data:`WORKERS` threads, every error is a JSON body, and one connection carries one request.
+The node's parts contribute Starlette routes (the ops probes of :mod:`node.ops.probes`, later STOW-RS and
+the feedback API); :class:`WebServer` serves them all on one port. A connection that opens and waits
+costs a socket, not a thread. uvicorn is kept as it is but for one small protocol subclass,
+:class:`GuardedH11Protocol`, which adds what uvicorn lacks:
 
-The probes are always answered: a connection beyond :data:`MAX_CONNECTIONS` takes the place of the one
-that has waited longest for its request head (held open by anyone who can reach the port, they would
-otherwise fail the liveness probe, and the node would be restarted), and ``/healthz`` is answered on the
-loop itself, behind no scrape.
+- each connection has :data:`REQUEST_TIMEOUT_SECONDS` to send its request head (uvicorn has no such
+  timer: a silent client would hold its connection for ever) — then it is answered 408;
+- a request head is at most :data:`MAX_REQUEST_BYTES` (431), a malformed one is answered 400, both
+  with a JSON body (uvicorn's are plain text);
+- at most :data:`MAX_CONNECTIONS` are open; one beyond takes the place of the connection that has
+  waited longest for its request head (uvicorn's ``limit_concurrency`` answers every request 503 once
+  the cap is reached: anyone who can reach the port could then fail the liveness probe), so the probes
+  are always answered.
+
+Every other error is a JSON body too (:func:`json_errors`); uvicorn's own logging goes through the
+node's JSON logging (no handlers of its own, no access log).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import socket
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST
+import h11
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute
+from starlette.types import ExceptionHandler
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from node.ops.logging import get_logger
-
-log = get_logger("http")
-
-#: A readiness check returns the list of reasons the node is not ready (empty: ready).
-ReadinessCheck = Callable[[], list[str]]
 #: Seconds a connection may take to send its request head.
 REQUEST_TIMEOUT_SECONDS = 10.0
 MAX_REQUEST_BYTES = 16_384
 MAX_CONNECTIONS = 256
-#: Threads that compute answers (a scrape renders every metric).
+#: Threads that compute the ops answers (a scrape renders every metric).
 WORKERS = 4
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
-Answer = tuple[int, bytes, str]
+#: Seconds :meth:`WebServer.stop` lets requests in flight finish.
+STOP_SECONDS = 5.0
 
 
-def _json(status: int, body: dict) -> Answer:
-    return status, json.dumps(body).encode(), "application/json"
+def error_bytes(status: int, reason: str, message: str) -> bytes:
+    """A whole HTTP/1.1 response with a JSON error body, closing the connection (for errors answered
+    before any request reached the application)."""
+    body = json.dumps({"error": message}).encode()
+    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n").encode() + body
 
 
-class OpsServer:
-    """The operations endpoint; start() binds and serves in a background thread."""
+class _Waiting:
+    """The connections of one server still waiting for a request head, oldest first."""
+
+    def __init__(self) -> None:
+        self.protocols: dict[GuardedH11Protocol, None] = {}
+
+    def make_room(self) -> bool:
+        """Close the connection that has waited longest; False when none waits."""
+        if not self.protocols:
+            return False
+        oldest = next(iter(self.protocols))
+        oldest.forget_head()
+        oldest.transport.close()
+        return True
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a request-head timer and size limit, JSON errors and the connection cap
+    that makes room (see the module's docstring)."""
+
+    def __init__(self, *args: Any, waiting: _Waiting, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._waiting = waiting
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._request_line = b""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Count the connection against the cap (making room if need be) and start its head timer."""
+        super().connection_made(transport)
+        if len(self.connections) > MAX_CONNECTIONS and not self._waiting.make_room():
+            transport.close()
+            return
+        self._await_head()
+
+    def _await_head(self) -> None:
+        self._waiting.protocols[self] = None
+        self._head_timer = self.loop.call_later(REQUEST_TIMEOUT_SECONDS, self._head_timed_out)
+
+    def forget_head(self) -> None:
+        """No longer wait for a request head (it came, or the connection is closing)."""
+        self._waiting.protocols.pop(self, None)
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _refuse(self, status: int, reason: str, message: str) -> None:
+        self.forget_head()
+        if not self.transport.is_closing():
+            self.transport.write(error_bytes(status, reason, message))
+            self.transport.close()
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.cycle is not None:  # kept alive after a request: closed as idle, no unasked-for answer
+            self.forget_head()
+            self.transport.close()
+        else:
+            self._refuse(408, "Request Timeout", f"no request within {REQUEST_TIMEOUT_SECONDS:g} s")
+
+    def data_received(self, data: bytes) -> None:
+        """Refuse a request head over :data:`MAX_REQUEST_BYTES`; note when one has come in whole."""
+        if self._head_timer is not None:
+            pending = self.conn.trailing_data[0] + data
+            if len(pending) > MAX_REQUEST_BYTES and pending.find(b"\r\n\r\n", 0, MAX_REQUEST_BYTES) < 0:
+                self._refuse(431, "Request Header Fields Too Large", f"request head over {MAX_REQUEST_BYTES} bytes")
+                return
+            self._request_line = pending.split(b"\r\n", 1)[0][:MAX_REQUEST_BYTES]
+        super().data_received(data)
+        if self._head_timer is not None and self.conn.their_state is not h11.IDLE:
+            self.forget_head()
+
+    def send_400_response(self, msg: str) -> None:
+        """A malformed request, answered with a JSON body."""
+        first_line = self._request_line.split()
+        line_ok = len(first_line) == 3 and first_line[2].startswith(b"HTTP/")
+        self._refuse(400, "Bad Request", "malformed request head" if line_ok else "malformed request line")
+
+    def on_response_complete(self) -> None:
+        """A kept-alive connection waits for its next request head under the same timer and cap."""
+        super().on_response_complete()
+        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+            self._await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Give the connection's place back."""
+        self.forget_head()
+        super().connection_lost(exc)
+
+
+async def _json_http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": str(exc.detail).lower()}, exc.status_code, headers=exc.headers)
+
+
+async def _json_server_error(_request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, 500)
+
+
+def json_errors() -> dict[Any, ExceptionHandler]:
+    """The default exception handlers: ``{"error": "not found"}`` and the like, and a 500 naming only
+    the exception's type."""
+    return {HTTPException: _json_http_error, Exception: _json_server_error}
+
+
+def _bind(host: str, port: int, config_keys: str) -> socket.socket:
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:  # say which of the node's ports it is
+        raise OSError(exc.errno, f"HTTP port {host}:{port} ({config_keys}): {exc.strerror}") from exc
+
+
+class WebServer:
+    """One Starlette application of the given routes on uvicorn; binds at construction, :meth:`start`
+    serves on a thread of its own (one event loop), :meth:`stop` ends it."""
 
     def __init__(
-        self, host: str, port: int, render_metrics: Callable[[], bytes], readiness: ReadinessCheck,
-        started: Callable[[], bool],
+        self, host: str, port: int, routes: Sequence[BaseRoute], *, config_keys: str = "http.host, http.port",
+        exception_handlers: Mapping[Any, ExceptionHandler] | None = None, name: str = "http",
     ) -> None:
-        self._render_metrics, self._readiness, self._started = render_metrics, readiness, started
-        self._loop = asyncio.new_event_loop()
-        self._workers = ThreadPoolExecutor(WORKERS, thread_name_prefix="ops-http")
-        self._open = 0
-        #: The connections still waiting for their request head, oldest first.
-        self._waiting: dict[asyncio.StreamWriter, None] = {}
-        try:
-            self._server = self._loop.run_until_complete(
-                asyncio.start_server(self._serve, host, port, limit=MAX_REQUEST_BYTES))
-        except OSError as exc:  # say which of the node's ports it is
-            self._loop.close()
-            raise OSError(exc.errno, f"HTTP port {host}:{port} (http.host, http.port): {exc.strerror}") from exc
-        self._thread = threading.Thread(target=self._loop.run_forever, name="ops-http", daemon=True)
+        self.app = Starlette(routes=list(routes), exception_handlers=exception_handlers or json_errors())
+        self._socket = _bind(host, port, config_keys)
+        protocol = functools.partial(GuardedH11Protocol, waiting=_Waiting())
+        config = uvicorn.Config(
+            self.app, http=protocol, lifespan="off", log_config=None,  # type: ignore[arg-type]
+            access_log=False, server_header=False, timeout_graceful_shutdown=int(STOP_SECONDS), ws="none")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
 
     @property
     def port(self) -> int:
         """The bound port (useful when configured as 0)."""
-        return int(self._server.sockets[0].getsockname()[1])
+        return int(self._socket.getsockname()[1])
+
+    def _serve(self) -> None:
+        asyncio.run(self._server.serve(sockets=[self._socket]))
 
     def start(self) -> None:
         """Serve in a background thread."""
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
-        async def close() -> None:
-            self._server.close()
-            await self._server.wait_closed()
-
+        """Stop accepting, let requests in flight finish (up to :data:`STOP_SECONDS`), close the socket."""
+        self._server.should_exit = True
         if self._thread.is_alive():
-            asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-        self._workers.shutdown(wait=False, cancel_futures=True)
-
-    def answer(self, method: str, path: str) -> Answer:
-        """The answer to one request (status, body, content type)."""
-        if method != "GET":
-            return _json(405, {"error": "only GET"})
-        path = path.split("?", 1)[0]
-        if path == "/metrics":
-            return 200, self._render_metrics(), CONTENT_TYPE_LATEST
-        if path == "/healthz":
-            return _json(200, {"status": "alive"})
-        if path == "/startupz":
-            started = self._started()
-            return _json(200 if started else 503, {"started": started})
-        if path == "/readyz":
-            reasons = self._readiness()
-            return _json(503 if reasons else 200, {"ready": not reasons, "reasons": reasons})
-        return _json(404, {"error": "not found"})
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._open >= MAX_CONNECTIONS and not self._make_room():
-            writer.close()
-            return
-        self._open += 1
-        self._waiting[writer] = None
-        try:
-            answer = await self._read_and_answer(reader, writer)
-            if answer is not None:
-                status, body, content_type = answer
-                writer.write(f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: {content_type}\r\n"
-                             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
-                await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT_SECONDS)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError):
-            pass  # the client went away or stopped reading: nothing to answer
-        except Exception:
-            log.error("http.request_failed", exc_info=True)
-        finally:
-            self._waiting.pop(writer, None)
-            self._open -= 1
-            writer.close()
-
-    def _make_room(self) -> bool:
-        """Close the connection that has waited longest for its request head; False when none waits."""
-        if not self._waiting:
-            return False
-        oldest = next(iter(self._waiting))
-        del self._waiting[oldest]
-        oldest.close()  # its read ends (IncompleteReadError): its slot is given back there
-        return True
-
-    async def _read_and_answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Answer | None:
-        """Read one request head and compute its answer (None: the client sent nothing)."""
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_SECONDS)
-            self._waiting.pop(writer, None)  # its request is in: no longer the one to make room
-        except TimeoutError:
-            return _json(408, {"error": f"no request within {REQUEST_TIMEOUT_SECONDS:g} s"})
-        except asyncio.LimitOverrunError:
-            return _json(431, {"error": f"request head over {MAX_REQUEST_BYTES} bytes"})
-        except asyncio.IncompleteReadError:
-            return None
-        parts = head.split(b"\r\n", 1)[0].decode("latin-1").split()
-        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-            return _json(400, {"error": "malformed request line"})
-        if parts[:2] == ["GET", "/healthz"]:  # alive: the loop answers, whatever the workers are doing
-            return self.answer(parts[0], parts[1])
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._workers, self.answer, parts[0], parts[1])
+            self._thread.join(STOP_SECONDS + 5)
+        self._socket.close()
