@@ -25,6 +25,7 @@ from node.ingest.hl7_listener import Hl7Listener
 from node.ingest.receiver import ROOM_RECHECK_SECONDS, Receiver, forget_torn_instances
 from node.ingest.scp import StorageScp
 from node.ingest.spool import Spool
+from node.ingest.stow.endpoint import StowReceiver
 from node.ops.http import WebServer
 from node.ops.logging import get_logger
 from node.ops.metrics import Metrics
@@ -89,8 +90,11 @@ class Node:
                                self.metrics, on_context=self.scheduler.context_arrived) \
             if config.hl7_listener.enabled else None
         self.metrics.watch_state(self.store.studies.counts, self.store.outbox.counts, root)
+        self.stow = StowReceiver(config.dicomweb.stow, self.receiver, self.assembler) \
+            if config.dicomweb.stow.enabled else None
         self.web = WebServer(config.http.host, config.http.port,
-                             ops_routes(self.metrics.render, self.not_ready_reasons, self.engine.load_finished))
+                             [*ops_routes(self.metrics.render, self.not_ready_reasons, self.engine.load_finished),
+                              *(self.stow.routes() if self.stow is not None else [])])
         self._stopped = threading.Event()
 
     def _wake_workers(self) -> None:
@@ -139,6 +143,8 @@ class Node:
         if self.hl7 is not None:
             self.hl7.stop()
         self.scp.drain(drain_seconds)
+        if self.stow is not None:
+            self.stow.close()  # before the group commit stops: the parts being stored finish first
         self.commits.stop()
         self.assembler.stop()
         self.assembler.sweep()

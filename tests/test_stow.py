@@ -135,7 +135,7 @@ def test_wrong_content_type_is_415(stow_node: NodeProcess, study: SyntheticStudy
 def test_bad_bodies_store_nothing_half_and_keep_the_good_parts(tmp_path: Path, stow_node: NodeProcess) -> None:
     good, cut, mixed = (write_ct_study(tmp_path / name, slices=1, size=64).files[0] for name in ("a", "b", "c"))
     # A body cut off in its second part: 400 with the reason; the whole first part stored, nothing of the second.
-    broken = post(stow_node, body(good.read_bytes()) + body(cut.read_bytes(), close=False)[:-2000])
+    broken = post(stow_node, body(good.read_bytes(), cut.read_bytes(), close=False)[:-2000])
     assert broken.status_code == 400 and "truncated" in broken.headers["Warning"]
     assert len(broken.json()[REFERENCED_SOP_SEQUENCE]["Value"]) == 1
     assert spooled(stow_node, uid_of(good)) and not spooled(stow_node, uid_of(cut))

@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 from node.config.dicomweb import StowConfig
 from node.ingest.assembler import StudyAssembler
 from node.ingest.receiver import Receiver
-from node.ingest.refusals import check_target_uid
+from node.ingest.refusals import OUT_OF_RESOURCES, check_target_uid
 from node.ingest.stow.clients import Clients, Forbidden, TokensFileError, Unauthorized
 from node.ingest.stow.multipart import MalformedBody, MultipartReader, UnsupportedMediaType, boundary_of
 from node.ingest.stow.parts import PartReceiver, PartResult
@@ -75,7 +75,13 @@ class _Request:
         """Start storing the parts that have ended; wait while :data:`PARTS_IN_FLIGHT` are being stored."""
         loop = asyncio.get_running_loop()
         while self._parts and self._parts[0].ended:
-            self.storing.append(loop.run_in_executor(self._executor, self._store, self._parts.pop(0)))
+            part = self._parts.pop(0)
+            try:
+                self.storing.append(loop.run_in_executor(self._executor, self._store, part))
+            except RuntimeError:  # the node is stopping: the part is not stored, the client keeps it
+                part.abandon()
+                self.storing.append(loop.create_future())
+                self.storing[-1].set_result(PartResult(part.number, "", "", OUT_OF_RESOURCES, "the node is stopping"))
         in_flight = [future for future in self.storing if not future.done()]
         if len(in_flight) >= PARTS_IN_FLIGHT:
             await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
@@ -90,6 +96,7 @@ class StowReceiver:
         self._assembler = assembler
         self._clients = Clients(config)
         self._executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="stow")
+        self._closing = False
 
     def routes(self) -> list[BaseRoute]:
         """``POST /dicomweb/studies`` and ``POST /dicomweb/studies/{study}``."""
@@ -97,12 +104,15 @@ class StowReceiver:
                 Route("/dicomweb/studies/{study}", self.store, methods=["POST"])]
 
     def close(self) -> None:
-        """Wait for the parts being stored, then stop the storing threads."""
+        """Stop taking requests (503), wait for the parts being stored, then stop the storing threads."""
+        self._closing = True
         self._executor.shutdown(wait=True)
 
     async def store(self, request: Request) -> Response:
         """Answer one STOW-RS request (see the module's docstring)."""
         started = time.perf_counter()
+        if self._closing:
+            return _error(503, "the node is stopping", {"Retry-After": "30"})
         try:
             client = self._clients.authorize(request.headers.get("authorization"))
         except Unauthorized as exc:

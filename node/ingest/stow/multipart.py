@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
+from python_multipart.multipart import MAX_BOUNDARY_LENGTH, MultipartParser, MultipartState, parse_options_header
 
 from node.errors import DataError
 
@@ -49,7 +49,7 @@ def boundary_of(content_type: str | None) -> bytes:
         raise UnsupportedMediaType(f"multipart/related of {part_type.decode('latin-1')[:64]!r}; only "
                                    f"{DICOM_MEDIA_TYPE} is stored")
     boundary = params.get(b"boundary")
-    if not boundary or len(boundary) > 70:
+    if not boundary or len(boundary) > MAX_BOUNDARY_LENGTH:  # (RFC 2046 says 70; Orthanc's client sends 73)
         raise UnsupportedMediaType("multipart/related without a valid boundary parameter")
     return boundary
 
