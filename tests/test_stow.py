@@ -211,7 +211,8 @@ def _peak_kib(node: NodeProcess) -> int:
 @pytest.mark.slow
 def test_a_600_mb_instance_in_bounded_memory(tmp_path: Path, node_process) -> None:
     big = _big_instance(tmp_path / "big.dcm", 600_000_000)
-    node = node_process("node", stow_settings(tmp_path / "node", QOQ_NODE__STUDY__STABLE_SECONDS="600")).start()
+    node = node_process("node", stow_settings(tmp_path / "node", QOQ_NODE__STUDY__STABLE_SECONDS="600"),
+                        NO_FINDINGS).start()
     try:
         def stream() -> Iterator[bytes]:
             yield f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
