@@ -86,6 +86,7 @@ def values_schema() -> dict[str, Any]:
                 "enabled": {"type": "boolean"}, "secretName": {"type": "string"},
                 "verifyClients": {"type": "boolean"}})}),
             "pacsTls": _obj({"secretName": {"type": "string"}}),
+            "stowTokens": _obj({"secretName": {"type": "string"}}),
             "metrics": _obj({"port": PORT}),
             "hl7": _obj({"enabled": {"type": "boolean"}, "port": PORT}),
             "model": _obj({"existingClaim": {"type": "string"}, "hostPath": {"type": "string"},
