@@ -21,7 +21,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "node"
 #: The stages in the order a study goes through them; a stage imports only earlier ones (and the ground).
 STAGES = ("routing", "context", "imaging", "engine", "findings", "reading", "results", "egress")
 #: The ground floor: anyone may import it; it imports only itself.
-GROUND = ("config", "errors", "durable", "ops", "store", "model", "dicom_files", "implementation", "tls")
+GROUND = ("config", "errors", "durable", "ops", "store", "model", "dicom_files", "implementation", "tls",
+          "http_client")
 
 MAX_LINES = 300
 #: The modules outside ``node/testing/`` that import ``node.testing``: test and demo tooling by purpose.

@@ -26,6 +26,7 @@ import json
 import socket
 import threading
 from collections.abc import Mapping, Sequence
+from http import HTTPStatus
 from typing import Any
 
 import h11
@@ -82,7 +83,7 @@ class GuardedH11Protocol(H11Protocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._request_line = b""
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's
         """Count the connection against the cap (making room if need be) and start its head timer."""
         super().connection_made(transport)
         if len(self.connections) > MAX_CONNECTIONS and not self._waiting.make_room():
@@ -147,7 +148,9 @@ class GuardedH11Protocol(H11Protocol):
 
 async def _json_http_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return JSONResponse({"error": str(exc.detail).lower()}, exc.status_code, headers=exc.headers)
+    phrase = HTTPStatus(exc.status_code).phrase if exc.status_code in HTTPStatus._value2member_map_ else ""
+    detail = exc.detail.lower() if exc.detail == phrase else exc.detail  # Starlette's own: "not found"
+    return JSONResponse({"error": detail}, exc.status_code, headers=exc.headers)
 
 
 async def _json_server_error(_request: Request, exc: Exception) -> Response:
@@ -180,7 +183,7 @@ class WebServer:
         self._socket = _bind(host, port, config_keys)
         protocol = functools.partial(GuardedH11Protocol, waiting=_Waiting())
         config = uvicorn.Config(
-            self.app, http=protocol, lifespan="off", log_config=None,  # type: ignore[arg-type]
+            self.app, http=protocol, lifespan="off", log_config=None,  # type: ignore[arg-type]  # a partial: called as the class
             access_log=False, server_header=False, timeout_graceful_shutdown=int(STOP_SECONDS), ws="none")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
