@@ -92,9 +92,11 @@ class Node:
         self.metrics.watch_state(self.store.studies.counts, self.store.outbox.counts, root)
         self.stow = StowReceiver(config.dicomweb.stow, self.receiver, self.assembler) \
             if config.dicomweb.stow.enabled else None
+        self.stow_server = self.stow.own_listener() if self.stow is not None else None  # None: on self.web
+        stow_routes = self.stow.routes() if self.stow is not None and self.stow_server is None else []
         self.web = WebServer(config.http.host, config.http.port,
                              [*ops_routes(self.metrics.render, self.not_ready_reasons, self.engine.load_finished),
-                              *(self.stow.routes() if self.stow is not None else [])])
+                              *stow_routes])
         self._stopped = threading.Event()
 
     def _wake_workers(self) -> None:
@@ -120,6 +122,8 @@ class Node:
         pynetdicom the node's patches of it were not tested with."""
         pynetdicom_patches.prepare()
         self.web.start()
+        if self.stow_server is not None:
+            self.stow_server.start()
         for worker in self.workers:
             worker.start()
         self.scheduler.start()
@@ -130,6 +134,7 @@ class Node:
         self.retention.start()
         log.info("node.started", version=__version__, http_port=self.web.port, dicom_port=self.scp.port,
                  hl7_port=self.hl7.port if self.hl7 is not None else None,
+                 stow_port=self.stow_server.port if self.stow_server is not None else None,
                  partial_writes_removed=self.spool.partial_writes_removed,
                  torn_instances_forgotten=self.torn_instances_forgotten)
 
@@ -143,6 +148,8 @@ class Node:
         if self.hl7 is not None:
             self.hl7.stop()
         self.scp.drain(drain_seconds)
+        if self.stow_server is not None:
+            self.stow_server.stop()
         if self.stow is not None:
             self.stow.close()  # before the group commit stops: the parts being stored finish first
         self.commits.stop()

@@ -6,6 +6,7 @@ once; a kill -9 right after a 200; a 600 MB instance in bounded memory."""
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,11 +17,11 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 
 from node.store import COMPLETE, FINISHED
-from node.testing.loopback import http_json
+from node.testing.loopback import LOOPBACK, free_port, http_json
 from node.testing.node_process import NodeProcess
 from node.testing.pacs import Orthanc
 from node.testing.synthetic import SyntheticStudy, write_ct_study
-from tests.helpers import NO_FINDINGS, dataset_bytes, stored_studies, wait_for
+from tests.helpers import NO_FINDINGS, dataset_bytes, make_pki, stored_studies, wait_for
 
 TOKENS = {"CLOUDPACS": "cloud-pacs-token-0123456789", "ORTHANC": "orthanc-token-0123456789",
           "OUTSIDER": "outsider-token-0123456789"}
@@ -170,6 +171,23 @@ def test_64_parallel_requests_are_all_answered(tmp_path: Path, stow_node: NodePr
         answers = list(pool.map(lambda path: post(stow_node, body(path.read_bytes())), files))
     assert [answer.status_code for answer in answers] == [200] * 64
     assert all(spooled(stow_node, uid_of(path)) for path in files)
+
+
+def test_its_own_https_listener_asks_for_client_certificates(tmp_path: Path, node_process,
+                                                              study: SyntheticStudy) -> None:
+    pki, port = make_pki(tmp_path), free_port()
+    tls = {"ENABLED": "true", "CERTIFICATE": pki["server_cert"], "PRIVATE_KEY": pki["server_key"], "CA": pki["ca"]}
+    node = node_process("node", stow_settings(tmp_path / "node", QOQ_NODE__DICOMWEB__STOW__PORT=str(port), **{
+        f"QOQ_NODE__DICOMWEB__STOW__TLS__{key}": str(value) for key, value in tls.items()}), NO_FINDINGS).start()
+    url, part = f"https://{LOOPBACK}:{port}/dicomweb/studies", body(study.files[0].read_bytes())
+    headers = {"Content-Type": DICOM_MULTIPART, **auth()}
+    client_context = ssl.create_default_context(cafile=pki["ca"])
+    client_context.load_cert_chain(pki["client_cert"], pki["client_key"])
+    assert httpx.post(url, content=part, headers=headers, verify=client_context).status_code == 200
+    with pytest.raises(httpx.TransportError):  # no client certificate: the handshake fails
+        httpx.post(url, content=part, headers=headers, verify=ssl.create_default_context(cafile=pki["ca"]))
+    assert post(node, part).status_code == 404  # not on the port of /metrics and the probes
+    node.stop()
 
 
 def test_kill_9_right_after_the_200_loses_nothing(tmp_path: Path, node_process) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from node.config.base import AeTitle, Section
+from node.config.dicom import TlsConfig
 
 
 class StowConfig(Section):
@@ -27,11 +28,18 @@ class StowConfig(Section):
         "answered 403. Empty: every client in tokens_file.")
     max_parts: int = Field(default=10_000, ge=1, description="Parts in one request; the request is answered 400 "
                            "past it (the parts before stay stored).")
+    port: int | None = Field(default=None, ge=0, le=65535, description="None: served on the http port. A "
+                             "port: a listener of its own (host, tls), apart from /metrics and probes; 0: any free.")
+    host: str = Field(default="127.0.0.1", description="The own listener's address (with port).")
+    tls: TlsConfig = Field(default=TlsConfig(), description="HTTPS on the own listener (with port); with ca set, "
+                           "clients must present a certificate that CA signed (mTLS).")
 
     @model_validator(mode="after")
     def _tokens_when_enabled(self) -> StowConfig:
         if self.enabled and self.tokens_file is None:
             raise ValueError("tokens_file is required when the STOW-RS receiver is enabled")
+        if self.tls.enabled and self.port is None:
+            raise ValueError("tls needs a listener of the receiver's own: set port")
         return self
 
 

@@ -37,6 +37,9 @@ def config_problems(config: NodeConfig, environ: Mapping[str, str] | None = None
     stow = config.dicomweb.stow
     if stow.enabled:
         problems += _unreadable("dicomweb.stow", {"tokens_file": stow.tokens_file})
+        if stow.tls.enabled:
+            problems += _unreadable("dicomweb.stow.tls", {"certificate": stow.tls.certificate,
+                                                          "private_key": stow.tls.private_key, "ca": stow.tls.ca})
     engine = config.engine
     problems += _unreadable("engine", {"replay_responses": engine.replay_responses})
     key_env = engine.openai.api_key_env

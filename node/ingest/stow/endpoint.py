@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,6 +14,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from node.config.dicom import TlsConfig
 from node.config.dicomweb import StowConfig
 from node.ingest.assembler import StudyAssembler
 from node.ingest.receiver import Receiver
@@ -29,6 +31,7 @@ from node.ingest.stow.response import (
     to_xml,
     wants_xml,
 )
+from node.ops.http import WebServer
 from node.ops.logging import get_logger, uid_hash
 
 log = get_logger("stow")
@@ -39,6 +42,17 @@ WORKERS = 16
 PARTS_IN_FLIGHT = 8
 #: Reasons named in ``Warning`` headers (RFC 7234 5.5, PS3.18 8.4.4) of one answer, at most.
 WARNINGS = 8
+
+
+def listener_tls(tls: TlsConfig) -> dict[str, object] | None:
+    """uvicorn's TLS settings for the receiver's own listener (None: plain HTTP); with a CA, client
+    certificates it signed are required."""
+    if not tls.enabled:
+        return None
+    settings: dict[str, object] = {"ssl_certfile": str(tls.certificate), "ssl_keyfile": str(tls.private_key)}
+    if tls.ca is not None:
+        settings |= {"ssl_ca_certs": str(tls.ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return settings
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -97,6 +111,14 @@ class StowReceiver:
         self._clients = Clients(config)
         self._executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="stow")
         self._closing = False
+
+    def own_listener(self) -> WebServer | None:
+        """The receiver's own HTTP(S) server when ``dicomweb.stow.port`` is set (bound now); None: its
+        :meth:`routes` go on the node's HTTP server."""
+        if self._config.port is None:
+            return None
+        return WebServer(self._config.host, self._config.port, self.routes(), name="stow",
+                         config_keys="dicomweb.stow.host, dicomweb.stow.port", ssl=listener_tls(self._config.tls))
 
     def routes(self) -> list[BaseRoute]:
         """``POST /dicomweb/studies`` and ``POST /dicomweb/studies/{study}``."""
