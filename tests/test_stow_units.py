@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from node.config.dicomweb import StowConfig
+from node.config.stow import StowConfig
 from node.ingest.part10 import MalformedDataset, read_file_meta
 from node.ingest.stow.clients import Clients, Forbidden, TokensFileError, Unauthorized
 from node.ingest.stow.parts import PartResult

@@ -86,9 +86,9 @@ def values_schema() -> dict[str, Any]:
                 "enabled": {"type": "boolean"}, "secretName": {"type": "string"},
                 "verifyClients": {"type": "boolean"}})}),
             "pacsTls": _obj({"secretName": {"type": "string"}}),
-            "stowTokens": _obj({"secretName": {"type": "string"}}),
             "metrics": _obj({"port": PORT}),
             "hl7": _obj({"enabled": {"type": "boolean"}, "port": PORT}),
+            "stowTokens": _obj({"secretName": {"type": "string"}}),
             "model": _obj({"existingClaim": {"type": "string"}, "hostPath": {"type": "string"},
                            "subPath": {"type": "string"}}),
             "engineServer": _obj({

@@ -7,7 +7,6 @@ from pydantic import model_validator
 from node.config.base import Section
 from node.config.delivery import DestinationsConfig
 from node.config.dicom import DicomConfig
-from node.config.dicomweb import DicomwebConfig
 from node.config.engine import EngineConfig
 from node.config.sections import (
     ContextConfig,
@@ -21,6 +20,7 @@ from node.config.sections import (
     StorageConfig,
     StudyConfig,
 )
+from node.config.stow import DicomwebConfig
 
 
 class NodeConfig(Section):

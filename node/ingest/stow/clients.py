@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from node.config.base import AeTitle
-from node.config.dicomweb import StowConfig
+from node.config.stow import StowConfig
 from node.errors import DataError
 
 

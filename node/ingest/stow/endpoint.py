@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from node.config.dicom import TlsConfig
-from node.config.dicomweb import StowConfig
+from node.config.stow import StowConfig
 from node.ingest.assembler import StudyAssembler
 from node.ingest.receiver import Receiver
 from node.ingest.refusals import OUT_OF_RESOURCES, check_target_uid
