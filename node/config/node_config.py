@@ -27,6 +27,7 @@ class NodeConfig(Section):
     """The whole node configuration (``conf/node.yaml``)."""
 
     dicom: DicomConfig = DicomConfig()
+    dicomweb: DicomwebConfig = DicomwebConfig()
     storage: StorageConfig = StorageConfig()
     study: StudyConfig = StudyConfig()
     http: HttpConfig = HttpConfig()
@@ -39,7 +40,6 @@ class NodeConfig(Section):
     destinations: DestinationsConfig = DestinationsConfig()
     hl7_listener: Hl7ListenerConfig = Hl7ListenerConfig()
     context: ContextConfig = ContextConfig()
-    dicomweb: DicomwebConfig = DicomwebConfig()
 
     @model_validator(mode="after")
     def _context_pacs_is_a_destination(self) -> NodeConfig:

@@ -171,8 +171,8 @@ class Receiver:
 
     def _receive(self, request: StoreRequest) -> StoreOutcome:
         header = self._header(request.incoming)
-        check_identity(header, request.sop_class_uid, request.sop_instance_uid)
         check_target_study(header, request.target_study)
+        check_identity(header, request.sop_class_uid, request.sop_instance_uid)
         ignored = why_not_read(header.sop_class_uid, header.manufacturer, self._ignored)
         if ignored is not None:
             return self._own_result(header) if ignored == OWN_RESULT else self._ignored_class(header)

@@ -48,8 +48,9 @@ def check_same_study(stored: StoredFile, header: DatasetHeader) -> None:
 
 def check_target_study(header: DatasetHeader, target_study: str | None) -> None:
     """Raise :class:`Refusal` when a request made for one study (STOW-RS ``/studies/{study}``) carries an
-    instance of another: not stored, Failure Reason A900 (PS3.18 I.2.2: the instance does not match its request)."""
-    if target_study is not None and header.study_uid != target_study:
+    instance of another: not stored, Failure Reason A900 (PS3.18 I.2.2: the instance does not match its request).
+    An instance without a Study Instance UID is left to :func:`check_identity`."""
+    if target_study is not None and header.study_uid and header.study_uid != target_study:
         raise Refusal(SOP_CLASS_MISMATCH, "study_mismatch", "Study Instance UID differs from the request's study")
 
 
