@@ -163,6 +163,8 @@ def test_an_instance_of_another_study_than_the_path_names_is_refused(stow_node: 
     assert '<DicomAttribute tag="00081197" vr="US" keyword="FailureReason"><Value number="1">43264</Value>' \
         in answer.text
     assert not spooled(stow_node, uid_of(path))
+    notes = [json.loads(note.read_text()) for note in (stow_node.root / "var" / "quarantine").glob("*.json")]
+    assert any({"reason": "study_mismatch", "calling_ae": "CLOUDPACS"}.items() <= note.items() for note in notes)
 
 
 def test_64_parallel_requests_are_all_answered(tmp_path: Path, stow_node: NodeProcess) -> None:

@@ -168,19 +168,19 @@ class StowReceiver:
         reader = MultipartReader(boundary, parts.open_part, self._config.max_parts)
         broken = None
         try:
-            async for chunk in request.stream():
-                reader.feed(chunk)
-                await parts.store_ended()
-            reader.finish()
-        except MalformedBody as exc:
-            broken = str(exc)
-        except ClientDisconnect:
-            reader.abandon()
-            broken = "the client closed the connection before the body's end"
-        try:
+            try:
+                async for chunk in request.stream():
+                    reader.feed(chunk)
+                    await parts.store_ended()
+                reader.finish()
+            except MalformedBody as exc:
+                broken = str(exc)
+            except ClientDisconnect:
+                broken = "the client closed the connection before the body's end"
             await parts.store_ended()
             return list(await asyncio.gather(*parts.storing)), broken
-        finally:
+        finally:  # (whatever ended it: the part being received is let go, the request carries no study any more)
+            reader.abandon()
             parts.ended()
 
     def _answer(self, status: int, results: list[PartResult], broken: str | None, accept: str | None) -> Response:
