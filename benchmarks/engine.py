@@ -123,13 +123,12 @@ def backends(model_dir: Path, device: str) -> dict[str, Any]:
 def _loopback_openai(engine) -> Any:
     """The openai backend against ``engine`` served by ``qoq-node engine serve`` on loopback: the
     scale-out path's own cost (PNG encoding, HTTP, JSON) on top of the engine's."""
-    import threading
 
     from node.engine.openai_backend import OpenAIEngine
     from node.engine.openai_server import EngineServer
 
     server = EngineServer("127.0.0.1", 0, engine, "qoq-med", max_batch=64)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.start()
     return OpenAIEngine(EngineConfig(backend="openai", openai={"url": f"http://127.0.0.1:{server.port}/v1",
                                                                "served_model": "qoq-med", "max_concurrency": 64,
                                                                "timeout_seconds": 3600}),

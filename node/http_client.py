@@ -27,14 +27,15 @@ CONNECT_RETRIES = 2
 
 def outbound_client(
     *, read_seconds: float, base_url: str = "", tls: ClientTlsConfig | None = None, max_connections: int = 16,
-    headers: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None, connect_retries: int = CONNECT_RETRIES,
 ) -> httpx.Client:
     """A pooled client for one peer: ``read_seconds`` for each read (and write), at most
-    :data:`CONNECT_SECONDS` to connect; TLS verified against ``tls.ca`` (else the system store) when
-    ``tls`` is enabled, our certificate presented when it has one."""
+    :data:`CONNECT_SECONDS` to connect, a failed connect tried ``connect_retries`` more times (0 for a
+    caller whose own retry loop counts them); TLS verified against ``tls.ca`` (else the system store)
+    when ``tls`` is enabled, our certificate presented when it has one."""
     verify = client_tls_context(tls) if tls is not None and tls.enabled else True
     transport = httpx.HTTPTransport(
-        verify=verify, retries=CONNECT_RETRIES,
+        verify=verify, retries=connect_retries,
         limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))
     timeout = httpx.Timeout(read_seconds, connect=min(CONNECT_SECONDS, read_seconds))
     return httpx.Client(base_url=base_url, transport=transport, timeout=timeout, headers=headers,

@@ -135,7 +135,7 @@ def instance_record(sop: str, study: str = "1.2.3", at: float = 100.0) -> Instan
 def get(node, path: str) -> tuple[int, str]:
     """GET a path of an in-process node's operations endpoint: (status, body), errors included."""
     try:
-        with urllib.request.urlopen(f"http://{LOOPBACK}:{node.ops.port}{path}", timeout=5) as response:
+        with urllib.request.urlopen(f"http://{LOOPBACK}:{node.web.port}{path}", timeout=5) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()

@@ -5,7 +5,6 @@ behind the openai backend) carries the priors, the reason and the labs, and the 
 from __future__ import annotations
 
 import io
-import threading
 from collections import Counter
 from pathlib import Path
 
@@ -69,10 +68,9 @@ def recording():
     """A recording engine served as an OpenAI-compatible server on loopback."""
     engine = RecordingEngine({"*": "<think>compared with the prior</think> \\boxed{No Finding}"})
     server = EngineServer(LOOPBACK, 0, engine, "qoq-med", max_batch=4)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.start()
     yield engine, server.port
-    server.shutdown()
-    server.server_close()
+    server.stop()
 
 
 def _send(port: int, message: str) -> str:

@@ -17,7 +17,7 @@ import pydicom
 import pytest
 import yaml
 
-from node.config import NodeConfig, load_config
+from node.config import HttpConfig, NodeConfig, load_config
 from node.testing.ehr import MllpListener
 from node.testing.loopback import LOOPBACK
 from node.testing.pacs import Orthanc
@@ -161,6 +161,8 @@ def test_statefulset_is_hardened_keeps_its_data_and_sees_the_gpu() -> None:
     assert container["startupProbe"]["httpGet"]["path"] == "/startupz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # the node listens on loopback by default; the kubelet's probes come to the pod's address
+    assert node_yaml(objects)["http"]["host"] == "0.0.0.0" and HttpConfig().host == "127.0.0.1"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 2
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])

@@ -40,7 +40,7 @@ SETTINGS = GenerationSettings(max_new_tokens=24)
 
 def _serve(engine, port: int = 0, served_model: str = "qoq-med") -> EngineServer:
     server = EngineServer(LOOPBACK, port, engine, served_model, max_batch=4)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.start()
     return server
 
 
@@ -48,8 +48,7 @@ def _serve(engine, port: int = 0, served_model: str = "qoq-med") -> EngineServer
 def served_tiny(tiny_engine: TransformersEngine) -> Iterator[EngineServer]:
     server = _serve(tiny_engine)
     yield server
-    server.shutdown()
-    server.server_close()
+    server.stop()
 
 
 def _openai(url: str, served_model: str, **settings) -> EngineConfig:
@@ -306,8 +305,7 @@ def test_a_node_waits_for_its_engine_server_and_reads_the_study_when_it_comes(ma
     try:
         wait_for(lambda: node.store.studies.summaries()[0].state in {"queued", "complete"}, timeout=60)
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
     assert metric_value(node.metrics.render().decode(), "qoqnode_engine_available") == 1
     [version_dir] = (node.config.storage.root / "results" / study.study_uid).iterdir()
     sr = pydicom.dcmread(version_dir / "sr.dcm")

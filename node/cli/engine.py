@@ -26,12 +26,14 @@ def cmd_engine_serve(args: argparse.Namespace) -> int:
                               "tensorrt-llm or replay")
     engine = build_engine(config, test_model_when_unset=True).engine
     server = EngineServer(args.host, args.port, engine, args.served_model, args.max_batch)
+    stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+        signal.signal(signum, lambda *_: stopping.set())
+    server.start()
     print(f"serving {engine.model_identity} as '{args.served_model}' on http://{args.host}:{server.port}/v1",
           flush=True)
-    server.serve_forever()
-    server.server_close()
+    stopping.wait()
+    server.stop()
     return 0
 
 

@@ -31,9 +31,10 @@ class StudyConfig(Section):
 
 
 class HttpConfig(Section):
-    """The HTTP endpoint for /metrics, /healthz and /readyz."""
+    """The HTTP endpoint for /metrics, /healthz, /startupz and /readyz."""
 
-    host: str = "0.0.0.0"
+    host: str = Field(default="127.0.0.1", description="Loopback by default; 0.0.0.0 for every interface (the "
+                      "Helm chart sets it: the kubelet's probes and Prometheus come from outside the pod).")
     port: int = Field(default=9102, ge=0, le=65535, description="0 picks a free port.")
 
 

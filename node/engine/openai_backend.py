@@ -20,15 +20,12 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 from PIL import Image
 
 from node.config import EngineConfig
@@ -36,13 +33,12 @@ from node.engine import EngineRequest, EngineResult
 from node.engine.chat import require_inputs_fit, user_turn
 from node.engine.errors import EngineLoadError, EngineUnavailable
 from node.errors import NodeError, clip_detail
+from node.http_client import is_transient, outbound_client, retry_after
 from node.model.profiles import ModelProfile
 from node.ops.logging import get_logger
 
 log = get_logger("engine.openai")
 
-#: Answers worth another try: the server is overloaded, restarting or failing for now.
-RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 BACKOFF_CAP_SECONDS = 30.0
 #: The non-standard field of ``qoq-node engine serve``'s answers that carries what OpenAI's API has no room for.
 EXTENSION_FIELD = "qoq_node"
@@ -88,10 +84,13 @@ class OpenAIEngine:
         self.profile = profile
         self._root = options.url.rstrip("/")
         self._served_model = options.served_model
-        self._timeout, self._retries = options.timeout_seconds, options.retries
-        self._api_key = api_key
+        self._retries = options.retries
+        headers = {"Accept": "application/json"} | ({"Authorization": f"Bearer {api_key}"} if api_key else {})
+        # connect failures count against engine.openai.retries, with the rest: none retried inside the client
+        self._client = outbound_client(read_seconds=options.timeout_seconds, max_connections=options.max_concurrency,
+                                       headers=headers, connect_retries=0)
         self._pool = ThreadPoolExecutor(options.max_concurrency, thread_name_prefix="openai")
-        self._server = urllib.parse.urlsplit(self._root).netloc
+        self._server = httpx.URL(self._root).netloc.decode("ascii")
         self._check_model_served()
 
     @property
@@ -102,24 +101,21 @@ class OpenAIEngine:
     # --- HTTP ----------------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        data = json.dumps(body).encode() if body is not None else None
         # the url is http(s) only: the config's pattern guarantees it
-        request = urllib.request.Request(self._root + path, data=data, headers=headers, method=method)  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310
-                return json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            retry_after = exc.headers.get("Retry-After") if exc.headers else None
-            raise ServerError(f"HTTP {exc.code}: {_error_message(exc)}", exc.code in RETRYABLE_STATUS,
-                              float(retry_after) if retry_after and retry_after.isdigit() else None) from exc
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ServerError(f"cannot reach {self._server}: {reason}", retryable=True) from exc
+            response = self._client.request(method, self._root + path, json=body)
+        except httpx.TransportError as exc:  # cannot connect (after the transport's retries), timeout, dropped
+            raise ServerError(f"cannot reach {self._server}: {type(exc).__name__}: {exc}", retryable=True) from exc
+        if not response.is_success:
+            raise ServerError(f"HTTP {response.status_code}: {_error_message(response)}", is_transient(response),
+                              retry_after(response))
+        try:
+            answer = response.json()
         except ValueError as exc:
             raise ServerError(f"{self._server} answered something that is not JSON: {exc}", retryable=True) from exc
+        if not isinstance(answer, dict):
+            raise ServerError(f"{self._server} answered JSON that is not an object", retryable=True)
+        return answer
 
     def served_models(self) -> list[str]:
         """The model names the server lists (``GET /models``); :class:`ServerError` when it does not answer."""
@@ -208,14 +204,10 @@ class OpenAIEngine:
         return list(self._pool.map(self._complete, requests))
 
 
-def _error_message(error: urllib.error.HTTPError) -> str:
+def _error_message(response: httpx.Response) -> str:
     """The server's error text: OpenAI's ``{"error": {"message": ...}}`` or the first 200 characters."""
     try:
-        raw = error.read()
-    except OSError:
-        return error.reason or ""
-    try:
-        detail = json.loads(raw)["error"]
+        detail = response.json()["error"]
         return clip_detail(str(detail.get("message", detail) if isinstance(detail, dict) else detail))
     except (ValueError, KeyError, TypeError):
-        return raw[:200].decode("utf-8", "replace")
+        return response.content[:200].decode("utf-8", "replace") or response.reason_phrase

@@ -9,6 +9,7 @@ fetches a URL), ``GET /health``. Requests that arrive together are batched (up t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
@@ -19,15 +20,20 @@ import time
 import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import anyio.to_thread
 from PIL import Image, UnidentifiedImageError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from node.engine import Engine, EngineRequest, EngineResult, GenerationSettings
 from node.engine.openai_backend import EXTENSION_FIELD
 from node.errors import DataError
 from node.model.prompt import IMAGE_MARKER
+from node.ops.http import WebServer
 from node.ops.logging import get_logger
 
 log = get_logger("engine.serve")
@@ -155,79 +161,80 @@ def completion(result: EngineResult, served_model: str, max_tokens: int) -> dict
     }
 
 
-class EngineServer(ThreadingHTTPServer):
-    """The HTTP server; :attr:`port` is the bound port (0 in the address picks a free one)."""
+async def _openai_error(request: Request, exc: Exception) -> Response:
+    """An HTTP error as OpenAI's error object."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return _error(404, f"no route {request.url.path}", "not_found_error")
+    message = f"request body above {MAX_BODY_BYTES} bytes" if exc.status_code == 413 else exc.detail.lower()
+    return _error(exc.status_code, message, "invalid_request_error")
 
-    daemon_threads = True
+
+async def _server_error(_request: Request, exc: Exception) -> Response:
+    return _error(500, f"internal error: {type(exc).__name__}", "server_error")
+
+
+def _error(status: int, message: str, kind: str) -> Response:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status)
+
+
+def _parse(raw: bytes) -> dict[str, Any]:
+    """A request body as its JSON object."""
+    body = json.loads(raw)
+    if not isinstance(body, dict):
+        raise BadRequest("the body is a JSON object")
+    if body.get("stream"):
+        raise BadRequest("streaming is not supported")
+    return body
+
+
+class EngineServer:
+    """The server: a Starlette app on the node's :class:`~node.ops.http.WebServer`; binds at construction
+    (port 0 picks a free one: :attr:`port`), :meth:`start` serves on a thread of its own, :meth:`stop` ends
+    it and the batcher."""
 
     def __init__(self, host: str, port: int, engine: Engine, served_model: str, max_batch: int = 8) -> None:
         self.served_model = served_model
         self.batcher = Batcher(engine, max_batch)
-        super().__init__((host, port), _Handler)
+        routes = [Route(path, self._models, methods=["GET"]) for path in ("/v1/models", "/v1/models/")]
+        routes += [Route("/health", self._health, methods=["GET"])]
+        routes += [Route(path, self._complete, methods=["POST"], max_body_size=MAX_BODY_BYTES)
+                   for path in ("/v1/chat/completions", "/v1/chat/completions/")]
+        self._web = WebServer(host, port, routes, config_keys="engine serve --host, --port", name="engine-serve",
+                              exception_handlers={HTTPException: _openai_error, Exception: _server_error})
 
     @property
     def port(self) -> int:
         """The bound TCP port."""
-        return self.server_address[1]
+        return self._web.port
 
-    def server_close(self) -> None:
-        """Stop accepting, then stop the batcher."""
-        super().server_close()
+    def start(self) -> None:
+        """Serve in a background thread."""
+        self._web.start()
+
+    def stop(self) -> None:
+        """Stop serving, then stop the batcher."""
+        self._web.stop()
         self.batcher.close()
 
+    async def _models(self, _request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [
+            {"id": self.served_model, "object": "model", "owned_by": "qoq-node"}]})
 
-class _Handler(BaseHTTPRequestHandler):
-    server: EngineServer
+    async def _health(self, _request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Requests are not logged line by line (their bodies are images of patients)."""
-
-    def _send(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _error(self, status: int, message: str, kind: str) -> None:
-        self._send(status, {"error": {"message": message, "type": kind, "code": status}})
-
-    def do_GET(self) -> None:
-        """``/v1/models`` and ``/health``."""
-        if self.path.rstrip("/") == "/v1/models":
-            self._send(200, {"object": "list", "data": [
-                {"id": self.server.served_model, "object": "model", "owned_by": "qoq-node"}]})
-        elif self.path == "/health":
-            self._send(200, {"status": "ok"})
-        else:
-            self._error(404, f"no route {self.path}", "not_found_error")
-
-    def do_POST(self) -> None:
-        """``/v1/chat/completions``."""
-        if self.path.rstrip("/") != "/v1/chat/completions":
-            self._error(404, f"no route {self.path}", "not_found_error")
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
-            self._error(413, f"request body above {MAX_BODY_BYTES} bytes", "invalid_request_error")
-            return
+    async def _complete(self, request: Request) -> Response:
+        """``/v1/chat/completions``: parsed off the loop, generated by the batcher."""
         try:
-            body = json.loads(self.rfile.read(length))
-            if not isinstance(body, dict):
-                raise BadRequest("the body is a JSON object")
-            if body.get("stream"):
-                raise BadRequest("streaming is not supported")
-            if body.get("model") != self.server.served_model:
-                self._error(404, f"model '{body.get('model')}' is not served here", "not_found_error")
-                return
-            request = engine_request(body)
-            result = self.server.batcher.submit(request).result()
+            body = await anyio.to_thread.run_sync(_parse, await request.body())
+            if body.get("model") != self.served_model:
+                return _error(404, f"model '{body.get('model')}' is not served here", "not_found_error")
+            engine_input = await anyio.to_thread.run_sync(engine_request, body)  # decodes the images
+            result = await asyncio.wrap_future(self.batcher.submit(engine_input))
         except (BadRequest, ValueError) as exc:  # includes images not at their model size
-            self._error(400, str(exc), "invalid_request_error")
-            return
+            return _error(400, str(exc), "invalid_request_error")
         except Exception as exc:
             log.exception("engine.serve_failed")
-            self._error(500, f"the engine failed: {type(exc).__name__}", "server_error")
-            return
-        self._send(200, completion(result, self.server.served_model, request.settings.max_new_tokens))
+            return _error(500, f"the engine failed: {type(exc).__name__}", "server_error")
+        return JSONResponse(completion(result, self.served_model, engine_input.settings.max_new_tokens))
