@@ -77,7 +77,7 @@ class _Request:
         return result
 
     def ended(self) -> None:
-        """The request is answered: its studies' quiet timers decide alone."""
+        """The request is over, its parts stored: its studies' quiet timers decide alone."""
         self._assembler.association_closed(id(self))
 
     def open_part(self, headers: dict[str, str]) -> PartReceiver:
@@ -179,9 +179,9 @@ class StowReceiver:
                 broken = "the client closed the connection before the body's end"
             await parts.store_ended()
             return list(await asyncio.gather(*parts.storing)), broken
-        finally:  # (whatever ended it: the part being received is let go, the request carries no study any more)
-            reader.abandon()
-            parts.ended()
+        finally:  # whatever ended it: the part being received is let go, and once the parts being stored are,
+            reader.abandon()  # the request carries no study any more
+            asyncio.gather(*parts.storing, return_exceptions=True).add_done_callback(lambda _: parts.ended())
 
     def _answer(self, status: int, results: list[PartResult], broken: str | None, accept: str | None) -> Response:
         reasons = ([broken] if broken else []) + [result.reason for result in results if result.reason]
