@@ -29,6 +29,7 @@ from node.ingest.receiver import ROOM_RECHECK_SECONDS, Receiver, forget_torn_ins
 from node.ingest.rejection import Rejections
 from node.ingest.scp import StorageScp
 from node.ingest.spool import Spool
+from node.ingest.stow.endpoint import StowReceiver
 from node.ops.http import WebServer
 from node.ops.logging import get_logger
 from node.ops.metrics import Metrics
@@ -111,9 +112,14 @@ class Node:
             if config.hl7_listener.enabled else None
         self.metrics.watch_state(self.store.studies.counts, self.store.outbox.counts, root)
         watch_quality(self.metrics, self.store, config.quality, load_evaluation(config.quality.baseline))
+        self.stow = StowReceiver(config.dicomweb.stow, self.receiver, self.assembler) \
+            if config.dicomweb.stow.enabled else None
+        self.stow_server = self.stow.own_listener() if self.stow is not None else None  # None: on self.web
+        stow_routes = self.stow.routes() if self.stow is not None and self.stow_server is None else []
         self.web = WebServer(config.http.host, config.http.port,
                              [*ops_routes(self.metrics.render, self.not_ready_reasons, self.engine.load_finished),
-                              *feedback_routes(self.store, closed_sets(build_router(config)), config.feedback)])
+                              *feedback_routes(self.store, closed_sets(build_router(config)), config.feedback),
+                              *stow_routes])
         self._stopped = threading.Event()
 
     def _wake_workers(self) -> None:
@@ -146,6 +152,8 @@ class Node:
         pynetdicom the node's patches of it were not tested with."""
         pynetdicom_patches.prepare()
         self.web.start()
+        if self.stow_server is not None:
+            self.stow_server.start()
         for worker in self.workers:
             worker.start()
         self.scheduler.start()
@@ -156,6 +164,7 @@ class Node:
         self.retention.start()
         log.info("node.started", version=__version__, http_port=self.web.port, dicom_port=self.scp.port,
                  hl7_port=self.hl7.port if self.hl7 is not None else None,
+                 stow_port=self.stow_server.port if self.stow_server is not None else None,
                  partial_writes_removed=self.spool.partial_writes_removed,
                  torn_instances_forgotten=self.torn_instances_forgotten)
 
@@ -169,6 +178,10 @@ class Node:
         if self.hl7 is not None:
             self.hl7.stop()
         self.scp.drain(drain_seconds)
+        if self.stow_server is not None:
+            self.stow_server.stop()
+        if self.stow is not None:
+            self.stow.close()  # before the group commit stops: the parts being stored finish first
         self.commits.stop()
         self.assembler.stop()
         self.assembler.sweep()

@@ -34,7 +34,9 @@ CUSTOM_RESOURCES = {"monitoring.coreos.com/v1"}  # Prometheus Operator CRDs: no 
 VALUE_SETS = {
     "defaults": {},
     "tls": {"dicom": {"tls": {"enabled": True, "secretName": "qoq-dicom-tls", "verifyClients": True}},
-            "pacsTls": {"secretName": "pacs-ca"}},
+            "pacsTls": {"secretName": "pacs-ca"}, "stowTokens": {"secretName": "stow-tokens"},
+            "config": {"dicomweb": {"stow": {"enabled": True,
+                                             "tokens_file": "/etc/qoq-node/stow-tokens/tokens.yaml"}}}},
     "loadbalancer": {"service": {"dicom": {"type": "LoadBalancer", "loadBalancerSourceRanges": ["10.20.0.0/16"]}}},
     "nodeport": {"service": {"dicom": {"type": "NodePort", "nodePort": 31112}}},
     "networkpolicy-off": {"networkPolicy": {"enabled": False}},
@@ -214,6 +216,8 @@ def test_tls_secrets_are_mounted_not_inlined() -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["tls"]["secret"]["secretName"] == "qoq-dicom-tls"
     assert volumes["pacs-tls"]["secret"]["secretName"] == "pacs-ca"
+    assert volumes["stow-tokens"]["secret"]["secretName"] == "stow-tokens"
+    assert node_yaml(objects)["dicomweb"]["stow"]["tokens_file"] == "/etc/qoq-node/stow-tokens/tokens.yaml"
     assert node_yaml(objects)["dicom"]["tls"] == {"enabled": True, "certificate": "/etc/qoq-node/tls/tls.crt",
                                                   "private_key": "/etc/qoq-node/tls/tls.key",
                                                   "ca": "/etc/qoq-node/tls/ca.crt"}

@@ -92,6 +92,7 @@ def values_schema() -> dict[str, Any]:
             "metrics": _obj({"port": PORT}),
             "feedback": _obj({"tokensSecret": {"type": "string"}}),
             "hl7": _obj({"enabled": {"type": "boolean"}, "port": PORT}),
+            "stowTokens": _obj({"secretName": {"type": "string"}}),
             "model": _obj({"existingClaim": {"type": "string"}, "hostPath": {"type": "string"},
                            "subPath": {"type": "string"}}),
             "engineServer": _obj({

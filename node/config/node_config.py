@@ -21,12 +21,14 @@ from node.config.sections import (
     StorageConfig,
     StudyConfig,
 )
+from node.config.stow import DicomwebConfig
 
 
 class NodeConfig(Section):
     """The whole node configuration (``conf/node.yaml``)."""
 
     dicom: DicomConfig = DicomConfig()
+    dicomweb: DicomwebConfig = DicomwebConfig()
     storage: StorageConfig = StorageConfig()
     study: StudyConfig = StudyConfig()
     http: HttpConfig = HttpConfig()

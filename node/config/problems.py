@@ -46,6 +46,12 @@ def config_problems(config: NodeConfig, environ: Mapping[str, str] | None = None
     key_env = engine.openai.api_key_env
     if engine.backend == "openai" and key_env is not None and key_env not in environ:
         problems.append(f"engine.openai: api_key_env names {key_env}, which is not set in the environment")
+    stow = config.dicomweb.stow
+    if stow.enabled:
+        problems += _unreadable("dicomweb.stow", {"tokens_file": stow.tokens_file})
+        if stow.tls.enabled:
+            problems += _unreadable("dicomweb.stow.tls", {"certificate": stow.tls.certificate,
+                                                          "private_key": stow.tls.private_key, "ca": stow.tls.ca})
     return problems
 
 

@@ -32,6 +32,7 @@ from node.ingest.refusals import (
     Refusal,
     check_identity,
     check_same_study,
+    check_target_study,
     encodable,
 )
 from node.ingest.rejection import KEY_OBJECT_SELECTION, Rejections, read_note
@@ -50,12 +51,15 @@ QUARANTINE_BYTES_LIMIT = 64_000_000
 
 @dataclass(frozen=True)
 class StoreRequest:
-    """One C-STORE request as it arrived: command UIDs, the calling AE and the dataset, received into a file."""
+    """One instance as it arrived — a C-STORE request, or a STOW-RS part: command (or File Meta) UIDs, the
+    calling AE (or STOW-RS client), the dataset received into a file, and the study a STOW-RS request
+    names (None: any)."""
 
     incoming: IncomingDataset
     sop_class_uid: str
     sop_instance_uid: str
     calling_ae: str
+    target_study: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ def forget_torn_instances(store: Store) -> int:
 
 
 class Receiver:
-    """Turns C-STORE requests into stored instances and answers."""
+    """Turns received instances (C-STORE requests, STOW-RS parts) into stored instances and answers."""
 
     def __init__(self, store: Store, spool: Spool, commits: GroupCommit, metrics: Metrics,
                  min_free_bytes: int, ignored_sop_classes: frozenset[str] = frozenset(),
@@ -169,6 +173,7 @@ class Receiver:
 
     def _receive(self, request: StoreRequest) -> StoreOutcome:
         header = self._header(request.incoming)
+        check_target_study(header, request.target_study)
         check_identity(header, request.sop_class_uid, request.sop_instance_uid)
         if header.sop_class_uid == KEY_OBJECT_SELECTION and self._rejections is not None:
             with request.incoming.dataset() as data:
