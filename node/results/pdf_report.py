@@ -72,7 +72,7 @@ class _Report(FPDF):
         """The research-use label, in red, on every page."""
         self.set_font("report", size=_SMALL)
         self.set_text_color(200, 0, 0)
-        self.multi_cell(0, 4, text=f"{self.banner} - NOT FOR DIAGNOSIS", new_x="LMARGIN", new_y="NEXT")
+        self.multi_cell(0, 4, text=f"{self.banner} - NOT FOR DIAGNOSIS", align="L", new_x="LMARGIN", new_y="NEXT")
         self.set_text_color(0, 0, 0)
         self.ln(2)
 
@@ -93,13 +93,13 @@ def _safe(pdf: FPDF, text: str, limit: int = SECTION_LIMIT) -> str:
 def _heading(pdf: FPDF, text: str) -> None:
     pdf.ln(2)
     pdf.set_font("report", size=_HEADING)
-    pdf.multi_cell(0, 7, text=text, new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(0, 7, text=text, align="L", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("report", size=_BODY)
 
 
 def _paragraph(pdf: FPDF, text: str) -> None:
     """Wrapped plain text (no markup is read in it), onto as many pages as it needs."""
-    pdf.multi_cell(0, _LINE, text=_safe(pdf, text) or "-", new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(0, _LINE, text=_safe(pdf, text) or "-", align="L", new_x="LMARGIN", new_y="NEXT")
 
 
 def _lines(pdf: FPDF, rows: Sequence[tuple[str, str]]) -> None:
