@@ -65,11 +65,12 @@ def _cr_read_through(orthanc: Orthanc, make_node, tmp_path: Path, ehr: MllpListe
 
 
 def _results_in_pacs(orthanc: Orthanc, study_uid: str) -> dict[str, list[pydicom.Dataset]]:
-    """The AI objects Orthanc holds for a study, by modality (SR, SEG, PR, KO, and OT for secondary captures)."""
+    """The AI objects Orthanc holds for a study, by modality (SR, SEG, PR, KO, OT for secondary captures and DOC
+    for the AI report)."""
     found: dict[str, list[pydicom.Dataset]] = {}
     for instance in orthanc.instances(study_uid):
         ds = pydicom.dcmread(io.BytesIO(orthanc.file(instance["ID"])))
-        if ds.Modality in {"SR", "SEG", "PR", "OT", "KO"}:
+        if ds.Modality in {"SR", "SEG", "PR", "OT", "KO", "DOC"}:
             found.setdefault(ds.Modality, []).append(ds)
     return found
 
@@ -90,7 +91,7 @@ def test_cr_and_ct_results_reach_the_pacs_and_the_ehr(orthanc: Orthanc, make_nod
             found = _results_in_pacs(orthanc, study.study_uid)
             # and a burned-in key image (SC, Modality OT) of the radiograph (no patient geometry), not of the CT
             assert {kind: len(objects) for kind, objects in found.items()} == {
-                "SR": 1, "SEG": 1, "PR": 1, "KO": 1, **({"OT": 1} if study is cr else {})}
+                "SR": 1, "SEG": 1, "PR": 1, "KO": 1, "DOC": 1, **({"OT": 1} if study is cr else {})}
             [sr], [seg], [gsps] = found["SR"], found["SEG"], found["PR"]
             referenced, points = sr_box(sr)
             assert_on_lesion(points, sources[referenced])  # the box the radiologist sees is on the lesion
@@ -296,7 +297,7 @@ def test_a_seg_that_cannot_be_made_leaves_the_report_and_the_oru_going(
     with MllpListener() as ehr:
         node, cr = _cr_read_through(orthanc, make_node, tmp_path, ehr)
         assert {kind: len(objects) for kind, objects in _results_in_pacs(orthanc, cr.study_uid).items()} == {
-            "SR": 1, "PR": 1, "OT": 1, "KO": 1}
+            "SR": 1, "PR": 1, "OT": 1, "KO": 1, "DOC": 1}
         assert len(ehr.received) == 1 and cr.study_uid in ehr.received[0]
     metrics = node.metrics.render().decode()
     assert metric_value(metrics, "qoqnode_result_objects_omitted_total", 'kind="seg"') == 1
@@ -310,7 +311,7 @@ def test_a_pacs_that_sends_the_whole_study_back_makes_no_loop(make_node, orthanc
     with MllpListener() as ehr:
         node, cr = _cr_read_through(orthanc, make_node, tmp_path, ehr)
         results = _results_in_pacs(orthanc, cr.study_uid)
-        assert len(results) >= 4  # SR, SEG, PR, KO, SC
+        assert len(results) >= 4  # SR, SEG, PR, KO, SC, the PDF report
         sent_back = len(cr.files) + sum(len(objects) for objects in results.values())
 
         def answered(outcome: str) -> float:

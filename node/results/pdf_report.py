@@ -1,6 +1,6 @@
-"""The AI report as a PDF a viewer can show: the question asked, the answer, the model's full reasoning, each
-key image with its boxes and labels burned in, the context the model was given, caveats, and which model and
-node made it, under the research-use label on every page.
+"""The AI report as a PDF a viewer can show: the answer and the model's full reasoning first (what the reader
+opens it for), the question asked, each key image with its boxes and labels burned in, the context the model
+was given, caveats, and which model and node made it, under the research-use label on every page.
 
 Built with fpdf2 (pure Python, no markup in plain text cells: the model's text is written as text, never
 parsed) in DejaVu Sans, embedded as a subset so any script the font covers reads the same everywhere; a
@@ -142,12 +142,12 @@ def build_report_pdf(content: ReportContent, pictures: Sequence[tuple[str, np.nd
     pdf.set_font("report", size=_BODY)
     _paragraph(pdf, DISCLAIMER)
     _lines(pdf, content.study)
-    _heading(pdf, "Question asked")
-    _paragraph(pdf, content.question)
     _heading(pdf, "Answer")
     _paragraph(pdf, ", ".join(findings.labels) or "No answer could be read from the model's output.")
     _heading(pdf, "Reasoning")
     _paragraph(pdf, findings.reasoning or "The model gave no reasoning.")
+    _heading(pdf, "Question asked")
+    _paragraph(pdf, content.question)
     if findings.boxes:
         _heading(pdf, "Boxes")
         _paragraph(pdf, "\n".join(f"{number}. {box.label} on image {box.model.image_index + 1}"
