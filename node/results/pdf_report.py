@@ -25,8 +25,10 @@ from node.findings import Findings
 from node.results.dicom_text import text_value
 from node.results.provenance import DISCLAIMER, Provenance, software_versions
 
-#: The Unicode font embedded in every report (Debian's fonts-dejavu-core), first found.
+#: The Unicode font embedded in every report, the first found: Debian/Ubuntu fonts-dejavu-core, then the
+#: paths of RHEL/Fedora's dejavu-sans-fonts.
 FONT_PATHS = (Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
+              Path("/usr/share/fonts/dejavu-sans-fonts/DejaVuSans.ttf"),
               Path("/usr/share/fonts/dejavu/DejaVuSans.ttf"))
 TITLE = "AI report"
 #: Text beyond this many characters (per section) is cut, marked: a runaway model fills no thousand pages.
