@@ -133,7 +133,7 @@ def test_the_key_image_is_pictured_with_its_box(written, tmp_path: Path) -> None
 
 
 def test_the_report_is_reproducible_and_named_by_the_read(tmp_path: Path) -> None:
-    read = _read(tmp_path)
+    read = _read(tmp_path, "<think>Consolidation, right upper lobe.</think>\\boxed{Pneumonia}")
     created = datetime(2026, 2, 3, 4, 5, 6)
     first = write_results(read, tmp_path / "a", {}, created=created)
     time.sleep(1.1)  # a clock read anywhere would show in the bytes
@@ -154,7 +154,8 @@ def test_a_character_the_font_lacks_and_control_characters_do_not_break_the_repo
 
 
 def test_the_setting_turns_the_report_off_and_leaves_the_sc(tmp_path: Path) -> None:
-    results = write_results(_read(tmp_path), tmp_path / "out", {}, secondary_capture=True, pdf_report=False)
+    results = write_results(_read(tmp_path, "<think>r</think>\\boxed{Pneumonia}"), tmp_path / "out", {},
+                            secondary_capture=True, pdf_report=False)
     names = {item.path.name for item in results.dicom}
     assert "report.dcm" not in names and "sc-1.dcm" in names
     assert load_config(None, environ={}).results.pdf_report is True
