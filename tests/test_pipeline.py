@@ -111,7 +111,8 @@ def test_cr_and_ct_results_reach_the_pacs_and_the_ehr(orthanc: Orthanc, make_nod
         assert by_study[cr.study_uid].split("\r")[0].split("|")[3] == "RAD-A"  # MSH-4 from the destination
         metrics = node.metrics.render().decode()
         assert metric_value(metrics, "qoqnode_stage_duration_seconds_count", 'stage="end_to_end"') == 2
-        assert metric_value(metrics, "qoqnode_outbox_items", 'destination="pacs",state="sent"') == 9
+        # each study's SR, SEG, PR, KO and PDF report, and the CR's SC
+        assert metric_value(metrics, "qoqnode_outbox_items", 'destination="pacs",state="sent"') == 11
         assert metric_value(metrics, "qoqnode_outbox_items", 'destination="ehr",state="sent"') == 2
         assert metric_value(metrics, "qoqnode_studies", 'state="complete"') == 2
 
@@ -134,7 +135,8 @@ def test_outages_naks_and_silence_are_retried_and_rejections_dead_lettered(make_
         with Orthanc(tmp_path / "pacs", dicom_port=pacs_port) as pacs:
             wait_for(lambda: all(i.state != "pending" for i in node.store.outbox.items()), timeout=30)
             found = _results_in_pacs(pacs, ct.study_uid)
-            assert {kind: len(objects) for kind, objects in found.items()} == {"SR": 1, "SEG": 1, "PR": 1, "KO": 1}
+            assert {kind: len(objects) for kind, objects in found.items()} == {"SR": 1, "SEG": 1, "PR": 1, "KO": 1,
+                                                                                  "DOC": 1}
         items = {i.destination: i for i in node.store.outbox.items() if i.kind == "hl7"}
         assert (items["flaky"].state, items["flaky"].attempts) == (SENT, 3)  # AE, AE, AA: delivered once accepted
         assert (items["silent"].state, items["silent"].attempts) == (SENT, 2)  # no ACK in time, then AA
@@ -276,7 +278,8 @@ def test_a_two_view_radiograph_gets_a_seg_on_each_view(orthanc: Orthanc, make_no
     _send_through(orthanc, node, cr)
     wait_for(lambda: state(node, cr.study_uid) == COMPLETE, timeout=60)
     found = _results_in_pacs(orthanc, cr.study_uid)
-    assert {kind: len(objects) for kind, objects in found.items()} == {"SR": 1, "SEG": 2, "PR": 1, "OT": 2, "KO": 1}
+    assert {kind: len(objects) for kind, objects in found.items()} == {"SR": 1, "SEG": 2, "PR": 1, "OT": 2, "KO": 1,
+                                                                      "DOC": 1}
     on_views = set()
     for seg in found["SEG"]:
         [frame] = seg.PerFrameFunctionalGroupsSequence
