@@ -36,7 +36,7 @@ from tests.reference import answer, lesion_model_box
 MODEL = "replay (recorded responses; TEST)"
 #: Long enough to run onto a second page; markup of every kind a PDF library might read, and scripts.
 REASONING = " ".join(
-    f"Step {n}: the right upper lobe shows a dense round opacity, <b>not</b> **bold** {{\\bf x}} & <i>ok</i> "
+    f"Step {n}: the right upper lobe shows a dense round opacity, <b>not</b> **bold** {{\\bf x}} {{nb}} & <i>ok</i> "
     f"(Ångström, Привет, Δ 5 mm)." for n in range(1, 120))
 STUDY_TIME = datetime(2026, 1, 1, 9, 0, tzinfo=UTC).timestamp()
 
@@ -47,7 +47,7 @@ def _pdftotext(path: Path) -> str:
     if shutil.which("pdftotext") is None:
         pytest.fail("pdftotext is not installed: apt-get install poppler-utils")
     text = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True).stdout
-    return re.sub(r" AI report - page \d+ of \d+ AI RESULT - RESEARCH USE ONLY \(TEST MODEL\) - NOT FOR DIAGNOSIS", "",
+    return re.sub(r" AI report - page \d+ AI RESULT - RESEARCH USE ONLY \(TEST MODEL\) - NOT FOR DIAGNOSIS", "",
                   " ".join(text.split()))
 
 

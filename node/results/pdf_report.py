@@ -64,11 +64,12 @@ class ReportContent:
 
 
 class _Report(FPDF):
-    """An A4 report whose every page carries the research-use label and its page number."""
+    """An A4 report whose every page carries the research-use label and its number."""
 
     def __init__(self, banner: str) -> None:
         super().__init__(format="A4")
         self.banner = banner
+        self.alias_nb_pages("")  # fpdf2 would put the page count for "{nb}" anywhere, the model's text included
 
     def header(self) -> None:
         """The research-use label, in red, on every page."""
@@ -79,10 +80,10 @@ class _Report(FPDF):
         self.ln(2)
 
     def footer(self) -> None:
-        """Page n of N."""
+        """The page's number."""
         self.set_y(-12)
         self.set_font("report", size=_SMALL)
-        self.cell(0, 4, text=f"{TITLE} - page {self.page_no()} of {{nb}}", align="C")
+        self.cell(0, 4, text=f"{TITLE} - page {self.page_no()}", align="C")
 
 
 def _safe(pdf: FPDF, text: str, limit: int = SECTION_LIMIT) -> str:
