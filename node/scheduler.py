@@ -226,7 +226,7 @@ class Scheduler:
         result = write_results(read, self.results.study_version(study.study_uid, study.version), self._parties,
                                self.config.results.secondary_capture, study.version,
                                self.results.previous_sr(study.study_uid, study.version),
-                               self.config.results.critical_labels)
+                               self.config.results.critical_labels, pdf_report=self.config.results.pdf_report)
         if critical(read.findings, self.config.results.critical_labels):
             self._metrics.critical_findings.inc()
         for kind, error in result.omitted:  # its message may quote source attributes: only its type is logged

@@ -78,6 +78,10 @@ class ResultsConfig(Section):
     secondary_capture: bool | Literal["projection"] = Field(
         default="projection", description="A burned-in Secondary Capture per key image: projection (only of images "
         "without patient geometry: radiographs, mammograms, photographs), true (of every key image) or false.")
+    pdf_report: bool = Field(
+        default=True, description="An AI report per study version as a DICOM Encapsulated PDF (its own series): "
+        "the question, answer, full reasoning, key images with their boxes, the context given, caveats and "
+        "provenance, for viewers that show no SR text (OHIF shows it).")
     critical_labels: tuple[str, ...] = Field(
         default=("Pneumothorax", "Has Hemorrhage", "Acute PE"), description="Answer labels that are critical "
         "findings: their ORU flags the answer AA and asks for stat priority (TQ1), so the RIS worklist can move "
