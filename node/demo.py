@@ -35,7 +35,8 @@ from node.testing.synthetic import SyntheticStudy, boxed_response, restamp, writ
 from node.testing.synthetic_hl7 import LabValue, lab_message, order_message
 
 RESULT_MODALITIES = {"SR": "structured report (TID 1500)", "SEG": "segmentation", "PR": "presentation state",
-                     "OT": "key image, boxes burned in (SC)", "KO": "key object selection (key images)"}
+                     "OT": "key image, boxes burned in (SC)", "KO": "key object selection (key images)",
+                     "DOC": "AI report (Encapsulated PDF)"}
 FINAL_STATES = {COMPLETE, FAILED, SKIPPED, UNDELIVERED}
 
 

@@ -214,7 +214,7 @@ def write_offline_results(outcome: Read, out: Path, config: NodeConfig) -> Read 
     study_uid = outcome.prepared.study_uid
     try:
         written = write_results(outcome, out / study_uid, {"oru": Hl7Party()}, config.results.secondary_capture,
-                                critical_labels=config.results.critical_labels)
+                                critical_labels=config.results.critical_labels, pdf_report=config.results.pdf_report)
     except Exception as exc:  # this study is reported, the others go on
         return _failed(study_uid, "results failed", exc)
     for path in written.files:

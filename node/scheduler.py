@@ -29,6 +29,7 @@ from node.errors import NodeError, is_permanent, reason
 from node.imaging.prepared import Prepared, prepare
 from node.ops.logging import get_logger, uid_hash
 from node.ops.metrics import Metrics
+from node.quality.answers import queue_answered
 from node.reading import Read, read_batch
 from node.results.folder import ResultsFolder
 from node.results.hl7 import critical
@@ -225,16 +226,15 @@ class Scheduler:
         result = write_results(read, self.results.study_version(study.study_uid, study.version), self._parties,
                                self.config.results.secondary_capture, study.version,
                                self.results.previous_sr(study.study_uid, study.version),
-                               self.config.results.critical_labels)
+                               self.config.results.critical_labels, pdf_report=self.config.results.pdf_report)
         if critical(read.findings, self.config.results.critical_labels):
             self._metrics.critical_findings.inc()
         for kind, error in result.omitted:  # its message may quote source attributes: only its type is logged
             self._metrics.result_objects_omitted.labels(kind).inc()
             log.warning("results.object_omitted", study=uid_hash(study.study_uid), version=study.version, kind=kind,
                         error=type(error).__name__)
-        now = time.time()
-        items = queued_items(result, self.config.destinations)
-        if not self._store.studies.queue_results(study.study_uid, study.version, items, now):
+        now, items = time.time(), queued_items(result, self.config.destinations)
+        if not queue_answered(self._store, self._metrics, read, study.version, items, now):
             log.info("study.superseded", study=uid_hash(study.study_uid), version=study.version)
             return
         # with nowhere to deliver, the study is complete at once: that transition is counted too

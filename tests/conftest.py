@@ -242,8 +242,9 @@ def _kill(process: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="session")
 def orthanc(orthanc_installed: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
-    """A real Orthanc for the session; tests register the node as a modality through REST."""
-    with Orthanc(tmp_path_factory.mktemp("orthanc")) as server:
+    """A real Orthanc for the session, with its DICOMweb plugin at /dicom-web/; tests register the node as a
+    modality through REST."""
+    with Orthanc(tmp_path_factory.mktemp("orthanc"), dicomweb=True) as server:
         yield server
 
 

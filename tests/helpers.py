@@ -25,13 +25,18 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from node.app import STATE_DB_NAME
 from node.config import NodeConfig, load_config
+from node.findings import locate, parse_output
 from node.imaging.geometry import FrameRef, Geometry
 from node.mllp import END, START, MllpReader
 from node.model.profiles import PROFILES
+from node.results.gsps import build_presentation_state
+from node.results.provenance import Provenance
+from node.results.sr import build_sr
 from node.store import InstanceRecord, Store, StudySummary
 from node.testing.loopback import LOOPBACK
 from node.testing.node_process import NodeProcess, replay_settings
-from node.testing.synthetic import lesion_box
+from node.testing.synthetic import lesion_box, write_ct_study
+from tests.reference import model_box
 
 REPO = Path(__file__).resolve().parents[1]
 PYDICOM_TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
@@ -157,6 +162,18 @@ def model_geometry(frame: FrameRef, family: str = "qwen2.5-vl") -> Geometry:
     profile = PROFILES[family]
     size = profile.model_size(frame.columns, frame.rows)
     return Geometry.single(frame, size, profile.grid_size(*size))
+
+
+def result_objects(directory: Path) -> list[pydicom.Dataset]:
+    """An SR and a GSPS (replay provenance) of a mass boxed on a small synthetic CT written under ``directory``."""
+    sources = [pydicom.dcmread(p) for p in write_ct_study(directory / "ct", slices=2, size=128).files]
+    frame = FrameRef(sources[0].SOPInstanceUID, 1, 128, 128)
+    x1, y1, x2, y2 = model_box((10, 10, 40, 40), 128, 128)
+    findings = locate(parse_output(f'```json\n[{{"bbox_2d": [{x1}, {y1}, {x2}, {y2}], "label": "mass"}}]\n```'
+                                   "\\boxed{Mass}"), [model_geometry(frame)])
+    provenance = Provenance("replay (TEST)", True)
+    return [build_sr(findings, sources, provenance, 1, "ct"),
+            build_presentation_state(findings, sources, provenance, 1, "ct", (40.0, 400.0))]
 
 
 def dataset_bytes(path: Path) -> bytes:

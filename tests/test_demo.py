@@ -23,6 +23,7 @@ def test_demo_with_orthanc_shows_every_result_in_the_pacs_and_the_ehr(tmp_path: 
         assert run.stdout.count(f"PACS  {kind}") == 2
     assert run.stdout.count("PACS  key image, boxes burned in (SC)") == 1  # of the CR only
     assert run.stdout.count("PACS  key object selection") == 2
+    assert run.stdout.count("PACS  AI report (Encapsulated PDF)") == 2
     assert run.stdout.count("EHR   ORU^R01 control ID QOQ") == 2
     # what the model answered, where its box is, and the ORU's key fields
     assert "answer   Lung Lesion" in run.stdout and "answer   Acute PE" in run.stdout
@@ -44,8 +45,9 @@ def test_demo_without_orthanc_uses_the_built_in_pacs(tmp_path: Path, monkeypatch
     said: list[str] = []
     assert demo.run_demo(tmp_path, say=said.append) == 0
     output = "\n".join(said)
-    assert "built-in storage SCP" in output and output.count("PACS  ") == 9
+    assert "built-in storage SCP" in output and output.count("PACS  ") == 11
     assert "given Reason for exam: cough" in output and "prior" not in output  # no PACS to query
     stored = [pydicom.dcmread(path) for path in (tmp_path / "pacs").glob("*.dcm")]
     # the CR's burned-in key image too (Modality OT): secondary captures of radiographs are on by default
-    assert sorted(ds.Modality for ds in stored) == ["KO", "KO", "OT", "PR", "PR", "SEG", "SEG", "SR", "SR"]
+    assert sorted(ds.Modality for ds in stored) == ["DOC", "DOC", "KO", "KO", "OT", "PR", "PR", "SEG", "SEG", "SR",
+                                                    "SR"]

@@ -34,7 +34,9 @@ CUSTOM_RESOURCES = {"monitoring.coreos.com/v1"}  # Prometheus Operator CRDs: no 
 VALUE_SETS = {
     "defaults": {},
     "tls": {"dicom": {"tls": {"enabled": True, "secretName": "qoq-dicom-tls", "verifyClients": True}},
-            "pacsTls": {"secretName": "pacs-ca"}},
+            "pacsTls": {"secretName": "pacs-ca"}, "stowTokens": {"secretName": "stow-tokens"},
+            "config": {"dicomweb": {"stow": {"enabled": True,
+                                             "tokens_file": "/etc/qoq-node/stow-tokens/tokens.yaml"}}}},
     "loadbalancer": {"service": {"dicom": {"type": "LoadBalancer", "loadBalancerSourceRanges": ["10.20.0.0/16"]}}},
     "nodeport": {"service": {"dicom": {"type": "NodePort", "nodePort": 31112}}},
     "networkpolicy-off": {"networkPolicy": {"enabled": False}},
@@ -51,6 +53,17 @@ VALUE_SETS = {
             "dicom": [{"name": "pacs", "ae_title": "PACS1", "host": "pacs.hospital.org", "port": 104}],
             "hl7": [{"name": "ehr", "host": "ehr.hospital.org", "port": 2575, "receiving_application": "EPIC"}]}},
         "nodeSelector": {"nvidia.com/gpu.present": "true"},
+    },
+    "feedback": {"feedback": {"tokensSecret": "qoq-feedback-tokens"},
+                 "networkPolicy": {"feedbackCIDRs": ["10.9.0.8/32"]}},
+    "dicomweb": {
+        "dicomwebSecrets": {"secretName": "archive-credentials"},
+        "networkPolicy": {"egressCIDRs": ["10.3.0.0/24"]},
+        "config": {"context": {"pacs": "archive"}, "destinations": {"dicomweb": [
+            {"name": "archive", "url": "https://vna.hospital.org/dicomweb",
+             "auth": {"kind": "oauth2", "token_url": "https://idp.hospital.org:8443/token", "client_id": "qoq",
+                      "client_secret_file": "/etc/qoq-node/dicomweb/client-secret"}},
+            {"name": "orthanc", "url": "http://orthanc.hospital.org:8042/dicom-web"}]}},
     },
     "scale-out": {
         "model": {"existingClaim": "qoq-med-weights", "subPath": "QoQ-Med-VL-32B"},
@@ -135,6 +148,19 @@ def test_scale_out_runs_trtllm_serve_on_gpu_pods_and_points_the_node_at_them() -
         render({"engineServer": {"enabled": True}})
 
 
+def test_the_node_runs_the_slim_image_when_the_engine_runs_on_its_own_pods() -> None:
+    def node_image(values: dict) -> str:
+        [node] = by_kind(render(values), "StatefulSet")["spec"]["template"]["spec"]["containers"]
+        return node["image"]
+
+    repository = "registry.example.org/qoq/qoq-node"
+    assert node_image({}) == f"{repository}:0.1.0"  # the GPU image: the engine in the node's process
+    assert node_image(VALUE_SETS["scale-out"]) == f"{repository}:0.1.0-slim"  # the base install, no torch
+    pinned = {**VALUE_SETS["scale-out"], "image": {"repository": "r/q", "tag": "2.0", "slimTag": "2.0-cpu"}}
+    assert node_image(pinned) == "r/q:2.0-cpu"
+    assert node_image({**pinned, "engineServer": {"enabled": False}}) == "r/q:2.0"
+
+
 def test_a_served_model_name_goes_to_trtllm_serve_and_to_the_node() -> None:
     values = copy.deepcopy(VALUE_SETS["scale-out"])
     values["engineServer"]["servedModel"] = "qoq-med"
@@ -190,10 +216,23 @@ def test_tls_secrets_are_mounted_not_inlined() -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["tls"]["secret"]["secretName"] == "qoq-dicom-tls"
     assert volumes["pacs-tls"]["secret"]["secretName"] == "pacs-ca"
+    assert volumes["stow-tokens"]["secret"]["secretName"] == "stow-tokens"
+    assert node_yaml(objects)["dicomweb"]["stow"]["tokens_file"] == "/etc/qoq-node/stow-tokens/tokens.yaml"
     assert node_yaml(objects)["dicom"]["tls"] == {"enabled": True, "certificate": "/etc/qoq-node/tls/tls.crt",
                                                   "private_key": "/etc/qoq-node/tls/tls.key",
                                                   "ca": "/etc/qoq-node/tls/ca.crt"}
     assert not [o for o in objects if o["kind"] == "Secret"]
+
+
+def test_dicomweb_credentials_are_mounted_and_its_ports_opened() -> None:
+    objects = render(VALUE_SETS["dicomweb"])
+    pod = by_kind(objects, "StatefulSet")["spec"]["template"]["spec"]
+    assert {v["name"]: v for v in pod["volumes"]}["dicomweb-secrets"]["secret"]["secretName"] == "archive-credentials"
+    [container] = pod["containers"]
+    assert {"name": "dicomweb-secrets", "mountPath": "/etc/qoq-node/dicomweb", "readOnly": True} in \
+        container["volumeMounts"]
+    _, destinations = by_kind(objects, "NetworkPolicy")["spec"]["egress"]
+    assert {p["port"] for p in destinations["ports"]} == {443, 8443, 8042}  # the archives' and the token endpoint's
 
 
 def test_services_and_network_policy() -> None:
@@ -325,6 +364,67 @@ def test_alert_rules_pass_promtool_and_fire_when_they_should(tmp_path: Path) -> 
     tests = tmp_path / "tests.yaml"
     tests.write_text(yaml.safe_dump(cases))
     result = subprocess.run(["promtool", "test", "rules", str(tests)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_feedback_tokens_secret_is_mounted_and_configured() -> None:
+    """The Secret is mounted read-only, the node's config points at it, and the integrations may reach the port."""
+    objects = render(VALUE_SETS["feedback"])
+    pod = by_kind(objects, "StatefulSet")["spec"]["template"]["spec"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == "feedback-tokens"]
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "feedback-tokens"]
+    assert volume["secret"]["secretName"] == "qoq-feedback-tokens" and mount["readOnly"]
+    assert node_yaml(objects)["feedback"]["tokens"] == mount["mountPath"]
+    ingress = by_kind(objects, "NetworkPolicy")["spec"]["ingress"]
+    assert {"from": [{"ipBlock": {"cidr": "10.9.0.8/32"}}], "ports": [{"port": "metrics", "protocol": "TCP"}]} \
+        in ingress
+    assert "tokens" not in node_yaml(render({})).get("feedback", {})  # no Secret: the API stays off
+
+
+def _quality_series(labels: str, task: str, concordance: str, psi: str, rejection: str) -> list[dict]:
+    """A task's quality gauges over 60 minutes (decided verdicts 40, baseline concordance 0.8)."""
+    return [{"series": f'qoqnode_quality_{name}{{{labels}, task="{task}"}}', "values": values} for name, values in (
+        ("concordance", concordance), ("baseline_concordance", "0.8x60"), ("concordance_decided", "40x60"),
+        ("label_psi", psi), ("rejection_rate", rejection))]
+
+
+@pytest.mark.usefixtures("promtool")
+def test_quality_alerts_fire_on_a_drifting_task_and_stay_silent_on_a_healthy_one(tmp_path: Path) -> None:
+    """Concordance 0.15 below the baseline over 40 verdicts, PSI 0.35, 12 % rejected: each alert fires on the
+    drifting task after its 30 minutes; the healthy task (concordance 0.78, PSI 0.05, 1 % rejected) never."""
+    labels = 'namespace="radiology", job="qoq-qoq-node-metrics"'
+    series = (_quality_series(labels, "chest_xray", "0.65x60", "0.35x60", "0.12x60")
+              + _quality_series(labels, "ct_head", "0.78x60", "0.05x60", "0.01x60"))
+    expected = {
+        "QoqNodeConcordanceBelowBaseline": (
+            "radiologists agree less with the chest_xray answers than at the baseline",
+            "Concordance over the last verdicts is 0.15 below the baseline (margin 0.1, at least 30 decided "
+            "verdicts). 'qoq-node quality' shows the figures with their interval; look for a change in the studies, "
+            "the protocol or the model."),
+        "QoqNodeLabelDrift": (
+            "the chest_xray answers drift from the baseline's label distribution",
+            "The population stability index of the last answers' labels is 0.35 (limit 0.2): the studies or the "
+            "model's answers have shifted. 'qoq-node quality' shows the distributions."),
+        "QoqNodeRejectionRateHigh": (
+            "many chest_xray results are rejected",
+            "12% of the last answers were rejected (IOCM rejection note or the feedback API's reject; limit 0.05)."),
+    }
+    tests = []
+    for alert, (summary, description) in expected.items():
+        tests.append({"eval_time": "20m", "alertname": alert, "exp_alerts": []})  # not for 30 minutes yet
+        tests.append({"eval_time": "45m", "alertname": alert, "exp_alerts": [{
+            "exp_labels": {"severity": "warning", "task": "chest_xray", "namespace": "radiology",
+                           "job": "qoq-qoq-node-metrics"},
+            "exp_annotations": {"summary": summary, "description": description}}]})
+    few = _quality_series(labels, "mri", "0.1x60", "0.0x60", "0.0x60")  # far below, but over 5 verdicts only
+    few[2]["values"] = "5x60"
+    cases = {"rule_files": [str(_rules(tmp_path))], "evaluation_interval": "1m", "tests": [
+        {"interval": "1m", "input_series": series, "alert_rule_test": tests},
+        {"interval": "1m", "input_series": few, "alert_rule_test": [
+            {"eval_time": "45m", "alertname": "QoqNodeConcordanceBelowBaseline", "exp_alerts": []}]}]}
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(cases))
+    result = subprocess.run(["promtool", "test", "rules", str(tmp_path / "tests.yaml")], capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

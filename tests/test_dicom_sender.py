@@ -5,38 +5,17 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import pydicom
 import pytest
 
 from node.egress.dicom import DicomSender, classify_status
 from node.egress.mllp import Delivery
-from node.findings import locate, parse_output
-from node.imaging.geometry import FrameRef
-from node.results.gsps import build_presentation_state
-from node.results.provenance import Provenance
-from node.results.sr import build_sr
 from node.testing.loopback import LOOPBACK, free_port, http_json
 from node.testing.pacs import Orthanc
-from node.testing.synthetic import write_ct_study
-from tests.helpers import model_geometry
-from tests.reference import model_box
-
-PROVENANCE = Provenance("replay (TEST)", True)
-
-
-def _results(tmp_path: Path) -> list[pydicom.Dataset]:
-    sources = [pydicom.dcmread(p) for p in write_ct_study(tmp_path / "ct", slices=2, size=128).files]
-    frame = FrameRef(sources[0].SOPInstanceUID, 1, 128, 128)
-    geometry = model_geometry(frame)
-    x1, y1, x2, y2 = model_box((10, 10, 40, 40), 128, 128)
-    findings = locate(parse_output(f'```json\n[{{"bbox_2d": [{x1}, {y1}, {x2}, {y2}], "label": "mass"}}]\n```'
-                                   "\\boxed{Mass}"), [geometry])
-    return [build_sr(findings, sources, PROVENANCE, 1, "ct"),
-            build_presentation_state(findings, sources, PROVENANCE, 1, "ct", (40.0, 400.0))]
+from tests.helpers import result_objects
 
 
 def test_results_reach_orthanc_once_even_when_sent_twice(orthanc: Orthanc, tmp_path: Path) -> None:
-    objects = _results(tmp_path)
+    objects = result_objects(tmp_path)
     sender = DicomSender("QOQNODE", orthanc.aet, LOOPBACK, orthanc.dicom_port)
     for _ in range(2):  # a retry after a lost response sends the same objects again
         results = sender.send(objects)
@@ -48,7 +27,7 @@ def test_results_reach_orthanc_once_even_when_sent_twice(orthanc: Orthanc, tmp_p
 
 
 def test_unreachable_or_refusing_pacs_is_a_retry(tmp_path: Path, make_node) -> None:
-    objects = _results(tmp_path)
+    objects = result_objects(tmp_path)
     nobody = DicomSender("QOQNODE", "PACS", LOOPBACK, free_port(), timeout_seconds=2).send(objects)
     assert {r.delivery for r in nobody} == {Delivery.RETRY}
     assert nobody[0].detail == "no connection to the PACS (refused or unreachable)"  # not "association aborted"
@@ -60,7 +39,7 @@ def test_unreachable_or_refusing_pacs_is_a_retry(tmp_path: Path, make_node) -> N
 
 
 def test_a_pacs_that_cannot_understand_the_object_dead_letters_it(tmp_path: Path, make_node) -> None:
-    [sr, _] = _results(tmp_path)
+    [sr, _] = result_objects(tmp_path)
     broken = copy.deepcopy(sr)
     del broken.StudyInstanceUID  # the receiving node answers C211
     node = make_node()

@@ -86,7 +86,8 @@ def test_every_figure_is_the_one_worked_out_by_hand(evaluated: tuple[EvaluationS
                               "hit_rate": _p(1, 2)}
     assert chest["baseline"] == {"studies": 4, "reference": {"Cardiomegaly": 2, "Pleural Effusion": 2,
                                                              "No Finding": 1, "Edema": 1},
-                                 "answer": {"Cardiomegaly": 4, "Pleural Effusion": 4}, "no_answer": 0}
+                                 "answer": {"Cardiomegaly": 4, "Pleural Effusion": 4}, "no_answer": 0,
+                                 "equipment": [["qoq-node synthetic", ""]]}
     assert chest["paper"]["accuracy"] is None and chest["paper"]["note"].startswith("not reported")
     assert "2506.00711" in chest["paper"]["source"]
 
@@ -99,7 +100,7 @@ def test_every_figure_is_the_one_worked_out_by_hand(evaluated: tuple[EvaluationS
     assert ct["confusion"]["counts"] == [[0, 0, 1, 0, 0], [0, 0, 1, 0, 0], [0, 0, 2, 0, 0]]
     assert ct["boxes"] is None
     assert ct["baseline"] == {"studies": 4, "reference": {"Acute PE": 2, "No PE": 1, "Chronic PE": 1},
-                              "answer": {"Acute PE": 4}, "no_answer": 0}
+                              "answer": {"Acute PE": 4}, "no_answer": 0, "equipment": [["qoq-node synthetic", ""]]}
 
     [plain] = report["not_routed"]
     assert plain["study"] == dataset.names[-1] and "nearest: task 'ct_chest'" in plain["reason"]

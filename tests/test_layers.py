@@ -19,7 +19,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "node"
 
 #: The stages in the order a study goes through them; a stage imports only earlier ones (and the ground).
-STAGES = ("routing", "context", "imaging", "engine", "findings", "reading", "results", "egress")
+STAGES = ("routing", "context", "imaging", "engine", "findings", "reading", "results", "egress", "verdicts")
 #: The ground floor: anyone may import it; it imports only itself.
 GROUND = ("config", "errors", "durable", "ops", "store", "model", "dicom_files", "implementation", "tls",
           "http_client")

@@ -65,11 +65,12 @@ def _cr_read_through(orthanc: Orthanc, make_node, tmp_path: Path, ehr: MllpListe
 
 
 def _results_in_pacs(orthanc: Orthanc, study_uid: str) -> dict[str, list[pydicom.Dataset]]:
-    """The AI objects Orthanc holds for a study, by modality (SR, SEG, PR, KO, and OT for secondary captures)."""
+    """The AI objects Orthanc holds for a study, by modality (SR, SEG, PR, KO, OT for secondary captures and DOC
+    for the AI report)."""
     found: dict[str, list[pydicom.Dataset]] = {}
     for instance in orthanc.instances(study_uid):
         ds = pydicom.dcmread(io.BytesIO(orthanc.file(instance["ID"])))
-        if ds.Modality in {"SR", "SEG", "PR", "OT", "KO"}:
+        if ds.Modality in {"SR", "SEG", "PR", "OT", "KO", "DOC"}:
             found.setdefault(ds.Modality, []).append(ds)
     return found
 
@@ -90,7 +91,7 @@ def test_cr_and_ct_results_reach_the_pacs_and_the_ehr(orthanc: Orthanc, make_nod
             found = _results_in_pacs(orthanc, study.study_uid)
             # and a burned-in key image (SC, Modality OT) of the radiograph (no patient geometry), not of the CT
             assert {kind: len(objects) for kind, objects in found.items()} == {
-                "SR": 1, "SEG": 1, "PR": 1, "KO": 1, **({"OT": 1} if study is cr else {})}
+                "SR": 1, "SEG": 1, "PR": 1, "KO": 1, "DOC": 1, **({"OT": 1} if study is cr else {})}
             [sr], [seg], [gsps] = found["SR"], found["SEG"], found["PR"]
             referenced, points = sr_box(sr)
             assert_on_lesion(points, sources[referenced])  # the box the radiologist sees is on the lesion
@@ -110,7 +111,8 @@ def test_cr_and_ct_results_reach_the_pacs_and_the_ehr(orthanc: Orthanc, make_nod
         assert by_study[cr.study_uid].split("\r")[0].split("|")[3] == "RAD-A"  # MSH-4 from the destination
         metrics = node.metrics.render().decode()
         assert metric_value(metrics, "qoqnode_stage_duration_seconds_count", 'stage="end_to_end"') == 2
-        assert metric_value(metrics, "qoqnode_outbox_items", 'destination="pacs",state="sent"') == 9
+        # each study's SR, SEG, PR, KO and PDF report, and the CR's SC
+        assert metric_value(metrics, "qoqnode_outbox_items", 'destination="pacs",state="sent"') == 11
         assert metric_value(metrics, "qoqnode_outbox_items", 'destination="ehr",state="sent"') == 2
         assert metric_value(metrics, "qoqnode_studies", 'state="complete"') == 2
 
@@ -133,7 +135,8 @@ def test_outages_naks_and_silence_are_retried_and_rejections_dead_lettered(make_
         with Orthanc(tmp_path / "pacs", dicom_port=pacs_port) as pacs:
             wait_for(lambda: all(i.state != "pending" for i in node.store.outbox.items()), timeout=30)
             found = _results_in_pacs(pacs, ct.study_uid)
-            assert {kind: len(objects) for kind, objects in found.items()} == {"SR": 1, "SEG": 1, "PR": 1, "KO": 1}
+            assert {kind: len(objects) for kind, objects in found.items()} == {"SR": 1, "SEG": 1, "PR": 1, "KO": 1,
+                                                                                  "DOC": 1}
         items = {i.destination: i for i in node.store.outbox.items() if i.kind == "hl7"}
         assert (items["flaky"].state, items["flaky"].attempts) == (SENT, 3)  # AE, AE, AA: delivered once accepted
         assert (items["silent"].state, items["silent"].attempts) == (SENT, 2)  # no ACK in time, then AA
@@ -275,7 +278,8 @@ def test_a_two_view_radiograph_gets_a_seg_on_each_view(orthanc: Orthanc, make_no
     _send_through(orthanc, node, cr)
     wait_for(lambda: state(node, cr.study_uid) == COMPLETE, timeout=60)
     found = _results_in_pacs(orthanc, cr.study_uid)
-    assert {kind: len(objects) for kind, objects in found.items()} == {"SR": 1, "SEG": 2, "PR": 1, "OT": 2, "KO": 1}
+    assert {kind: len(objects) for kind, objects in found.items()} == {"SR": 1, "SEG": 2, "PR": 1, "OT": 2, "KO": 1,
+                                                                      "DOC": 1}
     on_views = set()
     for seg in found["SEG"]:
         [frame] = seg.PerFrameFunctionalGroupsSequence
@@ -296,7 +300,7 @@ def test_a_seg_that_cannot_be_made_leaves_the_report_and_the_oru_going(
     with MllpListener() as ehr:
         node, cr = _cr_read_through(orthanc, make_node, tmp_path, ehr)
         assert {kind: len(objects) for kind, objects in _results_in_pacs(orthanc, cr.study_uid).items()} == {
-            "SR": 1, "PR": 1, "OT": 1, "KO": 1}
+            "SR": 1, "PR": 1, "OT": 1, "KO": 1, "DOC": 1}
         assert len(ehr.received) == 1 and cr.study_uid in ehr.received[0]
     metrics = node.metrics.render().decode()
     assert metric_value(metrics, "qoqnode_result_objects_omitted_total", 'kind="seg"') == 1
@@ -310,7 +314,7 @@ def test_a_pacs_that_sends_the_whole_study_back_makes_no_loop(make_node, orthanc
     with MllpListener() as ehr:
         node, cr = _cr_read_through(orthanc, make_node, tmp_path, ehr)
         results = _results_in_pacs(orthanc, cr.study_uid)
-        assert len(results) >= 4  # SR, SEG, PR, KO, SC
+        assert len(results) >= 4  # SR, SEG, PR, KO, SC, the PDF report
         sent_back = len(cr.files) + sum(len(objects) for objects in results.values())
 
         def answered(outcome: str) -> float:

@@ -1,5 +1,5 @@
 """Results are reproducible byte for byte: a fixed study, a fixed answer, a fixed moment and a fixed node
-and model give exactly these SR, SEG, GSPS, KOS, SC and ORU, with these UIDs.
+and model give exactly these SR, SEG, GSPS, KOS, SC, PDF report and ORU, with these UIDs.
 
 The constants are what the code before issue 22's refactor wrote, and what the code after it writes.
 Compared on 2026-12-07 with two throw-away scripts: ``before.py`` ran this test's inputs through
@@ -26,7 +26,9 @@ result objects' fixes of issue 26 (items 10, 18-25: the AI's Contributing Equipm
 (Newcode1, 99IHE, "Processing Algorithm"), the SR and KOS name the model and the node's version, the GSPS
 and SC carry Body Part Examined and no empty Laterality, KOS items have no concept name, the SR references
 the SEG in a TID 1410 group of its own, the SEG has a Slice Thickness); and the SC's box outline drawn at
-the nearest pixel edge (a mapped-back edge such as 2129.9999999 was cut to the pixel before it). A digest that
+the nearest pixel edge (a mapped-back edge such as 2129.9999999 was cut to the pixel before it). The AI report
+(``report.dcm``, an Encapsulated PDF, issue 24) was added 2026-12-07: its digest covers the PDF's bytes too
+(fpdf2 and the DejaVu Sans it embeds; the PDF's creation date and file identifier come from ``CREATED``). A digest that
 changes is a change in what the node sends to the PACS and the EHR (or a pydicom/highdicom upgrade that
 encodes differently): find out which field changed, and why, before updating it.
 """
@@ -70,6 +72,9 @@ DICOM = {
     "kos.dcm": ("1.2.826.0.1.3680043.8.498.52075655160495396770495361478786847639",
                 "1.2.826.0.1.3680043.8.498.11747868230504618655904782191429073988",
                 "e3e1df3bea59643fb959da6b70c1358489c1b582efac226b4617e2cfe2f5fab2"),
+    "report.dcm": ("1.2.826.0.1.3680043.8.498.44976088077223631520911179059496455889",
+                   "1.2.826.0.1.3680043.8.498.12930292458198173404619348333703201545",
+                   "dc410044bb46388a2ae8daff80b45dbba8edf4a3c46838ef7d188b20baa53151"),
     "sc-1.dcm": ("1.2.826.0.1.3680043.8.498.13172976978442668772433456113600569178",
                  "1.2.826.0.1.3680043.8.498.38543118964629898677921517032477455825",
                  "67fbf6f31afab464a00ed1f5d1162b7bf169c90dbbb369d8173c4433f9d2073f"),

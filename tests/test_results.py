@@ -620,7 +620,7 @@ def test_written_files_name_the_node_as_their_implementation(tmp_path: Path) -> 
 
     written = _written_cr(tmp_path, secondary_capture="projection")
     assert written is not None and {p.name for p in written.files} == {"sr.dcm", "seg-1.dcm", "gsps.dcm", "kos.dcm",
-                                                                     "sc-1.dcm"}
+                                                                     "sc-1.dcm", "report.dcm"}
     for path in written.files:
         meta = pydicom.dcmread(path, stop_before_pixels=True).file_meta
         assert (meta.ImplementationClassUID, meta.ImplementationVersionName) == (IMPLEMENTATION_CLASS_UID,

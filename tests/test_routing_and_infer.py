@@ -149,7 +149,7 @@ def test_infer_with_replay_puts_the_box_on_the_lesion(tmp_path: Path, dciodvfy_e
     assert parse_message(oru, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True).validate()
     assert "4147007^Mass^SCT" in oru  # the SR's SNOMED CT code for the answer
     assert sorted(p.name for p in (tmp_path / "out" / ds.StudyInstanceUID).iterdir()) == [
-        "gsps.dcm", "kos.dcm", "oru.hl7", "sc-1.dcm", "seg-1.dcm", "sr.dcm"]
+        "gsps.dcm", "kos.dcm", "oru.hl7", "report.dcm", "sc-1.dcm", "seg-1.dcm", "sr.dcm"]
     sr = pydicom.dcmread(tmp_path / "out" / ds.StudyInstanceUID / "sr.dcm")
     assert sr.SOPInstanceUID in oru  # the ORU names the SR it summarises
     assert dciodvfy_errors(tmp_path / "out" / ds.StudyInstanceUID / "sr.dcm") == []

@@ -22,6 +22,7 @@ MANAGED: dict[str, list[str] | None] = {
     "http": None,
     "engine": ["model", "cache_dir"],
     "hl7_listener": ["enabled", "host", "port"],
+    "feedback": ["tokens"],
 }
 
 CIDR = {"type": "string", "pattern": r"^[0-9a-fA-F:.]+/[0-9]{1,3}$"}
@@ -57,8 +58,8 @@ def config_schema() -> tuple[dict[str, Any], dict[str, Any]]:
         for key in keys:
             definition["properties"].pop(key)
     schema["description"] = ("The node's configuration (conf/node.yaml) without the keys the chart manages: "
-                             "dicom.host/port/tls, storage.root, http, engine.model, engine.cache_dir and "
-                             "hl7_listener.enabled/host/port.")
+                             "dicom.host/port/tls, storage.root, http, engine.model, engine.cache_dir, "
+                             "hl7_listener.enabled/host/port and feedback.tokens.")
     schema.pop("required", None)
     return schema, definitions
 
@@ -77,6 +78,7 @@ def values_schema() -> dict[str, Any]:
         "properties": {
             "global": {"type": "object"},
             "image": _obj({"repository": {"type": "string", "minLength": 1}, "tag": {"type": "string"},
+                           "slimTag": {"type": "string"},
                            "pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]}}, ["repository"]),
             "imagePullSecrets": {"type": "array", "items": _obj({"name": {"type": "string"}}, ["name"])},
             "nameOverride": {"type": "string"},
@@ -86,8 +88,11 @@ def values_schema() -> dict[str, Any]:
                 "enabled": {"type": "boolean"}, "secretName": {"type": "string"},
                 "verifyClients": {"type": "boolean"}})}),
             "pacsTls": _obj({"secretName": {"type": "string"}}),
+            "dicomwebSecrets": _obj({"secretName": {"type": "string"}}),
             "metrics": _obj({"port": PORT}),
+            "feedback": _obj({"tokensSecret": {"type": "string"}}),
             "hl7": _obj({"enabled": {"type": "boolean"}, "port": PORT}),
+            "stowTokens": _obj({"secretName": {"type": "string"}}),
             "model": _obj({"existingClaim": {"type": "string"}, "hostPath": {"type": "string"},
                            "subPath": {"type": "string"}}),
             "engineServer": _obj({
@@ -142,6 +147,7 @@ def values_schema() -> dict[str, Any]:
                 "metrics": _obj({"port": PORT})}),
             "networkPolicy": _obj({"enabled": {"type": "boolean"}, "pacsCIDRs": {"type": "array", "items": CIDR},
                                    "hl7CIDRs": {"type": "array", "items": CIDR},
+                                   "feedbackCIDRs": {"type": "array", "items": CIDR},
                                    "monitoringNamespace": {"type": "string", "minLength": 1},
                                    "egressCIDRs": {"type": "array", "items": CIDR},
                                    "dnsNamespace": {"type": "string", "minLength": 1}}),

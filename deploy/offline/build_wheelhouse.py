@@ -27,6 +27,10 @@ REPO = Path(__file__).resolve().parents[2]
 #: What a GPU host with a CUDA PyTorch brings: torch, torchvision, their GPU runtime and their requirements.
 HOST_PROVIDES = ("torch", "torchvision", "triton", "nvidia-*", "numpy", "pillow", "sympy", "mpmath", "networkx",
                  "jinja2", "markupsafe", "filelock", "fsspec", "typing-extensions")
+#: The extras a GPU host installs: the in-process reference engine (transformers, next to the host's torch);
+#: install.sh installs qoq-node with the same. Not [evaluate]: matplotlib and its needs would take the
+#: wheelhouse past --max-mib (64 MiB measured with it).
+EXTRAS = ("transformers",)
 #: Carried although no requirement of the node's names them: a Python 3.11 virtual environment starts with
 #: ensurepip's setuptools (65), which hides the host's newer one that torch requires (>=77.0.3 for torch 2.14).
 CARRIED_FOR_THE_HOST = ("setuptools",)
@@ -46,9 +50,10 @@ def is_host_provided(name: str, host_provides: tuple[str, ...]) -> bool:
 
 
 def node_requirements(host_provides: tuple[str, ...]) -> list[str]:
-    """The node's declared dependencies less those the host brings."""
+    """The node's declared dependencies and those of its :data:`EXTRAS`, less those the host brings."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return [requirement for requirement in project["dependencies"]
+    declared = [*project["dependencies"], *(r for extra in EXTRAS for r in project["optional-dependencies"][extra])]
+    return [requirement for requirement in declared
             if not is_host_provided(re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0], host_provides)]
 
 

@@ -25,5 +25,5 @@ if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
     exit 1
 fi
 "$venv/bin/python" -m pip install --no-index --find-links "$wheelhouse" --no-cache-dir --quiet \
-    --disable-pip-version-check qoq-node
+    --disable-pip-version-check 'qoq-node[transformers]'
 "$venv/bin/python" -c "import torch, transformers, node; print(f'qoq-node {node.__version__} installed in $venv: torch {torch.__version__}, transformers {transformers.__version__}, CUDA available: {torch.cuda.is_available()}')"

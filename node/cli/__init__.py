@@ -1,6 +1,7 @@
 """The ``qoq-node`` command: its parser and entry point. Each command group is a module of this package
 (``running``: serve, check; ``records``: studies, quarantine, outbox; ``offline``: infer, context, demo;
-``engine``: engine serve/prepare, model tiny; ``evaluate``: local validation)."""
+``engine``: engine serve/prepare, model tiny; ``evaluate``: local validation;
+``quality``: quality, feedback)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import sys
 
 from node import __version__, routing_explain
-from node.cli import engine, evaluate, offline, records, running
+from node.cli import engine, evaluate, offline, quality, records, running
 from node.config import ConfigError
 from node.engine.errors import EngineLoadError
 from node.engine.replay import ReplayError
@@ -23,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for add in (running.add_serve, running.add_check, records.add_studies, records.add_quarantine, offline.add_infer,
                 offline.add_context, records.add_outbox, offline.add_demo, engine.add_engine, engine.add_model,
-                routing_explain.register, evaluate.add_evaluate):
+                routing_explain.register, evaluate.add_evaluate, quality.add_quality, quality.add_feedback):
         add(commands)
     return parser
 

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from node.cli.common import Commands, add_command, iso, opened_store
-from node.store import QuarantinedObject, Store
+from node.store import OutboxState, QuarantinedObject, Store
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
@@ -75,10 +75,10 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps([asdict(item) for item in items], indent=2))
             else:
-                print(f"{'ID':>6}  {'DESTINATION':<16} {'KIND':<5} {'STATE':<8} {'TRIES':>5}  "
+                print(f"{'ID':>6}  {'DESTINATION':<16} {'KIND':<8} {'STATE':<8} {'TRIES':>5}  "
                       f"{'NEXT ATTEMPT':<25} LAST RESULT")
                 for item in items:
-                    print(f"{item.id:>6}  {item.destination:<16} {item.kind:<5} {item.state:<8} {item.attempts:>5}  "
+                    print(f"{item.id:>6}  {item.destination:<16} {item.kind:<8} {item.state:<8} {item.attempts:>5}  "
                           f"{iso(item.next_attempt_at):<25} {item.last_error}")
         else:
             if args.action == "retry" and args.id is None:
@@ -122,5 +122,5 @@ def add_outbox(commands: Commands) -> None:
     outbox = add_command(commands, "outbox", cmd_outbox, "List deliveries to PACS and EHR, or retry failed ones.")
     outbox.add_argument("action", choices=["list", "retry", "retry-all"])
     outbox.add_argument("id", nargs="?", type=int, help="the item to retry (retry)")
-    outbox.add_argument("--state", choices=["pending", "sent", "dead"], help="list only items in this state")
+    outbox.add_argument("--state", choices=[state.value for state in OutboxState], help="list only items in this state")
     outbox.add_argument("--json", action="store_true", help="machine-readable output (list)")

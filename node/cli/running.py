@@ -17,10 +17,12 @@ from node.ops.logging import configure_logging
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate the configuration (the files and variables it names, the routing rules) and say what it
     resolves to."""
+    from node.engine.extras import require_backend_installed
     from node.routing import Router
 
     config = load_usable(args)
     Router.from_file(config.routing.rules)
+    require_backend_installed(config.engine.backend)
     print(f"configuration OK: AE {config.dicom.ae_title} on {config.dicom.host}:{config.dicom.port}, "
           f"storage {config.storage.root}, metrics on {config.http.host}:{config.http.port}")
     print(_model_status(config))

@@ -8,6 +8,7 @@ check`` and the node's start.
 from node.config.base import AE_TITLE_PATTERN, AeTitle, ConfigError
 from node.config.delivery import ClientTlsConfig, DestinationsConfig, DicomDestination, Hl7Destination
 from node.config.dicom import DEFAULT_IGNORED_SOP_CLASSES, DicomConfig, TlsConfig
+from node.config.dicomweb import DicomWebAuth, DicomWebDestination
 from node.config.engine import EngineConfig, OpenAIOptions, TensorRtLlmOptions, TransformersOptions
 from node.config.loading import ENV_PREFIX, RENAMED_KEYS, load_config
 from node.config.node_config import NodeConfig
@@ -27,7 +28,8 @@ from node.config.sections import (
 
 __all__ = [
     "AE_TITLE_PATTERN", "DEFAULT_IGNORED_SOP_CLASSES", "ENV_PREFIX", "RENAMED_KEYS", "AeTitle", "ClientTlsConfig",
-    "ConfigError", "ContextConfig", "DestinationsConfig", "DicomConfig", "DicomDestination", "EngineConfig",
+    "ConfigError", "ContextConfig", "DestinationsConfig", "DicomConfig", "DicomDestination", "DicomWebAuth",
+    "DicomWebDestination", "EngineConfig",
     "Hl7Destination", "Hl7ListenerConfig", "HttpConfig", "ImagingConfig", "LogConfig", "NodeConfig",
     "OpenAIOptions", "PipelineConfig", "ResultsConfig", "RoutingConfig", "StorageConfig", "StudyConfig",
     "TensorRtLlmOptions", "TlsConfig", "TransformersOptions", "config_problems", "load_config", "require_usable",

@@ -1,4 +1,5 @@
-"""Where results go: the PACS and EHR destinations, TLS towards a PACS, and how delivery is retried."""
+"""Where results go: the PACS (DIMSE or DICOMweb) and EHR destinations, TLS towards a PACS, and how delivery
+is retried."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from node.config.base import NAME_PATTERN, AeTitle, Section
+from node.config.dicomweb import DicomWebDestination
 
 
 class ClientTlsConfig(Section):
@@ -57,15 +59,17 @@ class DestinationsConfig(Section):
 
     dicom: list[DicomDestination] = Field(default_factory=list)
     hl7: list[Hl7Destination] = Field(default_factory=list)
+    dicomweb: list[DicomWebDestination] = Field(default_factory=list)
     retry_base_seconds: float = Field(default=5.0, gt=0, description="First retry delay; doubles each attempt.")
     retry_cap_seconds: float = Field(default=300.0, gt=0, description="Longest retry delay.")
     max_attempts: int = Field(default=200, ge=1, description="Attempts before an item becomes a dead letter.")
     probe_seconds: float = Field(default=5.0, gt=0, description="While results wait for a retry, the destination "
-                                 "is probed (C-ECHO, MLLP connect) this often; once it answers they go at once.")
+                                 "is probed (C-ECHO, MLLP connect, a DICOMweb QIDO-RS) this often; once it "
+                                 "answers they go at once.")
 
     @model_validator(mode="after")
     def _unique_names(self) -> DestinationsConfig:
-        names = [d.name for d in self.dicom] + [d.name for d in self.hl7]
+        names = [d.name for d in self.dicom] + [d.name for d in self.hl7] + [d.name for d in self.dicomweb]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"destination names must be unique: {', '.join(duplicates)}")

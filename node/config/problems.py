@@ -34,11 +34,24 @@ def config_problems(config: NodeConfig, environ: Mapping[str, str] | None = None
         if client.enabled:
             problems += _unreadable(f"destinations.dicom.{index}.tls", {
                 "ca": client.ca, "certificate": client.certificate, "private_key": client.private_key})
+    problems += _unreadable("quality", {"baseline": config.quality.baseline})
+    tokens = config.feedback.tokens
+    if tokens is not None and not (tokens.is_file() or tokens.is_dir()):
+        problems.append(f"feedback: tokens {tokens} is neither a readable file nor a directory")
+    for index, web in enumerate(config.destinations.dicomweb):
+        problems += _unreadable(f"destinations.dicomweb.{index}", {"ca": web.ca})
+        problems += _unreadable(f"destinations.dicomweb.{index}.auth", web.auth.files())
     engine = config.engine
     problems += _unreadable("engine", {"replay_responses": engine.replay_responses})
     key_env = engine.openai.api_key_env
     if engine.backend == "openai" and key_env is not None and key_env not in environ:
         problems.append(f"engine.openai: api_key_env names {key_env}, which is not set in the environment")
+    stow = config.dicomweb.stow
+    if stow.enabled:
+        problems += _unreadable("dicomweb.stow", {"tokens_file": stow.tokens_file})
+        if stow.tls.enabled:
+            problems += _unreadable("dicomweb.stow.tls", {"certificate": stow.tls.certificate,
+                                                          "private_key": stow.tls.private_key, "ca": stow.tls.ca})
     return problems
 
 

@@ -78,6 +78,10 @@ class ResultsConfig(Section):
     secondary_capture: bool | Literal["projection"] = Field(
         default="projection", description="A burned-in Secondary Capture per key image: projection (only of images "
         "without patient geometry: radiographs, mammograms, photographs), true (of every key image) or false.")
+    pdf_report: bool = Field(
+        default=True, description="An AI report per study version as a DICOM Encapsulated PDF (its own series): "
+        "the question, answer, full reasoning, key images with their boxes, the context given, caveats and "
+        "provenance, for viewers that show no SR text (OHIF shows it).")
     critical_labels: tuple[str, ...] = Field(
         default=("Pneumothorax", "Has Hemorrhage", "Acute PE"), description="Answer labels that are critical "
         "findings: their ORU flags the answer AA and asks for stat priority (TQ1), so the RIS worklist can move "
@@ -117,7 +121,8 @@ class ContextConfig(Section):
 
     pacs: str | None = Field(
         default=None, description="The destinations.dicom entry to query for prior studies (C-FIND, Study Root) and "
-        "retrieve them from (C-GET); null: only studies the node holds.")
+        "retrieve them from (C-GET), or the destinations.dicomweb entry (QIDO-RS, WADO-RS); null: only studies the "
+        "node holds.")
     order_wait_seconds: float = Field(
         default=0.0, ge=0, description="A study whose task wants its order waits up to this long (from when it "
         "became stable) for the order to arrive over HL7, then is read without it.")

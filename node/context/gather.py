@@ -1,6 +1,7 @@
 """Gathering a study's patient context by its task's policy: the order (by accession, placer or filler
 number), the latest laboratory results by code, the most recent prior studies and an ECG near the
-study — from what the node holds and, when ``context.pacs`` is set, from the PACS (retrieved once,
+study — from what the node holds and, when ``context.pacs`` is set, from the PACS (C-FIND/C-GET) or DICOMweb
+archive (QIDO-RS/WADO-RS) it names (retrieved once,
 kept apart under ``storage.root/context/``). A PACS that cannot be reached costs the priors, never
 the read: the study goes on with what there is, and the metrics say so."""
 
@@ -13,7 +14,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 from node.context.missing import Missing, missing_context
-from node.context.pacs import FoundStudy, PacsPriors
+from node.context.pacs import FoundStudy, PriorsSource
 from node.dicom_files import read_attributes
 from node.ops.logging import get_logger, uid_hash
 from node.ops.metrics import Metrics
@@ -101,7 +102,7 @@ def _modalities(text: str) -> set[str]:
 class ContextGatherer:
     """Finds the context of studies in the store and, when configured, the PACS."""
 
-    def __init__(self, store: Store, root: Path, default_authority: str, pacs: PacsPriors | None = None,
+    def __init__(self, store: Store, root: Path, default_authority: str, pacs: PriorsSource | None = None,
                  metrics: Metrics | None = None) -> None:
         self._store, self._root, self._authority = store, root, default_authority
         self._pacs, self._metrics = pacs, metrics

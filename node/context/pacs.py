@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -65,6 +65,17 @@ class FoundStudy:
     study_time: str
     description: str
     accession: str
+
+
+class PriorsSource(Protocol):
+    """Where priors come from: a PACS by C-FIND/C-GET (:class:`PacsPriors`) or a DICOMweb archive by
+    QIDO-RS/WADO-RS (``node/context/dicomweb.py``)."""
+
+    def find(self, patient_id: str, since: date, until: date) -> list[FoundStudy]:
+        """The patient's studies dated within [since, until]."""
+
+    def retrieve(self, study_uid: str, directory: Path) -> list[Path]:
+        """The study's instances the node reads, written into ``directory`` (one file each, durably); its files."""
 
 
 class PacsPriors:

@@ -22,8 +22,10 @@ def hl7_parties(destinations: DestinationsConfig) -> dict[str, Hl7Party]:
 
 
 def queued_items(result: ResultSet, destinations: DestinationsConfig) -> list[QueuedItem]:
-    """Every DICOM object for every PACS, and each HL7 destination's own message."""
+    """Every DICOM object for every PACS (by C-STORE or STOW-RS), and each HL7 destination's own message."""
     items = [QueuedItem(d.name, "dicom", obj.sop_instance_uid, str(obj.path))
              for d in destinations.dicom for obj in result.dicom]
+    items += [QueuedItem(d.name, "dicomweb", obj.sop_instance_uid, str(obj.path))
+              for d in destinations.dicomweb for obj in result.dicom]
     items += [QueuedItem(name, "hl7", control, str(path)) for name, (path, control) in result.messages.items()]
     return items

@@ -1,11 +1,11 @@
 """The outbox workers: one thread per destination drains that destination's queue.
 
-Each worker takes the items that are due, sends them (a DICOM batch on one association, or HL7
-messages one by one on a reused MLLP connection), and records every outcome in the store:
+Each worker takes the items that are due, sends them (a DICOM batch on one association, STOW-RS requests
+to a DICOMweb archive, or HL7 messages one by one on a reused MLLP connection), and records every outcome in the store:
 delivered, retried later with backoff and jitter, or dead-lettered. A destination that is down
 only delays its own queue. After each attempt the studies involved are settled (complete or
 undelivered) and their delivery latencies observed. While items wait for a retry, the destination is
-probed (C-ECHO, an MLLP connection) every ``destinations.probe_seconds``: once it answers, its queue
+probed (C-ECHO, a QIDO-RS, an MLLP connection) every ``destinations.probe_seconds``: once it answers, its queue
 is due at once, not at the end of its backoff.
 """
 
@@ -21,8 +21,9 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from node.config import DestinationsConfig, DicomDestination, Hl7Destination
+from node.config import DestinationsConfig, DicomDestination, DicomWebDestination, Hl7Destination
 from node.egress.dicom import DicomSender
+from node.egress.dicomweb import StowSender
 from node.egress.mllp import Delivery, MllpClient
 from node.egress.outbox import next_state
 from node.ops.logging import get_logger, uid_hash
@@ -69,6 +70,17 @@ def dicom_sender(destination: DicomDestination, calling_ae: str) -> tuple[SendBa
         return [attempts[item.id] for item in items]
 
     return send, sender.echo
+
+
+def dicomweb_sender(destination: DicomWebDestination) -> tuple[SendBatch, Probe]:
+    """Sends result objects to one DICOMweb archive by STOW-RS; and its QIDO-RS probe."""
+    sender = StowSender(destination)
+
+    def send(items: Sequence[OutboxItem]) -> list[Attempt | None]:
+        results = sender.send([(item.key, Path(item.payload_path)) for item in items])
+        return [Attempt(result.delivery, result.detail) for result in results]
+
+    return send, sender.probe
 
 
 def hl7_sender(destination: Hl7Destination) -> tuple[SendBatch, Probe]:
@@ -193,4 +205,5 @@ def make_workers(policy: DestinationsConfig, calling_ae: str, store: Store,
     """One worker per configured destination."""
     senders = [(d.name, dicom_sender(d, calling_ae)) for d in policy.dicom]
     senders += [(d.name, hl7_sender(d)) for d in policy.hl7]
+    senders += [(d.name, dicomweb_sender(d)) for d in policy.dicomweb]
     return [DestinationWorker(name, send, store, metrics, policy, probe=probe) for name, (send, probe) in senders]

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from node.engine.extras import require_transformers
 from node.model.profiles import PROFILES, Family, ModelProfile
 from node.model.prompt import build_prompt, question_text
 
@@ -243,7 +244,9 @@ def _no_progress_bars() -> Iterator[None]:
 
 
 def build_tiny_checkpoint(directory: Path, family: Family = "qwen2.5-vl", seed: int = 0) -> Path:
-    """Write a tiny checkpoint of ``family`` into ``directory`` and return it."""
+    """Write a tiny checkpoint of ``family`` into ``directory`` and return it (needs the ``[transformers]``
+    extra: :class:`~node.engine.errors.EngineLoadError` naming it when it is not installed)."""
+    require_transformers("the tiny test model")
     import torch
 
     if family not in PROFILES:

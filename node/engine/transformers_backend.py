@@ -27,6 +27,7 @@ from node.engine.chat import expected_grids, require_inputs_fit
 from node.engine.checkpoint import Checkpoint, chat_prompt, load_processor, open_checkpoint
 from node.engine.engine_cache import cache_root, model_fingerprint
 from node.engine.errors import EngineLoadError
+from node.engine.extras import require_transformers
 
 if TYPE_CHECKING:
     import torch
@@ -69,6 +70,7 @@ class TransformersEngine:
     def __init__(self, model_dir: Path, device: str = "auto", dtype: str = "auto", family: str = "auto",
                  min_pixels: int | None = None, max_pixels: int | None = None,
                  options: TransformersOptions | None = None, cache_dir: Path | None = None) -> None:
+        require_transformers("the transformers backend")
         checkpoint = open_checkpoint(model_dir, family, min_pixels, max_pixels)
         import torch
         from transformers import __version__ as transformers_version

@@ -4,12 +4,10 @@ confusion matrix, and box IoU."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-#: The two-sided 95 % normal quantile.
-Z95 = 1.959963984540054
+from node.intervals import wilson
 
 
 @dataclass(frozen=True)
@@ -47,17 +45,6 @@ def set_f1(answer: Sequence[str], reference: Sequence[str]) -> float:
 def exact(answer: Sequence[str], reference: Sequence[str]) -> bool:
     """Whether the answer names exactly the reference's labels (accuracy's hit)."""
     return folded(answer) == folded(reference)
-
-
-def wilson(successes: int, trials: int) -> tuple[float, float] | None:
-    """The 95 % Wilson score interval of ``successes`` in ``trials`` (None with no trial)."""
-    if trials == 0:
-        return None
-    p = successes / trials
-    scale = 1 + Z95**2 / trials
-    centre = (p + Z95**2 / (2 * trials)) / scale
-    half = Z95 * math.sqrt(p * (1 - p) / trials + Z95**2 / (4 * trials**2)) / scale
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def proportion(successes: int, trials: int) -> dict[str, object]:

@@ -1,7 +1,8 @@
 """``report.json`` of a validation run: per task, n, the skipped and failed studies with their reasons,
 accuracy and set-F1 as training scored them, per-label sensitivity, specificity, PPV and NPV with 95 %
 Wilson intervals, the confusion matrix, box hit rate and IoU where reference boxes exist, the paper's
-figure for the domain, and the label distribution kept as production monitoring's baseline."""
+figure for the domain, and the label distribution and equipment (manufacturer, model) kept as production
+monitoring's baseline."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 from node import __version__
 from node.evaluation.metrics import NO_ANSWER, OTHER, Box, box_scores, confusion, exact, per_label, proportion, set_f1
 from node.evaluation.run import Outcome, Run
+from node.quality.answers import equipment
 from node.reading import Read
 from node.results.provenance import DISCLAIMER, RESEARCH_LABEL
 from node.routing import DomainSpec
@@ -62,7 +64,8 @@ def task_report(name: str, spec: DomainSpec, outcomes: Sequence[Outcome]) -> dic
         "paper": {"accuracy": None, "note": PAPER_PER_DOMAIN, "source": PAPER},
         "baseline": {"studies": len(reads),
                      "reference": dict(Counter(label for reference in references for label in reference)),
-                     "answer": dict(answered), "no_answer": sum(not answer for answer in answers)},
+                     "answer": dict(answered), "no_answer": sum(not answer for answer in answers),
+                     "equipment": sorted({equipment(read) for _, read in reads})},
     }
 
 

@@ -1,5 +1,6 @@
 """What an inbound HL7 message means for the clinical context: orders (ORM^O01, OMI^O23), laboratory
-results (ORU^R01), patient updates and merges (ADT^A08, ADT^A40).
+results (ORU^R01), radiology reports (ORU^R01 of report text, MDM^T02: :mod:`node.ingest.hl7_report`),
+patient updates and merges (ADT^A08, ADT^A40).
 
 The patient is PID-3 with its assigning authority (CX.4); the identifier whose type (CX.5) is MR is
 taken when there are several. An identifier without an authority takes ``default_authority`` (the
@@ -8,11 +9,12 @@ one DICOM Patient IDs without an Issuer of Patient ID are matched with).
 
 from __future__ import annotations
 
+from node.ingest.hl7_report import is_report, report_of
 from node.ingest.hl7v2 import Hl7Error, Hl7Message, timestamp
 from node.store.clinical import InboundMessage, LabResult, Merge, Order, patient_key
 
 #: Message types the listener takes (MSH-9.1^MSH-9.2).
-SUPPORTED_TYPES = ("ORM^O01", "OMI^O23", "ORU^R01", "ADT^A08", "ADT^A40")
+SUPPORTED_TYPES = ("ORM^O01", "OMI^O23", "ORU^R01", "MDM^T02", "ADT^A08", "ADT^A40")
 #: OBX-11 statuses whose value is not a result (deleted, wrong, not obtainable).
 _NOT_A_RESULT = frozenset({"D", "W", "X"})
 
@@ -135,6 +137,9 @@ def interpret(message: Hl7Message, default_authority: str, received_at: float) -
     sender = message.field("MSH", 3)
     if kind in {"ORM^O01", "OMI^O23"}:
         return InboundMessage(control, kind, sender, key, orders=_orders(message, key))
+    if kind == "MDM^T02" or (kind == "ORU^R01" and is_report(message)):
+        report = report_of(message, key)
+        return InboundMessage(control, kind, sender, key, reports=(report,) if report else ())
     if kind == "ORU^R01":
         return InboundMessage(control, kind, sender, key, results=_results(message, key, received_at))
     if kind == "ADT^A40":

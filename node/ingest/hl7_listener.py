@@ -1,4 +1,5 @@
-"""The MLLP listener: orders, laboratory results and patient updates from the RIS, LIS and EHR.
+"""The MLLP listener: orders, laboratory results, radiology reports and patient updates from the RIS, LIS
+and EHR.
 
 Each message (framed by ``node/mllp.py``) is answered with one ACK, and only after what it
 says is durable: the message file fsynced under ``storage.root/hl7/`` and its rows committed in the
@@ -114,7 +115,7 @@ class Hl7Listener:
             path.unlink(missing_ok=True)
         self._count(kind, "accepted" if kept else "duplicate")
         log.info("hl7.received", message_type=kind, orders=len(inbound.orders), results=len(inbound.results),
-                 merges=len(inbound.merges), duplicate=not kept)
+                 merges=len(inbound.merges), reports=len(inbound.reports), duplicate=not kept)
         self._on_context()
         return self._ack(message, "AA", "")
 
@@ -224,7 +225,7 @@ class Hl7Listener:
 
 
 #: Message types counted under their own label; anything else is "other".
-_COUNTED_TYPES = frozenset({"ORM^O01", "OMI^O23", "ORU^R01", "ADT^A08", "ADT^A40", "unreadable"})
+_COUNTED_TYPES = frozenset({"ORM^O01", "OMI^O23", "ORU^R01", "MDM^T02", "ADT^A08", "ADT^A40", "unreadable"})
 
 
 def _decode(raw: bytes) -> str:

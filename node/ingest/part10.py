@@ -208,3 +208,55 @@ def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: st
     )
     group_length = _element(0x0002, 0x0000, b"UL", struct.pack("<I", len(body)))
     return b"\x00" * 128 + b"DICM" + group_length + body
+
+
+@dataclass(frozen=True)
+class FileMeta:
+    """What a Part 10 file's File Meta Information says of its dataset, and where the dataset starts."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    dataset_offset: int
+
+
+def read_file_meta(head: bytes | bytearray, complete: bool = False) -> FileMeta | None:
+    """The File Meta of a Part 10 file whose first bytes are ``head``; None while more bytes are needed to
+    see where it ends (``complete``: ``head`` is the whole file). Raises MalformedDataset when ``head`` is
+    not the start of a Part 10 file (no ``DICM`` prefix after the preamble) or its group 0002 is malformed."""
+    if len(head) < 132:
+        if complete:
+            raise MalformedDataset("not a DICOM Part 10 file: shorter than the preamble and DICM prefix")
+        return None
+    if head[128:132] != b"DICM":
+        raise MalformedDataset("not a DICOM Part 10 file: no DICM prefix after the 128-byte preamble")
+    found: dict[int, bytes] = {}
+    pos = 132
+    while True:
+        if pos + 8 > len(head) and not (complete and pos == len(head)):
+            if complete:
+                raise MalformedDataset(f"File Meta truncated at byte {pos}")
+            return None
+        if pos == len(head) or struct.unpack_from("<H", head, pos)[0] != 0x0002:
+            break
+        element, vr = struct.unpack_from("<H", head, pos + 2)[0], bytes(head[pos + 4:pos + 6])
+        if vr in _LONG_VRS:
+            if pos + 12 > len(head):
+                if complete:
+                    raise MalformedDataset(f"File Meta truncated at byte {pos}")
+                return None
+            length, start = struct.unpack_from("<I", head, pos + 8)[0], pos + 12
+        elif vr in _SHORT_VRS:
+            length, start = struct.unpack_from("<H", head, pos + 6)[0], pos + 8
+        else:
+            raise MalformedDataset(f"invalid VR {vr!r} in File Meta element (0002,{element:04X})")
+        if start + length > len(head):
+            if complete or length == _UNDEFINED:
+                raise MalformedDataset(f"File Meta element (0002,{element:04X}) runs past the end")
+            return None
+        found[element] = bytes(head[start:start + length])
+        pos = start + length
+    meta = FileMeta(_text(found.get(0x0002)), _text(found.get(0x0003)), _text(found.get(0x0010)), pos)
+    if not meta.transfer_syntax_uid:
+        raise MalformedDataset("File Meta has no Transfer Syntax UID")
+    return meta

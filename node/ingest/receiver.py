@@ -32,8 +32,10 @@ from node.ingest.refusals import (
     Refusal,
     check_identity,
     check_same_study,
+    check_target_study,
     encodable,
 )
+from node.ingest.rejection import KEY_OBJECT_SELECTION, Rejections, read_note
 from node.ingest.spool import Spool
 from node.ops.logging import get_logger, uid_hash
 from node.ops.metrics import Metrics
@@ -49,12 +51,15 @@ QUARANTINE_BYTES_LIMIT = 64_000_000
 
 @dataclass(frozen=True)
 class StoreRequest:
-    """One C-STORE request as it arrived: command UIDs, the calling AE and the dataset, received into a file."""
+    """One instance as it arrived — a C-STORE request, or a STOW-RS part: command (or File Meta) UIDs, the
+    calling AE (or STOW-RS client), the dataset received into a file, and the study a STOW-RS request
+    names (None: any)."""
 
     incoming: IncomingDataset
     sop_class_uid: str
     sop_instance_uid: str
     calling_ae: str
+    target_study: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,12 +91,13 @@ def forget_torn_instances(store: Store) -> int:
 
 
 class Receiver:
-    """Turns C-STORE requests into stored instances and answers."""
+    """Turns received instances (C-STORE requests, STOW-RS parts) into stored instances and answers."""
 
     def __init__(self, store: Store, spool: Spool, commits: GroupCommit, metrics: Metrics,
                  min_free_bytes: int, ignored_sop_classes: frozenset[str] = frozenset(),
-                 max_instance_bytes: int = 1 << 40, max_inflated_bytes: int = 1 << 40) -> None:
-        self._store = store
+                 max_instance_bytes: int = 1 << 40, max_inflated_bytes: int = 1 << 40,
+                 rejections: Rejections | None = None) -> None:
+        self._store, self._rejections = store, rejections
         self._limits = IncomingLimits(max_instance_bytes, max_inflated_bytes)
         self._storage_failed_at = -ROOM_RECHECK_SECONDS  # when a write last failed or was refused for space
         self._ignored = ignored_sop_classes
@@ -167,7 +173,14 @@ class Receiver:
 
     def _receive(self, request: StoreRequest) -> StoreOutcome:
         header = self._header(request.incoming)
+        check_target_study(header, request.target_study)
         check_identity(header, request.sop_class_uid, request.sop_instance_uid)
+        if header.sop_class_uid == KEY_OBJECT_SELECTION and self._rejections is not None:
+            with request.incoming.dataset() as data:
+                note = read_note(data, request.incoming.transfer_syntax_uid)
+            if note is not None and self._rejections.reject(note):  # acknowledged and let go, like any KOS
+                self._metrics.cstore_requests.labels("rejection_note").inc()
+                return StoreOutcome(SUCCESS, study_uid=header.study_uid)
         ignored = why_not_read(header.sop_class_uid, header.manufacturer, self._ignored)
         if ignored is not None:
             return self._own_result(header) if ignored == OWN_RESULT else self._ignored_class(header)

@@ -23,7 +23,7 @@ UID_CONFLICT = 0xC214
 
 #: Every reason a C-STORE is refused for (the ``reason`` label of ``qoqnode_cstore_failures_total``).
 REFUSAL_REASONS = ("out_of_space", "too_large", "malformed", "missing_uid", "invalid_uid", "sop_class_mismatch",
-                   "sop_instance_mismatch", "uid_conflict", "storage_error", "internal_error")
+                   "sop_instance_mismatch", "uid_conflict", "study_mismatch", "storage_error", "internal_error")
 #: The status of each refusal an incoming dataset can end in (:class:`~node.ingest.incoming.Refusal`).
 INCOMING_REFUSAL_STATUS = {"too_large": OUT_OF_RESOURCES, "out_of_space": OUT_OF_RESOURCES, "malformed": MALFORMED}
 
@@ -46,6 +46,14 @@ def check_same_study(stored: StoredFile, header: DatasetHeader) -> None:
         raise Refusal(UID_CONFLICT, "uid_conflict", "SOP Instance UID is already stored in another study")
 
 
+def check_target_study(header: DatasetHeader, target_study: str | None) -> None:
+    """Raise :class:`Refusal` when a request made for one study (STOW-RS ``/studies/{study}``) carries an
+    instance of another: not stored, Failure Reason A900 (PS3.18 I.2.2: the instance does not match its request).
+    An instance without a Study Instance UID is left to :func:`check_identity`."""
+    if target_study is not None and header.study_uid and header.study_uid != target_study:
+        raise Refusal(SOP_CLASS_MISMATCH, "study_mismatch", "Study Instance UID differs from the request's study")
+
+
 def encodable(value: str) -> str:
     """``value`` as the quarantine's File Meta can hold it (ASCII): a value that is not ASCII (a sender's
     broken UID) stands in as a UID derived from it, so the refused object is still kept."""
@@ -54,6 +62,12 @@ def encodable(value: str) -> str:
 
 def _valid_uid(uid: str) -> bool:
     return 0 < len(uid) <= 64 and _UID.match(uid) is not None
+
+
+def check_target_uid(uid: str) -> None:
+    """Raise ValueError when the study a request names (STOW-RS ``/studies/{study}``) is not a valid UID."""
+    if not _valid_uid(uid):
+        raise ValueError("the study in the request's path is not a valid UID")
 
 
 def check_identity(header: DatasetHeader, sop_class_uid: str, sop_instance_uid: str) -> None:

@@ -184,6 +184,7 @@ class WebServer:
     def __init__(
         self, host: str, port: int, routes: Sequence[BaseRoute], *, config_keys: str = "http.host, http.port",
         exception_handlers: Mapping[Any, ExceptionHandler] | None = None, name: str = "http",
+        ssl: Mapping[str, Any] | None = None,
     ) -> None:
         self.app = Starlette(routes=list(routes), exception_handlers=exception_handlers or json_errors())
         self._socket = _bind(host, port, config_keys)
@@ -191,7 +192,8 @@ class WebServer:
         config = uvicorn.Config(
             self.app, http=protocol, lifespan="off", log_config=None,  # type: ignore[arg-type]  # a partial: called as the class
             access_log=False, server_header=False, timeout_graceful_shutdown=int(STOP_SECONDS), ws="none",
-            proxy_headers=False)  # the client is the peer of the connection, whatever X-Forwarded-For says
+            proxy_headers=False,  # the client is the peer of the connection, whatever X-Forwarded-For says
+            **(ssl or {}))  # HTTPS: uvicorn's ssl_certfile, ssl_keyfile, ssl_ca_certs, ssl_cert_reqs
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
 

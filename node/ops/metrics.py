@@ -42,7 +42,8 @@ class _StateCollector(Collector):
             studies.add_metric([state], count)
         yield studies
         outbox = GaugeMetricFamily(f"{PREFIX}_outbox_items",
-                                   "Outbox items per destination and state (pending, sent, dead).",
+                                   "Outbox items per destination and state (pending, sent, dead, cancelled: its "
+                                   "result rejected).",
                                    labels=["destination", "state"])
         for (destination, state), count in sorted(self._outbox_counts().items()):
             outbox.add_metric([destination, state], count)
@@ -74,9 +75,15 @@ class Metrics:
         self.cstore_requests = Counter(
             f"{PREFIX}_cstore_requests",
             "C-STORE requests answered, by outcome (stored, duplicate, own_result: one of the node's own results "
-            "sent back and let go, ignored: a class in dicom.ignored_sop_classes, acknowledged and let go, failed).",
+            "sent back and let go, ignored: a class in dicom.ignored_sop_classes, acknowledged and let go, "
+            "rejection_note: an IOCM rejection note of the node's results, read and let go, failed).",
             ["outcome"],
             registry=r,
+        )
+        self.results_rejected = Counter(
+            f"{PREFIX}_results_rejected", "Study versions' results rejected by an IHE IOCM rejection note (a Key "
+            "Object Selection titled with a rejection code), by the code (113001, 113037, 113038, 113039).",
+            ["reason"], registry=r,
         )
         self.cstore_bytes = Counter(
             f"{PREFIX}_cstore_received_bytes", "Dataset bytes received in C-STORE requests.", registry=r
@@ -166,6 +173,10 @@ class Metrics:
         self.studies_read = Counter(
             f"{PREFIX}_studies_read", "Studies given to the engine, by whether any patient context (order, labs, "
             "prior studies, ECG) went with them.", ["context"], registry=r,
+        )
+        self.answers = Counter(
+            f"{PREFIX}_answers", "Answers queued, per task and answer label (the task's closed set; other: a "
+            "label outside it; none: no label).", ["task", "label"], registry=r,
         )
         self.outbox_attempts = Counter(
             f"{PREFIX}_outbox_attempts",

@@ -63,7 +63,7 @@ def clip(text: str, limit: int) -> str:
 
 #: What each result series is, first in its description: a PACS list shows the start.
 SERIES_KINDS = {"sr": "AI SR", "seg": "AI boxes (SEG)", "pr": "AI boxes (PR)", "sc": "AI key images (SC)",
-                "ko": "AI key images (KO)"}
+                "ko": "AI key images (KO)", "pdf": "AI report (PDF)"}
 
 
 def label_series(result: Dataset, source: Dataset, provenance: Provenance, kind: str,

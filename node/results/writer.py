@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 from pydicom.dataset import Dataset
 
 from node import __version__
@@ -23,16 +24,18 @@ from node.context.text import GivenContext, context_text, input_lines
 from node.dicom_files import read_attributes
 from node.durable import fsync_dir, write_atomically
 from node.findings import Findings
-from node.imaging.decode import iter_frames
+from node.imaging.decode import DecodedFrame, iter_frames
 from node.imaging.prepared import Prepared
 from node.implementation import IMPLEMENTATION_CLASS_UID, implementation_version_name
 from node.reading import Read
+from node.results.encapsulated_pdf import build_encapsulated_pdf, report_uid
 from node.results.gsps import build_presentation_state, is_colour, presentation_groups
 from node.results.hl7 import Hl7Party, NoPatientIdentifier, build_oru, control_id
 from node.results.kos import build_kos
+from node.results.pdf_report import TITLE, ReportContent, build_report_pdf
 from node.results.provenance import Provenance
 from node.results.reproducible import settle
-from node.results.sc import build_sc
+from node.results.sc import build_sc, burn_in
 from node.results.seg import build_segs
 from node.results.segment_reference import SegmentReference
 from node.results.source_header import repair_header
@@ -93,13 +96,22 @@ def _on(findings: Findings, images: Sequence[Dataset]) -> Findings:
     return replace(findings, boxes=tuple(box for box in findings.boxes if box.source.frame.sop_instance_uid in uids))
 
 
+@dataclass(frozen=True)
+class ObjectOptions:
+    """Which optional objects a read's results include (``results.*``)."""
+
+    secondary_capture: bool | str = False  # burned-in SCs: "projection" (images without geometry), True (all)
+    pdf_report: bool = True  # the AI report as an Encapsulated PDF
+
+
 def _dicom_objects(read: Read, key_paths: list[Path], sources: Sequence[Dataset], provenance: Provenance,
-                   study_version: int, secondary_capture: bool | str, previous: Sequence[Dataset],
-                   given: GivenContext, omitted: list[tuple[str, Exception]]) -> list[tuple[str, Dataset]]:
-    """(file name, dataset) of the SR, SEGs, presentation state and optional SCs over the key images
-    (``sources``: the instances at ``key_paths``, read). The SR covers every input (a prior's image, an
-    ECG of another study); the SEG, presentation state, KOS and SCs only the study's own images, as they
-    belong to its study."""
+                   study_version: int, options: ObjectOptions, previous: Sequence[Dataset],
+                   given: GivenContext, omitted: list[tuple[str, Exception]],
+                   created: datetime) -> list[tuple[str, Dataset]]:
+    """(file name, dataset) of the SR, SEGs, presentation state, optional SCs and the optional PDF report over
+    the key images (``sources``: the instances at ``key_paths``, read). The SR and the report cover every input
+    (a prior's image, an ECG of another study); the SEG, presentation state, KOS and SCs only the study's own
+    images, as they belong to its study."""
     study_uid, task = read.prepared.study_uid, read.prepared.task.domain
     # A box is placed only on an image: never in image coordinates on a waveform (an ECG shown as a plot).
     pictures = [ds for ds in sources if "PixelData" in ds]
@@ -127,11 +139,45 @@ def _dicom_objects(read: Read, key_paths: list[Path], sources: Sequence[Dataset]
     if images:  # the key images list most PACS show when the study opens
         objects += _shown_again("kos", lambda: [("kos.dcm", build_kos(own_findings, images, provenance,
                                                                         study_version, task))], omitted)
-    if secondary_capture:
+    if options.secondary_capture:
         objects += _shown_again("sc", lambda: _secondary_captures(
             read.prepared, own_findings, [path for path, _ in own], own_sources, provenance, study_version, task,
-            secondary_capture), omitted)
+            options.secondary_capture), omitted)
+    if options.pdf_report:
+        content = ReportContent(read.prepared.task.spec.prompt_question, read.findings, given, provenance,
+                                _study_lines(sources[0]), (("AI SR", str(objects[0][1].SOPInstanceUID)),
+                                                           ("This report", report_uid(study_uid, study_version, task,
+                                                                                      provenance))))
+        objects += _shown_again("pdf", lambda: [("report.dcm", _report(
+            read.prepared, content, findings, key_paths, sources, study_version, created))], omitted)
     return objects
+
+
+def _study_lines(header: Dataset) -> tuple[tuple[str, str], ...]:
+    """What identifies the study on the report: patient, date, accession, description (those given)."""
+    rows = (("Patient", f"{header.get('PatientName', '')} ({header.get('PatientID', '')})"),
+            ("Study date", str(header.get("StudyDate", ""))), ("Accession", str(header.get("AccessionNumber", ""))),
+            ("Study", str(header.get("StudyDescription", ""))))
+    return tuple((what, value) for what, value in rows if value.strip(" ()"))
+
+
+def _report(prepared: Prepared, content: ReportContent, findings: Findings, key_paths: list[Path],
+            sources: Sequence[Dataset], study_version: int, created: datetime) -> Dataset:
+    """The AI report as an Encapsulated PDF, each key frame of every input image pictured with its boxes."""
+    study_uid = prepared.study_uid
+    pictures: list[tuple[str, np.ndarray]] = []
+    pictured: list[Dataset] = []
+    for path, ds in zip(key_paths, sources, strict=True):
+        if "PixelData" not in ds:
+            continue
+        whose = "this study" if str(ds.StudyInstanceUID) == study_uid else f"prior study of {ds.get('StudyDate', '')}"
+        for frame in _key_frames(prepared, path, ds):
+            caption = f"Image {len(pictures) + 1}: {ds.get('Modality', '')} of {whose}, frame {frame.source.frame}"
+            pictures.append((caption, burn_in(frame, findings, content.provenance)))
+        pictured.append(ds)
+    document = build_report_pdf(content, pictures, created)
+    return build_encapsulated_pdf(document, sources[0], pictured, content.provenance, study_version,
+                                  prepared.task.domain, f"{TITLE} - {content.provenance.banner}", created)
 
 
 def report_context(prepared: Prepared) -> GivenContext:
@@ -147,18 +193,23 @@ def _key_paths(prepared: Prepared) -> list[Path]:
                               + [signal.path for signal in prepared.signals]))
 
 
+def _key_frames(prepared: Prepared, path: Path, ds: Dataset) -> list[DecodedFrame]:
+    """The frames of the image ``ds`` (at ``path``) that the model was given, decoded."""
+    keys = sorted({p.source.frame - 1 for m in prepared.inputs for p in m.geometry.placements
+                   if p.source.sop_instance_uid == str(ds.SOPInstanceUID)})
+    return list(iter_frames(path, indices=keys))
+
+
 def _secondary_captures(prepared: Prepared, findings: Findings, key_paths: list[Path], sources: list[Dataset],
                         provenance: Provenance, study_version: int, task: str,
                         which: bool | str) -> list[tuple[str, Dataset]]:
     """One burned-in SC per key frame (``which``: "projection" — only of images without patient
     geometry — or every one)."""
-    key_frames = {(p.source.sop_instance_uid, p.source.frame) for m in prepared.inputs for p in m.geometry.placements}
     captures: list[tuple[str, Dataset]] = []
     for path, ds in zip(key_paths, sources, strict=True):
         if "PixelData" not in ds or (which == "projection" and "FrameOfReferenceUID" in ds):
             continue
-        keys = sorted(number - 1 for uid, number in key_frames if uid == str(ds.SOPInstanceUID))
-        for frame in iter_frames(path, indices=keys):
+        for frame in _key_frames(prepared, path, ds):
             captures.append((f"sc-{len(captures) + 1}.dcm",
                              build_sc(frame, ds, findings, provenance, study_version, task)))
     return captures
@@ -174,10 +225,12 @@ def write_results(
     critical_labels: Sequence[str] = (),
     created: datetime | None = None,
     node_version: str = __version__,
+    pdf_report: bool = True,
 ) -> ResultSet:
     """Write a read study's results into ``directory``: the SR, SEG and presentation state (GSPS,
-    or CSPS for colour images) over its key images, optionally burned-in SCs, and one ORU^R01 per
-    HL7 party (``<name>.hl7``). ``previous_sr``: the report of the study version this one supersedes.
+    or CSPS for colour images) over its key images, optionally burned-in SCs and (``pdf_report``) the AI
+    report as an Encapsulated PDF, and one ORU^R01 per HL7 party (``<name>.hl7``). ``previous_sr``: the
+    report of the study version this one supersedes.
     ``created`` (default: now, local time), the moment the objects and messages say they were made, and
     ``node_version``, the node that made them, are all that the bytes take from outside the read: the same
     read written with the same two gives the same bytes."""
@@ -191,8 +244,9 @@ def write_results(
     for source in sources:  # what the objects copy from them is made valid first (never copied invalid)
         repair_header(source)
     given = report_context(prepared)
-    objects = _dicom_objects(read, key_paths, sources, provenance, study_version, secondary_capture,
-                             [previous_sr] if previous_sr is not None else [], given, omitted)
+    objects = _dicom_objects(read, key_paths, sources, provenance, study_version,
+                             ObjectOptions(secondary_capture, pdf_report),
+                             [previous_sr] if previous_sr is not None else [], given, omitted, created)
     written = []
     for name, dataset in objects:
         settle(dataset, created)

@@ -77,6 +77,15 @@ class DomainSpec(_Strict):
     source: str = ""  # where the wording comes from (the training data set's file)
     population: str = ""  # the studies the training data set held: the only ones the task's rules should ask
     context: ContextPolicy = ContextPolicy()  # the patient's context that goes with the question
+    # what a radiologist's report calls each label besides its own name (node/verdicts/labels.py)
+    synonyms: dict[str, tuple[str, ...]] = {}
+
+    @model_validator(mode="after")
+    def _synonyms_of_labels(self) -> DomainSpec:
+        unknown = sorted(set(self.synonyms) - set(self.labels))
+        if unknown:
+            raise ValueError(f"synonyms for {unknown}, which are not among the task's labels {list(self.labels)}")
+        return self
 
     @property
     def prompt_question(self) -> str:

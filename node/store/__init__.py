@@ -1,17 +1,20 @@
 """The state database: one :class:`~node.store.database.Database` (connection and lock) and one module
 per concern over it — :mod:`~node.store.instances`, :mod:`~node.store.studies` (the study state
 machine), :mod:`~node.store.outbox`, :mod:`~node.store.quarantine`, :mod:`~node.store.retention` and
-:mod:`~node.store.clinical`; :mod:`~node.store.schema` makes the tables. All stages talk to state
+:mod:`~node.store.clinical`, and the quality record: :mod:`~node.store.answers` and
+:mod:`~node.store.verdicts`; :mod:`~node.store.schema` makes the tables. All stages talk to state
 through a :class:`Store` and its concerns (``store.studies.settle(...)``)."""
 
 from pathlib import Path
 
 from node.store import schema
+from node.store.answers import Answer, Answers
 from node.store.clinical import ClinicalStore
 from node.store.database import Database
 from node.store.instances import InstanceRecord, Instances, StoredFile, StudyUpdate
 from node.store.outbox import Outbox, OutboxItem, OutboxState, QueuedItem
 from node.store.quarantine import Quarantine, QuarantinedObject
+from node.store.reports import Reports
 from node.store.retention import Expiry
 from node.store.studies import (
     FINISHED,
@@ -23,11 +26,12 @@ from node.store.studies import (
     StudyState,
     StudySummary,
 )
+from node.store.verdicts import Verdict, Verdicts
 
 #: The states by their short names, as the stages and tests compare them.
 RECEIVING, STABLE, QUEUED, COMPLETE, SKIPPED, FAILED, UNDELIVERED = StudyState
 STUDY_STATES = tuple(StudyState)
-PENDING, SENT, DEAD = OutboxState
+PENDING, SENT, DEAD, CANCELLED = OutboxState
 
 
 class Store:
@@ -47,6 +51,11 @@ class Store:
         self.retention = Expiry(self.database)
         #: Orders, lab results, patients and retrieved priors: the clinical context.
         self.clinical = ClinicalStore(self.database)
+        #: The quality record: what the node answered, and the verdicts on those answers.
+        self.answers = Answers(self.database)
+        self.verdicts = Verdicts(self.database)
+        #: Radiology reports received, waiting for or matched with the study they report.
+        self.reports = Reports(self.database)
 
     def close(self) -> None:
         """Close the connection."""
@@ -55,7 +64,7 @@ class Store:
 
 __all__ = [
     "COMPLETE", "DEAD", "FAILED", "FINISHED", "PENDING", "POSTPONEMENT_DETAIL", "QUEUED", "RECEIVING", "SENT",
-    "SKIPPED", "STABLE", "STUDY_STATES", "UNDELIVERED", "InstanceRecord", "OutboxItem", "OutboxState", "Postponement",
-    "QuarantinedObject", "QueuedItem", "Settled", "StableStudy", "Store", "StoredFile", "StudyState", "StudySummary",
-    "StudyUpdate",
+    "SKIPPED", "STABLE", "STUDY_STATES", "UNDELIVERED", "Answer", "InstanceRecord", "OutboxItem", "OutboxState",
+    "Postponement", "QuarantinedObject", "QueuedItem", "Settled", "StableStudy", "Store", "StoredFile", "StudyState",
+    "StudySummary", "StudyUpdate", "Verdict",
 ]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from node.store.database import Database
+from node.store.reports import Report, insert_reports
 
 #: The columns each record type is read from, in its fields' order.
 _ORDER_COLUMNS = ("patient_key, placer, filler, accession, procedure, reason, clinical_info, priority, ordered_at,"
@@ -23,7 +24,7 @@ _LAB_COLUMNS = "patient_key, code, coding_system, name, value, unit, reference_r
 _STUDY_COLUMNS = "study_uid, patient_key, accession, modality, study_time, description, retrieved"
 
 #: Tables that hold a patient key, in the order a merge moves them.
-_KEYED_TABLES = ("hl7_messages", "orders", "lab_results", "known_studies")
+_KEYED_TABLES = ("hl7_messages", "orders", "lab_results", "known_studies", "reports")
 
 
 def patient_key(identifier: str, authority: str = "") -> str:
@@ -100,6 +101,7 @@ class InboundMessage:
     orders: tuple[Order, ...] = ()
     results: tuple[LabResult, ...] = ()
     merges: tuple[Merge, ...] = ()
+    reports: tuple[Report, ...] = ()  # radiology reports (ORU^R01 with report text, MDM^T02)
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,7 @@ class ClinicalStore:
                 " reference_range, flag, observed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(message_id, self._resolve(db, r.patient_key), r.code, r.coding_system, r.name, r.value, r.unit,
                   r.reference_range, r.flag, r.observed_at) for r in message.results])
+            insert_reports(db, message_id, message.reports, self._resolve(db, message.patient_key), received_at)
             for merge in message.merges:
                 self._merge(db, merge, received_at)
         return True

@@ -16,11 +16,12 @@ from node.store.database import Database
 
 class OutboxState(StrEnum):
     """An outbox item's state, as ``outbox.state`` stores it: waiting for (another) attempt, delivered,
-    or given up on (dead letter)."""
+    given up on (dead letter), or cancelled (its result rejected)."""
 
     PENDING = "pending"
     SENT = "sent"
     DEAD = "dead"
+    CANCELLED = "cancelled"  # its result was rejected (IHE IOCM): never sent, never retried
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class OutboxItem:
 
     id: int
     destination: str
-    kind: str  # "dicom" or "hl7"
+    kind: str  # "dicom" (C-STORE), "dicomweb" (STOW-RS) or "hl7"
     key: str  # SOP Instance UID or MSH-10: what makes a resend harmless
     payload_path: str
     study_uid: str
@@ -116,24 +117,43 @@ class Outbox:
         with self._database.transaction() as db:
             db.execute(
                 "UPDATE outbox SET state = ?, attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
-                " updated_at = ? WHERE id = ?",
-                (state, clip_detail(error), next_attempt_at, now, item_id),
+                " updated_at = ? WHERE id = ? AND state != ?",  # a cancelled item stays cancelled
+                (state, clip_detail(error), next_attempt_at, now, item_id, OutboxState.CANCELLED),
             )
 
     def retry(self, now: float, item_id: int | None = None) -> int:
         """Make one item (or every dead or waiting item) due now; returns how many. A delivered item is never
-        made due again: that would send it twice."""
+        made due again (that would send it twice), nor a cancelled one (its result was rejected)."""
         with self._database.transaction() as db:
             if item_id is not None:
                 cursor = db.execute(
-                    "UPDATE outbox SET state = ?, next_attempt_at = ?, updated_at = ? WHERE id = ? AND state != ?",
-                    (OutboxState.PENDING, now, now, item_id, OutboxState.SENT),
+                    "UPDATE outbox SET state = ?, next_attempt_at = ?, updated_at = ? WHERE id = ? AND state NOT IN"
+                    " (?, ?)", (OutboxState.PENDING, now, now, item_id, OutboxState.SENT, OutboxState.CANCELLED),
                 )
             else:
                 cursor = db.execute(
-                    "UPDATE outbox SET state = ?, next_attempt_at = ?, updated_at = ? WHERE state != ?",
-                    (OutboxState.PENDING, now, now, OutboxState.SENT),
+                    "UPDATE outbox SET state = ?, next_attempt_at = ?, updated_at = ? WHERE state NOT IN (?, ?)",
+                    (OutboxState.PENDING, now, now, OutboxState.SENT, OutboxState.CANCELLED),
                 )
+        return cursor.rowcount
+
+    def results_of(self, sop_instance_uids: list[str]) -> dict[str, str]:
+        """Which of these SOP Instance UIDs are result objects the node queued (for any DICOM destination: an
+        HL7 item's key is a control ID): each one's payload path."""
+        marks = ",".join("?" * len(sop_instance_uids))
+        with self._database.reading() as db:
+            rows = db.execute(f"SELECT key, payload_path FROM outbox WHERE kind != 'hl7' AND key IN ({marks})",  # noqa: S608
+                              sop_instance_uids).fetchall()
+        return dict(rows)
+
+    def cancel(self, payload_prefix: str, now: float) -> int:
+        """Cancel every item not yet delivered whose payload lies under ``payload_prefix`` (a study version's
+        results folder): it is never sent, nor retried. How many."""
+        with self._database.transaction() as db:
+            cursor = db.execute(
+                "UPDATE outbox SET state = ?, updated_at = ? WHERE state IN (?, ?) AND substr(payload_path, 1, ?) = ?",
+                (OutboxState.CANCELLED, now, OutboxState.PENDING, OutboxState.DEAD, len(payload_prefix),
+                 payload_prefix))
         return cursor.rowcount
 
     def counts(self) -> dict[tuple[str, str], int]:

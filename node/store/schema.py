@@ -1,7 +1,8 @@
 """The state database's tables, and the migration of a database written by an older node.
 
 Every concern module (:mod:`~node.store.instances`, :mod:`~node.store.studies`, :mod:`~node.store.outbox`,
-:mod:`~node.store.quarantine`, :mod:`~node.store.retention`, :mod:`~node.store.clinical`) reads and writes
+:mod:`~node.store.quarantine`, :mod:`~node.store.retention`, :mod:`~node.store.clinical`,
+:mod:`~node.store.answers`, :mod:`~node.store.verdicts`) reads and writes
 these tables; :func:`create` makes them (and brings an older database up to them) when the store opens.
 """
 
@@ -9,10 +10,13 @@ from __future__ import annotations
 
 import sqlite3
 
+from node.store import reports
 from node.store.studies import POSTPONEMENT_DETAIL, StudyState
 
-#: 3: the clinical context's tables; 4: ``studies.postponed_for`` (why a stable study waits, as a code).
-SCHEMA_VERSION = 5
+#: 3: the clinical context's tables; 4: ``studies.postponed_for`` (why a stable study waits, as a code);
+#: 6: the quality record (``answers``, ``verdicts``).
+#: 7: radiology reports (:mod:`node.store.reports`).
+SCHEMA_VERSION = 7
 
 _RECEIVED = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -126,6 +130,39 @@ CREATE TABLE IF NOT EXISTS known_studies (
 CREATE INDEX IF NOT EXISTS known_studies_by_patient ON known_studies (patient_key);
 """
 
+_QUALITY = """
+CREATE TABLE IF NOT EXISTS answers (
+    study_instance_uid TEXT NOT NULL,
+    version            INTEGER NOT NULL,
+    task               TEXT NOT NULL,
+    labels             TEXT NOT NULL,
+    manufacturer       TEXT NOT NULL,
+    model              TEXT NOT NULL,
+    answered_at        REAL NOT NULL,
+    accession_key      TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (study_instance_uid, version)
+);
+CREATE INDEX IF NOT EXISTS answers_by_task ON answers (task, answered_at);
+CREATE INDEX IF NOT EXISTS answers_by_accession ON answers (accession_key);
+CREATE TABLE IF NOT EXISTS verdicts (
+    study_instance_uid TEXT NOT NULL,
+    version            INTEGER,
+    task               TEXT NOT NULL,
+    source             TEXT NOT NULL,
+    source_key         TEXT NOT NULL,
+    verdict            TEXT NOT NULL,
+    ai_labels          TEXT,
+    found              TEXT,
+    reason_code        TEXT,
+    reader_role        TEXT,
+    received_at        REAL NOT NULL,
+    recorded_at        REAL NOT NULL,
+    UNIQUE (study_instance_uid, source, source_key)
+);
+CREATE INDEX IF NOT EXISTS verdicts_by_task ON verdicts (task, received_at);
+CREATE INDEX IF NOT EXISTS verdicts_by_kind ON verdicts (task, source, verdict);
+"""
+
 #: Columns added to ``studies`` since schema 1 (ingest only), with their definitions, in the order added.
 _ADDED_STUDY_COLUMNS = (("attempts", "INTEGER NOT NULL DEFAULT 0"), ("next_try_at", "REAL NOT NULL DEFAULT 0"),
                         ("detail", "TEXT NOT NULL DEFAULT ''"), ("postponed_for", "TEXT NOT NULL DEFAULT ''"))
@@ -139,6 +176,8 @@ def create(connection: sqlite3.Connection) -> None:
     connection.executescript(_CLINICAL)
     if "procedure_codes" not in {row[1] for row in connection.execute("PRAGMA table_info(orders)")}:  # schema 4
         connection.execute("ALTER TABLE orders ADD COLUMN procedure_codes TEXT NOT NULL DEFAULT ''")
+    connection.executescript(_QUALITY)  # schema 6
+    connection.executescript(reports.SCHEMA)  # schema 7
     connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 

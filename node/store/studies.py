@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from node.errors import clip_detail
+from node.store.answers import Answer, insert_answer
 from node.store.database import Database
 from node.store.outbox import OutboxState, QueuedItem, insert_items
 
@@ -153,15 +154,18 @@ class Studies:
             ).fetchall()
         return [StableStudy(*row) for row in rows]
 
-    def queue_results(self, study_uid: str, version: int, items: list[QueuedItem], now: float) -> bool:
-        """In one transaction: queue a study version's results for delivery and mark it queued
-        (complete when there is nowhere to deliver). False, queueing nothing, when a newer
-        version has arrived meanwhile (its own read supersedes this one)."""
+    def queue_results(self, study_uid: str, version: int, items: list[QueuedItem], now: float,
+                      answer: Answer | None = None) -> bool:
+        """In one transaction: queue a study version's results for delivery, mark it queued
+        (complete when there is nowhere to deliver) and keep its ``answer`` (the quality record). False,
+        queueing nothing, when a newer version has arrived meanwhile (its own read supersedes this one)."""
         with self._database.transaction() as db:
             state = StudyState.QUEUED if items else StudyState.COMPLETE
             if not _leave_stable(db, study_uid, version, state, "", now):
                 return False
             insert_items(db, study_uid, items, now)
+            if answer is not None:
+                insert_answer(db, answer)
         return True
 
     def postpone(self, study_uid: str, version: int, until: float, reason: Postponement) -> bool:

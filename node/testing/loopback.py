@@ -53,6 +53,8 @@ def wait_until(ready: Callable[[], bool], what: str, process: subprocess.Popen, 
 def _answers_http(url: str) -> bool:
     try:
         urllib.request.urlopen(url, timeout=1).close()  # noqa: S310 (loopback only)
+    except urllib.error.HTTPError:  # an answer, if not a 2xx (an Orthanc with users answers 401)
+        return True
     except (urllib.error.URLError, ConnectionError, OSError):
         return False
     return True

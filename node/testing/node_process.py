@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from node.testing.loopback import LOOPBACK, free_port, stop_process, wait_http, wait_until
@@ -23,11 +23,14 @@ def replay_settings(path: Path, responses: Mapping[str, str]) -> dict[str, str]:
 
 class NodeProcess:
     """``qoq-node serve`` as a child process on free loopback ports. With ``replay`` (domain or "*" →
-    response text) it runs the replay engine on those responses instead of a model."""
+    response text) it runs the replay engine on those responses instead of a model. ``qoq_node``: the
+    command that runs ``qoq-node`` (default this Python's ``-m node``; another install's console script)."""
 
     def __init__(self, root: Path, settings: Mapping[str, str] | None = None,
-                 replay: Mapping[str, str] | None = None) -> None:
+                 replay: Mapping[str, str] | None = None, qoq_node: Sequence[str] = (sys.executable, "-m", "node"),
+                 ) -> None:
         self.root = root
+        self.qoq_node = tuple(qoq_node)
         self.dicom_port = free_port()
         self.http_port = free_port()
         self.settings = {
@@ -62,7 +65,7 @@ class NodeProcess:
         with self.log_path.open("ab") as log:
             started_at = log.tell()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "node", "serve"], stdout=log, stderr=log, env=self.env
+                [*self.qoq_node, "serve"], stdout=log, stderr=log, env=self.env
             )
         wait_http(f"{self.url}/healthz", self.process, 60, self.log_path)
         # /healthz answers before the SCP and the HL7 listener listen: wait for the event that follows them

@@ -69,3 +69,22 @@ def merge_message(control_id: str, surviving_id: str, merged_id: str, authority:
     """ADT^A40: the patient ``merged_id`` is now ``surviving_id``."""
     return SEPARATOR.join([_msh("EHR", "ADT^A40", "ADT_A39", control_id, at), f"EVN|A40|{at}",
                            _pid(surviving_id, authority), f"MRG|{merged_id}^^^{authority}^MR"])
+
+
+def report_message(control_id: str, patient_id: str, accession: str, text: str, status: str = "F",
+                   authority: str = "HOSP", message_type: str = "ORU^R01", at: str = "20260101150000") -> str:
+    """A radiologist's final (``F``) or corrected (``C``) report: ORU^R01 (OBR-18 the accession, OBR-24 RAD,
+    one TX OBX per line of ``text``) or MDM^T02 (the same ORC and OBR, TXA, then the OBX lines)."""
+    lines = [line for line in text.split("\n") if line] or [""]
+    obx = [_segment("OBX", {1: str(n), 2: "TX", 3: "18782-3^Radiology Study observation^LN", 5: line, 11: status,
+                            14: at}) for n, line in enumerate(lines, start=1)]
+    obr = _segment("OBR", {1: "1", 2: f"{accession}P", 3: f"{accession}F", 4: "CXR^XR CHEST PA^L", 7: at,
+                           18: accession, 22: at, 24: "RAD", 25: status})
+    if message_type == "MDM^T02":
+        txa = _segment("TXA", {1: "1", 2: "RAD", 3: "TX", 4: at, 12: f"{control_id}DOC",
+                               14: f"{accession}P", 15: f"{accession}F", 17: "LA" if status == "F" else "AU"})
+        return SEPARATOR.join([_msh("RIS", "MDM^T02", "MDM_T02", control_id, at), f"EVN|T02|{at}",
+                               _pid(patient_id, authority), "PV1|1|O", f"ORC|RE|{accession}P|{accession}F||CM", obr,
+                               txa, *obx])
+    return SEPARATOR.join([_msh("RIS", "ORU^R01", "ORU_R01", control_id, at), _pid(patient_id, authority),
+                           f"ORC|RE|{accession}P|{accession}F||CM", obr, *obx])

@@ -114,6 +114,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _proxy(self, path: str, query: str) -> None:
         url = f"{self.server.orthanc_url}{path}" + (f"?{query}" if query else "")
         headers = {name: value for name, value in self.headers.items() if name.lower() in {"accept", "range"}}
+        # Orthanc's DICOMweb writes its base URL into bulk data URIs (an encapsulated PDF's document) from the
+        # Forwarded header: the viewer's origin, so the browser fetches them through this proxy, not cross-origin.
+        headers["Forwarded"] = f"host={self.headers.get('Host', '')};proto=http"
         request = urllib.request.Request(url, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=60) as answer:

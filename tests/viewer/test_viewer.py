@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +24,7 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Frame, Page, sync_playwright
 from pydicom.uid import (
     DigitalMammographyXRayImageStorageForPresentation,
     DigitalXRayImageStorageForPresentation,
@@ -380,6 +382,75 @@ def test_a_study_read_with_its_prior_shows_its_own_box_in_ohif(browser: Browser,
     try:
         screen.load(url)
         _sr_box_on_the_lesion_and_tracked(screen, LABELS["chest_xray"].lower())
+        assert screen.errors() == []
+    finally:
+        screen.page.close()
+
+
+def _pdf_line(report: Path, words: str, folder: Path) -> tuple[float, float, float, float]:
+    """Where the line holding ``words`` is on the first page of the report's PDF, as fractions of the page's width
+    (left, right) and height (top, bottom), as poppler lays it out."""
+    ds = pydicom.dcmread(report)
+    pdf = folder / "report.pdf"
+    pdf.write_bytes(ds.EncapsulatedDocument[: ds.EncapsulatedDocumentLength])
+    layout = subprocess.run(["pdftotext", "-f", "1", "-l", "1", "-bbox-layout", str(pdf), "-"], capture_output=True,
+                            text=True, check=True).stdout
+    page = re.search(r'<page width="([\d.]+)" height="([\d.]+)"', layout)
+    assert page is not None
+    width, height = float(page.group(1)), float(page.group(2))
+    for line in re.findall(r"<line (.*?)</line>", layout, re.DOTALL):
+        text = " ".join(re.findall(r">([^<]+)</word>", line))
+        if words in text:
+            x0, y0, x1, y1 = (float(v) for v in re.findall(r'(?:xMin|yMin|xMax|yMax)="([\d.]+)"', line)[:4])
+            return x0 / width, x1 / width, y0 / height, y1 / height
+    raise AssertionError(f"{words!r} is not on the report's first page")
+
+
+def test_the_ai_report_opens_in_ohif_and_shows_the_reasoning(browser: Browser, viewer, tmp_path: Path) -> None:
+    """The AI report (Encapsulated PDF) opens in OHIF's PDF viewport (the dicom-pdf extension, Chromium's PDF
+    viewer in the page): the viewer loads the node's document (its title), and the page it draws shows the
+    reasoning where the PDF puts it — dark text on the white page, in the line poppler finds the reasoning in."""
+    pacs, server = viewer
+    study = write_cr_study(tmp_path / "cr", size=1024)
+    results = _results(study, tmp_path / "results")
+    for path in [*study.files, *results]:
+        pacs.upload(path)
+    [report] = [path for path in results if path.name == "report.dcm"]
+    left, right, top, bottom = _pdf_line(report, "A dense round opacity.", tmp_path)
+    screen = Screen(browser.new_page(viewport={"width": 1400, "height": 900}), "cr-report")
+    try:
+        screen.load(f"{server.url}/viewer?StudyInstanceUIDs={study.study_uid}")
+        screen.open_series("DOC")
+
+        def pdf_viewers() -> list[Frame]:
+            return [frame for frame in screen.page.frames if frame.url.startswith("chrome-extension://")]
+
+        # polled on screenshots: headless Chromium starts the PDF viewer of an <object> as it paints it
+        screen.until("report-opening", lambda _: pdf_viewers())
+        [pdf_viewer] = pdf_viewers()
+        wait_for(lambda: pdf_viewer.evaluate("document.title").startswith("AI report - AI RESULT"), timeout=30,
+                 what="the report's title in the PDF viewer")
+
+        def reasoning(pixels: np.ndarray) -> np.ndarray | None:
+            """The reasoning's line on the screen: where it lies on the white page drawn in the viewport."""
+            page = _largest((pixels > 245).all(axis=-1))
+            if page is None or page[2] - page[0] < 300:
+                return None
+            width = page[2] - page[0] + 1
+            height = width * 297 / 210  # A4: the page may run below the viewport
+            return pixels[round(page[1] + top * height) - 2: round(page[1] + bottom * height) + 2,
+                          round(page[0] + left * width) - 2: round(page[0] + right * width) + 2]
+
+        def shows_text(pixels: np.ndarray) -> bool:
+            line = reasoning(pixels)
+            return line is not None and line.size > 0 and bool(((line < 110).all(axis=-1)).mean() > 0.05)
+
+        shown = screen.until("report", shows_text, timeout=30)
+        line = reasoning(shown)
+        assert line is not None, "no PDF page drawn in the viewport"
+        Image.fromarray(line.astype(np.uint8)).save(ARTIFACTS / "cr-report-reasoning-line.png")  # for a person
+        dark = (line < 110).all(axis=-1).mean()
+        assert 0.05 < dark < 0.6, f"the reasoning's line shows {dark:.0%} text pixels"
         assert screen.errors() == []
     finally:
         screen.page.close()

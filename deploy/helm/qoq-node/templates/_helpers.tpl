@@ -33,6 +33,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* The node's image: the slim one (the base install, no torch) when the engine runs on its own pods. */}}
+{{- define "qoq-node.image" -}}
+{{- $tag := .Values.image.tag | default .Chart.AppVersion -}}
+{{- if .Values.engineServer.enabled -}}
+{{- $tag = .Values.image.slimTag | default (printf "%s-slim" $tag) -}}
+{{- end -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
+
 {{/* Mount points inside the pod. */}}
 {{- define "qoq-node.dataDir" -}}/var/lib/qoq-node{{- end -}}
 {{- define "qoq-node.tlsDir" -}}/etc/qoq-node/tls{{- end -}}
@@ -72,6 +81,9 @@ name (what trtllm-serve lists for a local checkpoint when it is given no name). 
 {{- if include "qoq-node.hasModel" . -}}
 {{- $_ := set (get $managed "engine") "model" (include "qoq-node.modelPath" .) -}}
 {{- end -}}
+{{- if .Values.feedback.tokensSecret -}}
+{{- $_ := set $managed "feedback" (dict "tokens" "/etc/qoq-node/feedback-tokens") -}}
+{{- end -}}
 {{- if .Values.engineServer.enabled -}}
 {{- $openai := dict "url" (printf "http://%s:%d/v1" (include "qoq-node.engineName" .) (int .Values.engineServer.port)) "served_model" (include "qoq-node.servedModel" .) -}}
 {{- $engine := dict "backend" "openai" "openai" $openai -}}
@@ -85,7 +97,18 @@ name (what trtllm-serve lists for a local checkpoint when it is given no name). 
 {{- $ports := list -}}
 {{- range .Values.config.destinations.dicom -}}{{- $ports = append $ports (int .port) -}}{{- end -}}
 {{- range .Values.config.destinations.hl7 -}}{{- $ports = append $ports (int .port) -}}{{- end -}}
+{{- range .Values.config.destinations.dicomweb -}}
+{{- $ports = append $ports (include "qoq-node.urlPort" .url | int) -}}
+{{- with .auth }}{{ with .token_url }}{{ $ports = append $ports (include "qoq-node.urlPort" . | int) }}{{ end }}{{ end -}}
+{{- end -}}
 {{- toJson (uniq $ports) -}}
+{{- end -}}
+
+{{/* The port an http(s) URL reaches: its own, else the scheme's (a DICOMweb archive, its token endpoint). */}}
+{{- define "qoq-node.urlPort" -}}
+{{- $url := urlParse . -}}
+{{- $host := splitList ":" $url.host -}}
+{{- if gt (len $host) 1 }}{{ last $host }}{{ else if eq $url.scheme "https" }}443{{ else }}80{{ end -}}
 {{- end -}}
 
 {{/* The engine server's name and labels (scale-out). */}}

@@ -1,0 +1,111 @@
+"""How the node proves itself to a DICOMweb archive: basic, a bearer token read from a file (again whenever
+the file changes), or OAuth2 client credentials (a token fetched, kept until shortly before it expires, and
+fetched anew once when the archive answers 401)."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+from collections.abc import Generator
+from pathlib import Path
+
+import httpx
+
+from node.config import DicomWebAuth
+
+#: A token is fetched anew this long before the expiry its endpoint gave.
+REFRESH_MARGIN_SECONDS = 30.0
+
+
+class TokenError(Exception):
+    """The token endpoint did not give a token; the message says why (never the secret)."""
+
+
+def _secret(path: Path) -> str:
+    return path.read_text().strip()
+
+
+class BearerFileAuth(httpx.Auth):
+    """``Authorization: Bearer <the file's content>``, the file read again when its mtime or size changes."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._seen: tuple[int, int] | None = None
+        self._token = ""
+        self._lock = threading.Lock()
+
+    def token(self) -> str:
+        """The token in the file now."""
+        stat = self._path.stat()
+        with self._lock:
+            if self._seen != (stat.st_mtime_ns, stat.st_size):
+                self._token, self._seen = _secret(self._path), (stat.st_mtime_ns, stat.st_size)
+            return self._token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        """Add the header."""
+        request.headers["Authorization"] = f"Bearer {self.token()}"
+        yield request
+
+
+class ClientCredentialsAuth(httpx.Auth):
+    """OAuth2 client credentials (RFC 6749 §4.4): the token is asked of ``token_url`` with the client's id and
+    secret (HTTP basic), kept until ``REFRESH_MARGIN_SECONDS`` before it expires, and asked again once when
+    the archive answers 401 (revoked early)."""
+
+    requires_response_body = False
+
+    def __init__(self, settings: DicomWebAuth, timeout: httpx.Timeout, verify: ssl.SSLContext | bool) -> None:
+        assert settings.token_url is not None and settings.client_secret_file is not None  # (the model checks)
+        self._settings, self._timeout, self._verify = settings, timeout, verify
+        self._token, self._expires_at = "", 0.0
+        self._lock = threading.Lock()
+
+    def _fetch(self) -> None:
+        settings = self._settings
+        assert settings.client_secret_file is not None
+        form = {"grant_type": "client_credentials", **({"scope": settings.scope} if settings.scope else {})}
+        try:
+            answer = httpx.post(str(settings.token_url), data=form, timeout=self._timeout, verify=self._verify,
+                                auth=(settings.client_id, _secret(settings.client_secret_file)))
+        except httpx.HTTPError as exc:
+            raise TokenError(f"token endpoint unreachable: {type(exc).__name__}") from None
+        if answer.status_code != 200:
+            raise TokenError(f"token endpoint answered HTTP {answer.status_code}")
+        try:
+            body = answer.json()
+            self._token = str(body["access_token"])
+            lifetime = float(body.get("expires_in", 300))
+        except (ValueError, KeyError, TypeError):
+            raise TokenError("token endpoint's answer has no access_token") from None
+        self._expires_at = time.monotonic() + lifetime - REFRESH_MARGIN_SECONDS
+
+    def token(self, stale: str | None = None) -> str:
+        """A token that has not expired (a new one when ``stale`` is the one held: the archive refused it)."""
+        with self._lock:
+            if not self._token or time.monotonic() >= self._expires_at or self._token == stale:
+                self._fetch()
+            return self._token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        """Add the token; on 401, fetch a new one and send the request again, once."""
+        token = self.token()
+        request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        if response.status_code == 401:
+            request.headers["Authorization"] = f"Bearer {self.token(stale=token)}"
+            yield request
+
+
+def make_auth(settings: DicomWebAuth, timeout: httpx.Timeout, verify: ssl.SSLContext | bool) -> httpx.Auth | None:
+    """The httpx auth for a destination's ``auth`` settings (None for ``none``)."""
+    if settings.kind == "basic":
+        assert settings.password_file is not None
+        return httpx.BasicAuth(settings.user, _secret(settings.password_file))
+    if settings.kind == "bearer":
+        assert settings.token_file is not None
+        return BearerFileAuth(settings.token_file)
+    if settings.kind == "oauth2":
+        return ClientCredentialsAuth(settings, timeout, verify)
+    return None

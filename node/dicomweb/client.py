@@ -1,0 +1,28 @@
+"""The HTTP client of one DICOMweb archive: the node's shared outbound client (``node/http_client.py``: pooled,
+connect and read timeouts, connection attempts retried, no redirects) with the archive's root as its base
+URL, its auth, and TLS checked against its CA bundle (else the system's). A request itself is never sent twice
+by the client: the outbox retries deliveries, and a failed prior retrieval is tried with the next study."""
+
+from __future__ import annotations
+
+import httpx
+
+from node import __version__
+from node.config import ClientTlsConfig, DicomWebDestination
+from node.dicomweb.auth import make_auth
+from node.http_client import outbound_client
+from node.tls import client_tls_context
+
+USER_AGENT = f"qoq-node/{__version__}"
+
+
+def open_client(destination: DicomWebDestination) -> httpx.Client:
+    """A pooled client for ``destination`` (its root as the base URL); close it when done."""
+    tls = ClientTlsConfig(enabled=True, ca=destination.ca) if destination.ca is not None else None
+    client = outbound_client(read_seconds=destination.timeout_seconds, base_url=destination.root + "/", tls=tls,
+                             max_connections=4, headers={"User-Agent": USER_AGENT})
+    verify = client_tls_context(tls) if tls is not None else True
+    auth = make_auth(destination.auth, client.timeout, verify)
+    if auth is not None:
+        client.auth = auth
+    return client

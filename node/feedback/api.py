@@ -1,0 +1,109 @@
+"""``POST /v1/feedback`` and its OpenAPI document (``GET /v1/openapi.json``), as Starlette routes the node's web
+server serves; none when ``feedback.tokens`` is unset (the API is off). Answers are JSON: 200 once the verdict is
+on disk; 401 without a known bearer token, 403 for a reader role the token may not post, 404 for a study the
+node has not answered, 413 for a body over :data:`MAX_BODY_BYTES`, 422 for a bad body, 503 when the tokens
+cannot be read — each with a reason that quotes nothing sent."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from node import __version__
+from node.config.quality import FeedbackConfig
+from node.feedback.submit import FeedbackBody, FeedbackRefused, parse, submit
+from node.feedback.tokens import TokensError, bearer, read_tokens, token_name
+from node.ops.logging import get_logger
+from node.store import Store
+
+log = get_logger("feedback")
+
+MAX_BODY_BYTES = 16_384
+_ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+_ANSWERS = {"401": "no bearer token, or not a known one", "403": "the token may not post that reader_role",
+            "404": "the node has no result for that study", "413": "the body is too long",
+            "422": "the body is not a verdict (the reason names the field), or a label is outside the task's closed "
+                   "set", "503": "the tokens cannot be read"}
+
+
+def openapi() -> dict[str, Any]:
+    """The API's OpenAPI 3.1 document."""
+    body = FeedbackBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "qoq-node feedback API", "version": __version__,
+                 "description": "A reader's verdict on the node's result for a study."},
+        "paths": {"/v1/feedback": {"post": {
+            "summary": "Keep a verdict on the node's result for a study",
+            "security": [{"bearer": []}],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/FeedbackBody"}}}},
+            "responses": {
+                "200": {"description": "kept, on disk", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"task": {"type": "string"}, "version": {"type": "integer"},
+                                                     "verdict": {"type": "string"},
+                                                     "labels": {"type": "array", "items": {"type": "string"}}}}}}},
+                **{status: {"description": why, "content": {"application/json": {"schema": _ERROR}}}
+                   for status, why in _ANSWERS.items()}}}}},
+        "components": {"schemas": {"FeedbackBody": body},
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }
+
+
+def _refusal(status: int, reason: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": reason}, status, headers=headers)
+
+
+async def _body(request: Request) -> object:
+    """The request's JSON body; :class:`FeedbackRefused` when too long (413) or not JSON (422)."""
+    data = b""
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_BODY_BYTES:
+            raise FeedbackRefused(413, f"the body is longer than {MAX_BODY_BYTES} bytes")
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise FeedbackRefused(422, "the body is not JSON") from None
+
+
+def feedback_routes(store: Store, closed_sets: Mapping[str, Sequence[str]],
+                    config: FeedbackConfig) -> list[BaseRoute]:
+    """The API's routes over ``store``, checking labels against ``closed_sets`` (task → labels); none when
+    ``config.tokens`` is unset."""
+    tokens_path = config.tokens
+    if tokens_path is None:
+        return []
+
+    async def post_feedback(request: Request) -> JSONResponse:
+        try:
+            tokens = await run_in_threadpool(read_tokens, tokens_path)
+        except TokensError as exc:
+            log.error("feedback.tokens_unreadable", error=str(exc))
+            return _refusal(503, "the feedback tokens cannot be read")
+        presented = bearer(request.headers.get("authorization"))
+        name = token_name(presented, tokens) if presented else None
+        if name is None:
+            return _refusal(401, "a known bearer token is needed")
+        try:
+            body = parse(await _body(request))
+            verdict = await run_in_threadpool(submit, store, closed_sets, config, body, config.token_roles.get(name))
+        except FeedbackRefused as exc:
+            log.info("feedback.refused", status=exc.status, token=name)
+            return _refusal(exc.status, exc.reason)
+        log.info("feedback.kept", task=verdict.task, verdict=verdict.verdict, token=name)
+        return JSONResponse({"task": verdict.task, "version": verdict.version, "verdict": verdict.verdict,
+                             "labels": list(verdict.found or ())})
+
+    async def get_openapi(_: Request) -> JSONResponse:
+        return JSONResponse(openapi())
+
+    return [Route("/v1/feedback", post_feedback, methods=["POST"]),
+            Route("/v1/openapi.json", get_openapi, methods=["GET"])]

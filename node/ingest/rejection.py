@@ -1,0 +1,99 @@
+"""IHE IOCM rejection notes: a Key Object Selection whose document title (Concept Name Code Sequence) is a
+rejection code and that references the node's own results.
+
+The result of each study version it references (an SR, SEG, PR, SC or PDF the node made and queued) is
+marked rejected with the code in the verdict store (source ``iocm``), counted
+(``qoqnode_results_rejected_total{reason}``), and its outbox items not yet delivered are cancelled: they are
+never sent, nor retried. The note itself is acknowledged and let go, like every KOS: it is never stored and
+never starts a new version of its study. A KOS of another title, or one that references nothing of the
+node's, is ignored as before (:mod:`node.ignored`).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset
+from pydicom.uid import UID, ExplicitVRBigEndian, ImplicitVRLittleEndian
+
+from node.ops.logging import get_logger, uid_hash
+from node.ops.metrics import Metrics
+from node.store import Store
+from node.store.verdicts import Verdict
+
+log = get_logger("ingest")
+
+KEY_OBJECT_SELECTION = "1.2.840.10008.5.1.4.1.1.88.59"
+#: DCM codes of rejection notes (PS3.16 CID 7011): quality, patient safety, incorrect modality worklist entry,
+#: data retention policy expired.
+REJECTION_CODES = {"113001": "Rejected for Quality Reasons", "113037": "Rejected for Patient Safety Reasons",
+                   "113038": "Incorrect Modality Worklist Entry", "113039": "Data Retention Policy Expired"}
+
+
+@dataclass(frozen=True)
+class RejectionNote:
+    """A rejection note's code, its own SOP Instance UID and the SOP Instance UIDs it references."""
+
+    sop_instance_uid: str
+    code: str
+    referenced: tuple[str, ...]
+
+
+def read_note(data: bytes | memoryview, transfer_syntax_uid: str) -> RejectionNote | None:
+    """The rejection note a KOS dataset (without File Meta) is; None when its title is not a rejection code
+    (or it cannot be read: it is then ignored as every KOS is)."""
+    syntax = UID(transfer_syntax_uid)
+    try:
+        ds = read_dataset(io.BytesIO(bytes(data)), syntax == ImplicitVRLittleEndian, syntax != ExplicitVRBigEndian)
+    except (InvalidDicomError, ValueError, EOFError, OSError, NotImplementedError):
+        return None
+    try:
+        title = ds.ConceptNameCodeSequence[0]
+        code, scheme = str(title.CodeValue), str(title.CodingSchemeDesignator)
+        referenced = tuple(str(instance.ReferencedSOPInstanceUID)
+                           for study in ds.get("CurrentRequestedProcedureEvidenceSequence", [])
+                           for series in study.get("ReferencedSeriesSequence", [])
+                           for instance in series.get("ReferencedSOPSequence", []))
+        uid = str(ds.SOPInstanceUID)
+    except Exception:  # a KOS that cannot be read as a note (pydicom raises many kinds) is ignored, as before
+        return None
+    if scheme != "DCM" or code not in REJECTION_CODES:
+        return None
+    return RejectionNote(uid, code, referenced)
+
+
+class Rejections:
+    """Marks the node's results a rejection note references as rejected."""
+
+    def __init__(self, store: Store, metrics: Metrics) -> None:
+        self._store, self._metrics = store, metrics
+        metrics.start_at_zero(metrics.results_rejected, REJECTION_CODES)
+
+    def reject(self, note: RejectionNote, received_at: float | None = None) -> int:
+        """Reject the study versions whose results the note references; how many (0: none is the node's)."""
+        received_at = received_at if received_at is not None else time.time()
+        results = self._store.outbox.results_of(list(note.referenced)) if note.referenced else {}
+        folders = {Path(path).parent for path in results.values()}
+        for folder in sorted(folders):
+            study_uid, version = folder.parent.name, _version(folder.name)
+            answer = self._store.answers.for_study(study_uid, version)
+            self._store.verdicts.record(Verdict(
+                study_instance_uid=study_uid, version=version, task=answer.task if answer else "",
+                source="iocm", source_key=note.sop_instance_uid, verdict="rejected", received_at=received_at,
+                ai_labels=answer.labels if answer else (), reason_code=note.code))
+            now = time.time()
+            cancelled = self._store.outbox.cancel(f"{folder}/", now)
+            self._store.studies.settle(study_uid, now)
+            self._metrics.results_rejected.labels(note.code).inc()
+            log.warning("results.rejected", study=uid_hash(study_uid), version=version, reason=note.code,
+                        cancelled=cancelled)
+        return len(folders)
+
+
+def _version(name: str) -> int | None:
+    """A results folder's version (``v3`` → 3)."""
+    return int(name[1:]) if name[:1] == "v" and name[1:].isdigit() else None

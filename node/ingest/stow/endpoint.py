@@ -1,0 +1,193 @@
+"""The STOW-RS route: ``POST /dicomweb/studies[/{study}]`` — the client authorized, the body parsed as it
+streams in, each part stored as soon as it has ended (on :data:`WORKERS` threads: fsync and commit block)
+while the next arrives, then one answer for all of them (:mod:`node.ingest.stow.response`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from node.config.dicom import TlsConfig
+from node.config.stow import StowConfig
+from node.ingest.assembler import StudyAssembler
+from node.ingest.receiver import Receiver
+from node.ingest.refusals import OUT_OF_RESOURCES, check_target_uid
+from node.ingest.stow.clients import Clients, Forbidden, TokensFileError, Unauthorized
+from node.ingest.stow.multipart import MalformedBody, MultipartReader, UnsupportedMediaType, boundary_of
+from node.ingest.stow.parts import PartReceiver, PartResult
+from node.ingest.stow.response import (
+    JSON_MEDIA_TYPE,
+    XML_MEDIA_TYPE,
+    http_status,
+    response_module,
+    to_json,
+    to_xml,
+    wants_xml,
+)
+from node.ops.http import WebServer
+from node.ops.logging import get_logger, uid_hash
+
+log = get_logger("stow")
+
+#: Threads storing parts (each waits on its fsync and the group commit), shared by every request.
+WORKERS = 16
+#: Parts of one request being stored at once; the body is read on once one is done (memory stays bounded).
+PARTS_IN_FLIGHT = 8
+#: Reasons named in ``Warning`` headers (RFC 7234 5.5, PS3.18 8.4.4) of one answer, at most.
+WARNINGS = 8
+
+
+def listener_tls(tls: TlsConfig) -> dict[str, object] | None:
+    """uvicorn's TLS settings for the receiver's own listener (None: plain HTTP); with a CA, client
+    certificates it signed are required."""
+    if not tls.enabled:
+        return None
+    settings: dict[str, object] = {"ssl_certfile": str(tls.certificate), "ssl_keyfile": str(tls.private_key)}
+    if tls.ca is not None:
+        settings |= {"ssl_ca_certs": str(tls.ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return settings
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": message}, status, headers=headers)
+
+
+class _Request:
+    """One STOW-RS request's parts: made as their headers end, stored as they end. Like an association, the
+    request carries the studies of its instances (the assembler does not call them stable) until it ends."""
+
+    def __init__(self, receiver: Receiver, assembler: StudyAssembler, executor: ThreadPoolExecutor, client: str,
+                 study: str | None) -> None:
+        self._receiver, self._assembler, self._executor = receiver, assembler, executor
+        self._client, self._study = client, study
+        self._parts: list[PartReceiver] = []
+        self.storing: list[asyncio.Future[PartResult]] = []
+
+    def _store(self, part: PartReceiver) -> PartResult:
+        result = part.store()
+        if result.study_uid is not None:
+            self._assembler.carried_by(id(self), result.study_uid)
+        return result
+
+    def ended(self) -> None:
+        """The request is over, its parts stored: its studies' quiet timers decide alone."""
+        self._assembler.association_closed(id(self))
+
+    def open_part(self, headers: dict[str, str]) -> PartReceiver:
+        part = PartReceiver(len(self._parts) + 1, headers, self._receiver, self._client, self._study)
+        self._parts.append(part)
+        return part
+
+    async def store_ended(self) -> None:
+        """Start storing the parts that have ended; wait while :data:`PARTS_IN_FLIGHT` are being stored."""
+        loop = asyncio.get_running_loop()
+        while self._parts and self._parts[0].ended:
+            part = self._parts.pop(0)
+            try:
+                self.storing.append(loop.run_in_executor(self._executor, self._store, part))
+            except RuntimeError:  # the node is stopping: the part is not stored, the client keeps it
+                part.abandon()
+                self.storing.append(loop.create_future())
+                self.storing[-1].set_result(PartResult(part.number, "", "", OUT_OF_RESOURCES, "the node is stopping"))
+        in_flight = [future for future in self.storing if not future.done()]
+        if len(in_flight) >= PARTS_IN_FLIGHT:
+            await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+
+
+class StowReceiver:
+    """The STOW-RS receiver's routes, its clients and its storing threads."""
+
+    def __init__(self, config: StowConfig, receiver: Receiver, assembler: StudyAssembler) -> None:
+        self._config = config
+        self._receiver = receiver
+        self._assembler = assembler
+        self._clients = Clients(config)
+        self._executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="stow")
+        self._closing = False
+
+    def own_listener(self) -> WebServer | None:
+        """The receiver's own HTTP(S) server when ``dicomweb.stow.port`` is set (bound now); None: its
+        :meth:`routes` go on the node's HTTP server."""
+        if self._config.port is None:
+            return None
+        return WebServer(self._config.host, self._config.port, self.routes(), name="stow",
+                         config_keys="dicomweb.stow.host, dicomweb.stow.port", ssl=listener_tls(self._config.tls))
+
+    def routes(self) -> list[BaseRoute]:
+        """``POST /dicomweb/studies`` and ``POST /dicomweb/studies/{study}``."""
+        return [Route("/dicomweb/studies", self.store, methods=["POST"]),
+                Route("/dicomweb/studies/{study}", self.store, methods=["POST"])]
+
+    def close(self) -> None:
+        """Stop taking requests (503), wait for the parts being stored, then stop the storing threads."""
+        self._closing = True
+        self._executor.shutdown(wait=True)
+
+    async def store(self, request: Request) -> Response:
+        """Answer one STOW-RS request (see the module's docstring)."""
+        started = time.perf_counter()
+        if self._closing:
+            return _error(503, "the node is stopping", {"Retry-After": "30"})
+        try:
+            client = self._clients.authorize(request.headers.get("authorization"))
+        except Unauthorized as exc:
+            return _error(401, str(exc), {"WWW-Authenticate": 'Bearer realm="dicomweb"'})
+        except Forbidden as exc:
+            log.warning("stow.forbidden", detail=str(exc))
+            return _error(403, str(exc))
+        except (OSError, TokensFileError) as exc:
+            log.error("stow.tokens_file_unreadable", error=type(exc).__name__)
+            return _error(503, "the receiver's tokens file cannot be read; see the node's log")
+        study = request.path_params.get("study")
+        try:
+            if study is not None:
+                check_target_uid(study)
+            boundary = boundary_of(request.headers.get("content-type"))
+        except UnsupportedMediaType as exc:
+            return _error(415, str(exc))
+        except ValueError as exc:
+            return _error(400, str(exc))
+        results, broken = await self._receive(request, boundary, client, study)
+        status = 400 if broken else http_status(results)
+        log.info("stow.request", client=client, study=uid_hash(study) if study else None, parts=len(results),
+                 stored=sum(result.stored for result in results), status=status, error=broken,
+                 seconds=round(time.perf_counter() - started, 3))
+        return self._answer(status, results, broken, request.headers.get("accept"))
+
+    async def _receive(self, request: Request, boundary: bytes, client: str,
+                       study: str | None) -> tuple[list[PartResult], str | None]:
+        """Store the body's parts as they end; the results, and why the body broke off (None: it did not)."""
+        parts = _Request(self._receiver, self._assembler, self._executor, client, study)
+        reader = MultipartReader(boundary, parts.open_part, self._config.max_parts)
+        broken = None
+        try:
+            try:
+                async for chunk in request.stream():
+                    reader.feed(chunk)
+                    await parts.store_ended()
+                reader.finish()
+            except MalformedBody as exc:
+                broken = str(exc)
+            except ClientDisconnect:
+                broken = "the client closed the connection before the body's end"
+            await parts.store_ended()
+            return list(await asyncio.gather(*parts.storing)), broken
+        finally:  # whatever ended it: the part being received is let go, and once the parts being stored are,
+            reader.abandon()  # the request carries no study any more
+            asyncio.gather(*parts.storing, return_exceptions=True).add_done_callback(lambda _: parts.ended())
+
+    def _answer(self, status: int, results: list[PartResult], broken: str | None, accept: str | None) -> Response:
+        reasons = ([broken] if broken else []) + [result.reason for result in results if result.reason]
+        headers = {"Warning": ", ".join(f'299 qoq-node {json.dumps(reason[:200])}' for reason in reasons[:WARNINGS])} \
+            if reasons else None
+        module = response_module(results)
+        if wants_xml(accept):
+            return Response(to_xml(module), status, headers=headers, media_type=XML_MEDIA_TYPE)
+        return Response(json.dumps(to_json(module)), status, headers=headers, media_type=JSON_MEDIA_TYPE)

@@ -1,0 +1,111 @@
+"""Radiology reports received over HL7 (ORU^R01 with report text, MDM^T02), waiting for the study they
+report or matched with it.
+
+A report is clinical context: its row (with its text) belongs to the HL7 message it came in, and goes
+with it when the message's retention ends (``ON DELETE CASCADE``), matched or not. It waits, unmatched,
+until the node has answered a study of the same patient (resolved through merges, as every keyed table is)
+whose accession number is one of the report's numbers, or is the accession of an order whose placer or
+filler number is: the study's accession is what ``known_studies`` keeps of each study the node read.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from node.store.database import Database
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS reports (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id  INTEGER NOT NULL REFERENCES hl7_messages (id) ON DELETE CASCADE,
+    patient_key TEXT NOT NULL,
+    placer      TEXT NOT NULL,
+    filler      TEXT NOT NULL,
+    accession   TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    text        TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    study_uid   TEXT
+);
+CREATE INDEX IF NOT EXISTS reports_waiting ON reports (study_uid);
+"""
+
+#: A waiting report's row with the study it reports (known, and answered: read by the node, not only a prior),
+#: the study answered last first.
+_MATCHES = """
+SELECT r.id, r.patient_key, r.placer, r.filler, r.accession, r.status, r.text, r.received_at, k.study_uid
+FROM reports AS r
+JOIN known_studies AS k ON k.patient_key = r.patient_key AND k.accession != ''
+JOIN answers AS a ON a.study_instance_uid = k.study_uid
+WHERE r.study_uid IS NULL AND (
+    k.accession IN (r.accession, r.placer, r.filler)
+    OR k.accession IN (SELECT o.accession FROM orders AS o WHERE o.patient_key = r.patient_key
+                       AND ((o.placer != '' AND o.placer IN (r.placer, r.accession))
+                            OR (o.filler != '' AND o.filler IN (r.filler, r.accession)))))
+GROUP BY r.id, k.study_uid
+ORDER BY r.id, MAX(a.answered_at) DESC
+"""
+
+
+@dataclass(frozen=True)
+class Report:
+    """A radiologist's report: its patient, order numbers, result status (OBX-11 / TXA-17) and text."""
+
+    patient_key: str
+    placer: str
+    filler: str
+    accession: str
+    status: str  # F final, C corrected
+    text: str
+
+    @property
+    def key(self) -> str:
+        """What identifies the report among a study's reports (a correction has the same key)."""
+        return self.accession or self.filler or self.placer
+
+
+@dataclass(frozen=True)
+class StoredReport:
+    """A report kept, with its row id and when it arrived."""
+
+    id: int
+    report: Report
+    received_at: float
+
+
+def insert_reports(db: sqlite3.Connection, message_id: int | None, reports: tuple[Report, ...], patient_key: str,
+                   received_at: float) -> None:
+    """Keep a message's reports (inside the caller's transaction), under ``patient_key`` (merges resolved)."""
+    db.executemany(
+        "INSERT INTO reports (message_id, patient_key, placer, filler, accession, status, text, received_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(message_id, patient_key, r.placer, r.filler, r.accession, r.status, r.text, received_at) for r in reports])
+
+
+class Reports:
+    """The reports table."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    def matches(self) -> list[tuple[StoredReport, str]]:
+        """Each waiting report whose study the node has answered, with that study's UID (one study per report:
+        the one answered last), oldest report first."""
+        with self._database.reading() as db:
+            rows = db.execute(_MATCHES).fetchall()
+        found: dict[int, tuple[StoredReport, str]] = {}
+        for row in rows:
+            found.setdefault(row[0], (StoredReport(row[0], Report(*row[1:7]), row[7]), row[8]))
+        return list(found.values())
+
+    def matched(self, report_id: int, study_uid: str) -> None:
+        """A report's verdict is recorded for ``study_uid``: it waits no more."""
+        with self._database.transaction() as db:
+            db.execute("UPDATE reports SET study_uid = ? WHERE id = ?", (study_uid, report_id))
+
+    def count(self, waiting: bool | None = None) -> int:
+        """How many reports are kept (``waiting``: only those unmatched; False: only those matched)."""
+        condition = {None: "1", True: "study_uid IS NULL", False: "study_uid IS NOT NULL"}[waiting]
+        with self._database.reading() as db:
+            return int(db.execute(f"SELECT COUNT(*) FROM reports WHERE {condition}").fetchone()[0])  # noqa: S608

@@ -1,0 +1,188 @@
+"""``POST /v1/feedback`` on the node's real HTTP server, and ``qoq-node feedback``: 401 without a known token, 403
+for a role the token may not post, 404 for a study the node has not answered, 422 for a bad body or a label
+outside the task's closed set (no value quoted back), 200 once the verdict is on disk; the OpenAPI document; the
+API off unless configured; and a node process killed right after a 200 keeps the verdict, which
+``qoq-node quality`` shows."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pydicom
+import pytest
+from openapi_spec_validator import validate
+
+from node.cli import main
+from node.config import NodeConfig, config_problems
+from node.config.quality import FeedbackConfig
+from node.feedback.api import feedback_routes
+from node.feedback.tokens import TokensError, read_tokens, token_name
+from node.ops.http import WebServer
+from node.store import Answer, Store
+from node.store.answers import accession_key, insert_answer
+from node.testing.loopback import LOOPBACK
+from node.testing.synthetic import write_cr_study
+from tests.helpers import metric_value, stored_studies, wait_for
+from tests.reference import lesion_answer
+
+STUDY = "1.2.826.0.1.3680043.8.498.1"
+CLOSED = {"chest_xray": ("Pneumonia", "Pneumothorax", "No Finding")}
+GOOD = {"study_instance_uid": STUDY, "verdict": "correct", "labels": ["pneumothorax"], "reader_role": "radiologist"}
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Store]]:
+    """The feedback routes on a WebServer on a free port, over a store holding one answered study; tokens
+    ``ris`` (any role) and ``viewer`` (resident only)."""
+    secret = tmp_path / "tokens"
+    secret.mkdir()
+    (secret / "ris").write_text("s3cret-ris\n")
+    (secret / "viewer").write_text("s3cret-viewer")
+    (secret / "..data").mkdir()  # as a mounted Secret has: skipped
+    store = Store(tmp_path / "state.db")
+    with store.database.transaction() as db:
+        insert_answer(db, Answer(STUDY, 2, "chest_xray", ("Pneumonia",), "ACME", "X1", 1.0, accession_key("ACC7")))
+    config = FeedbackConfig(tokens=secret, token_roles={"viewer": ("resident",)})
+    server = WebServer(LOOPBACK, 0, feedback_routes(store, CLOSED, config))
+    server.start()
+    yield f"http://{LOOPBACK}:{server.port}", store
+    server.stop()
+    store.close()
+
+
+def _post(url: str, body: object, token: str | None = "s3cret-ris") -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(f"{url}/v1/feedback", content=content, headers={**headers, "Content-Type": "application/json"},
+                      timeout=10)
+
+
+def test_each_refusal_has_its_status_and_a_reason_that_quotes_nothing(served: tuple[str, Store]) -> None:
+    url, store = served
+    for token in (None, "wrong", "s3cret-ris-and-more"):
+        answer = _post(url, GOOD, token)
+        assert (answer.status_code, answer.headers["www-authenticate"]) == (401, "Bearer")
+        assert answer.json() == {"error": "a known bearer token is needed"}
+    answer = _post(url, GOOD, "s3cret-viewer")  # viewer may post resident verdicts only
+    assert answer.status_code == 403 and "reader_role" in answer.json()["error"]
+    unknown = {**GOOD, "study_instance_uid": "1.2.3.999"}
+    assert (_post(url, unknown).status_code, _post(url, unknown).json()) == (
+        404, {"error": "the node has no result for that study"})
+    assert _post(url, {**GOOD, "study_instance_uid": None, "accession": "NOPE"}).status_code == 404
+    refusals = {
+        "labels must be from task chest_xray's closed set": {**GOOD, "labels": ["Martian Flu"]},
+        "give exactly one of study_instance_uid and accession": {**GOOD, "accession": "ACC7"},
+        "labels go with the verdict correct": {**GOOD, "verdict": "accept"},
+        "reader_role is not one of": {**GOOD, "reader_role": "janitor"},
+        "verdict: Input should be": {**GOOD, "verdict": "maybe"},
+        "name: Extra inputs are not permitted": {**GOOD, "name": "DOE^JANE"},
+        "study_instance_uid: String should match pattern": {**GOOD, "study_instance_uid": "DOE^JANE"},
+    }
+    for reason, body in refusals.items():
+        answer = _post(url, body)
+        assert answer.status_code == 422 and reason in answer.json()["error"], (reason, answer.text)
+        assert not {"Martian", "DOE", "janitor", "maybe", STUDY} & set(answer.text.replace('"', " ").split()), \
+            answer.text
+    assert _post(url, b"{not json").json() == {"error": "the body is not JSON"}
+    assert _post(url, b"[" * 20_000).status_code == 413
+    assert store.verdicts.for_study(STUDY) == []
+
+
+def test_a_good_call_is_kept_before_its_200_and_replaces_the_readers_earlier_one(served: tuple[str, Store]) -> None:
+    url, store = served
+    answer = _post(url, GOOD)
+    assert answer.status_code == 200
+    assert answer.json() == {"task": "chest_xray", "version": 2, "verdict": "correct", "labels": ["Pneumothorax"]}
+    [kept] = store.verdicts.for_study(STUDY)
+    assert (kept.source, kept.verdict, kept.found, kept.ai_labels, kept.reader_role, kept.version) == (
+        "api", "correct", ("Pneumothorax",), ("Pneumonia",), "radiologist", 2)
+    by_accession = {"accession": "ACC7", "verdict": "accept", "reader_role": "resident"}
+    assert _post(url, by_accession, "s3cret-viewer").status_code == 200
+    assert _post(url, {**GOOD, "verdict": "reject", "labels": []}).status_code == 200
+    assert sorted((v.reader_role, v.verdict) for v in store.verdicts.for_study(STUDY)) == [
+        ("radiologist", "reject"), ("resident", "accept")]
+
+
+def test_the_openapi_document_describes_the_call(served: tuple[str, Store]) -> None:
+    url, _ = served
+    document = httpx.get(f"{url}/v1/openapi.json", timeout=10).json()
+    validate(document)  # a valid OpenAPI 3.1 document
+    post = document["paths"]["/v1/feedback"]["post"]
+    assert document["openapi"].startswith("3.1") and {"200", "401", "403", "404", "422"} <= set(post["responses"])
+    body = document["components"]["schemas"]["FeedbackBody"]
+    assert body["properties"]["verdict"]["enum"] == ["accept", "reject", "correct"]
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+def test_without_tokens_the_api_is_off() -> None:
+    assert feedback_routes(None, CLOSED, FeedbackConfig()) == []  # type: ignore[arg-type]  # never touched when off
+
+
+def test_a_tokens_file_of_name_token_lines(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("# integrations\nris: abc\n\nviewer:def\n")
+    assert read_tokens(tokens) == {"ris": "abc", "viewer": "def"}
+    assert token_name("def", read_tokens(tokens)) == "viewer" and token_name("", {"x": ""}) is None
+    tokens.write_text("just-a-token\n")
+    with pytest.raises(TokensError, match="line 1 is not 'name:token'") as error:
+        read_tokens(tokens)
+    assert "just-a-token" not in str(error.value)
+
+
+def test_qoq_node_feedback_writes_through_the_same_checks(tmp_path: Path, capsys,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QOQ_NODE__STORAGE__ROOT", str(tmp_path))
+    store = Store(tmp_path / "state.db")
+    with store.database.transaction() as db:
+        insert_answer(db, Answer(STUDY, 1, "chest_xray", ("Pneumonia",), "", "", 1.0))
+    assert main(["feedback", "--study", STUDY, "--verdict", "correct", "--label", "Martian Flu",
+                 "--role", "radiologist"]) == 1
+    error = capsys.readouterr().err
+    assert "feedback refused: labels must be from task chest_xray's closed set" in error and "Martian" not in error
+    assert main(["feedback", "--study", STUDY, "--verdict", "accept", "--role", "radiologist"]) == 0
+    assert "kept: accept on the chest_xray result (version 1)" in capsys.readouterr().out
+    assert [v.verdict for v in store.verdicts.for_study(STUDY)] == ["accept"]
+    store.close()
+
+
+@pytest.mark.usefixtures("dcmtk")
+def test_a_node_killed_right_after_the_200_keeps_the_verdict(node_process, storescu, tmp_path: Path) -> None:
+    """A node process reads a CR (replayed answer Pneumonia); the API answers 401, 404, 422, then 200 — and a kill -9
+    at once loses nothing: the verdict is in the state database and ``qoq-node quality`` shows it."""
+    cr = write_cr_study(tmp_path / "cr", size=256)
+    (tmp_path / "tokens").write_text("ris:s3cret-ris\n")
+    node = node_process("node", {"QOQ_NODE__STUDY__STABLE_SECONDS": "0.5",
+                                 "QOQ_NODE__FEEDBACK__TOKENS": str(tmp_path / "tokens")},
+                        replay={"*": lesion_answer(pydicom.dcmread(cr.files[0]), "Pneumonia")}).start()
+    assert storescu(node.dicom_port, list(cr.files)).returncode == 0
+    wait_for(lambda: [s.state for s in stored_studies(node)] == ["complete"], timeout=60, what="the study read")
+    body = {**GOOD, "study_instance_uid": cr.study_uid, "verdict": "accept", "labels": []}
+    assert _post(node.url, body, None).status_code == 401
+    assert _post(node.url, {**body, "study_instance_uid": "1.2.3.4"}).status_code == 404
+    assert _post(node.url, {**body, "verdict": "correct", "labels": ["Martian Flu"]}).status_code == 422
+    assert metric_value(node.metrics(), "qoqnode_answers_total", 'label="Pneumonia",task="chest_xray"') == 1
+    answer = _post(node.url, {**body, "verdict": "correct", "labels": ["Pneumothorax"]})
+    node.kill()
+    assert answer.status_code == 200
+    shown = subprocess.run([sys.executable, "-m", "node", "quality", "--json"], capture_output=True, text=True,
+                           env={**os.environ, **node.settings}, timeout=60, check=True)
+    [task] = json.loads(shown.stdout)["tasks"]
+    assert (task["task"], task["studies"], task["verdicts"]) == ("chest_xray", 1, {"correct": 1})
+    assert task["labels"] == {"Pneumonia": 1} and task["concordance"]["disagree"] == 1
+    assert cr.study_uid not in shown.stdout
+
+
+def test_check_names_a_tokens_secret_or_baseline_that_is_not_there(tmp_path: Path) -> None:
+    config = NodeConfig.model_validate({"feedback": {"tokens": str(tmp_path / "missing")},
+                                        "quality": {"baseline": str(tmp_path / "report.json")}})
+    assert config_problems(config, environ={}) == [
+        f"quality: baseline {tmp_path / 'report.json'} is not a readable file",
+        f"feedback: tokens {tmp_path / 'missing'} is neither a readable file nor a directory"]
+    with pytest.raises(ValueError, match=r"token_roles\.viewer names roles not in reader_roles: janitor"):
+        FeedbackConfig(token_roles={"viewer": ("janitor",)})
