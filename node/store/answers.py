@@ -1,16 +1,18 @@
 """The answers table: what the node answered for each study version it read — the task, the closed-set labels,
 and the manufacturer and model of the equipment that made the images — written in the transaction that queues
 the results. Labels and equipment names only, no patient data: it is the quality record (answers by label, the
-label and input drift, the AI side of a verdict) and outlives retention."""
+label and input drift, the AI side of a verdict) and outlives retention. The accession number is kept as its
+key (:mod:`node.store.keys`) only; the study UID is kept while the study is, and replaced by its key when
+retention purges the study (:mod:`node.store.retention`)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 from dataclasses import dataclass
 
 from node.store.database import Database
+from node.store.keys import identifier_key
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ _COLUMNS = "study_instance_uid, version, task, labels, manufacturer, model, answ
 def accession_key(accession: str) -> str:
     """What the answers keep of an Accession Number: its SHA-256, enough to find the study by it and no more
     (the table outlives retention)."""
-    return hashlib.sha256(f"accession:{accession.strip()}".encode()).hexdigest() if accession.strip() else ""
+    return identifier_key("accession", accession)
 
 
 def insert_answer(db: sqlite3.Connection, answer: Answer) -> None:
