@@ -16,7 +16,7 @@ from pydicom.uid import generate_uid
 from node.app import STATE_DB_NAME
 from node.cli import main
 from node.config.quality import FeedbackConfig
-from node.feedback.submit import parse, submit
+from node.feedback.submit import FeedbackRefused, parse, submit
 from node.ingest.spool import Spool
 from node.store import COMPLETE
 from node.store.keys import study_key
@@ -127,6 +127,11 @@ def test_the_quality_record_outlives_a_purged_study_without_an_identifier(make_n
     key = study_key(study.study_uid)
     assert node.store.answers.for_study(key).labels == ("Pneumonia",)
     assert {v.verdict for v in node.store.verdicts.for_study(key)} == {"agree", "accept"}
+    for late in ({"study_instance_uid": study.study_uid}, {"accession": "ACC-RET"}):  # no result to judge now
+        with pytest.raises(FeedbackRefused) as refused:
+            submit(node.store, {"chest_xray": ("Pneumonia",)}, FeedbackConfig(),
+                   parse({**late, "verdict": "reject", "reader_role": "radiologist"}))
+        assert refused.value.status == 404
 
     monkeypatch.setenv("QOQ_NODE__STORAGE__ROOT", str(node.config.storage.root))
     assert main(["quality", "--json"]) == 0

@@ -128,6 +128,7 @@ def test_a_purged_study_leaves_only_its_key_in_the_quality_record(tmp_path: Path
     key = study_key("1.2.3")
     assert store.answers.for_study("1.2.3") is None and store.verdicts.for_study("1.2.3") == []
     assert store.answers.for_study(key).labels == ("Pneumonia",)
+    assert store.answers.for_accession("ACC1") is None  # the feedback API: 404, as for the study's UID
     assert {v.verdict for v in store.verdicts.for_study(key)} == {"agree", "accept"}
     assert store.verdicts.counts() == {("chest_xray", "report", "agree"): 1, ("chest_xray", "api", "accept"): 1}
     with store.database.reading() as db:

@@ -73,9 +73,11 @@ class Answers:
         return found[0] if found else None
 
     def for_accession(self, accession: str) -> Answer | None:
-        """The newest answer of the study with this Accession Number; None when the node answered none."""
+        """The newest answer of the study with this Accession Number; None when the node answered none, or
+        retention has purged the study (its answer outlives it, keyed, for the quality record only)."""
         key = accession_key(accession)
-        found = self._select("accession_key = ?", (key,), "answered_at DESC, rowid DESC LIMIT 1") if key else []
+        kept = "accession_key = ? AND study_instance_uid IN (SELECT study_uid FROM studies)"
+        found = self._select(kept, (key,), "answered_at DESC, rowid DESC LIMIT 1") if key else []
         return found[0] if found else None
 
     def since(self, t: float, task: str | None = None) -> list[Answer]:
