@@ -25,6 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from node.app import STATE_DB_NAME
 from node.config import NodeConfig, load_config
+from node.egress.mllp import MllpClient
 from node.findings import locate, parse_output
 from node.imaging.geometry import FrameRef, Geometry
 from node.mllp import END, START, MllpReader
@@ -235,6 +236,15 @@ def mllp_exchange(port: int, payload: bytes) -> str:
         ack = MllpReader(connection.recv, 1_000_000).read()
     assert ack is not None, "the listener closed without answering"
     return ack.decode()
+
+
+def send_hl7(port: int, message: str) -> str:
+    """Send one HL7 message to a node's MLLP listener; the ACK code."""
+    client = MllpClient(LOOPBACK, port, timeout_seconds=10)
+    try:
+        return client.send(message, message.split("\r")[0].split("|")[9]).code
+    finally:
+        client.close()
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

@@ -28,7 +28,7 @@ from node.store import Answer, Store
 from node.store.answers import accession_key, insert_answer
 from node.testing.loopback import LOOPBACK
 from node.testing.synthetic import write_cr_study
-from tests.helpers import metric_value, stored_studies, wait_for
+from tests.helpers import instance_record, metric_value, stored_studies, wait_for
 from tests.reference import lesion_answer
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
@@ -46,6 +46,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Store]]:
     (secret / "viewer").write_text("s3cret-viewer")
     (secret / "..data").mkdir()  # as a mounted Secret has: skipped
     store = Store(tmp_path / "state.db")
+    store.instances.record([instance_record(f"{STUDY}.1", study=STUDY)])  # a study the node still keeps
     with store.database.transaction() as db:
         insert_answer(db, Answer(STUDY, 2, "chest_xray", ("Pneumonia",), "ACME", "X1", 1.0, accession_key("ACC7")))
     config = FeedbackConfig(tokens=secret, token_roles={"viewer": ("resident",)})

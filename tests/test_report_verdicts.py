@@ -9,21 +9,12 @@ from pathlib import Path
 
 from structlog.testing import capture_logs
 
-from node.egress.mllp import MllpClient
 from node.store import COMPLETE
+from node.store.verdicts import source_key
 from node.testing.loopback import LOOPBACK
 from node.testing.synthetic import restamp, write_cr_study
 from node.testing.synthetic_hl7 import report_message
-from tests.helpers import replay_engine, state, wait_for
-
-
-def _send(port: int, message: str) -> str:
-    """Send one message to the node's listener; the ACK code."""
-    client = MllpClient(LOOPBACK, port, timeout_seconds=10)
-    try:
-        return client.send(message, message.split("\r")[0].split("|")[9]).code
-    finally:
-        client.close()
+from tests.helpers import replay_engine, send_hl7, state, wait_for
 
 
 def _node(make_node, tmp_path: Path, answer: str):
@@ -41,7 +32,10 @@ def _read(node, storescu, directory: Path, accession: str) -> str:
 
 
 def _verdicts(node, study_uid: str) -> list[tuple[str, str, dict | None]]:
-    return [(v.source_key, v.verdict, v.found) for v in node.store.verdicts.for_study(study_uid)]
+    """The study's verdicts: (the report's accession, verdict, labels found); the accession is kept hashed only."""
+    verdicts = node.store.verdicts.for_study(study_uid)
+    keys = {source_key("report", f"ACC-{n}"): f"ACC-{n}" for n in range(1, 4)}
+    return [(keys[v.source_key], v.verdict, v.found) for v in verdicts]
 
 
 def test_reports_give_verdicts_against_the_answer(make_node, tmp_path: Path, storescu) -> None:
@@ -52,7 +46,7 @@ def test_reports_give_verdicts_against_the_answer(make_node, tmp_path: Path, sto
     first = _read(node, storescu, tmp_path / "s1", "ACC-1")
     port = node.hl7.port
     with capture_logs() as logs:
-        assert _send(port, report_message("REP1", "REP-0001", "ACC-1", "Right upper lobe pneumonia.")) == "AA"
+        assert send_hl7(port, report_message("REP1", "REP-0001", "ACC-1", "Right upper lobe pneumonia.")) == "AA"
     assert _verdicts(node, first) == [("ACC-1", "agree", {"Pneumonia": "affirmed"})]
     [verdict] = node.store.verdicts.for_study(first)
     assert (verdict.source, verdict.task, verdict.ai_labels, verdict.version) == ("report", "chest_xray",
@@ -61,11 +55,11 @@ def test_reports_give_verdicts_against_the_answer(make_node, tmp_path: Path, sto
     assert "pneumonia" not in repr(logs).lower()  # neither the report's text nor the labels found
 
     before = time.time()
-    assert _send(port, report_message("REP2", "REP-0001", "ACC-1", "Possible small effusion.", "C")) == "AA"
+    assert send_hl7(port, report_message("REP2", "REP-0001", "ACC-1", "Possible small effusion.", "C")) == "AA"
     assert _verdicts(node, first) == [("ACC-1", "unknown", {"Pleural Effusion": "uncertain"})]
     assert node.store.verdicts.for_study(first)[0].received_at >= before
 
-    assert _send(port, report_message("REP3", "REP-0001", "ACC-2", "No pneumonia.")) == "AA"
+    assert send_hl7(port, report_message("REP3", "REP-0001", "ACC-2", "No pneumonia.")) == "AA"
     assert node.store.reports.count(waiting=True) == 1
     second = _read(node, storescu, tmp_path / "s2", "ACC-2")
     wait_for(lambda: _verdicts(node, second), timeout=10, what="the waiting report judged")
@@ -74,6 +68,6 @@ def test_reports_give_verdicts_against_the_answer(make_node, tmp_path: Path, sto
 
     other = _node(make_node, tmp_path, "Pneumothorax")
     third = _read(other, storescu, tmp_path / "s3", "ACC-3")
-    assert _send(other.hl7.port, report_message("REP4", "REP-0001", "ACC-3", "No pneumothorax. Normal heart size.",
+    assert send_hl7(other.hl7.port, report_message("REP4", "REP-0001", "ACC-3", "No pneumothorax. Normal heart size.",
                                                 message_type="MDM^T02")) == "AA"
     assert _verdicts(other, third) == [("ACC-3", "disagree", {"Pneumothorax": "negated"})]

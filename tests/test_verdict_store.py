@@ -1,5 +1,6 @@
 """The quality record: the verdicts table (upsert per study, source and key; rejection), the answers table
-kept with the queued results, and the migration of a schema 5 database."""
+kept with the queued results, no identifier kept past its study (source keys hashed, a purged study's UID
+replaced by its key), and the migration of a schema 5 and a schema 7 database."""
 
 import sqlite3
 from pathlib import Path
@@ -8,7 +9,9 @@ import pytest
 
 from node.store import Answer, Store, Verdict
 from node.store.answers import accession_key
+from node.store.keys import identifier_key, study_key
 from node.store.schema import SCHEMA_VERSION
+from node.store.verdicts import source_key
 from tests.helpers import instance_record
 
 
@@ -26,6 +29,10 @@ def test_the_newest_judgement_per_study_source_and_key_wins(tmp_path: Path) -> N
     store.verdicts.record(Verdict("1.2.3", None, "chest_xray", "api", "1.2.3|radiologist", "correct", 30,
                                   found=("Pneumothorax",), reader_role="radiologist"))
     first, second = store.verdicts.for_study("1.2.3")
+    assert (first.source_key, second.source_key) == (source_key("report", "ACC1"),
+                                                     source_key("api", "1.2.3|radiologist"))
+    with store.database.reading() as db:  # the raw keys are nowhere
+        assert "ACC1" not in repr(db.execute("SELECT * FROM verdicts").fetchall())
     assert (first.verdict, first.received_at, first.found, first.ai_labels) == (
         "agree", 20, {"Pneumonia": "affirmed"}, ("Pneumonia",))
     assert (second.verdict, second.found, second.reader_role, second.version) == (
@@ -93,4 +100,72 @@ def test_a_schema_5_database_is_migrated(tmp_path: Path) -> None:
     store.verdicts.record(_report("agree", at=1))
     assert store.verdicts.for_study("1.2.3")[0].verdict == "agree"
     assert store.answers.for_study("1.2.3") is None
+    store.close()
+
+
+def _purgeable(store: Store, study: str = "1.2.3") -> None:
+    """A finished study, answered, with a report verdict, an API verdict and a matched report."""
+    store.instances.record([instance_record(f"{study}.1", study=study, at=1)])
+    assert store.studies.mark_stable(study, last_received=1, now=2)
+    assert store.studies.queue_results(study, 1, [], now=3, answer=Answer(study, 1, "chest_xray", ("Pneumonia",),
+                                                                          "ACME", "X1", 3, accession_key("ACC1")))
+    store.verdicts.record(_report("agree", at=4, study=study))
+    store.verdicts.record(Verdict(study, 1, "chest_xray", "api", f"{study}|radiologist", "accept", 5,
+                                  reader_role="radiologist"))
+    with store.database.transaction() as db:
+        message = db.execute("INSERT INTO hl7_messages (control_id, message_type, sending_application, patient_key,"
+                             " path, received_at) VALUES (?, 'ORU^R01', 'RIS', 'K', 'hl7/r', 4)", (study,)).lastrowid
+        db.execute("INSERT INTO reports (message_id, patient_key, placer, filler, accession, status, text,"
+                   " received_at, study_uid) VALUES (?, 'K', 'P1', 'F1', 'ACC1', 'F', 'x', 4, ?)", (message, study))
+
+
+def test_a_purged_study_leaves_only_its_key_in_the_quality_record(tmp_path: Path) -> None:
+    """Retention's purge replaces the study UID by its key in answers, verdicts and reports, in one go; the rows
+    stay, still told apart per study and still counted."""
+    store = Store(tmp_path / "state.db")
+    _purgeable(store)
+    assert store.retention.purge_study("1.2.3", before=1e12, remove=lambda paths: None) == 1
+    key = study_key("1.2.3")
+    assert store.answers.for_study("1.2.3") is None and store.verdicts.for_study("1.2.3") == []
+    assert store.answers.for_study(key).labels == ("Pneumonia",)
+    assert store.answers.for_accession("ACC1") is None  # the feedback API: 404, as for the study's UID
+    assert {v.verdict for v in store.verdicts.for_study(key)} == {"agree", "accept"}
+    assert store.verdicts.counts() == {("chest_xray", "report", "agree"): 1, ("chest_xray", "api", "accept"): 1}
+    with store.database.reading() as db:
+        assert db.execute("SELECT study_uid FROM reports").fetchall() == [(key,)]
+        assert "1.2.3'" not in repr([db.execute(f"SELECT * FROM {t}").fetchall() for t in ("answers", "verdicts")])
+    store.close()
+
+
+def test_a_schema_7_database_keeps_no_identifier_in_its_quality_record(tmp_path: Path) -> None:
+    """A schema 7 node kept the verdicts' source keys as written and purged studies' UIDs in clear: at schema 8
+    the keys are hashed (once: opening again changes nothing), a purged study's rows keep only its key, and a
+    study still kept keeps its UID (a correction still replaces its verdict)."""
+    path = tmp_path / "state.db"
+    store = Store(path)
+    _purgeable(store, "1.2.3")
+    _purgeable(store, "4.5.6")
+    with store.database.transaction() as db:
+        db.execute("UPDATE verdicts SET source_key = CASE source WHEN 'report' THEN 'ACC1'"
+                   " ELSE study_instance_uid || '|radiologist' END")
+        db.execute("DELETE FROM instances WHERE study_uid = '4.5.6'")
+        db.execute("DELETE FROM studies WHERE study_uid = '4.5.6'")  # purged by a schema 7 node
+        db.execute("PRAGMA user_version=7")
+    store.close()
+    for _ in range(2):
+        store = Store(path)
+        assert store.database.connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+        kept = {(v.source, v.source_key) for v in store.verdicts.for_study("1.2.3")}
+        assert kept == {("report", source_key("report", "ACC1")), ("api", source_key("api", "1.2.3|radiologist"))}
+        assert len(store.verdicts.for_study(study_key("4.5.6"))) == 2
+        assert store.answers.for_study(study_key("4.5.6")) is not None
+        store.close()
+    store = Store(path)
+    store.verdicts.record(_report("disagree", at=9))
+    assert sorted(v.verdict for v in store.verdicts.for_study("1.2.3")) == ["accept", "disagree"]
+    with store.database.reading() as db:
+        quality = repr([db.execute(f"SELECT * FROM {t}").fetchall() for t in ("answers", "verdicts")])
+        reports = repr(db.execute("SELECT * FROM reports").fetchall())
+    assert "ACC1" not in quality and "4.5.6" not in quality + reports
+    assert identifier_key("study", "4.5.6") in reports
     store.close()

@@ -1,16 +1,18 @@
 """The answers table: what the node answered for each study version it read — the task, the closed-set labels,
 and the manufacturer and model of the equipment that made the images — written in the transaction that queues
 the results. Labels and equipment names only, no patient data: it is the quality record (answers by label, the
-label and input drift, the AI side of a verdict) and outlives retention."""
+label and input drift, the AI side of a verdict) and outlives retention. The accession number is kept as its
+key (:mod:`node.store.keys`) only; the study UID is kept while the study is, and replaced by its key when
+retention purges the study (:mod:`node.store.retention`)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 from dataclasses import dataclass
 
 from node.store.database import Database
+from node.store.keys import identifier_key
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ _COLUMNS = "study_instance_uid, version, task, labels, manufacturer, model, answ
 def accession_key(accession: str) -> str:
     """What the answers keep of an Accession Number: its SHA-256, enough to find the study by it and no more
     (the table outlives retention)."""
-    return hashlib.sha256(f"accession:{accession.strip()}".encode()).hexdigest() if accession.strip() else ""
+    return identifier_key("accession", accession)
 
 
 def insert_answer(db: sqlite3.Connection, answer: Answer) -> None:
@@ -71,9 +73,11 @@ class Answers:
         return found[0] if found else None
 
     def for_accession(self, accession: str) -> Answer | None:
-        """The newest answer of the study with this Accession Number; None when the node answered none."""
+        """The newest answer of the study with this Accession Number; None when the node answered none, or
+        retention has purged the study (its answer outlives it, keyed, for the quality record only)."""
         key = accession_key(accession)
-        found = self._select("accession_key = ?", (key,), "answered_at DESC, rowid DESC LIMIT 1") if key else []
+        kept = "accession_key = ? AND study_instance_uid IN (SELECT study_uid FROM studies)"
+        found = self._select(kept, (key,), "answered_at DESC, rowid DESC LIMIT 1") if key else []
         return found[0] if found else None
 
     def since(self, t: float, task: str | None = None) -> list[Answer]:

@@ -1,13 +1,29 @@
 """Finished studies past the retention period: which they are, and forgetting one (its files, results
-and rows) while no instance of it can be recorded."""
+and rows) while no instance of it can be recorded. The quality record outlives the study: its answers and
+verdicts (and a matched report still within its own message's retention) keep, in place of the study UID,
+only its key (:func:`node.store.keys.study_key`), so they still count, are still told apart per study, and
+identify nobody."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 from node.store.database import Database
+from node.store.keys import study_key
 from node.store.studies import FINISHED
+
+#: The rows that name a study by its UID and outlive it: (table, column).
+STUDY_REFERENCES = (("answers", "study_instance_uid"), ("verdicts", "study_instance_uid"), ("reports", "study_uid"))
+
+
+def keep_only_key(db: sqlite3.Connection, study_uid: str) -> None:
+    """Replace ``study_uid`` by its key wherever it outlives its study (inside the caller's transaction). A row
+    already keyed the same (the study was received, read and purged again) gives way to the newer one."""
+    key = study_key(study_uid)
+    for table, column in STUDY_REFERENCES:
+        db.execute(f"UPDATE OR REPLACE {table} SET {column} = ? WHERE {column} = ?", (key, study_uid))  # noqa: S608
 
 
 class Expiry:
@@ -37,6 +53,7 @@ class Expiry:
             paths = [self._database.root / path for (path,) in
                      db.execute("SELECT path FROM instances WHERE study_uid = ?", (study_uid,))]
             remove(paths)
+            keep_only_key(db, study_uid)
             for table in ("outbox", "instances", "studies"):
                 db.execute(f"DELETE FROM {table} WHERE study_uid = ?", (study_uid,))  # noqa: S608
         return len(paths)

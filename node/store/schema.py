@@ -11,12 +11,15 @@ from __future__ import annotations
 import sqlite3
 
 from node.store import reports
+from node.store.retention import STUDY_REFERENCES, keep_only_key
 from node.store.studies import POSTPONEMENT_DETAIL, StudyState
+from node.store.verdicts import source_key
 
 #: 3: the clinical context's tables; 4: ``studies.postponed_for`` (why a stable study waits, as a code);
 #: 6: the quality record (``answers``, ``verdicts``).
-#: 7: radiology reports (:mod:`node.store.reports`).
-SCHEMA_VERSION = 7
+#: 7: radiology reports (:mod:`node.store.reports`); 8: the quality record keeps no identifier (the verdicts'
+#: source keys hashed, a purged study's UID replaced by its key: :mod:`node.store.keys`).
+SCHEMA_VERSION = 8
 
 _RECEIVED = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -171,6 +174,7 @@ _ADDED_STUDY_COLUMNS = (("attempts", "INTEGER NOT NULL DEFAULT 0"), ("next_try_a
 def create(connection: sqlite3.Connection) -> None:
     """Make every table (those there are kept), bring an older database up to this schema, and stamp
     its version."""
+    written_by = connection.execute("PRAGMA user_version").fetchone()[0]
     connection.executescript(_RECEIVED)
     _migrate(connection)
     connection.executescript(_CLINICAL)
@@ -178,6 +182,8 @@ def create(connection: sqlite3.Connection) -> None:
         connection.execute("ALTER TABLE orders ADD COLUMN procedure_codes TEXT NOT NULL DEFAULT ''")
     connection.executescript(_QUALITY)  # schema 6
     connection.executescript(reports.SCHEMA)  # schema 7
+    if written_by < 8:
+        _hash_identifiers(connection)
     connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
@@ -191,3 +197,26 @@ def _migrate(connection: sqlite3.Connection) -> None:
     if "postponed_for" not in columns:  # schema 3 and older
         connection.executemany("UPDATE studies SET postponed_for = ? WHERE state = ? AND detail = ?",
                                [(code, StudyState.STABLE, detail) for code, detail in POSTPONEMENT_DETAIL.items()])
+
+
+def _hash_identifiers(connection: sqlite3.Connection) -> None:
+    """Schema 8: the verdicts' source keys as written become their keys, and the quality record's rows of studies
+    retention has already purged keep only the key of the study UID — in one transaction with the version stamp,
+    so that no key is hashed twice."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        rows = connection.execute("SELECT rowid, source, source_key FROM verdicts").fetchall()
+        connection.executemany("UPDATE verdicts SET source_key = ? WHERE rowid = ?",
+                               [(source_key(source, key), rowid) for rowid, source, key in rows])
+        purged: set[str] = set()
+        for table, column in STUDY_REFERENCES:
+            purged.update(uid for (uid,) in connection.execute(
+                f"SELECT DISTINCT {column} FROM {table} WHERE {column} IS NOT NULL"  # noqa: S608
+                f" AND {column} NOT IN (SELECT study_uid FROM studies)"))
+        for uid in sorted(purged):
+            keep_only_key(connection, uid)
+        connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")

@@ -1,7 +1,9 @@
 """The verdicts table: each judgement of a result — the radiologist's final report, an IOCM rejection, a call
 to the feedback API — one row per (study, source, source key), the newest replacing the earlier one (a
 corrected report, a second call). Rows hold labels and codes only, never report text: they are the quality
-record and outlive retention."""
+record and outlive retention. The source key is kept as its key (:func:`node.store.keys.identifier_key` under
+the source's name), never as written; the study UID is kept while the study is, and replaced by its key when
+retention purges the study (:mod:`node.store.retention`)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from node.store.database import Database
+from node.store.keys import identifier_key
 
 #: Where a judgement came from.
 SOURCES = ("report", "iocm", "api")
@@ -32,7 +35,9 @@ class Verdict:
     version: int | None  # the study version whose result was judged; None when not known
     task: str
     source: str  # one of SOURCES
-    source_key: str  # the judgement within its source (report key, KOS SOP Instance UID, study UID + role)
+    #: the judgement within its source (report key, KOS SOP Instance UID, study UID + role); the store keeps, and
+    #: gives back, only its identifier_key under the source's name
+    source_key: str
     verdict: str  # one of VERDICTS_BY_SOURCE[source]
     received_at: float  # when the report, KOS or call arrived
     ai_labels: tuple[str, ...] = ()
@@ -45,6 +50,12 @@ class Verdict:
 
 _COLUMNS = ("study_instance_uid, version, task, source, source_key, verdict, received_at, ai_labels, found,"
             " reason_code, reader_role, recorded_at")
+
+
+def source_key(source: str, key: str) -> str:
+    """What the verdicts keep of a judgement's key within its source: its identifier_key under the source's name
+    (a report's accession, filler or placer number, a KOS's UID, a study UID: identifiers all)."""
+    return identifier_key(source, key)
 
 
 def _found_json(found: Mapping[str, str] | tuple[str, ...] | None) -> str | None:
@@ -68,7 +79,8 @@ class Verdicts:
 
     def record(self, verdict: Verdict) -> None:
         """Keep a judgement, replacing the one with its (study, source, source key), in one transaction that
-        is on disk before this returns. ValueError for a source or verdict not in :data:`VERDICTS_BY_SOURCE`."""
+        is on disk before this returns; the source key is kept hashed (:func:`source_key`). ValueError for a
+        source or verdict not in :data:`VERDICTS_BY_SOURCE`."""
         if verdict.verdict not in VERDICTS_BY_SOURCE.get(verdict.source, ()):
             raise ValueError(f"verdict {verdict.verdict!r} is not one source {verdict.source!r} gives")
         with self._database.transaction() as db:
@@ -78,7 +90,8 @@ class Verdicts:
                 " task = excluded.task, verdict = excluded.verdict, received_at = excluded.received_at,"
                 " ai_labels = excluded.ai_labels, found = excluded.found, reason_code = excluded.reason_code,"
                 " reader_role = excluded.reader_role, recorded_at = excluded.recorded_at",
-                (verdict.study_instance_uid, verdict.version, verdict.task, verdict.source, verdict.source_key,
+                (verdict.study_instance_uid, verdict.version, verdict.task, verdict.source,
+                 source_key(verdict.source, verdict.source_key),
                  verdict.verdict, verdict.received_at, json.dumps(list(verdict.ai_labels)),
                  _found_json(verdict.found), verdict.reason_code, verdict.reader_role,
                  verdict.recorded_at or time.time()))
