@@ -11,9 +11,10 @@ import pytest
 
 from node.config.stow import StowConfig
 from node.ingest.part10 import MalformedDataset, read_file_meta
-from node.ingest.stow.clients import Clients, Forbidden, TokensFileError, Unauthorized
+from node.ingest.stow.clients import Clients, Forbidden, Unauthorized
 from node.ingest.stow.parts import PartResult
 from node.ingest.stow.response import http_status, response_module, to_json
+from node.ops.tokens import TokensError
 from node.testing.synthetic import write_ct_study
 
 
@@ -37,10 +38,10 @@ def _clients(tmp_path: Path, entries: object, allowed: list[str] | None = None) 
 
 
 def test_tokens_file_errors_name_the_problem_never_a_token(tmp_path: Path) -> None:
-    with pytest.raises(TokensFileError, match="token") as short:
+    with pytest.raises(TokensError, match="token") as short:
         _clients(tmp_path, [{"name": "PACS", "token": "short-secret"}])
     assert "short-secret" not in str(short.value)
-    with pytest.raises(TokensFileError, match="share a token"):
+    with pytest.raises(TokensError, match="share a token"):
         _clients(tmp_path, [{"name": "A", "token": "x" * 20}, {"name": "B", "token": "x" * 20}])
 
 

@@ -19,7 +19,7 @@ from node.config.stow import StowConfig
 from node.ingest.assembler import StudyAssembler
 from node.ingest.receiver import Receiver
 from node.ingest.refusals import OUT_OF_RESOURCES, check_target_uid
-from node.ingest.stow.clients import Clients, Forbidden, TokensFileError, Unauthorized
+from node.ingest.stow.clients import Clients, Forbidden, Unauthorized
 from node.ingest.stow.multipart import MalformedBody, MultipartReader, UnsupportedMediaType, boundary_of
 from node.ingest.stow.parts import PartReceiver, PartResult
 from node.ingest.stow.response import (
@@ -33,6 +33,7 @@ from node.ingest.stow.response import (
 )
 from node.ops.http import WebServer
 from node.ops.logging import get_logger, uid_hash
+from node.ops.tokens import TokensError
 
 log = get_logger("stow")
 
@@ -142,7 +143,7 @@ class StowReceiver:
         except Forbidden as exc:
             log.warning("stow.forbidden", detail=str(exc))
             return _error(403, str(exc))
-        except (OSError, TokensFileError) as exc:
+        except TokensError as exc:
             log.error("stow.tokens_file_unreadable", error=type(exc).__name__)
             return _error(503, "the receiver's tokens file cannot be read; see the node's log")
         study = request.path_params.get("study")
