@@ -19,8 +19,8 @@ from node.context.pacs import RETRIEVABLE, FoundStudy, PacsError
 from node.dicomweb.auth import TokenError
 from node.dicomweb.client import open_client
 from node.dicomweb.multipart import MultipartError, write_parts
+from node.dicomweb.response_module import JSON_MEDIA_TYPE
 
-JSON = "application/dicom+json"
 #: Every instance as the archive holds it (the node decodes every transfer syntax its SCP accepts).
 INSTANCES = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 _STUDY_FIELDS = ("StudyInstanceUID", "ModalitiesInStudy", "StudyDate", "StudyTime", "StudyDescription",
@@ -58,7 +58,7 @@ class DicomWebPriors:
     def _get(self, path: str, params: Iterable[tuple[str, str]] = ()) -> list[dict[str, Any]]:
         """A QIDO-RS query's matches (204: none)."""
         try:
-            response = self._client.get(path, params=list(params), headers={"Accept": JSON})
+            response = self._client.get(path, params=list(params), headers={"Accept": JSON_MEDIA_TYPE})
         except (httpx.HTTPError, TokenError, OSError) as exc:
             raise PacsError(f"QIDO-RS to {self._destination.name} failed: {type(exc).__name__}") from None
         if response.status_code == 204:

@@ -29,6 +29,7 @@ from node.dicomweb.answer import StowAnswer, parse_answer
 from node.dicomweb.auth import TokenError
 from node.dicomweb.client import open_client
 from node.dicomweb.multipart import stow_body
+from node.dicomweb.response_module import JSON_MEDIA_TYPE
 from node.egress.dicom import classify_status
 from node.egress.mllp import Delivery
 from node.http_client import RETRYABLE_STATUS
@@ -114,14 +115,14 @@ class StowSender:
     def probe(self) -> bool:
         """Whether the archive answers a QIDO-RS now (a cheap probe of a destination that was down)."""
         try:
-            response = self._client.get("studies", params={"limit": "1"}, headers={"Accept": "application/dicom+json"})
+            response = self._client.get("studies", params={"limit": "1"}, headers={"Accept": JSON_MEDIA_TYPE})
         except (httpx.HTTPError, TokenError, OSError):
             return False
         return response.status_code < 500 and response.status_code not in _TRANSIENT
 
     def _post(self, batch: Sequence[tuple[str, bytes]]) -> dict[str, StowResult]:
         content_type, body = stow_body([data for _, data in batch])
-        headers = {"Content-Type": content_type, "Accept": "application/dicom+json"}
+        headers = {"Content-Type": content_type, "Accept": JSON_MEDIA_TYPE}
         try:
             with self._client.stream("POST", "studies", content=body, headers=headers) as response:
                 status, text = response.status_code, _answer_text(response)

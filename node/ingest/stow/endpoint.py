@@ -16,21 +16,15 @@ from starlette.routing import BaseRoute, Route
 
 from node.config.dicom import TlsConfig
 from node.config.stow import StowConfig
+from node.dicomweb.multipart import MultipartError, MultipartReader
+from node.dicomweb.response_module import JSON_MEDIA_TYPE, XML_MEDIA_TYPE
 from node.ingest.assembler import StudyAssembler
 from node.ingest.receiver import Receiver
 from node.ingest.refusals import OUT_OF_RESOURCES, check_target_uid
 from node.ingest.stow.clients import Clients, Forbidden, Unauthorized
-from node.ingest.stow.multipart import MalformedBody, MultipartReader, UnsupportedMediaType, boundary_of
+from node.ingest.stow.multipart import UnsupportedMediaType, boundary_of
 from node.ingest.stow.parts import PartReceiver, PartResult
-from node.ingest.stow.response import (
-    JSON_MEDIA_TYPE,
-    XML_MEDIA_TYPE,
-    http_status,
-    response_module,
-    to_json,
-    to_xml,
-    wants_xml,
-)
+from node.ingest.stow.response import http_status, response_module, to_json, to_xml, wants_xml
 from node.ops.http import WebServer
 from node.ops.logging import get_logger, uid_hash
 from node.ops.tokens import TokensError
@@ -166,7 +160,7 @@ class StowReceiver:
                        study: str | None) -> tuple[list[PartResult], str | None]:
         """Store the body's parts as they end; the results, and why the body broke off (None: it did not)."""
         parts = _Request(self._receiver, self._assembler, self._executor, client, study)
-        reader = MultipartReader(boundary, parts.open_part, self._config.max_parts)
+        reader = MultipartReader(boundary, parts.open_part, self._config.max_parts, "dicomweb.stow.max_parts")
         broken = None
         try:
             try:
@@ -174,7 +168,7 @@ class StowReceiver:
                     reader.feed(chunk)
                     await parts.store_ended()
                 reader.finish()
-            except MalformedBody as exc:
+            except MultipartError as exc:
                 broken = str(exc)
             except ClientDisconnect:
                 broken = "the client closed the connection before the body's end"
