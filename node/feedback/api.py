@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 from node import __version__
 from node.config.quality import FeedbackConfig
 from node.feedback.submit import FeedbackBody, FeedbackRefused, parse, submit
+from node.ops.json_error import json_error
 from node.ops.logging import get_logger
 from node.ops.tokens import TokenSecret, TokensError
 from node.store import Store
@@ -57,8 +58,7 @@ def openapi() -> dict[str, Any]:
 
 
 def _refusal(status: int, reason: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"error": reason}, status, headers=headers)
+    return json_error(status, reason, {"WWW-Authenticate": "Bearer"} if status == 401 else None)
 
 
 async def _body(request: Request) -> object:

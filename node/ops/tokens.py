@@ -11,7 +11,6 @@ is wrong with it, never a token."""
 from __future__ import annotations
 
 import hmac
-import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from node.errors import DataError
+from node.ops.reloading import Reloading
 
 #: The shortest token accepted.
 MIN_TOKEN_LENGTH = 16
@@ -68,14 +68,6 @@ def read_tokens(path: Path, key: str, check_name: Callable[[str], str] | None = 
     return dict(zip(names, (client.token for client in clients), strict=True))
 
 
-def _stamp(path: Path) -> tuple[tuple[str, int, int, int], ...]:
-    """What changes when the secret does: each file's name, modification time, size and inode (a mounted
-    Secret's update swaps the files its visible names point at)."""
-    files = ([entry for entry in sorted(path.iterdir()) if not entry.name.startswith(".")]
-             if path.is_dir() else [path])
-    return tuple((entry.name, (stat := entry.stat()).st_mtime_ns, stat.st_size, stat.st_ino) for entry in files)
-
-
 def token_name(presented: str, tokens: Mapping[str, str]) -> str | None:
     """The name of the client whose token ``presented`` is, None when none. Each token is compared in constant
     time, and every one is compared whichever matches."""
@@ -93,23 +85,18 @@ def bearer(authorization: str | None) -> str | None:
 
 
 class TokenSecret:
-    """A tokens secret, read when first asked and again whenever it changes (thread-safe)."""
+    """A tokens secret, read when first asked and again whenever it changes (:class:`Reloading`)."""
 
     def __init__(self, path: Path, key: str, check_name: Callable[[str], str] | None = None) -> None:
-        self._path, self._key, self._check_name = path, key, check_name
-        self._lock = threading.Lock()
-        self._loaded: tuple[object, dict[str, str]] | None = None
+        self._key = key
+        self._secret = Reloading(path, lambda at: read_tokens(at, key, check_name))
 
     def tokens(self) -> dict[str, str]:
         """Client name → token, as the secret is now; TokensError when it cannot be read or is not valid."""
-        with self._lock:
-            try:
-                stamp = _stamp(self._path)
-            except OSError as exc:
-                raise TokensError(f"{self._key} {self._path} cannot be read: {type(exc).__name__}") from None
-            if self._loaded is None or self._loaded[0] != stamp:
-                self._loaded = (stamp, read_tokens(self._path, self._key, self._check_name))
-            return self._loaded[1]
+        try:
+            return self._secret.current()
+        except OSError as exc:
+            raise TokensError(f"{self._key} {self._secret.path} cannot be read: {type(exc).__name__}") from None
 
     def client(self, authorization: str | None) -> str | None:
         """The name of the client an ``Authorization`` header's bearer token belongs to; None without a bearer
