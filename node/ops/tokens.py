@@ -46,21 +46,26 @@ def _entries(path: Path) -> object:
     return yaml.safe_load(path.read_text(encoding="utf-8")) or []
 
 
+def _problems(error: ValidationError) -> str:
+    """What a validation error found, where, quoting no input."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}".lstrip(": ")
+                     for e in error.errors(include_input=False))
+
+
 def read_tokens(path: Path, key: str, check_name: Callable[[str], str] | None = None) -> dict[str, str]:
     """Client name → token, from the secret at ``path`` (``key``: the setting that names it, for messages);
-    ``check_name`` validates (and may normalise) each name, raising ValueError. TokensError when it cannot be
-    read or is not valid."""
+    ``check_name`` validates (and may normalise) each name, raising pydantic's ValidationError. TokensError
+    when it cannot be read or is not valid."""
     try:
-        raw = _entries(path)
-        clients = _CLIENTS.validate_python(raw)
-        names = [check_name(client.name) if check_name else client.name for client in clients]
+        clients = _CLIENTS.validate_python(_entries(path))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise TokensError(f"{key} {path} cannot be read: {type(exc).__name__}") from None
     except ValidationError as exc:
-        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False))
-        raise TokensError(f"{key} {path}: {where}") from None
-    except ValueError as exc:  # check_name's refusal: it names the rule, not the token
-        raise TokensError(f"{key} {path}: a client name is not valid ({exc})") from None
+        raise TokensError(f"{key} {path}: {_problems(exc)}") from None
+    try:
+        names = [check_name(client.name) if check_name else client.name for client in clients]
+    except ValidationError as exc:  # check_name's refusal names the rule, never a token
+        raise TokensError(f"{key} {path}: a client name is not valid ({_problems(exc)})") from None
     if len(set(names)) != len(names):
         raise TokensError(f"{key} {path}: a client name is given twice")
     if len({client.token for client in clients}) != len(clients):
