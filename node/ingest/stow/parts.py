@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from node.dicomweb.multipart import DICOM, media_type
+from node.dicomweb.response_module import CANNOT_UNDERSTAND
 from node.ingest.incoming import IncomingDataset
 from node.ingest.part10 import FileMeta, MalformedDataset, read_file_meta
 from node.ingest.receiver import Receiver, StoreRequest
@@ -21,9 +22,6 @@ log = get_logger("stow")
 
 #: A part's File Meta must end within its first this many bytes.
 HEAD_LIMIT = 65_536
-#: PS3.18 I.2.2 Failure Reason "Error: Cannot understand": a part that is not a DICOM Part 10 file.
-CANNOT_UNDERSTAND = 0xC000
-
 
 @dataclass(frozen=True)
 class PartResult:
