@@ -54,7 +54,8 @@ VALUE_SETS = {
             "hl7": [{"name": "ehr", "host": "ehr.hospital.org", "port": 2575, "receiving_application": "EPIC"}]}},
         "nodeSelector": {"nvidia.com/gpu.present": "true"},
     },
-    "feedback": {"feedback": {"tokensSecret": "qoq-feedback-tokens"},
+    "feedback": {"feedback": {"tokensSecret": "qoq-feedback-tokens"}, "stowTokens": {"secretName": "qoq-stow-tokens"},
+                 "config": {"dicomweb": {"stow": {"enabled": True}}},
                  "networkPolicy": {"feedbackCIDRs": ["10.9.0.8/32"]}},
     "dicomweb": {
         "dicomwebSecrets": {"secretName": "archive-credentials"},
@@ -368,13 +369,17 @@ def test_alert_rules_pass_promtool_and_fire_when_they_should(tmp_path: Path) -> 
 
 
 def test_the_feedback_tokens_secret_is_mounted_and_configured() -> None:
-    """The Secret is mounted read-only, the node's config points at it, and the integrations may reach the port."""
+    """The Secret is mounted read-only, the node's config points at it, and the integrations may reach the port;
+    the STOW-RS clients' Secret the same way (both are read as a directory of name → token)."""
     objects = render(VALUE_SETS["feedback"])
     pod = by_kind(objects, "StatefulSet")["spec"]["template"]["spec"]
     [volume] = [v for v in pod["volumes"] if v["name"] == "feedback-tokens"]
     [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "feedback-tokens"]
     assert volume["secret"]["secretName"] == "qoq-feedback-tokens" and mount["readOnly"]
     assert node_yaml(objects)["feedback"]["tokens"] == mount["mountPath"]
+    [stow_mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "stow-tokens"]
+    assert node_yaml(objects)["dicomweb"]["stow"] == {**node_yaml(objects)["dicomweb"]["stow"], "enabled": True,
+                                                      "tokens_file": stow_mount["mountPath"]}
     ingress = by_kind(objects, "NetworkPolicy")["spec"]["ingress"]
     assert {"from": [{"ipBlock": {"cidr": "10.9.0.8/32"}}], "ports": [{"port": "metrics", "protocol": "TCP"}]} \
         in ingress

@@ -22,8 +22,8 @@ from node.cli import main
 from node.config import NodeConfig, config_problems
 from node.config.quality import FeedbackConfig
 from node.feedback.api import feedback_routes
-from node.feedback.tokens import TokensError, read_tokens, token_name
 from node.ops.http import WebServer
+from node.ops.tokens import TokenSecret, TokensError, read_tokens, token_name
 from node.store import Answer, Store
 from node.store.answers import accession_key, insert_answer
 from node.testing.loopback import LOOPBACK
@@ -42,8 +42,8 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Store]]:
     ``ris`` (any role) and ``viewer`` (resident only)."""
     secret = tmp_path / "tokens"
     secret.mkdir()
-    (secret / "ris").write_text("s3cret-ris\n")
-    (secret / "viewer").write_text("s3cret-viewer")
+    (secret / "ris").write_text("s3cret-ris-0123456789\n")
+    (secret / "viewer").write_text("s3cret-viewer-0123456789")
     (secret / "..data").mkdir()  # as a mounted Secret has: skipped
     store = Store(tmp_path / "state.db")
     store.instances.record([instance_record(f"{STUDY}.1", study=STUDY)])  # a study the node still keeps
@@ -57,7 +57,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Store]]:
     store.close()
 
 
-def _post(url: str, body: object, token: str | None = "s3cret-ris") -> httpx.Response:
+def _post(url: str, body: object, token: str | None = "s3cret-ris-0123456789") -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     return httpx.post(f"{url}/v1/feedback", content=content, headers={**headers, "Content-Type": "application/json"},
@@ -66,11 +66,11 @@ def _post(url: str, body: object, token: str | None = "s3cret-ris") -> httpx.Res
 
 def test_each_refusal_has_its_status_and_a_reason_that_quotes_nothing(served: tuple[str, Store]) -> None:
     url, store = served
-    for token in (None, "wrong", "s3cret-ris-and-more"):
+    for token in (None, "wrong", "s3cret-ris-0123456789-and-more"):
         answer = _post(url, GOOD, token)
         assert (answer.status_code, answer.headers["www-authenticate"]) == (401, "Bearer")
         assert answer.json() == {"error": "a known bearer token is needed"}
-    answer = _post(url, GOOD, "s3cret-viewer")  # viewer may post resident verdicts only
+    answer = _post(url, GOOD, "s3cret-viewer-0123456789")  # viewer may post resident verdicts only
     assert answer.status_code == 403 and "reader_role" in answer.json()["error"]
     unknown = {**GOOD, "study_instance_uid": "1.2.3.999"}
     assert (_post(url, unknown).status_code, _post(url, unknown).json()) == (
@@ -104,7 +104,7 @@ def test_a_good_call_is_kept_before_its_200_and_replaces_the_readers_earlier_one
     assert (kept.source, kept.verdict, kept.found, kept.ai_labels, kept.reader_role, kept.version) == (
         "api", "correct", ("Pneumothorax",), ("Pneumonia",), "radiologist", 2)
     by_accession = {"accession": "ACC7", "verdict": "accept", "reader_role": "resident"}
-    assert _post(url, by_accession, "s3cret-viewer").status_code == 200
+    assert _post(url, by_accession, "s3cret-viewer-0123456789").status_code == 200
     assert _post(url, {**GOOD, "verdict": "reject", "labels": []}).status_code == 200
     assert sorted((v.reader_role, v.verdict) for v in store.verdicts.for_study(STUDY)) == [
         ("radiologist", "reject"), ("resident", "accept")]
@@ -125,15 +125,28 @@ def test_without_tokens_the_api_is_off() -> None:
     assert feedback_routes(None, CLOSED, FeedbackConfig()) == []  # type: ignore[arg-type]  # never touched when off
 
 
-def test_a_tokens_file_of_name_token_lines(tmp_path: Path) -> None:
-    tokens = tmp_path / "tokens.txt"
-    tokens.write_text("# integrations\nris: abc\n\nviewer:def\n")
-    assert read_tokens(tokens) == {"ris": "abc", "viewer": "def"}
-    assert token_name("def", read_tokens(tokens)) == "viewer" and token_name("", {"x": ""}) is None
-    tokens.write_text("just-a-token\n")
-    with pytest.raises(TokensError, match="line 1 is not 'name:token'") as error:
-        read_tokens(tokens)
-    assert "just-a-token" not in str(error.value)
+def test_a_tokens_file_of_name_token_entries_read_again_when_rotated(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text("# integrations\n- {name: ris, token: abc-0123456789abcdef}\n"
+                      "- {name: viewer, token: def-0123456789abcdef}\n")
+    assert read_tokens(tokens, "feedback.tokens") == {"ris": "abc-0123456789abcdef", "viewer": "def-0123456789abcdef"}
+    assert token_name("def-0123456789abcdef", read_tokens(tokens, "feedback.tokens")) == "viewer"
+    assert token_name("", {"x": "x" * 16}) is None
+    secret = TokenSecret(tokens, "feedback.tokens")
+    assert secret.client("Bearer abc-0123456789abcdef") == "ris" and secret.client("Basic abc") is None
+    tokens.write_text("- {name: ris, token: ghi-0123456789abcdef}\n")
+    os.utime(tokens, ns=(tokens.stat().st_atime_ns, tokens.stat().st_mtime_ns + 1_000_000_000))
+    assert secret.client("Bearer abc-0123456789abcdef") is None
+    assert secret.client("Bearer ghi-0123456789abcdef") == "ris"
+    for text, problem in (("just-a-token-0123456789\n", "list"), ("- {name: ris, token: short}\n", "at least 16"),
+                          ("- {name: a, token: same-0123456789abcdef}\n- {name: b, token: same-0123456789abcdef}\n",
+                           "share a token"),
+                          ("- {name: a, token: one-0123456789abcdef}\n- {name: a, token: two-0123456789abcdef}\n",
+                           "given twice")):
+        tokens.write_text(text)
+        with pytest.raises(TokensError, match=problem) as error:
+            read_tokens(tokens, "feedback.tokens")
+        assert "0123456789" not in str(error.value) and "short" not in str(error.value)
 
 
 def test_qoq_node_feedback_writes_through_the_same_checks(tmp_path: Path, capsys,
@@ -157,7 +170,7 @@ def test_a_node_killed_right_after_the_200_keeps_the_verdict(node_process, store
     """A node process reads a CR (replayed answer Pneumonia); the API answers 401, 404, 422, then 200 — and a kill -9
     at once loses nothing: the verdict is in the state database and ``qoq-node quality`` shows it."""
     cr = write_cr_study(tmp_path / "cr", size=256)
-    (tmp_path / "tokens").write_text("ris:s3cret-ris\n")
+    (tmp_path / "tokens").write_text("- {name: ris, token: s3cret-ris-0123456789}\n")
     node = node_process("node", {"QOQ_NODE__STUDY__STABLE_SECONDS": "0.5",
                                  "QOQ_NODE__FEEDBACK__TOKENS": str(tmp_path / "tokens")},
                         replay={"*": lesion_answer(pydicom.dcmread(cr.files[0]), "Pneumonia")}).start()

@@ -21,8 +21,9 @@ class StowConfig(Section):
 
     enabled: bool = False
     tokens_file: Path | None = Field(
-        default=None, description="YAML or JSON: a list of {name, token}, name an AE-title-like client name "
-        "(1-16 characters), token the bearer token it presents. Required when enabled.")
+        default=None, description="The clients' bearer tokens (as feedback.tokens): a directory (a mounted "
+        "Secret: each file a token of 16+ characters, its name the client's name) or a YAML/JSON file of [{name, "
+        "token}]; a name is AE-title-like (1-16 characters). Read again when it changes. Required when enabled.")
     allowed_clients: list[AeTitle] = Field(
         default_factory=list, description="Client names that may store; a known token of another client is "
         "answered 403. Empty: every client in tokens_file.")

@@ -6,7 +6,6 @@ folder the C-GET path writes. Every failure is a :class:`PacsError`."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
@@ -19,8 +18,9 @@ from node.context.pacs import RETRIEVABLE, FoundStudy, PacsError
 from node.dicomweb.auth import TokenError
 from node.dicomweb.client import open_client
 from node.dicomweb.multipart import MultipartError, write_parts
+from node.dicomweb.response_module import JSON_MEDIA_TYPE
+from node.uids import is_uid
 
-JSON = "application/dicom+json"
 #: Every instance as the archive holds it (the node decodes every transfer syntax its SCP accepts).
 INSTANCES = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 _STUDY_FIELDS = ("StudyInstanceUID", "ModalitiesInStudy", "StudyDate", "StudyTime", "StudyDescription",
@@ -29,8 +29,6 @@ _TAGS = {"StudyInstanceUID": "0020000D", "ModalitiesInStudy": "00080061", "Study
          "StudyTime": "00080030", "StudyDescription": "00081030", "AccessionNumber": "00080050",
          "SeriesInstanceUID": "0020000E", "SOPInstanceUID": "00080018", "SOPClassUID": "00080016"}
 _WANTED_CLASSES = {str(sop_class) for sop_class in RETRIEVABLE}
-#: A UID as PS3.5 9.1 allows it: what goes into a URL and a folder name, so nothing else is taken.
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
 def _values(match: dict[str, Any], keyword: str) -> list[str]:
@@ -45,7 +43,7 @@ def _first(match: dict[str, Any], keyword: str) -> str:
 def _uid(match: dict[str, Any], keyword: str) -> str:
     """A UID of a match ("" when absent or not a UID)."""
     value = _first(match, keyword)
-    return value if len(value) <= 64 and _UID.match(value) else ""
+    return value if is_uid(value) else ""  # what goes into a URL and a folder name: nothing else is taken
 
 
 class DicomWebPriors:
@@ -58,7 +56,7 @@ class DicomWebPriors:
     def _get(self, path: str, params: Iterable[tuple[str, str]] = ()) -> list[dict[str, Any]]:
         """A QIDO-RS query's matches (204: none)."""
         try:
-            response = self._client.get(path, params=list(params), headers={"Accept": JSON})
+            response = self._client.get(path, params=list(params), headers={"Accept": JSON_MEDIA_TYPE})
         except (httpx.HTTPError, TokenError, OSError) as exc:
             raise PacsError(f"QIDO-RS to {self._destination.name} failed: {type(exc).__name__}") from None
         if response.status_code == 204:

@@ -11,11 +11,16 @@ import xml.etree.ElementTree as ET  # the archive's answer, bounded in size; exp
 from dataclasses import dataclass, field
 from typing import Any
 
-REFERENCED_SOP_SEQUENCE = "00081199"
-FAILED_SOP_SEQUENCE = "00081198"
-REFERENCED_SOP_INSTANCE_UID = "00081155"
-FAILURE_REASON = "00081197"
-WARNING_REASON = "00081196"
+from node.dicomweb.response_module import (
+    FAILED_SOP_SEQUENCE,
+    FAILURE_REASON,
+    REFERENCED_SOP_INSTANCE_UID,
+    REFERENCED_SOP_SEQUENCE,
+    WARNING_REASON,
+)
+
+#: (the sequence, the reason its items give): the stored instances and the failed ones.
+_SEQUENCES = ((REFERENCED_SOP_SEQUENCE.tag, WARNING_REASON.tag), (FAILED_SOP_SEQUENCE.tag, FAILURE_REASON.tag))
 
 
 @dataclass(frozen=True)
@@ -37,9 +42,9 @@ def _from_json(text: str) -> dict[str, list[tuple[str, int | None]]]:
     if not isinstance(dataset, dict):
         raise ValueError("not a DICOM JSON object")
     found: dict[str, list[tuple[str, int | None]]] = {}
-    for sequence, reason in ((REFERENCED_SOP_SEQUENCE, WARNING_REASON), (FAILED_SOP_SEQUENCE, FAILURE_REASON)):
+    for sequence, reason in _SEQUENCES:
         for item in (dataset.get(sequence) or {}).get("Value") or []:
-            uid, code = _json_value(item, REFERENCED_SOP_INSTANCE_UID), _json_value(item, reason)
+            uid, code = _json_value(item, REFERENCED_SOP_INSTANCE_UID.tag), _json_value(item, reason)
             if uid:
                 found.setdefault(sequence, []).append((str(uid), int(code) if code is not None else None))
     return found
@@ -53,9 +58,9 @@ def _xml_value(item: ET.Element, tag: str) -> str | None:
 def _from_xml(text: str) -> dict[str, list[tuple[str, int | None]]]:
     root = ET.fromstring(re.sub(r'\sxmlns="[^"]*"', "", text, count=1))  # noqa: S314 - see the import
     found: dict[str, list[tuple[str, int | None]]] = {}
-    for sequence, reason in ((REFERENCED_SOP_SEQUENCE, WARNING_REASON), (FAILED_SOP_SEQUENCE, FAILURE_REASON)):
+    for sequence, reason in _SEQUENCES:
         for item in root.findall(f"DicomAttribute[@tag='{sequence}']/Item"):
-            uid, code = _xml_value(item, REFERENCED_SOP_INSTANCE_UID), _xml_value(item, reason)
+            uid, code = _xml_value(item, REFERENCED_SOP_INSTANCE_UID.tag), _xml_value(item, reason)
             if uid:
                 found.setdefault(sequence, []).append((uid, int(code) if code else None))
     return found
@@ -69,4 +74,5 @@ def parse_answer(content_type: str, text: str) -> StowAnswer | None:
         found = _from_xml(text) if "xml" in content_type.lower() else _from_json(text)
     except (ValueError, TypeError, AttributeError, ET.ParseError):
         return None
-    return StowAnswer(dict(found.get(REFERENCED_SOP_SEQUENCE, [])), dict(found.get(FAILED_SOP_SEQUENCE, [])))
+    return StowAnswer(dict(found.get(REFERENCED_SOP_SEQUENCE.tag, [])),
+                      dict(found.get(FAILED_SOP_SEQUENCE.tag, [])))

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from node.config import DicomWebAuth
+from node.ops.reloading import Reloading
 
 #: A token is fetched anew this long before the expiry its endpoint gave.
 REFRESH_MARGIN_SECONDS = 30.0
@@ -27,21 +28,14 @@ def _secret(path: Path) -> str:
 
 
 class BearerFileAuth(httpx.Auth):
-    """``Authorization: Bearer <the file's content>``, the file read again when its mtime or size changes."""
+    """``Authorization: Bearer <the file's content>``, the file read again when it changes (:class:`Reloading`)."""
 
     def __init__(self, path: Path) -> None:
-        self._path = path
-        self._seen: tuple[int, int] | None = None
-        self._token = ""
-        self._lock = threading.Lock()
+        self._token = Reloading(path, _secret)
 
     def token(self) -> str:
         """The token in the file now."""
-        stat = self._path.stat()
-        with self._lock:
-            if self._seen != (stat.st_mtime_ns, stat.st_size):
-                self._token, self._seen = _secret(self._path), (stat.st_mtime_ns, stat.st_size)
-            return self._token
+        return self._token.current()
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         """Add the header."""

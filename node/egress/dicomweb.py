@@ -29,6 +29,7 @@ from node.dicomweb.answer import StowAnswer, parse_answer
 from node.dicomweb.auth import TokenError
 from node.dicomweb.client import open_client
 from node.dicomweb.multipart import stow_body
+from node.dicomweb.response_module import JSON_MEDIA_TYPE, REASONS
 from node.egress.dicom import classify_status
 from node.egress.mllp import Delivery
 from node.http_client import RETRYABLE_STATUS
@@ -39,10 +40,6 @@ MAX_REQUEST_BYTES = 16 * 2**20
 MAX_ANSWER_BYTES = 2**20
 #: Statuses after which the same request may succeed later: the shared transient ones, and refused credentials.
 _TRANSIENT = RETRYABLE_STATUS | {401, 403, 407}
-_REASONS = {0xA700: "out of resources", 0xA900: "data set does not match SOP class", 0xC000: "cannot understand",
-            0x0110: "processing failure", 0x0122: "SOP class not supported", 0x0124: "not authorized",
-            0xC122: "transfer syntax not supported", 0xB000: "coercion of data elements",
-            0xB006: "elements discarded", 0xB007: "data set does not match SOP class"}
 
 
 @dataclass(frozen=True)
@@ -54,7 +51,7 @@ class StowResult:
 
 
 def _code(code: int | None) -> str:
-    return "none given" if code is None else f"0x{code:04X}" + (f" ({_REASONS[code]})" if code in _REASONS else "")
+    return "none given" if code is None else f"0x{code:04X}" + (f" ({REASONS[code]})" if code in REASONS else "")
 
 
 def classify_answer(status: int, answer: StowAnswer | None, uid: str) -> StowResult:
@@ -114,14 +111,14 @@ class StowSender:
     def probe(self) -> bool:
         """Whether the archive answers a QIDO-RS now (a cheap probe of a destination that was down)."""
         try:
-            response = self._client.get("studies", params={"limit": "1"}, headers={"Accept": "application/dicom+json"})
+            response = self._client.get("studies", params={"limit": "1"}, headers={"Accept": JSON_MEDIA_TYPE})
         except (httpx.HTTPError, TokenError, OSError):
             return False
         return response.status_code < 500 and response.status_code not in _TRANSIENT
 
     def _post(self, batch: Sequence[tuple[str, bytes]]) -> dict[str, StowResult]:
         content_type, body = stow_body([data for _, data in batch])
-        headers = {"Content-Type": content_type, "Accept": "application/dicom+json"}
+        headers = {"Content-Type": content_type, "Accept": JSON_MEDIA_TYPE}
         try:
             with self._client.stream("POST", "studies", content=body, headers=headers) as response:
                 status, text = response.status_code, _answer_text(response)

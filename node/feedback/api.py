@@ -18,8 +18,9 @@ from starlette.routing import BaseRoute, Route
 from node import __version__
 from node.config.quality import FeedbackConfig
 from node.feedback.submit import FeedbackBody, FeedbackRefused, parse, submit
-from node.feedback.tokens import TokensError, bearer, read_tokens, token_name
+from node.ops.json_error import json_error
 from node.ops.logging import get_logger
+from node.ops.tokens import TokenSecret, TokensError
 from node.store import Store
 
 log = get_logger("feedback")
@@ -57,8 +58,7 @@ def openapi() -> dict[str, Any]:
 
 
 def _refusal(status: int, reason: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"error": reason}, status, headers=headers)
+    return json_error(status, reason, {"WWW-Authenticate": "Bearer"} if status == 401 else None)
 
 
 async def _body(request: Request) -> object:
@@ -78,18 +78,16 @@ def feedback_routes(store: Store, closed_sets: Mapping[str, Sequence[str]],
                     config: FeedbackConfig) -> list[BaseRoute]:
     """The API's routes over ``store``, checking labels against ``closed_sets`` (task → labels); none when
     ``config.tokens`` is unset."""
-    tokens_path = config.tokens
-    if tokens_path is None:
+    if config.tokens is None:
         return []
+    secret = TokenSecret(config.tokens, "feedback.tokens")
 
     async def post_feedback(request: Request) -> JSONResponse:
         try:
-            tokens = await run_in_threadpool(read_tokens, tokens_path)
+            name = await run_in_threadpool(secret.client, request.headers.get("authorization"))
         except TokensError as exc:
             log.error("feedback.tokens_unreadable", error=str(exc))
             return _refusal(503, "the feedback tokens cannot be read")
-        presented = bearer(request.headers.get("authorization"))
-        name = token_name(presented, tokens) if presented else None
         if name is None:
             return _refusal(401, "a known bearer token is needed")
         try:

@@ -14,8 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from node.config.quality import FeedbackConfig
 from node.routing import Router
 from node.store import Store, Verdict
-
-UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
+from node.uids import MAX_UID_LENGTH, UID_PATTERN
 
 
 class FeedbackRefused(Exception):
@@ -32,7 +31,7 @@ class FeedbackBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    study_instance_uid: str | None = Field(default=None, max_length=64, pattern=UID_PATTERN,
+    study_instance_uid: str | None = Field(default=None, max_length=MAX_UID_LENGTH, pattern=UID_PATTERN,
                                            description="The study's Study Instance UID (or give accession).")
     accession: str | None = Field(default=None, min_length=1, max_length=16,
                                   description="The study's Accession Number (or give study_instance_uid).")

@@ -4,13 +4,12 @@ study. The receiver (:mod:`node.ingest.receiver`) raises :class:`Refusal` and an
 
 from __future__ import annotations
 
-import re
-
 from pydicom.uid import generate_uid
 
 from node.errors import NodeError
 from node.ingest.part10 import DatasetHeader
 from node.store import StoredFile
+from node.uids import is_uid
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
@@ -26,8 +25,6 @@ REFUSAL_REASONS = ("out_of_space", "too_large", "malformed", "missing_uid", "inv
                    "sop_instance_mismatch", "uid_conflict", "study_mismatch", "storage_error", "internal_error")
 #: The status of each refusal an incoming dataset can end in (:class:`~node.ingest.incoming.Refusal`).
 INCOMING_REFUSAL_STATUS = {"too_large": OUT_OF_RESOURCES, "out_of_space": OUT_OF_RESOURCES, "malformed": MALFORMED}
-
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
 
 class Refusal(NodeError):
@@ -60,13 +57,9 @@ def encodable(value: str) -> str:
     return value if value.isascii() else generate_uid(entropy_srcs=[value])
 
 
-def _valid_uid(uid: str) -> bool:
-    return 0 < len(uid) <= 64 and _UID.match(uid) is not None
-
-
 def check_target_uid(uid: str) -> None:
     """Raise ValueError when the study a request names (STOW-RS ``/studies/{study}``) is not a valid UID."""
-    if not _valid_uid(uid):
+    if not is_uid(uid):
         raise ValueError("the study in the request's path is not a valid UID")
 
 
@@ -77,7 +70,7 @@ def check_identity(header: DatasetHeader, sop_class_uid: str, sop_instance_uid: 
         uid = getattr(header, name)
         if not uid:
             raise Refusal(BAD_UID, "missing_uid", f"dataset has no {name}")
-        if not _valid_uid(uid):
+        if not is_uid(uid):
             raise Refusal(BAD_UID, "invalid_uid", f"dataset {name} is not a valid UID")
     if header.sop_class_uid != sop_class_uid:
         raise Refusal(SOP_CLASS_MISMATCH, "sop_class_mismatch", "SOP Class UID differs from command")

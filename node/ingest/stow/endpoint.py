@@ -11,28 +11,24 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from node.config.dicom import TlsConfig
 from node.config.stow import StowConfig
+from node.dicomweb.multipart import MultipartError, MultipartReader
+from node.dicomweb.response_module import JSON_MEDIA_TYPE, XML_MEDIA_TYPE
 from node.ingest.assembler import StudyAssembler
 from node.ingest.receiver import Receiver
 from node.ingest.refusals import OUT_OF_RESOURCES, check_target_uid
-from node.ingest.stow.clients import Clients, Forbidden, TokensFileError, Unauthorized
-from node.ingest.stow.multipart import MalformedBody, MultipartReader, UnsupportedMediaType, boundary_of
+from node.ingest.stow.clients import Clients, Forbidden, Unauthorized
+from node.ingest.stow.multipart import UnsupportedMediaType, boundary_of
 from node.ingest.stow.parts import PartReceiver, PartResult
-from node.ingest.stow.response import (
-    JSON_MEDIA_TYPE,
-    XML_MEDIA_TYPE,
-    http_status,
-    response_module,
-    to_json,
-    to_xml,
-    wants_xml,
-)
+from node.ingest.stow.response import http_status, response_module, to_json, to_xml, wants_xml
 from node.ops.http import WebServer
+from node.ops.json_error import json_error
 from node.ops.logging import get_logger, uid_hash
+from node.ops.tokens import TokensError
 
 log = get_logger("stow")
 
@@ -53,10 +49,6 @@ def listener_tls(tls: TlsConfig) -> dict[str, object] | None:
     if tls.ca is not None:
         settings |= {"ssl_ca_certs": str(tls.ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
     return settings
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse({"error": message}, status, headers=headers)
 
 
 class _Request:
@@ -134,26 +126,26 @@ class StowReceiver:
         """Answer one STOW-RS request (see the module's docstring)."""
         started = time.perf_counter()
         if self._closing:
-            return _error(503, "the node is stopping", {"Retry-After": "30"})
+            return json_error(503, "the node is stopping", {"Retry-After": "30"})
         try:
             client = self._clients.authorize(request.headers.get("authorization"))
         except Unauthorized as exc:
-            return _error(401, str(exc), {"WWW-Authenticate": 'Bearer realm="dicomweb"'})
+            return json_error(401, str(exc), {"WWW-Authenticate": 'Bearer realm="dicomweb"'})
         except Forbidden as exc:
             log.warning("stow.forbidden", detail=str(exc))
-            return _error(403, str(exc))
-        except (OSError, TokensFileError) as exc:
+            return json_error(403, str(exc))
+        except TokensError as exc:
             log.error("stow.tokens_file_unreadable", error=type(exc).__name__)
-            return _error(503, "the receiver's tokens file cannot be read; see the node's log")
+            return json_error(503, "the receiver's tokens file cannot be read; see the node's log")
         study = request.path_params.get("study")
         try:
             if study is not None:
                 check_target_uid(study)
             boundary = boundary_of(request.headers.get("content-type"))
         except UnsupportedMediaType as exc:
-            return _error(415, str(exc))
+            return json_error(415, str(exc))
         except ValueError as exc:
-            return _error(400, str(exc))
+            return json_error(400, str(exc))
         results, broken = await self._receive(request, boundary, client, study)
         status = 400 if broken else http_status(results)
         log.info("stow.request", client=client, study=uid_hash(study) if study else None, parts=len(results),
@@ -165,7 +157,7 @@ class StowReceiver:
                        study: str | None) -> tuple[list[PartResult], str | None]:
         """Store the body's parts as they end; the results, and why the body broke off (None: it did not)."""
         parts = _Request(self._receiver, self._assembler, self._executor, client, study)
-        reader = MultipartReader(boundary, parts.open_part, self._config.max_parts)
+        reader = MultipartReader(boundary, parts.open_part, self._config.max_parts, "dicomweb.stow.max_parts")
         broken = None
         try:
             try:
@@ -173,7 +165,7 @@ class StowReceiver:
                     reader.feed(chunk)
                     await parts.store_ended()
                 reader.finish()
-            except MalformedBody as exc:
+            except MultipartError as exc:
                 broken = str(exc)
             except ClientDisconnect:
                 broken = "the client closed the connection before the body's end"

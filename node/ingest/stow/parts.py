@@ -10,20 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from node.dicomweb.multipart import DICOM, media_type
+from node.dicomweb.response_module import CANNOT_UNDERSTAND
 from node.ingest.incoming import IncomingDataset
 from node.ingest.part10 import FileMeta, MalformedDataset, read_file_meta
 from node.ingest.receiver import Receiver, StoreRequest
 from node.ingest.refusals import SUCCESS, encodable
-from node.ingest.stow.multipart import DICOM_MEDIA_TYPE
 from node.ops.logging import get_logger
 
 log = get_logger("stow")
 
 #: A part's File Meta must end within its first this many bytes.
 HEAD_LIMIT = 65_536
-#: PS3.18 I.2.2 Failure Reason "Error: Cannot understand": a part that is not a DICOM Part 10 file.
-CANNOT_UNDERSTAND = 0xC000
-
 
 @dataclass(frozen=True)
 class PartResult:
@@ -49,7 +47,7 @@ class PartResult:
 
 
 class PartReceiver:
-    """The sink of one part (:class:`~node.ingest.multipart.PartSink`): the File Meta, then the dataset into an
+    """The sink of one part (:class:`~node.dicomweb.multipart.PartSink`): the File Meta, then the dataset into an
     :class:`IncomingDataset`; :meth:`store` (blocking: run it off the event loop) stores it once it has ended."""
 
     def __init__(self, number: int, headers: dict[str, str], receiver: Receiver, client: str,
@@ -63,9 +61,9 @@ class PartReceiver:
         self._incoming: IncomingDataset | None = None
         self.failure: str | None = None
         self.ended = False
-        media_type = headers.get("content-type", DICOM_MEDIA_TYPE).split(";")[0].strip().lower()
-        if media_type != DICOM_MEDIA_TYPE:
-            self._fail(f"part {number} is {media_type[:64]!r}, not {DICOM_MEDIA_TYPE}")
+        kind = media_type(headers.get("content-type", DICOM))[0]
+        if kind != DICOM:
+            self._fail(f"part {number} is {kind[:64]!r}, not {DICOM}")
 
     def _fail(self, reason: str) -> None:
         self.failure, self._head = reason, None

@@ -7,20 +7,21 @@ from collections.abc import Sequence
 from typing import cast
 from xml.sax.saxutils import escape, quoteattr
 
+from node.dicomweb.response_module import (
+    FAILED_SOP_SEQUENCE,
+    FAILURE_REASON,
+    JSON_MEDIA_TYPE,
+    REFERENCED_SOP_CLASS_UID,
+    REFERENCED_SOP_INSTANCE_UID,
+    REFERENCED_SOP_SEQUENCE,
+    RETRIEVE_URL,
+    XML_MEDIA_TYPE,
+    AttributeTag,
+)
 from node.ingest.stow.parts import PartResult
 
-JSON_MEDIA_TYPE = "application/dicom+json"
-XML_MEDIA_TYPE = "application/dicom+xml"
-
-_RETRIEVE_URL = ("00081190", "UR", "RetrieveURL")
-_FAILED_SOP_SEQUENCE = ("00081198", "SQ", "FailedSOPSequence")
-_REFERENCED_SOP_SEQUENCE = ("00081199", "SQ", "ReferencedSOPSequence")
-_SOP_CLASS = ("00081150", "UI", "ReferencedSOPClassUID")
-_SOP_INSTANCE = ("00081155", "UI", "ReferencedSOPInstanceUID")
-_FAILURE_REASON = ("00081197", "US", "FailureReason")
-
-#: An attribute: (tag, VR, keyword) and its values (an item list for SQ; none: present, empty — Type 2).
-Attribute = tuple[tuple[str, str, str], list[object]]
+#: An attribute and its values (an item list for SQ; none: present, empty — Type 2).
+Attribute = tuple[AttributeTag, list[object]]
 
 
 def http_status(results: Sequence[PartResult]) -> int:
@@ -37,23 +38,24 @@ def http_status(results: Sequence[PartResult]) -> int:
 def _item(result: PartResult) -> list[Attribute]:
     attributes: list[Attribute] = []
     if result.understood:  # a part that was not DICOM names no instance
-        attributes += [(_SOP_CLASS, [result.sop_class_uid]), (_SOP_INSTANCE, [result.sop_instance_uid])]
+        attributes += [(REFERENCED_SOP_CLASS_UID, [result.sop_class_uid]),
+                       (REFERENCED_SOP_INSTANCE_UID, [result.sop_instance_uid])]
     if result.stored:
-        attributes.append((_RETRIEVE_URL, []))  # Type 2: the node does not serve WADO-RS
+        attributes.append((RETRIEVE_URL, []))  # Type 2: the node does not serve WADO-RS
     else:
-        attributes.append((_FAILURE_REASON, [result.status]))
+        attributes.append((FAILURE_REASON, [result.status]))
     return attributes
 
 
 def response_module(results: Sequence[PartResult]) -> list[Attribute]:
     """The Store Instances Response Module's attributes for the parts' results."""
-    module: list[Attribute] = [(_RETRIEVE_URL, [])]
+    module: list[Attribute] = [(RETRIEVE_URL, [])]
     failed = [_item(result) for result in results if not result.stored]
     stored = [_item(result) for result in results if result.stored]
     if failed:
-        module.append((_FAILED_SOP_SEQUENCE, list(failed)))
+        module.append((FAILED_SOP_SEQUENCE, list(failed)))
     if stored:
-        module.append((_REFERENCED_SOP_SEQUENCE, list(stored)))
+        module.append((REFERENCED_SOP_SEQUENCE, list(stored)))
     return module
 
 

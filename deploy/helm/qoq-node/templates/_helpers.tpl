@@ -84,6 +84,9 @@ name (what trtllm-serve lists for a local checkpoint when it is given no name). 
 {{- if .Values.feedback.tokensSecret -}}
 {{- $_ := set $managed "feedback" (dict "tokens" "/etc/qoq-node/feedback-tokens") -}}
 {{- end -}}
+{{- if and .Values.stowTokens.secretName (not (dig "dicomweb" "stow" "tokens_file" "" .Values.config)) -}}
+{{- $_ := set $managed "dicomweb" (dict "stow" (dict "tokens_file" "/etc/qoq-node/stow-tokens")) -}}
+{{- end -}}
 {{- if .Values.engineServer.enabled -}}
 {{- $openai := dict "url" (printf "http://%s:%d/v1" (include "qoq-node.engineName" .) (int .Values.engineServer.port)) "served_model" (include "qoq-node.servedModel" .) -}}
 {{- $engine := dict "backend" "openai" "openai" $openai -}}
