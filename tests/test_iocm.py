@@ -1,7 +1,7 @@
 """IHE IOCM on real peers: a rejection note (a Key Object Selection built with highdicom, titled with a
 rejection code) of the node's SR, sent by Orthanc to the node, marks the result rejected, moves the metric,
-cancels what was not yet delivered (never sent, nor retried) and starts no new study version; a KOS of
-another title stays ignored."""
+cancels what was not yet delivered (never sent, nor retried) and starts no new study version; a note of the
+node's Encapsulated PDF report alone is read the same way; a KOS of another title stays ignored."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from node.ingest.rejection import read_note
+from node.results.encapsulated_pdf import ENCAPSULATED_PDF_STORAGE
 from node.store import COMPLETE, QUEUED
 from node.store.outbox import OutboxState
 from node.testing.loopback import LOOPBACK, free_port
@@ -57,6 +58,7 @@ def test_a_rejection_note_rejects_the_result(orthanc: Orthanc, make_node, tmp_pa
              timeout=30, what="the results delivered to Orthanc")
     found = [pydicom.dcmread(io.BytesIO(orthanc.file(i["ID"]))) for i in orthanc.instances(study.study_uid)]
     [sr] = [ds for ds in found if ds.Modality == "SR"]
+    [pdf] = [ds for ds in found if ds.SOPClassUID == ENCAPSULATED_PDF_STORAGE]
     assert sr.Manufacturer != "Viewer Vendor"
 
     _send_instance(orthanc, _note(sr, tmp_path, "113000", "Of Interest"))  # not a rejection: ignored as before
@@ -79,6 +81,17 @@ def test_a_rejection_note_rejects_the_result(orthanc: Orthanc, make_node, tmp_pa
     assert {i.state for i in node.store.outbox.items() if i.destination == "down"} == {OutboxState.CANCELLED}
     summary = study_of(node, study.study_uid)
     assert summary is not None and (summary.version, summary.state) == (1, COMPLETE)
+
+    # a note that references the node's PDF report alone is a rejection of the same version too
+    _send_instance(orthanc, _note(pdf, tmp_path, "113037", "Rejected for Patient Safety Reasons"))
+    by_code = {v.reason_code: v for v in node.store.verdicts.for_study(study.study_uid) if v.source == "iocm"}
+    assert set(by_code) == {"113001", "113037"} and (by_code["113037"].version, by_code["113037"].verdict) == (
+        1, "rejected")
+    text = node.metrics.render().decode()
+    assert metric_value(text, "qoqnode_results_rejected_total", 'reason="113037"') == 1
+    assert metric_value(text, "qoqnode_cstore_requests_total", 'outcome="rejection_note"') == 2
+    summary = study_of(node, study.study_uid)
+    assert summary is not None and summary.version == 1
 
 
 def test_a_kos_that_cannot_be_read_as_a_note_is_none(tmp_path: Path) -> None:
