@@ -9,8 +9,6 @@ import io
 from pathlib import Path
 
 import pydicom
-from highdicom.ko import KeyObjectSelection, KeyObjectSelectionDocument
-from highdicom.sr import CodedConcept
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -22,18 +20,7 @@ from node.store.outbox import OutboxState
 from node.testing.loopback import LOOPBACK, free_port
 from node.testing.pacs import Orthanc
 from node.testing.synthetic import restamp, write_cr_study
-from tests.helpers import metric_value, replay_engine, state, study_of, wait_for
-
-
-def _note(sr: pydicom.Dataset, directory: Path, code: str, meaning: str) -> Path:
-    """A Key Object Selection titled ``code`` that references ``sr``, as a viewer or PACS makes one."""
-    document = KeyObjectSelectionDocument(
-        evidence=[sr], content=KeyObjectSelection(CodedConcept(code, "DCM", meaning), [sr]),
-        series_instance_uid=generate_uid(), series_number=99, sop_instance_uid=generate_uid(), instance_number=1,
-        manufacturer="Viewer Vendor")
-    path = directory / f"kos-{code}.dcm"
-    document.save_as(path)
-    return path
+from tests.helpers import key_object_note, metric_value, replay_engine, state, study_of, wait_for
 
 
 def _send_instance(orthanc: Orthanc, path: Path) -> None:
@@ -61,12 +48,13 @@ def test_a_rejection_note_rejects_the_result(orthanc: Orthanc, make_node, tmp_pa
     [pdf] = [ds for ds in found if ds.SOPClassUID == ENCAPSULATED_PDF_STORAGE]
     assert sr.Manufacturer != "Viewer Vendor"
 
-    _send_instance(orthanc, _note(sr, tmp_path, "113000", "Of Interest"))  # not a rejection: ignored as before
+    # not a rejection: ignored as before
+    _send_instance(orthanc, key_object_note([sr], tmp_path, "113000", "Of Interest"))
     assert not node.store.verdicts.is_rejected(study.study_uid)
     pending = [i for i in node.store.outbox.items() if i.destination == "down"]
     assert pending and all(i.state == OutboxState.PENDING for i in pending)
 
-    _send_instance(orthanc, _note(sr, tmp_path, "113001", "Rejected for Quality Reasons"))
+    _send_instance(orthanc, key_object_note([sr], tmp_path, "113001", "Rejected for Quality Reasons"))
     assert node.store.verdicts.is_rejected(study.study_uid, 1)
     [verdict] = [v for v in node.store.verdicts.for_study(study.study_uid) if v.source == "iocm"]
     assert (verdict.verdict, verdict.reason_code, verdict.version, verdict.task, verdict.ai_labels) == (
@@ -83,7 +71,7 @@ def test_a_rejection_note_rejects_the_result(orthanc: Orthanc, make_node, tmp_pa
     assert summary is not None and (summary.version, summary.state) == (1, COMPLETE)
 
     # a note that references the node's PDF report alone is a rejection of the same version too
-    _send_instance(orthanc, _note(pdf, tmp_path, "113037", "Rejected for Patient Safety Reasons"))
+    _send_instance(orthanc, key_object_note([pdf], tmp_path, "113037", "Rejected for Patient Safety Reasons"))
     by_code = {v.reason_code: v for v in node.store.verdicts.for_study(study.study_uid) if v.source == "iocm"}
     assert set(by_code) == {"113001", "113037"} and (by_code["113037"].version, by_code["113037"].verdict) == (
         1, "rejected")
@@ -103,7 +91,7 @@ def test_a_kos_that_cannot_be_read_as_a_note_is_none(tmp_path: Path) -> None:
     sr.PatientID, sr.PatientName, sr.PatientBirthDate, sr.PatientSex = "X", "X^Y", "", ""
     sr.AccessionNumber, sr.StudyID, sr.StudyDate, sr.StudyTime, sr.ReferringPhysicianName = "", "", "", "", ""
     sr.Modality = "SR"
-    note = pydicom.dcmread(_note(sr, tmp_path, "113037", "Rejected for Patient Safety Reasons"))
+    note = pydicom.dcmread(key_object_note([sr], tmp_path, "113037", "Rejected for Patient Safety Reasons"))
     assert read_note(_body(note), ExplicitVRLittleEndian).code == "113037"
     note.ConceptNameCodeSequence[0].CodingSchemeDesignator = "99LOCAL"
     assert read_note(_body(note), ExplicitVRLittleEndian) is None
