@@ -142,11 +142,13 @@ def test_an_ignored_class_and_a_rejection_note_are_handled_as_c_store_does(
     other = write_ct_study(tmp_path / "ct", slices=1, size=64)
     of_interest = key_object_note([pydicom.dcmread(other.files[0])], tmp_path, "113000", "Of Interest")
     rejection = key_object_note([sr, pdf], tmp_path, "113001", "Rejected for Quality Reasons")
+    answered = _requests_answered(stow_node, "2xx")
     answer = post(stow_node, body(of_interest.read_bytes(), rejection.read_bytes()))
     assert answer.status_code == 200 and FAILED_SOP_SEQUENCE not in answer.json()
     assert {item["00081155"]["Value"][0] for item in answer.json()[REFERENCED_SOP_SEQUENCE]["Value"]} == {
         uid_of(of_interest), uid_of(rejection)}
     assert not spooled(stow_node, uid_of(of_interest)) and not spooled(stow_node, uid_of(rejection))
+    assert _requests_answered(stow_node, "2xx") == answered + 1
     metrics = httpx.get(f"{stow_node.url}/metrics").text
     assert metric_value(metrics, "qoqnode_cstore_requests_total", 'outcome="ignored"') == 1
     assert metric_value(metrics, "qoqnode_cstore_requests_total", 'outcome="rejection_note"') == 1
@@ -155,13 +157,20 @@ def test_an_ignored_class_and_a_rejection_note_are_handled_as_c_store_does(
     assert other.study_uid not in studies and studies[study.study_uid].version == 1
 
 
+def _requests_answered(node: NodeProcess, status: str) -> float:
+    """``qoqnode_stow_requests_total`` of an HTTP status class (2xx, 4xx, 5xx), from the node's /metrics."""
+    return metric_value(httpx.get(f"{node.url}/metrics").text, "qoqnode_stow_requests_total", f'status="{status}"')
+
+
 def test_tokens(stow_node: NodeProcess, study: SyntheticStudy) -> None:
     part = body(study.files[0].read_bytes())
+    refused = _requests_answered(stow_node, "4xx")
     missing = httpx.post(f"{stow_node.url}/dicomweb/studies", content=part, headers={"Content-Type": DICOM_MULTIPART})
     assert missing.status_code == 401 and missing.headers["WWW-Authenticate"].startswith("Bearer")
     assert post(stow_node, part, headers={"Authorization": "Bearer not-a-known-token-at-all"}).status_code == 401
     forbidden = post(stow_node, part, headers=auth("OUTSIDER"))
     assert forbidden.status_code == 403 and "OUTSIDER" in forbidden.json()["error"]
+    assert _requests_answered(stow_node, "4xx") == refused + 3
 
 
 def test_wrong_content_type_is_415(stow_node: NodeProcess, study: SyntheticStudy) -> None:
