@@ -112,7 +112,7 @@ class Node:
             if config.hl7_listener.enabled else None
         self.metrics.watch_state(self.store.studies.counts, self.store.outbox.counts, root)
         watch_quality(self.metrics, self.store, config.quality, load_evaluation(config.quality.baseline))
-        self.stow = StowReceiver(config.dicomweb.stow, self.receiver, self.assembler) \
+        self.stow = StowReceiver(config.dicomweb.stow, self.receiver, self.assembler, self.metrics) \
             if config.dicomweb.stow.enabled else None
         self.stow_server = self.stow.own_listener() if self.stow is not None else None  # None: on self.web
         stow_routes = self.stow.routes() if self.stow is not None and self.stow_server is None else []

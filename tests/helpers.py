@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -22,6 +22,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from highdicom.ko import KeyObjectSelection, KeyObjectSelectionDocument
+from highdicom.sr import CodedConcept
 
 from node.app import STATE_DB_NAME
 from node.config import NodeConfig, load_config
@@ -290,3 +292,15 @@ def make_pki(directory: Path) -> dict[str, Path]:
         files[f"{role}_cert"] = directory / f"{role}.pem"
         files[f"{role}_cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return files
+
+
+def key_object_note(referenced: Sequence[pydicom.Dataset], directory: Path, code: str, meaning: str) -> Path:
+    """A Key Object Selection titled DCM ``code`` that references ``referenced`` (of one study), as a viewer or
+    PACS makes one (an IHE IOCM rejection note when ``code`` is a rejection code), saved under ``directory``."""
+    document = KeyObjectSelectionDocument(
+        evidence=referenced, content=KeyObjectSelection(CodedConcept(code, "DCM", meaning), referenced),
+        series_instance_uid=pydicom.uid.generate_uid(), series_number=99, sop_instance_uid=pydicom.uid.generate_uid(),
+        instance_number=1, manufacturer="Viewer Vendor")
+    path = directory / f"kos-{code}-{document.SOPInstanceUID}.dcm"
+    document.save_as(path)
+    return path

@@ -453,14 +453,17 @@ def _metric_names(text: str) -> set[str]:
 
 @pytest.mark.usefixtures("dcmtk")
 def test_every_metric_of_the_alerts_and_dashboard_is_exported(orthanc: Orthanc, make_node, tmp_path: Path) -> None:
-    """Run a real node through a study (so every labelled series exists), then compare."""
+    """Run a real node through a study (so every labelled series exists), with its STOW-RS receiver on, then
+    compare."""
     cr = write_cr_study(tmp_path / "cr", size=256)
     responses = tmp_path / "responses.json"
     responses.write_text(json.dumps({"*": lesion_answer(pydicom.dcmread(cr.files[0]), "Mass")}))
+    (tmp_path / "stow-tokens.yaml").write_text('[{name: CLOUDPACS, token: "cloud-pacs-token-0123456789"}]')
     with MllpListener() as ehr:
         node = make_node(engine={"backend": "replay", "replay_responses": responses}, destinations={
             "dicom": [{"name": "pacs", "ae_title": orthanc.aet, "host": LOOPBACK, "port": orthanc.dicom_port}],
-            "hl7": [{"name": "ehr", "host": LOOPBACK, "port": ehr.port}]})
+            "hl7": [{"name": "ehr", "host": LOOPBACK, "port": ehr.port}]},
+            dicomweb={"stow": json.dumps({"enabled": True, "tokens_file": str(tmp_path / "stow-tokens.yaml")})})
         subprocess.run(["storescu", "-aec", "QOQNODE", LOOPBACK, str(node.scp.port), str(cr.files[0])], check=True,
                        capture_output=True)
         subprocess.run(["storescu", "-aec", "WRONG", LOOPBACK, str(node.scp.port), str(cr.files[0])],

@@ -24,6 +24,7 @@ from node.egress.dicomweb import StowSender, classify_answer
 from node.egress.mllp import Delivery
 from node.egress.worker import DestinationWorker, dicomweb_sender
 from node.ops.metrics import Metrics
+from node.results.encapsulated_pdf import ENCAPSULATED_PDF_STORAGE
 from node.store import COMPLETE, DEAD, PENDING, SENT, Store
 from node.testing.dicomweb_proxy import DicomWebProxy
 from node.testing.loopback import LOOPBACK, free_port, http_json
@@ -68,8 +69,8 @@ def _worker(store: Store, destination: DicomWebDestination) -> DestinationWorker
 
 def test_results_and_priors_go_through_the_archive(orthanc: Orthanc, make_node, tmp_path: Path, storescu) -> None:
     """Orthanc holds a prior radiograph of the patient; the node finds it by QIDO-RS, retrieves it by WADO-RS
-    into storage.root/context/, reads the new radiograph with it, and STOWs every result to Orthanc, where a
-    QIDO-RS finds them."""
+    into storage.root/context/, reads the new radiograph with it, and STOWs every result to Orthanc (the
+    Encapsulated PDF report among them), where a QIDO-RS finds them."""
     prior = restamp(write_cr_study(tmp_path / "prior", size=256), PatientID="DW-0001", StudyDate="20250601")
     current = restamp(write_cr_study(tmp_path / "current", size=256), PatientID="DW-0001", StudyDate="20260101")
     for path in prior.files:
@@ -88,6 +89,7 @@ def test_results_and_priors_go_through_the_archive(orthanc: Orthanc, make_node, 
     found = http_json(f"{orthanc.url}/dicom-web/studies/{current.study_uid}/instances")
     assert {m["00080018"]["Value"][0] for m in found} == {i.key for i in items}
     [sr_match] = [m for m in found if m["00080016"]["Value"][0] == SR_CLASS]
+    assert ENCAPSULATED_PDF_STORAGE in {m["00080016"]["Value"][0] for m in found}  # the AI report goes too
     [sr_id] = [i["ID"] for i in orthanc.instances(current.study_uid)
                if i["MainDicomTags"]["SOPInstanceUID"] == sr_match["00080018"]["Value"][0]]
     import io

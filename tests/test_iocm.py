@@ -1,7 +1,7 @@
 """IHE IOCM on real peers: a rejection note (a Key Object Selection built with highdicom, titled with a
 rejection code) of the node's SR, sent by Orthanc to the node, marks the result rejected, moves the metric,
-cancels what was not yet delivered (never sent, nor retried) and starts no new study version; a KOS of
-another title stays ignored."""
+cancels what was not yet delivered (never sent, nor retried) and starts no new study version; a note of the
+node's Encapsulated PDF report alone is read the same way; a KOS of another title stays ignored."""
 
 from __future__ import annotations
 
@@ -9,30 +9,18 @@ import io
 from pathlib import Path
 
 import pydicom
-from highdicom.ko import KeyObjectSelection, KeyObjectSelectionDocument
-from highdicom.sr import CodedConcept
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from node.ingest.rejection import read_note
+from node.results.encapsulated_pdf import ENCAPSULATED_PDF_STORAGE
 from node.store import COMPLETE, QUEUED
 from node.store.outbox import OutboxState
 from node.testing.loopback import LOOPBACK, free_port
 from node.testing.pacs import Orthanc
 from node.testing.synthetic import restamp, write_cr_study
-from tests.helpers import metric_value, replay_engine, state, study_of, wait_for
-
-
-def _note(sr: pydicom.Dataset, directory: Path, code: str, meaning: str) -> Path:
-    """A Key Object Selection titled ``code`` that references ``sr``, as a viewer or PACS makes one."""
-    document = KeyObjectSelectionDocument(
-        evidence=[sr], content=KeyObjectSelection(CodedConcept(code, "DCM", meaning), [sr]),
-        series_instance_uid=generate_uid(), series_number=99, sop_instance_uid=generate_uid(), instance_number=1,
-        manufacturer="Viewer Vendor")
-    path = directory / f"kos-{code}.dcm"
-    document.save_as(path)
-    return path
+from tests.helpers import key_object_note, metric_value, replay_engine, state, study_of, wait_for
 
 
 def _send_instance(orthanc: Orthanc, path: Path) -> None:
@@ -57,14 +45,16 @@ def test_a_rejection_note_rejects_the_result(orthanc: Orthanc, make_node, tmp_pa
              timeout=30, what="the results delivered to Orthanc")
     found = [pydicom.dcmread(io.BytesIO(orthanc.file(i["ID"]))) for i in orthanc.instances(study.study_uid)]
     [sr] = [ds for ds in found if ds.Modality == "SR"]
+    [pdf] = [ds for ds in found if ds.SOPClassUID == ENCAPSULATED_PDF_STORAGE]
     assert sr.Manufacturer != "Viewer Vendor"
 
-    _send_instance(orthanc, _note(sr, tmp_path, "113000", "Of Interest"))  # not a rejection: ignored as before
+    # not a rejection: ignored as before
+    _send_instance(orthanc, key_object_note([sr], tmp_path, "113000", "Of Interest"))
     assert not node.store.verdicts.is_rejected(study.study_uid)
     pending = [i for i in node.store.outbox.items() if i.destination == "down"]
     assert pending and all(i.state == OutboxState.PENDING for i in pending)
 
-    _send_instance(orthanc, _note(sr, tmp_path, "113001", "Rejected for Quality Reasons"))
+    _send_instance(orthanc, key_object_note([sr], tmp_path, "113001", "Rejected for Quality Reasons"))
     assert node.store.verdicts.is_rejected(study.study_uid, 1)
     [verdict] = [v for v in node.store.verdicts.for_study(study.study_uid) if v.source == "iocm"]
     assert (verdict.verdict, verdict.reason_code, verdict.version, verdict.task, verdict.ai_labels) == (
@@ -80,6 +70,17 @@ def test_a_rejection_note_rejects_the_result(orthanc: Orthanc, make_node, tmp_pa
     summary = study_of(node, study.study_uid)
     assert summary is not None and (summary.version, summary.state) == (1, COMPLETE)
 
+    # a note that references the node's PDF report alone is a rejection of the same version too
+    _send_instance(orthanc, key_object_note([pdf], tmp_path, "113037", "Rejected for Patient Safety Reasons"))
+    by_code = {v.reason_code: v for v in node.store.verdicts.for_study(study.study_uid) if v.source == "iocm"}
+    assert set(by_code) == {"113001", "113037"} and (by_code["113037"].version, by_code["113037"].verdict) == (
+        1, "rejected")
+    text = node.metrics.render().decode()
+    assert metric_value(text, "qoqnode_results_rejected_total", 'reason="113037"') == 1
+    assert metric_value(text, "qoqnode_cstore_requests_total", 'outcome="rejection_note"') == 2
+    summary = study_of(node, study.study_uid)
+    assert summary is not None and summary.version == 1
+
 
 def test_a_kos_that_cannot_be_read_as_a_note_is_none(tmp_path: Path) -> None:
     """Bytes that are no dataset, and a note titled with a code of another scheme, are no rejection note."""
@@ -90,7 +91,7 @@ def test_a_kos_that_cannot_be_read_as_a_note_is_none(tmp_path: Path) -> None:
     sr.PatientID, sr.PatientName, sr.PatientBirthDate, sr.PatientSex = "X", "X^Y", "", ""
     sr.AccessionNumber, sr.StudyID, sr.StudyDate, sr.StudyTime, sr.ReferringPhysicianName = "", "", "", "", ""
     sr.Modality = "SR"
-    note = pydicom.dcmread(_note(sr, tmp_path, "113037", "Rejected for Patient Safety Reasons"))
+    note = pydicom.dcmread(key_object_note([sr], tmp_path, "113037", "Rejected for Patient Safety Reasons"))
     assert read_note(_body(note), ExplicitVRLittleEndian).code == "113037"
     note.ConceptNameCodeSequence[0].CodingSchemeDesignator = "99LOCAL"
     assert read_note(_body(note), ExplicitVRLittleEndian) is None

@@ -1,5 +1,6 @@
 """The reports table (schema 7): kept with their HL7 message and forgotten with it when retention ends,
-matched or not; a schema 6 database gains it."""
+matched or not; matched to the study the node answered by accession, or by the placer or filler number of
+the study's order; a schema 6 database gains it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import sqlite3
 from pathlib import Path
 
 from node.store import Store
-from node.store.clinical import InboundMessage, patient_key
+from node.store.answers import Answer, insert_answer
+from node.store.clinical import InboundMessage, KnownStudy, Order, patient_key
 from node.store.reports import Report
 from node.store.schema import SCHEMA_VERSION
 
@@ -31,6 +33,33 @@ def test_a_waiting_report_is_forgotten_when_its_message_is(tmp_path: Path) -> No
     assert store.reports.count() == 1
     with store.database.reading() as db:
         assert db.execute("SELECT accession FROM reports").fetchall() == [("ACC-NEW",)]
+
+
+def test_a_report_is_matched_by_its_orders_placer_or_filler_number(tmp_path: Path) -> None:
+    """A report that names only the order's placer number, or only its filler number (in OBR-3 or in the
+    accession's place), is matched through the order to the study of the order's accession; numbers of another
+    order, or the order's numbers for another patient, match nothing."""
+    store = Store(tmp_path / "state.db")
+    with store.database.transaction() as db:
+        insert_answer(db, Answer("1.2.3.1", 1, "chest_xray", ("Pneumothorax",), "", "", 10.0))
+    store.clinical.know_study(KnownStudy("1.2.3.1", KEY, "ACC-S", "CR", None, "", None), 10.0)
+    order = Order(KEY, "PL-1", "FL-1", "ACC-S", "CHEST XR", "", "", "R", None)
+    assert store.clinical.record_message(InboundMessage("O1", "ORM^O01", "RIS", KEY, orders=(order,)),
+                                         "hl7/O1.hl7", 5.0)
+    other = patient_key("REP-0002", "HOSP")
+    reports = {"placer": Report(KEY, "PL-1", "", "", "F", "No pneumothorax."),
+               "filler": Report(KEY, "", "FL-1", "", "F", "No pneumothorax."),
+               "filler as accession": Report(KEY, "", "", "FL-1", "F", "No pneumothorax."),
+               "another order": Report(KEY, "PL-2", "FL-2", "", "F", "No pneumothorax."),
+               "another patient": Report(other, "PL-1", "FL-1", "", "F", "No pneumothorax.")}
+    for n, report in enumerate(reports.values()):
+        assert store.clinical.record_message(InboundMessage(f"R{n}", "ORU^R01", "RIS", report.patient_key,
+                                                            reports=(report,)), f"hl7/R{n}.hl7", 20.0 + n)
+    matched = {(found.report.placer, found.report.filler, found.report.accession, found.report.patient_key): study
+               for found, study in store.reports.matches()}
+    expected = {name: "1.2.3.1" for name in ("placer", "filler", "filler as accession")}
+    assert {name: matched.get((r.placer, r.filler, r.accession, r.patient_key)) for name, r in reports.items()} == {
+        **expected, "another order": None, "another patient": None}
 
 
 def test_a_schema_6_database_gains_the_reports_table(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """The STOW-RS receiver on the node's real HTTP server (a ``qoq-node serve`` process): studies stored from
 dicomweb-client and from Orthanc's own DICOMweb client are read and answered like studies that came by
-C-STORE; bearer tokens (401, 403); bad bodies answered 400 or 415 with nothing half-stored; 64 requests at
-once; a kill -9 right after a 200; a 600 MB instance in bounded memory."""
+C-STORE; an instance of an ignored class acknowledged and let go, and an IOCM rejection note of the node's
+result read, as C-STORE does; bearer tokens (401, 403); bad bodies answered 400 or 415 with nothing
+half-stored; 64 requests at once; a kill -9 right after a 200; a 600 MB instance in bounded memory."""
 
 from __future__ import annotations
 
@@ -16,12 +17,21 @@ import pydicom
 import pytest
 from dicomweb_client.api import DICOMwebClient
 
+from node.results.encapsulated_pdf import ENCAPSULATED_PDF_STORAGE
 from node.store import COMPLETE, FINISHED
 from node.testing.loopback import LOOPBACK, free_port, http_json
 from node.testing.node_process import NodeProcess
 from node.testing.pacs import Orthanc
 from node.testing.synthetic import SyntheticStudy, write_ct_study
-from tests.helpers import NO_FINDINGS, dataset_bytes, make_pki, stored_studies, wait_for
+from tests.helpers import (
+    NO_FINDINGS,
+    dataset_bytes,
+    key_object_note,
+    make_pki,
+    metric_value,
+    stored_studies,
+    wait_for,
+)
 
 TOKENS = {"CLOUDPACS": "cloud-pacs-token-0123456789", "ORTHANC": "orthanc-token-0123456789",
           "OUTSIDER": "outsider-token-0123456789"}
@@ -71,9 +81,12 @@ def uid_of(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def stow_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
-    """One node with the receiver on and the replay engine, for the tests that do not stop it."""
+    """One node with the receiver on and the replay engine, for the tests that do not stop it; its results go
+    by C-STORE to its own SCP (which lets them go: its own results), so that they are in its outbox."""
     root = tmp_path_factory.mktemp("stow-node")
     node = NodeProcess(root, stow_settings(root), NO_FINDINGS)
+    node.settings["QOQ_NODE__DESTINATIONS__DICOM"] = json.dumps(
+        [{"name": "self", "ae_title": "QOQNODE", "host": LOOPBACK, "port": node.dicom_port}])
     with node:
         yield node
 
@@ -117,13 +130,47 @@ def test_orthanc_pushes_a_study_with_its_own_dicomweb_client(tmp_path: Path, sto
         assert pydicom.dcmread(stored, stop_before_pixels=True).file_meta.SourceApplicationEntityTitle == "ORTHANC"
 
 
+def test_an_ignored_class_and_a_rejection_note_are_handled_as_c_store_does(
+        tmp_path: Path, stow_node: NodeProcess, study: SyntheticStudy) -> None:
+    """A KOS of another title (KO is in dicom.ignored_sop_classes) is acknowledged and let go; a rejection note
+    of the node's SR and PDF report is read: the result rejected."""
+    assert post(stow_node, body(*(path.read_bytes() for path in study.files))).status_code == 200  # (again: once)
+    _finished(stow_node, study.study_uid)
+    results = [pydicom.dcmread(path) for path in (stow_node.root / "var" / "results" / study.study_uid).glob("*/*.dcm")]
+    [sr] = [ds for ds in results if ds.Modality == "SR"]
+    [pdf] = [ds for ds in results if ds.SOPClassUID == ENCAPSULATED_PDF_STORAGE]
+    other = write_ct_study(tmp_path / "ct", slices=1, size=64)
+    of_interest = key_object_note([pydicom.dcmread(other.files[0])], tmp_path, "113000", "Of Interest")
+    rejection = key_object_note([sr, pdf], tmp_path, "113001", "Rejected for Quality Reasons")
+    answered = _requests_answered(stow_node, "2xx")
+    answer = post(stow_node, body(of_interest.read_bytes(), rejection.read_bytes()))
+    assert answer.status_code == 200 and FAILED_SOP_SEQUENCE not in answer.json()
+    assert {item["00081155"]["Value"][0] for item in answer.json()[REFERENCED_SOP_SEQUENCE]["Value"]} == {
+        uid_of(of_interest), uid_of(rejection)}
+    assert not spooled(stow_node, uid_of(of_interest)) and not spooled(stow_node, uid_of(rejection))
+    assert _requests_answered(stow_node, "2xx") == answered + 1
+    metrics = httpx.get(f"{stow_node.url}/metrics").text
+    assert metric_value(metrics, "qoqnode_cstore_requests_total", 'outcome="ignored"') == 1
+    assert metric_value(metrics, "qoqnode_cstore_requests_total", 'outcome="rejection_note"') == 1
+    assert metric_value(metrics, "qoqnode_results_rejected_total", 'reason="113001"') == 1
+    studies = {s.study_uid: s for s in stored_studies(stow_node)}
+    assert other.study_uid not in studies and studies[study.study_uid].version == 1
+
+
+def _requests_answered(node: NodeProcess, status: str) -> float:
+    """``qoqnode_stow_requests_total`` of an HTTP status class (2xx, 4xx, 5xx), from the node's /metrics."""
+    return metric_value(httpx.get(f"{node.url}/metrics").text, "qoqnode_stow_requests_total", f'status="{status}"')
+
+
 def test_tokens(stow_node: NodeProcess, study: SyntheticStudy) -> None:
     part = body(study.files[0].read_bytes())
+    refused = _requests_answered(stow_node, "4xx")
     missing = httpx.post(f"{stow_node.url}/dicomweb/studies", content=part, headers={"Content-Type": DICOM_MULTIPART})
     assert missing.status_code == 401 and missing.headers["WWW-Authenticate"].startswith("Bearer")
     assert post(stow_node, part, headers={"Authorization": "Bearer not-a-known-token-at-all"}).status_code == 401
     forbidden = post(stow_node, part, headers=auth("OUTSIDER"))
     assert forbidden.status_code == 403 and "OUTSIDER" in forbidden.json()["error"]
+    assert _requests_answered(stow_node, "4xx") == refused + 3
 
 
 def test_wrong_content_type_is_415(stow_node: NodeProcess, study: SyntheticStudy) -> None:

@@ -44,8 +44,8 @@ def add_infer(commands: Commands) -> None:
     infer_parser.add_argument("paths", nargs="+", type=Path, help="DICOM files or folders (grouped by study)")
     infer_parser.add_argument("--json", action="store_true", help="machine-readable output, with geometry")
     infer_parser.add_argument("--out", type=Path, default=None,
-                              help="also write each study's SR, SEGs, presentation state (and SCs) and HL7 ORU^R01 "
-                                   "into OUT/<study UID>/")
+                              help="also write each study's SR, SEGs, presentation state (and SCs, PDF report) and "
+                                   "HL7 ORU^R01 into OUT/<study UID>/")
     infer_parser.add_argument("--context", type=Path, default=None,
                               help="a file of HL7 messages (orders ORM/OMI, lab results ORU): the patients' context, "
                                    "given as each study's routing task asks")

@@ -15,6 +15,9 @@ termination term between:
 - termination terms (``but``, ``however``, ``except`` …) end a trigger's scope.
 
 Pure and total: no I/O, no exception on any text.
+
+Written here rather than taken from a library: medspaCy would downgrade NumPy under the pinned stack and
+negspaCy needs a trained spaCy model (docs/hl7-interface.md, "Radiology reports: the radiologist's verdict").
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """The STOW-RS route: ``POST /dicomweb/studies[/{study}]`` — the client authorized, the body parsed as it
 streams in, each part stored as soon as it has ended (on :data:`WORKERS` threads: fsync and commit block)
-while the next arrives, then one answer for all of them (:mod:`node.ingest.stow.response`)."""
+while the next arrives, then one answer for all of them (:mod:`node.ingest.stow.response`). Each answer is
+counted in ``qoqnode_stow_requests_total{status}`` by its HTTP status class (2xx, 4xx, 5xx); the instances
+themselves are counted with C-STORE's (``qoqnode_cstore_*``), as they are stored through the same path."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from prometheus_client import Counter
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -29,6 +32,7 @@ from node.ops.http import WebServer
 from node.ops.json_error import json_error
 from node.ops.logging import get_logger, uid_hash
 from node.ops.tokens import TokensError
+from node.ops.metrics import PREFIX, Metrics
 
 log = get_logger("stow")
 
@@ -38,6 +42,8 @@ WORKERS = 16
 PARTS_IN_FLIGHT = 8
 #: Reasons named in ``Warning`` headers (RFC 7234 5.5, PS3.18 8.4.4) of one answer, at most.
 WARNINGS = 8
+#: The HTTP status classes of the answers counted (exported at 0 from the start).
+STATUS_CLASSES = ("2xx", "4xx", "5xx")
 
 
 def listener_tls(tls: TlsConfig) -> dict[str, object] | None:
@@ -96,8 +102,13 @@ class _Request:
 class StowReceiver:
     """The STOW-RS receiver's routes, its clients and its storing threads."""
 
-    def __init__(self, config: StowConfig, receiver: Receiver, assembler: StudyAssembler) -> None:
+    def __init__(self, config: StowConfig, receiver: Receiver, assembler: StudyAssembler, metrics: Metrics) -> None:
         self._config = config
+        self._requests = Counter(f"{PREFIX}_stow_requests", "STOW-RS requests answered, by HTTP status class (2xx: "
+                                 "the instances stored, all or some; 4xx: refused (token, media type, a bad body) "
+                                 "or none stored; 5xx: the node is stopping or cannot read its tokens file).",
+                                 ["status"], registry=metrics.registry)
+        metrics.start_at_zero(self._requests, STATUS_CLASSES)
         self._receiver = receiver
         self._assembler = assembler
         self._clients = Clients(config)
@@ -123,7 +134,12 @@ class StowReceiver:
         self._executor.shutdown(wait=True)
 
     async def store(self, request: Request) -> Response:
-        """Answer one STOW-RS request (see the module's docstring)."""
+        """Answer one STOW-RS request (see the module's docstring), and count the answer."""
+        response = await self._store(request)
+        self._requests.labels(f"{response.status_code // 100}xx").inc()
+        return response
+
+    async def _store(self, request: Request) -> Response:
         started = time.perf_counter()
         if self._closing:
             return json_error(503, "the node is stopping", {"Retry-After": "30"})
