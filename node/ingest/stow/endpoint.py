@@ -31,8 +31,8 @@ from node.ingest.stow.response import http_status, response_module, to_json, to_
 from node.ops.http import WebServer
 from node.ops.json_error import json_error
 from node.ops.logging import get_logger, uid_hash
-from node.ops.tokens import TokensError
 from node.ops.metrics import PREFIX, Metrics
+from node.ops.tokens import TokensError
 
 log = get_logger("stow")
 
