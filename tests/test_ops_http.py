@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import select
 import socket
 import threading
@@ -137,6 +138,60 @@ def test_a_part_contributes_routes_with_body_limits_and_its_failures_log_no_mess
     assert any(e.get("component") == "uvicorn.error" and e.get("exception", {}).get("type") == "ValueError"
                for e in events), err[-2000:]
     assert "DOE^JANE" not in err
+
+
+def _answer(connection: socket.socket) -> tuple[int, dict]:
+    """One JSON answer read off a connection that stays open."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += connection.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?im)^content-length: *(\d+)", head)[1])  # type: ignore[index]
+    while len(body) < length:
+        body += connection.recv(65536)
+    return int(head.split()[1]), json.loads(body)
+
+
+def test_bodies_in_flight_leave_room_for_the_probes(monkeypatch) -> None:
+    """Issue 25's review: with the cap at 4, four POSTs holding their bodies open made /healthz fail with a
+    connection reset (a connection in a body was never made room of). At most MAX_BODIES bodies are read at
+    once: one more is answered 503 before its body is read (and its connection can then be made room of), the
+    probes are answered while the slots are held, and each held body is answered 408 once it has paused."""
+    monkeypatch.setattr(http, "MAX_CONNECTIONS", 4)
+    monkeypatch.setattr(http, "MAX_BODIES", 3)
+    monkeypatch.setattr(bodies, "BODY_IDLE_SECONDS", 2.0)
+
+    async def echo(request: Request) -> Response:
+        return Response(await read_body(request, 1000))
+
+    web = WebServer(LOOPBACK, 0, [*ops_routes(lambda: b"", lambda: [], lambda: True),
+                                  Route("/echo", echo, methods=["POST"])])
+    web.start()
+    slots = web.app.state.body_slots
+    head = b"POST /echo HTTP/1.1\r\nHost: node\r\nContent-Length: 100\r\n\r\n" + b"x" * 10  # 90 bytes never come
+    held = [socket.create_connection((LOOPBACK, web.port), timeout=10) for _ in range(3)]
+    try:
+        for connection in held:
+            connection.sendall(head)
+        deadline = time.monotonic() + 5
+        while slots.reading < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert slots.reading == 3
+        for _ in range(3):  # each in the place of the one before (answered, waiting for its next request)
+            with socket.create_connection((LOOPBACK, web.port), timeout=10) as refused:
+                refused.sendall(head)
+                assert _answer(refused) == (503, {"error": "3 request bodies are being received; try again later"})
+        for path, body in (("/healthz", {"status": "alive"}), ("/readyz", {"ready": True, "reasons": []}),
+                           ("/startupz", {"started": True})) * 2:
+            with urllib.request.urlopen(f"http://{LOOPBACK}:{web.port}{path}", timeout=1) as answer:
+                assert json.load(answer) == body
+        for connection in held:
+            assert _answer(connection) == (408, {"error": "request body paused over 2 s"})
+        assert slots.reading == 0
+    finally:
+        for connection in held:
+            connection.close()
+        web.stop()
 
 
 def test_the_port_in_use_is_named_with_its_setting() -> None:

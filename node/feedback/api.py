@@ -1,8 +1,9 @@
 """``POST /v1/feedback`` and its OpenAPI document (``GET /v1/openapi.json``), as Starlette routes the node's web
 server serves; none when ``feedback.tokens`` is unset (the API is off). Answers are JSON: 200 once the verdict is
 on disk; 401 without a known bearer token, 403 for a reader role the token may not post, 404 for a study the
-node has not answered, 413 for a body over :data:`MAX_BODY_BYTES`, 422 for a bad body, 503 when the tokens
-cannot be read — each with a reason that quotes nothing sent."""
+node has not answered, 408 for a body that pauses (:data:`node.ops.bodies.BODY_IDLE_SECONDS`), 413 for a body
+over :data:`MAX_BODY_BYTES`, 422 for a bad body, 503 when the tokens cannot be read or the server's body slots
+are all taken (:func:`node.ops.bodies.read_body`) — each with a reason that quotes nothing sent."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 from node import __version__
 from node.config.quality import FeedbackConfig
 from node.feedback.submit import FeedbackBody, FeedbackRefused, parse, submit
+from node.ops.bodies import read_body
 from node.ops.json_error import json_error
 from node.ops.logging import get_logger
 from node.ops.tokens import TokenSecret, TokensError
@@ -28,9 +30,10 @@ log = get_logger("feedback")
 MAX_BODY_BYTES = 16_384
 _ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 _ANSWERS = {"401": "no bearer token, or not a known one", "403": "the token may not post that reader_role",
-            "404": "the node has no result for that study", "413": "the body is too long",
+            "404": "the node has no result for that study", "408": "the body paused too long",
+            "413": "the body is too long",
             "422": "the body is not a verdict (the reason names the field), or a label is outside the task's closed "
-                   "set", "503": "the tokens cannot be read"}
+                   "set", "503": "the tokens cannot be read, or too many bodies are being received (Retry-After)"}
 
 
 def openapi() -> dict[str, Any]:
@@ -62,12 +65,9 @@ def _refusal(status: int, reason: str) -> JSONResponse:
 
 
 async def _body(request: Request) -> object:
-    """The request's JSON body; :class:`FeedbackRefused` when too long (413) or not JSON (422)."""
-    data = b""
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > MAX_BODY_BYTES:
-            raise FeedbackRefused(413, f"the body is longer than {MAX_BODY_BYTES} bytes")
+    """The request's JSON body; :class:`FeedbackRefused` when not JSON (422); too long (413), paused (408) or no
+    body slot free (503): the server's JSON error."""
+    data = await read_body(request, MAX_BODY_BYTES)
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError):

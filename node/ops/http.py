@@ -11,8 +11,20 @@ costs a socket, not a thread. uvicorn is kept as it is but for one small protoco
   with a JSON body (uvicorn's are plain text);
 - at most :data:`MAX_CONNECTIONS` are open; one beyond takes the place of the connection that has
   waited longest for its request head (uvicorn's ``limit_concurrency`` answers every request 503 once
-  the cap is reached: anyone who can reach the port could then fail the liveness probe), so the probes
-  are always answered.
+  the cap is reached: anyone who can reach the port could then fail the liveness probe);
+- at most :data:`MAX_BODIES` request bodies are read at once (:class:`BodySlots`, taken by
+  :func:`node.ops.bodies.limited_stream`); one more is answered 503 before its first byte is read.
+
+Together the last two keep the probes answered: a connection is either waiting for a request head (and
+can be made room of), or reading one of at most :data:`MAX_BODIES` bodies, or being answered (briefly), so
+a quarter of the cap is always left to the probes and new requests. A connection reading a body is never
+evicted: it has been let in by its route (STOW-RS and the feedback API authorize a bearer token before
+reading a byte of the body, so a stranger cannot hold a body slot at all), and evicting it would break
+an upload that is going at a normal speed (a 600 MB STOW-RS instance takes seconds to minutes); a body
+that pauses :data:`node.ops.bodies.BODY_IDLE_SECONDS` is answered 408 and its slot given back. The
+other choices were weaker: closing only bodies stalled beyond the pause timeout leaves the probes
+unanswered for that long; evicting the slowest body needs a speed threshold that an honest slow link
+can fall under.
 
 Every other error is a JSON body too (:func:`json_errors`); uvicorn's own logging goes through the
 node's JSON logging (no handlers of its own, no access log).
@@ -25,7 +37,8 @@ import functools
 import json
 import socket
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from http import HTTPStatus
 from typing import Any
 
@@ -43,6 +56,10 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 REQUEST_TIMEOUT_SECONDS = 10.0
 MAX_REQUEST_BYTES = 16_384
 MAX_CONNECTIONS = 256
+#: Request bodies read at once on one server; the rest of :data:`MAX_CONNECTIONS` stays for the probes.
+MAX_BODIES = MAX_CONNECTIONS * 3 // 4
+#: Seconds a client refused for want of a body slot is asked to wait (``Retry-After``).
+BODY_RETRY_SECONDS = 5
 #: Threads that compute the ops answers (a scrape renders every metric).
 WORKERS = 4
 #: Seconds :meth:`WebServer.stop` lets requests in flight finish.
@@ -71,6 +88,33 @@ class _Waiting:
         oldest.forget_head()
         oldest.transport.close()
         return True
+
+
+class BodySlots:
+    """The request bodies one server is reading, at most :data:`MAX_BODIES` (all on the server's one event
+    loop: a plain counter)."""
+
+    def __init__(self) -> None:
+        self.reading = 0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold a slot while a body is read; 503 (with ``Retry-After``) when none is free."""
+        if self.reading >= MAX_BODIES:
+            raise HTTPException(503, f"{MAX_BODIES} request bodies are being received; try again later",
+                                headers={"Retry-After": str(BODY_RETRY_SECONDS)})
+        self.reading += 1
+        try:
+            yield
+        finally:
+            self.reading -= 1
+
+
+def body_slots(request: Request) -> BodySlots:
+    """The body slots of the server that received ``request``."""
+    slots = request.app.state.body_slots
+    assert isinstance(slots, BodySlots)
+    return slots
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -187,6 +231,7 @@ class WebServer:
         ssl: Mapping[str, Any] | None = None,
     ) -> None:
         self.app = Starlette(routes=list(routes), exception_handlers=exception_handlers or json_errors())
+        self.app.state.body_slots = BodySlots()
         self._socket = _bind(host, port, config_keys)
         protocol = functools.partial(GuardedH11Protocol, waiting=_Waiting())
         config = uvicorn.Config(

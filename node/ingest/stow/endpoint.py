@@ -1,6 +1,7 @@
 """The STOW-RS route: ``POST /dicomweb/studies[/{study}]`` — the client authorized, the body parsed as it
-streams in, each part stored as soon as it has ended (on :data:`WORKERS` threads: fsync and commit block)
-while the next arrives, then one answer for all of them (:mod:`node.ingest.stow.response`). Each answer is
+streams in (:func:`node.ops.bodies.limited_stream`: under one of the server's body slots, 408 when it pauses),
+each part stored as soon as it has ended (on :data:`WORKERS` threads: fsync and commit block) while the next
+arrives, then one answer for all of them (:mod:`node.ingest.stow.response`). Each answer is
 counted in ``qoqnode_stow_requests_total{status}`` by its HTTP status class (2xx, 4xx, 5xx); the instances
 themselves are counted with C-STORE's (``qoqnode_cstore_*``), as they are stored through the same path."""
 
@@ -11,8 +12,10 @@ import json
 import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
 
 from prometheus_client import Counter
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -28,6 +31,7 @@ from node.ingest.stow.clients import Clients, Forbidden, Unauthorized
 from node.ingest.stow.multipart import UnsupportedMediaType, boundary_of
 from node.ingest.stow.parts import PartReceiver, PartResult
 from node.ingest.stow.response import http_status, response_module, to_json, to_xml, wants_xml
+from node.ops.bodies import limited_stream
 from node.ops.http import WebServer
 from node.ops.json_error import json_error
 from node.ops.logging import get_logger, uid_hash
@@ -162,37 +166,47 @@ class StowReceiver:
             return json_error(415, str(exc))
         except ValueError as exc:
             return json_error(400, str(exc))
-        results, broken = await self._receive(request, boundary, client, study)
-        status = 400 if broken else http_status(results)
+        try:
+            results, broken = await self._receive(request, boundary, client, study)
+        except HTTPException as exc:  # before the body's first part: no body slot free (503), or it paused (408)
+            return json_error(exc.status_code, exc.detail, exc.headers)
+        status = broken.status_code if broken else http_status(results)
         log.info("stow.request", client=client, study=uid_hash(study) if study else None, parts=len(results),
-                 stored=sum(result.stored for result in results), status=status, error=broken,
-                 seconds=round(time.perf_counter() - started, 3))
+                 stored=sum(result.stored for result in results), status=status,
+                 error=broken.detail if broken else None, seconds=round(time.perf_counter() - started, 3))
         return self._answer(status, results, broken, request.headers.get("accept"))
 
     async def _receive(self, request: Request, boundary: bytes, client: str,
-                       study: str | None) -> tuple[list[PartResult], str | None]:
-        """Store the body's parts as they end; the results, and why the body broke off (None: it did not)."""
+                       study: str | None) -> tuple[list[PartResult], HTTPException | None]:
+        """Store the body's parts as they end; the results, and the status and reason the body broke off with
+        (None: it did not). The body's own error (:mod:`node.ops.bodies`) before its first part is raised."""
         parts = _Request(self._receiver, self._assembler, self._executor, client, study)
         reader = MultipartReader(boundary, parts.open_part, self._config.max_parts, "dicomweb.stow.max_parts")
         broken = None
         try:
             try:
-                async for chunk in request.stream():
-                    reader.feed(chunk)
-                    await parts.store_ended()
+                async with aclosing(limited_stream(request, None)) as chunks:  # each part within dicom.* limits
+                    async for chunk in chunks:
+                        reader.feed(chunk)
+                        await parts.store_ended()
                 reader.finish()
             except MultipartError as exc:
-                broken = str(exc)
+                broken = HTTPException(400, str(exc))
             except ClientDisconnect:
-                broken = "the client closed the connection before the body's end"
+                broken = HTTPException(400, "the client closed the connection before the body's end")
+            except HTTPException as exc:
+                if not reader.parts:
+                    raise
+                broken = exc
             await parts.store_ended()
             return list(await asyncio.gather(*parts.storing)), broken
         finally:  # whatever ended it: the part being received is let go, and once the parts being stored are,
             reader.abandon()  # the request carries no study any more
             asyncio.gather(*parts.storing, return_exceptions=True).add_done_callback(lambda _: parts.ended())
 
-    def _answer(self, status: int, results: list[PartResult], broken: str | None, accept: str | None) -> Response:
-        reasons = ([broken] if broken else []) + [result.reason for result in results if result.reason]
+    def _answer(self, status: int, results: list[PartResult], broken: HTTPException | None,
+                accept: str | None) -> Response:
+        reasons = ([broken.detail] if broken else []) + [result.reason for result in results if result.reason]
         headers = {"Warning": ", ".join(f'299 qoq-node {json.dumps(reason[:200])}' for reason in reasons[:WARNINGS])} \
             if reasons else None
         module = response_module(results)
