@@ -57,6 +57,21 @@ VALUE_SETS = {
     "feedback": {"feedback": {"tokensSecret": "qoq-feedback-tokens"}, "stowTokens": {"secretName": "qoq-stow-tokens"},
                  "config": {"dicomweb": {"stow": {"enabled": True}}},
                  "networkPolicy": {"feedbackCIDRs": ["10.9.0.8/32"]}},
+    "stow-listener": {
+        "stowTokens": {"secretName": "stow-tokens"},
+        "stowTls": {"enabled": True, "secretName": "qoq-stow-tls", "verifyClients": True},
+        "service": {"stow": {"type": "LoadBalancer", "loadBalancerSourceRanges": ["10.4.0.0/16"]}},
+        "ingress": {"enabled": True, "className": "nginx", "host": "qoq.hospital.org", "tlsSecretName": "qoq-web",
+                    "annotations": {"nginx.ingress.kubernetes.io/backend-protocol": "HTTPS"}},
+        "networkPolicy": {"stowCIDRs": ["10.4.0.0/16"]},
+        "config": {"dicomweb": {"stow": {"enabled": True, "port": 8443,
+                                         "tokens_file": "/etc/qoq-node/stow-tokens/tokens.yaml"}}},
+    },
+    "stow-on-metrics": {
+        "ingress": {"enabled": True},
+        "networkPolicy": {"stowCIDRs": ["10.4.0.0/16"]},
+        "config": {"dicomweb": {"stow": {"enabled": True, "tokens_file": "/etc/qoq-node/stow-tokens/tokens.yaml"}}},
+    },
     "dicomweb": {
         "dicomwebSecrets": {"secretName": "archive-credentials"},
         "networkPolicy": {"egressCIDRs": ["10.3.0.0/24"]},
@@ -236,6 +251,47 @@ def test_dicomweb_credentials_are_mounted_and_its_ports_opened() -> None:
     assert {p["port"] for p in destinations["ports"]} == {443, 8443, 8042}  # the archives' and the token endpoint's
 
 
+def test_stow_rs_on_its_own_listener_gets_a_port_a_service_its_tls_secret_an_ingress_and_a_policy_rule() -> None:
+    """Issue 25's review: STOW-RS's own port (config.dicomweb.stow.port) had no containerPort, Service, TLS mount
+    or NetworkPolicy rule; now the chart opens it, to stowCIDRs and the ingress controller only."""
+    objects = render(VALUE_SETS["stow-listener"])
+    pod = by_kind(objects, "StatefulSet")["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert {"name": "stow", "containerPort": 8443, "protocol": "TCP"} in container["ports"]
+    assert {v["name"]: v for v in pod["volumes"]}["stow-tls"]["secret"]["secretName"] == "qoq-stow-tls"
+    assert {"name": "stow-tls", "mountPath": "/etc/qoq-node/stow-tls", "readOnly": True} in container["volumeMounts"]
+    stow = node_yaml(objects)["dicomweb"]["stow"]
+    assert (stow["host"], stow["port"]) == ("0.0.0.0", 8443)
+    assert stow["tls"] == {"enabled": True, "certificate": "/etc/qoq-node/stow-tls/tls.crt",
+                           "private_key": "/etc/qoq-node/stow-tls/tls.key", "ca": "/etc/qoq-node/stow-tls/ca.crt"}
+    NodeConfig.model_validate(node_yaml(objects))  # a node.yaml the node takes
+    service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "qoq-qoq-node-stow")
+    assert service["spec"]["ports"] == [{"name": "stow", "port": 8443, "targetPort": "stow", "protocol": "TCP"}]
+    assert service["spec"]["type"] == "LoadBalancer" and service["spec"]["loadBalancerSourceRanges"] == ["10.4.0.0/16"]
+    ingress = by_kind(objects, "Ingress")["spec"]
+    [rule] = ingress["rules"]
+    assert rule["host"] == "qoq.hospital.org"
+    assert ingress["tls"] == [{"secretName": "qoq-web", "hosts": ["qoq.hospital.org"]}]
+    assert rule["http"]["paths"] == [{"path": "/dicomweb/", "pathType": "Prefix", "backend": {"service": {
+        "name": "qoq-qoq-node-stow", "port": {"name": "stow"}}}}]
+    stow_rule = next(r for r in by_kind(objects, "NetworkPolicy")["spec"]["ingress"] if r["ports"][0]["port"] == "stow")
+    assert stow_rule["from"] == [{"ipBlock": {"cidr": "10.4.0.0/16"}}, {"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "ingress-nginx"}}}]
+    # Without a port of its own: the metrics port is opened to the STOW-RS clients, the Ingress goes there.
+    on_metrics = render(VALUE_SETS["stow-on-metrics"])
+    assert not [o for o in on_metrics if o["kind"] == "Service" and o["metadata"]["name"].endswith("-stow")]
+    assert "host" not in node_yaml(on_metrics)["dicomweb"]["stow"]
+    backend = by_kind(on_metrics, "Ingress")["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "qoq-qoq-node-metrics", "port": {"name": "metrics"}}
+    first, *_ = by_kind(on_metrics, "NetworkPolicy")["spec"]["ingress"]
+    assert first["ports"] == [{"port": "metrics", "protocol": "TCP"}] and first["from"][0] == {
+        "ipBlock": {"cidr": "10.4.0.0/16"}}
+    # Off by default: no Ingress, no STOW-RS rule.
+    defaults = render({})
+    assert not [o for o in defaults if o["kind"] == "Ingress"]
+    assert len(by_kind(defaults, "NetworkPolicy")["spec"]["ingress"]) == 1  # the monitoring namespace's
+
+
 def test_services_and_network_policy() -> None:
     loadbalancer = [o for o in render(VALUE_SETS["loadbalancer"]) if o["kind"] == "Service"]
     dicom = next(s for s in loadbalancer if s["metadata"]["name"].endswith("-dicom"))
@@ -270,6 +326,9 @@ def test_services_and_network_policy() -> None:
         ({"config": {"storage": {"root": "/elsewhere"}}}, "'root' not allowed"),  # the chart manages it
         ({"config": {"destinations": {"hl7": [{"name": "ehr"}]}}}, "missing properties 'host', 'port'"),
         ({"dicom": {"tls": {"enabled": True}}}, "/dicom/tls/secretName"),
+        ({"stowTls": {"enabled": True}}, "/stowTls/secretName"),
+        ({"stowTls": {"enabled": True, "secretName": "tls"}}, "'/config/dicomweb/stow': missing property 'port'"),
+        ({"config": {"dicomweb": {"stow": {"host": "0.0.0.0"}}}}, "'host' not allowed"),  # the chart manages it
         ({"model": {"existingClaim": "weights", "hostPath": "/srv/models"}}, "/model/hostPath"),
         ({"networkPolicy": {"pacsCIDRs": ["pacs.hospital.org"]}}, "/networkPolicy/pacsCIDRs/0"),
         ({"gpu": {"count": -1}}, "/gpu/count"),
@@ -489,4 +548,7 @@ def test_shipped_node_config_matches_the_chart_defaults() -> None:
             if (section, key) in {("dicom", "host"), ("dicom", "tls"), ("storage", "root"),
                                   ("http", "host"), ("engine", "cache_dir"), ("hl7_listener", "host")}:
                 continue
-            assert shipped[section][key] == value, f"{section}.{key}"
+            expected = shipped[section][key]
+            if (section, key) == ("dicomweb", "stow"):  # its host and tls are the chart's (with a port)
+                expected = {name: setting for name, setting in expected.items() if name not in ("host", "tls")}
+            assert expected == value, f"{section}.{key}"

@@ -15,7 +15,8 @@ from node.config import NodeConfig
 
 SCHEMA_PATH = Path(__file__).parent / "qoq-node" / "values.schema.json"
 
-#: node.yaml keys the chart sets from its own values (section → keys; None = the whole section).
+#: node.yaml keys the chart sets from its own values (section, dotted for a nested one → keys; None = the whole
+#: section).
 MANAGED: dict[str, list[str] | None] = {
     "dicom": ["host", "port", "tls"],
     "storage": ["root"],
@@ -23,6 +24,7 @@ MANAGED: dict[str, list[str] | None] = {
     "engine": ["model", "cache_dir"],
     "hl7_listener": ["enabled", "host", "port"],
     "feedback": ["tokens"],
+    "dicomweb.stow": ["host", "tls"],
 }
 
 CIDR = {"type": "string", "pattern": r"^[0-9a-fA-F:.]+/[0-9]{1,3}$"}
@@ -54,12 +56,14 @@ def config_schema() -> tuple[dict[str, Any], dict[str, Any]]:
         if keys is None:
             schema["properties"].pop(section)
             continue
-        definition = definitions[schema["properties"][section]["$ref"].split("/")[-1]]
+        definition = schema
+        for name in section.split("."):
+            definition = definitions[definition["properties"][name]["$ref"].split("/")[-1]]
         for key in keys:
             definition["properties"].pop(key)
     schema["description"] = ("The node's configuration (conf/node.yaml) without the keys the chart manages: "
                              "dicom.host/port/tls, storage.root, http, engine.model, engine.cache_dir, "
-                             "hl7_listener.enabled/host/port and feedback.tokens.")
+                             "hl7_listener.enabled/host/port, feedback.tokens and dicomweb.stow.host/tls.")
     schema.pop("required", None)
     return schema, definitions
 
@@ -88,6 +92,11 @@ def values_schema() -> dict[str, Any]:
                 "enabled": {"type": "boolean"}, "secretName": {"type": "string"},
                 "verifyClients": {"type": "boolean"}})}),
             "pacsTls": _obj({"secretName": {"type": "string"}}),
+            "stowTls": _obj({"enabled": {"type": "boolean"}, "secretName": {"type": "string"},
+                             "verifyClients": {"type": "boolean"}}),
+            "ingress": _obj({"enabled": {"type": "boolean"}, "className": {"type": "string"},
+                             "host": {"type": "string"}, "tlsSecretName": {"type": "string"},
+                             "annotations": LABELS, "controllerNamespace": {"type": "string", "minLength": 1}}),
             "dicomwebSecrets": _obj({"secretName": {"type": "string"}}),
             "metrics": _obj({"port": PORT}),
             "feedback": _obj({"tokensSecret": {"type": "string"}}),
@@ -144,10 +153,15 @@ def values_schema() -> dict[str, Any]:
                     "nodePort": {"anyOf": [{"type": "null"}, {"type": "integer", "minimum": 30000,
                                                               "maximum": 32767}]},
                     "annotations": LABELS}),
-                "metrics": _obj({"port": PORT})}),
+                "metrics": _obj({"port": PORT}),
+                "stow": _obj({
+                    "type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
+                    "loadBalancerSourceRanges": {"type": "array", "items": CIDR},
+                    "annotations": LABELS})}),
             "networkPolicy": _obj({"enabled": {"type": "boolean"}, "pacsCIDRs": {"type": "array", "items": CIDR},
                                    "hl7CIDRs": {"type": "array", "items": CIDR},
                                    "feedbackCIDRs": {"type": "array", "items": CIDR},
+                                   "stowCIDRs": {"type": "array", "items": CIDR},
                                    "monitoringNamespace": {"type": "string", "minLength": 1},
                                    "egressCIDRs": {"type": "array", "items": CIDR},
                                    "dnsNamespace": {"type": "string", "minLength": 1}}),
@@ -173,6 +187,10 @@ def values_schema() -> dict[str, Any]:
             {"if": {"properties": {"dicom": {"properties": {"tls": {"properties": {"enabled": {"const": True}}}}}}},
              "then": {"properties": {"dicom": {"properties": {"tls": {"properties": {
                  "secretName": {"minLength": 1}}}}}}}},
+            {"if": {"properties": {"stowTls": {"properties": {"enabled": {"const": True}}}}},
+             "then": {"properties": {  # HTTPS is on the receiver's own listener: it needs its port
+                 "stowTls": {"properties": {"secretName": {"minLength": 1}}},
+                 "config": {"properties": {"dicomweb": {"properties": {"stow": {"required": ["port"]}}}}}}}},
             {"if": {"properties": {"model": {"properties": {"existingClaim": {"minLength": 1}},
                                              "required": ["existingClaim"]}}},
              "then": {"properties": {"model": {"properties": {"hostPath": {

@@ -45,6 +45,26 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* Mount points inside the pod. */}}
 {{- define "qoq-node.dataDir" -}}/var/lib/qoq-node{{- end -}}
 {{- define "qoq-node.tlsDir" -}}/etc/qoq-node/tls{{- end -}}
+{{- define "qoq-node.stowTlsDir" -}}/etc/qoq-node/stow-tls{{- end -}}
+
+{{/* A node.yaml tls section (JSON) for a kubernetes.io/tls Secret mounted at .dir; its ca.crt when .verify. */}}
+{{- define "qoq-node.tlsSection" -}}
+{{- $tls := dict "enabled" true "certificate" (printf "%s/tls.crt" .dir) "private_key" (printf "%s/tls.key" .dir) -}}
+{{- if .verify -}}
+{{- $_ := set $tls "ca" (printf "%s/ca.crt" .dir) -}}
+{{- end -}}
+{{- toJson $tls -}}
+{{- end -}}
+
+{{/* The STOW-RS receiver's own port (config.dicomweb.stow.port), or "" when it is on the metrics port. */}}
+{{- define "qoq-node.stowPort" -}}
+{{- with (dig "dicomweb" "stow" "port" nil .Values.config) -}}{{- int . -}}{{- end -}}
+{{- end -}}
+
+{{/* The named container port STOW-RS is served on. */}}
+{{- define "qoq-node.stowPortName" -}}
+{{- if include "qoq-node.stowPort" . -}}stow{{- else -}}metrics{{- end -}}
+{{- end -}}
 
 {{/* Where the checkpoint is in the pods that mount the model volume. */}}
 {{- define "qoq-node.modelPath" -}}
@@ -65,10 +85,7 @@ name (what trtllm-serve lists for a local checkpoint when it is given no name). 
 {{- define "qoq-node.config" -}}
 {{- $tls := dict "enabled" false -}}
 {{- if .Values.dicom.tls.enabled -}}
-{{- $tls = dict "enabled" true "certificate" (printf "%s/tls.crt" (include "qoq-node.tlsDir" .)) "private_key" (printf "%s/tls.key" (include "qoq-node.tlsDir" .)) -}}
-{{- if .Values.dicom.tls.verifyClients -}}
-{{- $_ := set $tls "ca" (printf "%s/ca.crt" (include "qoq-node.tlsDir" .)) -}}
-{{- end -}}
+{{- $tls = include "qoq-node.tlsSection" (dict "dir" (include "qoq-node.tlsDir" .) "verify" .Values.dicom.tls.verifyClients) | fromJson -}}
 {{- end -}}
 {{- $managed := dict
   "dicom" (dict "host" "0.0.0.0" "port" .Values.dicom.port "tls" $tls)
@@ -84,8 +101,19 @@ name (what trtllm-serve lists for a local checkpoint when it is given no name). 
 {{- if .Values.feedback.tokensSecret -}}
 {{- $_ := set $managed "feedback" (dict "tokens" "/etc/qoq-node/feedback-tokens") -}}
 {{- end -}}
+{{- $stow := dict -}}
 {{- if and .Values.stowTokens.secretName (not (dig "dicomweb" "stow" "tokens_file" "" .Values.config)) -}}
-{{- $_ := set $managed "dicomweb" (dict "stow" (dict "tokens_file" "/etc/qoq-node/stow-tokens")) -}}
+{{- $_ := set $stow "tokens_file" "/etc/qoq-node/stow-tokens" -}}
+{{- end -}}
+{{- if include "qoq-node.stowPort" . -}}
+{{- $stowTls := dict "enabled" false -}}
+{{- if .Values.stowTls.enabled -}}
+{{- $stowTls = include "qoq-node.tlsSection" (dict "dir" (include "qoq-node.stowTlsDir" .) "verify" .Values.stowTls.verifyClients) | fromJson -}}
+{{- end -}}
+{{- $stow = mustMergeOverwrite $stow (dict "host" "0.0.0.0" "tls" $stowTls) -}}
+{{- end -}}
+{{- if $stow -}}
+{{- $_ := set $managed "dicomweb" (dict "stow" $stow) -}}
 {{- end -}}
 {{- if .Values.engineServer.enabled -}}
 {{- $openai := dict "url" (printf "http://%s:%d/v1" (include "qoq-node.engineName" .) (int .Values.engineServer.port)) "served_model" (include "qoq-node.servedModel" .) -}}
