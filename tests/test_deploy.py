@@ -64,8 +64,7 @@ VALUE_SETS = {
         "ingress": {"enabled": True, "className": "nginx", "host": "qoq.hospital.org", "tlsSecretName": "qoq-web",
                     "annotations": {"nginx.ingress.kubernetes.io/backend-protocol": "HTTPS"}},
         "networkPolicy": {"stowCIDRs": ["10.4.0.0/16"]},
-        "config": {"dicomweb": {"stow": {"enabled": True, "port": 8443,
-                                         "tokens_file": "/etc/qoq-node/stow-tokens/tokens.yaml"}}},
+        "config": {"dicomweb": {"stow": {"enabled": True, "port": 8443}}},
     },
     "stow-on-metrics": {
         "ingress": {"enabled": True},
@@ -261,7 +260,7 @@ def test_stow_rs_on_its_own_listener_gets_a_port_a_service_its_tls_secret_an_ing
     assert {v["name"]: v for v in pod["volumes"]}["stow-tls"]["secret"]["secretName"] == "qoq-stow-tls"
     assert {"name": "stow-tls", "mountPath": "/etc/qoq-node/stow-tls", "readOnly": True} in container["volumeMounts"]
     stow = node_yaml(objects)["dicomweb"]["stow"]
-    assert (stow["host"], stow["port"]) == ("0.0.0.0", 8443)
+    assert (stow["host"], stow["port"], stow["tokens_file"]) == ("0.0.0.0", 8443, "/etc/qoq-node/stow-tokens")
     assert stow["tls"] == {"enabled": True, "certificate": "/etc/qoq-node/stow-tls/tls.crt",
                            "private_key": "/etc/qoq-node/stow-tls/tls.key", "ca": "/etc/qoq-node/stow-tls/ca.crt"}
     NodeConfig.model_validate(node_yaml(objects))  # a node.yaml the node takes
