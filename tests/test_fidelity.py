@@ -262,7 +262,7 @@ def test_the_node_reads_studies_with_each_family(family: str, make_node, tmp_pat
     sr = pydicom.dcmread(version / "sr.dcm")
     value_types = sr_value_types(sr)
     if family == "omni":
-        assert sorted(p.name for p in version.iterdir()) == ["sr.dcm"]
+        assert sorted(p.name for p in version.iterdir()) == ["report.dcm", "sr.dcm"]  # the PDF: text only
         assert {"IMAGE", "SCOORD"}.isdisjoint(value_types) and "WAVEFORM" in value_types
         assert dciodvfy_errors(version / "sr.dcm") == [] and dsr2xml_errors(version / "sr.dcm") == ""
     # provenance: the device observer's model name and the algorithm name carry the model's identity and family

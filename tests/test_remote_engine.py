@@ -297,6 +297,7 @@ def test_a_node_waits_for_its_engine_server_and_reads_the_study_when_it_comes(ma
                                                              "timeout_seconds": 10}})
     assert storescu(node.scp.port, list(study.files)).returncode == 0
     wait_for(lambda: metric_value(node.metrics.render().decode(), "qoqnode_engine_available") == 0, timeout=30)
+    wait_for(lambda: node.store.studies.summaries()[0].state == "stable", timeout=30)  # its quiet time, the engine away
     [summary] = node.store.studies.summaries()
     assert summary.state == "stable" and summary.attempts == 0
     assert get(node, "/readyz")[0] == 200  # the node still receives: the PACS can keep sending

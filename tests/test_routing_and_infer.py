@@ -186,7 +186,7 @@ def test_an_ecg_is_skipped_for_a_vl_model_unless_its_plot_is_asked_for(tmp_path:
     assert plotted["skipped"] is None and plotted["caveats"] == [ECG_AS_IMAGE_CAVEAT]
     assert plotted["inputs"][0]["kind"] == "image" and plotted["inputs"][0]["source_pixels"] == [1000, 480]
     out = tmp_path / "out" / ecg.study_uid
-    assert sorted(p.name for p in out.iterdir()) == ["oru.hl7", "sr.dcm"]  # no SEG or PR on a waveform
+    assert sorted(p.name for p in out.iterdir()) == ["oru.hl7", "report.dcm", "sr.dcm"]  # no SEG or PR on a waveform
     assert ECG_AS_IMAGE_CAVEAT in (out / "oru.hl7").read_text()
     sr = pydicom.dcmread(out / "sr.dcm")
     assert any(ECG_AS_IMAGE_CAVEAT in text for text in sr_texts(sr))

@@ -13,13 +13,14 @@ from pathlib import Path
 import httpx
 
 from node.config import DicomWebAuth
+from node.errors import TransientError
 from node.ops.reloading import Reloading
 
 #: A token is fetched anew this long before the expiry its endpoint gave.
 REFRESH_MARGIN_SECONDS = 30.0
 
 
-class TokenError(Exception):
+class TokenError(TransientError):
     """The token endpoint did not give a token; the message says why (never the secret)."""
 
 

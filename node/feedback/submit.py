@@ -12,12 +12,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from node.config.quality import FeedbackConfig
+from node.errors import DataError
 from node.routing import Router
 from node.store import Store, Verdict
 from node.uids import MAX_UID_LENGTH, UID_PATTERN
 
 
-class FeedbackRefused(Exception):
+class FeedbackRefused(DataError):
     """A verdict that is not kept: the HTTP status it is answered with, and why (no data quoted)."""
 
     def __init__(self, status: int, reason: str) -> None:

@@ -21,6 +21,7 @@ from fpdf import FPDF
 from PIL import Image
 
 from node.context.text import GivenContext
+from node.errors import NodeError
 from node.findings import Findings
 from node.results.dicom_text import text_value
 from node.results.provenance import DISCLAIMER, Provenance, software_versions
@@ -39,8 +40,9 @@ _BODY, _HEADING, _SMALL = 10, 13, 8
 _LINE = 5.0
 
 
-class NoReportFont(RuntimeError):
-    """No Unicode font to embed: the report is left out (fonts-dejavu-core is not installed)."""
+class NoReportFont(NodeError):
+    """No Unicode font to embed: the report is left out (fonts-dejavu-core is not installed). Not the data's
+    fault, and not the moment's: the host lacks the package until an operator installs it."""
 
 
 def report_font() -> Path:
