@@ -47,10 +47,12 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ExceptionHandler
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from node.ops.json_error import json_error
 
 #: Seconds a connection may take to send its request head.
 REQUEST_TIMEOUT_SECONDS = 10.0
@@ -200,11 +202,11 @@ def error_detail(exc: HTTPException) -> str:
 
 async def _json_http_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return JSONResponse({"error": error_detail(exc)}, exc.status_code, headers=exc.headers)
+    return json_error(exc.status_code, error_detail(exc), exc.headers)
 
 
 async def _json_server_error(_request: Request, exc: Exception) -> Response:
-    return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, 500)
+    return json_error(500, f"internal error: {type(exc).__name__}")
 
 
 def json_errors() -> dict[Any, ExceptionHandler]:

@@ -116,7 +116,7 @@ class Metrics:
         self.result_objects_omitted = Counter(
             f"{PREFIX}_result_objects_omitted",
             "Result objects that could not be made for a study and were left out (seg, presentation_state,"
-            " kos, sc, oru); the SR still carries every finding.", ["kind"], registry=r,
+            " kos, sc, pdf, oru); the SR still carries every finding.", ["kind"], registry=r,
         )
         self.critical_findings = Counter(
             f"{PREFIX}_critical_findings", "Studies read with a critical finding (results.critical_labels), flagged "
