@@ -34,6 +34,11 @@ RELIES_ON = {
     "pynetdicom.association.Association.run_reactor": "ed8bbbe3b3d6ddae",
     "pynetdicom.association.Association.__init__": "eb07516b8009ad8f",
     "pynetdicom.dul.DULServiceProvider.receive_pdu": "fa67339834ca998c",
+    # how a send pauses the loop before taking its response off the queue (every send_c_* does the same)
+    "pynetdicom.association.Association.send_c_store": "fa5a8127f349f8e7",
+    "pynetdicom.association.Association.send_c_find": "5879d593298e14b6",
+    # a requestor's EVT_CONN_OPEN fires on connecting, before its A-ASSOCIATE-RQ: serve_with is in time there
+    "pynetdicom.transport.AssociationSocket.connect": "aeeeae413bd339dc",
 }
 
 #: How long to wait on the DIMSE queue, given the seconds since the last request was served.
