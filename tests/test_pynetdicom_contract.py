@@ -127,6 +127,16 @@ def test_association_seam_the_reactor_copy_mirrors_pynetdicoms() -> None:
     # an acceptor waits for its A-ASSOCIATE-RQ on the DUL's queue; None there is the timeout
     assert "primitive = self.dul.receive_pdu(wait=True, timeout=self.acse_timeout)" in run_reactor
     assert "if primitive is None:" in run_reactor
+    # a send pauses the loop (clears the checkpoint, waits for _is_paused), then takes its response off the queue
+    for send in ("send_c_store", "send_c_find"):
+        source = _source(f"pynetdicom.association.Association.{send}")
+        assert (source.index("self._reactor_checkpoint.clear()") < source.index("while not self._is_paused:")
+                < source.index("self.dimse.send_msg(")), send
+    # a requestor's EVT_CONN_OPEN (node.ingest.nodelay) fires before its A-ASSOCIATE-RQ, an acceptor's before it starts
+    connect = _source("pynetdicom.transport.AssociationSocket.connect")
+    assert connect.index("evt.EVT_CONN_OPEN") < connect.index('primitive.result = "Evt2"')
+    handle = _source("pynetdicom.transport.RequestHandler.handle")
+    assert handle.index("evt.EVT_CONN_OPEN") < handle.index("assoc.start()")
     association.stop_waiting_for_request(acceptor)
     assert acceptor.dul.receive_pdu(wait=True, timeout=1) is None and acceptor.dul.to_user_queue.empty()
     ended: list[str] = []

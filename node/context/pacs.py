@@ -37,6 +37,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # pynetdicom m
 from node.config import DicomDestination
 from node.durable import fsync_dir, write_atomically
 from node.errors import TransientError
+from node.ingest import nodelay
 from node.tls import client_tls_context
 
 #: The storage classes a prior can be retrieved in (the node reads these; others are not asked for).
@@ -86,11 +87,12 @@ class PacsPriors:
         tls = destination.tls
         self._tls = client_tls_context(tls) if tls.enabled else None
 
-    def _associate(self, ae: AE, **kwargs: Any) -> Association:
+    def _associate(self, ae: AE, handlers: tuple[evt.EventHandlerType, ...] = (), **kwargs: Any) -> Association:
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self._destination.timeout_seconds
         d = self._destination
         assoc = ae.associate(d.host, d.port, ae_title=d.ae_title,
-                             tls_args=(self._tls, d.host) if self._tls is not None else None, **kwargs)
+                             tls_args=(self._tls, d.host) if self._tls is not None else None,
+                             evt_handlers=[nodelay.HANDLER, *handlers], **kwargs)
         if not assoc.is_established:
             raise PacsError(f"association with {d.name} {'rejected' if assoc.is_rejected else 'failed'}")
         return assoc
@@ -151,7 +153,7 @@ class PacsPriors:
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
         query.StudyInstanceUID = study_uid
-        assoc = self._associate(ae, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, store)])
+        assoc = self._associate(ae, ((evt.EVT_C_STORE, store),), ext_neg=roles)
         try:
             final = None
             for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):

@@ -19,6 +19,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # p
 
 from node.config import ClientTlsConfig
 from node.egress.mllp import Delivery
+from node.ingest import nodelay
 from node.tls import client_tls_context
 
 
@@ -68,7 +69,8 @@ class DicomSender:
         ae.add_requested_context(Verification)
         try:
             assoc = ae.associate(self.host, self.port, ae_title=self.called_ae,
-                                 tls_args=(self._tls, self.host) if self._tls is not None else None)
+                                 tls_args=(self._tls, self.host) if self._tls is not None else None,
+                                 evt_handlers=[nodelay.HANDLER])
         except (OSError, RuntimeError, ValueError):
             return False
         if not assoc.is_established:
@@ -91,7 +93,7 @@ class DicomSender:
         tls_args = (self._tls, self.host) if self._tls is not None else None
         connected = threading.Event()
         assoc = ae.associate(self.host, self.port, ae_title=self.called_ae, tls_args=tls_args,
-                             evt_handlers=[(evt.EVT_CONN_OPEN, lambda _: connected.set())])
+                             evt_handlers=[nodelay.HANDLER, (evt.EVT_CONN_OPEN, lambda _: connected.set())])
         if not assoc.is_established:
             reason = _not_established(assoc, connected.is_set())
             return [StoreResult(str(ds.SOPInstanceUID), Delivery.RETRY, None, reason) for ds in datasets]

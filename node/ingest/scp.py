@@ -17,7 +17,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # p
 from pynetdicom.transport import ThreadedAssociationServer
 
 from node.config import DicomConfig, TlsConfig
-from node.ingest import hygiene, incoming, reactor
+from node.ingest import hygiene, incoming, nodelay, reactor
 from node.ingest.assembler import StudyAssembler
 from node.ingest.receiver import Receiver, StoreRequest
 from node.ingest.refusals import SUCCESS
@@ -93,6 +93,7 @@ class StorageScp:
         """Bind and serve in background threads."""
         handlers: list[evt.EventHandlerType] = [
             (evt.EVT_CONN_OPEN, self._on_connection_open),
+            nodelay.HANDLER,
             (evt.EVT_ESTABLISHED, self._on_established),
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_RELEASED, self._on_end, ["released"]),

@@ -2,7 +2,8 @@
 
 The node's storage SCP changes how pynetdicom works inside, not only what its public API offers. Each seam
 is a module here, named after the pynetdicom module it reaches into; what the node does through it stays
-with the node (:mod:`node.ingest.hygiene`, :mod:`node.ingest.reactor`, :mod:`node.ingest.incoming`):
+with the node (:mod:`node.ingest.hygiene`, :mod:`node.ingest.reactor`, :mod:`node.ingest.incoming`,
+:mod:`node.ingest.nodelay`):
 
 - :mod:`.ae`: an AE whose association limit counts what the node says (pynetdicom's ACSE reads
   ``ae.active_associations`` when it answers an A-ASSOCIATE-RQ).
@@ -10,8 +11,9 @@ with the node (:mod:`node.ingest.hygiene`, :mod:`node.ingest.reactor`, :mod:`nod
   runs the TLS handshake on the connection's thread instead of the accept thread.
 - :mod:`.dul`: the DUL thread's poll interval (``_run_loop_delay``, a property on a swapped class), its
   request timer (ARTIM) and its socket.
-- :mod:`.association`: the acceptor's reactor loop (``Association._run_reactor``), a copy of pynetdicom's
-  with a different wait.
+- :mod:`.association`: the reactor loop (``Association._run_reactor``), a copy of pynetdicom's with a
+  different wait, that leaves a send's response to it; the SCP's acceptors and the node's requestors
+  (:mod:`node.ingest.nodelay`) run it.
 - :mod:`.dimse`: a C-STORE request's data fragments go to a file-like object of the node's (the
   ``_data_set_file`` pynetdicom's own chunked reception writes to).
 

@@ -1,9 +1,14 @@
-"""Seam: the acceptor's reactor loop (``Association._run_reactor``), and the end of the association's thread.
+"""Seam: an association's reactor loop (``Association._run_reactor``), and the end of the association's thread.
 
 pynetdicom's loop sleeps 1 ms at the top of every turn, then polls the DIMSE message queue. :func:`serve_with`
-gives an association (an acceptor, before it starts) a copy of that loop — the same checks in the same order —
+gives an association (before its reactor runs) a copy of that loop — the same checks in the same order —
 that instead *waits on the queue*, for as long as the node's ``wait`` says. It mirrors the loop of the
-pynetdicom whose source ``RELIES_ON`` records (log lines left out).
+pynetdicom whose source ``RELIES_ON`` records (log lines left out), with one fix: a ``send_c_*`` pauses the
+loop (it clears ``_reactor_checkpoint``, then waits for ``_is_paused``) and takes its response off the same
+queue, but pynetdicom's loop, once past the checkpoint, still takes a message even if it was paused meanwhile —
+a response that comes back fast (``TCP_NODELAY``, loopback) is then lost to the loop ("Received unexpected
+C-FIND service message", pydicom/pynetdicom#875) and the send waits out the DIMSE timeout. The copy looks at
+the checkpoint again after it says it is no longer paused, and leaves the queue alone if it was paused.
 
 pynetdicom's ``run_reactor`` ends some connections by closing their socket itself (``shutdown_request``: no
 A-ASSOCIATE-RQ in time, or its DUL thread gone), and then no ``EVT_CONN_CLOSE`` fires; :func:`after_run`
@@ -29,6 +34,11 @@ RELIES_ON = {
     "pynetdicom.association.Association.run_reactor": "ed8bbbe3b3d6ddae",
     "pynetdicom.association.Association.__init__": "eb07516b8009ad8f",
     "pynetdicom.dul.DULServiceProvider.receive_pdu": "fa67339834ca998c",
+    # how a send pauses the loop before taking its response off the queue (every send_c_* does the same)
+    "pynetdicom.association.Association.send_c_store": "fa5a8127f349f8e7",
+    "pynetdicom.association.Association.send_c_find": "5879d593298e14b6",
+    # a requestor's EVT_CONN_OPEN fires on connecting, before its A-ASSOCIATE-RQ: serve_with is in time there
+    "pynetdicom.transport.AssociationSocket.connect": "aeeeae413bd339dc",
 }
 
 #: How long to wait on the DIMSE queue, given the seconds since the last request was served.
@@ -36,7 +46,8 @@ Wait = Callable[[float], float]
 
 
 def serve_with(association: Association, wait: Wait) -> None:
-    """Make ``association`` (an acceptor, before it starts) run :func:`_reactor` with ``wait``."""
+    """Make ``association`` (before its reactor runs: an acceptor before it starts, a requestor before it is
+    established) run :func:`_reactor` with ``wait``."""
 
     def run_reactor(self: Association) -> None:
         _reactor(self, wait)
@@ -64,13 +75,16 @@ def stop_waiting_for_request(association: Association) -> None:
 
 
 def _reactor(self: Association, wait: Wait) -> None:
-    """pynetdicom's acceptor reactor, waiting ``wait(...)`` on the DIMSE queue instead of sleeping 1 ms."""
+    """pynetdicom's reactor, waiting ``wait(...)`` on the DIMSE queue instead of sleeping 1 ms, and leaving the
+    queue to a ``send_c_*`` that paused it after it passed the checkpoint."""
     self._is_paused = False
     last_request = time.monotonic()
     while not self._kill:
         self._is_paused = True
         self._reactor_checkpoint.wait()
         self._is_paused = False
+        if not self._reactor_checkpoint.is_set():  # paused meanwhile: the sender may already be waiting
+            continue
 
         try:
             context_id, msg = self.dimse.msg_queue.get(timeout=wait(time.monotonic() - last_request))
