@@ -160,11 +160,11 @@ def test_qoq_node_feedback_writes_through_the_same_checks(tmp_path: Path, capsys
     store = Store(tmp_path / "state.db")
     with store.database.transaction() as db:
         insert_answer(db, Answer(STUDY, 1, "chest_xray", ("Pneumonia",), "", "", 1.0))
-    assert main(["feedback", "--study", STUDY, "--verdict", "correct", "--label", "Martian Flu",
-                 "--role", "radiologist"]) == 1
+    assert main(["feedback", "--study-instance-uid", STUDY, "--verdict", "correct", "--labels", "Martian Flu",
+                 "--reader-role", "radiologist"]) == 1
     error = capsys.readouterr().err
     assert "feedback refused: labels must be from task chest_xray's closed set" in error and "Martian" not in error
-    assert main(["feedback", "--study", STUDY, "--verdict", "accept", "--role", "radiologist"]) == 0
+    assert main(["feedback", "--study", STUDY, "--verdict", "accept", "--role", "radiologist"]) == 0  # the aliases
     assert "kept: accept on the chest_xray result (version 1)" in capsys.readouterr().out
     assert [v.verdict for v in store.verdicts.for_study(STUDY)] == ["accept"]
     store.close()
