@@ -54,7 +54,8 @@ VALUE_SETS = {
             "hl7": [{"name": "ehr", "host": "ehr.hospital.org", "port": 2575, "receiving_application": "EPIC"}]}},
         "nodeSelector": {"nvidia.com/gpu.present": "true"},
     },
-    "feedback": {"feedback": {"tokensSecret": "qoq-feedback-tokens"}, "stowTokens": {"secretName": "qoq-stow-tokens"},
+    "feedback": {"feedbackTokens": {"secretName": "qoq-feedback-tokens"},
+                 "stowTokens": {"secretName": "qoq-stow-tokens"},
                  "config": {"dicomweb": {"stow": {"enabled": True}}},
                  "networkPolicy": {"feedbackCIDRs": ["10.9.0.8/32"]}},
     "stow-listener": {
@@ -332,6 +333,8 @@ def test_services_and_network_policy() -> None:
         ({"networkPolicy": {"pacsCIDRs": ["pacs.hospital.org"]}}, "/networkPolicy/pacsCIDRs/0"),
         ({"gpu": {"count": -1}}, "/gpu/count"),
         ({"unknown": 1}, "'unknown' not allowed"),
+        ({"feedback": {"tokensSecret": "qoq-feedback-tokens"}}, "'feedback' not allowed"),  # now feedbackTokens
+        ({"config": {"feedback": {"tokens_file": "/elsewhere"}}}, "'tokens_file' not allowed"),  # the chart manages it
     ],
 )
 def test_bad_values_are_rejected_with_the_key(values: dict, message: str) -> None:
@@ -434,14 +437,14 @@ def test_the_feedback_tokens_secret_is_mounted_and_configured() -> None:
     [volume] = [v for v in pod["volumes"] if v["name"] == "feedback-tokens"]
     [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "feedback-tokens"]
     assert volume["secret"]["secretName"] == "qoq-feedback-tokens" and mount["readOnly"]
-    assert node_yaml(objects)["feedback"]["tokens"] == mount["mountPath"]
+    assert node_yaml(objects)["feedback"]["tokens_file"] == mount["mountPath"]
     [stow_mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "stow-tokens"]
     assert node_yaml(objects)["dicomweb"]["stow"] == {**node_yaml(objects)["dicomweb"]["stow"], "enabled": True,
                                                       "tokens_file": stow_mount["mountPath"]}
     ingress = by_kind(objects, "NetworkPolicy")["spec"]["ingress"]
     assert {"from": [{"ipBlock": {"cidr": "10.9.0.8/32"}}], "ports": [{"port": "metrics", "protocol": "TCP"}]} \
         in ingress
-    assert "tokens" not in node_yaml(render({})).get("feedback", {})  # no Secret: the API stays off
+    assert "tokens_file" not in node_yaml(render({})).get("feedback", {})  # no Secret: the API stays off
 
 
 def _quality_series(labels: str, task: str, concordance: str, psi: str, rejection: str) -> list[dict]:

@@ -23,7 +23,7 @@ from node.config import NodeConfig, config_problems
 from node.config.quality import FeedbackConfig
 from node.feedback.api import feedback_routes
 from node.ops.http import WebServer
-from node.ops.tokens import TokenSecret, TokensError, read_tokens, token_name
+from node.ops.tokens import TokenSecret, TokensError, Unauthorized, read_tokens, token_name
 from node.store import Answer, Store
 from node.store.answers import accession_key, insert_answer
 from node.testing.loopback import LOOPBACK
@@ -49,7 +49,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Store]]:
     store.instances.record([instance_record(f"{STUDY}.1", study=STUDY)])  # a study the node still keeps
     with store.database.transaction() as db:
         insert_answer(db, Answer(STUDY, 2, "chest_xray", ("Pneumonia",), "ACME", "X1", 1.0, accession_key("ACC7")))
-    config = FeedbackConfig(tokens=secret, token_roles={"viewer": ("resident",)})
+    config = FeedbackConfig(tokens_file=secret, token_roles={"viewer": ("resident",)})
     server = WebServer(LOOPBACK, 0, feedback_routes(store, CLOSED, config))
     server.start()
     yield f"http://{LOOPBACK}:{server.port}", store
@@ -66,10 +66,11 @@ def _post(url: str, body: object, token: str | None = "s3cret-ris-0123456789") -
 
 def test_each_refusal_has_its_status_and_a_reason_that_quotes_nothing(served: tuple[str, Store]) -> None:
     url, store = served
-    for token in (None, "wrong", "s3cret-ris-0123456789-and-more"):
+    for token, reason in ((None, "a bearer token is required"), ("wrong", "unknown bearer token"),
+                          ("s3cret-ris-0123456789-and-more", "unknown bearer token")):
         answer = _post(url, GOOD, token)
         assert (answer.status_code, answer.headers["www-authenticate"]) == (401, "Bearer")
-        assert answer.json() == {"error": "a known bearer token is needed"}
+        assert answer.json() == {"error": reason}
     answer = _post(url, GOOD, "s3cret-viewer-0123456789")  # viewer may post resident verdicts only
     assert answer.status_code == 403 and "reader_role" in answer.json()["error"]
     unknown = {**GOOD, "study_instance_uid": "1.2.3.999"}
@@ -129,14 +130,18 @@ def test_a_tokens_file_of_name_token_entries_read_again_when_rotated(tmp_path: P
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text("# integrations\n- {name: ris, token: abc-0123456789abcdef}\n"
                       "- {name: viewer, token: def-0123456789abcdef}\n")
-    assert read_tokens(tokens, "feedback.tokens") == {"ris": "abc-0123456789abcdef", "viewer": "def-0123456789abcdef"}
-    assert token_name("def-0123456789abcdef", read_tokens(tokens, "feedback.tokens")) == "viewer"
+    assert read_tokens(tokens, "feedback.tokens_file") == {"ris": "abc-0123456789abcdef",
+                                                           "viewer": "def-0123456789abcdef"}
+    assert token_name("def-0123456789abcdef", read_tokens(tokens, "feedback.tokens_file")) == "viewer"
     assert token_name("", {"x": "x" * 16}) is None
-    secret = TokenSecret(tokens, "feedback.tokens")
-    assert secret.client("Bearer abc-0123456789abcdef") == "ris" and secret.client("Basic abc") is None
+    secret = TokenSecret(tokens, "feedback.tokens_file")
+    assert secret.client("Bearer abc-0123456789abcdef") == "ris"
+    with pytest.raises(Unauthorized, match="a bearer token is required"):
+        secret.client("Basic abc")
     tokens.write_text("- {name: ris, token: ghi-0123456789abcdef}\n")
     os.utime(tokens, ns=(tokens.stat().st_atime_ns, tokens.stat().st_mtime_ns + 1_000_000_000))
-    assert secret.client("Bearer abc-0123456789abcdef") is None
+    with pytest.raises(Unauthorized, match="unknown bearer token"):
+        secret.client("Bearer abc-0123456789abcdef")
     assert secret.client("Bearer ghi-0123456789abcdef") == "ris"
     for text, problem in (("just-a-token-0123456789\n", "list"), ("- {name: ris, token: short}\n", "at least 16"),
                           ("- {name: a, token: same-0123456789abcdef}\n- {name: b, token: same-0123456789abcdef}\n",
@@ -145,7 +150,7 @@ def test_a_tokens_file_of_name_token_entries_read_again_when_rotated(tmp_path: P
                            "given twice")):
         tokens.write_text(text)
         with pytest.raises(TokensError, match=problem) as error:
-            read_tokens(tokens, "feedback.tokens")
+            read_tokens(tokens, "feedback.tokens_file")
         assert "0123456789" not in str(error.value) and "short" not in str(error.value)
 
 
@@ -155,11 +160,11 @@ def test_qoq_node_feedback_writes_through_the_same_checks(tmp_path: Path, capsys
     store = Store(tmp_path / "state.db")
     with store.database.transaction() as db:
         insert_answer(db, Answer(STUDY, 1, "chest_xray", ("Pneumonia",), "", "", 1.0))
-    assert main(["feedback", "--study", STUDY, "--verdict", "correct", "--label", "Martian Flu",
-                 "--role", "radiologist"]) == 1
+    assert main(["feedback", "--study-instance-uid", STUDY, "--verdict", "correct", "--labels", "Martian Flu",
+                 "--reader-role", "radiologist"]) == 1
     error = capsys.readouterr().err
     assert "feedback refused: labels must be from task chest_xray's closed set" in error and "Martian" not in error
-    assert main(["feedback", "--study", STUDY, "--verdict", "accept", "--role", "radiologist"]) == 0
+    assert main(["feedback", "--study", STUDY, "--verdict", "accept", "--role", "radiologist"]) == 0  # the aliases
     assert "kept: accept on the chest_xray result (version 1)" in capsys.readouterr().out
     assert [v.verdict for v in store.verdicts.for_study(STUDY)] == ["accept"]
     store.close()
@@ -172,7 +177,7 @@ def test_a_node_killed_right_after_the_200_keeps_the_verdict(node_process, store
     cr = write_cr_study(tmp_path / "cr", size=256)
     (tmp_path / "tokens").write_text("- {name: ris, token: s3cret-ris-0123456789}\n")
     node = node_process("node", {"QOQ_NODE__STUDY__STABLE_SECONDS": "0.5",
-                                 "QOQ_NODE__FEEDBACK__TOKENS": str(tmp_path / "tokens")},
+                                 "QOQ_NODE__FEEDBACK__TOKENS_FILE": str(tmp_path / "tokens")},
                         replay={"*": lesion_answer(pydicom.dcmread(cr.files[0]), "Pneumonia")}).start()
     assert storescu(node.dicom_port, list(cr.files)).returncode == 0
     wait_for(lambda: [s.state for s in stored_studies(node)] == ["complete"], timeout=60, what="the study read")
@@ -193,10 +198,30 @@ def test_a_node_killed_right_after_the_200_keeps_the_verdict(node_process, store
 
 
 def test_check_names_a_tokens_secret_or_baseline_that_is_not_there(tmp_path: Path) -> None:
-    config = NodeConfig.model_validate({"feedback": {"tokens": str(tmp_path / "missing")},
+    config = NodeConfig.model_validate({"feedback": {"tokens_file": str(tmp_path / "missing")},
                                         "quality": {"baseline": str(tmp_path / "report.json")}})
     assert config_problems(config, environ={}) == [
         f"quality: baseline {tmp_path / 'report.json'} is not a readable file",
-        f"feedback: tokens {tmp_path / 'missing'} is neither a readable file nor a directory"]
+        f"feedback.tokens_file {tmp_path / 'missing'} cannot be read: FileNotFoundError"]
     with pytest.raises(ValueError, match=r"token_roles\.viewer names roles not in reader_roles: janitor"):
         FeedbackConfig(token_roles={"viewer": ("janitor",)})
+
+
+def test_a_bad_tokens_secret_fails_check_and_the_start_as_the_stow_receivers_does(tmp_path: Path) -> None:
+    feedback = tmp_path / "feedback-tokens.yaml"
+    feedback.write_text("- {name: ris, token: short}\n")
+    stow = tmp_path / "stow-tokens"  # a mounted Secret directory; a name no AE title can be
+    stow.mkdir()
+    (stow / "A-NAME-LONGER-THAN-16").write_text("stow-token-0123456789")
+    config = NodeConfig.model_validate({"feedback": {"tokens_file": str(feedback)},
+                                        "dicomweb": {"stow": {"enabled": True, "tokens_file": str(stow)}}})
+    problems = config_problems(config, environ={})
+    assert [p.split(": ")[0] for p in problems] == [f"feedback.tokens_file {feedback}",
+                                                    f"dicomweb.stow.tokens_file {stow}"]
+    assert "at least 16" in problems[0] and "client name is not valid" in problems[1]
+    assert "short" not in problems[0] and "0123456789" not in problems[1]
+    with pytest.raises(TokensError, match="at least 16"):  # the node's start builds the routes: refused there too
+        feedback_routes(None, CLOSED, FeedbackConfig(tokens_file=feedback))  # type: ignore[arg-type]
+    (stow / "A-NAME-LONGER-THAN-16").rename(stow / "CLOUDPACS")
+    feedback.write_text("- {name: ris, token: s3cret-ris-0123456789}\n")
+    assert config_problems(config, environ={}) == []

@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+import time_machine
 from PIL import Image
 
 from node.chain import prepare_study
@@ -136,9 +136,10 @@ def test_the_key_image_is_pictured_with_its_box(written, tmp_path: Path) -> None
 def test_the_report_is_reproducible_and_named_by_the_read(tmp_path: Path) -> None:
     read = _read(tmp_path, "<think>Consolidation, right upper lobe.</think>\\boxed{Pneumonia}")
     created = datetime(2026, 2, 3, 4, 5, 6)
-    first = write_results(read, tmp_path / "a", {}, created=created)
-    time.sleep(1.1)  # a clock read anywhere would show in the bytes
-    second = write_results(read, tmp_path / "b", {}, created=created)
+    with time_machine.travel(datetime(2030, 1, 1, tzinfo=UTC), tick=False):  # a clock read anywhere would show
+        first = write_results(read, tmp_path / "a", {}, created=created)
+    with time_machine.travel(datetime(2031, 6, 7, 8, 9, 10, tzinfo=UTC), tick=False):  # in the bytes
+        second = write_results(read, tmp_path / "b", {}, created=created)
     [a] = [item for item in first.dicom if item.path.name == "report.dcm"]
     [b] = [item for item in second.dicom if item.path.name == "report.dcm"]
     assert a.sop_instance_uid == b.sop_instance_uid and a.path.read_bytes() == b.path.read_bytes()

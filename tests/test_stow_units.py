@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from node.config.stow import StowConfig
+from node.config.dicomweb import StowConfig
 from node.feedback.submit import FeedbackBody
 from node.ingest.part10 import MalformedDataset, read_file_meta
 from node.ingest.refusals import check_target_uid

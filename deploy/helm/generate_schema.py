@@ -23,7 +23,7 @@ MANAGED: dict[str, list[str] | None] = {
     "http": None,
     "engine": ["model", "cache_dir"],
     "hl7_listener": ["enabled", "host", "port"],
-    "feedback": ["tokens"],
+    "feedback": ["tokens_file"],
     "dicomweb.stow": ["host", "tls"],
 }
 
@@ -63,7 +63,7 @@ def config_schema() -> tuple[dict[str, Any], dict[str, Any]]:
             definition["properties"].pop(key)
     schema["description"] = ("The node's configuration (conf/node.yaml) without the keys the chart manages: "
                              "dicom.host/port/tls, storage.root, http, engine.model, engine.cache_dir, "
-                             "hl7_listener.enabled/host/port, feedback.tokens and dicomweb.stow.host/tls.")
+                             "hl7_listener.enabled/host/port, feedback.tokens_file and dicomweb.stow.host/tls.")
     schema.pop("required", None)
     return schema, definitions
 
@@ -99,7 +99,7 @@ def values_schema() -> dict[str, Any]:
                              "annotations": LABELS, "controllerNamespace": {"type": "string", "minLength": 1}}),
             "dicomwebSecrets": _obj({"secretName": {"type": "string"}}),
             "metrics": _obj({"port": PORT}),
-            "feedback": _obj({"tokensSecret": {"type": "string"}}),
+            "feedbackTokens": _obj({"secretName": {"type": "string"}}),
             "hl7": _obj({"enabled": {"type": "boolean"}, "port": PORT}),
             "stowTokens": _obj({"secretName": {"type": "string"}}),
             "model": _obj({"existingClaim": {"type": "string"}, "hostPath": {"type": "string"},

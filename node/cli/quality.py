@@ -68,8 +68,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
 def cmd_feedback(args: argparse.Namespace) -> int:
     """Keep a reader's verdict, checked as ``POST /v1/feedback`` checks it, written to the state database."""
     config = load(args)
-    body = {"verdict": args.verdict, "reader_role": args.role, "labels": args.label,
-            "study_instance_uid": args.study, "accession": args.accession}
+    body = {field: getattr(args, field) for field in _BODY_FIELDS}
     try:
         with opened_store(args) as store:
             verdict = submit(store, closed_sets(build_router(config)), config.feedback,
@@ -90,13 +89,22 @@ def add_quality(subparsers: Commands) -> None:
     sub.add_argument("--json", action="store_true", help="JSON instead of text")
 
 
+#: The options of ``qoq-node feedback``, named as the fields of ``POST /v1/feedback``'s body.
+_BODY_FIELDS = ("study_instance_uid", "accession", "verdict", "labels", "reader_role")
+
+
 def add_feedback(subparsers: Commands) -> None:
-    """Register ``qoq-node feedback``."""
+    """Register ``qoq-node feedback``: its options are the API body's fields (``--study-instance-uid``,
+    ``--accession``, ``--verdict``, ``--labels``, ``--reader-role``; ``--study``, ``--label`` and ``--role`` are
+    kept as aliases)."""
     sub = add_command(subparsers, "feedback", cmd_feedback, "Keep a reader's verdict on the node's result for a "
                       "study (as POST /v1/feedback does).")
     which = sub.add_mutually_exclusive_group(required=True)
-    which.add_argument("--study", metavar="UID", help="the Study Instance UID")
+    which.add_argument("--study-instance-uid", "--study", dest="study_instance_uid", metavar="UID",
+                       help="the Study Instance UID")
     which.add_argument("--accession", help="the Accession Number")
     sub.add_argument("--verdict", required=True, choices=("accept", "reject", "correct"))
-    sub.add_argument("--label", action="append", default=[], help="with correct: a right label (repeatable)")
-    sub.add_argument("--role", required=True, help="the reader's role (feedback.reader_roles)")
+    sub.add_argument("--labels", "--label", dest="labels", action="extend", nargs="+", default=[], metavar="LABEL",
+                     help="with correct: the right labels (repeatable)")
+    sub.add_argument("--reader-role", "--role", dest="reader_role", required=True,
+                     help="the reader's role (feedback.reader_roles)")

@@ -1,8 +1,8 @@
 """The node's whole configuration as frozen, typed sections, loaded from YAML with environment overrides.
 
 ``load_config`` reads and validates it (never the disk beyond the file itself, nor the environment beyond
-``QOQ_NODE__…``); ``config_problems`` says which files and variables it names are missing, for ``qoq-node
-check`` and the node's start.
+``QOQ_NODE__…``); ``config_problems`` says which files and variables it names are missing (or, a tokens secret,
+not valid), for ``qoq-node check`` and the node's start.
 """
 
 from node.config.base import AE_TITLE_PATTERN, AeTitle, ConfigError

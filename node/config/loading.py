@@ -31,6 +31,7 @@ RENAMED_KEYS: dict[str, str] = {
     "engine.timeout_s": "engine.openai.timeout_seconds",
     "engine.max_concurrency": "engine.openai.max_concurrency",
     "engine.retries": "engine.openai.retries",
+    "feedback.tokens": "feedback.tokens_file",
 }
 
 

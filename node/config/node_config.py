@@ -7,6 +7,7 @@ from pydantic import model_validator
 from node.config.base import Section
 from node.config.delivery import DestinationsConfig
 from node.config.dicom import DicomConfig
+from node.config.dicomweb import DicomWebConfig
 from node.config.engine import EngineConfig
 from node.config.quality import FeedbackConfig, QualityConfig
 from node.config.sections import (
@@ -21,14 +22,13 @@ from node.config.sections import (
     StorageConfig,
     StudyConfig,
 )
-from node.config.stow import DicomwebConfig
 
 
 class NodeConfig(Section):
     """The whole node configuration (``conf/node.yaml``)."""
 
     dicom: DicomConfig = DicomConfig()
-    dicomweb: DicomwebConfig = DicomwebConfig()
+    dicomweb: DicomWebConfig = DicomWebConfig()
     storage: StorageConfig = StorageConfig()
     study: StudyConfig = StudyConfig()
     http: HttpConfig = HttpConfig()

@@ -1,4 +1,5 @@
-"""What the configuration names outside itself — files, environment variables — and whether it is there.
+"""What the configuration names outside itself — files, environment variables, tokens secrets — and whether it
+is there (a tokens secret: and valid, as :mod:`node.ops.tokens` reads it).
 
 The models never read the disk or the environment: a configuration loads wherever it is read (``qoq-node
 studies`` on another host, a test), and :func:`config_problems` says what is missing where it matters:
@@ -12,7 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from node.config.base import ConfigError
+from node.config.dicomweb import CLIENT_NAME
 from node.config.node_config import NodeConfig
+from node.ops.tokens import TokensError, read_tokens
 
 
 def _unreadable(where: str, files: Mapping[str, Path | None]) -> list[str]:
@@ -20,9 +23,27 @@ def _unreadable(where: str, files: Mapping[str, Path | None]) -> list[str]:
             for name, path in files.items() if path is not None and not path.is_file()]
 
 
+def _bad_tokens(config: NodeConfig) -> list[str]:
+    """What is wrong with each tokens secret the configuration names (the feedback API's, the STOW-RS
+    receiver's when it is on), as their servers would find it at start; the messages quote no token."""
+    stow = config.dicomweb.stow
+    secrets = {"feedback.tokens_file": (config.feedback.tokens_file, None),
+               "dicomweb.stow.tokens_file": (stow.tokens_file if stow.enabled else None, CLIENT_NAME.validate_python)}
+    problems = []
+    for key, (path, check_name) in secrets.items():
+        if path is None:
+            continue
+        try:
+            read_tokens(path, key, check_name)
+        except TokensError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def config_problems(config: NodeConfig, environ: Mapping[str, str] | None = None) -> list[str]:
-    """Each file the configuration names that is not there and each environment variable it names that is
-    not set (``environ``, default the process's), one message per problem naming its key; empty when none."""
+    """Each file the configuration names that is not there, each tokens secret that cannot be read or is not
+    valid, and each environment variable it names that is not set (``environ``, default the process's), one
+    message per problem naming its key; empty when none."""
     environ = os.environ if environ is None else environ
     problems = []
     tls = config.dicom.tls
@@ -35,9 +56,7 @@ def config_problems(config: NodeConfig, environ: Mapping[str, str] | None = None
             problems += _unreadable(f"destinations.dicom.{index}.tls", {
                 "ca": client.ca, "certificate": client.certificate, "private_key": client.private_key})
     problems += _unreadable("quality", {"baseline": config.quality.baseline})
-    tokens = config.feedback.tokens
-    if tokens is not None and not (tokens.is_file() or tokens.is_dir()):
-        problems.append(f"feedback: tokens {tokens} is neither a readable file nor a directory")
+    problems += _bad_tokens(config)
     for index, web in enumerate(config.destinations.dicomweb):
         problems += _unreadable(f"destinations.dicomweb.{index}", {"ca": web.ca})
         problems += _unreadable(f"destinations.dicomweb.{index}.auth", web.auth.files())
@@ -47,11 +66,9 @@ def config_problems(config: NodeConfig, environ: Mapping[str, str] | None = None
     if engine.backend == "openai" and key_env is not None and key_env not in environ:
         problems.append(f"engine.openai: api_key_env names {key_env}, which is not set in the environment")
     stow = config.dicomweb.stow
-    if stow.enabled:
-        problems += _unreadable("dicomweb.stow", {"tokens_file": stow.tokens_file})
-        if stow.tls.enabled:
-            problems += _unreadable("dicomweb.stow.tls", {"certificate": stow.tls.certificate,
-                                                          "private_key": stow.tls.private_key, "ca": stow.tls.ca})
+    if stow.enabled and stow.tls.enabled:
+        problems += _unreadable("dicomweb.stow.tls", {"certificate": stow.tls.certificate,
+                                                      "private_key": stow.tls.private_key, "ca": stow.tls.ca})
     return problems
 
 

@@ -33,12 +33,12 @@ class QualityConfig(Section):
 
 
 class FeedbackConfig(Section):
-    """``POST /v1/feedback``: off unless ``tokens`` names the mounted secret."""
+    """``POST /v1/feedback``: off unless ``tokens_file`` names the mounted secret."""
 
-    tokens: Path | None = Field(default=None, description="Bearer tokens (as dicomweb.stow.tokens_file): a directory "
-                                "(a mounted Secret: each file a token of 16+ characters, its name the client's name) "
-                                "or a YAML/JSON file of [{name, token}]; read again when it changes. Unset: the API is "
-                                "off (404).")
+    tokens_file: Path | None = Field(
+        default=None, description="Bearer tokens (as dicomweb.stow.tokens_file): a directory (a mounted Secret: "
+        "each file a token of 16+ characters, its name the client's name) or a YAML/JSON file of [{name, token}]; "
+        "read at start and again when it changes. Unset: the API is off (404).")
     reader_roles: tuple[str, ...] = Field(default=("radiologist", "resident", "fellow", "referrer", "technologist"),
                                           min_length=1, description="The reader roles a verdict may name.")
     token_roles: dict[str, tuple[str, ...]] = Field(default_factory=dict, description="Per token name, the reader "

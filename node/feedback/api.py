@@ -1,5 +1,5 @@
 """``POST /v1/feedback`` and its OpenAPI document (``GET /v1/openapi.json``), as Starlette routes the node's web
-server serves; none when ``feedback.tokens`` is unset (the API is off). Answers are JSON: 200 once the verdict is
+server serves; none when ``feedback.tokens_file`` is unset (the API is off). Answers are JSON: 200 once the verdict is
 on disk; 401 without a known bearer token, 403 for a reader role the token may not post, 404 for a study the
 node has not answered, 408 for a body that pauses (:data:`node.ops.bodies.BODY_IDLE_SECONDS`), 413 for a body
 over :data:`MAX_BODY_BYTES`, 422 for a bad body, 503 when the tokens cannot be read or the server's body slots
@@ -22,7 +22,7 @@ from node.feedback.submit import FeedbackBody, FeedbackRefused, parse, submit
 from node.ops.bodies import read_body
 from node.ops.json_error import json_error
 from node.ops.logging import get_logger
-from node.ops.tokens import TokenSecret, TokensError
+from node.ops.tokens import TokenSecret, TokensError, Unauthorized
 from node.store import Store
 
 log = get_logger("feedback")
@@ -77,19 +77,19 @@ async def _body(request: Request) -> object:
 def feedback_routes(store: Store, closed_sets: Mapping[str, Sequence[str]],
                     config: FeedbackConfig) -> list[BaseRoute]:
     """The API's routes over ``store``, checking labels against ``closed_sets`` (task → labels); none when
-    ``config.tokens`` is unset."""
-    if config.tokens is None:
+    ``config.tokens_file`` is unset. TokensError when its secret cannot be read or is not valid (at start)."""
+    if config.tokens_file is None:
         return []
-    secret = TokenSecret(config.tokens, "feedback.tokens")
+    secret = TokenSecret(config.tokens_file, "feedback.tokens_file")
 
     async def post_feedback(request: Request) -> JSONResponse:
         try:
             name = await run_in_threadpool(secret.client, request.headers.get("authorization"))
+        except Unauthorized as exc:
+            return _refusal(401, str(exc))
         except TokensError as exc:
             log.error("feedback.tokens_unreadable", error=str(exc))
             return _refusal(503, "the feedback tokens cannot be read")
-        if name is None:
-            return _refusal(401, "a known bearer token is needed")
         try:
             body = parse(await _body(request))
             verdict = await run_in_threadpool(submit, store, closed_sets, config, body, config.token_roles.get(name))

@@ -89,12 +89,18 @@ def bearer(authorization: str | None) -> str | None:
     return (token.strip() or None) if scheme.lower() == "bearer" else None
 
 
+class Unauthorized(DataError):
+    """No bearer token, or one no client has (HTTP 401); the message says which, quoting no token."""
+
+
 class TokenSecret:
-    """A tokens secret, read when first asked and again whenever it changes (:class:`Reloading`)."""
+    """A tokens secret, read at construction (a bad secret is refused at start: :class:`TokensError`) and again
+    whenever it changes (:class:`Reloading`)."""
 
     def __init__(self, path: Path, key: str, check_name: Callable[[str], str] | None = None) -> None:
         self._key = key
         self._secret = Reloading(path, lambda at: read_tokens(at, key, check_name))
+        self.tokens()
 
     def tokens(self) -> dict[str, str]:
         """Client name → token, as the secret is now; TokensError when it cannot be read or is not valid."""
@@ -103,9 +109,14 @@ class TokenSecret:
         except OSError as exc:
             raise TokensError(f"{self._key} {self._secret.path} cannot be read: {type(exc).__name__}") from None
 
-    def client(self, authorization: str | None) -> str | None:
-        """The name of the client an ``Authorization`` header's bearer token belongs to; None without a bearer
-        token or with an unknown one. TokensError when the secret cannot be read."""
-        tokens = self.tokens()
+    def client(self, authorization: str | None) -> str:
+        """The name of the client an ``Authorization`` header's bearer token belongs to. Unauthorized without a
+        bearer token ("a bearer token is required") or with one no client has ("unknown bearer token");
+        TokensError when the secret cannot be read."""
         presented = bearer(authorization)
-        return token_name(presented, tokens) if presented else None
+        if presented is None:
+            raise Unauthorized("a bearer token is required")
+        name = token_name(presented, self.tokens())
+        if name is None:
+            raise Unauthorized("unknown bearer token")
+        return name

@@ -26,6 +26,7 @@ from node.results.provenance import (
     label_series,
     result_uid,
 )
+from node.results.source_header import COPIED_ATTRIBUTES
 
 ENCAPSULATED_PDF_STORAGE = UID("1.2.840.10008.5.1.4.1.1.104.1")
 SERIES_NUMBER = 9906
@@ -33,8 +34,7 @@ MIME_TYPE = "application/pdf"
 #: PS3.16 CID 7000 (Diagnostic Imaging Report Document Titles).
 REPORT_CONCEPT = ("18748-4", "LN", "Diagnostic Imaging Report")
 #: The patient and study attributes copied from the source (Patient and General Study modules).
-_COPIED = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
-           "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber", "StudyDescription")
+_COPIED = ("StudyInstanceUID", *COPIED_ATTRIBUTES)
 
 
 def report_uid(study_uid: str, study_version: int, task: str, provenance: Provenance) -> str:

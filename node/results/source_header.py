@@ -21,9 +21,9 @@ from pydicom.uid import generate_uid
 
 from node.results.dicom_text import NOT_IN_A_LINE
 
-#: Attributes copied into the result objects, by VR. Those of type 2 in the result IODs are given an
-#: empty value when absent.
-_COPIED = {
+#: The patient and study attributes copied into the result objects (with the Study Instance UID), by VR. Those
+#: of type 2 in the result IODs are given an empty value when absent.
+COPIED_ATTRIBUTES = {
     "PatientName": "PN", "PatientID": "LO", "IssuerOfPatientID": "LO", "PatientBirthDate": "DA",
     "PatientSex": "CS", "StudyDate": "DA", "StudyTime": "TM", "AccessionNumber": "SH",
     "ReferringPhysicianName": "PN", "StudyID": "SH", "StudyDescription": "LO",
@@ -104,7 +104,7 @@ def repair_header(ds: Dataset) -> list[str]:
     """Make ``ds``'s copied patient and study attributes (and its lossy compression history and frame of
     reference) valid, in place; the keywords changed."""
     changed = _repair_lossy(ds) + _repair_frame_of_reference(ds)
-    for keyword, vr in _COPIED.items():
+    for keyword, vr in COPIED_ATTRIBUTES.items():
         try:
             element = ds.data_element(keyword)
             value = "" if element is None or element.value is None else element.value

@@ -5,18 +5,11 @@ C-STORE."""
 
 from __future__ import annotations
 
-from pydantic import TypeAdapter
-
-from node.config.base import AeTitle
-from node.config.stow import StowConfig
+from node.config.dicomweb import CLIENT_NAME, StowConfig
 from node.errors import DataError
-from node.ops.tokens import TokenSecret, bearer, token_name
+from node.ops.tokens import TokenSecret, Unauthorized
 
-_AE_TITLE: TypeAdapter[str] = TypeAdapter(AeTitle)
-
-
-class Unauthorized(DataError):
-    """No bearer token, or one no client has (HTTP 401)."""
+__all__ = ["Clients", "Forbidden", "Unauthorized"]
 
 
 class Forbidden(DataError):
@@ -29,19 +22,13 @@ class Clients:
 
     def __init__(self, config: StowConfig) -> None:
         assert config.tokens_file is not None
-        self._secret = TokenSecret(config.tokens_file, "dicomweb.stow.tokens_file", _AE_TITLE.validate_python)
+        self._secret = TokenSecret(config.tokens_file, "dicomweb.stow.tokens_file", CLIENT_NAME.validate_python)
         self._allowed = frozenset(config.allowed_clients)
-        self._secret.tokens()
 
     def authorize(self, authorization: str | None) -> str:
         """The name of the client an ``Authorization`` header belongs to; Unauthorized when it has no bearer
         token or an unknown one, Forbidden when its client is not allow-listed."""
-        presented = bearer(authorization)
-        if presented is None:
-            raise Unauthorized("a bearer token is required")
-        name = token_name(presented, self._secret.tokens())
-        if name is None:
-            raise Unauthorized("unknown bearer token")
+        name = self._secret.client(authorization)
         if self._allowed and name not in self._allowed:
             raise Forbidden(f"client {name} is not in dicomweb.stow.allowed_clients")
         return name

@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from node.config.dicom import TlsConfig
-from node.config.stow import StowConfig
+from node.config.dicomweb import StowConfig
 from node.dicomweb.multipart import MultipartError, MultipartReader
 from node.dicomweb.response_module import JSON_MEDIA_TYPE, XML_MEDIA_TYPE
 from node.ingest.assembler import StudyAssembler

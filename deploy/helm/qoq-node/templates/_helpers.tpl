@@ -98,8 +98,8 @@ name (what trtllm-serve lists for a local checkpoint when it is given no name). 
 {{- if include "qoq-node.hasModel" . -}}
 {{- $_ := set (get $managed "engine") "model" (include "qoq-node.modelPath" .) -}}
 {{- end -}}
-{{- if .Values.feedback.tokensSecret -}}
-{{- $_ := set $managed "feedback" (dict "tokens" "/etc/qoq-node/feedback-tokens") -}}
+{{- if .Values.feedbackTokens.secretName -}}
+{{- $_ := set $managed "feedback" (dict "tokens_file" "/etc/qoq-node/feedback-tokens") -}}
 {{- end -}}
 {{- $stow := dict -}}
 {{- if and .Values.stowTokens.secretName (not (dig "dicomweb" "stow" "tokens_file" "" .Values.config)) -}}
