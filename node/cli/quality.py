@@ -16,6 +16,7 @@ from node.config.quality import QualityConfig
 from node.feedback.submit import FeedbackRefused, closed_sets, parse, submit
 from node.quality.baseline import load_evaluation
 from node.quality.report import TaskQuality, since_quality, tasks
+from node.store.verdicts import Judgement
 
 _UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -97,6 +98,6 @@ def add_feedback(subparsers: Commands) -> None:
     which = sub.add_mutually_exclusive_group(required=True)
     which.add_argument("--study", metavar="UID", help="the Study Instance UID")
     which.add_argument("--accession", help="the Accession Number")
-    sub.add_argument("--verdict", required=True, choices=("accept", "reject", "correct"))
+    sub.add_argument("--verdict", required=True, choices=tuple(Judgement))
     sub.add_argument("--label", action="append", default=[], help="with correct: a right label (repeatable)")
     sub.add_argument("--role", required=True, help="the reader's role (feedback.reader_roles)")
