@@ -25,11 +25,13 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``path`` whole or not at all: a temporary name beside it, fsynced, renamed over it. The
-    directory entry is durable once the caller has fsynced the directory (:func:`fsync_dir`)."""
+def write_atomically(path: Path, data: bytes, mode: int = 0o666) -> None:
+    """Write ``path`` whole or not at all: a temporary name beside it (made with ``mode``, less the umask),
+    fsynced, renamed over it. The directory entry is durable once the caller has fsynced the directory
+    (:func:`fsync_dir`)."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as file:
+    tmp.unlink(missing_ok=True)  # a leftover keeps its mode
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as file:
         file.write(data)
         file.flush()
         os.fsync(file.fileno())

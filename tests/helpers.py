@@ -35,7 +35,8 @@ from node.model.profiles import PROFILES
 from node.results.gsps import build_presentation_state
 from node.results.provenance import Provenance
 from node.results.sr import build_sr
-from node.store import InstanceRecord, Store, StudySummary
+from node.store import InstanceRecord, Store, StudySummary, Verdict
+from node.store.verdicts import Source
 from node.testing.loopback import LOOPBACK
 from node.testing.node_process import NodeProcess, replay_settings
 from node.testing.synthetic import lesion_box, write_ct_study
@@ -132,6 +133,25 @@ def stored_studies(node: NodeProcess) -> list[StudySummary]:
         return store.studies.summaries()
     finally:
         store.close()
+
+
+def verdicts_of(store: Store, study_uid: str) -> list[Verdict]:
+    """Every verdict on a study's results (or on its key, once purged), oldest first."""
+    return [verdict for verdict in store.verdicts.since(0) if verdict.study_instance_uid == study_uid]
+
+
+def is_rejected(store: Store, study_uid: str, version: int | None = None) -> bool:
+    """Whether an IOCM rejection marks the study's result rejected (of ``version``, when given; a rejection
+    whose version is not known rejects every version). An API 'reject' is a verdict only: it rejects nothing."""
+    return any(verdict.source == Source.IOCM and (version is None or verdict.version in (None, version))
+               for verdict in verdicts_of(store, study_uid))
+
+
+def report_count(store: Store, waiting: bool | None = None) -> int:
+    """How many reports are kept (``waiting``: only those unmatched; False: only those matched)."""
+    condition = {None: "1", True: "study_uid IS NULL", False: "study_uid IS NOT NULL"}[waiting]
+    with store.database.reading() as db:
+        return int(db.execute(f"SELECT COUNT(*) FROM reports WHERE {condition}").fetchone()[0])
 
 
 def instance_record(sop: str, study: str = "1.2.3", at: float = 100.0) -> InstanceRecord:

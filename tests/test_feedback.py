@@ -25,10 +25,10 @@ from node.feedback.api import feedback_routes
 from node.ops.http import WebServer
 from node.ops.tokens import TokenSecret, TokensError, Unauthorized, read_tokens, token_name
 from node.store import Answer, Store
-from node.store.answers import accession_key, insert_answer
+from node.store.answers import insert_answer
 from node.testing.loopback import LOOPBACK
 from node.testing.synthetic import write_cr_study
-from tests.helpers import instance_record, metric_value, stored_studies, wait_for
+from tests.helpers import instance_record, metric_value, stored_studies, verdicts_of, wait_for
 from tests.reference import lesion_answer
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
@@ -48,7 +48,8 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Store]]:
     store = Store(tmp_path / "state.db")
     store.instances.record([instance_record(f"{STUDY}.1", study=STUDY)])  # a study the node still keeps
     with store.database.transaction() as db:
-        insert_answer(db, Answer(STUDY, 2, "chest_xray", ("Pneumonia",), "ACME", "X1", 1.0, accession_key("ACC7")))
+        insert_answer(db, Answer(STUDY, 2, "chest_xray", ("Pneumonia",), "ACME", "X1", 1.0,
+                                 store.answers.accession_key("ACC7")))
     config = FeedbackConfig(tokens_file=secret, token_roles={"viewer": ("resident",)})
     server = WebServer(LOOPBACK, 0, feedback_routes(store, CLOSED, config))
     server.start()
@@ -93,7 +94,7 @@ def test_each_refusal_has_its_status_and_a_reason_that_quotes_nothing(served: tu
             answer.text
     assert _post(url, b"{not json").json() == {"error": "the body is not JSON"}
     assert _post(url, b"[" * 20_000).status_code == 413
-    assert store.verdicts.for_study(STUDY) == []
+    assert verdicts_of(store, STUDY) == []
 
 
 def test_a_good_call_is_kept_before_its_200_and_replaces_the_readers_earlier_one(served: tuple[str, Store]) -> None:
@@ -101,13 +102,13 @@ def test_a_good_call_is_kept_before_its_200_and_replaces_the_readers_earlier_one
     answer = _post(url, GOOD)
     assert answer.status_code == 200
     assert answer.json() == {"task": "chest_xray", "version": 2, "verdict": "correct", "labels": ["Pneumothorax"]}
-    [kept] = store.verdicts.for_study(STUDY)
+    [kept] = verdicts_of(store, STUDY)
     assert (kept.source, kept.verdict, kept.found, kept.ai_labels, kept.reader_role, kept.version) == (
         "api", "correct", ("Pneumothorax",), ("Pneumonia",), "radiologist", 2)
     by_accession = {"accession": "ACC7", "verdict": "accept", "reader_role": "resident"}
     assert _post(url, by_accession, "s3cret-viewer-0123456789").status_code == 200
     assert _post(url, {**GOOD, "verdict": "reject", "labels": []}).status_code == 200
-    assert sorted((v.reader_role, v.verdict) for v in store.verdicts.for_study(STUDY)) == [
+    assert sorted((v.reader_role, v.verdict) for v in verdicts_of(store, STUDY)) == [
         ("radiologist", "reject"), ("resident", "accept")]
 
 
@@ -166,7 +167,7 @@ def test_qoq_node_feedback_writes_through_the_same_checks(tmp_path: Path, capsys
     assert "feedback refused: labels must be from task chest_xray's closed set" in error and "Martian" not in error
     assert main(["feedback", "--study", STUDY, "--verdict", "accept", "--role", "radiologist"]) == 0  # the aliases
     assert "kept: accept on the chest_xray result (version 1)" in capsys.readouterr().out
-    assert [v.verdict for v in store.verdicts.for_study(STUDY)] == ["accept"]
+    assert [v.verdict for v in verdicts_of(store, STUDY)] == ["accept"]
     store.close()
 
 

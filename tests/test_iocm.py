@@ -20,7 +20,16 @@ from node.store.outbox import OutboxState
 from node.testing.loopback import LOOPBACK, free_port
 from node.testing.pacs import Orthanc
 from node.testing.synthetic import restamp, write_cr_study
-from tests.helpers import key_object_note, metric_value, replay_engine, state, study_of, wait_for
+from tests.helpers import (
+    is_rejected,
+    key_object_note,
+    metric_value,
+    replay_engine,
+    state,
+    study_of,
+    verdicts_of,
+    wait_for,
+)
 
 
 def _send_instance(orthanc: Orthanc, path: Path) -> None:
@@ -50,15 +59,15 @@ def test_a_rejection_note_rejects_the_result(orthanc: Orthanc, make_node, tmp_pa
 
     # not a rejection: ignored as before
     _send_instance(orthanc, key_object_note([sr], tmp_path, "113000", "Of Interest"))
-    assert not node.store.verdicts.is_rejected(study.study_uid)
+    assert not is_rejected(node.store, study.study_uid)
     pending = [i for i in node.store.outbox.items() if i.destination == "down"]
     assert pending and all(i.state == OutboxState.PENDING for i in pending)
 
     _send_instance(orthanc, key_object_note([sr], tmp_path, "113001", "Rejected for Quality Reasons"))
-    assert node.store.verdicts.is_rejected(study.study_uid, 1)
-    [verdict] = [v for v in node.store.verdicts.for_study(study.study_uid) if v.source == "iocm"]
+    assert is_rejected(node.store, study.study_uid, 1)
+    [verdict] = [v for v in verdicts_of(node.store, study.study_uid) if v.source == "iocm"]
     assert (verdict.verdict, verdict.reason_code, verdict.version, verdict.task, verdict.ai_labels) == (
-        "rejected", "113001", 1, "chest_xray", ("Pneumonia",))
+        "reject", "113001", 1, "chest_xray", ("Pneumonia",))
     text = node.metrics.render().decode()
     assert metric_value(text, "qoqnode_results_rejected_total", 'reason="113001"') == 1
     assert metric_value(text, "qoqnode_cstore_requests_total", 'outcome="ignored"') == 1
@@ -72,9 +81,9 @@ def test_a_rejection_note_rejects_the_result(orthanc: Orthanc, make_node, tmp_pa
 
     # a note that references the node's PDF report alone is a rejection of the same version too
     _send_instance(orthanc, key_object_note([pdf], tmp_path, "113037", "Rejected for Patient Safety Reasons"))
-    by_code = {v.reason_code: v for v in node.store.verdicts.for_study(study.study_uid) if v.source == "iocm"}
+    by_code = {v.reason_code: v for v in verdicts_of(node.store, study.study_uid) if v.source == "iocm"}
     assert set(by_code) == {"113001", "113037"} and (by_code["113037"].version, by_code["113037"].verdict) == (
-        1, "rejected")
+        1, "reject")
     text = node.metrics.render().decode()
     assert metric_value(text, "qoqnode_results_rejected_total", 'reason="113037"') == 1
     assert metric_value(text, "qoqnode_cstore_requests_total", 'outcome="rejection_note"') == 2

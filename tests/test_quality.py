@@ -48,7 +48,7 @@ def test_each_judgement_counts_as_the_docs_say() -> None:
     assert decided(Verdict("1", 1, TASK, "api", "k", "correct", 1, ai_labels=("Edema",), found=("Mass",))) == "disagree"
     assert decided(Verdict("1", 1, TASK, "api", "k", "accept", 1)) == "agree"
     assert decided(Verdict("1", 1, TASK, "api", "k", "reject", 1)) == "disagree"
-    assert decided(Verdict("1", 1, TASK, "iocm", "k", "rejected", 1, reason_code="113001")) is None
+    assert decided(Verdict("1", 1, TASK, "iocm", "k", "reject", 1, reason_code="113001")) is None
     assert decided(_report(1, "unknown")) is None and decided(_report(1, "partial")) == "partial"
 
 
@@ -67,7 +67,7 @@ def test_window_figures_and_metrics_read_from_the_store(tmp_path: Path) -> None:
     early = [_answer(n, ("Pneumonia",)) for n in range(10)]
     late = [_answer(n, ("Pneumothorax",), ("OTHER", "Y2")) for n in range(10, 20)]
     verdicts = [_report(n, kind) for n, kind in enumerate(["agree"] * 6 + ["partial", "disagree", "unknown"])]
-    verdicts.append(Verdict("1.2.15", 1, TASK, "iocm", "2.25.9", "rejected", 2000.0, reason_code="113001"))
+    verdicts.append(Verdict("1.2.15", 1, TASK, "iocm", "2.25.9", "reject", 2000.0, reason_code="113001"))
     _fill(store, early + late, verdicts)
     config = QualityConfig(window=10, baseline_studies=10)
     metrics = Metrics()
@@ -75,7 +75,7 @@ def test_window_figures_and_metrics_read_from_the_store(tmp_path: Path) -> None:
     text = metrics.render().decode()
     task = f'task="{TASK}"'
     assert metric_value(text, "qoqnode_verdicts", f'source="report",{task},verdict="agree"') == 6
-    assert metric_value(text, "qoqnode_verdicts", f'source="iocm",{task},verdict="rejected"') == 1
+    assert metric_value(text, "qoqnode_verdicts", f'source="iocm",{task},verdict="reject"') == 1
     # the last 10 verdicts: 6 agree, 1 partial, 1 disagree (partial counts against), 1 unknown and 1 iocm (left out)
     assert metric_value(text, "qoqnode_quality_concordance", task) == pytest.approx(6 / 8)
     assert metric_value(text, "qoqnode_quality_concordance_decided", task) == 8

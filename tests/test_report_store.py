@@ -12,6 +12,7 @@ from node.store.answers import Answer, insert_answer
 from node.store.clinical import InboundMessage, KnownStudy, Order, patient_key
 from node.store.reports import Report
 from node.store.schema import SCHEMA_VERSION
+from tests.helpers import report_count
 
 KEY = patient_key("REP-0001", "HOSP")
 
@@ -27,10 +28,10 @@ def test_a_waiting_report_is_forgotten_when_its_message_is(tmp_path: Path) -> No
     store = Store(tmp_path / "state.db")
     _report(store, "R1", "ACC-OLD", 100.0)
     _report(store, "R2", "ACC-NEW", 200.0)
-    assert store.reports.count(waiting=True) == 2 and store.reports.matches() == []
+    assert report_count(store, waiting=True) == 2 and store.reports.matches() == []
     messages, _ = store.clinical.forget_before(150.0)
     assert [p.name for p in messages] == ["R1.hl7"]
-    assert store.reports.count() == 1
+    assert report_count(store) == 1
     with store.database.reading() as db:
         assert db.execute("SELECT accession FROM reports").fetchall() == [("ACC-NEW",)]
 
@@ -78,7 +79,7 @@ def test_a_schema_6_database_gains_the_reports_table(tmp_path: Path) -> None:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 7
     assert [m.message_type for m in store.clinical.messages_of(KEY)] == ["ORM^O01"]
     _report(store, "R1", "ACC-1", 2.0)
-    assert store.reports.count(waiting=True) == 1
+    assert report_count(store, waiting=True) == 1
 
 
 def test_the_report_benchmark_judges_every_report(tmp_path: Path) -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 from structlog.testing import capture_logs
 
 from node.store import COMPLETE
-from node.store.verdicts import source_key
+from node.store.verdicts import Source
 from node.testing.loopback import LOOPBACK
 from node.testing.synthetic import restamp, write_cr_study
 from node.testing.synthetic_hl7 import report_message
-from tests.helpers import replay_engine, send_hl7, state, wait_for
+from tests.helpers import replay_engine, report_count, send_hl7, state, verdicts_of, wait_for
 
 
 def _node(make_node, tmp_path: Path, answer: str):
@@ -33,8 +33,8 @@ def _read(node, storescu, directory: Path, accession: str) -> str:
 
 def _verdicts(node, study_uid: str) -> list[tuple[str, str, dict | None]]:
     """The study's verdicts: (the report's accession, verdict, labels found); the accession is kept hashed only."""
-    verdicts = node.store.verdicts.for_study(study_uid)
-    keys = {source_key("report", f"ACC-{n}"): f"ACC-{n}" for n in range(1, 4)}
+    verdicts = verdicts_of(node.store, study_uid)
+    keys = {node.store.verdicts.source_key(Source.REPORT, f"ACC-{n}"): f"ACC-{n}" for n in range(1, 4)}
     return [(keys[v.source_key], v.verdict, v.found) for v in verdicts]
 
 
@@ -48,7 +48,7 @@ def test_reports_give_verdicts_against_the_answer(make_node, tmp_path: Path, sto
     with capture_logs() as logs:
         assert send_hl7(port, report_message("REP1", "REP-0001", "ACC-1", "Right upper lobe pneumonia.")) == "AA"
     assert _verdicts(node, first) == [("ACC-1", "agree", {"Pneumonia": "affirmed"})]
-    [verdict] = node.store.verdicts.for_study(first)
+    [verdict] = verdicts_of(node.store, first)
     assert (verdict.source, verdict.task, verdict.ai_labels, verdict.version) == ("report", "chest_xray",
                                                                                  ("Pneumonia",), 1)
     assert {"hl7.received", "verdict.recorded"} <= {event["event"] for event in logs}
@@ -57,14 +57,14 @@ def test_reports_give_verdicts_against_the_answer(make_node, tmp_path: Path, sto
     before = time.time()
     assert send_hl7(port, report_message("REP2", "REP-0001", "ACC-1", "Possible small effusion.", "C")) == "AA"
     assert _verdicts(node, first) == [("ACC-1", "unknown", {"Pleural Effusion": "uncertain"})]
-    assert node.store.verdicts.for_study(first)[0].received_at >= before
+    assert verdicts_of(node.store, first)[0].received_at >= before
 
     assert send_hl7(port, report_message("REP3", "REP-0001", "ACC-2", "No pneumonia.")) == "AA"
-    assert node.store.reports.count(waiting=True) == 1
+    assert report_count(node.store, waiting=True) == 1
     second = _read(node, storescu, tmp_path / "s2", "ACC-2")
     wait_for(lambda: _verdicts(node, second), timeout=10, what="the waiting report judged")
     assert _verdicts(node, second) == [("ACC-2", "disagree", {"Pneumonia": "negated"})]
-    assert node.store.reports.count(waiting=True) == 0
+    assert report_count(node.store, waiting=True) == 0
 
     other = _node(make_node, tmp_path, "Pneumothorax")
     third = _read(other, storescu, tmp_path / "s3", "ACC-3")

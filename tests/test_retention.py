@@ -19,11 +19,10 @@ from node.config.quality import FeedbackConfig
 from node.feedback.submit import FeedbackRefused, parse, submit
 from node.ingest.spool import Spool
 from node.store import COMPLETE
-from node.store.keys import study_key
 from node.testing.loopback import LOOPBACK
 from node.testing.synthetic import restamp, write_cr_study
 from node.testing.synthetic_hl7 import order_message, report_message
-from tests.helpers import metric_value, replay_engine, send_hl7, state, wait_for
+from tests.helpers import metric_value, replay_engine, send_hl7, state, verdicts_of, wait_for
 
 DAY = 86_400.0
 
@@ -124,9 +123,9 @@ def test_the_quality_record_outlives_a_purged_study_without_an_identifier(make_n
     assert node.retention.run_once(now=time.time() + 15 * DAY) == 1
     left = _text_values(database)
     assert not [identifier for identifier in identifiers if identifier in left]
-    key = study_key(study.study_uid)
+    key = node.store.keys.study(study.study_uid)
     assert node.store.answers.for_study(key).labels == ("Pneumonia",)
-    assert {v.verdict for v in node.store.verdicts.for_study(key)} == {"agree", "accept"}
+    assert {v.verdict for v in verdicts_of(node.store, key)} == {"agree", "accept"}
     for late in ({"study_instance_uid": study.study_uid}, {"accession": "ACC-RET"}):  # no result to judge now
         with pytest.raises(FeedbackRefused) as refused:
             submit(node.store, {"chest_xray": ("Pneumonia",)}, FeedbackConfig(),

@@ -16,6 +16,7 @@ from node.config.quality import QualityConfig
 from node.feedback.submit import FeedbackRefused, closed_sets, parse, submit
 from node.quality.baseline import load_evaluation
 from node.quality.report import TaskQuality, since_quality, tasks
+from node.store.verdicts import Judgement
 
 _UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -103,7 +104,7 @@ def add_feedback(subparsers: Commands) -> None:
     which.add_argument("--study-instance-uid", "--study", dest="study_instance_uid", metavar="UID",
                        help="the Study Instance UID")
     which.add_argument("--accession", help="the Accession Number")
-    sub.add_argument("--verdict", required=True, choices=("accept", "reject", "correct"))
+    sub.add_argument("--verdict", required=True, choices=tuple(Judgement))
     sub.add_argument("--labels", "--label", dest="labels", action="extend", nargs="+", default=[], metavar="LABEL",
                      help="with correct: the right labels (repeatable)")
     sub.add_argument("--reader-role", "--role", dest="reader_role", required=True,

@@ -13,8 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from node.config.quality import FeedbackConfig
 from node.errors import DataError
+from node.quality.answers import OTHER, closed_labels
 from node.routing import Router
 from node.store import Store, Verdict
+from node.store.verdicts import Judgement, Source
 from node.uids import MAX_UID_LENGTH, UID_PATTERN
 
 
@@ -82,13 +84,12 @@ def submit(store: Store, closed_sets: Mapping[str, Sequence[str]], config: Feedb
     if answer is None:
         raise FeedbackRefused(404, "the node has no result for that study")
     closed = closed_sets.get(answer.task, ())
-    spelled = {label.casefold(): label for label in closed}
-    if any(label.casefold() not in spelled for label in body.labels):
+    labels = closed_labels(body.labels, closed)
+    if OTHER in labels:
         raise FeedbackRefused(422, f"labels must be from task {answer.task}'s closed set: {', '.join(closed)}")
-    labels = tuple(dict.fromkeys(spelled[label.casefold()] for label in body.labels))
-    verdict = Verdict(answer.study_instance_uid, answer.version, answer.task, "api",
+    verdict = Verdict(answer.study_instance_uid, answer.version, answer.task, Source.API,
                       f"{answer.study_instance_uid}|{body.reader_role}", body.verdict,
                       time.time() if now is None else now, answer.labels,
-                      labels if body.verdict == "correct" else None, reader_role=body.reader_role)
+                      labels if body.verdict == Judgement.CORRECT else None, reader_role=body.reader_role)
     store.verdicts.record(verdict)
     return verdict

@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
@@ -23,7 +22,7 @@ from pydicom.uid import UID, ExplicitVRBigEndian, ImplicitVRLittleEndian
 from node.ops.logging import get_logger, uid_hash
 from node.ops.metrics import Metrics
 from node.store import Store
-from node.store.verdicts import Verdict
+from node.store.verdicts import Judgement, Source, Verdict
 
 log = get_logger("ingest")
 
@@ -74,26 +73,21 @@ class Rejections:
         metrics.start_at_zero(metrics.results_rejected, REJECTION_CODES)
 
     def reject(self, note: RejectionNote, received_at: float | None = None) -> int:
-        """Reject the study versions whose results the note references; how many (0: none is the node's)."""
+        """Reject the study versions whose results the note references; how many (0: none is the node's). Each
+        version's verdict is recorded and its undelivered items cancelled in one transaction (both, or
+        neither: no item is sent after its result is marked rejected)."""
         received_at = received_at if received_at is not None else time.time()
         results = self._store.outbox.results_of(list(note.referenced)) if note.referenced else {}
-        folders = {Path(path).parent for path in results.values()}
-        for folder in sorted(folders):
-            study_uid, version = folder.parent.name, _version(folder.name)
-            answer = self._store.answers.for_study(study_uid, version)
-            self._store.verdicts.record(Verdict(
-                study_instance_uid=study_uid, version=version, task=answer.task if answer else "",
-                source="iocm", source_key=note.sop_instance_uid, verdict="rejected", received_at=received_at,
-                ai_labels=answer.labels if answer else (), reason_code=note.code))
+        for ref in sorted(set(results.values()), key=lambda ref: ref.folder):
+            answer = self._store.answers.for_study(ref.study_uid, ref.version)
             now = time.time()
-            cancelled = self._store.outbox.cancel(f"{folder}/", now)
-            self._store.studies.settle(study_uid, now)
+            cancelled = self._store.verdicts.record(Verdict(
+                study_instance_uid=ref.study_uid, version=ref.version, task=answer.task if answer else "",
+                source=Source.IOCM, source_key=note.sop_instance_uid, verdict=Judgement.REJECT,
+                received_at=received_at, ai_labels=answer.labels if answer else (), reason_code=note.code),
+                cancel_results=ref.folder, now=now)
+            self._store.studies.settle(ref.study_uid, now)
             self._metrics.results_rejected.labels(note.code).inc()
-            log.warning("results.rejected", study=uid_hash(study_uid), version=version, reason=note.code,
+            log.warning("results.rejected", study=uid_hash(ref.study_uid), version=ref.version, reason=note.code,
                         cancelled=cancelled)
-        return len(folders)
-
-
-def _version(name: str) -> int | None:
-    """A results folder's version (``v3`` → 3)."""
-    return int(name[1:]) if name[:1] == "v" and name[1:].isdigit() else None
+        return len(set(results.values()))

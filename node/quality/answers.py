@@ -9,7 +9,6 @@ from node.dicom_files import read_attributes
 from node.ops.metrics import Metrics
 from node.reading import Read
 from node.store import Answer, QueuedItem, Store
-from node.store.answers import accession_key
 
 #: An answer label outside the task's closed set.
 OTHER = "other"
@@ -44,13 +43,14 @@ def equipment(read: Read) -> tuple[str, str]:
     return _header(read)[:2]
 
 
-def answer_of(read: Read, version: int, now: float) -> Answer:
-    """The quality record's row for a study version the node answered."""
+def answer_of(store: Store, read: Read, version: int, now: float) -> Answer:
+    """The quality record's row for a study version the node answered (its Accession Number kept as
+    ``store``'s key of it)."""
     prepared = read.prepared
     manufacturer, model, accession = _header(read)
     return Answer(prepared.study_uid, version, prepared.task.name,
                   closed_labels(read.findings.labels, prepared.task.spec.labels), manufacturer, model, now,
-                  accession_key(accession))
+                  store.answers.accession_key(accession))
 
 
 
@@ -59,7 +59,7 @@ def queue_answered(store: Store, metrics: Metrics, read: Read, version: int, ite
     """The queue stage's commit (:meth:`~node.store.studies.Studies.queue_results`) with the read's answer kept
     in its transaction; once committed, the answer is counted by its task and each of its labels (:data:`NONE`
     for none). False when a newer version superseded the read (nothing kept, nothing counted)."""
-    answer = answer_of(read, version, now)
+    answer = answer_of(store, read, version, now)
     if not store.studies.queue_results(answer.study_instance_uid, version, items, now, answer):
         return False
     for label in answer.labels or (NONE,):

@@ -13,7 +13,7 @@ from typing import Any
 from node.config import ConfigError
 from node.config.quality import QualityConfig
 from node.quality.answers import NONE, closed_labels
-from node.quality.figures import concordance, label_counts
+from node.quality.figures import concordance_summary, label_counts
 from node.store import Store
 
 EVALUATION, FIRST_STUDIES = "evaluation", "first_studies"
@@ -69,6 +69,6 @@ def baseline_for(task: str, store: Store, config: QualityConfig, evaluation: dic
     if task in evaluation:
         studies, labels, accuracy, evaluated = _evaluated(evaluation[task])
         return Baseline(EVALUATION, studies, labels, accuracy, evaluated or equipment)
-    agreement = concordance(store.verdicts.first(config.window, task))["value"]
+    agreement = concordance_summary(store.verdicts.first(config.window, task))["value"]
     return Baseline(FIRST_STUDIES, len(first), label_counts(first), agreement if isinstance(agreement, float)
                     else None, equipment)

@@ -22,20 +22,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from node.intervals import wilson
 from node.quality.answers import NONE
 from node.store import Answer, Verdict
+from node.store.verdicts import Concordance, Judgement, Source
 
-AGREE, PARTIAL, DISAGREE = "agree", "partial", "disagree"
+AGREE, PARTIAL, DISAGREE = Concordance.AGREE, Concordance.PARTIAL, Concordance.DISAGREE
 #: A proportion below this is taken as this in the PSI (an empty bin would make it infinite).
 PSI_FLOOR = 1e-4
 
 
-def decided(verdict: Verdict) -> str | None:
+def decided(verdict: Verdict) -> Concordance | None:
     """What a judgement says of the answer: agree, partial or disagree; None when it does not say."""
-    if verdict.source == "report":
-        return verdict.verdict if verdict.verdict in (AGREE, PARTIAL, DISAGREE) else None
-    if verdict.source != "api":
+    if verdict.source == Source.REPORT:
+        return Concordance(verdict.verdict) if verdict.verdict in (AGREE, PARTIAL, DISAGREE) else None
+    if verdict.source != Source.API:
         return None
-    if verdict.verdict != "correct":
-        return AGREE if verdict.verdict == "accept" else DISAGREE
+    if verdict.verdict != Judgement.CORRECT:
+        return AGREE if verdict.verdict == Judgement.ACCEPT else DISAGREE
     corrected = {label.casefold() for label in verdict.found or ()}
     answered = {label.casefold() for label in verdict.ai_labels}
     if corrected == answered:
@@ -45,10 +46,10 @@ def decided(verdict: Verdict) -> str | None:
 
 def rejects(verdict: Verdict) -> bool:
     """Whether a judgement rejects the result: an IOCM rejection, or the API's reject."""
-    return verdict.source == "iocm" or (verdict.source == "api" and verdict.verdict == "reject")
+    return verdict.verdict == Judgement.REJECT
 
 
-def concordance(verdicts: Iterable[Verdict]) -> dict[str, object]:
+def concordance_summary(verdicts: Iterable[Verdict]) -> dict[str, object]:
     """Agree, partial, disagree and undecided counts, and concordance with its 95 % Wilson interval (None
     with no decided verdict)."""
     kinds = Counter(decided(verdict) for verdict in verdicts)

@@ -11,7 +11,7 @@ from typing import Any
 
 from node.config.quality import QualityConfig
 from node.quality.baseline import Baseline, baseline_for
-from node.quality.figures import concordance, input_drift, label_counts, psi, rejection_rate
+from node.quality.figures import concordance_summary, input_drift, label_counts, psi, rejection_rate
 from node.store import Answer, Store, Verdict
 
 
@@ -22,7 +22,7 @@ class TaskQuality:
     task: str
     studies: int  # answers in the window
     labels: Counter[str]
-    verdicts: Counter[str]  # by kind ('agree', 'accept', 'rejected', …)
+    verdicts: Counter[str]  # by kind (a Concordance or a Judgement: 'agree', 'accept', 'reject', …)
     concordance: dict[str, Any]
     rejection_rate: float | None
     psi: float | None
@@ -59,7 +59,7 @@ def task_quality(task: str, answers: Sequence[Answer], judged: Sequence[Verdict]
     """The figures of ``answers``, with concordance and the verdict kinds from ``judged``, and the rejection
     rate from ``verdicts`` (those that may judge the answers)."""
     labels = label_counts(answers)
-    return TaskQuality(task, len(answers), labels, Counter(v.verdict for v in judged), concordance(judged),
+    return TaskQuality(task, len(answers), labels, Counter(v.verdict for v in judged), concordance_summary(judged),
                        rejection_rate(answers, verdicts), psi(labels, baseline.labels),
                        input_drift(answers, baseline.equipment), baseline)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 from node.errors import clip_detail
 from node.store.database import Database
@@ -62,17 +63,37 @@ def _item(row: tuple) -> OutboxItem:
     return OutboxItem(item_id, destination, kind, key, payload_path, study_uid, OutboxState(state), *rest)
 
 
-def insert_items(db: sqlite3.Connection, study_uid: str, items: list[QueuedItem], now: float) -> int:
-    """Insert outbox items due now (inside the caller's transaction), skipping any key already queued
-    for its destination; how many were new."""
+@dataclass(frozen=True)
+class ResultRef:
+    """Where a result object the node queued belongs: its study, the study version whose result it is (None
+    for an item queued before schema 9), and the folder of that version's results."""
+
+    study_uid: str
+    version: int | None
+    folder: str
+
+
+def insert_items(db: sqlite3.Connection, study_uid: str, items: list[QueuedItem], now: float,
+                 version: int | None = None) -> int:
+    """Insert outbox items due now (inside the caller's transaction) of a study (``version``: the study version
+    whose results they are), skipping any key already queued for its destination; how many were new."""
     before = db.total_changes
     db.executemany(
-        "INSERT OR IGNORE INTO outbox (destination, kind, key, payload_path, study_uid, state, attempts,"
-        " next_attempt_at, last_error, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, '', ?, ?)",
-        [(item.destination, item.kind, item.key, item.payload_path, study_uid, OutboxState.PENDING, now, now, now)
-         for item in items],
+        "INSERT OR IGNORE INTO outbox (destination, kind, key, payload_path, study_uid, study_version, state,"
+        " attempts, next_attempt_at, last_error, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, '', ?, ?)",
+        [(item.destination, item.kind, item.key, item.payload_path, study_uid, version, OutboxState.PENDING, now,
+          now, now) for item in items],
     )
     return db.total_changes - before
+
+
+def cancel_pending(db: sqlite3.Connection, payload_prefix: str, now: float) -> int:
+    """Cancel (inside the caller's transaction) every item not yet delivered whose payload lies under
+    ``payload_prefix`` (a study version's results folder): it is never sent, nor retried. How many."""
+    cursor = db.execute(
+        "UPDATE outbox SET state = ?, updated_at = ? WHERE state IN (?, ?) AND substr(payload_path, 1, ?) = ?",
+        (OutboxState.CANCELLED, now, OutboxState.PENDING, OutboxState.DEAD, len(payload_prefix), payload_prefix))
+    return cursor.rowcount
 
 
 class Outbox:
@@ -137,24 +158,15 @@ class Outbox:
                 )
         return cursor.rowcount
 
-    def results_of(self, sop_instance_uids: list[str]) -> dict[str, str]:
+    def results_of(self, sop_instance_uids: list[str]) -> dict[str, ResultRef]:
         """Which of these SOP Instance UIDs are result objects the node queued (for any DICOM destination: an
-        HL7 item's key is a control ID): each one's payload path."""
+        HL7 item's key is a control ID): where each belongs."""
         marks = ",".join("?" * len(sop_instance_uids))
         with self._database.reading() as db:
-            rows = db.execute(f"SELECT key, payload_path FROM outbox WHERE kind != 'hl7' AND key IN ({marks})",  # noqa: S608
-                              sop_instance_uids).fetchall()
-        return dict(rows)
-
-    def cancel(self, payload_prefix: str, now: float) -> int:
-        """Cancel every item not yet delivered whose payload lies under ``payload_prefix`` (a study version's
-        results folder): it is never sent, nor retried. How many."""
-        with self._database.transaction() as db:
-            cursor = db.execute(
-                "UPDATE outbox SET state = ?, updated_at = ? WHERE state IN (?, ?) AND substr(payload_path, 1, ?) = ?",
-                (OutboxState.CANCELLED, now, OutboxState.PENDING, OutboxState.DEAD, len(payload_prefix),
-                 payload_prefix))
-        return cursor.rowcount
+            rows = db.execute(f"SELECT key, study_uid, study_version, payload_path FROM outbox"  # noqa: S608
+                              f" WHERE kind != 'hl7' AND key IN ({marks})", sop_instance_uids).fetchall()
+        return {key: ResultRef(study_uid, version, f"{Path(path).parent}/")
+                for key, study_uid, version, path in rows}
 
     def counts(self) -> dict[tuple[str, str], int]:
         """Number of outbox items per (destination, state)."""

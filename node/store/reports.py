@@ -103,9 +103,3 @@ class Reports:
         """A report's verdict is recorded for ``study_uid``: it waits no more."""
         with self._database.transaction() as db:
             db.execute("UPDATE reports SET study_uid = ? WHERE id = ?", (study_uid, report_id))
-
-    def count(self, waiting: bool | None = None) -> int:
-        """How many reports are kept (``waiting``: only those unmatched; False: only those matched)."""
-        condition = {None: "1", True: "study_uid IS NULL", False: "study_uid IS NOT NULL"}[waiting]
-        with self._database.reading() as db:
-            return int(db.execute(f"SELECT COUNT(*) FROM reports WHERE {condition}").fetchone()[0])  # noqa: S608

@@ -1,7 +1,7 @@
 """Finished studies past the retention period: which they are, and forgetting one (its files, results
 and rows) while no instance of it can be recorded. The quality record outlives the study: its answers and
 verdicts (and a matched report still within its own message's retention) keep, in place of the study UID,
-only its key (:func:`node.store.keys.study_key`), so they still count, are still told apart per study, and
+only its key (:meth:`node.store.keys.IdentifierKeys.study`), so they still count, are still told apart per study, and
 identify nobody."""
 
 from __future__ import annotations
@@ -11,17 +11,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from node.store.database import Database
-from node.store.keys import study_key
+from node.store.keys import IdentifierKeys
 from node.store.studies import FINISHED
 
 #: The rows that name a study by its UID and outlive it: (table, column).
 STUDY_REFERENCES = (("answers", "study_instance_uid"), ("verdicts", "study_instance_uid"), ("reports", "study_uid"))
 
 
-def keep_only_key(db: sqlite3.Connection, study_uid: str) -> None:
-    """Replace ``study_uid`` by its key wherever it outlives its study (inside the caller's transaction). A row
-    already keyed the same (the study was received, read and purged again) gives way to the newer one."""
-    key = study_key(study_uid)
+def keep_only_key(db: sqlite3.Connection, study_uid: str, key: str) -> None:
+    """Replace ``study_uid`` by its ``key`` wherever it outlives its study (inside the caller's transaction). A
+    row already keyed the same (the study was received, read and purged again) gives way to the newer one."""
     for table, column in STUDY_REFERENCES:
         db.execute(f"UPDATE OR REPLACE {table} SET {column} = ? WHERE {column} = ?", (key, study_uid))  # noqa: S608
 
@@ -29,8 +28,8 @@ def keep_only_key(db: sqlite3.Connection, study_uid: str) -> None:
 class Expiry:
     """Finished studies (complete or skipped) and their purge."""
 
-    def __init__(self, database: Database) -> None:
-        self._database = database
+    def __init__(self, database: Database, keys: IdentifierKeys) -> None:
+        self._database, self._keys = database, keys
 
     def expired_studies(self, before: float, limit: int = 100) -> list[str]:
         """Finished studies (complete or skipped) whose state last changed before ``before``."""
@@ -53,7 +52,7 @@ class Expiry:
             paths = [self._database.root / path for (path,) in
                      db.execute("SELECT path FROM instances WHERE study_uid = ?", (study_uid,))]
             remove(paths)
-            keep_only_key(db, study_uid)
+            keep_only_key(db, study_uid, self._keys.study(study_uid))
             for table in ("outbox", "instances", "studies"):
                 db.execute(f"DELETE FROM {table} WHERE study_uid = ?", (study_uid,))  # noqa: S608
         return len(paths)

@@ -11,15 +11,18 @@ from __future__ import annotations
 import sqlite3
 
 from node.store import reports
+from node.store.keys import legacy_key
 from node.store.retention import STUDY_REFERENCES, keep_only_key
 from node.store.studies import POSTPONEMENT_DETAIL, StudyState
-from node.store.verdicts import source_key
+from node.store.verdicts import Judgement
 
 #: 3: the clinical context's tables; 4: ``studies.postponed_for`` (why a stable study waits, as a code);
 #: 6: the quality record (``answers``, ``verdicts``).
 #: 7: radiology reports (:mod:`node.store.reports`); 8: the quality record keeps no identifier (the verdicts'
-#: source keys hashed, a purged study's UID replaced by its key: :mod:`node.store.keys`).
-SCHEMA_VERSION = 8
+#: source keys hashed, a purged study's UID replaced by its key: :mod:`node.store.keys`); 9: those keys under the
+#: node's own key (HMAC), the rows of older plain SHA-256 keys kept and marked ``keyed = 0``; an outbox item's
+#: ``study_version``; an IOCM rejection's verdict spelled ``reject``, as the API's.
+SCHEMA_VERSION = 9
 
 _RECEIVED = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -56,6 +59,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     key             TEXT NOT NULL,
     payload_path    TEXT NOT NULL,
     study_uid       TEXT NOT NULL,
+    study_version   INTEGER,
     state           TEXT NOT NULL,
     attempts        INTEGER NOT NULL,
     next_attempt_at REAL NOT NULL,
@@ -143,6 +147,7 @@ CREATE TABLE IF NOT EXISTS answers (
     model              TEXT NOT NULL,
     answered_at        REAL NOT NULL,
     accession_key      TEXT NOT NULL DEFAULT '',
+    keyed              INTEGER NOT NULL DEFAULT 1,
     PRIMARY KEY (study_instance_uid, version)
 );
 CREATE INDEX IF NOT EXISTS answers_by_task ON answers (task, answered_at);
@@ -160,12 +165,16 @@ CREATE TABLE IF NOT EXISTS verdicts (
     reader_role        TEXT,
     received_at        REAL NOT NULL,
     recorded_at        REAL NOT NULL,
+    keyed              INTEGER NOT NULL DEFAULT 1,
     UNIQUE (study_instance_uid, source, source_key)
 );
 CREATE INDEX IF NOT EXISTS verdicts_by_task ON verdicts (task, received_at);
 CREATE INDEX IF NOT EXISTS verdicts_by_kind ON verdicts (task, source, verdict);
 """
 
+#: Columns added by schema 9: (table, column, definition).
+_ADDED_COLUMNS_9 = (("outbox", "study_version", "INTEGER"), ("answers", "keyed", "INTEGER NOT NULL DEFAULT 1"),
+                    ("verdicts", "keyed", "INTEGER NOT NULL DEFAULT 1"))
 #: Columns added to ``studies`` since schema 1 (ingest only), with their definitions, in the order added.
 _ADDED_STUDY_COLUMNS = (("attempts", "INTEGER NOT NULL DEFAULT 0"), ("next_try_at", "REAL NOT NULL DEFAULT 0"),
                         ("detail", "TEXT NOT NULL DEFAULT ''"), ("postponed_for", "TEXT NOT NULL DEFAULT ''"))
@@ -182,8 +191,11 @@ def create(connection: sqlite3.Connection) -> None:
         connection.execute("ALTER TABLE orders ADD COLUMN procedure_codes TEXT NOT NULL DEFAULT ''")
     connection.executescript(_QUALITY)  # schema 6
     connection.executescript(reports.SCHEMA)  # schema 7
-    if written_by < 8:
-        _hash_identifiers(connection)
+    for table, column, definition in _ADDED_COLUMNS_9:
+        if column not in {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}:
+            connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+    if written_by < SCHEMA_VERSION:
+        _rekey(connection, written_by)
     connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
@@ -199,22 +211,28 @@ def _migrate(connection: sqlite3.Connection) -> None:
                                [(code, StudyState.STABLE, detail) for code, detail in POSTPONEMENT_DETAIL.items()])
 
 
-def _hash_identifiers(connection: sqlite3.Connection) -> None:
-    """Schema 8: the verdicts' source keys as written become their keys, and the quality record's rows of studies
-    retention has already purged keep only the key of the study UID — in one transaction with the version stamp,
-    so that no key is hashed twice."""
+def _rekey(connection: sqlite3.Connection, written_by: int) -> None:
+    """In one transaction with the version stamp, so that no key is hashed twice. Schema 8: the verdicts' source
+    keys as written become their (plain SHA-256) keys, and the quality record's rows of studies retention has
+    already purged keep only the key of the study UID. Schema 9: every row kept so far is marked as keyed by the
+    plain SHA-256 (``keyed = 0``: its identifier cannot be keyed again without it; it is still found by it), and
+    an IOCM rejection's verdict is spelled ``reject``."""
     connection.execute("BEGIN IMMEDIATE")
     try:
-        rows = connection.execute("SELECT rowid, source, source_key FROM verdicts").fetchall()
-        connection.executemany("UPDATE verdicts SET source_key = ? WHERE rowid = ?",
-                               [(source_key(source, key), rowid) for rowid, source, key in rows])
-        purged: set[str] = set()
-        for table, column in STUDY_REFERENCES:
-            purged.update(uid for (uid,) in connection.execute(
-                f"SELECT DISTINCT {column} FROM {table} WHERE {column} IS NOT NULL"  # noqa: S608
-                f" AND {column} NOT IN (SELECT study_uid FROM studies)"))
-        for uid in sorted(purged):
-            keep_only_key(connection, uid)
+        if written_by < 8:
+            rows = connection.execute("SELECT rowid, source, source_key FROM verdicts").fetchall()
+            connection.executemany("UPDATE verdicts SET source_key = ? WHERE rowid = ?",
+                                   [(legacy_key(source, key), rowid) for rowid, source, key in rows])
+            purged: set[str] = set()
+            for table, column in STUDY_REFERENCES:
+                purged.update(uid for (uid,) in connection.execute(
+                    f"SELECT DISTINCT {column} FROM {table} WHERE {column} IS NOT NULL"  # noqa: S608
+                    f" AND {column} NOT IN (SELECT study_uid FROM studies)"))
+            for uid in sorted(purged):
+                keep_only_key(connection, uid, legacy_key("study", uid))
+        connection.execute("UPDATE answers SET keyed = 0")
+        connection.execute("UPDATE verdicts SET keyed = 0, verdict = CASE WHEN verdict = 'rejected' THEN ?"
+                           " ELSE verdict END", (Judgement.REJECT,))
         connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     except BaseException:
         connection.execute("ROLLBACK")

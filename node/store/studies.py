@@ -163,7 +163,7 @@ class Studies:
             state = StudyState.QUEUED if items else StudyState.COMPLETE
             if not _leave_stable(db, study_uid, version, state, "", now):
                 return False
-            insert_items(db, study_uid, items, now)
+            insert_items(db, study_uid, items, now, version)
             if answer is not None:
                 insert_answer(db, answer)
         return True

@@ -13,18 +13,11 @@ it negates (an uncertain mention is neither):
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from enum import StrEnum
 
+from node.store.verdicts import Concordance
 from node.verdicts.negex import Mention
 
-
-class Concordance(StrEnum):
-    """A verdict from a report, as the verdict store records it."""
-
-    AGREE = "agree"
-    PARTIAL = "partial"
-    DISAGREE = "disagree"
-    UNKNOWN = "unknown"
+__all__ = ["Concordance", "concordance"]
 
 
 def concordance(answered: Collection[str], found: Mapping[str, Mention]) -> Concordance:

@@ -18,7 +18,7 @@ from node.routing import DomainSpec
 from node.store import Store
 from node.store.answers import Answer
 from node.store.reports import StoredReport
-from node.store.verdicts import Verdict
+from node.store.verdicts import Source, Verdict
 from node.verdicts.concordance import concordance
 from node.verdicts.labels import LabelFinder
 
@@ -45,7 +45,7 @@ class ReportVerdicts:
                         self._judge(stored, answer)
                         judged += 1
             except Exception as exc:  # its message may quote the report: only its type is logged
-                log.error("verdict.failed", source="report", error=type(exc).__name__)
+                log.error("verdict.failed", source=Source.REPORT, error=type(exc).__name__)
         return judged
 
     def _judge(self, stored: StoredReport, answer: Answer) -> None:
@@ -54,8 +54,8 @@ class ReportVerdicts:
         verdict = concordance(answer.labels, found)
         self._store.verdicts.record(Verdict(
             study_instance_uid=answer.study_instance_uid, version=answer.version, task=answer.task,
-            source="report", source_key=stored.report.key, verdict=str(verdict), received_at=stored.received_at,
+            source=Source.REPORT, source_key=stored.report.key, verdict=str(verdict), received_at=stored.received_at,
             ai_labels=answer.labels, found={label: str(mention) for label, mention in found.items()}))
         self._store.reports.matched(stored.id, answer.study_instance_uid)
         log.info("verdict.recorded", study=uid_hash(answer.study_instance_uid), version=answer.version,
-                 task=answer.task, source="report", verdict=str(verdict), corrected=stored.report.status == "C")
+                 task=answer.task, source=Source.REPORT, verdict=str(verdict), corrected=stored.report.status == "C")
