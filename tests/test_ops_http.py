@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from node.ops import bodies, http
+from node.ops import bodies, http, offload
 from node.ops.bodies import read_body
 from node.ops.http import WebServer
 from node.ops.probes import ops_routes
@@ -52,7 +52,7 @@ def test_idle_connections_cost_no_thread_and_do_not_block_the_probes(server: Web
         with urllib.request.urlopen(f"http://{LOOPBACK}:{server.port}/healthz", timeout=5) as answer:
             assert json.load(answer) == {"status": "alive"}
         assert select.select(idle, [], [], 0)[0] == []
-        assert threading.active_count() - before <= http.WORKERS
+        assert threading.active_count() - before <= offload.OPS.threads
     finally:
         for connection in idle:
             connection.close()

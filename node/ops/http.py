@@ -1,7 +1,7 @@
 """The node's one HTTP server: a Starlette application on uvicorn, on its own thread and event loop.
 
-The node's parts contribute Starlette routes (the ops probes of :mod:`node.ops.probes`, later STOW-RS and
-the feedback API); :class:`WebServer` serves them all on one port. A connection that opens and waits
+The node's parts contribute Starlette routes (the ops probes of :mod:`node.ops.probes`, STOW-RS and the
+feedback API); :class:`WebServer` serves them all on one port. A connection that opens and waits
 costs a socket, not a thread. uvicorn is kept as it is but for one small protocol subclass,
 :class:`GuardedH11Protocol`, which adds what uvicorn lacks:
 
@@ -62,8 +62,6 @@ MAX_CONNECTIONS = 256
 MAX_BODIES = MAX_CONNECTIONS * 3 // 4
 #: Seconds a client refused for want of a body slot is asked to wait (``Retry-After``).
 BODY_RETRY_SECONDS = 5
-#: Threads that compute the ops answers (a scrape renders every metric).
-WORKERS = 4
 #: Seconds :meth:`WebServer.stop` lets requests in flight finish.
 STOP_SECONDS = 5.0
 
