@@ -91,17 +91,18 @@ class _Waiting:
 
 
 class BodySlots:
-    """The request bodies one server is reading, at most :data:`MAX_BODIES` (all on the server's one event
-    loop: a plain counter)."""
+    """The request bodies one server is reading, at most ``limit`` (:data:`MAX_BODIES` unless the server
+    says; all on the server's one event loop: a plain counter)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_BODIES) -> None:
+        self.limit = limit
         self.reading = 0
 
     @contextmanager
     def slot(self) -> Iterator[None]:
         """Hold a slot while a body is read; 503 (with ``Retry-After``) when none is free."""
-        if self.reading >= MAX_BODIES:
-            raise HTTPException(503, f"{MAX_BODIES} request bodies are being received; try again later",
+        if self.reading >= self.limit:
+            raise HTTPException(503, f"{self.limit} request bodies are being received; try again later",
                                 headers={"Retry-After": str(BODY_RETRY_SECONDS)})
         self.reading += 1
         try:
@@ -223,15 +224,17 @@ def _bind(host: str, port: int, config_keys: str) -> socket.socket:
 
 class WebServer:
     """One Starlette application of the given routes on uvicorn; binds at construction, :meth:`start`
-    serves on a thread of its own (one event loop), :meth:`stop` ends it."""
+    serves on a thread of its own (one event loop), :meth:`stop` ends it. ``max_bodies``: the request bodies
+    read at once (at most :data:`MAX_BODIES`; fewer where each body may be large)."""
 
     def __init__(
         self, host: str, port: int, routes: Sequence[BaseRoute], *, config_keys: str = "http.host, http.port",
         exception_handlers: Mapping[Any, ExceptionHandler] | None = None, name: str = "http",
-        ssl: Mapping[str, Any] | None = None,
+        ssl: Mapping[str, Any] | None = None, max_bodies: int = MAX_BODIES,
     ) -> None:
+        assert 0 < max_bodies <= MAX_BODIES  # more would leave the probes no room
         self.app = Starlette(routes=list(routes), exception_handlers=exception_handlers or json_errors())
-        self.app.state.body_slots = BodySlots()
+        self.app.state.body_slots = BodySlots(max_bodies)
         self._socket = _bind(host, port, config_keys)
         protocol = functools.partial(GuardedH11Protocol, waiting=_Waiting())
         config = uvicorn.Config(
