@@ -91,10 +91,10 @@ class _Waiting:
 
 
 class BodySlots:
-    """The request bodies one server is reading, at most ``limit`` (:data:`MAX_BODIES` unless the server
-    says; all on the server's one event loop: a plain counter)."""
+    """The request bodies one server is reading, at most ``limit`` (all on the server's one event loop: a plain
+    counter)."""
 
-    def __init__(self, limit: int = MAX_BODIES) -> None:
+    def __init__(self, limit: int) -> None:
         self.limit = limit
         self.reading = 0
 
@@ -225,16 +225,15 @@ def _bind(host: str, port: int, config_keys: str) -> socket.socket:
 class WebServer:
     """One Starlette application of the given routes on uvicorn; binds at construction, :meth:`start`
     serves on a thread of its own (one event loop), :meth:`stop` ends it. ``max_bodies``: the request bodies
-    read at once (at most :data:`MAX_BODIES`; fewer where each body may be large)."""
+    read at once (:data:`MAX_BODIES`, or fewer where each body may be large; never more: the probes' room)."""
 
     def __init__(
         self, host: str, port: int, routes: Sequence[BaseRoute], *, config_keys: str = "http.host, http.port",
         exception_handlers: Mapping[Any, ExceptionHandler] | None = None, name: str = "http",
-        ssl: Mapping[str, Any] | None = None, max_bodies: int = MAX_BODIES,
+        ssl: Mapping[str, Any] | None = None, max_bodies: int | None = None,
     ) -> None:
-        assert 0 < max_bodies <= MAX_BODIES  # more would leave the probes no room
         self.app = Starlette(routes=list(routes), exception_handlers=exception_handlers or json_errors())
-        self.app.state.body_slots = BodySlots(max_bodies)
+        self.app.state.body_slots = BodySlots(MAX_BODIES if max_bodies is None else min(max_bodies, MAX_BODIES))
         self._socket = _bind(host, port, config_keys)
         protocol = functools.partial(GuardedH11Protocol, waiting=_Waiting())
         config = uvicorn.Config(
