@@ -23,7 +23,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-import anyio.to_thread
 from PIL import Image, UnidentifiedImageError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -37,6 +36,7 @@ from node.model.prompt import IMAGE_MARKER
 from node.ops.bodies import read_body
 from node.ops.http import BodySlots, WebServer, error_detail
 from node.ops.logging import get_logger
+from node.ops.offload import off_loop
 
 log = get_logger("engine.serve")
 
@@ -242,10 +242,10 @@ class EngineServer:
 
     async def _generate(self, request: Request) -> Response:
         try:
-            body = await anyio.to_thread.run_sync(_parse, await read_body(request, MAX_BODY_BYTES))
+            body = await off_loop(_parse, await read_body(request, MAX_BODY_BYTES))
             if body.get("model") != self.served_model:
                 return _error(404, f"model '{body.get('model')}' is not served here", "not_found_error")
-            engine_input = await anyio.to_thread.run_sync(engine_request, body)  # decodes the images
+            engine_input = await off_loop(engine_request, body)  # decodes the images
             result = await asyncio.wrap_future(self.batcher.submit(engine_input))
         except (BadRequest, ValueError) as exc:  # includes images not at their model size
             return _error(400, str(exc), "invalid_request_error")

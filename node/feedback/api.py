@@ -61,8 +61,8 @@ def openapi() -> dict[str, Any]:
     }
 
 
-def _refusal(status: int, reason: str) -> JSONResponse:
-    return json_error(status, reason, {"WWW-Authenticate": "Bearer"} if status == 401 else None)
+def _refusal(status: int, message: str) -> JSONResponse:
+    return json_error(status, message, {"WWW-Authenticate": "Bearer"} if status == 401 else None)
 
 
 async def _body(request: Request) -> object:

@@ -4,8 +4,8 @@ its own loop, so one server's work never waits for another's). The function runs
 request is cancelled (the caller awaits it), so a request's steps stay in order.
 
 Two pools: :data:`OPS` for the operators' answers (a scrape renders every metric) and :data:`REQUESTS` for the
-requests' own work (reading a tokens secret, a part of a body written to disk, a verdict stored), so that busy
-uploads never keep a probe waiting for a thread."""
+requests' own work (reading a tokens secret, a part of a body written to disk, a verdict stored, ``engine
+serve``'s bodies parsed), so that busy uploads never keep a probe waiting for a thread."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ class Pool:
 
 #: The ops probes' answers (metrics, readiness, start-up).
 OPS = Pool("ops", 4)
-#: The work of the API requests (STOW-RS, the feedback API).
+#: The work of the API requests (STOW-RS, the feedback API, ``engine serve``).
 REQUESTS = Pool("requests", 16)
 
 
