@@ -96,8 +96,9 @@ class Node:
         self.workers = make_workers(config.destinations, config.dicom.ae_title, self.store, self.metrics)
         self.engine = EngineHost(config, self.metrics)
         self.verdicts = ReportVerdicts(self.store, Router.from_file(config.routing.rules).rules.domains)
+        self.gatherer = build_gatherer(config, self.store, self.metrics)
         self.scheduler = Scheduler(config, self.store, self.metrics, self.engine, build_router(config, self.store),
-                                   build_gatherer(config, self.store, self.metrics), on_queued=self._wake_workers)
+                                   self.gatherer, on_queued=self._wake_workers)
         self.assembler = StudyAssembler(self.store, self.metrics, config.study.stable_seconds,
                                         on_stable=self.scheduler.wake)
         self.retention = Retention(self.store, self.spool, self.scheduler.results.root, self.metrics,
@@ -186,9 +187,10 @@ class Node:
         self.assembler.stop()
         self.assembler.sweep()
         self.scheduler.stop()
+        self.gatherer.close()  # the scheduler asks it no more
         self.retention.stop()
         for worker in self.workers:
-            worker.stop()
+            worker.stop()  # each closes its destination's connections
         self.web.stop()
         self.store.close()
         log.info("node.stopped")

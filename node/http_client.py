@@ -10,6 +10,7 @@ to say, so every client of the node draws the line between transient and permane
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 
 import httpx
@@ -26,14 +27,18 @@ CONNECT_RETRIES = 2
 
 
 def outbound_client(
-    *, read_seconds: float, base_url: str = "", tls: ClientTlsConfig | None = None, max_connections: int = 16,
-    headers: Mapping[str, str] | None = None, connect_retries: int = CONNECT_RETRIES,
+    *, read_seconds: float, base_url: str = "", tls: ClientTlsConfig | ssl.SSLContext | None = None,
+    max_connections: int = 16, headers: Mapping[str, str] | None = None, connect_retries: int = CONNECT_RETRIES,
 ) -> httpx.Client:
     """A pooled client for one peer: ``read_seconds`` for each read (and write), at most
     :data:`CONNECT_SECONDS` to connect, a failed connect tried ``connect_retries`` more times (0 for a
     caller whose own retry loop counts them); TLS verified against ``tls.ca`` (else the system store)
-    when ``tls`` is enabled, our certificate presented when it has one."""
-    verify = client_tls_context(tls) if tls is not None and tls.enabled else True
+    when ``tls`` is enabled, our certificate presented when it has one — or by ``tls`` itself when it is a
+    context made already (:func:`node.tls.client_tls_context`: several clients of one peer share it)."""
+    if isinstance(tls, ssl.SSLContext):
+        verify: ssl.SSLContext | bool = tls
+    else:
+        verify = client_tls_context(tls) if tls is not None and tls.enabled else True
     transport = httpx.HTTPTransport(
         verify=verify, retries=connect_retries,
         limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))

@@ -62,9 +62,10 @@ def _queued(store: Store, objects: list[tuple[str, Path]], study_uid: str = "1.2
 
 def _worker(store: Store, destination: DicomWebDestination) -> DestinationWorker:
     """A worker for the destination whose retries wait a minute (unless a probe finds it answering)."""
-    send, probe = dicomweb_sender(destination)
+    sender = dicomweb_sender(destination)
     policy = DestinationsConfig(retry_base_seconds=60, probe_seconds=5)
-    return DestinationWorker("archive", send, store, Metrics(), policy, seed=0, probe=probe)
+    return DestinationWorker("archive", sender.send, store, Metrics(), policy, seed=0, probe=sender.probe,
+                             close=sender.close)
 
 
 def test_results_and_priors_go_through_the_archive(orthanc: Orthanc, make_node, tmp_path: Path, storescu) -> None:
@@ -206,18 +207,34 @@ def test_oauth2_client_credentials_are_fetched_refreshed_and_renewed_on_401(orth
 
 
 def test_basic_auth_reaches_orthanc(orthanc_installed: None, tmp_path: Path) -> None:
-    """An Orthanc with a registered user: the right password is let in, a wrong one is a 401 (retried later:
-    credentials are an operator's fix, not the object's fault)."""
+    """An Orthanc with a registered user: a wrong password is a 401 (retried later: credentials are an operator's
+    fix, not the object's fault); the right one, written to the file, is read without a restart and let in."""
     objects = _objects(tmp_path)[:1]
     password = tmp_path / "password"
+    password.write_text("wrong horse")
     settings = {"AuthenticationEnabled": True, "RegisteredUsers": {"qoq": "right horse"}}
     with Orthanc(tmp_path / "locked", dicomweb=True, settings=settings) as locked:
-        for text, delivery in (("wrong horse", Delivery.RETRY), ("right horse", Delivery.ACCEPTED)):
-            password.write_text(text)
-            sender = StowSender(_destination(locked.url, auth={"kind": "basic", "user": "qoq",
-                                                                "password_file": str(password)}))
-            assert sender.send(objects)[0].delivery is delivery
-            sender.close()
+        sender = StowSender(_destination(locked.url, auth={"kind": "basic", "user": "qoq",
+                                                            "password_file": str(password)}))
+        assert sender.send(objects)[0].delivery is Delivery.RETRY
+        password.write_text("right horse\n")  # the Secret rotated
+        assert sender.send(objects)[0].delivery is Delivery.ACCEPTED
+        sender.close()
+
+
+def test_a_stopped_worker_closes_its_archive_client(tmp_path: Path) -> None:
+    """The worker's thread closes the destination's pooled client as it ends; a worker never started, at stop."""
+    store = Store(tmp_path / "state.db")
+    for start in (True, False):
+        sender = dicomweb_sender(_destination(f"http://{LOOPBACK}:{free_port()}"))
+        worker = DestinationWorker("archive", sender.send, store, Metrics(), DestinationsConfig(),
+                                   probe=sender.probe, close=sender.close)
+        if start:
+            worker.start()
+        worker.stop()
+        with pytest.raises(RuntimeError, match="client has been closed"):
+            sender.probe()
+    store.close()
 
 
 def test_https_is_checked_against_the_ca_bundle(orthanc: Orthanc, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import pytest
 from node.config import ClientTlsConfig
 from node.http_client import is_transient, outbound_client, retry_after
 from node.testing.loopback import LOOPBACK
+from node.tls import client_tls_context
 from tests.helpers import make_pki
 
 
@@ -54,6 +55,8 @@ def test_tls_verifies_the_peer_against_the_ca_bundle_and_presents_our_certificat
     tls = ClientTlsConfig(enabled=True, ca=pki["ca"], certificate=pki["client_cert"], private_key=pki["client_key"])
     with outbound_client(read_seconds=5, base_url=https_peer, tls=tls) as client:
         assert client.get("/").text == "qoq-test-client"
+    with outbound_client(read_seconds=5, base_url=https_peer, tls=client_tls_context(tls)) as client:
+        assert client.get("/").text == "qoq-test-client"  # a context made already (one for several clients)
     with outbound_client(read_seconds=5, base_url=https_peer, connect_retries=0) as client, \
             pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         client.get("/")  # the system store does not know the test CA

@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -18,11 +19,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from node.ops import bodies, http
+from node.ops import bodies, http, offload
 from node.ops.bodies import read_body
 from node.ops.http import WebServer
 from node.ops.probes import ops_routes
 from node.testing.loopback import LOOPBACK
+from tests.helpers import wait_for
 
 
 @pytest.fixture
@@ -52,7 +54,7 @@ def test_idle_connections_cost_no_thread_and_do_not_block_the_probes(server: Web
         with urllib.request.urlopen(f"http://{LOOPBACK}:{server.port}/healthz", timeout=5) as answer:
             assert json.load(answer) == {"status": "alive"}
         assert select.select(idle, [], [], 0)[0] == []
-        assert threading.active_count() - before <= http.WORKERS
+        assert threading.active_count() - before <= offload.OPS.threads
     finally:
         for connection in idle:
             connection.close()
@@ -230,3 +232,37 @@ def test_a_kept_alive_connection_that_trickles_is_closed(server: WebServer, monk
                 connection.sendall(bytes([byte]))
                 time.sleep(0.05)
         assert time.monotonic() - started < 5
+
+
+def test_blocking_work_runs_off_the_loop_and_leaves_the_probes_their_threads() -> None:
+    """Requests whose blocking work (off_loop) holds every thread of the REQUESTS pool, and more waiting for
+    one, keep neither the event loop nor the OPS pool: /healthz and /readyz are answered at once."""
+    release, entered = threading.Event(), []
+
+    def hold() -> str:
+        entered.append(1)
+        release.wait(20)
+        return "done"
+
+    async def busy(_request: Request) -> Response:
+        return Response(await offload.off_loop(hold))
+
+    web = WebServer(LOOPBACK, 0, [*ops_routes(lambda: b"", lambda: [], lambda: True),
+                                  Route("/busy", busy, methods=["GET"])])
+    web.start()
+    base = f"http://{LOOPBACK}:{web.port}"
+    held = offload.REQUESTS.threads + 2
+    try:
+        with ThreadPoolExecutor(held) as clients:
+            answers = [clients.submit(httpx.get, f"{base}/busy", timeout=30) for _ in range(held)]
+            wait_for(lambda: len(entered) == offload.REQUESTS.threads, 10, what="the REQUESTS pool busy")
+            started = time.monotonic()
+            assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+            assert httpx.get(f"{base}/readyz", timeout=5).json() == {"ready": True, "reasons": []}
+            assert time.monotonic() - started < 2
+            assert len(entered) == offload.REQUESTS.threads  # the two more wait for a thread
+            release.set()
+            assert [answer.result().text for answer in answers] == ["done"] * held
+    finally:
+        release.set()
+        web.stop()

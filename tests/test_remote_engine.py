@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
 
+import httpx
 import numpy as np
 import pydicom
 import pytest
@@ -38,8 +40,8 @@ from tests.reference import lesion_answer
 SETTINGS = GenerationSettings(max_new_tokens=24)
 
 
-def _serve(engine, port: int = 0, served_model: str = "qoq-med") -> EngineServer:
-    server = EngineServer(LOOPBACK, port, engine, served_model, max_batch=4)
+def _serve(engine, port: int = 0, served_model: str = "qoq-med", **settings) -> EngineServer:
+    server = EngineServer(LOOPBACK, port, engine, served_model, max_batch=4, **settings)
     server.start()
     return server
 
@@ -121,6 +123,30 @@ def test_the_server_refuses_what_it_cannot_serve(served_tiny: EngineServer) -> N
     user["content"][1]["text"] = "Findings? <image>"  # an image is a part of its own, never a marker in the text
     status, message = post({"model": "qoq-med", "messages": [user]})
     assert status == 400 and "may not hold '<image>'" in message
+
+
+def test_engine_serve_holds_only_a_few_request_bodies_at_once() -> None:
+    """A 256 MiB body limit on 192 body slots would let clients hold ~48 GiB: the server holds
+    ``max_requests`` requests, and answers one more 503 (OpenAI's JSON error, Retry-After) before reading it."""
+    server = _serve(ReplayEngine({"*": "No finding."}), max_requests=2)
+    url = f"http://{LOOPBACK}:{server.port}/v1/chat/completions"
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000000\r\n\r\n")
+    slow = [socket.create_connection((LOOPBACK, server.port)) for _ in range(2)]
+    try:
+        for connection in slow:  # two bodies that have only begun to arrive
+            connection.sendall(head + b'{"model": ')
+        wait_for(lambda: server._requests.reading == 2, 5, what="the two requests held")
+        answer = httpx.post(url, json={"model": "qoq-med", "messages": []}, timeout=10)
+        assert answer.status_code == 503 and answer.headers["Retry-After"]
+        assert answer.json()["error"]["message"] == "2 request bodies are being received; try again later"
+    finally:
+        for connection in slow:
+            connection.close()
+    try:  # their slots are given back
+        assert wait_for(lambda: httpx.post(url, json={"model": "other"}, timeout=10).status_code == 404, 5)
+    finally:
+        server.stop()
 
 
 def test_a_client_refuses_what_the_model_was_not_trained_on_before_sending(served_tiny: EngineServer) -> None:

@@ -16,7 +16,7 @@ import httpx
 from node.config import DicomWebDestination
 from node.context.pacs import RETRIEVABLE, FoundStudy, PacsError
 from node.dicomweb.auth import TokenError
-from node.dicomweb.client import open_client
+from node.dicomweb.client import close_client, open_client
 from node.dicomweb.multipart import MultipartError, write_parts
 from node.dicomweb.response_module import JSON_MEDIA_TYPE
 from node.uids import is_uid
@@ -52,6 +52,10 @@ class DicomWebPriors:
     def __init__(self, destination: DicomWebDestination, max_instance_bytes: int) -> None:
         self._destination, self._max_instance_bytes = destination, max_instance_bytes
         self._client = open_client(destination)
+
+    def close(self) -> None:
+        """Close the client's connections (and its token endpoint's)."""
+        close_client(self._client)
 
     def _get(self, path: str, params: Iterable[tuple[str, str]] = ()) -> list[dict[str, Any]]:
         """A QIDO-RS query's matches (204: none)."""

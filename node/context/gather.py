@@ -107,6 +107,11 @@ class ContextGatherer:
         self._store, self._root, self._authority = store, root, default_authority
         self._pacs, self._metrics = pacs, metrics
 
+    def close(self) -> None:
+        """Close the PACS or archive client's connections (the node is stopping)."""
+        if self._pacs is not None:
+            self._pacs.close()
+
     def identify(self, files: Sequence[Path], now: float) -> StudyIdentity:
         """Read a received study's identity and remember it as one of its patient's studies."""
         identity = StudyIdentity.read(files[0], self._authority)

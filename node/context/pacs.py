@@ -78,6 +78,9 @@ class PriorsSource(Protocol):
     def retrieve(self, study_uid: str, directory: Path) -> list[Path]:
         """The study's instances the node reads, written into ``directory`` (one file each, durably); its files."""
 
+    def close(self) -> None:
+        """Close the connections kept open (the node is stopping)."""
+
 
 class PacsPriors:
     """Queries and retrieves one PACS (a ``destinations.dicom`` entry) as the node's AE."""
@@ -86,6 +89,9 @@ class PacsPriors:
         self._destination, self._calling_ae = destination, calling_ae
         tls = destination.tls
         self._tls = client_tls_context(tls) if tls.enabled else None
+
+    def close(self) -> None:
+        """Nothing to close: each query and retrieval releases its own association."""
 
     def _associate(self, ae: AE, handlers: tuple[evt.EventHandlerType, ...] = (), **kwargs: Any) -> Association:
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self._destination.timeout_seconds

@@ -9,7 +9,7 @@ import httpx
 
 from node import __version__
 from node.config import ClientTlsConfig, DicomWebDestination
-from node.dicomweb.auth import make_auth
+from node.dicomweb.auth import ClientCredentialsAuth, make_auth
 from node.http_client import outbound_client
 from node.tls import client_tls_context
 
@@ -17,12 +17,20 @@ USER_AGENT = f"qoq-node/{__version__}"
 
 
 def open_client(destination: DicomWebDestination) -> httpx.Client:
-    """A pooled client for ``destination`` (its root as the base URL); close it when done."""
-    tls = ClientTlsConfig(enabled=True, ca=destination.ca) if destination.ca is not None else None
+    """A pooled client for ``destination`` (its root as the base URL); :func:`close_client` closes it. The TLS
+    context is made once, for it and its OAuth2 token endpoint's client."""
+    tls = client_tls_context(ClientTlsConfig(enabled=True, ca=destination.ca)) if destination.ca is not None \
+        else None
     client = outbound_client(read_seconds=destination.timeout_seconds, base_url=destination.root + "/", tls=tls,
                              max_connections=4, headers={"User-Agent": USER_AGENT})
-    verify = client_tls_context(tls) if tls is not None else True
-    auth = make_auth(destination.auth, client.timeout, verify)
+    auth = make_auth(destination.auth, destination.timeout_seconds, tls)
     if auth is not None:
         client.auth = auth
     return client
+
+
+def close_client(client: httpx.Client) -> None:
+    """Close a client of :func:`open_client`, and its OAuth2 token endpoint's client when it has one."""
+    if isinstance(client.auth, ClientCredentialsAuth):
+        client.auth.close()
+    client.close()

@@ -27,7 +27,7 @@ import httpx
 from node.config import DicomWebDestination
 from node.dicomweb.answer import StowAnswer, parse_answer
 from node.dicomweb.auth import TokenError
-from node.dicomweb.client import open_client
+from node.dicomweb.client import close_client, open_client
 from node.dicomweb.multipart import stow_body
 from node.dicomweb.response_module import JSON_MEDIA_TYPE, REASONS
 from node.egress.dicom import classify_status
@@ -105,8 +105,8 @@ class StowSender:
         self._client = open_client(destination)
 
     def close(self) -> None:
-        """Close the client's connections."""
-        self._client.close()
+        """Close the client's connections (and its token endpoint's)."""
+        close_client(self._client)
 
     def probe(self) -> bool:
         """Whether the archive answers a QIDO-RS now (a cheap probe of a destination that was down)."""

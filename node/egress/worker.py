@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -50,8 +51,18 @@ SendBatch = Callable[[Sequence[OutboxItem]], list[Attempt | None]]
 Probe = Callable[[], bool]
 
 
-def dicom_sender(destination: DicomDestination, calling_ae: str) -> tuple[SendBatch, Probe]:
-    """Sends a batch of result objects to one PACS on one association; and its C-ECHO probe."""
+class Sender(NamedTuple):
+    """A destination's batch sender, its probe, and what closes its connections (called when its worker stops;
+    None: it keeps none open)."""
+
+    send: SendBatch
+    probe: Probe
+    close: Callable[[], None] | None = None
+
+
+def dicom_sender(destination: DicomDestination, calling_ae: str) -> Sender:
+    """Sends a batch of result objects to one PACS on one association (released after it); and its C-ECHO
+    probe."""
     sender = DicomSender(calling_ae, destination.ae_title, destination.host, destination.port,
                          destination.timeout_seconds, destination.tls)
 
@@ -69,22 +80,24 @@ def dicom_sender(destination: DicomDestination, calling_ae: str) -> tuple[SendBa
                 attempts[item.id] = Attempt(result.delivery, result.detail)
         return [attempts[item.id] for item in items]
 
-    return send, sender.echo
+    return Sender(send, sender.echo)
 
 
-def dicomweb_sender(destination: DicomWebDestination) -> tuple[SendBatch, Probe]:
-    """Sends result objects to one DICOMweb archive by STOW-RS; and its QIDO-RS probe."""
+def dicomweb_sender(destination: DicomWebDestination) -> Sender:
+    """Sends result objects to one DICOMweb archive by STOW-RS over a pooled client; its QIDO-RS probe; and the
+    client's close."""
     sender = StowSender(destination)
 
     def send(items: Sequence[OutboxItem]) -> list[Attempt | None]:
         results = sender.send([(item.key, Path(item.payload_path)) for item in items])
         return [Attempt(result.delivery, result.detail) for result in results]
 
-    return send, sender.probe
+    return Sender(send, sender.probe, sender.close)
 
 
-def hl7_sender(destination: Hl7Destination) -> tuple[SendBatch, Probe]:
-    """Sends ORU messages to one EHR over one reused MLLP connection; and its connection probe."""
+def hl7_sender(destination: Hl7Destination) -> Sender:
+    """Sends ORU messages to one EHR over one reused MLLP connection; its connection probe; and the
+    connection's close."""
     client = MllpClient(destination.host, destination.port, destination.timeout_seconds)
 
     def send(items: Sequence[OutboxItem]) -> list[Attempt | None]:
@@ -102,16 +115,16 @@ def hl7_sender(destination: Hl7Destination) -> tuple[SendBatch, Probe]:
             attempts.append(Attempt(ack.delivery, f"{ack.code} {ack.detail}".strip()))
         return attempts
 
-    return send, client.reachable
+    return Sender(send, client.reachable, client.close)
 
 
 class DestinationWorker:
     """Drains one destination's queue on its own thread."""
 
     def __init__(self, name: str, send: SendBatch, store: Store, metrics: Metrics, policy: DestinationsConfig,
-                 seed: int | None = None, probe: Probe | None = None) -> None:
+                 seed: int | None = None, probe: Probe | None = None, close: Callable[[], None] | None = None) -> None:
         self.name = name
-        self._send, self._probe = send, probe
+        self._send, self._probe, self._close = send, probe, close
         self._probed_at = 0.0
         self._store, self._metrics, self._policy = store, metrics, policy
         self._rng = random.Random(seed)  # noqa: S311 - retry jitter, not a secret
@@ -179,24 +192,34 @@ class DestinationWorker:
         return released
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self.drain_once() or self.probe_once():
-                    continue
-            except Exception:  # a database hiccup must not kill delivery for good
-                log.exception("outbox.worker_error", destination=self.name)
-            self._wake.wait(min(IDLE_POLL_SECONDS, self._policy.probe_seconds))
-            self._wake.clear()
+        try:
+            while not self._stop.is_set():
+                try:
+                    if self.drain_once() or self.probe_once():
+                        continue
+                except Exception:  # a database hiccup must not kill delivery for good
+                    log.exception("outbox.worker_error", destination=self.name)
+                self._wake.wait(min(IDLE_POLL_SECONDS, self._policy.probe_seconds))
+                self._wake.clear()
+        finally:  # the thread that used the connections closes them, once its last batch is done
+            self._close_connections()
+
+    def _close_connections(self) -> None:
+        if self._close is not None:
+            self._close()
 
     def start(self) -> None:
         """Start draining."""
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop after the batch in flight (waiting at most ``timeout`` seconds)."""
+        """Stop after the batch in flight (waiting at most ``timeout`` seconds); the destination's connections
+        are closed as the thread ends (at once when it never started)."""
         self._stop.set()
         self._wake.set()
-        if self._thread.is_alive():
+        if self._thread.ident is None:
+            self._close_connections()
+        elif self._thread.is_alive():
             self._thread.join(timeout)
 
 
@@ -206,4 +229,5 @@ def make_workers(policy: DestinationsConfig, calling_ae: str, store: Store,
     senders = [(d.name, dicom_sender(d, calling_ae)) for d in policy.dicom]
     senders += [(d.name, hl7_sender(d)) for d in policy.hl7]
     senders += [(d.name, dicomweb_sender(d)) for d in policy.dicomweb]
-    return [DestinationWorker(name, send, store, metrics, policy, probe=probe) for name, (send, probe) in senders]
+    return [DestinationWorker(name, sender.send, store, metrics, policy, probe=sender.probe, close=sender.close)
+            for name, sender in senders]

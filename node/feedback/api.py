@@ -11,17 +11,18 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from node import __version__
 from node.config.quality import FeedbackConfig
+from node.errors import reason
 from node.feedback.submit import FeedbackBody, FeedbackRefused, parse, submit
 from node.ops.bodies import read_body
 from node.ops.json_error import json_error
 from node.ops.logging import get_logger
+from node.ops.offload import off_loop
 from node.ops.tokens import TokenSecret, TokensError, Unauthorized
 from node.store import Store
 
@@ -60,8 +61,8 @@ def openapi() -> dict[str, Any]:
     }
 
 
-def _refusal(status: int, reason: str) -> JSONResponse:
-    return json_error(status, reason, {"WWW-Authenticate": "Bearer"} if status == 401 else None)
+def _refusal(status: int, message: str) -> JSONResponse:
+    return json_error(status, message, {"WWW-Authenticate": "Bearer"} if status == 401 else None)
 
 
 async def _body(request: Request) -> object:
@@ -84,15 +85,15 @@ def feedback_routes(store: Store, closed_sets: Mapping[str, Sequence[str]],
 
     async def post_feedback(request: Request) -> JSONResponse:
         try:
-            name = await run_in_threadpool(secret.client, request.headers.get("authorization"))
+            name = await off_loop(secret.client, request.headers.get("authorization"))
         except Unauthorized as exc:
             return _refusal(401, str(exc))
         except TokensError as exc:
-            log.error("feedback.tokens_unreadable", error=str(exc))
+            log.error("feedback.tokens_unreadable", error=reason(exc))
             return _refusal(503, "the feedback tokens cannot be read")
         try:
             body = parse(await _body(request))
-            verdict = await run_in_threadpool(submit, store, closed_sets, config, body, config.token_roles.get(name))
+            verdict = await off_loop(submit, store, closed_sets, config, body, config.token_roles.get(name))
         except FeedbackRefused as exc:
             log.info("feedback.refused", status=exc.status, token=name)
             return _refusal(exc.status, exc.reason)

@@ -1,7 +1,7 @@
 """The node's one HTTP server: a Starlette application on uvicorn, on its own thread and event loop.
 
-The node's parts contribute Starlette routes (the ops probes of :mod:`node.ops.probes`, later STOW-RS and
-the feedback API); :class:`WebServer` serves them all on one port. A connection that opens and waits
+The node's parts contribute Starlette routes (the ops probes of :mod:`node.ops.probes`, STOW-RS and the
+feedback API); :class:`WebServer` serves them all on one port. A connection that opens and waits
 costs a socket, not a thread. uvicorn is kept as it is but for one small protocol subclass,
 :class:`GuardedH11Protocol`, which adds what uvicorn lacks:
 
@@ -62,8 +62,6 @@ MAX_CONNECTIONS = 256
 MAX_BODIES = MAX_CONNECTIONS * 3 // 4
 #: Seconds a client refused for want of a body slot is asked to wait (``Retry-After``).
 BODY_RETRY_SECONDS = 5
-#: Threads that compute the ops answers (a scrape renders every metric).
-WORKERS = 4
 #: Seconds :meth:`WebServer.stop` lets requests in flight finish.
 STOP_SECONDS = 5.0
 
@@ -93,17 +91,18 @@ class _Waiting:
 
 
 class BodySlots:
-    """The request bodies one server is reading, at most :data:`MAX_BODIES` (all on the server's one event
-    loop: a plain counter)."""
+    """The request bodies one server is reading, at most ``limit`` (all on the server's one event loop: a plain
+    counter)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
         self.reading = 0
 
     @contextmanager
     def slot(self) -> Iterator[None]:
         """Hold a slot while a body is read; 503 (with ``Retry-After``) when none is free."""
-        if self.reading >= MAX_BODIES:
-            raise HTTPException(503, f"{MAX_BODIES} request bodies are being received; try again later",
+        if self.reading >= self.limit:
+            raise HTTPException(503, f"{self.limit} request bodies are being received; try again later",
                                 headers={"Retry-After": str(BODY_RETRY_SECONDS)})
         self.reading += 1
         try:
@@ -225,15 +224,16 @@ def _bind(host: str, port: int, config_keys: str) -> socket.socket:
 
 class WebServer:
     """One Starlette application of the given routes on uvicorn; binds at construction, :meth:`start`
-    serves on a thread of its own (one event loop), :meth:`stop` ends it."""
+    serves on a thread of its own (one event loop), :meth:`stop` ends it. ``max_bodies``: the request bodies
+    read at once (:data:`MAX_BODIES`, or fewer where each body may be large; never more: the probes' room)."""
 
     def __init__(
         self, host: str, port: int, routes: Sequence[BaseRoute], *, config_keys: str = "http.host, http.port",
         exception_handlers: Mapping[Any, ExceptionHandler] | None = None, name: str = "http",
-        ssl: Mapping[str, Any] | None = None,
+        ssl: Mapping[str, Any] | None = None, max_bodies: int | None = None,
     ) -> None:
         self.app = Starlette(routes=list(routes), exception_handlers=exception_handlers or json_errors())
-        self.app.state.body_slots = BodySlots()
+        self.app.state.body_slots = BodySlots(MAX_BODIES if max_bodies is None else min(max_bodies, MAX_BODIES))
         self._socket = _bind(host, port, config_keys)
         protocol = functools.partial(GuardedH11Protocol, waiting=_Waiting())
         config = uvicorn.Config(

@@ -178,6 +178,11 @@ class Metrics:
             f"{PREFIX}_answers", "Answers queued, per task and answer label (the task's closed set; other: a "
             "label outside it; none: no label).", ["task", "label"], registry=r,
         )
+        self.stow_requests = Counter(
+            f"{PREFIX}_stow_requests", "STOW-RS requests answered, by HTTP status class (2xx: the instances stored, "
+            "all or some; 4xx: refused (token, media type, a bad body) or none stored; 5xx: the node is stopping or "
+            "cannot read its tokens file).", ["status"], registry=r,
+        )
         self.outbox_attempts = Counter(
             f"{PREFIX}_outbox_attempts",
             "Delivery attempts per destination, by outcome (accepted, retry, rejected).",

@@ -1,7 +1,10 @@
 """The STOW-RS route: ``POST /dicomweb/studies[/{study}]`` — the client authorized, the body parsed as it
 streams in (:func:`node.ops.bodies.limited_stream`: under one of the server's body slots, 408 when it pauses),
 each part stored as soon as it has ended (on :data:`WORKERS` threads: fsync and commit block) while the next
-arrives, then one answer for all of them (:mod:`node.ingest.stow.response`). Each answer is
+arrives, then one answer for all of them (:mod:`node.ingest.stow.response`). Nothing blocking runs on the event
+loop: the tokens secret is read, and each chunk written into its part's spool file (inflated, when deflated),
+by :func:`node.ops.offload.off_loop`, one chunk of a request at a time and in order (the next is read once the
+last is written: a request holds one chunk in memory). Each answer is
 counted in ``qoqnode_stow_requests_total{status}`` by its HTTP status class (2xx, 4xx, 5xx); the instances
 themselves are counted with C-STORE's (``qoqnode_cstore_*``), as they are stored through the same path."""
 
@@ -14,7 +17,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 
-from prometheus_client import Counter
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -24,6 +26,7 @@ from node.config.dicom import TlsConfig
 from node.config.dicomweb import StowConfig
 from node.dicomweb.multipart import MultipartError, MultipartReader
 from node.dicomweb.response_module import JSON_MEDIA_TYPE, XML_MEDIA_TYPE
+from node.errors import reason
 from node.ingest.assembler import StudyAssembler
 from node.ingest.receiver import Receiver
 from node.ingest.refusals import OUT_OF_RESOURCES, check_target_uid
@@ -35,12 +38,15 @@ from node.ops.bodies import limited_stream
 from node.ops.http import WebServer
 from node.ops.json_error import json_error
 from node.ops.logging import get_logger, uid_hash
-from node.ops.metrics import PREFIX, Metrics
+from node.ops.metrics import Metrics
+from node.ops.offload import off_loop
 from node.ops.tokens import TokensError
 
 log = get_logger("stow")
 
-#: Threads storing parts (each waits on its fsync and the group commit), shared by every request.
+#: Threads storing parts (each waits on its fsync and the group commit), shared by every request: an executor of
+#: their own, not :func:`~node.ops.offload.off_loop`, as a request's parts are stored while its body is read on
+#: (a future per part, awaited when the answer is made) and :meth:`StowReceiver.close` waits for them all.
 WORKERS = 16
 #: Parts of one request being stored at once; the body is read on once one is done (memory stays bounded).
 PARTS_IN_FLIGHT = 8
@@ -108,10 +114,7 @@ class StowReceiver:
 
     def __init__(self, config: StowConfig, receiver: Receiver, assembler: StudyAssembler, metrics: Metrics) -> None:
         self._config = config
-        self._requests = Counter(f"{PREFIX}_stow_requests", "STOW-RS requests answered, by HTTP status class (2xx: "
-                                 "the instances stored, all or some; 4xx: refused (token, media type, a bad body) "
-                                 "or none stored; 5xx: the node is stopping or cannot read its tokens file).",
-                                 ["status"], registry=metrics.registry)
+        self._requests = metrics.stow_requests
         metrics.start_at_zero(self._requests, STATUS_CLASSES)
         self._receiver = receiver
         self._assembler = assembler
@@ -148,14 +151,14 @@ class StowReceiver:
         if self._closing:
             return json_error(503, "the node is stopping", {"Retry-After": "30"})
         try:
-            client = self._clients.authorize(request.headers.get("authorization"))
+            client = await off_loop(self._clients.authorize, request.headers.get("authorization"))
         except Unauthorized as exc:
             return json_error(401, str(exc), {"WWW-Authenticate": 'Bearer realm="dicomweb"'})
         except Forbidden as exc:
             log.warning("stow.forbidden", detail=str(exc))
             return json_error(403, str(exc))
         except TokensError as exc:
-            log.error("stow.tokens_file_unreadable", error=type(exc).__name__)
+            log.error("stow.tokens_file_unreadable", error=reason(exc))
             return json_error(503, "the receiver's tokens file cannot be read; see the node's log")
         study = request.path_params.get("study")
         try:
@@ -187,9 +190,9 @@ class StowReceiver:
             try:
                 async with aclosing(limited_stream(request, None)) as chunks:  # each part within dicom.* limits
                     async for chunk in chunks:
-                        reader.feed(chunk)
+                        await off_loop(reader.feed, chunk)
                         await parts.store_ended()
-                reader.finish()
+                await off_loop(reader.finish)
             except MultipartError as exc:
                 broken = HTTPException(400, str(exc))
             except ClientDisconnect:
@@ -201,7 +204,7 @@ class StowReceiver:
             await parts.store_ended()
             return list(await asyncio.gather(*parts.storing)), broken
         finally:  # whatever ended it: the part being received is let go, and once the parts being stored are,
-            reader.abandon()  # the request carries no study any more
+            await off_loop(reader.abandon)  # the request carries no study any more
             asyncio.gather(*parts.storing, return_exceptions=True).add_done_callback(lambda _: parts.ended())
 
     def _answer(self, status: int, results: list[PartResult], broken: HTTPException | None,
