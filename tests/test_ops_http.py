@@ -127,6 +127,7 @@ def test_a_part_contributes_routes_with_body_limits_and_its_failures_log_no_mess
                 assert (too_big.status_code, too_big.json()) == (413, {"error": "request body over 1000 bytes"})
             failed = client.get("/fail")
             assert (failed.status_code, failed.json()) == (500, {"error": "internal error: ValueError"})
+            assert failed.headers["connection"] == "close"  # uvicorn closes it: the client must not reuse it
             assert client.get("/healthz").json() == {"status": "alive"}
         monkeypatch.setattr(bodies, "BODY_IDLE_SECONDS", 0.5)
         monkeypatch.setattr(http, "REQUEST_TIMEOUT_SECONDS", 0.5)  # then the half-sent request is closed

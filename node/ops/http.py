@@ -205,7 +205,9 @@ async def _json_http_error(_request: Request, exc: Exception) -> Response:
 
 
 async def _json_server_error(_request: Request, exc: Exception) -> Response:
-    return json_error(500, f"internal error: {type(exc).__name__}")
+    # Starlette raises the exception on to uvicorn after this answer, and uvicorn then closes the connection:
+    # said in the answer, so that a kept-alive client opens a new one instead of sending into the closing one.
+    return json_error(500, f"internal error: {type(exc).__name__}", {"Connection": "close"})
 
 
 def json_errors() -> dict[Any, ExceptionHandler]:
