@@ -15,22 +15,6 @@ from dataclasses import dataclass
 
 from node.store.database import Database
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS reports (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    message_id  INTEGER NOT NULL REFERENCES hl7_messages (id) ON DELETE CASCADE,
-    patient_key TEXT NOT NULL,
-    placer      TEXT NOT NULL,
-    filler      TEXT NOT NULL,
-    accession   TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    text        TEXT NOT NULL,
-    received_at REAL NOT NULL,
-    study_uid   TEXT
-);
-CREATE INDEX IF NOT EXISTS reports_waiting ON reports (study_uid);
-"""
-
 #: A waiting report's row with the study it reports (known, and answered: read by the node, not only a prior),
 #: the study answered last first.
 _MATCHES = """

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sqlite3
 
-from node.store import reports
 from node.store.keys import legacy_key
 from node.store.retention import STUDY_REFERENCES, keep_only_key
 from node.store.studies import POSTPONEMENT_DETAIL, StudyState
@@ -172,6 +171,23 @@ CREATE INDEX IF NOT EXISTS verdicts_by_task ON verdicts (task, received_at);
 CREATE INDEX IF NOT EXISTS verdicts_by_kind ON verdicts (task, source, verdict);
 """
 
+#: Radiology reports (schema 7; ``node/store/reports.py``), deleted with their HL7 message.
+_REPORTS = """
+CREATE TABLE IF NOT EXISTS reports (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id  INTEGER NOT NULL REFERENCES hl7_messages (id) ON DELETE CASCADE,
+    patient_key TEXT NOT NULL,
+    placer      TEXT NOT NULL,
+    filler      TEXT NOT NULL,
+    accession   TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    text        TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    study_uid   TEXT
+);
+CREATE INDEX IF NOT EXISTS reports_waiting ON reports (study_uid);
+"""
+
 #: Columns added by schema 9: (table, column, definition).
 _ADDED_COLUMNS_9 = (("outbox", "study_version", "INTEGER"), ("answers", "keyed", "INTEGER NOT NULL DEFAULT 1"),
                     ("verdicts", "keyed", "INTEGER NOT NULL DEFAULT 1"))
@@ -187,13 +203,11 @@ def create(connection: sqlite3.Connection) -> None:
     connection.executescript(_RECEIVED)
     _migrate(connection)
     connection.executescript(_CLINICAL)
-    if "procedure_codes" not in {row[1] for row in connection.execute("PRAGMA table_info(orders)")}:  # schema 4
-        connection.execute("ALTER TABLE orders ADD COLUMN procedure_codes TEXT NOT NULL DEFAULT ''")
+    _add_missing_columns(connection, "orders", (("procedure_codes", "TEXT NOT NULL DEFAULT ''"),))  # schema 4
     connection.executescript(_QUALITY)  # schema 6
-    connection.executescript(reports.SCHEMA)  # schema 7
+    connection.executescript(_REPORTS)  # schema 7
     for table, column, definition in _ADDED_COLUMNS_9:
-        if column not in {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}:
-            connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        _add_missing_columns(connection, table, ((column, definition),))
     if written_by < SCHEMA_VERSION:
         _rekey(connection, written_by)
     connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -202,13 +216,19 @@ def create(connection: sqlite3.Connection) -> None:
 def _migrate(connection: sqlite3.Connection) -> None:
     """Add the columns an older node did not write. A study an older node postponed was known by its
     detail's sentence: it gets the code of that sentence, so it is still released when what it waits for comes."""
-    columns = {row[1] for row in connection.execute("PRAGMA table_info(studies)")}
-    for column, definition in _ADDED_STUDY_COLUMNS:
-        if column not in columns:
-            connection.execute(f"ALTER TABLE studies ADD COLUMN {column} {definition}")
-    if "postponed_for" not in columns:  # schema 3 and older
+    if "postponed_for" not in _add_missing_columns(connection, "studies", _ADDED_STUDY_COLUMNS):  # schema 3, older
         connection.executemany("UPDATE studies SET postponed_for = ? WHERE state = ? AND detail = ?",
                                [(code, StudyState.STABLE, detail) for code, detail in POSTPONEMENT_DETAIL.items()])
+
+
+def _add_missing_columns(connection: sqlite3.Connection, table: str,
+                         columns: tuple[tuple[str, str], ...]) -> set[str]:
+    """Add those of ``columns`` (name, definition) that ``table`` lacks; the columns it had before."""
+    had = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+    for column, definition in columns:
+        if column not in had:
+            connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+    return had
 
 
 def _rekey(connection: sqlite3.Connection, written_by: int) -> None:
