@@ -1,9 +1,9 @@
 """Engine benchmark: QoQ-Med-VL-7B-shaped model (random weights) on the node's real workload.
 
     # on a GPU machine (builds ~16.6 GB of random bf16 weights under --workdir once):
-    python benchmarks/engine.py --shape 7b --device cuda --json docs/engine-benchmark.json
+    python -m benchmarks.engine --shape 7b --device cuda --json docs/engine-benchmark.json
     # anywhere, to check the script itself (the tiny model on the CPU):
-    python benchmarks/engine.py --shape tiny --device cpu --concurrency 1 4 --new-tokens 16
+    python -m benchmarks.engine --shape tiny --device cpu --concurrency 1 4 --new-tokens 16
 
 Workload: a synthetic chest radiograph the size of a CR (2048², pre-resized by the node's imaging as
 training did, to 724² ≈ 676 visual tokens on the 28-pixel grid), routed and prompted exactly as the
@@ -16,7 +16,7 @@ vision tower on ONNX Runtime; SDPA with a static KV cache and torch.compile — 
 ``tensorrt-llm`` when the library is installed.
 Reported per backend and concurrency: time to first token (a 1-token run), decode tokens/s per
 stream and in total, studies/hour, peak GPU memory, and batch-1 decode as a fraction of the
-memory-bandwidth roofline (weight bytes ÷ HBM bandwidth per token).
+memory-bandwidth roofline (HBM bandwidth ÷ the bytes one decoded token reads: benchmarks/roofline.py).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import Any
 import torch
 import transformers
 
+from benchmarks.roofline import batch1_against_roofline, decode_bytes
 from node.chain import prepare_study
 from node.config import EngineConfig, TensorRtLlmOptions, TransformersOptions, load_config
 from node.engine import EngineRequest, GenerationSettings
@@ -75,11 +76,6 @@ def build_7b_checkpoint(directory: Path, tiny: Path) -> Path:
     AutoProcessor.from_pretrained(tiny).save_pretrained(directory)
     del model
     return directory
-
-
-def parameter_bytes(model_dir: Path) -> int:
-    """Bytes of the checkpoint's weights (bf16 on disk)."""
-    return sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
 
 
 def workload(workdir: Path, config: EngineConfig) -> EngineRequest:
@@ -148,18 +144,19 @@ def _timed(engine, requests: list[EngineRequest], rounds: int) -> float:
     return statistics.median(times)
 
 
-def measure(engine, request: EngineRequest, concurrency: int, new_tokens: int, rounds: int) -> dict[str, float]:
+def measure(engine, request: EngineRequest, concurrency: int, new_tokens: int, rounds: int) -> dict[str, Any]:
     """TTFT, decode speed and throughput of one backend at one concurrency."""
     first = EngineRequest(request.images, request.prompt, request.domain,
                           GenerationSettings(max_new_tokens=1, min_new_tokens=1))
     full = EngineRequest(request.images, request.prompt, request.domain,
                          GenerationSettings(max_new_tokens=new_tokens, min_new_tokens=new_tokens))
-    engine.generate([full] * concurrency)  # warm-up: kernels, graphs, compile
+    [warm, *_] = engine.generate([full] * concurrency)  # warm-up: kernels, graphs, compile
     ttft = _timed(engine, [first] * concurrency, rounds)
     total = _timed(engine, [full] * concurrency, rounds)
     decode = total - ttft  # below timer noise when generation is trivially short: no figure then
     per_stream = (new_tokens - 1) / decode if decode > 0 else None
-    return {"concurrency": concurrency, "ttft_s": round(ttft, 4), "total_s": round(total, 4),
+    return {"concurrency": concurrency, "prompt_tokens": warm.prompt_tokens, "new_tokens": new_tokens,
+            "ttft_s": round(ttft, 4), "total_s": round(total, 4),
             "decode_tokens_per_s_per_stream": round(per_stream, 1) if per_stream else None,
             "decode_tokens_per_s_total": round(per_stream * concurrency, 1) if per_stream else None,
             "studies_per_hour": round(concurrency / total * 3600, 1)}
@@ -194,15 +191,13 @@ def main() -> None:
         else args.workdir / "tiny"
     model_dir = build_7b_checkpoint(args.workdir / "qoq-med-7b-shape", tiny) if args.shape == "7b" else tiny
     request = workload(args.workdir, EngineConfig())
-    weights = parameter_bytes(model_dir)
     gpu, bandwidth = hbm_bandwidth(args.hbm_tbps)
-    roofline = bandwidth / weights if bandwidth else None
     report: dict[str, Any] = {
         "gpu": gpu, "torch": torch.__version__, "transformers": transformers.__version__,
-        "cuda": torch.version.cuda, "shape": args.shape, "weights_bytes": weights,
+        "cuda": torch.version.cuda, "shape": args.shape, "decode_bytes": decode_bytes(model_dir, 0),
         "visual_tokens": sum(PROFILES["qwen2.5-vl"].visual_tokens(i.width, i.height) for i in request.images),
         "new_tokens": args.new_tokens,
-        "roofline_tokens_per_s": round(roofline, 1) if roofline else None, "backends": {},
+        "hbm_bytes_per_s": bandwidth, "backends": {},
     }
     print(json.dumps({k: v for k, v in report.items() if k != "backends"}))
     for name, factory in backends(model_dir, args.device).items():
@@ -214,10 +209,8 @@ def main() -> None:
         engine = factory()
         rows = [measure(engine, request, c, args.new_tokens, args.rounds) for c in args.concurrency]
         memory = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
-        batch_1 = next((r for r in rows if r["concurrency"] == 1), None)
-        speed = batch_1["decode_tokens_per_s_per_stream"] if batch_1 else None
         entry = {"rows": rows, "peak_gpu_memory_bytes": memory,
-                 "batch1_fraction_of_roofline": round(speed / roofline, 3) if roofline and speed else None}
+                 "batch1_against_roofline": batch1_against_roofline(rows, bandwidth, model_dir)}
         report["backends"][name] = entry
         print(json.dumps({"backend": name, **entry}), flush=True)
         del engine

@@ -1,54 +1,93 @@
-"""The GPU figures in one short run, within a time budget.
+"""The GPU figures in one short run, within a time budget, that keeps every figure it gets.
 
     python -m benchmarks.gpu --out /tmp/gpu-figures                  # on a GPU host (see benchmarks/gpu.sh)
     python -m benchmarks.gpu --dry-run --out /tmp/gpu-dry-run         # anywhere: the tiny shape on the CPU
 
-Steps, in order, each only if the budget (``--budget-s``, 420 s by default) still holds its estimated
-cost — a skipped step is written down with the reason instead of overrunning:
+It prints its plan first (each step and its estimated seconds), then runs the steps in this order, each
+in its own process (benchmarks/gpu_steps.py) cut at its own deadline, each only if the budget
+(``--budget-s``, 450 s) still holds its estimate — a skipped, failed or cut step is written down with
+its reason and the run goes on:
 
-1. build the QoQ-Med-VL-7B-shaped model with random bf16 weights on the GPU (no download);
-2. the node's chest radiograph workload (benchmarks/engine.py) through the ``transformers`` backend
-   with eager attention, SDPA, and SDPA + static KV cache + torch.compile, at each ``--concurrency``
-   (1 and 32): time to first token, decode tokens/s, studies/hour, peak GPU memory;
-3. batch-1 decode as a fraction of the HBM roofline (weight bytes ÷ bandwidth per token; H200: 4.8 TB/s);
-4. the vision tower at ``--side``² (1008) in torch and on ONNX Runtime (whichever provider exists).
+1. prepare: the GPU, the versions, ONNX Runtime's providers; the tiny checkpoint;
+2. infer: the tiny model through ``qoq-node infer`` on the GPU (the transformers backend's device path);
+3. build: the QoQ-Med-VL-7B-shaped model with random bf16 weights (no download);
+4. the node's chest radiograph workload (benchmarks/engine.py) with eager attention, then SDPA, at each
+   ``--concurrency`` (1 and 32): time to first token, decode tokens/s, studies/hour (measured at
+   ``--new-tokens``, and derived for 1,024 new tokens), peak GPU memory, and a profile of one batch-1
+   study (how busy the GPU was, kernels per token, the longest kernels);
+5. the vision tower at ``--side``² (1008) in torch, and on ONNX Runtime only where it has a CUDA or
+   TensorRT provider;
+6. last, SDPA + static KV cache + compile, with whatever time is left: compiling takes minutes.
 
-Writes ``gpu-benchmark.json`` and ``gpu-benchmark.md`` (a table) into ``--out``.
+Batch-1 decode is set against the HBM roofline: bandwidth ÷ the bytes one decoded token reads
+(benchmarks/roofline.py). ``gpu-benchmark.json`` and ``gpu-benchmark.md`` (the table for
+docs/performance.md) are rewritten in ``--out`` after every step; each step's output is in
+``--out``/steps/.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
+import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-import transformers
+from benchmarks.gpu_report import derive, markdown
+from node.config import TransformersOptions
 
-from benchmarks.engine import build_7b_checkpoint, hbm_bandwidth, measure, parameter_bytes, workload
-from benchmarks.vision_tower import measure_tower
-from node.config import EngineConfig, TransformersOptions
-from node.engine.tiny import build_tiny_checkpoint
-from node.engine.transformers_backend import TransformersEngine
-
-#: Estimated seconds a torch.compile row adds before its first figure (compilation at two shapes).
-COMPILE_ESTIMATE_S = 150.0
-#: Estimated seconds of the vision tower step (ONNX export of the 7B tower, then a few runs).
-TOWER_ESTIMATE_S = 90.0
-#: The tiny checkpoint's tower shape, for the dry run.
-TINY_TOWER = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
-              "fullatt_block_indexes": [1], "window_size": 112, "patch_size": 14, "spatial_merge_size": 2,
-              "temporal_patch_size": 2}
+REPO = Path(__file__).resolve().parents[1]
+#: The transformers variants, in the order they run (the compiled one last: it takes what time is left).
 VARIANTS: dict[str, TransformersOptions] = {
     "eager": TransformersOptions(attention="eager"),
     "sdpa": TransformersOptions(attention="sdpa"),
     "sdpa + static cache + compile": TransformersOptions(attention="sdpa", static_cache=True, compile=True),
 }
+COMPILED = "sdpa + static cache + compile"
+#: Seconds a step is given beyond its estimate before it is cut (the compiled row: all that is left).
+GRACE_S = 60.0
+#: Lines of a failed step's output kept in the report.
+ERROR_TAIL_CHARS = 1500
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the plan: what it runs and what it is expected to take on a GPU and in a dry run."""
+
+    name: str
+    what: str
+    step: str
+    gpu_estimate_s: float
+    dry_estimate_s: float
+    needs: str | None = None
+    takes_the_rest: bool = False
+
+    def estimate(self, dry_run: bool) -> float:
+        """Seconds this step is expected to take (the least it needs, for the step that takes the rest)."""
+        return self.dry_estimate_s if dry_run else self.gpu_estimate_s
+
+
+def plan(dry_run: bool, concurrency: list[int]) -> list[Step]:
+    """The steps in the order they run."""
+    model = "prepare" if dry_run else "build"
+    at_once = " and ".join(str(c) for c in concurrency)
+    steps = [Step("prepare", "GPU, versions, ONNX Runtime providers; the tiny checkpoint", "prepare", 15, 15),
+             Step("infer", "the tiny model through qoq-node infer on the device", "infer", 30, 20, needs="prepare")]
+    if not dry_run:
+        steps.append(Step("build", "the 7B-shaped checkpoint, random bf16 weights", "build", 60, 0, needs="prepare"))
+    steps += [Step(name, f"{name}: {at_once} studies at once, then a profile", "row", 60, 30, needs=model)
+              for name in VARIANTS if name != COMPILED]
+    steps.append(Step("tower", "the vision tower (torch; ONNX Runtime where it has a GPU provider)", "tower", 25, 25,
+                      needs="prepare"))
+    steps.append(Step(COMPILED, f"{COMPILED}: compiles for minutes, so last, with what is left", "row", 150, 20,
+                      needs=model, takes_the_rest=True))
+    return steps
 
 
 class Budget:
@@ -67,127 +106,143 @@ class Budget:
         return estimate <= self.left
 
 
-def _timed(step: Callable[[], Any]) -> tuple[Any, float]:
+def print_plan(steps: list[Step], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Say what the run will do and in what time; the plan as the report keeps it."""
+    where = "the tiny shape on the CPU (dry run)" if args.dry_run else "the GPU"
+    print(f"GPU benchmark plan: {len(steps)} steps on {where} within {args.budget_s:.0f} s; each step in its own "
+          f"process, cut at its deadline; the report is rewritten in {args.out} after each step.", flush=True)
+    planned, by = [], 0.0
+    for number, step in enumerate(steps, 1):
+        estimate = step.estimate(args.dry_run)
+        by += estimate
+        when = (f"what is left, at least {estimate:.0f} s (expect 200-400 s on a GPU)" if step.takes_the_rest
+                else f"~{estimate:.0f} s, done by ~{by:.0f} s")
+        print(f"  {number}. {step.what}: {when}", flush=True)
+        planned.append({"step": step.name, "what": step.what, "estimate_s": estimate})
+    return planned
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """End a step's whole process group (compile workers included): TERM, then KILL."""
+    for sent in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sent)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_step(command: list[str], result: Path, log: Path, timeout_s: float) -> dict[str, Any]:
+    """Run one step's process with its output in ``log``; its status (ok, error, cut at the deadline), its
+    seconds, and the figures it wrote to ``result`` (a cut step keeps what it wrote before the cut)."""
+    result.unlink(missing_ok=True)
     started = time.monotonic()
-    result = step()
-    return result, round(time.monotonic() - started, 1)
+    with log.open("w") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=REPO,
+                                   start_new_session=True)
+        try:
+            code = process.wait(timeout=max(timeout_s, 1.0))
+            status = "ok" if code == 0 else "error"
+        except subprocess.TimeoutExpired:
+            _stop(process)
+            code, status = None, "cut"
+    outcome: dict[str, Any] = {"status": status, "seconds": round(time.monotonic() - started, 1)}
+    if result.is_file():
+        outcome["figures"] = json.loads(result.read_text())
+    if status == "cut":
+        outcome["reason"] = f"cut at its deadline of {timeout_s:.0f} s"
+    elif status == "error":
+        outcome["reason"] = f"exit {code}: {log.read_text(errors='replace')[-ERROR_TAIL_CHARS:]}"
+    return outcome
 
 
-def engine_rows(model_dir: Path, device: str, args: argparse.Namespace, budget: Budget,
-                roofline: float | None) -> dict[str, Any]:
-    """Each transformers variant at each concurrency, or why it was skipped."""
-    request = workload(args.workdir, EngineConfig())
-    results: dict[str, Any] = {}
-    spent_per_row = 0.0
-    for name, options in VARIANTS.items():
-        estimate = spent_per_row * len(args.concurrency) + (COMPILE_ESTIMATE_S if options.compile else 0.0)
-        if not budget.allows(estimate):
-            results[name] = {"skipped": f"estimated {estimate:.0f} s, {max(budget.left, 0):.0f} s of the budget left"}
-            continue
-        if device.startswith("cuda"):
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        started = time.monotonic()
-        engine = TransformersEngine(model_dir, device=device, options=options)
-        rows = [measure(engine, request, c, args.new_tokens, args.rounds) for c in args.concurrency]
-        spent_per_row = max(spent_per_row, (time.monotonic() - started) / len(args.concurrency))
-        batch_1 = next((row for row in rows if row["concurrency"] == 1), None)
-        speed = batch_1["decode_tokens_per_s_per_stream"] if batch_1 else None
-        results[name] = {
-            "rows": rows,
-            "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if device.startswith("cuda") else None,
-            "batch1_fraction_of_roofline": round(speed / roofline, 3) if roofline and speed else None,
-            "seconds": round(time.monotonic() - started, 1),
-        }
-        print(json.dumps({"variant": name, **results[name]}), flush=True)
-        del engine
-    return results
+def step_spec(step: Step, args: argparse.Namespace, report: dict[str, Any]) -> dict[str, Any]:
+    """The settings a step's process is given."""
+    spec = {"workdir": str(args.workdir), "device": "cpu" if args.dry_run else "cuda", "dry_run": args.dry_run,
+            "hbm_tbps": args.hbm_tbps, "side": args.side, "rounds": args.rounds}
+    model = report["steps"].get("build" if not args.dry_run else "prepare", {}).get("figures", {})
+    spec["model_dir"] = model.get("model_dir") or (str(args.workdir / "tiny") if args.dry_run
+                                                   else str(args.workdir / "qoq-med-7b-shape"))
+    if step.step == "row":
+        spec.update(variant=step.name, concurrency=args.concurrency, new_tokens=args.new_tokens,
+                    profile_tokens=args.profile_tokens)
+    return spec
 
 
-def markdown(report: dict[str, Any]) -> str:
-    """The report as a markdown table, for docs/performance.md."""
-    lines = [f"GPU: {report['gpu']}; torch {report['torch']}, transformers {report['transformers']}, "
-             f"CUDA {report['cuda']}; shape {report['shape']}; {report['new_tokens']} new tokens per study; "
-             f"roofline {report['roofline_tokens_per_s']} tokens/s; total {report['total_seconds']} s.", "",
-             "| variant | studies at once | TTFT (s) | decode tok/s per stream | decode tok/s total | studies/hour "
-             "| peak GPU memory (GB) | batch-1 fraction of roofline |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name, entry in report["engine"].items():
-        if "skipped" in entry:
-            lines.append(f"| {name} | skipped: {entry['skipped']} | | | | | | |")
-            continue
-        memory = f"{entry['peak_gpu_memory_bytes'] / 1e9:.1f}" if entry["peak_gpu_memory_bytes"] else "—"
-        for row in entry["rows"]:
-            lines.append(f"| {name} | {row['concurrency']} | {row['ttft_s']} | {row['decode_tokens_per_s_per_stream']}"
-                         f" | {row['decode_tokens_per_s_total']} | {row['studies_per_hour']} | {memory} | "
-                         f"{entry['batch1_fraction_of_roofline']} |")
-    tower = report["vision_tower"]
-    lines.append("")
-    if "skipped" in tower:
-        lines.append(f"Vision tower: skipped ({tower['skipped']}).")
-    else:
-        lines.append(f"Vision tower at {tower['side']}² ({tower['patches']} patches): "
-                     f"torch {tower['torch_median_s']} s, ONNX Runtime {tower['onnx_median_s']} s "
-                     f"on {tower['onnx_providers'][0]} "
-                     f"(export {tower['export_seconds']} s; max difference {tower['max_abs_difference']:.2e}).")
-    return "\n".join(lines) + "\n"
+def write_report(report: dict[str, Any], out: Path) -> None:
+    """``gpu-benchmark.json`` and ``gpu-benchmark.md`` as the run stands now."""
+    derive(report)
+    (out / "gpu-benchmark.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "gpu-benchmark.md").write_text(markdown(report))
 
 
-def parse_arguments() -> argparse.Namespace:
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the plan within the budget, the report rewritten after each step."""
+    budget = Budget(args.budget_s)
+    steps = plan(args.dry_run, args.concurrency)
+    report: dict[str, Any] = {"command": " ".join(["python -m benchmarks.gpu", *sys.argv[1:]]),
+                              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                              "dry_run": args.dry_run, "budget_s": args.budget_s, "new_tokens": args.new_tokens,
+                              "plan": print_plan(steps, args), "steps": {}}
+    (args.out / "steps").mkdir(parents=True, exist_ok=True)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    for step in steps:
+        estimate = step.estimate(args.dry_run)
+        needed = report["steps"].get(step.needs, {}) if step.needs else {"status": "ok"}
+        if needed.get("status") != "ok":
+            outcome = {"status": "skipped", "reason": f"needs step {step.needs}, which did not succeed"}
+        elif not budget.allows(estimate):
+            outcome = {"status": "skipped",
+                       "reason": f"estimated {estimate:.0f} s, {max(budget.left, 0):.0f} s of the budget left"}
+        else:
+            timeout = budget.left if step.takes_the_rest else min(budget.left, max(3 * estimate, estimate + GRACE_S))
+            stem = step.name.replace(" ", "").replace("+", "-")
+            command = [sys.executable, "-m", "benchmarks.gpu_steps", step.step, "--spec",
+                       json.dumps(step_spec(step, args, report)), "--result", str(args.out / "steps" / f"{stem}.json")]
+            print(f"-> {step.name} (deadline {timeout:.0f} s)", flush=True)
+            outcome = run_step(command, args.out / "steps" / f"{stem}.json", args.out / "steps" / f"{stem}.log",
+                               timeout)
+        report["steps"][step.name] = outcome
+        report["total_seconds"] = round(args.budget_s - budget.left, 1)
+        write_report(report, args.out)
+        print(f"   {step.name}: {outcome['status']}" + (f" ({outcome['reason'][:300]})" if "reason" in outcome else "")
+              + (f" in {outcome['seconds']} s" if "seconds" in outcome else ""), flush=True)
+    return report
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; ``--dry-run`` swaps in the tiny shape on the CPU and small counts."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder for gpu-benchmark.json and .md")
     parser.add_argument("--dry-run", action="store_true", help="the tiny shape on the CPU: proves the script")
-    parser.add_argument("--budget-s", type=float, default=None, help="seconds for the whole run (420; dry run 120)")
+    parser.add_argument("--budget-s", type=float, default=None, help="seconds for the whole run (450; dry run 240)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=None, help="studies at once (1 32)")
     parser.add_argument("--new-tokens", type=int, default=None, help="tokens forced per study (128)")
+    parser.add_argument("--profile-tokens", type=int, default=16, help="new tokens of the profiled batch-1 study")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--side", type=int, default=None, help="vision tower image side (1008)")
     parser.add_argument("--hbm-tbps", type=float, default=None, help="HBM bandwidth in TB/s, if not in the table")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "qoq-gpu-benchmark")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     small = args.dry_run
-    args.budget_s = args.budget_s if args.budget_s is not None else (120.0 if small else 420.0)
+    args.budget_s = args.budget_s if args.budget_s is not None else (240.0 if small else 450.0)
     args.concurrency = args.concurrency or ([1, 4] if small else [1, 32])
     args.new_tokens = args.new_tokens or (8 if small else 128)
     args.side = args.side or (224 if small else 1008)
     args.rounds = 1 if small else args.rounds
+    args.out, args.workdir = args.out.resolve(), args.workdir.resolve()
     return args
 
 
 def main() -> None:
-    """Run the steps within the budget and write the report."""
+    """Run the benchmark and print its table."""
     args = parse_arguments()
-    budget = Budget(args.budget_s)
-    device = "cpu" if args.dry_run else "cuda"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("no CUDA device: run on a GPU host, or --dry-run to check the script on the CPU")
     args.out.mkdir(parents=True, exist_ok=True)
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    tiny = args.workdir / "tiny"
-    if not (tiny / "config.json").is_file():
-        build_tiny_checkpoint(tiny)
-    model_dir, build_seconds = (tiny, 0.0) if args.dry_run else _timed(
-        lambda: build_7b_checkpoint(args.workdir / "qoq-med-7b-shape", tiny))
-    gpu, bandwidth = hbm_bandwidth(args.hbm_tbps)
-    weights = parameter_bytes(model_dir)
-    roofline = bandwidth / weights if bandwidth else None
-    report: dict[str, Any] = {
-        "gpu": gpu if not args.dry_run else f"{platform.processor() or 'CPU'} (dry run: tiny shape)",
-        "torch": torch.__version__, "transformers": transformers.__version__, "cuda": torch.version.cuda,
-        "shape": "tiny" if args.dry_run else "7b", "weights_bytes": weights, "build_seconds": build_seconds,
-        "new_tokens": args.new_tokens, "budget_s": args.budget_s,
-        "roofline_tokens_per_s": round(roofline, 1) if roofline else None,
-    }
-    report["engine"] = engine_rows(model_dir, device, args, budget, roofline)
-    if budget.allows(TOWER_ESTIMATE_S if not args.dry_run else 10.0):
-        report["vision_tower"] = measure_tower(args.side, device, args.rounds, args.workdir,
-                                               TINY_TOWER if args.dry_run else None)
-    else:
-        report["vision_tower"] = {"skipped": f"{max(budget.left, 0):.0f} s of the budget left"}
-    report["total_seconds"] = round(args.budget_s - budget.left, 1)
-    (args.out / "gpu-benchmark.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "gpu-benchmark.md").write_text(markdown(report))
+    report = run(args)
     print(markdown(report), flush=True)
 
 

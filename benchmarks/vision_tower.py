@@ -37,9 +37,10 @@ def _median_seconds(run, rounds: int) -> tuple[float, list[float]]:
     return statistics.median(times), [round(t, 3) for t in times]
 
 
-def measure_tower(side: int, device: str, rounds: int, workdir: Path, vision: dict | None = None) -> dict:
-    """Time one ``side``² image through the torch tower and its ONNX Runtime export (``vision``: the
-    tower's shape, QoQ-Med-VL-7B's by default); the figures as a dict."""
+def measure_tower(side: int, device: str, rounds: int, workdir: Path, vision: dict | None = None,
+                  onnx_too: bool = True) -> dict:
+    """Time one ``side``² image through the torch tower and (``onnx_too``) its ONNX Runtime export
+    (``vision``: the tower's shape, QoQ-Med-VL-7B's by default); the figures as a dict."""
     config = Qwen2_5_VLConfig(vision_config=vision or QWEN25_VL_7B_VISION).vision_config
     config._attn_implementation = "sdpa"
     torch.manual_seed(0)
@@ -47,6 +48,14 @@ def measure_tower(side: int, device: str, rounds: int, workdir: Path, vision: di
     patch = config.patch_size
     grid = torch.tensor([[1, side // patch, side // patch]], device=device)
     patches = torch.randn(int(grid.prod()), 3 * config.temporal_patch_size * patch * patch, device=device)
+    figures: dict = {"device": torch.cuda.get_device_name(0) if device.startswith("cuda") else "CPU",
+                     "torch": torch.__version__, "side": side, "patches": int(grid.prod()),
+                     "parameters": sum(p.numel() for p in tower.parameters())}
+    with torch.inference_mode():
+        torch_median, torch_runs = _median_seconds(lambda: tower(patches, grid_thw=grid), rounds)
+    figures.update(torch_median_s=round(torch_median, 3), torch_runs=torch_runs)
+    if not onnx_too:
+        return figures
     shape = "7b-shape" if vision is None else f"depth{config.depth}-hidden{config.hidden_size}"
     directory = workdir / f"vision-{GRAPH_LAYOUT}-{shape}-{side}"
     started = time.perf_counter()
@@ -54,16 +63,10 @@ def measure_tower(side: int, device: str, rounds: int, workdir: Path, vision: di
     export_seconds = time.perf_counter() - started
     onnx = OnnxVisionTower(tower, path, directory)
     with torch.inference_mode():
-        torch_median, torch_runs = _median_seconds(lambda: tower(patches, grid_thw=grid), rounds)
         onnx_median, onnx_runs = _median_seconds(lambda: onnx(patches, grid), rounds)
         difference = (tower(patches, grid_thw=grid).pooler_output - onnx(patches, grid).pooler_output).abs().max()
-    return {
-        "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else "CPU",
-        "torch": torch.__version__, "side": side, "patches": int(grid.prod()),
-        "parameters": sum(p.numel() for p in tower.parameters()), "export_seconds": round(export_seconds, 1),
-        "onnx_providers": onnx.providers, "torch_median_s": round(torch_median, 3), "torch_runs": torch_runs,
-        "onnx_median_s": round(onnx_median, 3), "onnx_runs": onnx_runs,
-        "max_abs_difference": float(difference)}
+    return {**figures, "export_seconds": round(export_seconds, 1), "onnx_providers": onnx.providers,
+            "onnx_median_s": round(onnx_median, 3), "onnx_runs": onnx_runs, "max_abs_difference": float(difference)}
 
 
 def main() -> None:

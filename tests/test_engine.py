@@ -165,10 +165,48 @@ def test_cuda_speed_options_keep_the_tokens_and_a_missing_kernel_is_named(tiny_d
                 EngineRequest((Image.new("L", (476, 448), 30),), build_prompt("Findings?", 1), "*",
                               GenerationSettings(24))]
     static = TransformersEngine(tiny_dir, device="cpu", options=TransformersOptions(static_cache=True))
-    assert static._cache == {"cache_implementation": "static"}
     assert [r.text for r in static.generate(requests)] == [r.text for r in tiny_engine.generate(requests)]
     with pytest.raises(EngineLoadError, match=r"engine\.transformers\.attention flash_attention_2 cannot be used"):
         TransformersEngine(tiny_dir, device="cpu", options=TransformersOptions(attention="flash_attention_2"))
+
+
+def _compiled_frames(engine: TransformersEngine, requests: list[EngineRequest]) -> tuple[int, list[str]]:
+    """Frames torch.compile compiled while ``engine`` generated, with transformers made to compile on the CPU
+    as it does on CUDA (its ``_compile_all_devices``; the eager backend: no C compiler needed)."""
+    import torch._dynamo
+    from transformers import CompileConfig
+
+    on_every_device = CompileConfig(backend="eager", mode=None)
+    on_every_device._compile_all_devices = True
+    engine._cache["compile_config"] = on_every_device
+    torch._dynamo.reset()
+    before = torch._dynamo.utils.counters["frames"]["ok"]
+    texts = [result.text for result in engine.generate(requests)]
+    return torch._dynamo.utils.counters["frames"]["ok"] - before, texts
+
+
+def test_compile_is_transformers_own_once_and_a_static_cache_alone_compiles_nothing(
+        tiny_dir: Path, tiny_engine: TransformersEngine) -> None:
+    """On CUDA transformers compiles the decode step of a static cache by itself: ``compile`` is that
+    compile and nothing more (the language model is not wrapped a second time), and ``static_cache``
+    without ``compile`` compiles nothing; the tokens stay the reference's. ``compile`` without the static
+    cache is refused."""
+    from pydantic import ValidationError
+
+    from node.config import TransformersOptions
+
+    requests = [EngineRequest((Image.new("L", (448, 448), 100),), build_prompt("Findings?", 1), "*",
+                              GenerationSettings(6))]
+    reference = [result.text for result in tiny_engine.generate(requests)]
+    compiled = TransformersEngine(tiny_dir, device="cpu",
+                                  options=TransformersOptions(static_cache=True, compile=True))
+    assert type(compiled.model.model.language_model).__name__ != "OptimizedModule"
+    frames, texts = _compiled_frames(compiled, requests)
+    assert frames > 0 and texts == reference
+    static = TransformersEngine(tiny_dir, device="cpu", options=TransformersOptions(static_cache=True))
+    assert _compiled_frames(static, requests) == (0, reference)
+    with pytest.raises(ValidationError, match="compile needs static_cache"):
+        TransformersOptions(compile=True)
 
 
 def test_the_benchmark_shape_is_qwen25_vl_7b() -> None:

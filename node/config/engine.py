@@ -15,11 +15,19 @@ class TransformersOptions(Section):
 
     attention: Literal["sdpa", "flash_attention_2", "eager"] = Field(
         default="sdpa", description="flash_attention_2 needs the flash-attn package and a CUDA GPU.")
-    static_cache: bool = Field(default=False, description="Static KV cache: fixed shapes, for torch.compile.")
-    compile: bool = Field(default=False, description="torch.compile the language model's forward (CUDA).")
+    static_cache: bool = Field(default=False, description="Static KV cache: fixed shapes, for compile.")
+    compile: bool = Field(default=False, description="Compile the decode step with torch.compile (CUDA; needs "
+                          "static_cache; the first batches of a new size compile again).")
     vision: Literal["torch", "onnx"] = Field(
         default="torch", description="onnx: the vision tower on ONNX Runtime (TensorRT, CUDA or CPU provider), "
         "exported once per checkpoint into engine.cache_dir.")
+
+    @model_validator(mode="after")
+    def _compile_needs_static_cache(self) -> TransformersOptions:
+        if self.compile and not self.static_cache:
+            raise ValueError("compile needs static_cache: true (transformers compiles the decode step of a static "
+                             "KV cache; a growing cache would compile at every length)")
+        return self
 
 
 class TensorRtLlmOptions(Section):

@@ -6,7 +6,7 @@ both through ``AutoModelForImageTextToText``; Omni: ``AutoModel`` with its own m
 greedy by default; batches requests with left padding. Omni gets each request's ECG as
 ``time_series_data`` [requests, 8, 2500]. On CUDA,
 ``engine.transformers`` picks the attention kernel (SDPA or flash attention 2), a static KV cache
-and ``torch.compile`` of the language model; on any device it can run the vision tower on ONNX
+and the compile of its decode step (:func:`generation_options`); on any device it can run the vision tower on ONNX
 Runtime (:mod:`node.engine.onnx_vision`).
 
 The images a request carries are already pre-resized as training did (the frame the model's boxes
@@ -64,6 +64,20 @@ def load_model(checkpoint: Checkpoint, dtype: torch.dtype, attention: str, devic
     return model.to(device).eval()  # type: ignore[arg-type]  # functools.wraps on PreTrainedModel.to hides self
 
 
+def generation_options(options: TransformersOptions) -> dict[str, object]:
+    """What ``generate`` is given for the KV cache and compilation: transformers compiles the decode step
+    by itself whenever a static cache is used on CUDA, so ``compile`` is that compile (one ``CompileConfig``,
+    prefill left eager) rather than a second ``torch.compile`` around it, and a static cache without
+    ``compile`` turns it off (``disable_compile``) so that it costs no compile the configuration did not ask for."""
+    if not options.static_cache:
+        return {}
+    if not options.compile:
+        return {"cache_implementation": "static", "disable_compile": True}
+    from transformers import CompileConfig
+
+    return {"cache_implementation": "static", "compile_config": CompileConfig()}
+
+
 class TransformersEngine:
     """QoQ-Med through Hugging Face transformers."""
 
@@ -84,9 +98,7 @@ class TransformersEngine:
             self.model = load_model(checkpoint, _pick_dtype(dtype, self.device), options.attention, self.device)
         except ImportError as exc:  # flash_attention_2 without the flash-attn package
             raise EngineLoadError(f"engine.transformers.attention {options.attention} cannot be used: {exc}") from exc
-        if options.compile:
-            self.model.model.language_model = torch.compile(self.model.model.language_model)
-        self._cache = {"cache_implementation": "static"} if options.static_cache else {}
+        self._cache = generation_options(options)
         self._torch = torch
         self._identity = f"{checkpoint.name}, transformers {transformers_version}"
         if options.vision == "onnx":
