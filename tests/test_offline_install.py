@@ -115,16 +115,19 @@ def test_the_node_installs_offline_next_to_the_hosts_torch_and_runs(wheelhouse: 
 
 @pytest.mark.slow
 def test_the_gpu_benchmark_runs_end_to_end_as_a_dry_run(tmp_path: Path) -> None:
-    """``python -m benchmarks.gpu --dry-run``: every step on the tiny shape on the CPU, the report written,
-    and the compile row skipped with its reason because it would not fit the budget."""
+    """``python -m benchmarks.gpu --dry-run``: the plan printed first, every step on the tiny shape on the CPU
+    in its own process (the compiled row last), the tiny model through ``qoq-node infer``, the report written."""
     run = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--dry-run", "--out", str(tmp_path / "out"),
-                          "--workdir", str(tmp_path / "work"), "--budget-s", "100"],
+                          "--workdir", str(tmp_path / "work")],
                          capture_output=True, text=True, cwd=REPO, timeout=LONGEST_WAIT_SECONDS)
     assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.startswith("GPU benchmark plan: 6 steps") and "1. GPU, versions" in run.stdout
     report = json.loads((tmp_path / "out" / "gpu-benchmark.json").read_text())
-    assert report["shape"] == "tiny" and [row["concurrency"] for row in report["engine"]["sdpa"]["rows"]] == [1, 4]
-    assert "rows" in report["engine"]["eager"]
-    assert "budget" in report["engine"]["sdpa + static cache + compile"]["skipped"]
-    assert report["vision_tower"]["side"] == 224 and report["vision_tower"]["max_abs_difference"] < 1e-3
+    steps = report["steps"]
+    assert list(steps) == ["prepare", "infer", "eager", "sdpa", "tower", "sdpa + static cache + compile"]
+    assert {name: step["status"] for name, step in steps.items()} == dict.fromkeys(steps, "ok")
+    assert [row["concurrency"] for row in steps["sdpa"]["figures"]["rows"]] == [1, 4]
+    assert steps["eager"]["figures"]["profile"]["top"] and steps["infer"]["figures"]["task"] == "chest_xray"
+    assert steps["tower"]["figures"]["side"] == 224 and steps["tower"]["figures"]["max_abs_difference"] < 1e-3
     table = (tmp_path / "out" / "gpu-benchmark.md").read_text()
-    assert "| sdpa | 4 |" in table and "skipped: estimated" in table and "Vision tower at 224²" in table
+    assert "| sdpa | 4 |" in table and "Vision tower at 224²" in table and "qoq-node infer --json" in table
