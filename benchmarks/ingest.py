@@ -5,7 +5,7 @@ with one ``storescu`` association to the node and to Orthanc, the order alternat
 rounds, and times each whole transfer. Then the same rounds with 4 parallel associations.
 dcmtk runs with TCP_NODELAY=1.
 
-    python benchmarks/ingest.py --instances 300 --rounds 7
+    python -m benchmarks.ingest --instances 300 --rounds 7
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.figures import against_orthanc, throughput
 from node.testing.loopback import LOOPBACK
 from node.testing.node_process import NodeProcess
 from node.testing.pacs import Orthanc
@@ -83,20 +83,9 @@ def main() -> None:
             }
             for name, modes in results.items():
                 for mode, seconds in modes.items():
-                    median = statistics.median(seconds)
-                    summary[f"{name}_{mode}_median_s"] = round(median, 3)
-                    summary[f"{name}_{mode}_instances_per_s"] = round(args.instances / median, 1)
-                    summary[f"{name}_{mode}_MB_per_s"] = round(size_mb / median, 1)
-                    summary[f"{name}_{mode}_all_s"] = [round(s, 3) for s in seconds]
+                    summary.update(throughput(f"{name}_{mode}", seconds, args.instances, size_mb))
             for mode in ("one", "parallel"):
-                summary[f"ratio_node_to_orthanc_{mode}"] = round(
-                    summary[f"node_{mode}_median_s"] / summary[f"orthanc_{mode}_median_s"], 3
-                )
-                # Each round sends the same study to both back to back: the per-round ratio pairs
-                # them, so a slow stretch of this shared machine weighs on both sides alike.
-                paired = [n / o for n, o in zip(results["node"][mode], results["orthanc"][mode], strict=True)]
-                summary[f"paired_ratio_{mode}_median"] = round(statistics.median(paired), 3)
-                summary[f"paired_ratio_{mode}_all"] = [round(r, 3) for r in paired]
+                summary.update(against_orthanc(f"_{mode}", results["node"][mode], results["orthanc"][mode]))
             print(json.dumps(summary, indent=2))
 
 

@@ -6,7 +6,7 @@ multipart/related request, streamed from the files, to the node's ``/dicomweb/st
 answers once every instance is fsynced and committed; Orthanc does not fsync). ``--parallel N`` splits each
 series over N requests at once.
 
-    python benchmarks/stow.py --instances 300 --rounds 3
+    python -m benchmarks.stow --instances 300 --rounds 3
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import tempfile
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.figures import against_orthanc, throughput
 from node.testing.node_process import NodeProcess
 from node.testing.pacs import Orthanc
 from node.testing.synthetic import write_ct_study
@@ -94,16 +94,8 @@ def main() -> None:
             "instances": args.instances, "rounds": args.rounds, "requests_per_series": args.parallel,
         }
         for name, seconds in results.items():
-            median = statistics.median(seconds)
-            summary[f"{name}_median_s"] = round(median, 3)
-            summary[f"{name}_instances_per_s"] = round(args.instances / median, 1)
-            summary[f"{name}_MB_per_s"] = round(megabytes / median, 1)
-            summary[f"{name}_all_s"] = [round(s, 3) for s in seconds]
-        medians = {name: statistics.median(seconds) for name, seconds in results.items()}
-        summary["ratio_node_to_orthanc"] = round(medians["node"] / medians["orthanc"], 3)
-        paired = [n / o for n, o in zip(results["node"], results["orthanc"], strict=True)]
-        summary["paired_ratio_median"] = round(statistics.median(paired), 3)
-        summary["paired_ratio_all"] = [round(r, 3) for r in paired]
+            summary.update(throughput(name, seconds, args.instances, megabytes))
+        summary.update(against_orthanc("", results["node"], results["orthanc"]))
         print(json.dumps(summary, indent=2))
 
 
