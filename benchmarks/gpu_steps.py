@@ -177,15 +177,27 @@ def row(spec: dict[str, Any], result: Path) -> None:
     _write(result, figures)
 
 
+def _why_no_onnx(device: str) -> str | None:
+    """Why the tower cannot be timed on ONNX Runtime for ``device`` here, or ``None`` when it can: it needs
+    a provider for the device and the exporter's onnxscript."""
+    providers = _onnx_providers()
+    if not set(providers) & ONNX_PROVIDERS["cuda" if _is_cuda(device) else "cpu"]:
+        return f"ONNX Runtime has no provider for {device} here (it has: {', '.join(providers) or 'none'})"
+    try:
+        import onnxscript  # noqa: F401  # torch.onnx.export's exporter
+    except ImportError:
+        return "onnxscript, which torch.onnx.export needs, is not installed"
+    return None
+
+
 def tower(spec: dict[str, Any], result: Path) -> None:
-    """The vision tower at ``side``² in torch, and on ONNX Runtime when it has a provider for the device."""
+    """The vision tower at ``side``² in torch, and on ONNX Runtime where it can run for the device."""
     device = spec["device"]
-    available = set(_onnx_providers()) & ONNX_PROVIDERS["cuda" if _is_cuda(device) else "cpu"]
+    why_not = _why_no_onnx(device)
     figures = measure_tower(spec["side"], device, spec["rounds"], Path(spec["workdir"]),
-                            TINY_TOWER if spec["dry_run"] else None, onnx_too=bool(available))
-    if not available:
-        figures["onnx_skipped"] = (f"ONNX Runtime has no provider for {device} here (it has: "
-                                   f"{', '.join(_onnx_providers()) or 'none'})")
+                            TINY_TOWER if spec["dry_run"] else None, onnx_too=why_not is None)
+    if why_not:
+        figures["onnx_skipped"] = why_not
     _write(result, figures)
 
 
