@@ -43,6 +43,8 @@ if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
     echo "install.sh: the environment of $venv has no torch; the host's CUDA PyTorch is expected in $python's site-packages (PYTHON=...)" >&2
     exit 1
 fi
-"$venv/bin/python" "${pip_wheels[0]}/pip" install --no-index --find-links "$wheelhouse" --no-cache-dir --quiet \
-    --disable-pip-version-check --requirement "$wheelhouse/requirements.txt"
+# no pip configuration file nor PIP_* variable of the host's counts: the wheelhouse is the only source
+PIP_CONFIG_FILE=/dev/null "$venv/bin/python" "${pip_wheels[0]}/pip" --isolated install --no-index \
+    --find-links "$wheelhouse" --no-cache-dir --quiet --disable-pip-version-check \
+    --requirement "$wheelhouse/requirements.txt"
 "$venv/bin/python" -c "import torch, transformers, node; print(f'qoq-node {node.__version__} installed in $venv: torch {torch.__version__}, transformers {transformers.__version__}, CUDA available: {torch.cuda.is_available()}')"
