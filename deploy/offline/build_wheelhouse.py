@@ -3,7 +3,7 @@
     python deploy/offline/build_wheelhouse.py --out wheelhouse                       # this machine's Python
     python deploy/offline/build_wheelhouse.py --out wheelhouse --python-version 3.12  # a Python 3.12 host
     python deploy/offline/build_wheelhouse.py --out wheelhouse-3.12 --python-version 3.12 \\
-        --host deploy/offline/hosts/reference-gpu.txt                                  # a host whose versions are known
+        --host deploy/offline/hosts/reference-gpu.txt --with onnxscript                # the reference host, benchmark
 
 Writes into ``--out``: the node's own wheel, every wheel it needs for the target Python and platform
 (binary wheels only: nothing is built on the host) *except* what the host already has, pip's own wheel
@@ -34,8 +34,7 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
-from packaging.requirements import InvalidRequirement, Requirement
-from wheel_graph import WheelGraph, normalise, wheel_project
+from wheel_graph import InvalidRequirement, Requirement, WheelGraph, normalise, wheel_project
 
 REPO = Path(__file__).resolve().parents[2]
 #: What a GPU host with a CUDA PyTorch brings: torch, torchvision, their GPU runtime and their requirements.

@@ -12,8 +12,14 @@ from collections.abc import Callable, Iterable
 from email.parser import HeaderParser
 from pathlib import Path
 
-from packaging.markers import default_environment
-from packaging.requirements import Requirement
+try:
+    from packaging.markers import default_environment
+    from packaging.requirements import InvalidRequirement, Requirement
+except ImportError:  # a Python without packaging: pip's copy (the build runs pip anyway)
+    from pip._vendor.packaging.markers import default_environment
+    from pip._vendor.packaging.requirements import InvalidRequirement, Requirement
+
+__all__ = ["InvalidRequirement", "Requirement", "WheelGraph", "normalise", "wheel_project"]
 
 
 def normalise(name: str) -> str:
