@@ -3,18 +3,27 @@
 # (deploy/offline/build_wheelhouse.py, made on a connected machine) into a virtual environment that
 # sees the host's own CUDA torch, then run the one-run benchmark (benchmarks/gpu.py) within its budget.
 #
-#   bash benchmarks/gpu.sh WHEELHOUSE OUT [benchmarks.gpu options, e.g. --budget-s 400]
+#   PYTHON=/opt/torch/.venv/bin/python3 bash benchmarks/gpu.sh WHEELHOUSE OUT [benchmarks.gpu options, e.g. --budget-s 400]
 #
-# Run it from a checkout of the repository (the benchmarks are not part of the installed node).
+# PYTHON is the host's Python with its CUDA torch (default python3), passed to install.sh. Run it from a
+# checkout of the repository (the benchmarks are not part of the installed node); WHEELHOUSE and OUT may
+# be relative to the directory it is started from.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 if [ "$#" -lt 2 ]; then
-    echo "usage: bash benchmarks/gpu.sh WHEELHOUSE OUT [options]" >&2
+    echo "usage: [PYTHON=host-python] bash benchmarks/gpu.sh WHEELHOUSE OUT [options]" >&2
     exit 2
 fi
-wheelhouse=$1
-out=$2
+wheelhouse=$(cd "$1" && pwd)
+case $2 in
+    /*) out=$2 ;;
+    *) out=$PWD/$2 ;;
+esac
 shift 2
+cd "$(dirname "$0")/.."
 venv=${QOQ_NODE_VENV:-${TMPDIR:-/tmp}/qoq-node-gpu-venv}
-bash deploy/offline/install.sh "$wheelhouse" "$venv"
+started=$(date +%s)
+echo "gpu.sh: 1) install qoq-node from $wheelhouse into $venv next to ${PYTHON:-python3}'s packages (~15 s);" \
+    "2) python -m benchmarks.gpu, within its budget (450 s unless --budget-s; its plan follows)"
+PYTHON=${PYTHON:-python3} bash deploy/offline/install.sh "$wheelhouse" "$venv"
+echo "gpu.sh: installed in $(( $(date +%s) - started )) s"
 "$venv/bin/python" -m benchmarks.gpu --out "$out" "$@"

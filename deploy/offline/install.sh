@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
 # Install qoq-node on an air-gapped host from a wheelhouse made by build_wheelhouse.py, next to the
-# host's own PyTorch: nothing is fetched from any network (pip --no-index), every wheel is checked
-# against SHA256SUMS first, and torch/torchvision are taken as the host has them.
+# host's own PyTorch: nothing is fetched from any network (pip --no-index), every file is checked
+# against SHA256SUMS first, the wheelhouse's requirements.txt is installed (the node with its
+# [transformers] extra, and what build_wheelhouse.py --with added), and what the host already has
+# (torch, torchvision; with a host file transformers, tokenizers, numpy...) is kept as the host has it.
 #
-#   bash install.sh WHEELHOUSE VENV
+#   PYTHON=/opt/torch/.venv/bin/python3 bash install.sh WHEELHOUSE VENV
 #
-# VENV is created with --system-site-packages from $PYTHON (default python3), so it sees the host's
-# torch; an existing VENV is used as it is (give it access to torch yourself, e.g. with a .pth file).
+# VENV is created from the host's Python ($PYTHON, default python3) --without-pip (a host Python may have
+# no ensurepip) and sees the host's packages through a .pth file that adds each of that Python's site
+# directories (site.addsitedir, so the .pth files inside them count too) AFTER VENV's own: a carried
+# newer package shadows the host's older one. Not --system-site-packages: where $PYTHON is itself a
+# virtual environment, that would show the base interpreter's packages, not the host environment's.
+# An existing VENV is used as it is.
+#
+# pip is the one carried in the wheelhouse, run from its wheel (pip-*.whl/pip, which pip supports): the
+# host's Python may have no pip, and the install does not depend on which pip, if any, the host has.
 set -euo pipefail
 if [ "$#" -ne 2 ]; then
-    echo "usage: bash install.sh WHEELHOUSE VENV" >&2
+    echo "usage: [PYTHON=host-python] bash install.sh WHEELHOUSE VENV" >&2
     exit 2
 fi
 wheelhouse=$(cd "$1" && pwd)
@@ -17,13 +26,25 @@ venv=$2
 python=${PYTHON:-python3}
 
 (cd "$wheelhouse" && sha256sum --check --quiet SHA256SUMS)
-if [ ! -x "$venv/bin/python" ]; then
-    "$python" -m venv --system-site-packages "$venv"
-fi
-if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
-    echo "install.sh: the environment of $venv has no torch; the host's CUDA PyTorch is expected" >&2
+pip_wheels=("$wheelhouse"/pip-*-py3-none-any.whl)
+if [ "${#pip_wheels[@]}" -ne 1 ] || [ ! -f "${pip_wheels[0]}" ]; then
+    echo "install.sh: $wheelhouse should hold exactly one pip wheel (build_wheelhouse.py carries it)" >&2
     exit 1
 fi
-"$venv/bin/python" -m pip install --no-index --find-links "$wheelhouse" --no-cache-dir --quiet \
-    --disable-pip-version-check 'qoq-node[transformers]'
+if [ ! -x "$venv/bin/python" ]; then
+    "$python" -m venv --without-pip "$venv"
+    site_packages=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+    "$python" -c 'import os, site
+for directory in site.getsitepackages():
+    if os.path.isdir(directory):
+        print(f"import site; site.addsitedir({directory!r})")' > "$site_packages/qoq-node-host-site.pth"
+fi
+if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
+    echo "install.sh: the environment of $venv has no torch; the host's CUDA PyTorch is expected in $python's site-packages (PYTHON=...)" >&2
+    exit 1
+fi
+# no pip configuration file nor PIP_* variable of the host's counts: the wheelhouse is the only source
+PIP_CONFIG_FILE=/dev/null "$venv/bin/python" "${pip_wheels[0]}/pip" --isolated install --no-index \
+    --find-links "$wheelhouse" --no-cache-dir --quiet --disable-pip-version-check \
+    --requirement "$wheelhouse/requirements.txt"
 "$venv/bin/python" -c "import torch, transformers, node; print(f'qoq-node {node.__version__} installed in $venv: torch {torch.__version__}, transformers {transformers.__version__}, CUDA available: {torch.cuda.is_available()}')"
