@@ -3,9 +3,10 @@ one-run GPU benchmark's dry run.
 
 The stand-in for the reference host (deploy/offline/hosts/reference-gpu.txt): a "host" Python that is
 itself a virtual environment without pip, made from this test's Python, which sees torch, torchvision,
-transformers, tokenizers, huggingface-hub, numpy, pillow, onnx and onnxruntime — this machine's, through a
-site directory of links, as a host's own site-packages — and holds an old typing-extensions (4.15.0, older
-than the node's pydantic takes). The wheelhouse is built with ``--host`` from a host file of those
+numpy, pillow, onnx and onnxruntime — this machine's, through a site directory of links, as a host's own
+site-packages — and holds the reference host's transformers and tokenizers (5.17.0, 0.23.2: older than
+CI's, so the node and the benchmark run on the host's versions) and an old typing-extensions (4.15.0,
+older than the node's pydantic takes). The wheelhouse is built with ``--host`` from a host file of those
 versions, so what only the host's packages need is left out, and ``--with onnxscript`` for the GPU
 benchmark; the node then comes only from the wheelhouse (``pip --no-index``) and must run there.
 """
@@ -31,9 +32,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "deploy" / "offline"))
 from build_wheelhouse import HOST_PROVIDES, build, is_host_provided  # noqa: E402
 
-#: What the stand-in host has, as this machine has it (its versions go into the rehearsal's host file).
-HOST_PACKAGES = ("torch", "torchvision", "transformers", "tokenizers", "huggingface-hub", "numpy", "pillow", "onnx",
-                 "onnxruntime")
+#: What the stand-in host has as this machine has it (linked; its versions go into the rehearsal's host file).
+HOST_PACKAGES = ("torch", "torchvision", "numpy", "pillow", "onnx", "onnxruntime")
+#: What the stand-in host has at the reference host's versions (installed into it from PyPI, with what they
+#: need): the node must run on the transformers the reference host has, not only on CI's newer one.
+REFERENCE_PACKAGES = ("transformers", "tokenizers")
 #: The host's own typing-extensions: older than pydantic 2.14 takes (>= 4.16.0), so the wheelhouse's must win.
 OLD_TYPING_EXTENSIONS = "4.15.0"
 
@@ -86,20 +89,39 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / "venv")], check=True)
     [site_packages] = (root / "venv").glob("lib/python*/site-packages")
     (site_packages / "host-packages.pth").write_text(str(_host_site(root / "site")) + "\n")
+    python = root / "venv" / "bin" / "python"
+    reference = _reference_pins()
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--only-binary=:all:", "--quiet",
+                    "--disable-pip-version-check", *(f"{name}=={reference[name]}" for name in REFERENCE_PACKAGES)],
+                   check=True, env=_clean_environment())
+    # last: what the reference packages pulled in would have replaced it
     subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
                     "--dest", str(root), f"typing-extensions=={OLD_TYPING_EXTENSIONS}"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(root / "venv" / "bin" / "python"), "install",
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--force-reinstall",
                     "--no-deps", "--no-index", "--quiet", *map(str, root.glob("typing_extensions-*.whl"))],
                    check=True, env=_clean_environment())
-    return root / "venv" / "bin" / "python"
+    return python
+
+
+def _reference_pins() -> dict[str, str]:
+    """The reference host's versions, from its host file."""
+    lines = (REPO / "deploy" / "offline" / "hosts" / "reference-gpu.txt").read_text().splitlines()
+    return dict(line.split("==") for line in lines if line and not line.startswith("#"))
+
+
+def _host_version(host: Path, name: str) -> str:
+    """The version of ``name`` the stand-in host's Python sees."""
+    return subprocess.run([str(host), "-c", f"import importlib.metadata as m; print(m.version({name!r}))"],
+                          capture_output=True, text=True, check=True, env=_clean_environment()).stdout.strip()
 
 
 @pytest.fixture(scope="module")
-def host_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The rehearsal's host file: this machine's versions of :data:`HOST_PACKAGES`."""
+def host_file(tmp_path_factory: pytest.TempPathFactory, host: Path) -> Path:
+    """The rehearsal's host file: the stand-in host's versions of :data:`HOST_PACKAGES` and
+    :data:`REFERENCE_PACKAGES`."""
     path = tmp_path_factory.mktemp("hosts") / "rehearsal.txt"
-    path.write_text("# the stand-in host: this machine's versions\n"
-                    + "".join(f"{name}=={importlib.metadata.version(name)}\n" for name in HOST_PACKAGES))
+    path.write_text("# the stand-in host\n" + "".join(f"{name}=={_host_version(host, name)}\n"
+                                                      for name in (*HOST_PACKAGES, *REFERENCE_PACKAGES)))
     return path
 
 
@@ -136,7 +158,7 @@ def test_the_wheelhouse_holds_the_node_and_its_needs_but_not_the_hosts(wheelhous
     # the host has transformers, tokenizers and the hub: neither they nor what only they need are carried
     assert not names & {"transformers", "tokenizers", "huggingface_hub", "hf_xet", "safetensors", "regex"}
     reasons = {wheel.split("-")[0].lower(): why for wheel, why in manifest["left_out"].items()}
-    assert reasons["transformers"] == f"the host has it ({importlib.metadata.version('transformers')})"
+    assert reasons["transformers"] == f"the host has it ({_reference_pins()['transformers']})"
     assert reasons["onnx"] == f"the host has it ({importlib.metadata.version('onnx')})"
     assert reasons["safetensors"].startswith("needed only by what the host has (") and "transformers" in reasons[
         "safetensors"]
@@ -180,10 +202,12 @@ def test_the_node_installs_offline_next_to_the_hosts_packages_and_runs(installed
     venv, printed = installed
     assert "qoq-node" in printed and f"torch {importlib.metadata.version('torch')}" in printed
     where = _where(venv / "bin" / "python", environment)
-    for module in ("torch", "transformers", "numpy", "PIL"):  # the host's, kept as they are
+    expected = {"torch": importlib.metadata.version("torch"), "numpy": importlib.metadata.version("numpy"),
+                "PIL": importlib.metadata.version("pillow"), "transformers": _reference_pins()["transformers"]}
+    for module, wanted in expected.items():  # the host's, kept as they are
         path, version = where[module]
         assert not Path(path).is_relative_to(venv), (module, path)
-        assert version == importlib.metadata.version(module if module != "PIL" else "pillow")
+        assert version == wanted, module
     path, version = where["typing_extensions"]  # the wheelhouse's, in front of the host's older one
     assert Path(path).is_relative_to(venv) and Version(version) >= Version("4.16")
     assert _where(host, environment)["typing_extensions"][1] == OLD_TYPING_EXTENSIONS  # the host's, untouched
