@@ -249,6 +249,8 @@ class EngineServer:
             result = await asyncio.wrap_future(self.batcher.submit(engine_input))
         except (BadRequest, ValueError) as exc:  # includes images not at their model size
             return _error(400, str(exc), "invalid_request_error")
+        except HTTPException:  # the body's own answer (408 paused, 413), by _openai_error
+            raise
         except Exception as exc:
             log.exception("engine.serve_failed")
             return _error(500, f"the engine failed: {type(exc).__name__}", "server_error")
