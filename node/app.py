@@ -115,12 +115,13 @@ class Node:
         watch_quality(self.metrics, self.store, config.quality, load_evaluation(config.quality.baseline))
         self.stow = StowReceiver(config.dicomweb.stow, self.receiver, self.assembler, self.metrics) \
             if config.dicomweb.stow.enabled else None
-        self.stow_server = self.stow.own_listener() if self.stow is not None else None  # None: on self.web
+        self.stow_server = self.stow.own_listener(config.http.body_idle_seconds) \
+            if self.stow is not None else None  # None: on self.web
         stow_routes = self.stow.routes() if self.stow is not None and self.stow_server is None else []
         self.web = WebServer(config.http.host, config.http.port,
                              [*ops_routes(self.metrics.render, self.not_ready_reasons, self.engine.load_finished),
                               *feedback_routes(self.store, closed_sets(build_router(config)), config.feedback),
-                              *stow_routes])
+                              *stow_routes], body_idle_seconds=config.http.body_idle_seconds)
         self._stopped = threading.Event()
 
     def _wake_workers(self) -> None:

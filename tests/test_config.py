@@ -11,6 +11,7 @@ import pytest
 
 from node.app import Node
 from node.config import RENAMED_KEYS, ConfigError, NodeConfig, config_problems, load_config
+from node.ops.http import BODY_IDLE_SECONDS
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "conf" / "node.yaml"
@@ -79,6 +80,16 @@ def test_environment_overrides_nested_keys_and_lists() -> None:
 def test_bad_values_name_the_key(environ: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("\\", "\\\\")):
         load_config(SHIPPED, environ=environ)
+
+
+def test_the_request_body_pause_is_a_setting_within_bounds() -> None:
+    """http.body_idle_seconds: 30 s by default (the web server's own default), 1 s to an hour; out of bounds
+    refused with the key and the variable."""
+    assert NodeConfig().http.body_idle_seconds == BODY_IDLE_SECONDS == 30
+    assert load_config(SHIPPED, environ={"QOQ_NODE__HTTP__BODY_IDLE_SECONDS": "2.5"}).http.body_idle_seconds == 2.5
+    for bad, bound in (("0.5", "greater than or equal to 1"), ("3601", "less than or equal to 3600"), ("soon", "")):
+        with pytest.raises(ConfigError, match=f"^QOQ_NODE__HTTP__BODY_IDLE_SECONDS: http.body_idle_seconds: .*{bound}"):
+            load_config(SHIPPED, environ={"QOQ_NODE__HTTP__BODY_IDLE_SECONDS": bad})
 
 
 def test_files_are_checked_by_config_problems_not_by_loading(tmp_path: Path) -> None:

@@ -329,6 +329,8 @@ def test_services_and_network_policy() -> None:
         ({"stowTls": {"enabled": True}}, "/stowTls/secretName"),
         ({"stowTls": {"enabled": True, "secretName": "tls"}}, "'/config/dicomweb/stow': missing property 'port'"),
         ({"config": {"dicomweb": {"stow": {"host": "0.0.0.0"}}}}, "'host' not allowed"),  # the chart manages it
+        ({"config": {"http": {"port": 8080}}}, "'port' not allowed"),  # the chart's (metrics.port)
+        ({"config": {"http": {"body_idle_seconds": 0.5}}}, "/config/http/body_idle_seconds"),
         ({"model": {"existingClaim": "weights", "hostPath": "/srv/models"}}, "/model/hostPath"),
         ({"networkPolicy": {"pacsCIDRs": ["pacs.hospital.org"]}}, "/networkPolicy/pacsCIDRs/0"),
         ({"gpu": {"count": -1}}, "/gpu/count"),
@@ -340,6 +342,11 @@ def test_services_and_network_policy() -> None:
 def test_bad_values_are_rejected_with_the_key(values: dict, message: str) -> None:
     with pytest.raises(helm_python.HelmValuesError, match=re.escape(message)):
         render(values)
+
+
+def test_the_request_body_pause_is_set_in_config_beside_the_charts_http_host_and_port() -> None:
+    http = node_yaml(render({"config": {"http": {"body_idle_seconds": 120}}, "metrics": {"port": 9200}}))["http"]
+    assert http == {"host": "0.0.0.0", "port": 9200, "body_idle_seconds": 120}
 
 
 def test_values_schema_is_generated_from_the_node_config() -> None:

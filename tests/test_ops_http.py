@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from node.ops import bodies, http, offload
+from node.ops import http, offload
 from node.ops.bodies import read_body
 from node.ops.http import WebServer
 from node.ops.probes import ops_routes
@@ -105,10 +105,11 @@ def test_an_aborted_request_prints_nothing_but_json(server: WebServer, capfd) ->
     assert all(line.startswith("{") for line in err.splitlines()), err[-2000:]
 
 
-def test_a_part_contributes_routes_with_body_limits_and_its_failures_log_no_message(capfd, monkeypatch) -> None:
+def test_a_part_contributes_routes_with_body_limits_and_its_failures_log_no_message(capfd) -> None:
     """Routes beside the probes (as STOW-RS and the feedback API add theirs): a body over the route's limit
-    is answered 413, one that stalls 408, an exception 500, all JSON; the exception is logged as JSON with
-    its type, never its message (which may quote a patient)."""
+    is answered 413, one that stalls the server's body_idle_seconds 408 (and closed at once: the rest of its body
+    is never read), an exception 500, all JSON; the exception is logged as JSON with its type, never its message
+    (which may quote a patient)."""
     async def echo(request: Request) -> Response:
         return Response(await read_body(request, 1000))
 
@@ -117,7 +118,7 @@ def test_a_part_contributes_routes_with_body_limits_and_its_failures_log_no_mess
 
     routes = [*ops_routes(lambda: b"", lambda: [], lambda: True),
               Route("/echo", echo, methods=["POST"]), Route("/fail", fail)]
-    web = WebServer(LOOPBACK, 0, routes)
+    web = WebServer(LOOPBACK, 0, routes, body_idle_seconds=1)
     web.start()
     try:
         with httpx.Client(base_url=f"http://{LOOPBACK}:{web.port}", timeout=5) as client:
@@ -129,11 +130,11 @@ def test_a_part_contributes_routes_with_body_limits_and_its_failures_log_no_mess
             assert (failed.status_code, failed.json()) == (500, {"error": "internal error: ValueError"})
             assert failed.headers["connection"] == "close"  # uvicorn closes it: the client must not reuse it
             assert client.get("/healthz").json() == {"status": "alive"}
-        monkeypatch.setattr(bodies, "BODY_IDLE_SECONDS", 0.5)
-        monkeypatch.setattr(http, "REQUEST_TIMEOUT_SECONDS", 0.5)  # then the half-sent request is closed
         head = b"POST /echo HTTP/1.1\r\nHost: node\r\nContent-Length: 100\r\n\r\n"
+        started = time.monotonic()
         stalled = _raw(web.port, head + b"x" * 10)  # and the other 90 bytes never come
-        assert stalled == (408, {"error": "request body paused over 0.5 s"})
+        assert stalled == (408, {"error": "request body paused over 1 s"})
+        assert time.monotonic() - started < http.REQUEST_TIMEOUT_SECONDS / 2  # closed with the 408, no timer
     finally:
         web.stop()
     err = capfd.readouterr().err
@@ -162,13 +163,12 @@ def test_bodies_in_flight_leave_room_for_the_probes(monkeypatch) -> None:
     probes are answered while the slots are held, and each held body is answered 408 once it has paused."""
     monkeypatch.setattr(http, "MAX_CONNECTIONS", 4)
     monkeypatch.setattr(http, "MAX_BODIES", 3)
-    monkeypatch.setattr(bodies, "BODY_IDLE_SECONDS", 2.0)
 
     async def echo(request: Request) -> Response:
         return Response(await read_body(request, 1000))
 
     web = WebServer(LOOPBACK, 0, [*ops_routes(lambda: b"", lambda: [], lambda: True),
-                                  Route("/echo", echo, methods=["POST"])])
+                                  Route("/echo", echo, methods=["POST"])], body_idle_seconds=2)
     web.start()
     slots = web.app.state.body_slots
     head = b"POST /echo HTTP/1.1\r\nHost: node\r\nContent-Length: 100\r\n\r\n" + b"x" * 10  # 90 bytes never come

@@ -125,6 +125,25 @@ def test_the_server_refuses_what_it_cannot_serve(served_tiny: EngineServer) -> N
     assert status == 400 and "may not hold '<image>'" in message
 
 
+def test_engine_serve_answers_a_paused_body_408_and_closes() -> None:
+    """A body that pauses ``body_idle_seconds`` (``http.body_idle_seconds``) is answered 408 as OpenAI's JSON
+    error (not the 500 of a failed engine), and its connection closed at once."""
+    server = _serve(ReplayEngine({"*": "No finding."}), body_idle_seconds=1)
+    try:
+        with socket.create_connection((LOOPBACK, server.port), timeout=10) as connection:
+            connection.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                               b"Content-Length: 1000\r\n\r\n{\"model\": ")
+            started, data = time.monotonic(), b""
+            while chunk := connection.recv(65536):
+                data += chunk
+            assert time.monotonic() - started < 5
+    finally:
+        server.stop()
+    head, _, answer = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ") and b"connection: close" in head.lower()
+    assert json.loads(answer)["error"]["message"] == "request body paused over 1 s"
+
+
 def test_engine_serve_holds_only_a_few_request_bodies_at_once() -> None:
     """A 256 MiB body limit on 192 body slots would let clients hold ~48 GiB: the server holds
     ``max_requests`` requests, and answers one more 503 (OpenAI's JSON error, Retry-After) before reading it."""

@@ -7,7 +7,9 @@ half-stored; 64 requests at once; a kill -9 right after a 200; a 600 MB instance
 from __future__ import annotations
 
 import json
+import socket
 import ssl
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -199,6 +201,63 @@ def test_bad_bodies_store_nothing_half_and_keep_the_good_parts(tmp_path: Path, s
     [failed] = answer.json()[FAILED_SOP_SEQUENCE]["Value"]
     assert failed[FAILURE_REASON]["Value"] == [0xC000]
     assert post(stow_node, f"--{BOUNDARY}\r\nno headers end".encode()).status_code == 400
+
+
+def _stalled_answer(node: NodeProcess, sent: bytes, length: int) -> tuple[float, int, dict[str, str], bytes]:
+    """Send a STOW-RS request whose head says ``length`` body bytes and only ``sent`` of them, then nothing; the
+    seconds until the node answered and closed the connection, and its status, headers (lower-case) and body."""
+    head = (f"POST /dicomweb/studies HTTP/1.1\r\nHost: node\r\nContent-Type: {DICOM_MULTIPART}\r\n"
+            f"Authorization: Bearer {TOKENS['CLOUDPACS']}\r\nContent-Length: {length}\r\n\r\n").encode()
+    with socket.create_connection((LOOPBACK, node.http_port), timeout=30) as connection:
+        connection.sendall(head + sent)
+        started, data = time.monotonic(), b""
+        while chunk := connection.recv(65536):  # to the end: the node closes the connection
+            data += chunk
+        seconds = time.monotonic() - started
+    lines, _, answer = data.partition(b"\r\n\r\n")
+    status, *fields = lines.decode().split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (field.partition(":") for field in fields)}
+    return seconds, int(status.split()[1]), headers, answer
+
+
+def test_a_body_that_stalls_in_its_third_part_is_answered_408_and_keeps_the_two_before(
+        tmp_path: Path, node_process) -> None:
+    """http.body_idle_seconds (2 s here): two whole parts, half of a third (big enough to be spilled to tmp/),
+    then a pause. Within seconds the node answers 408 with the Store Instances Response of the two parts, which
+    are stored and committed, and closes the connection (docs/conformance-statement.md); nothing of the third is
+    kept. The answer is counted and logged, and the node then takes the third whole."""
+    first, second = write_ct_study(tmp_path / "ct", slices=2, size=64).files
+    third = _big_instance(tmp_path / "big.dcm", 10_000_000)  # its half past incoming.SPILL_BYTES: in tmp/
+    node = node_process("node", stow_settings(tmp_path / "node", QOQ_NODE__STUDY__STABLE_SECONDS="600",
+                                              QOQ_NODE__HTTP__BODY_IDLE_SECONDS="2"), NO_FINDINGS).start()
+    whole = body(first.read_bytes(), second.read_bytes(), third.read_bytes())
+    cut = whole.index(third.read_bytes()) + third.stat().st_size // 2
+    tmp, spilled = node.root / "var" / "tmp", []
+    with ThreadPoolExecutor(1) as pool:
+        stalled = pool.submit(_stalled_answer, node, whole[:cut], len(whole))
+        while not stalled.done() and not spilled:  # the half part on disk while the node waits for the rest
+            spilled = list(tmp.iterdir())
+            time.sleep(0.01)
+        seconds, status, headers, answer = stalled.result()
+    assert spilled and list(tmp.iterdir()) == []
+    assert status == 408 and headers["connection"] == "close" and 1.5 < seconds < 10
+    assert "request body paused over 2 s" in headers["warning"]
+    response = json.loads(answer)
+    assert {item["00081155"]["Value"][0] for item in response[REFERENCED_SOP_SEQUENCE]["Value"]} == {
+        uid_of(first), uid_of(second)} and FAILED_SOP_SEQUENCE not in response
+    [arrived] = stored_studies(node)  # the rows committed before the answer
+    assert arrived.study_uid == str(pydicom.dcmread(first).StudyInstanceUID) and arrived.instances == 2
+    for path in (first, second):
+        [stored] = spooled(node, uid_of(path))
+        assert dataset_bytes(stored) == dataset_bytes(path)
+    assert not spooled(node, uid_of(third))
+    assert _requests_answered(node, "4xx") == 1
+    [logged] = [event for line in node.log_path.read_text().splitlines() if line.startswith("{")
+                for event in [json.loads(line)] if event["event"] == "stow.request"]
+    assert {"status": 408, "parts": 2, "stored": 2, "error": "request body paused over 2 s"}.items() <= logged.items()
+    assert post(node, body(third.read_bytes())).status_code == 200  # the node serves on
+    [stored] = spooled(node, uid_of(third))
+    assert stored.stat().st_size >= third.stat().st_size - 1024
 
 
 def test_an_instance_of_another_study_than_the_path_names_is_refused(stow_node: NodeProcess,

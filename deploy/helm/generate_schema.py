@@ -15,12 +15,11 @@ from node.config import NodeConfig
 
 SCHEMA_PATH = Path(__file__).parent / "qoq-node" / "values.schema.json"
 
-#: node.yaml keys the chart sets from its own values (section, dotted for a nested one → keys; None = the whole
-#: section).
-MANAGED: dict[str, list[str] | None] = {
+#: node.yaml keys the chart sets from its own values (section, dotted for a nested one → keys).
+MANAGED: dict[str, list[str]] = {
     "dicom": ["host", "port", "tls"],
     "storage": ["root"],
-    "http": None,
+    "http": ["host", "port"],
     "engine": ["model", "cache_dir"],
     "hl7_listener": ["enabled", "host", "port"],
     "feedback": ["tokens_file"],
@@ -53,16 +52,13 @@ def config_schema() -> tuple[dict[str, Any], dict[str, Any]]:
     schema = _clean(NodeConfig.model_json_schema())
     definitions = schema.pop("$defs")
     for section, keys in MANAGED.items():
-        if keys is None:
-            schema["properties"].pop(section)
-            continue
         definition = schema
         for name in section.split("."):
             definition = definitions[definition["properties"][name]["$ref"].split("/")[-1]]
         for key in keys:
             definition["properties"].pop(key)
     schema["description"] = ("The node's configuration (conf/node.yaml) without the keys the chart manages: "
-                             "dicom.host/port/tls, storage.root, http, engine.model, engine.cache_dir, "
+                             "dicom.host/port/tls, storage.root, http.host/port, engine.model, engine.cache_dir, "
                              "hl7_listener.enabled/host/port, feedback.tokens_file and dicomweb.stow.host/tls.")
     schema.pop("required", None)
     return schema, definitions

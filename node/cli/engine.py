@@ -25,7 +25,8 @@ def cmd_engine_serve(args: argparse.Namespace) -> int:
         raise EngineLoadError("engine serve runs a local engine: set engine.backend to transformers, "
                               "tensorrt-llm or replay")
     engine = build_engine(config, test_model_when_unset=True).engine
-    server = EngineServer(args.host, args.port, engine, args.served_model, args.max_batch)
+    server = EngineServer(args.host, args.port, engine, args.served_model, args.max_batch,
+                          body_idle_seconds=config.http.body_idle_seconds)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())

@@ -31,11 +31,17 @@ class StudyConfig(Section):
 
 
 class HttpConfig(Section):
-    """The HTTP endpoint for /metrics, /healthz, /startupz and /readyz."""
+    """The HTTP endpoint for /metrics, /healthz, /startupz and /readyz (and the routes beside them), and how long
+    a request body may pause on any of the node's HTTP listeners."""
 
     host: str = Field(default="127.0.0.1", description="Loopback by default; 0.0.0.0 for every interface (the "
                       "Helm chart sets it: the kubelet's probes and Prometheus come from outside the pod).")
     port: int = Field(default=9102, ge=0, le=65535, description="0 picks a free port.")
+    body_idle_seconds: float = Field(default=30.0, ge=1, le=3600, description="How long a request body (a STOW-RS "
+                                     "upload, a feedback verdict) may pause before it is answered 408 (the STOW-RS "
+                                     "parts whole by then stay stored); on every HTTP listener of the node, "
+                                     "dicomweb.stow's own and engine serve's too. Longer for slow WAN links or "
+                                     "proxies that buffer.")
 
 
 class LogConfig(Section):

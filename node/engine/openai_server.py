@@ -34,7 +34,7 @@ from node.engine.openai_backend import EXTENSION_FIELD
 from node.errors import DataError
 from node.model.prompt import IMAGE_MARKER
 from node.ops.bodies import read_body
-from node.ops.http import BodySlots, WebServer, error_detail
+from node.ops.http import BODY_IDLE_SECONDS, BodySlots, WebServer, error_detail
 from node.ops.logging import get_logger
 from node.ops.offload import off_loop
 
@@ -198,10 +198,10 @@ def _parse(raw: bytes) -> dict[str, Any]:
 class EngineServer:
     """The server: a Starlette app on the node's :class:`~node.ops.http.WebServer`; binds at construction
     (port 0 picks a free one: :attr:`port`), :meth:`start` serves on a thread of its own, :meth:`stop` ends
-    it and the batcher."""
+    it and the batcher. A request body pausing ``body_idle_seconds`` (``http.body_idle_seconds``) is answered 408."""
 
     def __init__(self, host: str, port: int, engine: Engine, served_model: str, max_batch: int = 8,
-                 max_requests: int = MAX_REQUESTS) -> None:
+                 max_requests: int = MAX_REQUESTS, body_idle_seconds: float = BODY_IDLE_SECONDS) -> None:
         self.served_model = served_model
         self.batcher = Batcher(engine, max_batch)
         self._requests = BodySlots(max_requests)  # held from the body's first byte to the answer
@@ -211,7 +211,7 @@ class EngineServer:
                    for path in ("/v1/chat/completions", "/v1/chat/completions/")]
         self._web = WebServer(host, port, routes, config_keys="engine serve --host, --port", name="engine-serve",
                               exception_handlers={HTTPException: _openai_error, Exception: _server_error},
-                              max_bodies=max_requests)
+                              max_bodies=max_requests, body_idle_seconds=body_idle_seconds)
 
     @property
     def port(self) -> int:
@@ -249,6 +249,8 @@ class EngineServer:
             result = await asyncio.wrap_future(self.batcher.submit(engine_input))
         except (BadRequest, ValueError) as exc:  # includes images not at their model size
             return _error(400, str(exc), "invalid_request_error")
+        except HTTPException:  # the body's own answer (408 paused, 413), by _openai_error
+            raise
         except Exception as exc:
             log.exception("engine.serve_failed")
             return _error(500, f"the engine failed: {type(exc).__name__}", "server_error")

@@ -1,7 +1,7 @@
 """``POST /v1/feedback`` and its OpenAPI document (``GET /v1/openapi.json``), as Starlette routes the node's web
 server serves; none when ``feedback.tokens_file`` is unset (the API is off). Answers are JSON: 200 once the verdict is
 on disk; 401 without a known bearer token, 403 for a reader role the token may not post, 404 for a study the
-node has not answered, 408 for a body that pauses (:data:`node.ops.bodies.BODY_IDLE_SECONDS`), 413 for a body
+node has not answered, 408 for a body that pauses (``http.body_idle_seconds``), 413 for a body
 over :data:`MAX_BODY_BYTES`, 422 for a bad body, 503 when the tokens cannot be read or the server's body slots
 are all taken (:func:`node.ops.bodies.read_body`) — each with a reason that quotes nothing sent."""
 

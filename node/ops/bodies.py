@@ -4,7 +4,8 @@ Starlette's own ``Route(max_body_size=...)`` answers 413 in plain text, past the
 handlers; these raise :class:`~starlette.exceptions.HTTPException` (413) instead, which the server's
 handlers answer as JSON like every other error. Every body is read under one of the server's body slots
 (:class:`node.ops.http.BodySlots`: 503 when all are taken), so that bodies in flight leave room for the
-probes, and is answered 408 when it pauses :data:`BODY_IDLE_SECONDS` (its slot then given back).
+probes, and is answered 408 when it pauses the server's ``body_idle_seconds`` (``http.body_idle_seconds``; its
+slot then given back, and the connection closed: RFC 9110 15.5.9).
 """
 
 from __future__ import annotations
@@ -17,9 +18,6 @@ from starlette.requests import Request
 
 from node.ops.http import body_slots
 
-#: Seconds a request body may pause between two chunks before it is answered 408.
-BODY_IDLE_SECONDS = 30.0
-
 
 def _too_large(limit: int) -> HTTPException:
     return HTTPException(413, f"request body over {limit} bytes")
@@ -28,23 +26,26 @@ def _too_large(limit: int) -> HTTPException:
 async def limited_stream(request: Request, limit: int | None) -> AsyncGenerator[bytes]:
     """The body's chunks as they arrive, under a body slot (503 at once when none is free); 413 at once when
     ``Content-Length`` says more than ``limit``, or as soon as the chunks go past it (nothing beyond the limit
-    is kept; None: no limit on the whole, the route limits its parts); 408 when the body pauses for
-    :data:`BODY_IDLE_SECONDS`. A caller that may stop before the end closes the stream
-    (``contextlib.aclosing``), so that the slot is given back at once."""
+    is kept; None: no limit on the whole, the route limits its parts); 408 when the body pauses for the
+    server's ``body_idle_seconds`` (with ``Connection: close``: the rest of the body is never read). A caller
+    that may stop before the end closes the stream (``contextlib.aclosing``), so that the slot is given back
+    at once."""
     declared = request.headers.get("content-length", "")
     if limit is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
-    with body_slots(request).slot():
+    slots = body_slots(request)
+    with slots.slot():
         received = 0
         chunks = request.stream()
         while True:
             try:
-                with anyio.fail_after(BODY_IDLE_SECONDS):
+                with anyio.fail_after(slots.idle_seconds):
                     chunk = await anext(chunks)
             except StopAsyncIteration:
                 return
             except TimeoutError:
-                raise HTTPException(408, f"request body paused over {BODY_IDLE_SECONDS:g} s") from None
+                raise HTTPException(408, f"request body paused over {slots.idle_seconds:g} s",
+                                    headers={"Connection": "close"}) from None
             received += len(chunk)
             if limit is not None and received > limit:
                 raise _too_large(limit)

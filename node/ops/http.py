@@ -21,7 +21,8 @@ a quarter of the cap is always left to the probes and new requests. A connection
 evicted: it has been let in by its route (STOW-RS and the feedback API authorize a bearer token before
 reading a byte of the body, so a stranger cannot hold a body slot at all), and evicting it would break
 an upload that is going at a normal speed (a 600 MB STOW-RS instance takes seconds to minutes); a body
-that pauses :data:`node.ops.bodies.BODY_IDLE_SECONDS` is answered 408 and its slot given back. The
+that pauses the server's ``body_idle_seconds`` (``http.body_idle_seconds``) is answered 408 and its slot given
+back. The
 other choices were weaker: closing only bodies stalled beyond the pause timeout leaves the probes
 unanswered for that long; evicting the slowest body needs a speed threshold that an honest slow link
 can fall under.
@@ -62,6 +63,9 @@ MAX_CONNECTIONS = 256
 MAX_BODIES = MAX_CONNECTIONS * 3 // 4
 #: Seconds a client refused for want of a body slot is asked to wait (``Retry-After``).
 BODY_RETRY_SECONDS = 5
+#: Seconds a request body may pause before it is answered 408, unless the server is given its own
+#: (``WebServer(body_idle_seconds=)``; the default of ``http.body_idle_seconds``).
+BODY_IDLE_SECONDS = 30.0
 #: Seconds :meth:`WebServer.stop` lets requests in flight finish.
 STOP_SECONDS = 5.0
 
@@ -92,10 +96,11 @@ class _Waiting:
 
 class BodySlots:
     """The request bodies one server is reading, at most ``limit`` (all on the server's one event loop: a plain
-    counter)."""
+    counter), each answered 408 once it pauses ``idle_seconds``."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, idle_seconds: float = BODY_IDLE_SECONDS) -> None:
         self.limit = limit
+        self.idle_seconds = idle_seconds
         self.reading = 0
 
     @contextmanager
@@ -227,15 +232,18 @@ def _bind(host: str, port: int, config_keys: str) -> socket.socket:
 class WebServer:
     """One Starlette application of the given routes on uvicorn; binds at construction, :meth:`start`
     serves on a thread of its own (one event loop), :meth:`stop` ends it. ``max_bodies``: the request bodies
-    read at once (:data:`MAX_BODIES`, or fewer where each body may be large; never more: the probes' room)."""
+    read at once (:data:`MAX_BODIES`, or fewer where each body may be large; never more: the probes' room);
+    ``body_idle_seconds``: how long one may pause before it is answered 408 (``http.body_idle_seconds``)."""
 
     def __init__(
         self, host: str, port: int, routes: Sequence[BaseRoute], *, config_keys: str = "http.host, http.port",
         exception_handlers: Mapping[Any, ExceptionHandler] | None = None, name: str = "http",
         ssl: Mapping[str, Any] | None = None, max_bodies: int | None = None,
+        body_idle_seconds: float = BODY_IDLE_SECONDS,
     ) -> None:
         self.app = Starlette(routes=list(routes), exception_handlers=exception_handlers or json_errors())
-        self.app.state.body_slots = BodySlots(MAX_BODIES if max_bodies is None else min(max_bodies, MAX_BODIES))
+        self.app.state.body_slots = BodySlots(MAX_BODIES if max_bodies is None else min(max_bodies, MAX_BODIES),
+                                              body_idle_seconds)
         self._socket = _bind(host, port, config_keys)
         protocol = functools.partial(GuardedH11Protocol, waiting=_Waiting())
         config = uvicorn.Config(

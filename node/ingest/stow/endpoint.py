@@ -122,13 +122,15 @@ class StowReceiver:
         self._executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="stow")
         self._closing = False
 
-    def own_listener(self) -> WebServer | None:
-        """The receiver's own HTTP(S) server when ``dicomweb.stow.port`` is set (bound now); None: its
+    def own_listener(self, body_idle_seconds: float) -> WebServer | None:
+        """The receiver's own HTTP(S) server when ``dicomweb.stow.port`` is set (bound now), a body pausing
+        ``body_idle_seconds`` (``http.body_idle_seconds``, as on the node's HTTP server) answered 408; None: its
         :meth:`routes` go on the node's HTTP server."""
         if self._config.port is None:
             return None
         return WebServer(self._config.host, self._config.port, self.routes(), name="stow",
-                         config_keys="dicomweb.stow.host, dicomweb.stow.port", ssl=listener_tls(self._config.tls))
+                         config_keys="dicomweb.stow.host, dicomweb.stow.port", ssl=listener_tls(self._config.tls),
+                         body_idle_seconds=body_idle_seconds)
 
     def routes(self) -> list[BaseRoute]:
         """``POST /dicomweb/studies`` and ``POST /dicomweb/studies/{study}``."""
@@ -210,8 +212,9 @@ class StowReceiver:
     def _answer(self, status: int, results: list[PartResult], broken: HTTPException | None,
                 accept: str | None) -> Response:
         reasons = ([broken.detail] if broken else []) + [result.reason for result in results if result.reason]
-        headers = {"Warning": ", ".join(f'299 qoq-node {json.dumps(reason[:200])}' for reason in reasons[:WARNINGS])} \
-            if reasons else None
+        headers = dict(broken.headers or {}) if broken else {}  # a 408's Connection: close
+        if reasons:
+            headers["Warning"] = ", ".join(f'299 qoq-node {json.dumps(reason[:200])}' for reason in reasons[:WARNINGS])
         module = response_module(results)
         if wants_xml(accept):
             return Response(to_xml(module), status, headers=headers, media_type=XML_MEDIA_TYPE)
