@@ -35,11 +35,12 @@ ORDER BY r.id, MAX(a.answered_at) DESC
 """
 
 #: The matched reports, each the latest of its study and key (:attr:`Report.key`), whose verdict judged a version
-#: older than their study's latest answer, among the studies of the answers in a range of rowids: the range
-#: walks the answers table's rowids, and each study's reports are found by ``reports_waiting``, so that no
-#: report is read that no new answer concerns.
+#: older than their study's latest answer, among the studies of the answers of a later version in a range of
+#: rowids (a first version's answer outdates no verdict): the range walks the answers table's rowids, and each
+#: study's reports are found by ``reports_waiting``, so that no report is read that no new answer concerns.
 _OUTDATED = """
-WITH answered AS (SELECT DISTINCT study_instance_uid AS study_uid FROM answers WHERE rowid > ? AND rowid <= ?),
+WITH answered AS (SELECT DISTINCT study_instance_uid AS study_uid FROM answers
+                  WHERE rowid > ? AND rowid <= ? AND version > 1),
 latest AS (SELECT r.*, ROW_NUMBER() OVER (PARTITION BY r.study_uid,
                                           COALESCE(NULLIF(r.accession, ''), NULLIF(r.filler, ''), r.placer)
                                           ORDER BY r.id DESC) AS nth,
