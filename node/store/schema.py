@@ -240,7 +240,7 @@ def _upgrade_rows(connection: sqlite3.Connection, written_by: int) -> None:
     already purged keep only the key of the study UID. Schema 9: every row kept so far is marked as keyed by the
     plain SHA-256 (``keyed = 0``: its identifier cannot be keyed again without it; it is still found by it), and
     an IOCM rejection's verdict is spelled ``reject``. Schema 10: a matched report gets the oldest version its
-    study's report verdicts judged (0 when none is kept: its study purged): a report an older node left on a
+    study's report verdicts judged (0 when none is kept): a report an older node left on a
     superseded answer is judged again on the latest one at the first settling after start."""
     connection.execute("BEGIN IMMEDIATE")
     try:
