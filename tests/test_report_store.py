@@ -10,8 +10,9 @@ from pathlib import Path
 from node.store import Store
 from node.store.answers import Answer, insert_answer
 from node.store.clinical import InboundMessage, KnownStudy, Order, patient_key
-from node.store.reports import Report
+from node.store.reports import _OUTDATED, Report
 from node.store.schema import SCHEMA_VERSION
+from node.store.verdicts import Source, Verdict
 from tests.helpers import report_count
 
 KEY = patient_key("REP-0001", "HOSP")
@@ -89,3 +90,69 @@ def test_the_report_benchmark_judges_every_report(tmp_path: Path) -> None:
     figures = run(20, tmp_path)
     assert sum(figures["verdicts"].values()) == 20
     assert figures["extract_only"]["median_ms"] < 50
+
+
+def _matched_report(store: Store, control: str, accession: str, study_uid: str, version: int, status: str = "F",
+                    at: float = 20.0) -> None:
+    """A report of ``accession`` kept and matched to ``study_uid``, its verdict having judged ``version``."""
+    report = Report(KEY, "", "", accession, status, "No pneumothorax.")
+    assert store.clinical.record_message(InboundMessage(control, "ORU^R01", "RIS", KEY, reports=(report,)),
+                                         f"hl7/{control}.hl7", at)
+    with store.database.reading() as db:
+        report_id = db.execute("SELECT MAX(id) FROM reports").fetchone()[0]
+    store.reports.matched(report_id, study_uid, version)
+
+
+def test_reports_are_outdated_by_a_newer_answer_of_their_study_only(tmp_path: Path) -> None:
+    """A newer version answered outdates the latest report of each key matched to its study (the correction,
+    not the report it corrects), and nothing else; the answers already looked at are not looked at again, and
+    the reports are found through their index, not by reading every report."""
+    store = Store(tmp_path / "state.db")
+    with store.database.transaction() as db:
+        for uid in ("1.2.3.1", "1.2.3.2"):
+            insert_answer(db, Answer(uid, 1, "chest_xray", ("Pneumothorax",), "", "", 10.0))
+    _matched_report(store, "R1", "ACC-1", "1.2.3.1", 1)
+    _matched_report(store, "R2", "ACC-1", "1.2.3.1", 1, "C", at=30.0)  # the correction of R1
+    _matched_report(store, "R3", "ACC-2", "1.2.3.2", 1)
+    _report(store, "R4", "ACC-3", 40.0)  # waiting: no study of its own
+    outdated, seen = store.reports.outdated(0)
+    assert outdated == [] and seen == 2
+    with store.database.transaction() as db:
+        insert_answer(db, Answer("1.2.3.1", 2, "chest_xray", ("No Finding",), "", "", 50.0))
+    outdated, seen = store.reports.outdated(2)
+    assert [(o.stored.report.status, o.stored.received_at, o.study_uid, o.judged, o.latest) for o in outdated] == [
+        ("C", 30.0, "1.2.3.1", 1, 2)]
+    assert store.reports.outdated(seen) == ([], seen)
+    assert [o.study_uid for o in store.reports.outdated(0)[0]] == ["1.2.3.1"]  # a start looks at every answer
+    store.reports.matched(outdated[0].stored.id, "1.2.3.1", 2)
+    assert store.reports.outdated(0) == ([], seen)
+    with store.database.reading() as db:
+        plan = " | ".join(row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + _OUTDATED, (2, 3)))
+    assert "SCAN r " not in plan + " " and "USING INDEX reports_waiting" in plan, plan
+
+
+def test_a_schema_9_database_keeps_the_version_its_reports_judged(tmp_path: Path) -> None:
+    """A schema 9 database (reports without the version their verdict judged) opens at schema 10: a matched
+    report gets its study's report verdict's version, one without a verdict 0 (judged again), a waiting report
+    none; the rows schema 9 keyed stay keyed."""
+    path = tmp_path / "state.db"
+    store = Store(path)
+    with store.database.transaction() as db:
+        insert_answer(db, Answer("1.2.3.1", 2, "chest_xray", ("Pneumothorax",), "", "", 10.0))
+    store.verdicts.record(Verdict("1.2.3.1", 2, "chest_xray", Source.REPORT, "ACC-1", "agree", 20.0))
+    _matched_report(store, "R1", "ACC-1", "1.2.3.1", 2)
+    _matched_report(store, "R2", "ACC-2", "1.2.3.9", 1)
+    _report(store, "R3", "ACC-3", 30.0)
+    store.close()
+    connection = sqlite3.connect(path)
+    connection.execute("ALTER TABLE reports DROP COLUMN version")
+    connection.execute("PRAGMA user_version=9")
+    connection.commit()
+    connection.close()
+    store = Store(path)
+    with store.database.reading() as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
+        assert db.execute("SELECT accession, version FROM reports ORDER BY id").fetchall() == [
+            ("ACC-1", 2), ("ACC-2", 0), ("ACC-3", None)]
+        assert db.execute("SELECT keyed FROM answers UNION ALL SELECT keyed FROM verdicts").fetchall() == [(1,), (1,)]
+    assert store.verdicts.kept("1.2.3.1", Source.REPORT, "ACC-1").verdict == "agree"

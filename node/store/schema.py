@@ -13,15 +13,16 @@ import sqlite3
 from node.store.keys import legacy_key
 from node.store.retention import STUDY_REFERENCES, keep_only_key
 from node.store.studies import POSTPONEMENT_DETAIL, StudyState
-from node.store.verdicts import Judgement
+from node.store.verdicts import Judgement, Source
 
 #: 3: the clinical context's tables; 4: ``studies.postponed_for`` (why a stable study waits, as a code);
 #: 6: the quality record (``answers``, ``verdicts``).
 #: 7: radiology reports (:mod:`node.store.reports`); 8: the quality record keeps no identifier (the verdicts'
 #: source keys hashed, a purged study's UID replaced by its key: :mod:`node.store.keys`); 9: those keys under the
 #: node's own key (HMAC), the rows of older plain SHA-256 keys kept and marked ``keyed = 0``; an outbox item's
-#: ``study_version``; an IOCM rejection's verdict spelled ``reject``, as the API's.
-SCHEMA_VERSION = 9
+#: ``study_version``; an IOCM rejection's verdict spelled ``reject``, as the API's; 10: the study version a matched
+#: report's verdict judged (``reports.version``), so that a report is judged again when its study gets a newer answer.
+SCHEMA_VERSION = 10
 
 _RECEIVED = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -183,7 +184,8 @@ CREATE TABLE IF NOT EXISTS reports (
     status      TEXT NOT NULL,
     text        TEXT NOT NULL,
     received_at REAL NOT NULL,
-    study_uid   TEXT
+    study_uid   TEXT,
+    version     INTEGER
 );
 CREATE INDEX IF NOT EXISTS reports_waiting ON reports (study_uid);
 """
@@ -208,8 +210,9 @@ def create(connection: sqlite3.Connection) -> None:
     connection.executescript(_REPORTS)  # schema 7
     for table, column, definition in _ADDED_COLUMNS_9:
         _add_missing_columns(connection, table, ((column, definition),))
+    _add_missing_columns(connection, "reports", (("version", "INTEGER"),))  # schema 10
     if written_by < SCHEMA_VERSION:
-        _rekey(connection, written_by)
+        _upgrade_rows(connection, written_by)
     connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
@@ -231,12 +234,14 @@ def _add_missing_columns(connection: sqlite3.Connection, table: str,
     return had
 
 
-def _rekey(connection: sqlite3.Connection, written_by: int) -> None:
+def _upgrade_rows(connection: sqlite3.Connection, written_by: int) -> None:
     """In one transaction with the version stamp, so that no key is hashed twice. Schema 8: the verdicts' source
     keys as written become their (plain SHA-256) keys, and the quality record's rows of studies retention has
     already purged keep only the key of the study UID. Schema 9: every row kept so far is marked as keyed by the
     plain SHA-256 (``keyed = 0``: its identifier cannot be keyed again without it; it is still found by it), and
-    an IOCM rejection's verdict is spelled ``reject``."""
+    an IOCM rejection's verdict is spelled ``reject``. Schema 10: a matched report gets the oldest version its
+    study's report verdicts judged (0 when none is kept): a report an older node left on a
+    superseded answer is judged again on the latest one at the first settling after start."""
     connection.execute("BEGIN IMMEDIATE")
     try:
         if written_by < 8:
@@ -250,9 +255,13 @@ def _rekey(connection: sqlite3.Connection, written_by: int) -> None:
                     f" AND {column} NOT IN (SELECT study_uid FROM studies)"))
             for uid in sorted(purged):
                 keep_only_key(connection, uid, legacy_key("study", uid))
-        connection.execute("UPDATE answers SET keyed = 0")
-        connection.execute("UPDATE verdicts SET keyed = 0, verdict = CASE WHEN verdict = 'rejected' THEN ?"
-                           " ELSE verdict END", (Judgement.REJECT,))
+        if written_by < 9:
+            connection.execute("UPDATE answers SET keyed = 0")
+            connection.execute("UPDATE verdicts SET keyed = 0, verdict = CASE WHEN verdict = 'rejected' THEN ?"
+                               " ELSE verdict END", (Judgement.REJECT,))
+        connection.execute("UPDATE reports SET version = COALESCE((SELECT MIN(v.version) FROM verdicts AS v"
+                           " WHERE v.study_instance_uid = reports.study_uid AND v.source = ?), 0)"
+                           " WHERE study_uid IS NOT NULL AND version IS NULL", (Source.REPORT,))
         connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     except BaseException:
         connection.execute("ROLLBACK")

@@ -99,6 +99,14 @@ class Verdicts(TaskRecords[Verdict]):
         report's accession, filler or placer number, a KOS's UID, a study UID: identifiers all)."""
         return self._keys.key(source, key)
 
+    def kept(self, study_instance_uid: str, source: Source, source_key: str) -> Verdict | None:
+        """The verdict kept for a study, source and source key as written (found by its key, or by the plain
+        SHA-256 of a node before schema 9); None when there is none."""
+        found = self._select("study_instance_uid = ? AND source = ? AND (source_key = ? OR (keyed = 0 AND"
+                             " source_key = ?))", (study_instance_uid, source, self.source_key(source, source_key),
+                                                   legacy_key(source, source_key)))
+        return found[0] if found else None
+
     def record(self, verdict: Verdict, cancel_results: str | None = None, now: float | None = None) -> int:
         """Keep a judgement, replacing the one with its (study, source, source key), in one transaction that
         is on disk before this returns; the source key is kept as its key (:meth:`source_key`; a row a node
