@@ -24,9 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ import transformers
 from benchmarks.roofline import batch1_against_roofline, decode_bytes
 from node.chain import prepare_study
 from node.config import EngineConfig, TensorRtLlmOptions, TransformersOptions, load_config
-from node.engine import EngineRequest, GenerationSettings
+from node.engine import Engine, EngineRequest, GenerationSettings
 from node.engine.shapes import QWEN25_VL_7B_TEXT, QWEN25_VL_7B_VISION
 from node.engine.tiny import build_tiny_checkpoint
 from node.model.profiles import PROFILES
@@ -49,11 +51,25 @@ REPO = Path(__file__).resolve().parents[1]
 HBM_BYTES_PER_SECOND = {"H200": 4.8e12, "H100 PCIe": 2.0e12, "H100": 3.35e12, "A100-SXM4-80GB": 2.04e12,
                         "A100": 1.56e12, "L40S": 0.864e12}
 
+def built_whole(directory: Path, build: Callable[[Path], object]) -> Path:
+    """``build`` into a folder beside ``directory``, renamed to it once complete: a build cut midway (a
+    deadline) leaves no checkpoint that a rerun would take for a whole one."""
+    partial = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    build(partial)
+    partial.rename(directory)
+    return directory
+
+
 def build_7b_checkpoint(directory: Path, tiny: Path) -> Path:
     """A QoQ-Med-VL-7B-shaped checkpoint with random bf16 weights, using the tiny model's processor
     (its token ids are valid ids of the large vocabulary; the compute is the 7B model's)."""
-    if (directory / "config.json").is_file():
+    if directory.is_dir():
         return directory
+    return built_whole(directory, lambda partial: _write_7b_checkpoint(partial, tiny))
+
+
+def _write_7b_checkpoint(directory: Path, tiny: Path) -> None:
     from transformers import AutoProcessor, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     small = Qwen2_5_VLConfig.from_pretrained(tiny)
@@ -75,7 +91,6 @@ def build_7b_checkpoint(directory: Path, tiny: Path) -> Path:
     model.save_pretrained(directory)
     AutoProcessor.from_pretrained(tiny).save_pretrained(directory)
     del model
-    return directory
 
 
 def workload(workdir: Path, config: EngineConfig) -> EngineRequest:
@@ -144,7 +159,7 @@ def _timed(engine, requests: list[EngineRequest], rounds: int) -> float:
     return statistics.median(times)
 
 
-def measure(engine, request: EngineRequest, concurrency: int, new_tokens: int, rounds: int) -> dict[str, Any]:
+def measure(engine: Engine, request: EngineRequest, concurrency: int, new_tokens: int, rounds: int) -> dict[str, Any]:
     """TTFT, decode speed and throughput of one backend at one concurrency."""
     first = EngineRequest(request.images, request.prompt, request.domain,
                           GenerationSettings(max_new_tokens=1, min_new_tokens=1))
@@ -187,8 +202,9 @@ def main() -> None:
     args = parser.parse_args()
 
     args.workdir.mkdir(parents=True, exist_ok=True)
-    tiny = build_tiny_checkpoint(args.workdir / "tiny") if not (args.workdir / "tiny" / "config.json").is_file() \
-        else args.workdir / "tiny"
+    tiny = args.workdir / "tiny"
+    if not tiny.is_dir():
+        built_whole(tiny, build_tiny_checkpoint)
     model_dir = build_7b_checkpoint(args.workdir / "qoq-med-7b-shape", tiny) if args.shape == "7b" else tiny
     request = workload(args.workdir, EngineConfig())
     gpu, bandwidth = hbm_bandwidth(args.hbm_tbps)

@@ -5,8 +5,9 @@
 
 It prints its plan first (each step and its estimated seconds), then runs the steps in this order, each
 in its own process (benchmarks/gpu_steps.py) cut at its own deadline, each only if the budget
-(``--budget-s``, 450 s) still holds its estimate — a skipped, failed or cut step is written down with
-its reason and the run goes on:
+(``--budget-s``, 450 s; benchmarks/gpu.sh gives what its install left of 480 s) still holds its
+estimate — a skipped, failed or cut step is written down with its reason and the run goes on; the
+command exits non-zero when prepare failed or no engine row measured anything:
 
 1. prepare: the GPU, the versions, ONNX Runtime's providers; the tiny checkpoint;
 2. infer: the tiny model through ``qoq-node infer`` on the GPU (the transformers backend's device path);
@@ -28,6 +29,7 @@ docs/performance.md) are rewritten in ``--out`` after every step; each step's ou
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -52,7 +54,10 @@ VARIANTS: dict[str, TransformersOptions] = {
 COMPILED = "sdpa + static cache + compile"
 #: Seconds a step is given beyond its estimate before it is cut (the compiled row: all that is left).
 GRACE_S = 60.0
-#: Lines of a failed step's output kept in the report.
+#: Seconds a step has to end after TERM before the rest of its process group is killed; the compiled row's
+#: deadline keeps them back from the budget.
+KILL_GRACE_S = 10.0
+#: Characters of a failed step's output kept in the report.
 ERROR_TAIL_CHARS = 1500
 
 
@@ -81,7 +86,7 @@ def plan(dry_run: bool, concurrency: list[int]) -> list[Step]:
              Step("infer", "the tiny model through qoq-node infer on the device", "infer", 30, 20, needs="prepare")]
     if not dry_run:
         steps.append(Step("build", "the 7B-shaped checkpoint, random bf16 weights", "build", 60, 0, needs="prepare"))
-    steps += [Step(name, f"{name}: {at_once} studies at once, then a profile", "row", 60, 30, needs=model)
+    steps += [Step(name, f"{name}: {at_once} studies at once, then a profile", "row", 45, 30, needs=model)
               for name in VARIANTS if name != COMPILED]
     steps.append(Step("tower", "the vision tower (torch; ONNX Runtime where it has a GPU provider)", "tower", 25, 25,
                       needs="prepare"))
@@ -122,18 +127,19 @@ def print_plan(steps: list[Step], args: argparse.Namespace) -> list[dict[str, An
     return planned
 
 
+def _signal_group(process: subprocess.Popen, sent: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone already
+        os.killpg(process.pid, sent)
+
+
 def _stop(process: subprocess.Popen) -> None:
-    """End a step's whole process group (compile workers included): TERM, then KILL."""
-    for sent in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sent)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=10)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    """End a step's whole process group: TERM to the step (a moment to let go of the GPU), then KILL to
+    whatever of the group is left (inductor's compile workers outlive their parent for a minute)."""
+    _signal_group(process, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=KILL_GRACE_S)
+    _signal_group(process, signal.SIGKILL)
+    process.wait()
 
 
 def run_step(command: list[str], result: Path, log: Path, timeout_s: float) -> dict[str, Any]:
@@ -148,8 +154,8 @@ def run_step(command: list[str], result: Path, log: Path, timeout_s: float) -> d
             code = process.wait(timeout=max(timeout_s, 1.0))
             status = "ok" if code == 0 else "error"
         except subprocess.TimeoutExpired:
-            _stop(process)
             code, status = None, "cut"
+        _stop(process)  # also after an exit: what the step started goes with it
     outcome: dict[str, Any] = {"status": status, "seconds": round(time.monotonic() - started, 1)}
     if result.is_file():
         outcome["figures"] = json.loads(result.read_text())
@@ -171,6 +177,18 @@ def step_spec(step: Step, args: argparse.Namespace, report: dict[str, Any]) -> d
         spec.update(variant=step.name, concurrency=args.concurrency, new_tokens=args.new_tokens,
                     profile_tokens=args.profile_tokens)
     return spec
+
+
+def _last_line(text: str) -> str:
+    """The line that says what happened (a traceback's last), clipped."""
+    lines = text.strip().splitlines()
+    return lines[-1][:300] if lines else ""
+
+
+def measured_nothing(report: dict[str, Any]) -> bool:
+    """Whether the run failed as a whole: prepare failed, or no engine row measured anything."""
+    rows = [step for step in report["steps"].values() if (step.get("figures") or {}).get("rows")]
+    return report["steps"].get("prepare", {}).get("status") != "ok" or not rows
 
 
 def write_report(report: dict[str, Any], out: Path) -> None:
@@ -199,7 +217,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             outcome = {"status": "skipped",
                        "reason": f"estimated {estimate:.0f} s, {max(budget.left, 0):.0f} s of the budget left"}
         else:
-            timeout = budget.left if step.takes_the_rest else min(budget.left, max(3 * estimate, estimate + GRACE_S))
+            timeout = (budget.left - KILL_GRACE_S if step.takes_the_rest
+                       else min(budget.left, max(3 * estimate, estimate + GRACE_S)))
             stem = step.name.replace(" ", "").replace("+", "-")
             command = [sys.executable, "-m", "benchmarks.gpu_steps", step.step, "--spec",
                        json.dumps(step_spec(step, args, report)), "--result", str(args.out / "steps" / f"{stem}.json")]
@@ -209,8 +228,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["steps"][step.name] = outcome
         report["total_seconds"] = round(args.budget_s - budget.left, 1)
         write_report(report, args.out)
-        print(f"   {step.name}: {outcome['status']}" + (f" ({outcome['reason'][:300]})" if "reason" in outcome else "")
-              + (f" in {outcome['seconds']} s" if "seconds" in outcome else ""), flush=True)
+        said = f" ({_last_line(outcome['reason'])})" if "reason" in outcome else ""
+        took = f" in {outcome['seconds']} s" if "seconds" in outcome else ""
+        print(f"   {step.name}: {outcome['status']}{said}{took}", flush=True)
     return report
 
 
@@ -222,8 +242,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budget-s", type=float, default=None, help="seconds for the whole run (450; dry run 240)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=None, help="studies at once (1 32)")
     parser.add_argument("--new-tokens", type=int, default=None, help="tokens forced per study (128)")
-    parser.add_argument("--profile-tokens", type=int, default=16, help="new tokens of the profiled batch-1 study")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--profile-tokens", type=int, default=32, help="new tokens of the profiled batch-1 study")
+    parser.add_argument("--rounds", type=int, default=1, help="timed runs per figure, after a warm-up run")
     parser.add_argument("--side", type=int, default=None, help="vision tower image side (1008)")
     parser.add_argument("--hbm-tbps", type=float, default=None, help="HBM bandwidth in TB/s, if not in the table")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "qoq-gpu-benchmark")
@@ -233,7 +253,6 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     args.concurrency = args.concurrency or ([1, 4] if small else [1, 32])
     args.new_tokens = args.new_tokens or (8 if small else 128)
     args.side = args.side or (224 if small else 1008)
-    args.rounds = 1 if small else args.rounds
     args.out, args.workdir = args.out.resolve(), args.workdir.resolve()
     return args
 
@@ -244,6 +263,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     report = run(args)
     print(markdown(report), flush=True)
+    if measured_nothing(report):
+        raise SystemExit(f"the benchmark measured nothing: see {args.out / 'steps'}")
 
 
 if __name__ == "__main__":

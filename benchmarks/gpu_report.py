@@ -51,7 +51,7 @@ def derive(report: dict[str, Any]) -> None:
     """Add ``report["figures"]``: studies/hour at 1,024 new tokens, batch-1 decode against the roofline,
     the targets met or not, and what each short row's profile says."""
     environment = _figures(report, "prepare")
-    model = _figures(report, "build").get("model_dir") or environment.get("tiny_checkpoint")
+    model = environment.get("tiny_checkpoint") if report["dry_run"] else _figures(report, "build").get("model_dir")
     bandwidth = environment.get("hbm_bytes_per_s")
     figures: dict[str, Any] = {"variants": {}}
     if model and Path(model, "config.json").is_file():

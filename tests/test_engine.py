@@ -201,6 +201,7 @@ def test_compile_is_transformers_own_once_and_a_static_cache_alone_compiles_noth
     compiled = TransformersEngine(tiny_dir, device="cpu",
                                   options=TransformersOptions(static_cache=True, compile=True))
     assert type(compiled.model.model.language_model).__name__ != "OptimizedModule"
+    assert type(compiled._cache["compile_config"]).__name__ == "CompileConfig"  # the engine asks for it
     frames, texts = _compiled_frames(compiled, requests)
     assert frames > 0 and texts == reference
     static = TransformersEngine(tiny_dir, device="cpu", options=TransformersOptions(static_cache=True))

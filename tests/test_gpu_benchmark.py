@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,6 +13,9 @@ from pathlib import Path
 from benchmarks.gpu import run_step
 from benchmarks.gpu_report import derive, markdown
 from benchmarks.roofline import decode_bytes, decode_bytes_of
+from tests.helpers import LONGEST_WAIT_SECONDS
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_a_decoded_token_reads_the_7b_text_weights_not_the_tower_nor_the_embedding_table() -> None:
@@ -65,15 +69,45 @@ def test_a_step_past_its_deadline_is_cut_with_its_children_and_keeps_what_it_wro
     assert time.monotonic() - started < 20
     assert outcome["status"] == "cut" and "deadline of 3 s" in outcome["reason"]
     assert outcome["figures"] == {"rows": [1]}
-    pid = int(child_pid.read_text())
+    _assert_gone(int(child_pid.read_text()))
+
+
+def _assert_gone(pid: int) -> None:
     for _ in range(50):
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            break
+            return
         time.sleep(0.1)
-    else:
-        raise AssertionError("the step's child process outlived the cut")
+    raise AssertionError("the step's child process outlived the step")
+
+
+def test_what_a_finished_step_left_running_goes_with_it(tmp_path: Path) -> None:
+    """A step that exits but leaves a process of its own behind (a compile worker) does not leave it to hold
+    the GPU during the next step."""
+    child_pid = tmp_path / "child.pid"
+    script = (f"import signal, subprocess, sys; child = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+              f"signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)']); "
+              f"open({str(child_pid)!r}, 'w').write(str(child.pid))")
+    outcome = run_step([sys.executable, "-c", script], tmp_path / "r.json", tmp_path / "log", timeout_s=30)
+    assert outcome["status"] == "ok"
+    _assert_gone(int(child_pid.read_text()))
+
+
+def test_a_run_without_a_gpu_says_so_skips_what_needs_one_and_fails(tmp_path: Path) -> None:
+    """Not a dry run, on a machine without CUDA (none visible): prepare fails with the reason, every step that
+    needs it is skipped saying why, the report is still written, and the command exits non-zero."""
+    run = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--out", str(tmp_path / "out"), "--workdir",
+                          str(tmp_path / "work"), "--budget-s", "120"], capture_output=True, text=True, cwd=REPO,
+                         timeout=LONGEST_WAIT_SECONDS, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert run.returncode != 0 and "measured nothing" in run.stderr
+    steps = json.loads((tmp_path / "out" / "gpu-benchmark.json").read_text())["steps"]
+    assert steps["prepare"]["status"] == "error" and "no CUDA device" in steps["prepare"]["reason"]
+    assert {name: step["status"] for name, step in steps.items() if name != "prepare"} == {
+        "infer": "skipped", "build": "skipped", "eager": "skipped", "sdpa": "skipped", "tower": "skipped",
+        "sdpa + static cache + compile": "skipped"}
+    assert "needs step prepare" in steps["infer"]["reason"] and "needs step build" in steps["eager"]["reason"]
+    assert "| prepare | error |" in (tmp_path / "out" / "gpu-benchmark.md").read_text()
 
 
 def test_a_failing_step_is_recorded_with_its_output_and_a_good_one_with_its_figures(tmp_path: Path) -> None:

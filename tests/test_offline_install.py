@@ -234,7 +234,7 @@ def test_the_gpu_benchmark_runs_as_a_dry_run_through_the_offline_install(
     carried onnxscript, the report in OUT there."""
     run = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), os.path.relpath(wheelhouse, tmp_path), "out",
                           "--dry-run", "--workdir", str(tmp_path / "work")],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=LONGEST_WAIT_SECONDS,
+                         capture_output=True, text=True, cwd=tmp_path, timeout=2 * LONGEST_WAIT_SECONDS,
                          env={**_clean_environment(), "PYTHON": str(host), "QOQ_NODE_VENV": str(installed[0])})
     assert run.returncode == 0, run.stderr[-3000:]
     assert "GPU benchmark plan: 6 steps" in run.stdout and "1. GPU, versions" in run.stdout

@@ -156,3 +156,36 @@ def test_a_schema_9_database_keeps_the_version_its_reports_judged(tmp_path: Path
             ("ACC-1", 2), ("ACC-2", 0), ("ACC-3", None)]
         assert db.execute("SELECT keyed FROM answers UNION ALL SELECT keyed FROM verdicts").fetchall() == [(1,), (1,)]
     assert store.verdicts.kept("1.2.3.1", Source.REPORT, "ACC-1").verdict == "agree"
+
+
+def test_a_report_that_cannot_be_judged_again_holds_back_only_itself(tmp_path: Path, monkeypatch) -> None:
+    """Settling judges every outdated report it can; one whose verdict cannot be recorded (the database) is
+    logged by its error's type and judged at the next settling, the others are not held back."""
+    from node.routing import DEFAULT_RULES, Router
+    from node.verdicts.stage import ReportVerdicts
+
+    store = Store(tmp_path / "state.db")
+    with store.database.transaction() as db:
+        for uid in ("1.2.3.1", "1.2.3.2"):
+            insert_answer(db, Answer(uid, 1, "chest_xray", ("Pneumothorax",), "", "", 10.0))
+            insert_answer(db, Answer(uid, 2, "chest_xray", ("No Finding",), "", "", 50.0))
+    _matched_report(store, "R1", "ACC-1", "1.2.3.1", 1)
+    _matched_report(store, "R2", "ACC-2", "1.2.3.2", 1, at=30.0)
+    verdicts = ReportVerdicts(store, Router.from_file(DEFAULT_RULES).rules.domains)
+    record = store.verdicts.record
+
+    def failing_for_the_first_study(verdict: Verdict) -> None:
+        if verdict.study_instance_uid == "1.2.3.1":
+            raise sqlite3.OperationalError("database is locked")
+        record(verdict)
+
+    monkeypatch.setattr(store.verdicts, "record", failing_for_the_first_study)
+    assert verdicts.settle() == 1
+    assert [o.study_uid for o in store.reports.outdated(0)[0]] == ["1.2.3.1"]
+    monkeypatch.setattr(store.verdicts, "record", record)
+    assert verdicts.settle() == 1  # looked at again: the answers were not marked as seen
+    assert store.reports.outdated(0)[0] == []
+    with store.database.reading() as db:
+        judged = db.execute("SELECT study_instance_uid, version FROM verdicts WHERE source = ? ORDER BY 1",
+                            (Source.REPORT,)).fetchall()
+    assert judged == [("1.2.3.1", 2), ("1.2.3.2", 2)]

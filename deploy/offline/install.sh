@@ -12,7 +12,7 @@
 # directories (site.addsitedir, so the .pth files inside them count too) AFTER VENV's own: a carried
 # newer package shadows the host's older one. Not --system-site-packages: where $PYTHON is itself a
 # virtual environment, that would show the base interpreter's packages, not the host environment's.
-# An existing VENV is used as it is.
+# An existing VENV is used as it is, its .pth file written again when missing or empty.
 #
 # pip is the one carried in the wheelhouse, run from its wheel (pip-*.whl/pip, which pip supports): the
 # host's Python may have no pip, and the install does not depend on which pip, if any, the host has.
@@ -21,11 +21,18 @@ if [ "$#" -ne 2 ]; then
     echo "usage: [PYTHON=host-python] bash install.sh WHEELHOUSE VENV" >&2
     exit 2
 fi
-wheelhouse=$(cd "$1" && pwd)
+wheelhouse=$(CDPATH='' cd -- "$1" && pwd)
 venv=$2
 python=${PYTHON:-python3}
 
 (cd "$wheelhouse" && sha256sum --check --quiet SHA256SUMS)
+# pip --find-links sees every wheel in the folder: none may be there that SHA256SUMS does not vouch for
+for wheel in "$wheelhouse"/*.whl; do
+    if ! cut -d' ' -f3- "$wheelhouse/SHA256SUMS" | grep -qxF -- "${wheel##*/}"; then
+        echo "install.sh: ${wheel##*/} is not listed in SHA256SUMS; remove it or rebuild the wheelhouse" >&2
+        exit 1
+    fi
+done
 pip_wheels=("$wheelhouse"/pip-*-py3-none-any.whl)
 if [ "${#pip_wheels[@]}" -ne 1 ] || [ ! -f "${pip_wheels[0]}" ]; then
     echo "install.sh: $wheelhouse should hold exactly one pip wheel (build_wheelhouse.py carries it)" >&2
@@ -33,18 +40,23 @@ if [ "${#pip_wheels[@]}" -ne 1 ] || [ ! -f "${pip_wheels[0]}" ]; then
 fi
 if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv --without-pip "$venv"
-    site_packages=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+fi
+site_packages=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+host_site=$site_packages/qoq-node-host-site.pth
+if [ ! -s "$host_site" ]; then  # written whole or not at all: a failed try leaves no empty file behind
     "$python" -c 'import os, site
 for directory in site.getsitepackages():
     if os.path.isdir(directory):
-        print(f"import site; site.addsitedir({directory!r})")' > "$site_packages/qoq-node-host-site.pth"
+        print(f"import site; site.addsitedir({directory!r})")' > "$host_site.partial"
+    mv "$host_site.partial" "$host_site"
 fi
-if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
-    echo "install.sh: the environment of $venv has no torch; the host's CUDA PyTorch is expected in $python's site-packages (PYTHON=...)" >&2
+if ! import_error=$("$venv/bin/python" -c "import torch" 2>&1); then
+    echo "install.sh: the environment of $venv cannot import torch (${import_error##*$'\n'});" \
+        "the host's CUDA PyTorch is expected in $python's site-packages (PYTHON=...)" >&2
     exit 1
 fi
 # no pip configuration file nor PIP_* variable of the host's counts: the wheelhouse is the only source
 PIP_CONFIG_FILE=/dev/null "$venv/bin/python" "${pip_wheels[0]}/pip" --isolated install --no-index \
     --find-links "$wheelhouse" --no-cache-dir --quiet --disable-pip-version-check \
     --requirement "$wheelhouse/requirements.txt"
-"$venv/bin/python" -c "import torch, transformers, node; print(f'qoq-node {node.__version__} installed in $venv: torch {torch.__version__}, transformers {transformers.__version__}, CUDA available: {torch.cuda.is_available()}')"
+"$venv/bin/python" -c "import sys, torch, transformers, node; print(f'qoq-node {node.__version__} installed in {sys.argv[1]}: torch {torch.__version__}, transformers {transformers.__version__}, CUDA available: {torch.cuda.is_available()}')" "$venv"

@@ -16,7 +16,9 @@ text is logged, nor any identifier in clear.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import TypeVar
 
 from node.ops.logging import get_logger, uid_hash
 from node.routing import DomainSpec
@@ -28,6 +30,17 @@ from node.verdicts.concordance import concordance
 from node.verdicts.labels import LabelFinder
 
 log = get_logger("verdicts")
+T = TypeVar("T")
+
+
+def _guarded(step: Callable[[], T], failed: T) -> T:
+    """``step``'s result, or ``failed`` when it raised (logged by the error's type only: its message may
+    quote the report)."""
+    try:
+        return step()
+    except Exception as exc:
+        log.error("verdict.failed", source=Source.REPORT, error=type(exc).__name__)
+        return failed
 
 
 class ReportVerdicts:
@@ -37,30 +50,42 @@ class ReportVerdicts:
         self._store = store
         self._finders = {name: LabelFinder(spec.labels, spec.synonyms) for name, spec in tasks.items()}
         self._lock = threading.Lock()  # the listener's threads and the scheduler's engine threads settle
-        self._answers_seen = 0  # the answers table's last rowid whose study's reports were judged again if due
+        # The answers table's last rowid whose study's reports were judged again where due. Rowids only grow
+        # while no answer is deleted (none is: the quality record outlives retention); it starts at 0 at each
+        # start, so the first settling looks at every answer once.
+        self._answers_seen = 0
 
     def settle(self) -> int:
         """Judge every waiting report whose study the node has answered, and again every matched report whose
         study has a newer answer than its verdict judged; how many were judged. Never raises: a report that could
-        not be judged now (the database) waits for the next settling."""
-        judged = 0
+        not be judged now (the database) is logged by its error's type and looked at again at the next settling;
+        the others go on."""
         with self._lock:
-            try:
-                for stored, study_uid in self._store.reports.matches():
-                    answer = self._store.answers.for_study(study_uid)
-                    if answer is not None:
-                        verdict = self._judge(stored, answer)
-                        log.info("verdict.recorded", study=uid_hash(answer.study_instance_uid), version=answer.version,
-                                 task=answer.task, source=Source.REPORT, verdict=str(verdict),
-                                 corrected=stored.report.status == "C")
-                        judged += 1
-                outdated, seen = self._store.reports.outdated(self._answers_seen)
-                for report in outdated:
-                    judged += self._judge_again(report)
-                self._answers_seen = seen  # only once all are judged: a failure looks at them again next time
-            except Exception as exc:  # its message may quote the report: only its type is logged
-                log.error("verdict.failed", source=Source.REPORT, error=type(exc).__name__)
-        return judged
+            return self._judge_waiting() + self._judge_outdated()
+
+    def _judge_waiting(self) -> int:
+        """Judge each waiting report whose study is answered; how many were."""
+        waiting: list[tuple[StoredReport, str]] = _guarded(self._store.reports.matches, [])
+        return sum(_guarded(partial(self._judge_first, stored, study_uid), 0) for stored, study_uid in waiting)
+
+    def _judge_outdated(self) -> int:
+        """Judge again each matched report whose study has a newer answer; how many were."""
+        nothing: tuple[list[Outdated], int | None] = ([], None)
+        outdated, seen = _guarded(partial(self._store.reports.outdated, self._answers_seen), nothing)
+        results: list[int | None] = [_guarded(partial(self._judge_again, report), None) for report in outdated]
+        if seen is not None and None not in results:
+            self._answers_seen = seen  # only once all are judged: a failure is looked at again next time
+        return sum(result for result in results if result is not None)
+
+    def _judge_first(self, stored: StoredReport, study_uid: str) -> int:
+        """Judge a waiting report against its study's answer; 1, or 0 while the study is not answered."""
+        answer = self._store.answers.for_study(study_uid)
+        if answer is None:
+            return 0
+        verdict = self._judge(stored, answer)
+        log.info("verdict.recorded", study=uid_hash(answer.study_instance_uid), version=answer.version,
+                 task=answer.task, source=Source.REPORT, verdict=str(verdict), corrected=stored.report.status == "C")
+        return 1
 
     def _judge_again(self, outdated: Outdated) -> int:
         """Judge a matched report against its study's newer answer, replacing its verdict; 1, or 0 when the
