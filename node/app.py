@@ -160,6 +160,9 @@ class Node:
             worker.start()
         self.scheduler.start()
         self.assembler.start()
+        # the first settling looks at every answer once (judging again what a newer answer outdated, e.g. after
+        # an upgrade): done here, not on the first HL7 message's way to its ACK
+        self.verdicts.settle()
         self.scp.start()
         if self.hl7 is not None:
             self.hl7.start()
