@@ -6,7 +6,6 @@ answering and Ctrl-C each end the survey with what it has."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from node.routing import DEFAULT_RULES
 from node.testing.headers import write_header_study
 from node.testing.loopback import LOOPBACK
 from node.testing.pacs import Orthanc
-from tests.helpers import REPO, qoq_node
+from tests.helpers import qoq_node, start_in_foreground
 
 UNTIL = date(2026, 3, 10)
 #: The PE question's description pattern, the kidney question's (as the shipped rules write them).
@@ -218,11 +217,9 @@ def test_a_pacs_that_stops_answering_keeps_what_the_survey_has(tmp_path: Path) -
 def test_ctrl_c_cancels_and_prints_what_the_survey_has(tmp_path: Path) -> None:
     stalling = _StallingPacs(stall=60)
     try:
-        process = subprocess.Popen(
+        process = start_in_foreground(
             [sys.executable, "-m", "node", "routing", "survey", "--config", str(_config(tmp_path, stalling.port)),
-             "--since", "1d", "--until", str(UNTIL), "--json"], cwd=REPO, env=os.environ.copy(), text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert process.stderr is not None
+             "--since", "1d", "--until", str(UNTIL), "--json"])
         assert stalling.stalling.wait(30), "the survey never reached the stalled C-FIND"
         started = time.monotonic()
         process.send_signal(signal.SIGINT)
@@ -234,3 +231,16 @@ def test_ctrl_c_cancels_and_prints_what_the_survey_has(tmp_path: Path) -> None:
     survey = json.loads(out)
     assert not survey["complete"] and survey["studies"] == 2
     assert survey["stopped"] == "cancelled while asking for studies dated 2026-03-10 (day 2 of 2), after 2 studies"
+
+
+def test_ctrl_c_reaches_the_command_even_where_the_tests_run_with_it_ignored() -> None:
+    # (a background job of a non-interactive shell, as CI may start the suite, ignores SIGINT, and a child
+    # inherits that: the survey would never hear the test's Ctrl-C)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process = start_in_foreground([sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) "
+                                                            "is signal.default_int_handler)"])
+        out, _ = process.communicate(timeout=30)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert out.strip() == "True"
