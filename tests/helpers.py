@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -178,6 +179,19 @@ def qoq_node(*arguments: str, env: Mapping[str, str] | None = None, check: bool 
     if check:
         assert run.returncode == 0, f"qoq-node {' '.join(arguments)} exited {run.returncode}: {run.stderr}"
     return run
+
+
+def start_in_foreground(command: Sequence[str]) -> subprocess.Popen[str]:
+    """Start ``command`` from the repository (its stdout and stderr piped, as text) as a terminal starts a
+    command in the foreground: with SIGINT (Ctrl-C) at its default, which Python makes a KeyboardInterrupt.
+    It would inherit an ignored SIGINT (this process started as a background job of a non-interactive shell)
+    across exec; a handled one is reset to its default there."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(list(command), cwd=REPO, env=os.environ.copy(), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def model_geometry(frame: FrameRef, family: str = "qwen2.5-vl") -> Geometry:

@@ -137,6 +137,13 @@ def test_association_seam_the_reactor_copy_mirrors_pynetdicoms() -> None:
     assert connect.index("evt.EVT_CONN_OPEN") < connect.index('primitive.result = "Evt2"')
     handle = _source("pynetdicom.transport.RequestHandler.handle")
     assert handle.index("evt.EVT_CONN_OPEN") < handle.index("assoc.start()")
+    # a peer's abort ends a waiting send with an empty message (AA-3); the node's own ends in AR-5, which puts none
+    assert "assoc.dimse.msg_queue.put((None, None))" in _source("pynetdicom.fsm.AA_3")
+    assert "msg_queue" not in _source("pynetdicom.fsm.AR_5") + _source(
+        "pynetdicom.association.Association._abort_blocking")
+    assert "if rsp is None:" in _source("pynetdicom.association.Association._wrap_find_responses")
+    association.wake_senders(acceptor)
+    assert acceptor.dimse.get_msg(block=True) == (None, None)
     association.stop_waiting_for_request(acceptor)
     assert acceptor.dul.receive_pdu(wait=True, timeout=1) is None and acceptor.dul.to_user_queue.empty()
     ended: list[str] = []

@@ -6,7 +6,6 @@ answering and Ctrl-C each end the survey with what it has."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from node.routing import DEFAULT_RULES
 from node.testing.headers import write_header_study
 from node.testing.loopback import LOOPBACK
 from node.testing.pacs import Orthanc
-from tests.helpers import REPO, qoq_node
+from tests.helpers import qoq_node, start_in_foreground
 
 UNTIL = date(2026, 3, 10)
 #: The PE question's description pattern, the kidney question's (as the shipped rules write them).
@@ -169,10 +168,11 @@ def test_a_pacs_that_refuses_c_find_gets_a_clear_error(pacs: Orthanc, tmp_path: 
 
 
 class _StallingPacs:
-    """A PACS (pynetdicom) that answers the first day's 2 studies, then stalls ``stall`` seconds on the next."""
+    """A PACS (pynetdicom) that answers the first day's 2 studies, then stalls ``stall`` seconds on the next day
+    (``series``: on the first day's series instead)."""
 
-    def __init__(self, stall: float) -> None:
-        self.stall, self.released, self.stalling = stall, threading.Event(), threading.Event()
+    def __init__(self, stall: float, series: bool = False) -> None:
+        self.stall, self.series, self.released, self.stalling = stall, series, threading.Event(), threading.Event()
         ae = AE(ae_title="ORTHANC")
         ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
         self.server = ae.start_server((LOOPBACK, 0), block=False, evt_handlers=[(evt.EVT_C_FIND, self._find)])
@@ -180,11 +180,11 @@ class _StallingPacs:
 
     def _find(self, event: evt.Event) -> Iterator[tuple[int, Dataset | None]]:
         query = event.identifier
-        if query.QueryRetrieveLevel == "SERIES":
+        if query.QueryRetrieveLevel == "SERIES" and not self.series:
             answer = Dataset()
             answer.StudyInstanceUID, answer.Modality, answer.BodyPartExamined = query.StudyInstanceUID, "CT", "HEAD"
             yield 0xFF00, answer
-        elif query.StudyDate == f"{UNTIL - timedelta(days=1):%Y%m%d}":
+        elif query.QueryRetrieveLevel == "STUDY" and query.StudyDate == f"{UNTIL - timedelta(days=1):%Y%m%d}":
             for uid in ("1.2.826.0.1.3680043.10.1", "1.2.826.0.1.3680043.10.2"):
                 answer = Dataset()
                 answer.StudyInstanceUID, answer.StudyDescription = uid, "CT HEAD"
@@ -215,22 +215,37 @@ def test_a_pacs_that_stops_answering_keeps_what_the_survey_has(tmp_path: Path) -
             ) in run.stderr
 
 
-def test_ctrl_c_cancels_and_prints_what_the_survey_has(tmp_path: Path) -> None:
-    stalling = _StallingPacs(stall=60)
+@pytest.mark.parametrize(("series", "where"), [
+    (False, "studies dated 2026-03-10 (day 2 of 2), after 2 studies"),
+    # the series are asked on the pool's threads: each aborted association ends the query waiting on it
+    (True, "studies dated 2026-03-09 (day 1 of 2), after 0 studies")])
+def test_ctrl_c_cancels_and_prints_what_the_survey_has(series: bool, where: str, tmp_path: Path) -> None:
+    stalling = _StallingPacs(stall=60, series=series)
     try:
-        process = subprocess.Popen(
+        process = start_in_foreground(
             [sys.executable, "-m", "node", "routing", "survey", "--config", str(_config(tmp_path, stalling.port)),
-             "--since", "1d", "--until", str(UNTIL), "--json"], cwd=REPO, env=os.environ.copy(), text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert process.stderr is not None
+             "--since", "1d", "--until", str(UNTIL), "--json"])
         assert stalling.stalling.wait(30), "the survey never reached the stalled C-FIND"
         started = time.monotonic()
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
-        assert time.monotonic() - started < 10  # no waiting on the stalled PACS
+        assert time.monotonic() - started < 10  # no waiting on the stalled PACS (its timeout is 30 s)
     finally:
         stalling.close()
     assert process.returncode == 130, err
     survey = json.loads(out)
-    assert not survey["complete"] and survey["studies"] == 2
-    assert survey["stopped"] == "cancelled while asking for studies dated 2026-03-10 (day 2 of 2), after 2 studies"
+    assert not survey["complete"] and survey["studies"] == (0 if series else 2)
+    assert survey["stopped"] == f"cancelled while asking for {where}"
+
+
+def test_ctrl_c_reaches_the_command_even_where_the_tests_run_with_it_ignored() -> None:
+    # (a background job of a non-interactive shell, as CI may start the suite, ignores SIGINT, and a child
+    # inherits that: the survey would never hear the test's Ctrl-C)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process = start_in_foreground([sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) "
+                                                            "is signal.default_int_handler)"])
+        out, _ = process.communicate(timeout=30)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert out.strip() == "True"

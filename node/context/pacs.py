@@ -38,6 +38,7 @@ from node.config import DicomDestination
 from node.durable import fsync_dir, write_atomically
 from node.errors import TransientError
 from node.ingest import nodelay
+from node.ingest.pynetdicom_patches import association as association_seam
 from node.tls import client_tls_context
 
 #: The storage classes a prior can be retrieved in (the node reads these; others are not asked for).
@@ -105,7 +106,8 @@ class PacsPriors:
 
     @contextmanager
     def query_association(self) -> Iterator[Association]:
-        """An association for C-FIND (Study Root) with the PACS, released on leaving."""
+        """An association for C-FIND (Study Root) with the PACS, released on leaving; aborted on Ctrl-C, and
+        then a query waiting on it in another thread ends at once (:class:`PacsError`)."""
         ae = AE(ae_title=self._calling_ae)
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind, _SYNTAXES)
         assoc = self._associate(ae)
@@ -113,6 +115,7 @@ class PacsPriors:
             yield assoc
         except KeyboardInterrupt:  # cancelled: the PACS may be mid-answer, so no release handshake
             assoc.abort()
+            association_seam.wake_senders(assoc)
             raise
         finally:
             assoc.release()  # (nothing to release after an abort)

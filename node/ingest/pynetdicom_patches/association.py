@@ -15,6 +15,11 @@ A-ASSOCIATE-RQ in time, or its DUL thread gone), and then no ``EVT_CONN_CLOSE`` 
 calls the node back when the association's thread ends, however it ended. An acceptor waits for its
 A-ASSOCIATE-RQ on the DUL's queue for the whole ACSE timeout, and a ``None`` there ends the wait as the
 timeout would: :func:`stop_waiting_for_request`.
+
+A ``send_c_*`` waits for its response on the DIMSE queue for up to the DIMSE timeout. When the peer aborts,
+the DUL puts an empty message there (AA-3) and the send ends at once; when the node aborts (``abort()``), the
+DUL ends in AR-5 once the peer closes the connection, which puts none, so a send on another thread waits out
+the whole timeout. :func:`wake_senders` puts the empty message a peer's abort puts.
 """
 
 from __future__ import annotations
@@ -39,6 +44,12 @@ RELIES_ON = {
     "pynetdicom.association.Association.send_c_find": "5879d593298e14b6",
     # a requestor's EVT_CONN_OPEN fires on connecting, before its A-ASSOCIATE-RQ: serve_with is in time there
     "pynetdicom.transport.AssociationSocket.connect": "aeeeae413bd339dc",
+    # a send waits on the DIMSE queue, and an empty message there ends it (wake_senders)
+    "pynetdicom.dimse.DIMSEServiceProvider.get_msg": "890e3e04283f5aeb",
+    "pynetdicom.association.Association._wrap_find_responses": "34436b9c80ccb5f3",
+    "pynetdicom.fsm.AA_3": "de64452e828d09da",  # the peer's abort puts one
+    "pynetdicom.association.Association._abort_blocking": "10b43ef8c63c6764",  # the node's puts none ...
+    "pynetdicom.fsm.AR_5": "dc32d2343f420b32",  # ... nor the connection's close that follows it
 }
 
 #: How long to wait on the DIMSE queue, given the seconds since the last request was served.
@@ -72,6 +83,15 @@ def stop_waiting_for_request(association: Association) -> None:
     """Make an acceptor still waiting for its A-ASSOCIATE-RQ stop waiting, as when the ACSE timeout runs out
     (pynetdicom's ``run_reactor`` then closes its connection and the thread ends)."""
     association.dul.to_user_queue.put(None)  # what receive_pdu returns on a timeout
+
+
+def wake_senders(association: Association, within: float = 1.0) -> None:
+    """Make a ``send_c_*`` still waiting on ``association``, which the node aborted (``abort()`` has returned),
+    end as when the peer aborts: with no response, instead of at the DIMSE timeout. The association's reactor,
+    which also takes from the queue, is let end first (``within`` seconds at most)."""
+    if association.is_alive():
+        association.join(within)
+    association.dimse.msg_queue.put((None, None))  # what the DUL's AA-3 puts
 
 
 def _reactor(self: Association, wait: Wait) -> None:
