@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from node.store.database import Database
-from node.store.keys import IdentifierKeys, legacy_key
+from node.store.keys import IdentifierKeys
 from node.store.task_records import TaskRecords
 
 
@@ -71,9 +71,7 @@ class Answers(TaskRecords[Answer]):
         """The newest answer of the study with this Accession Number (kept under its key, or under its plain
         SHA-256 by a node before schema 9); None when the node answered none, or retention has purged the study
         (its answer outlives it, keyed, for the quality record only)."""
-        key = self.accession_key(accession)
-        kept = ("(accession_key = ? OR (keyed = 0 AND accession_key = ?))"
-                " AND study_instance_uid IN (SELECT study_uid FROM studies)")
-        found = self._select(kept, (key, legacy_key("accession", accession)),
-                             "answered_at DESC, rowid DESC LIMIT 1") if key else []
+        kept, keys = self._keys.where_kept("accession_key", "accession", accession)
+        found = self._select(f"{kept} AND study_instance_uid IN (SELECT study_uid FROM studies)",  # noqa: S608
+                             keys, "answered_at DESC, rowid DESC LIMIT 1") if keys[0] else []
         return found[0] if found else None

@@ -42,6 +42,13 @@ class IdentifierKeys:
         value = identifier.strip()
         return hmac.new(self._secret, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest() if value else ""
 
+    def where_kept(self, column: str, kind: str, identifier: str) -> tuple[str, tuple[str, str]]:
+        """An SQL condition that finds the row keeping ``identifier`` (a ``kind``) in ``column`` — under its key,
+        or under the plain SHA-256 of a node before schema 9 (a row marked ``keyed = 0``) — and its parameters,
+        the key first."""
+        return (f"({column} = ? OR (keyed = 0 AND {column} = ?))",
+                (self.key(kind, identifier), legacy_key(kind, identifier)))
+
     def study(self, study_uid: str) -> str:
         """What the quality record keeps of a Study Instance UID once retention has purged the study."""
         return self.key("study", study_uid)

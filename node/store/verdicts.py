@@ -102,9 +102,8 @@ class Verdicts(TaskRecords[Verdict]):
     def kept(self, study_instance_uid: str, source: Source, source_key: str) -> Verdict | None:
         """The verdict kept for a study, source and source key as written (found by its key, or by the plain
         SHA-256 of a node before schema 9); None when there is none."""
-        found = self._select("study_instance_uid = ? AND source = ? AND (source_key = ? OR (keyed = 0 AND"
-                             " source_key = ?))", (study_instance_uid, source, self.source_key(source, source_key),
-                                                   legacy_key(source, source_key)))
+        kept, keys = self._keys.where_kept("source_key", source, source_key)
+        found = self._select(f"study_instance_uid = ? AND source = ? AND {kept}", (study_instance_uid, source, *keys))
         return found[0] if found else None
 
     def record(self, verdict: Verdict, cancel_results: str | None = None, now: float | None = None) -> int:
