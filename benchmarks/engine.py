@@ -52,8 +52,10 @@ HBM_BYTES_PER_SECOND = {"H200": 4.8e12, "H100 PCIe": 2.0e12, "H100": 3.35e12, "A
                         "A100": 1.56e12, "L40S": 0.864e12}
 
 def built_whole(directory: Path, build: Callable[[Path], object]) -> Path:
-    """``build`` into a folder beside ``directory``, renamed to it once complete: a build cut midway (a
-    deadline) leaves no checkpoint that a rerun would take for a whole one."""
+    """``directory``, ``build`` into it first when it is not there yet — into a folder beside it, renamed to it
+    once complete: a build cut midway (a deadline) leaves no checkpoint that a rerun would take for a whole one."""
+    if directory.is_dir():
+        return directory
     partial = directory.with_name(directory.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     build(partial)
@@ -64,8 +66,6 @@ def built_whole(directory: Path, build: Callable[[Path], object]) -> Path:
 def build_7b_checkpoint(directory: Path, tiny: Path) -> Path:
     """A QoQ-Med-VL-7B-shaped checkpoint with random bf16 weights, using the tiny model's processor
     (its token ids are valid ids of the large vocabulary; the compute is the 7B model's)."""
-    if directory.is_dir():
-        return directory
     return built_whole(directory, lambda partial: _write_7b_checkpoint(partial, tiny))
 
 
@@ -202,9 +202,7 @@ def main() -> None:
     args = parser.parse_args()
 
     args.workdir.mkdir(parents=True, exist_ok=True)
-    tiny = args.workdir / "tiny"
-    if not tiny.is_dir():
-        built_whole(tiny, build_tiny_checkpoint)
+    tiny = built_whole(args.workdir / "tiny", build_tiny_checkpoint)
     model_dir = build_7b_checkpoint(args.workdir / "qoq-med-7b-shape", tiny) if args.shape == "7b" else tiny
     request = workload(args.workdir, EngineConfig())
     gpu, bandwidth = hbm_bandwidth(args.hbm_tbps)

@@ -41,17 +41,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.gpu_report import derive, markdown
+from benchmarks.gpu_report import derive, last_line, markdown, measured_rows
 from node.config import TransformersOptions
 
 REPO = Path(__file__).resolve().parents[1]
+COMPILED = "sdpa + static cache + compile"
 #: The transformers variants, in the order they run (the compiled one last: it takes what time is left).
 VARIANTS: dict[str, TransformersOptions] = {
     "eager": TransformersOptions(attention="eager"),
     "sdpa": TransformersOptions(attention="sdpa"),
-    "sdpa + static cache + compile": TransformersOptions(attention="sdpa", static_cache=True, compile=True),
+    COMPILED: TransformersOptions(attention="sdpa", static_cache=True, compile=True),
 }
-COMPILED = "sdpa + static cache + compile"
 #: Seconds a step is given beyond its estimate before it is cut (the compiled row: all that is left).
 GRACE_S = 60.0
 #: Seconds a step has to end after TERM before the rest of its process group is killed; the compiled row's
@@ -166,29 +166,20 @@ def run_step(command: list[str], result: Path, log: Path, timeout_s: float) -> d
     return outcome
 
 
-def step_spec(step: Step, args: argparse.Namespace, report: dict[str, Any]) -> dict[str, Any]:
+def step_spec(step: Step, args: argparse.Namespace) -> dict[str, Any]:
     """The settings a step's process is given."""
     spec = {"workdir": str(args.workdir), "device": "cpu" if args.dry_run else "cuda", "dry_run": args.dry_run,
             "hbm_tbps": args.hbm_tbps, "side": args.side, "rounds": args.rounds}
-    model = report["steps"].get("build" if not args.dry_run else "prepare", {}).get("figures", {})
-    spec["model_dir"] = model.get("model_dir") or (str(args.workdir / "tiny") if args.dry_run
-                                                   else str(args.workdir / "qoq-med-7b-shape"))
+    spec["model_dir"] = str(args.workdir / ("tiny" if args.dry_run else "qoq-med-7b-shape"))
     if step.step == "row":
         spec.update(variant=step.name, concurrency=args.concurrency, new_tokens=args.new_tokens,
                     profile_tokens=args.profile_tokens)
     return spec
 
 
-def _last_line(text: str) -> str:
-    """The line that says what happened (a traceback's last), clipped."""
-    lines = text.strip().splitlines()
-    return lines[-1][:300] if lines else ""
-
-
 def measured_nothing(report: dict[str, Any]) -> bool:
     """Whether the run failed as a whole: prepare failed, or no engine row measured anything."""
-    rows = [step for step in report["steps"].values() if (step.get("figures") or {}).get("rows")]
-    return report["steps"].get("prepare", {}).get("status") != "ok" or not rows
+    return report["steps"].get("prepare", {}).get("status") != "ok" or not measured_rows(report)
 
 
 def write_report(report: dict[str, Any], out: Path) -> None:
@@ -221,14 +212,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        else min(budget.left, max(3 * estimate, estimate + GRACE_S)))
             stem = step.name.replace(" ", "").replace("+", "-")
             command = [sys.executable, "-m", "benchmarks.gpu_steps", step.step, "--spec",
-                       json.dumps(step_spec(step, args, report)), "--result", str(args.out / "steps" / f"{stem}.json")]
+                       json.dumps(step_spec(step, args)), "--result", str(args.out / "steps" / f"{stem}.json")]
             print(f"-> {step.name} (deadline {timeout:.0f} s)", flush=True)
             outcome = run_step(command, args.out / "steps" / f"{stem}.json", args.out / "steps" / f"{stem}.log",
                                timeout)
         report["steps"][step.name] = outcome
         report["total_seconds"] = round(args.budget_s - budget.left, 1)
         write_report(report, args.out)
-        said = f" ({_last_line(outcome['reason'])})" if "reason" in outcome else ""
+        said = f" ({last_line(outcome['reason'], 300)})" if "reason" in outcome else ""
         took = f" in {outcome['seconds']} s" if "seconds" in outcome else ""
         print(f"   {step.name}: {outcome['status']}{said}{took}", flush=True)
     return report

@@ -21,9 +21,15 @@ def _figures(report: dict[str, Any], step: str) -> dict[str, Any]:
     return report["steps"].get(step, {}).get("figures") or {}
 
 
-def _rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def measured_rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The engine variants that measured anything, by name, in the order they ran."""
     return {name: step["figures"] for name, step in report["steps"].items() if (step.get("figures") or {}).get("rows")}
+
+
+def last_line(text: str, width: int) -> str:
+    """The line that says what happened (a traceback's last), clipped to ``width``."""
+    lines = text.strip().splitlines()
+    return lines[-1][:width] if lines else ""
 
 
 def _per_answer(row: dict[str, Any]) -> float | None:
@@ -56,7 +62,7 @@ def derive(report: dict[str, Any]) -> None:
     figures: dict[str, Any] = {"variants": {}}
     if model and Path(model, "config.json").is_file():
         figures["decode_bytes_at_no_context"] = decode_bytes(Path(model), 0)
-    rows = _rows(report)
+    rows = measured_rows(report)
     eager = {row["concurrency"]: row["studies_per_hour"] for row in rows.get("eager", {}).get("rows", [])}
     for name, measured in rows.items():
         roofline = batch1_against_roofline(measured["rows"], bandwidth, Path(model)) if model else None
@@ -93,7 +99,7 @@ def _header(report: dict[str, Any]) -> list[str]:
             f"{report['budget_s']:.0f} s budget.", "",
             "| step | status | seconds | note |", "| --- | --- | --- | --- |",
             *(f"| {name} | {step['status']} | {step.get('seconds', '')} | "
-              f"{step.get('reason', '').splitlines()[-1][:200] if step.get('reason') else ''} |"
+              f"{last_line(step.get('reason', ''), 200)} |"
               for name, step in report["steps"].items()), ""]
 
 
@@ -102,7 +108,7 @@ def _table(report: dict[str, Any]) -> list[str]:
     lines = [f"| variant | studies at once | prompt tokens | TTFT (s) | decode tok/s per stream | decode tok/s total "
              f"| studies/hour ({report['new_tokens']} new tokens) | studies/hour at {ANSWER_TOKENS:,} (derived) "
              "| peak GPU memory (GB) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name, measured in _rows(report).items():
+    for name, measured in measured_rows(report).items():
         at_answer = derived.get(name, {}).get("studies_per_hour_at_1024_new_tokens", {})
         lines += [f"| {name} | {row['concurrency']} | {row['prompt_tokens']} | {row['ttft_s']} | "
                   f"{row['decode_tokens_per_s_per_stream']} | {row['decode_tokens_per_s_total']} | "

@@ -76,10 +76,8 @@ def prepare(spec: dict[str, Any], result: Path) -> None:
         properties = torch.cuda.get_device_properties(0)
         figures.update(gpu_memory_bytes=properties.total_memory, compute_capability=f"{properties.major}."
                        f"{properties.minor}", gpus=torch.cuda.device_count())
-    tiny = Path(spec["workdir"]) / "tiny"
     started = time.monotonic()
-    if not tiny.is_dir():
-        built_whole(tiny, build_tiny_checkpoint)
+    tiny = built_whole(Path(spec["workdir"]) / "tiny", build_tiny_checkpoint)
     figures["tiny_checkpoint"] = str(tiny)
     figures["tiny_seconds"] = round(time.monotonic() - started, 1)
     _write(result, figures)
