@@ -16,10 +16,6 @@ import struct
 from pathlib import Path
 from typing import Any
 
-#: Bytes per element of the dtypes a checkpoint holds.
-DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4, "I8": 1, "U8": 1, "BOOL": 1,
-               "F8_E4M3": 1, "F8_E5M2": 1}
-
 
 def tensor_bytes(model_dir: Path) -> dict[str, int]:
     """Every tensor of the checkpoint's ``*.safetensors`` files and its size in bytes, from their headers."""

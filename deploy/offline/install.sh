@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install qoq-node on an air-gapped host from a wheelhouse made by build_wheelhouse.py, next to the
-# host's own PyTorch: nothing is fetched from any network (pip --no-index), every file is checked
-# against SHA256SUMS first, the wheelhouse's requirements.txt is installed (the node with its
-# [transformers] extra, and what build_wheelhouse.py --with added), and what the host already has
+# host's own PyTorch: nothing is fetched from any network (pip --no-index), every wheel and
+# requirements.txt is checked against SHA256SUMS first (a wheel it does not list is refused), the
+# wheelhouse's requirements.txt is installed (the node with its [transformers] extra, and what
+# build_wheelhouse.py --with added), and what the host already has
 # (torch, torchvision; with a host file transformers, tokenizers, numpy...) is kept as the host has it.
 #
 #   PYTHON=/opt/torch/.venv/bin/python3 bash install.sh WHEELHOUSE VENV
